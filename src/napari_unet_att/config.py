@@ -1,0 +1,198 @@
+"""Configuration objects shared by the CLI, the widgets and the tests.
+
+One dataclass per job (:class:`TrainConfig`, :class:`InferConfig`) and a table of model
+presets. The UI layers only fill these in; the engine only reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InputError
+
+Mode = Literal["temporal", "mirrored", "rowsplit"]
+MODES: tuple[str, ...] = ("temporal", "mirrored", "rowsplit")
+MODE_HELP: dict[str, str] = {
+    "temporal": "input = even frames, target = odd frames (DeepCAD / UNet-Att); any (T, Y, X) stack",
+    "mirrored": "bidirectional scan stored as (T, 2N, N): forward lines (even rows) -> backward lines (odd rows); "
+    "all frames kept, robust to motion (DeepBID MP-SSL)",
+    "rowsplit": "ordinary scan: even rows -> odd rows of the same frames (DeepBID 'line' mode)",
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model size and the training defaults that suit it.
+
+    Attributes
+    ----------
+    arch : {'unet_att', 'unet3d'}
+        Network family (see :mod:`napari_unet_att.networks`).
+    base_channels : int
+        Channels of the first level (``f`` in METHODS.md); levels have f, 2f, 4f, 8f.
+    patch_t, patch_xy : int
+        Default training patch (frames, and rows = columns) in *network input* voxels.
+    batch_size : int
+        Patches per optimiser step.
+    lr : float
+        Adam learning rate.
+    description : str
+        One line for the UI.
+    """
+
+    arch: str
+    base_channels: int
+    patch_t: int
+    patch_xy: int
+    batch_size: int
+    lr: float
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "fast": Preset("unet_att", 8, 32, 64, 2, 1e-3, "UNet-Att, f=8: a useful model in minutes on a laptop CPU"),
+    "paper": Preset("unet_att", 16, 64, 64, 1, 5e-4, "UNet-Att as published (f=16, 1.6 M parameters); GPU advised"),
+    "unet3d": Preset("unet3d", 16, 32, 64, 2, 5e-4, "plain 3D UNet of DeepCAD-RT / DeepBID (f=16), lighter"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Look up a preset by name, with an error that lists the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def check_mode(mode: str) -> str:
+    """Validate a self-supervision mode name."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    return mode
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data.
+
+    ``None`` for patch / batch / lr means "the preset's default". A run stops at
+    whichever of ``steps`` / ``seconds`` comes first; with neither, 2000 steps.
+    """
+
+    mode: str = "temporal"
+    preset: str = "fast"
+    steps: int | None = None
+    seconds: float | None = None
+    patch_t: int | None = None
+    patch_xy: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    l1_weight: float = 0.5  # loss = w * L1 + (1 - w) * MSE
+    val_fraction: float = 0.1  # last part of each stack (in time) held out for validation
+    val_every: int = 50  # steps between validation passes
+    val_patches: int = 4
+    swap: bool = True  # swap input / target with p = 0.5
+    augment: bool = True  # random D4 transform of the (y, x) plane
+    flip_backward: bool = False  # mirrored: backward lines stored x-mirrored by the acquisition software
+    checkpoint_every: int = 200  # steps between periodic checkpoints (0: only the final one)
+    preview_every: int = 0  # steps between previews (0: none)
+    preview_frames: tuple[int, int] | None = None  # (start, stop) frames of the first stack for the preview
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        get_preset(self.preset)
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"steps must be >= 1, got {self.steps}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise InputError(f"seconds must be > 0, got {self.seconds}")
+        if not 0.0 <= self.l1_weight <= 1.0:
+            raise InputError(f"l1_weight must be within [0, 1], got {self.l1_weight}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise InputError(f"val_fraction must be within [0, 0.5), got {self.val_fraction}")
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with preset defaults filled in (what is stored in checkpoints)."""
+        p = get_preset(self.preset)
+        d = dataclasses.asdict(self)
+        for k in ("patch_t", "patch_xy", "batch_size", "lr"):
+            if d[k] is None:
+                d[k] = getattr(p, k)
+        if d["steps"] is None and d["seconds"] is None:
+            d["steps"] = 2000
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from :meth:`resolved` output, ignoring unknown keys (older/newer files)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if isinstance(kw.get("preview_frames"), list):
+            kw["preview_frames"] = tuple(kw["preview_frames"])
+        return cls(**kw)
+
+
+@dataclass
+class InferConfig:
+    """Tiled inference settings.
+
+    ``None`` tile sizes mean "as large as fits": whole frames in y/x up to ``max_tile_xy``,
+    and ``tile_t`` frames. Overlap defaults to the network's receptive field on every axis
+    that is actually split into tiles (an axis covered by one tile needs none).
+    """
+
+    device: str = "auto"
+    amp: bool = True
+    tile_t: int = 128
+    max_tile_xy: int = 256
+    overlap: int | None = None
+    batch_size: int = 1
+    output_dtype: Literal["float32", "input"] = "float32"
+    normalization: Literal["model", "input"] = "model"  # stats stored in the model, or the input's own
+    mirrored_output: Literal["interleaved", "merged"] = "interleaved"  # mirrored models on (T, 2N, N) input
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tile_t < 8 or self.max_tile_xy < 16:
+            raise InputError(f"tiles too small: tile_t={self.tile_t} (>= 8), max_tile_xy={self.max_tile_xy} (>= 16)")
+        if self.output_dtype not in ("float32", "input"):
+            raise InputError(f"output_dtype must be 'float32' or 'input', got {self.output_dtype!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class TrainEvent:
+    """Progress report yielded by the training loop after every ``log_every`` steps.
+
+    ``preview`` is a small float32 array (denoised frames in input intensity units) when a
+    preview was computed at this step; ``checkpoint`` is the path written at this step.
+    """
+
+    step: int
+    total_steps: int | None
+    loss: float
+    val_loss: float | None = None
+    steps_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    fraction: float = 0.0
+    preview: Any = None
+    checkpoint: str | None = None
+    message: str = ""
+    history: dict[str, list] = field(default_factory=dict)
+
+
+@dataclass
+class InferEvent:
+    """Progress report yielded by tiled inference after each batch of tiles."""
+
+    done: int
+    total: int
+    frames_per_s: float = 0.0
+    eta_s: float | None = None

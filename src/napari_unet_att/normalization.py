@@ -1,0 +1,95 @@
+"""Intensity normalisation that is stored with a model and undone at inference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """``z = (x - offset) / scale`` and back.
+
+    Attributes
+    ----------
+    offset : float
+        Subtracted first (the stack mean, as in DeepCAD-RT / DeepBID).
+    scale : float
+        Divided next (the stack standard deviation), so networks see unit-variance data.
+    """
+
+    offset: float
+    scale: float
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalise ``x`` to float32."""
+        return ((np.asarray(x, dtype=np.float32) - np.float32(self.offset)) / np.float32(self.scale)).astype(
+            np.float32, copy=False
+        )
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        """Map normalised values back to the input's intensity units (float32)."""
+        return (np.asarray(z, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(
+            np.float32, copy=False
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(float(d["offset"]), float(d["scale"]))
+
+
+def stack_statistics(stack, frames_per_chunk: int = 64) -> tuple[float, float, int]:
+    """Mean, standard deviation and voxel count of a stack in one streaming pass.
+
+    Works on numpy arrays, memory maps and dask arrays alike without holding more than
+    ``frames_per_chunk`` frames as float64 at once.
+
+    Raises
+    ------
+    InputError
+        If the stack holds NaN or Inf values.
+    """
+    n = 0
+    total = 0.0
+    total_sq = 0.0
+    shift = None  # shifted sums keep the variance accurate for large offsets
+    for t0 in range(0, stack.shape[0], frames_per_chunk):
+        chunk = np.asarray(stack[t0 : t0 + frames_per_chunk], dtype=np.float64)
+        if not np.isfinite(chunk).all():
+            raise InputError(f"the stack holds NaN or Inf values (first in frames {t0}..{t0 + len(chunk) - 1}); "
+                             "replace them before denoising")
+        if shift is None:
+            shift = float(chunk.mean())
+        c = chunk - shift
+        total += float(c.sum())
+        total_sq += float((c * c).sum())
+        n += chunk.size
+    if n == 0:
+        raise InputError("the stack is empty")
+    mean_c = total / n
+    var = max(total_sq / n - mean_c * mean_c, 0.0)
+    return shift + mean_c, float(np.sqrt(var)), n
+
+
+def fit_normalization(stacks) -> Normalization:
+    """Pooled normalisation over one or several stacks.
+
+    Raises
+    ------
+    InputError
+        If the data are constant (nothing to denoise) or non-finite.
+    """
+    stats = [stack_statistics(s) for s in stacks]
+    n = sum(s[2] for s in stats)
+    mean = sum(m * k for m, _, k in stats) / n
+    var = sum(k * (sd * sd + (m - mean) ** 2) for m, sd, k in stats) / n
+    sd = float(np.sqrt(var))
+    if not sd > 1e-12 * max(1.0, abs(mean)):
+        raise InputError(f"the data are constant (every value is {mean:g}); there is no signal or noise to learn from")
+    return Normalization(float(mean), sd)
