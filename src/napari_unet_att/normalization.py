@@ -77,19 +77,23 @@ def stack_statistics(stack, frames_per_chunk: int = 64) -> tuple[float, float, i
     return shift + mean_c, float(np.sqrt(var)), n
 
 
-def fit_normalization(stacks) -> Normalization:
-    """Pooled normalisation over one or several stacks.
+def pool_statistics(stats: list[tuple[float, float, int]]) -> Normalization:
+    """Combine per-stack ``(mean, std, count)`` from :func:`stack_statistics` into one normalisation.
 
     Raises
     ------
     InputError
-        If the data are constant (nothing to denoise) or non-finite.
+        If the pooled data are constant (nothing to denoise).
     """
-    stats = [stack_statistics(s) for s in stacks]
-    n = sum(s[2] for s in stats)
+    n = sum(k for _, _, k in stats)
     mean = sum(m * k for m, _, k in stats) / n
     var = sum(k * (sd * sd + (m - mean) ** 2) for m, sd, k in stats) / n
     sd = float(np.sqrt(var))
     if not sd > 1e-12 * max(1.0, abs(mean)):
         raise InputError(f"the data are constant (every value is {mean:g}); there is no signal or noise to learn from")
     return Normalization(float(mean), sd)
+
+
+def fit_normalization(stacks) -> Normalization:
+    """Pooled normalisation over one or several stacks (one streaming pass each)."""
+    return pool_statistics([stack_statistics(s) for s in stacks])

@@ -1,0 +1,285 @@
+"""Command line: ``napari-unet-att {train,denoise,evaluate,info,demo}``.
+
+Every subcommand builds the same config objects as the napari widgets and calls the same
+engine functions. A :class:`~napari_unet_att.errors.UserError` ends the command with one line on
+stderr and exit code 2 (a traceback only with ``--debug``); outputs are written atomically, so
+a failed or interrupted command leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import MODE_HELP, MODES, PRESETS, InferConfig, TrainConfig
+from .errors import InputError, UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _progress_bar(total: float | None, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=True)
+
+
+def _drain(gen: Generator, on_event) -> Any:
+    """Run an engine generator to its end, calling ``on_event`` per event; return its value."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        on_event(ev)
+
+
+def _read_inputs(paths: Sequence[str], channel: int | None) -> list:
+    from .io import read_stack
+
+    return [read_stack(p, channel=channel, lazy=True) for p in paths]
+
+
+# -- train ---------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import FINAL_NAME, Trainer
+
+    cfg = TrainConfig(
+        mode=args.mode, preset=args.preset, steps=args.steps, seconds=args.seconds, patch_t=args.patch_t,
+        patch_xy=args.patch_xy, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+        flip_backward=args.flip_backward, checkpoint_every=args.checkpoint_every,
+    )
+    stacks = _read_inputs(args.inputs, args.channel)
+    trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
+    total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved()["steps"])
+    bar = _progress_bar(total if total else 100.0, "train", "step" if total else "%")
+    state = {"last": 0}
+
+    def show(ev) -> None:
+        if ev.message:
+            bar.write(ev.message)
+        if ev.step <= 0:
+            return
+        advance = ev.step - state["last"] if total else round(100 * ev.fraction - bar.n, 2)
+        state["last"] = ev.step
+        bar.update(max(advance, 0))
+        post = {"loss": f"{ev.loss:.4f}", "it/s": f"{ev.steps_per_s:.2f}"}
+        if ev.val_loss is not None:
+            post["val"] = f"{ev.val_loss:.4f}"
+        bar.set_postfix(post, refresh=False)
+
+    gen = trainer.run()
+    try:
+        den = _drain(gen, show)
+    except KeyboardInterrupt:
+        # Ctrl-C: finish the current step, save, and report where the model is.
+        trainer.stop()
+        bar.write("interrupted: saving the model trained so far ...")
+        den = _drain(gen, show)
+    finally:
+        bar.close()
+    final = Path(args.out) / FINAL_NAME
+    print(json.dumps({"model": str(final), "steps": den.step, "description": den.describe(),
+                      "val_loss": trainer.history["val_loss"][-1] if trainer.history["val_loss"] else None}))
+    return 0
+
+
+# -- denoise -------------------------------------------------------------------------------
+def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
+    """One output per input: ``out`` itself for one input, ``out/<stem>_denoised.tif`` for several."""
+    out_p = Path(out)
+    if len(inputs) == 1 and out_p.suffix.lower() in (".tif", ".tiff", ".zarr"):
+        return [out_p]
+    if out_p.suffix.lower() in (".tif", ".tiff"):
+        raise InputError(f"{len(inputs)} inputs need a directory for --out, not the file name {out}")
+    return [out_p / f"{Path(p).stem}_denoised.tif" for p in inputs]
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .checkpoint import load_any
+    from .infer import iter_denoise_file
+
+    den = load_any(args.model)
+    cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
+                      tile_t=args.tile_t, batch_size=args.batch_size,
+                      normalization="input" if args.input_norm else "model")
+    outs = _output_paths(args.inputs, args.out)
+    for src, dst in zip(args.inputs, outs, strict=True):
+        if Path(src).resolve() == dst.resolve():
+            raise InputError(f"--out {dst} would overwrite the input; choose another path")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        bar = _progress_bar(None, Path(src).name, "tile")
+        t0 = time.perf_counter()
+
+        def show(ev, bar=bar) -> None:
+            bar.total = ev.total
+            bar.n = ev.done
+            bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=True)
+
+        try:
+            _drain(iter_denoise_file(src, dst, den, cfg, channel=args.channel), show)
+        finally:
+            bar.close()
+        print(json.dumps({"input": src, "output": str(dst), "seconds": round(time.perf_counter() - t0, 2)}))
+    return 0
+
+
+# -- evaluate ------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io import read_stack
+    from .metrics import evaluate
+
+    den = np.asarray(read_stack(args.denoised, channel=args.channel, lazy=True))
+    ref = np.asarray(read_stack(args.reference, channel=args.channel, lazy=True)) if args.reference else None
+    raw = np.asarray(read_stack(args.raw, channel=args.channel, lazy=True)) if args.raw else None
+    masks = None
+    if args.rois:
+        import tifffile
+
+        masks = tifffile.imread(args.rois)
+    for name, arr in (("reference", ref), ("raw", raw)):
+        if arr is not None and arr.shape != den.shape:
+            raise InputError(f"--{name} has shape {arr.shape} but the denoised stack has {den.shape}")
+    result = evaluate(den, reference=ref, raw=raw, masks=masks)
+    if not args.per_frame:
+        result = _scalars_only(result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _scalars_only(d: Any) -> Any:
+    """Drop per-frame lists so the printed JSON stays readable."""
+    if isinstance(d, dict):
+        return {k: _scalars_only(v) for k, v in d.items() if not isinstance(v, list)}
+    return d
+
+
+# -- info ----------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_any
+
+    den = load_any(args.model)
+    print(den.describe())
+    print(json.dumps({"norm": den.norm.to_dict(), "provenance": den.provenance}, indent=2, default=str))
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(out_dir=args.out, train_seconds=args.train_seconds, device=args.device,
+                      log=lambda s: print(s, file=sys.stderr))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-unet-att",
+        description="Self-supervised UNet-Att denoising of two-photon calcium-imaging time-lapses.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on one or more noisy stacks (no clean data needed)")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks (T, Y, X)")
+    t.add_argument("--mode", choices=MODES, default="temporal",
+                   help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
+    t.add_argument("--preset", choices=list(PRESETS), default="fast",
+                   help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    t.add_argument("--out", required=True, help="output directory (model.pt and checkpoint-last.pt)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, help="training time budget")
+    budget.add_argument("--steps", type=int, help="training step budget (default 2000)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt")
+    t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth)")
+    t.add_argument("--patch-t", type=int, help="patch frames (network input)")
+    t.add_argument("--patch-xy", type=int, help="patch rows = columns (network input)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--channel", type=int, help="channel index for multichannel stacks")
+    t.add_argument("--flip-backward", action="store_true",
+                   help="mirrored mode: backward lines are stored x-reversed in the file")
+    t.add_argument("--checkpoint-every", type=int, default=200, help="steps between periodic checkpoints")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("denoise", help="apply a model to one or more stacks")
+    d.add_argument("inputs", nargs="+", metavar="INPUT")
+    d.add_argument("--model", required=True, help="checkpoint (ours, or a reference tool's .pth)")
+    d.add_argument("--out", required=True, help="output TIFF (one input) or directory (several)")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--float32", action="store_true", help="write float32 (default: the input's dtype, clipped)")
+    d.add_argument("--input-norm", action="store_true",
+                   help="normalise with the input's own statistics instead of the model's")
+    d.add_argument("--tile-t", type=int, default=128, help="frames per tile")
+    d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")
+    d.add_argument("--channel", type=int)
+    d.set_defaults(func=cmd_denoise)
+
+    e = sub.add_parser("evaluate", help="print JSON metrics of a denoised stack against a reference")
+    e.add_argument("denoised")
+    e.add_argument("--reference", help="clean or high-SNR reference stack (same shape)")
+    e.add_argument("--raw", help="the raw stack, to report its metrics beside the denoised ones")
+    e.add_argument("--rois", help="labels image (Y, X) of ROIs for trace correlations")
+    e.add_argument("--per-frame", action="store_true", help="include per-frame lists")
+    e.add_argument("--channel", type=int)
+    e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("demo", help="the main job on the shipped sample data: (train,) denoise, evaluate")
+    m.add_argument("--out", default="unet-att-demo", help="output directory")
+    m.add_argument("--train-seconds", type=float, default=0.0,
+                   help="train a new model for this long instead of using the shipped checkpoint")
+    m.add_argument("--device", default="auto")
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"napari-unet-att {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"napari-unet-att {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        if args.debug:
+            traceback.print_exc()
+        print(f"napari-unet-att {args.command}: error: out of memory; use smaller tiles (--tile-t) or patches",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        # File-system problems (permissions, missing directories) are the user's to fix.
+        if args.debug:
+            traceback.print_exc()
+        print(f"napari-unet-att {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

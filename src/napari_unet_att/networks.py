@@ -1,0 +1,570 @@
+"""The two denoising networks: UNet-Att (3D UNet++ with attention gates) and the plain 3D UNet.
+
+Both map ``(B, 1, T, Y, X)`` float32 to the same shape, for any T, Y, X: the input is padded
+at the far end of each axis (reflect where the axis is long enough, else replicate) to a
+multiple of 8 and to the minimum size the network needs, and the output is cropped back.
+Upsampled tensors are resized to their skip connection's exact size, never by a bare
+``scale_factor``.
+
+Module and parameter names are those of the reference code (``UNet2_attention`` of
+ZjjDh/UNet-Att, ``UNet3D`` of cabooster/DeepCAD-RT, ``UNet_3D`` of shenblin/DeepBID), so their
+state dicts load after stripping the ``Generator.`` prefix: see :func:`convert_reference_state_dict`.
+Interpolation modes also match the references (trilinear with ``align_corners=True`` in the
+UNet-Att decoder, ``align_corners=False`` inside the gates, nearest in the plain UNet), so
+imported weights compute what they computed in the reference code.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CheckpointError, InputError
+
+ARCHS: tuple[str, ...] = ("unet_att", "unet3d")
+
+#: Every padded axis is a multiple of this (three 2x2x2 max-pools).
+SIZE_MULTIPLE = 8
+#: Smallest padded axis per architecture. UNet-Att's deepest gate runs an unpadded stride-2
+#: 3x3x3 conv on level 2 (n / 4 voxels), which needs >= 3 voxels, so n >= 12 -> 16.
+MIN_SIZE: dict[str, int] = {"unet_att": 16, "unet3d": 8}
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks (names follow the reference code so state-dict keys match)
+# ----------------------------------------------------------------------------------------------
+class _ConvUnit(nn.Sequential):
+    """Conv3d 3x3x3 (padding 1, bias) + ReLU; the reference's ``SingleConv`` with order 'cr'."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.add_module("conv", nn.Conv3d(c_in, c_out, kernel_size=3, padding=1, bias=True))
+        # In-place: saves one activation-sized allocation per conv; autograd allows it after a conv.
+        self.add_module("ReLU", nn.ReLU(inplace=True))
+
+
+class _DoubleConv(nn.Sequential):
+    """Two conv units (``SingleConv1``, ``SingleConv2``).
+
+    Encoder blocks go ``c_in -> max(c_out // 2, c_in) -> c_out``; decoder blocks ``c_in -> c_out -> c_out``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, encoder: bool) -> None:
+        super().__init__()
+        mid = max(c_out // 2, c_in) if encoder else c_out
+        self.add_module("SingleConv1", _ConvUnit(c_in, mid))
+        self.add_module("SingleConv2", _ConvUnit(mid, c_out))
+
+
+class _Encoder(nn.Module):
+    """Optional MaxPool3d(2) then a double conv (reference ``Encoder``)."""
+
+    def __init__(self, c_in: int, c_out: int, pool: bool) -> None:
+        super().__init__()
+        self.pooling = nn.MaxPool3d(kernel_size=2) if pool else None
+        self.basic_module = _DoubleConv(c_in, c_out, encoder=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooling is not None:
+            x = self.pooling(x)
+        return self.basic_module(x)
+
+
+class _Decoder(nn.Module):
+    """A decoder node's double conv; the joining (upsample + concat) is done by the network."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.basic_module = _DoubleConv(c_in, c_out, encoder=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.basic_module(x)
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate A(x | g) of UNet-Att (reference ``AttentionBlock``, 'concat_attention').
+
+    ``theta = conv_x(x)`` (C -> 2C, 3x3x3, stride 2, no padding, no bias); ``g`` (2C channels, one
+    level down) is resized trilinearly to theta's size with no learned projection;
+    ``alpha = sigmoid(sig_conv(relu(theta + g)))`` is resized back to x's size;
+    the output is ``W(alpha * x)`` with ``W`` = Conv3d(C -> C, 1x1x1) + BatchNorm3d.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.W = nn.Sequential(nn.Conv3d(c, c, kernel_size=1), nn.BatchNorm3d(c))
+        self.conv_x = nn.Conv3d(c, 2 * c, kernel_size=3, stride=2, padding=0, bias=False)
+        self.sig_conv = nn.Conv3d(2 * c, 1, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        theta = self.conv_x(x)
+        # align_corners=False: what the reference's F.upsample(..., mode='trilinear') defaults to.
+        g = _resize(g, theta.shape[2:], align_corners=False)
+        f = theta.add_(g).relu_()  # theta is a fresh conv output: in place is safe
+        alpha = torch.sigmoid(self.sig_conv(f))
+        alpha = _resize(alpha, x.shape[2:], align_corners=False)
+        return self.W(alpha * x)
+
+
+def _resize(x: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    """Trilinear resize of ``x`` to spatial ``size``."""
+    return F.interpolate(x, size=tuple(size), mode="trilinear", align_corners=align_corners)
+
+
+def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """UNet-Att decoder upsampling: trilinear, align_corners=True, to the skip's exact size.
+
+    With the skip exactly twice as large this equals the reference's ``scale_factor=2``.
+    """
+    return _resize(x, like.shape[2:], align_corners=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# padding to a valid size and cropping back
+# ----------------------------------------------------------------------------------------------
+def padded_size(n: int, arch: str) -> int:
+    """Size an axis of length ``n`` is padded to before the network runs."""
+    return max(math.ceil(n / SIZE_MULTIPLE) * SIZE_MULTIPLE, MIN_SIZE[arch])
+
+
+def _pad_end(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Pad the last three axes of ``x`` at their far end up to ``sizes``.
+
+    Reflect padding (no artificial flat region) needs the pad to be shorter than the axis;
+    where it is not (tiny inputs), replicate. Padding only the far end keeps the max-pool
+    grid anchored at voxel 0, so a voxel's result does not depend on the tile's length.
+    """
+    for axis, target in zip((2, 3, 4), sizes, strict=True):
+        n = x.shape[axis]
+        extra = target - n
+        if extra <= 0:
+            continue
+        pad = [0] * 6
+        pad[(4 - axis) * 2 + 1] = extra  # F.pad lists the last axis first
+        x = F.pad(x, pad, mode="reflect" if extra < n else "replicate")
+    return x
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if x.ndim != 5 or x.shape[1] != 1:
+        raise InputError(f"network input must have shape (B, 1, T, Y, X); got {tuple(x.shape)}")
+    if min(x.shape[2:]) < 1:
+        raise InputError(f"network input has an empty axis: {tuple(x.shape)}")
+
+
+class _PaddedNet(nn.Module):
+    """Pads the input to a size the network can take, runs :meth:`_forward_valid`, crops back."""
+
+    arch: str = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x)
+        t, y, w = x.shape[2:]
+        sizes = [padded_size(n, self.arch) for n in (t, y, w)]
+        out = self._forward_valid(_pad_end(x, sizes))
+        if list(out.shape[2:]) != [t, y, w]:
+            out = out[:, :, :t, :y, :w]
+        return out
+
+    def _forward_valid(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _make_encoders(base_channels: int) -> nn.ModuleList:
+    f = base_channels
+    return nn.ModuleList(
+        [
+            _Encoder(1, f, pool=False),
+            _Encoder(f, 2 * f, pool=True),
+            _Encoder(2 * f, 4 * f, pool=True),
+            _Encoder(4 * f, 8 * f, pool=True),
+        ]
+    )
+
+
+def _check_base_channels(base_channels: int) -> int:
+    if isinstance(base_channels, bool) or not isinstance(base_channels, int | np.integer) or base_channels < 1:
+        raise InputError(f"base_channels must be a positive integer; got {base_channels!r}")
+    return int(base_channels)
+
+
+# ----------------------------------------------------------------------------------------------
+# the networks
+# ----------------------------------------------------------------------------------------------
+class UNetAtt(_PaddedNet):
+    """UNet-Att: 3D UNet++ (nested decoder X01, X11, X21, X02, X12, X03) with six attention gates.
+
+    Encoder X00 (1 -> f/2 -> f), X10 (f -> f -> 2f), X20 (2f -> 2f -> 4f), X30 (4f -> 4f -> 8f),
+    MaxPool3d(2) between levels. Node X(i, j) = double conv over the concatenation of the gated
+    skips ``A(X(i, 0..j-1))`` and the upsampled ``X(i+1, j-1)``. A shared 1x1x1 conv (f -> 1)
+    reads X01, X02 and X03; the three outputs are averaged. No final activation.
+    1,615,783 parameters at ``base_channels=16``.
+
+    ``decoders`` are ordered X01, X11, X21, X02, X12, X03 and ``attentionblocks`` are the gates
+    (X00|X10), (X10|X20), (X20|X30), (X01|X11), (X11|X21), (X02|X12), as in the reference.
+    """
+
+    arch = "unet_att"
+
+    def __init__(self, base_channels: int = 16) -> None:
+        super().__init__()
+        f = self.base_channels = _check_base_channels(base_channels)
+        self.encoders = _make_encoders(f)
+        self.decoders = nn.ModuleList(
+            [
+                _Decoder(f + 2 * f, f),  # X01 = [A(X00), up X10]
+                _Decoder(2 * f + 4 * f, 2 * f),  # X11 = [A(X10), up X20]
+                _Decoder(4 * f + 8 * f, 4 * f),  # X21 = [A(X20), up X30]
+                _Decoder(2 * f + 2 * f, f),  # X02 = [A(X00), A(X01), up X11]
+                _Decoder(4 * f + 4 * f, 2 * f),  # X12 = [A(X10), A(X11), up X21]
+                _Decoder(2 * f + 3 * f, f),  # X03 = [A(X00), A(X01), A(X02), up X12]
+            ]
+        )
+        self.attentionblocks = nn.ModuleList([AttentionGate(c) for c in (f, 2 * f, 4 * f, f, 2 * f, f)])
+        self.final_conv = nn.Conv3d(f, 1, kernel_size=1)
+
+    def _forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        enc, dec, att = self.encoders, self.decoders, self.attentionblocks
+        x00 = enc[0](x)
+        x10 = enc[1](x00)
+        x20 = enc[2](x10)
+        x30 = enc[3](x20)
+        # Each gated skip is computed once and reused by every later node of its level.
+        a00 = att[0](x00, x10)
+        x01 = dec[0](torch.cat((a00, _up(x10, x00)), 1))
+        a10 = att[1](x10, x20)
+        x11 = dec[1](torch.cat((a10, _up(x20, x10)), 1))
+        a20 = att[2](x20, x30)
+        x21 = dec[2](torch.cat((a20, _up(x30, x20)), 1))
+        del x30, a20
+        a01 = att[3](x01, x11)
+        x02 = dec[3](torch.cat((a00, a01, _up(x11, x01)), 1))
+        a11 = att[4](x11, x21)
+        x12 = dec[4](torch.cat((a10, a11, _up(x21, x11)), 1))
+        del x21, a10, a11
+        a02 = att[5](x02, x12)
+        x03 = dec[5](torch.cat((a00, a01, a02, _up(x12, x02)), 1))
+        # mean(conv(X0j)) == conv(mean(X0j)) for a linear 1x1x1 conv: one conv instead of three.
+        return self.final_conv((x01 + x02 + x03) / 3)
+
+
+class UNet3D(_PaddedNet):
+    """The plain 3D UNet of DeepCAD-RT / DeepBID (4 levels, nearest-neighbour upsampling).
+
+    Encoders as in :class:`UNetAtt`; decoders (8f+4f -> 4f), (4f+2f -> 2f), (2f+f -> f), each over
+    ``[skip, nearest-upsampled deeper output]``; final 1x1x1 conv f -> 1, no activation.
+    1,020,337 parameters at ``base_channels=16``.
+    """
+
+    arch = "unet3d"
+
+    def __init__(self, base_channels: int = 16) -> None:
+        super().__init__()
+        f = self.base_channels = _check_base_channels(base_channels)
+        self.encoders = _make_encoders(f)
+        self.decoders = nn.ModuleList([_Decoder(12 * f, 4 * f), _Decoder(6 * f, 2 * f), _Decoder(3 * f, f)])
+        self.final_conv = nn.Conv3d(f, 1, kernel_size=1)
+
+    def _forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+        for decoder, skip in zip(self.decoders, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[2:], mode="nearest")
+            x = decoder(torch.cat((skip, x), 1))
+        return self.final_conv(x)
+
+
+_BUILDERS: dict[str, Callable[[int], nn.Module]] = {"unet_att": UNetAtt, "unet3d": UNet3D}
+
+
+def build_network(arch: str, base_channels: int) -> nn.Module:
+    """Build an untrained network.
+
+    Parameters
+    ----------
+    arch : {'unet_att', 'unet3d'}
+        Network family.
+    base_channels : int
+        First-level channel count ``f`` (levels have f, 2f, 4f, 8f).
+
+    Raises
+    ------
+    InputError
+        For an unknown ``arch`` or a non-positive ``base_channels``.
+    """
+    try:
+        builder = _BUILDERS[arch]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown network architecture {arch!r}; expected one of: {', '.join(ARCHS)}") from None
+    return builder(base_channels)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of learnable parameters (BatchNorm affine weights included, running stats not)."""
+    return sum(p.numel() for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# receptive field: exact index bookkeeping along one axis
+# ----------------------------------------------------------------------------------------------
+class _Support:
+    """For each voxel ``i`` of a 1-D feature axis, the input interval ``[lo[i], hi[i]]`` it depends on.
+
+    Every op of the network is a fixed pattern of input indices per output index (conv
+    taps, pooling windows, interpolation neighbours with non-zero weight), computed here
+    exactly as PyTorch computes it; merging branches (concat, add, multiply) is the union.
+    Kernels are isotropic, so one axis describes all three.
+    """
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.lo, self.hi = lo, hi
+
+    @classmethod
+    def identity(cls, n: int) -> _Support:
+        i = np.arange(n)
+        return cls(i.copy(), i.copy())
+
+    def __len__(self) -> int:
+        return len(self.lo)
+
+    def gather(self, reads: list[list[int]]) -> _Support:
+        """Output voxel ``k`` depends on input voxels ``reads[k]``."""
+        lo = np.array([min(self.lo[r] for r in rs) for rs in reads])
+        hi = np.array([max(self.hi[r] for r in rs) for rs in reads])
+        return _Support(lo, hi)
+
+    def conv(self, k: int = 3, stride: int = 1, pad: int = 1) -> _Support:
+        n = len(self)
+        n_out = (n + 2 * pad - k) // stride + 1
+        reads = [[j for j in range(o * stride - pad, o * stride - pad + k) if 0 <= j < n] for o in range(n_out)]
+        return self.gather(reads)  # zero padding adds no dependence
+
+    def pool(self) -> _Support:
+        return self.conv(k=2, stride=2, pad=0)
+
+    def nearest(self, n_out: int) -> _Support:
+        n = len(self)
+        return self.gather([[min(int(math.floor(o * n / n_out)), n - 1)] for o in range(n_out)])
+
+    def linear(self, n_out: int, align_corners: bool) -> _Support:
+        """Neighbours read by 1-D linear interpolation (one axis of trilinear), as ATen computes them."""
+        n = len(self)
+        reads = []
+        for o in range(n_out):
+            if align_corners:
+                src = o * (n - 1) / (n_out - 1) if n_out > 1 else 0.0
+            else:
+                src = max((o + 0.5) * n / n_out - 0.5, 0.0)
+            i0 = min(int(src), n - 1)
+            i1 = min(i0 + 1, n - 1)
+            reads.append([i0, i1] if src - i0 > 0 else [i0])
+        return self.gather(reads)
+
+    def union(*parts: _Support) -> _Support:
+        return _Support(np.minimum.reduce([p.lo for p in parts]), np.maximum.reduce([p.hi for p in parts]))
+
+
+def _double(s: _Support) -> _Support:
+    return s.conv().conv()
+
+
+def _gate(x: _Support, g: _Support) -> _Support:
+    theta = x.conv(k=3, stride=2, pad=0)
+    f = theta.union(g.linear(len(theta), align_corners=False))
+    alpha = f.linear(len(x), align_corners=False)  # sig_conv is 1x1x1
+    return x.union(alpha)  # W is 1x1x1, BatchNorm per voxel in eval
+
+
+def _trace_unet_att(n: int) -> _Support:
+    x00 = _double(_Support.identity(n))
+    x10 = _double(x00.pool())
+    x20 = _double(x10.pool())
+    x30 = _double(x20.pool())
+
+    def up(a: _Support, like: _Support) -> _Support:
+        return a.linear(len(like), align_corners=True)
+
+    a00, a10, a20 = _gate(x00, x10), _gate(x10, x20), _gate(x20, x30)
+    x01 = _double(a00.union(up(x10, x00)))
+    x11 = _double(a10.union(up(x20, x10)))
+    x21 = _double(a20.union(up(x30, x20)))
+    a01, a11 = _gate(x01, x11), _gate(x11, x21)
+    x02 = _double(a00.union(a01, up(x11, x01)))
+    x12 = _double(a10.union(a11, up(x21, x11)))
+    a02 = _gate(x02, x12)
+    x03 = _double(a00.union(a01, a02, up(x12, x02)))
+    return x01.union(x02, x03)
+
+
+def _trace_unet3d(n: int) -> _Support:
+    s = _Support.identity(n)
+    skips = []
+    for level in range(4):
+        s = _double(s.pool() if level else s)
+        skips.append(s)
+    for skip in reversed(skips[:-1]):
+        s = _double(skip.union(s.nearest(len(skip))))
+    return s
+
+
+@functools.lru_cache(maxsize=None)
+def receptive_field(arch: str) -> int:
+    """Receptive field of a network, in voxels per axis (the same on T, Y and X).
+
+    Computed, not guessed: every layer's index pattern along one axis (3x3x3 conv taps,
+    2x2x2 pooling windows, stride-2 unpadded gate convs, interpolation neighbours with
+    non-zero weight, exactly as PyTorch indexes them) is traced through the network's graph
+    for a 512-voxel axis (see :class:`_Support`), giving for each output voxel ``i`` the input
+    interval ``[lo_i, hi_i]`` it can depend on. The result is
+    ``max_i(i - lo_i) + max_i(hi_i - i) + 1``: the context needed on both sides together, which
+    bounds both each voxel's dependence and the width of the output's response to one input
+    voxel. Tiles overlapping by this much (split as needed on each side) give every kept voxel
+    its full context; the effective field of a trained net is much narrower.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``arch``.
+    """
+    tracers = {"unet_att": _trace_unet_att, "unet3d": _trace_unet3d}
+    if arch not in tracers:
+        raise InputError(f"unknown network architecture {arch!r}; expected one of: {', '.join(ARCHS)}")
+    n = 512
+    s = tracers[arch](n)
+    i = np.arange(n)
+    core = slice(n // 4, 3 * n // 4)  # away from the borders, where clipping shrinks the support
+    return int((i - s.lo)[core].max() + (s.hi - i)[core].max() + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# reference checkpoints
+# ----------------------------------------------------------------------------------------------
+_FIRST_CONV = "encoders.0.basic_module.SingleConv1.conv.weight"
+_FIRST_LEVEL_OUT = "encoders.0.basic_module.SingleConv2.conv.weight"
+_PREFIXES = ("module.", "Generator.", "net_g.")
+_WRAPPERS = ("params", "params_ema", "state_dict", "model_state_dict")
+
+
+def _strip_prefixes(state: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
+    """Remove ``module.`` / ``Generator.`` prefixes (in any nesting) common to all keys."""
+    stripped: list[str] = []
+    out = dict(state)
+    changed = True
+    while changed and out:
+        changed = False
+        for p in _PREFIXES:
+            if all(k.startswith(p) for k in out):
+                out = {k[len(p) :]: v for k, v in out.items()}
+                stripped.append(p)
+                changed = True
+    return out, stripped
+
+
+def _unwrap(state: object) -> Mapping[str, object]:
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"expected a non-empty state dict (name -> tensor); got {type(state).__name__}")
+    # Lenient: also accept a BasicSR / training wrapper that the caller did not unwrap.
+    for key in _WRAPPERS:
+        if key in state and isinstance(state[key], Mapping) and not isinstance(state[key], torch.Tensor):
+            return _unwrap(state[key])
+    bad = [k for k in state if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"state dict keys must be strings; found {bad[:3]!r}")
+    return state
+
+
+def _brief(names: Sequence[str], limit: int = 5) -> str:
+    names = sorted(names)
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def reference_source(state: Mapping[str, object]) -> str:
+    """Which tool a state dict most likely comes from: 'UNet-Att', 'DeepCAD-RT', 'DeepBID' or 'unknown'.
+
+    UNet-Att has attention gates; DeepCAD-RT saves the plain UNet under ``Generator.``;
+    DeepBID (BasicSR) saves it without a prefix.
+    """
+    try:
+        inner, stripped = _strip_prefixes(_unwrap(state))
+    except CheckpointError:
+        return "unknown"
+    if any(k.startswith("attentionblocks.") for k in inner):
+        return "UNet-Att"
+    if _FIRST_CONV not in inner:
+        return "unknown"
+    return "DeepCAD-RT" if "Generator." in stripped else "DeepBID"
+
+
+def convert_reference_state_dict(state: Mapping[str, object]) -> tuple[str, int, dict[str, torch.Tensor]]:
+    """Turn a reference tool's state dict into ``(arch, base_channels, state)`` for :func:`build_network`.
+
+    Accepts DeepCAD-RT and UNet-Att files (keys prefixed ``Generator.``), DeepBID ones (the
+    ``params`` dict, no prefix) and this package's own networks' state dicts. The architecture
+    comes from the keys (attention gates or not), ``base_channels`` from the first level's
+    weight shapes; every key and shape is then checked against a freshly built network.
+    Our module names equal the references', so the only mapping is prefix stripping.
+
+    Raises
+    ------
+    CheckpointError
+        When the dict matches no known layout: names the missing / unexpected keys or the
+        mismatched shapes.
+    """
+    inner, _ = _strip_prefixes(_unwrap(state))
+    arch = "unet_att" if any(k.startswith("attentionblocks.") for k in inner) else "unet3d"
+    first, level = inner.get(_FIRST_CONV), inner.get(_FIRST_LEVEL_OUT)
+    if not isinstance(first, torch.Tensor) or not isinstance(level, torch.Tensor):
+        raise CheckpointError(
+            "not a UNet-Att / DeepCAD-RT / DeepBID state dict: no first-level conv weights "
+            f"({_FIRST_CONV!r}); keys start with: {_brief(list(inner), 4)}"
+        )
+    if first.ndim != 5 or level.ndim != 5 or first.shape[1] != 1:
+        raise CheckpointError(
+            f"first conv weight has shape {tuple(first.shape)}; expected (f/2, 1, 3, 3, 3) "
+            "for a single-channel 3D network"
+        )
+    base_channels = int(level.shape[0])
+    net = build_network(arch, base_channels)
+    expected = net.state_dict()
+    out = _match_keys(inner, expected, arch, base_channels)
+    return arch, base_channels, out
+
+
+def _match_keys(
+    inner: Mapping[str, object], expected: Mapping[str, torch.Tensor], arch: str, base_channels: int
+) -> dict[str, torch.Tensor]:
+    """Check ``inner`` against ``expected`` key by key and shape by shape."""
+    # BatchNorm's step counter is absent from files written by old torch versions: harmless.
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = [k for k in expected if k not in inner and k not in optional]
+    unexpected = [k for k in inner if k not in expected]
+    what = f"{arch} with base_channels={base_channels}"
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_brief(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_brief(unexpected)}")
+        raise CheckpointError(f"state dict does not match {what}: " + "; ".join(parts))
+    wrong = []
+    out: dict[str, torch.Tensor] = {}
+    for k, ref in expected.items():
+        v = inner.get(k, ref)
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"state dict entry {k!r} is a {type(v).__name__}, not a tensor")
+        if tuple(v.shape) != tuple(ref.shape):
+            wrong.append(f"{k} {tuple(v.shape)} (expected {tuple(ref.shape)})")
+        out[k] = v
+    if wrong:
+        raise CheckpointError(f"state dict does not match {what}: wrong shape for {_brief(wrong, 3)}")
+    return out

@@ -1,0 +1,372 @@
+"""Self-supervised training loop.
+
+:class:`Trainer` runs as a generator (:meth:`Trainer.run`) that yields a
+:class:`~napari_unet_att.config.TrainEvent` every ``log_every`` steps and returns the trained
+:class:`~napari_unet_att.denoiser.Denoiser`. The CLI drains it with a progress bar, the napari
+widget runs it in ``thread_worker``; both stop it with :meth:`Trainer.stop`, which ends the loop
+cleanly after the current step and still saves and returns the model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import CHECKPOINT_EXT, load_any, load_checkpoint, load_training_state, save_checkpoint
+from .config import InferConfig, TrainConfig, TrainEvent, get_preset
+from .denoiser import Denoiser
+from .device import autocast, grad_scaler, resolve_device, to_device
+from .errors import InputError
+from .networks import build_network
+from .normalization import Normalization, pool_statistics, stack_statistics
+from .pairs import PatchSampler, check_stack_for_mode, max_patch_for
+
+FINAL_NAME = "model" + CHECKPOINT_EXT
+LAST_NAME = "checkpoint-last" + CHECKPOINT_EXT
+_MIN_PATCH_T, _MIN_PATCH_XY = 4, 16
+
+
+def loss_fn(pred: torch.Tensor, target: torch.Tensor, l1_weight: float) -> torch.Tensor:
+    """``w * L1 + (1 - w) * MSE`` in float32 (autocast outputs are upcast first)."""
+    pred = pred.float()
+    return l1_weight * torch.nn.functional.l1_loss(pred, target) + (1.0 - l1_weight) * torch.nn.functional.mse_loss(
+        pred, target
+    )
+
+
+def _fit_patch(cfg: dict[str, Any], shapes: Sequence[tuple[int, ...]], mode: str) -> list[str]:
+    """Shrink the patch to the smallest stack if needed; return notices for the user."""
+    notes = []
+    for shape in shapes:
+        mt, mxy = max_patch_for(shape, mode)
+        if mt < _MIN_PATCH_T or mxy < _MIN_PATCH_XY:
+            # Let the mode check produce the specific message (frames or rows missing, and how many).
+            check_stack_for_mode(shape, mode, max(_MIN_PATCH_T, min(cfg["patch_t"], mt)), _MIN_PATCH_XY)
+            raise InputError(
+                f"stack of shape {tuple(shape)} is too small for {mode!r} training: it allows patches of at most "
+                f"{mt} x {mxy} x {mxy} (t, y, x) but at least {_MIN_PATCH_T} x {_MIN_PATCH_XY} x {_MIN_PATCH_XY} "
+                "are needed"
+            )
+        if cfg["patch_t"] > mt or cfg["patch_xy"] > mxy:
+            new_t, new_xy = min(cfg["patch_t"], mt), min(cfg["patch_xy"], mxy)
+            notes.append(
+                f"patch {cfg['patch_t']}x{cfg['patch_xy']}x{cfg['patch_xy']} does not fit a {tuple(shape)} stack in "
+                f"{mode!r} mode; using {new_t}x{new_xy}x{new_xy}"
+            )
+            cfg["patch_t"], cfg["patch_xy"] = new_t, new_xy
+    for shape in shapes:
+        check_stack_for_mode(shape, mode, cfg["patch_t"], cfg["patch_xy"])
+    return notes
+
+
+def _lr_factor(fraction: float) -> float:
+    """Cosine decay from 1 to 0.1 over the budget (a short budget still ends with small steps)."""
+    f = min(max(fraction, 0.0), 1.0)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * f))
+
+
+class Trainer:
+    """One training run over one or several stacks.
+
+    Parameters
+    ----------
+    stacks : sequence of array-like
+        ``(T, Y, X)`` stacks (numpy arrays, memory maps, zarr or dask arrays: patches are read
+        on demand, stacks are never converted to float32 as a whole).
+    cfg : TrainConfig
+        The run's settings.
+    out_dir : str or Path, optional
+        Where ``model.pt`` (final) and ``checkpoint-last.pt`` (periodic, for resume) go.
+    resume : str or Path, optional
+        A checkpoint of ours with training state: continues that run (same model, optimiser,
+        data stream); the budget of ``cfg`` counts from the resumed step / time.
+    init : str or Path, optional
+        Start from the weights of a checkpoint (ours or a reference tool's); the architecture
+        is the checkpoint's.
+    sources : sequence of str, optional
+        Names of the stacks (file paths, layer names) recorded in the provenance.
+    """
+
+    def __init__(
+        self,
+        stacks: Sequence[Any],
+        cfg: TrainConfig,
+        out_dir: str | os.PathLike | None = None,
+        resume: str | os.PathLike | None = None,
+        init: str | os.PathLike | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> None:
+        if not stacks:
+            raise InputError("no training data given")
+        if resume is not None and init is not None:
+            raise InputError("use either --resume (continue a run) or --init (start from weights), not both")
+        self.stacks = list(stacks)
+        self.cfg = cfg
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
+        self.init = init
+        self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
+        self._stop = threading.Event()
+        self.denoiser: Denoiser | None = None
+        self.history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current step; the model is still saved and returned."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _build(self) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+        """Model, config and optional training state, from scratch, --init or --resume."""
+        rcfg = self.cfg.resolved()
+        state = None
+        notes: list[str] = []
+        if self.resume is not None:
+            den = load_checkpoint(self.resume)
+            state = load_training_state(self.resume)
+            if state is None:
+                raise InputError(f"{self.resume} holds no training state (it is a final model); use --init to "
+                                 "start a new run from its weights")
+            old = dict(den.train_config)
+            # Continue the same run: the stored settings win, except the budget and device just given.
+            for k in ("steps", "seconds", "device", "checkpoint_every", "preview_every", "preview_frames"):
+                old[k] = rcfg[k]
+            rcfg = {**rcfg, **old}
+            notes.append(f"resuming from {self.resume} at step {den.step}")
+        elif self.init is not None:
+            den = load_any(self.init)
+            den.mode = rcfg["mode"]
+            notes.append(f"starting from the weights of {self.init} ({den.arch}, f={den.base_channels})")
+        else:
+            p = get_preset(rcfg["preset"])
+            net = build_network(p.arch, p.base_channels)
+            den = Denoiser(net, p.arch, p.base_channels, rcfg["preset"], rcfg["mode"], Normalization(0.0, 1.0))
+        if den.mode != rcfg["mode"]:
+            raise InputError(f"the checkpoint was trained in {den.mode!r} mode but {rcfg['mode']!r} was requested")
+        self.denoiser = den
+        return rcfg, state, notes
+
+    def _normalizations(self) -> tuple[list[Normalization], Normalization]:
+        """Per-stack normalisation for sampling, and the pooled one stored with the model."""
+        stats = [stack_statistics(s) for s in self.stacks]
+        per_stack = [pool_statistics([s]) for s in stats]
+        return per_stack, pool_statistics(stats)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> Generator[TrainEvent, None, Denoiser]:  # noqa: C901 - one linear loop reads best
+        """Train; yields progress events, returns the trained :class:`Denoiser`."""
+        rcfg, state, notes = self._build()
+        den = self.denoiser
+        assert den is not None
+        mode = rcfg["mode"]
+        notes += _fit_patch(rcfg, [tuple(s.shape) for s in self.stacks], mode)
+        per_stack, pooled = self._normalizations()
+        if self.resume is None:
+            den.norm = pooled
+        device = resolve_device(rcfg["device"])
+        torch.manual_seed(rcfg["seed"])
+        net = den.net.to(device)
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=rcfg["lr"], betas=(0.9, 0.999))
+        scaler = grad_scaler(device, rcfg["amp"])
+        sampler_kw = dict(
+            mode=mode, patch_t=rcfg["patch_t"], patch_xy=rcfg["patch_xy"], val_fraction=rcfg["val_fraction"],
+            flip_backward=rcfg["flip_backward"],
+        )
+        train_s = PatchSampler(self.stacks, per_stack, split="train", swap=rcfg["swap"], augment=rcfg["augment"],
+                               seed=rcfg["seed"], **sampler_kw)
+        val_s = PatchSampler(self.stacks, per_stack, split="val", swap=False, augment=False, seed=rcfg["seed"] + 1,
+                             **sampler_kw)
+        val_batches = val_s.validation_batches(rcfg["val_patches"], rcfg["batch_size"])
+        step, elapsed_before = 0, 0.0
+        if state is not None:
+            opt.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            train_s.set_state(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            step = int(state["step"])
+            elapsed_before = float(state.get("elapsed_s", 0.0))
+            self.history = {k: list(v) for k, v in state.get("history", self.history).items()}
+        den.train_config = rcfg
+        den.flip_backward = bool(rcfg["flip_backward"])
+        den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
+        start_step = step
+        max_steps = rcfg["steps"] + start_step if rcfg["steps"] is not None else None
+        max_seconds = rcfg["seconds"]
+        t0 = time.perf_counter()
+        last_ckpt = None
+        for note in notes:
+            yield TrainEvent(step, max_steps, float("nan"), message=note, history=self.history)
+
+        def fraction() -> float:
+            fs = (step - start_step) / (max_steps - start_step) if max_steps else 0.0
+            ft = (time.perf_counter() - t0) / max_seconds if max_seconds else 0.0
+            return min(1.0, max(fs, ft))
+
+        def make_state() -> dict[str, Any]:
+            return {
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "sampler": train_s.state(),
+                "torch_rng": torch.get_rng_state(), "step": step,
+                "elapsed_s": elapsed_before + time.perf_counter() - t0, "history": self.history,
+            }
+
+        try:
+            while fraction() < 1.0 and not self._stop.is_set():
+                for g in opt.param_groups:
+                    g["lr"] = rcfg["lr"] * _lr_factor(fraction())
+                inp, tgt = train_s.sample(rcfg["batch_size"])
+                x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
+                with autocast(device, rcfg["amp"]):
+                    pred = net(x)
+                loss = loss_fn(pred, y, rcfg["l1_weight"])
+                if not torch.isfinite(loss):
+                    raise InputError(f"training diverged at step {step + 1} (loss {loss.item()}); try a lower "
+                                     "learning rate or check the data for extreme values")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                den.step = step
+                self.history["step"].append(step)
+                self.history["loss"].append(float(loss.item()))
+                val_loss = None
+                done = fraction() >= 1.0 or self._stop.is_set()
+                if step % rcfg["val_every"] == 0 or done:
+                    val_loss = self._validate(net, val_batches, device, rcfg)
+                    self.history["val_step"].append(step)
+                    self.history["val_loss"].append(val_loss)
+                ckpt = None
+                if self.out_dir is not None and rcfg["checkpoint_every"] and step % rcfg["checkpoint_every"] == 0:
+                    ckpt = self._save(LAST_NAME, make_state())
+                    last_ckpt = ckpt
+                preview = None
+                if rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
+                    preview = self._preview(rcfg, device)
+                if step % rcfg["log_every"] == 0 or done or ckpt or preview is not None:
+                    elapsed = time.perf_counter() - t0
+                    rate = (step - start_step) / max(elapsed, 1e-9)
+                    frac = fraction()
+                    eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
+                    yield TrainEvent(
+                        step, max_steps, float(loss.item()), val_loss, rate, elapsed_before + elapsed, eta, frac,
+                        preview, str(ckpt) if ckpt else None, history=self.history,
+                    )
+        finally:
+            net.eval()
+            den.provenance = self._provenance(rcfg, elapsed_before + time.perf_counter() - t0)
+            if self.out_dir is not None and step > start_step:
+                # Runs on normal end, on stop() and when the consumer closes the generator:
+                # a trained model is never lost.
+                self._save(LAST_NAME, make_state())
+                self._save(FINAL_NAME, make_state())
+        del last_ckpt
+        return den
+
+    def _validate(self, net: torch.nn.Module, batches, device: torch.device, rcfg: dict[str, Any]) -> float:
+        """Mean loss on the held-out patches (eval mode, no gradients)."""
+        net.eval()
+        losses = []
+        with torch.inference_mode():
+            for inp, tgt in batches:
+                x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
+                with autocast(device, rcfg["amp"]):
+                    pred = net(x)
+                losses.append(float(loss_fn(pred, y, rcfg["l1_weight"]).item()))
+        net.train()
+        return float(np.mean(losses))
+
+    def _preview(self, rcfg: dict[str, Any], device: torch.device) -> np.ndarray:
+        """The current model's output on the preview frames of the first stack (input units)."""
+        from .infer import denoise  # local: infer imports nothing from train, keep the graph one-way
+
+        stack = self.stacks[0]
+        f0, f1 = rcfg["preview_frames"] or (0, min(stack.shape[0], 16))
+        f0, f1 = max(0, int(f0)), min(stack.shape[0], int(f1))
+        if f1 - f0 < 1:
+            raise InputError(f"preview frames {f0}..{f1} are outside the stack's {stack.shape[0]} frames")
+        self.denoiser.net.eval()
+        try:
+            out = denoise(stack[f0:f1], self.denoiser, InferConfig(device=str(device), amp=rcfg["amp"]))
+        finally:
+            self.denoiser.net.train()
+        return out
+
+    def _provenance(self, rcfg: dict[str, Any], elapsed: float) -> dict[str, Any]:
+        den = self.denoiser
+        prov = dict(den.provenance) if den is not None else {}
+        prov.update(
+            {
+                "package": f"napari-unet-att {__version__}",
+                "torch": torch.__version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "sources": [str(s) for s in self.sources],
+                "shapes": [list(map(int, s.shape)) for s in self.stacks],
+                "seed": int(rcfg["seed"]),
+                "train_seconds": round(float(elapsed), 2),
+            }
+        )
+        if self.init is not None:
+            prov["init"] = str(self.init)
+        prov.setdefault("source", "napari-unet-att training")
+        return prov
+
+    def _save(self, name: str, training_state: dict[str, Any]) -> Path:
+        assert self.out_dir is not None and self.denoiser is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / name
+        save_checkpoint(path, self.denoiser, training_state=training_state)
+        return path
+
+
+def iter_train(
+    stacks: Sequence[Any],
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
+    sources: Sequence[str] | None = None,
+) -> Generator[TrainEvent, None, Denoiser]:
+    """Generator form of :class:`Trainer` (see there): yields events, returns the model."""
+    return (yield from Trainer(stacks, cfg, out_dir, resume, init, sources).run())
+
+
+def train(
+    stacks: Sequence[Any],
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
+    progress: Callable[[TrainEvent], None] | None = None,
+) -> Denoiser:
+    """Train to the end of the budget and return the model (blocking).
+
+    Examples
+    --------
+    >>> from napari_unet_att.simulate import simulate
+    >>> from napari_unet_att.config import TrainConfig
+    >>> sim = simulate(n_frames=64, size=32, seed=0)
+    >>> den = train([sim.noisy], TrainConfig(steps=2, patch_t=8, patch_xy=16))  # doctest: +SKIP
+    """
+    gen = iter_train(stacks, cfg, out_dir, resume, init)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(ev)
