@@ -142,7 +142,10 @@ class Trainer:
                                  "start a new run from its weights")
             old = dict(den.train_config)
             # Continue the same run: the stored settings win, except the budget and device just given.
-            for k in ("steps", "seconds", "device", "checkpoint_every", "preview_every", "preview_frames"):
+            keep = ("device", "checkpoint_every", "preview_every", "preview_frames")
+            if self.cfg.steps is not None or self.cfg.seconds is not None:
+                keep += ("steps", "seconds")
+            for k in keep:
                 old[k] = rcfg[k]
             rcfg = {**rcfg, **old}
             notes.append(f"resuming from {self.resume} at step {den.step}")
@@ -168,6 +171,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> Generator[TrainEvent, None, Denoiser]:  # noqa: C901 - one linear loop reads best
         """Train; yields progress events, returns the trained :class:`Denoiser`."""
+        torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
         rcfg, state, notes = self._build()
         den = self.denoiser
         assert den is not None
@@ -177,7 +181,6 @@ class Trainer:
         if self.resume is None:
             den.norm = pooled
         device = resolve_device(rcfg["device"])
-        torch.manual_seed(rcfg["seed"])
         net = den.net.to(device)
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=rcfg["lr"], betas=(0.9, 0.999))
@@ -204,17 +207,25 @@ class Trainer:
         den.train_config = rcfg
         den.flip_backward = bool(rcfg["flip_backward"])
         den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
+        # The budget and lr schedule: a resume without a new budget continues the interrupted run's
+        # schedule exactly (same result as an uninterrupted run); a new budget starts a new segment.
+        continuing = state is not None and self.cfg.steps is None and self.cfg.seconds is None
+        if continuing:
+            base_step, base_elapsed = int(state["schedule"][0]), float(state["schedule"][1])
+            max_steps, max_seconds = state["schedule"][2], state["schedule"][3]
+        else:
+            base_step, base_elapsed = step, elapsed_before
+            max_steps = rcfg["steps"] + step if rcfg["steps"] is not None else None
+            max_seconds = rcfg["seconds"]
         start_step = step
-        max_steps = rcfg["steps"] + start_step if rcfg["steps"] is not None else None
-        max_seconds = rcfg["seconds"]
         t0 = time.perf_counter()
-        last_ckpt = None
-        for note in notes:
+        for note in notes + list(getattr(train_s, "notices", [])):
             yield TrainEvent(step, max_steps, float("nan"), message=note, history=self.history)
 
         def fraction() -> float:
-            fs = (step - start_step) / (max_steps - start_step) if max_steps else 0.0
-            ft = (time.perf_counter() - t0) / max_seconds if max_seconds else 0.0
+            fs = (step - base_step) / (max_steps - base_step) if max_steps else 0.0
+            run_s = elapsed_before + time.perf_counter() - t0 - base_elapsed
+            ft = run_s / max_seconds if max_seconds else 0.0
             return min(1.0, max(fs, ft))
 
         def make_state() -> dict[str, Any]:
@@ -222,6 +233,7 @@ class Trainer:
                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "sampler": train_s.state(),
                 "torch_rng": torch.get_rng_state(), "step": step,
                 "elapsed_s": elapsed_before + time.perf_counter() - t0, "history": self.history,
+                "schedule": [base_step, base_elapsed, max_steps, max_seconds],
             }
 
         try:
@@ -253,7 +265,6 @@ class Trainer:
                 ckpt = None
                 if self.out_dir is not None and rcfg["checkpoint_every"] and step % rcfg["checkpoint_every"] == 0:
                     ckpt = self._save(LAST_NAME, make_state())
-                    last_ckpt = ckpt
                 preview = None
                 if rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
                     preview = self._preview(rcfg, device)
@@ -274,7 +285,6 @@ class Trainer:
                 # a trained model is never lost.
                 self._save(LAST_NAME, make_state())
                 self._save(FINAL_NAME, make_state())
-        del last_ckpt
         return den
 
     def _validate(self, net: torch.nn.Module, batches, device: torch.device, rcfg: dict[str, Any]) -> float:

@@ -1,0 +1,53 @@
+"""napari reader: TIFF time-lapses, opened lazily (memory map or dask), never read whole."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return :func:`read_tiffs` when every path is a TIFF file, else None (napari tries others)."""
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths or not all(str(p).lower().endswith(TIFF_SUFFIXES) for p in paths):
+        return None
+    return read_tiffs
+
+
+def read_tiffs(path: str | list[str]) -> list[LayerData]:
+    """One image layer per file, named after the file, data left on disk.
+
+    A stack our engine accepts comes through :func:`napari_unet_att.io.read_stack` (memory
+    map / dask); anything else it rejects (e.g. several channels without a choice) is still
+    shown, as a lazy view of the file, so dropping a file never ends in nothing.
+    """
+    paths = [path] if isinstance(path, str) else list(path)
+    return [_read_one(Path(p)) for p in paths]
+
+
+def _read_one(path: Path) -> LayerData:
+    from .errors import InputError
+    from .io import read_stack
+
+    meta: dict[str, Any] = {"source_path": str(path)}
+    try:
+        data = read_stack(path, lazy=True)
+    except InputError as exc:
+        data = _lazy_any_tiff(path)
+        meta["unet_att_note"] = str(exc)
+    return data, {"name": path.stem, "metadata": meta}, "image"
+
+
+def _lazy_any_tiff(path: Path) -> Any:
+    """The file's first series as a dask array (chunks read on demand)."""
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(path, aszarr=True)
+    return da.from_zarr(zarr.open(store, mode="r"))

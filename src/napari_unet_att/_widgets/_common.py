@@ -1,0 +1,391 @@
+"""Pieces shared by the dock widgets: layer combos, plot canvas, model store, worker helpers.
+
+Nothing here trains, denoises or measures: those are calls into the engine made by the
+widgets. This module only adapts the engine to Qt / napari.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import traceback
+import weakref
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox
+from psygnal import Signal
+from qtpy.QtCore import QCoreApplication, QElapsedTimer
+from qtpy.QtWidgets import QFileDialog, QLabel, QSizePolicy, QWidget
+
+from ..errors import UserError
+
+log = logging.getLogger("napari_unet_att")
+
+NONE_CHOICE = "(none)"
+
+
+# -- layer selection ----------------------------------------------------------------------
+class LayerCombo:
+    """A combo box listing the viewer's layers of some types, kept in sync with the viewer.
+
+    It follows layers being added, removed, reordered and renamed. ``optional=True`` adds a
+    ``(none)`` entry, whose value is ``None``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    layer_types : tuple of type
+        Accepted layer classes (e.g. ``(napari.layers.Image,)``).
+    label : str
+    optional : bool
+    """
+
+    def __init__(self, viewer: Any, layer_types: tuple[type, ...], label: str = "", optional: bool = False) -> None:
+        self.viewer = viewer
+        self.layer_types = layer_types
+        self.optional = optional
+        self.combo = ComboBox(label=label, choices=self._choices, nullable=False)
+        events = viewer.layers.events
+        for name in ("inserted", "removed", "reordered", "renamed"):
+            emitter = getattr(events, name, None)
+            if emitter is not None:
+                emitter.connect(self._refresh)
+        self._disconnect_info = [(getattr(events, n, None), self._refresh) for n in ("inserted", "removed",
+                                                                                    "reordered", "renamed")]
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        found = [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, self.layer_types)]
+        return [(NONE_CHOICE, None), *found] if self.optional else found
+
+    def _refresh(self, _event: Any = None) -> None:
+        current = self.combo.value
+        self.combo.reset_choices()
+        if current is not None and current in [v for _, v in self._choices()]:
+            self.combo.value = current  # keep the user's choice when other layers change
+
+    def disconnect(self) -> None:
+        """Stop following the viewer (the widget is being closed)."""
+        for emitter, cb in self._disconnect_info:
+            if emitter is not None:
+                emitter.disconnect(cb)
+
+    @property
+    def value(self) -> Any:
+        return self.combo.value
+
+    @value.setter
+    def value(self, layer: Any) -> None:
+        self._refresh()
+        self.combo.value = layer
+
+    @property
+    def native(self) -> QWidget:
+        return self.combo.native
+
+    @property
+    def changed(self) -> Any:
+        return self.combo.changed
+
+
+# -- the model shared by the docks of one viewer ------------------------------------------
+class ModelStore:
+    """The current model of each viewer (trained in the training dock or loaded from a file).
+
+    Both docks and the menu command read it, so a model trained in one dock is applied in the
+    other without saving it first. Keyed weakly by viewer: closing a viewer frees its model.
+    """
+
+    changed = Signal(object)  # emits the viewer whose model changed
+
+    def __init__(self) -> None:
+        self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, viewer: Any) -> tuple[Any, str] | None:
+        """``(denoiser, origin)`` or None."""
+        return self._models.get(_unproxy(viewer))
+
+    def set(self, viewer: Any, denoiser: Any, origin: str) -> None:
+        self._models[_unproxy(viewer)] = (denoiser, origin)
+        self.changed.emit(_unproxy(viewer))
+
+
+MODELS = ModelStore()
+
+
+def _unproxy(viewer: Any) -> Any:
+    """The real viewer behind napari's PublicOnlyProxy (menu commands receive a proxy)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+# -- notifications ------------------------------------------------------------------------
+def report_error(exc: BaseException, what: str) -> None:
+    """Show an error in napari: a :class:`UserError` message as is, anything else with its type.
+
+    Unexpected errors are also logged with their traceback (they are bugs).
+    """
+    from napari.utils.notifications import show_error
+
+    if isinstance(exc, UserError):
+        show_error(str(exc))
+    else:
+        log.error("%s failed:\n%s", what, "".join(traceback.format_exception(exc)))
+        show_error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def format_seconds(s: float | None) -> str:
+    """``'1:05'`` / ``'1:02:03'`` / ``'?'``."""
+    if s is None or not np.isfinite(s):
+        return "?"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def wrap_label(text: str = "", small: bool = False) -> QLabel:
+    """A word-wrapping label (for help lines and model descriptions)."""
+    lab = QLabel(text)
+    lab.setWordWrap(True)
+    lab.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+    if small:
+        lab.setStyleSheet("font-size: 10px; color: #a0a0a0;")
+    return lab
+
+
+def ask_save_path(parent: QWidget, title: str, filt: str) -> str:
+    path, _ = QFileDialog.getSaveFileName(parent, title, "", filt)
+    return path
+
+
+def ask_open_path(parent: QWidget, title: str, filt: str) -> str:
+    path, _ = QFileDialog.getOpenFileName(parent, title, "", filt)
+    return path
+
+
+def ask_dir(parent: QWidget, title: str) -> str:
+    return QFileDialog.getExistingDirectory(parent, title)
+
+
+# -- workers ------------------------------------------------------------------------------
+def start_worker(worker: Any) -> Any:
+    """Start a napari worker and mark it busy until its ``finished`` signal.
+
+    ``worker.is_running`` is False until the thread pool actually runs the job (napari
+    queues the start while an event loop runs), so "is it done?" is answered by
+    :func:`worker_busy` instead, which is True from this call until ``finished``.
+    """
+    worker.unet_att_busy = True
+
+    def _done(*_: Any) -> None:
+        worker.unet_att_busy = False
+
+    worker.finished.connect(_done)
+    worker.start()
+    return worker
+
+
+def worker_busy(worker: Any) -> bool:
+    """True while a worker started by :func:`start_worker` has not finished."""
+    return worker is not None and bool(getattr(worker, "unet_att_busy", False) or worker.is_running)
+
+
+def stop_worker(worker: Any, timeout_s: float = 30.0) -> bool:
+    """Ask a napari worker to quit and wait (processing Qt events) until it has finished.
+
+    Returns True when the worker is no longer running. Events are processed while waiting
+    because the worker's ``finished`` signal is delivered through the event loop.
+    """
+    if worker is None:
+        return True
+    try:
+        worker.quit()
+    except RuntimeError:  # underlying Qt object already deleted
+        return True
+    timer = QElapsedTimer()
+    timer.start()
+    while worker_busy(worker) and timer.elapsed() < timeout_s * 1000:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+    return not worker_busy(worker)
+
+
+# -- plots --------------------------------------------------------------------------------
+class PlotCanvas:
+    """A matplotlib figure in the dock, redrawn at most every ``min_interval_s``.
+
+    Training events arrive many times a second; redrawing a figure takes tens of
+    milliseconds, so redraws are throttled (and ``flush`` forces the last one).
+    """
+
+    def __init__(self, width: float = 4.0, height: float = 2.6, min_interval_s: float = 0.5) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(int(height * 70))
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+        self._pending = False
+        self.draws = 0
+        style_dark(self.figure)
+
+    @property
+    def native(self) -> QWidget:
+        return self.canvas
+
+    def request_draw(self) -> None:
+        """Redraw unless the last redraw was less than ``min_interval_s`` ago."""
+        now = time.monotonic()
+        if now - self._last >= self.min_interval_s:
+            self._draw(now)
+        else:
+            self._pending = True
+
+    def flush(self) -> None:
+        """Draw now if a redraw was skipped."""
+        if self._pending:
+            self._draw(time.monotonic())
+
+    def _draw(self, now: float) -> None:
+        self._last = now
+        self._pending = False
+        self.draws += 1
+        self.canvas.draw_idle()
+
+    def to_rgb(self) -> np.ndarray:
+        """The figure rendered to a ``(H, W, 3)`` uint8 array (for an image layer)."""
+        return figure_to_rgb(self.figure)
+
+
+def figure_to_rgb(figure: Any, dpi: float = 100) -> np.ndarray:
+    """Render a matplotlib figure to a ``(H, W, 3)`` uint8 array (for an image layer).
+
+    Goes through PNG ``savefig``, which renders off-screen and leaves the figure attached to
+    its on-screen Qt canvas.
+    """
+    from matplotlib.image import imread
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=dpi, facecolor=figure.get_facecolor())
+    buf.seek(0)
+    rgba = imread(buf)  # float in [0, 1]
+    return np.ascontiguousarray((rgba[..., :3] * 255).round().astype(np.uint8))
+
+
+def style_dark(figure: Any) -> None:
+    """Colours that sit well in napari's dark theme (and stay readable as an image layer)."""
+    figure.patch.set_facecolor("#262930")
+
+
+def style_axes(ax: Any) -> None:
+    ax.set_facecolor("#1e1f24")
+    for spine in ax.spines.values():
+        spine.set_color("#8a8f98")
+    ax.tick_params(colors="#d0d0d0", labelsize=8)
+    ax.xaxis.label.set_color("#d0d0d0")
+    ax.yaxis.label.set_color("#d0d0d0")
+    ax.title.set_color("#f0f0f0")
+    ax.grid(True, color="#3a3d45", linewidth=0.5)
+
+
+def drain(gen: Any, cancel: Any) -> Any:
+    """Run an engine generator inside a napari worker, with a cooperative cancel flag.
+
+    ``cancel`` is a :class:`threading.Event`. When it is set, the engine generator is closed
+    *in the worker thread* (its ``finally`` blocks release tiles, temporary files and
+    prefetch threads right away) and None is returned instead of a result.
+    """
+    try:
+        while not cancel.is_set():
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield event
+        return None
+    finally:
+        gen.close()
+
+
+# -- ROIs ---------------------------------------------------------------------------------
+def roi_masks(layer: Any, shape_yx: tuple[int, ...]) -> np.ndarray:
+    """ROIs of a Labels or Shapes layer as a ``(Y, X)`` labels image for the metrics.
+
+    A (T, Y, X) labels layer is collapsed over time (the largest label wins where ROIs were
+    drawn on different frames); shapes drawn on a (T, Y, X) image keep only their (y, x)
+    outline, so one ROI applies to every frame.
+    """
+    import napari.layers
+
+    from ..errors import InputError
+
+    shape_yx = tuple(int(n) for n in shape_yx)
+    if isinstance(layer, napari.layers.Labels):
+        data = np.asarray(layer.data)
+        labels = data.max(axis=tuple(range(data.ndim - 2))) if data.ndim > 2 else data
+        return labels
+    if isinstance(layer, napari.layers.Shapes):
+        if len(layer.data) == 0:
+            raise InputError(f"shapes layer {layer.name!r} holds no shape: draw ROIs around cells first")
+        flat = napari.layers.Shapes([np.asarray(s)[:, -2:] for s in layer.data], shape_type=list(layer.shape_type))
+        masks = flat.to_masks(mask_shape=shape_yx)
+        labels = np.zeros(shape_yx, dtype=np.int32)
+        for i, m in enumerate(masks, start=1):
+            labels[m.astype(bool) & (labels == 0)] = i
+        return labels
+    raise InputError(f"layer {getattr(layer, 'name', layer)!r} is neither a Labels nor a Shapes layer")
+
+
+# -- metric plots -------------------------------------------------------------------------
+_COLORS = {"raw": "#9e9e9e", "denoised": "#6fa8dc"}
+_PANELS = (
+    ("psnr", "PSNR vs reference (dB)"),
+    ("ssim", "SSIM vs reference"),
+    ("corr_with_mean", "correlation with the temporal mean"),
+    ("adjacent_frame_corr", "correlation with the next frame"),
+)
+
+
+def plot_metrics(figure: Any, result: dict, denoised_name: str, raw_name: str | None) -> None:
+    """Per-frame metrics of ``metrics.evaluate`` (raw and denoised overlaid), one panel each."""
+    figure.clear()
+    series = {k: result.get(k, {}).get("per_frame", {}) for k in ("raw", "denoised")}
+    panels = [(k, title) for k, title in _PANELS if series["denoised"].get(k)]
+    if not panels:
+        return
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    labels = {"raw": raw_name or "raw", "denoised": denoised_name}
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        style_axes(ax)
+        for which in ("raw", "denoised"):
+            values = series[which].get(key)
+            if values:
+                y = np.array([np.nan if v is None else v for v in values], dtype=float)
+                mean = np.nanmean(y) if np.isfinite(y).any() else np.nan
+                ax.plot(y, color=_COLORS[which], linewidth=0.9, label=f"{labels[which]} (mean {mean:.3g})")
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=6, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45", loc="best")
+    axes[-1].set_xlabel("frame")
+
+
+def plot_traces(figure: Any, traces: dict[str, np.ndarray], max_traces: int) -> None:
+    """ROI traces, raw (grey) under denoised (blue), stacked with an offset per ROI."""
+    figure.clear()
+    ax = figure.add_subplot(111)
+    style_axes(ax)
+    den = np.asarray(traces["denoised"])[:max_traces]
+    raw = np.asarray(traces["raw"])[:max_traces] if "raw" in traces else None
+    span = np.nanmax(np.ptp(raw if raw is not None else den, axis=1)) if den.size else 1.0
+    step = float(span) * 1.1 if span and np.isfinite(span) else 1.0
+    for i, trace in enumerate(den):
+        off = i * step - np.nanmedian(trace)
+        if raw is not None:
+            ax.plot(raw[i] + off, color=_COLORS["raw"], linewidth=0.6, label="raw" if i == 0 else None)
+        ax.plot(trace + off, color=_COLORS["denoised"], linewidth=0.9, label="denoised" if i == 0 else None)
+    ax.set_title(f"ROI traces (first {len(den)})", fontsize=8)
+    ax.set_xlabel("frame")
+    ax.set_yticks([])
+    ax.legend(fontsize=6, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45", loc="upper right")

@@ -1,0 +1,466 @@
+"""Denoise-and-evaluate dock: apply the current model to a layer, then measure and plot."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from .. import _settings
+from ..config import InferConfig, InferEvent
+from ..errors import InputError, UserError
+from . import _common as C
+from ._train import _device_choices, _set_combo
+
+SETTINGS_KEY = "denoise"
+MAX_TRACES = 6  # ROI traces drawn (more make the plot unreadable)
+
+
+class DenoiseWidget(QWidget):
+    """Dock widget: denoise a layer with the viewer's current model, evaluate, plot.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        import napari.layers
+
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.eval_worker: Any = None
+        self.result_layer: Any = None
+        self.metrics: dict | None = None
+        self.plot_layers: list[Any] = []
+        self._cancel = threading.Event()
+        self._pbar: Any = None
+        self._input_layer: Any = None
+        self._run_info: dict[str, Any] = {}
+
+        img = (napari.layers.Image,)
+        self.layer = C.LayerCombo(napari_viewer, img, label="input")
+        self.eval_raw = C.LayerCombo(napari_viewer, img, label="raw", optional=True)
+        self.eval_denoised = C.LayerCombo(napari_viewer, img, label="denoised")
+        self.eval_reference = C.LayerCombo(napari_viewer, img, label="reference", optional=True)
+        self.eval_rois = C.LayerCombo(napari_viewer, (napari.layers.Shapes, napari.layers.Labels), label="ROIs",
+                                      optional=True)
+        self._build_ui()
+        self._restore_settings()
+        C.MODELS.changed.connect(self._on_model_changed)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        cancel = self._cancel
+        self.destroyed.connect(lambda *_: cancel.set())
+        self._on_model_changed(C._unproxy(self.viewer))
+
+    # -- UI ------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        self.model_label = C.wrap_label("No model: train one in the training dock or load a checkpoint.", small=True)
+        self.load_btn = QPushButton("Load model…")
+        lay.addWidget(self.model_label)
+        lay.addWidget(self.load_btn)
+
+        form = QFormLayout()
+        lay.addLayout(form)
+        form.addRow("Input", self.layer.native)
+        self.device = QComboBox()
+        self.device.addItems(_device_choices())
+        form.addRow("Device", self.device)
+        self.output_dtype = QComboBox()
+        self.output_dtype.addItems(["float32", "input"])
+        form.addRow("Output type", self.output_dtype)
+
+        adv = QCollapsible("Tiling and output")
+        inner = QWidget()
+        aform = QFormLayout(inner)
+        self.tile_t = QSpinBox()
+        self.tile_t.setRange(8, 4096)
+        self.max_tile_xy = QSpinBox()
+        self.max_tile_xy.setRange(16, 4096)
+        self.norm_source = QComboBox()
+        self.norm_source.addItems(["model", "input"])
+        self.stream = QCheckBox("stream to a file (stacks larger than memory)")
+        self.out_path = QLineEdit()
+        self.out_path.setPlaceholderText("output .tif (default: <input>_denoised.tif beside the input)")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(lambda: self.out_path.setText(
+            C.ask_save_path(self, "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)") or self.out_path.text()))
+        row = QHBoxLayout()
+        row.addWidget(self.out_path)
+        row.addWidget(browse)
+        aform.addRow("Frames per tile", self.tile_t)
+        aform.addRow("Max tile y/x", self.max_tile_xy)
+        aform.addRow("Normalisation", self.norm_source)
+        aform.addRow(self.stream)
+        aform.addRow("Output file", row)
+        adv.addWidget(inner)
+        lay.addWidget(adv)
+
+        buttons = QHBoxLayout()
+        self.denoise_btn = QPushButton("Denoise")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        buttons.addWidget(self.denoise_btn)
+        buttons.addWidget(self.cancel_btn)
+        lay.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.status = C.wrap_label()
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+
+        ev = QCollapsible("Evaluate")
+        ev_inner = QWidget()
+        eform = QFormLayout(ev_inner)
+        eform.addRow("Denoised", self.eval_denoised.native)
+        eform.addRow("Raw", self.eval_raw.native)
+        eform.addRow("Reference", self.eval_reference.native)
+        eform.addRow("ROIs", self.eval_rois.native)
+        self.ssim = QCheckBox("SSIM (slower)")
+        self.push_plots = QCheckBox("add plots to the viewer as image layers")
+        eform.addRow(self.ssim)
+        eform.addRow(self.push_plots)
+        self.eval_btn = QPushButton("Evaluate")
+        eform.addRow(self.eval_btn)
+        self.metrics_label = C.wrap_label(small=True)
+        eform.addRow(self.metrics_label)
+        ev.addWidget(ev_inner)
+        ev.expand(animate=False)
+        lay.addWidget(ev)
+
+        self.plot = C.PlotCanvas(height=3.2)
+        self.trace_plot = C.PlotCanvas(height=2.4)
+        lay.addWidget(self.plot.native)
+        lay.addWidget(self.trace_plot.native)
+        self.trace_plot.native.setVisible(False)
+        lay.addStretch(1)
+
+        self.load_btn.clicked.connect(self._ask_load)
+        self.denoise_btn.clicked.connect(lambda: self.denoise())
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.eval_btn.clicked.connect(lambda: self.evaluate())
+
+    def settings(self) -> dict[str, Any]:
+        return {"device": self.device.currentText(), "output_dtype": self.output_dtype.currentText(),
+                "tile_t": self.tile_t.value(), "max_tile_xy": self.max_tile_xy.value(),
+                "normalization": self.norm_source.currentText(), "ssim": self.ssim.isChecked(),
+                "push_plots": self.push_plots.isChecked()}
+
+    def _restore_settings(self) -> None:
+        d = InferConfig()
+        s = {"tile_t": d.tile_t, "max_tile_xy": d.max_tile_xy, "ssim": True, "push_plots": True,
+             **_settings.load_settings(SETTINGS_KEY)}
+        _set_combo(self.device, s.get("device"))
+        _set_combo(self.output_dtype, s.get("output_dtype"))
+        _set_combo(self.norm_source, s.get("normalization"))
+        self.tile_t.setValue(int(s["tile_t"]))
+        self.max_tile_xy.setValue(int(s["max_tile_xy"]))
+        self.ssim.setChecked(bool(s["ssim"]))
+        self.push_plots.setChecked(bool(s["push_plots"]))
+
+    def infer_config(self) -> InferConfig:
+        return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value(),
+                           max_tile_xy=self.max_tile_xy.value(), output_dtype=self.output_dtype.currentText(),
+                           normalization=self.norm_source.currentText())
+
+    # -- model ---------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> Any:
+        entry = C.MODELS.get(self.viewer)
+        return entry[0] if entry else None
+
+    def load_model(self, path: str | Path) -> Any:
+        """Load a checkpoint (ours or a reference tool's) as the viewer's current model."""
+        from ..checkpoint import load_any
+
+        try:
+            den = load_any(path)
+        except UserError as exc:
+            C.report_error(exc, "loading the model")
+            return None
+        C.MODELS.set(self.viewer, den, f"loaded from {Path(path).name}")
+        return den
+
+    def _ask_load(self) -> None:
+        path = C.ask_open_path(self, "Load model", "Checkpoints (*.pt *.pth *.tar);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def _on_model_changed(self, viewer: Any) -> None:
+        if viewer is not C._unproxy(self.viewer):
+            return
+        entry = C.MODELS.get(viewer)
+        if entry is not None:
+            den, origin = entry
+            self.model_label.setText(f"Model ({origin}): {den.describe()}")
+
+    # -- denoise -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return any(C.worker_busy(w) for w in (self.worker, self.eval_worker))
+
+    def denoise(self, layer: Any = None) -> Any:
+        """Denoise ``layer`` (default: the chosen input) in a worker; returns the worker or None."""
+        from napari.qt.threading import create_worker
+
+        from ..infer import iter_denoise, iter_denoise_file
+        from ..io import as_timelapse
+
+        if C.worker_busy(self.worker):
+            return self.worker
+        layer = layer if layer is not None else self.layer.value
+        try:
+            den = self.denoiser
+            if den is None:
+                raise InputError("no model: train one in the training dock or load a checkpoint (Load model…)")
+            if layer is None:
+                raise InputError("no image layer to denoise: open a time-lapse first")
+            cfg = self.infer_config()
+            stack = as_timelapse(layer.data)
+            if self.stream.isChecked():
+                out_path = self._output_path(layer)
+                src = _source_path(layer)
+                gen = (iter_denoise_file(src, out_path, den, cfg) if src is not None
+                       else _iter_denoise_to(stack, out_path, den, cfg))
+            else:
+                out_path = None
+                gen = iter_denoise(stack, den, cfg)
+        except UserError as exc:
+            C.report_error(exc, "denoising")
+            return None
+        _settings.save_settings(SETTINGS_KEY, self.settings())
+        self._input_layer = layer
+        self._run_info = {"model": den.describe(), "input_layer": layer.name, "out_path": out_path,
+                          "infer_config": {k: getattr(cfg, k) for k in ("device", "tile_t", "max_tile_xy",
+                                                                        "output_dtype", "normalization")}}
+        self._cancel = threading.Event()
+        self._set_running(True)
+        self.progress.setValue(0)
+        self.status.setText(f"denoising {layer.name}…")
+        from napari.utils import progress
+
+        self._pbar = progress(total=0, desc=f"UNet-Att denoising {layer.name}")
+        self.worker = create_worker(C.drain, gen, self._cancel, _ignore_errors=True)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(lambda exc: C.report_error(exc, "denoising"))
+        self.worker.finished.connect(self._on_finished)
+        C.start_worker(self.worker)
+        return self.worker
+
+    def _output_path(self, layer: Any) -> Path:
+        text = self.out_path.text().strip()
+        if text:
+            return Path(text)
+        src = _source_path(layer)
+        if src is None:
+            raise InputError(f"layer {layer.name!r} has no file behind it: choose an output file to stream to")
+        out = src.with_name(f"{src.stem}_denoised.tif")
+        if out.exists():
+            raise InputError(f"{out} exists already; choose another output file (results are never overwritten)")
+        return out
+
+    def cancel(self) -> None:
+        """Stop denoising after the current batch of tiles; nothing is added or written."""
+        self._cancel.set()
+        self.status.setText("cancelling…")
+
+    def shutdown(self, timeout_s: float = 30.0) -> bool:
+        """Cancel any run and wait for the workers (dock or viewer closing)."""
+        self._cancel.set()
+        ok = all(C.stop_worker(w, timeout_s) for w in (self.worker, self.eval_worker) if C.worker_busy(w))
+        self._close_pbar()
+        return ok
+
+    def _set_running(self, running: bool) -> None:
+        self.denoise_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        self.eval_btn.setEnabled(not running)
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _on_event(self, ev: InferEvent) -> None:
+        self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
+        self.status.setText(f"tiles {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s, "
+                            f"ETA {C.format_seconds(ev.eta_s)}")
+        pbar = self._pbar  # updating it may process events (and finish the run) re-entrantly
+        if pbar is not None:
+            if pbar.total != ev.total:
+                pbar.total = ev.total
+            pbar.update(max(0, ev.done - pbar.n))
+
+    def _on_returned(self, result: Any) -> None:
+        layer = self._input_layer
+        if result is None or layer is None:
+            self.status.setText("cancelled: nothing was added")
+            return
+        if isinstance(result, (str, Path)):
+            from ..io import read_stack
+
+            result = read_stack(result, lazy=True)  # the streamed file, opened lazily
+        meta = {**dict(layer.metadata), "unet_att": self._run_info}
+        meta.pop("metrics", None)  # the input's metrics do not describe the output
+        kwargs: dict[str, Any] = {"name": f"{layer.name}_denoised", "metadata": meta, "colormap": "gray"}
+        if result.ndim == layer.ndim:
+            kwargs.update(scale=layer.scale, translate=layer.translate)
+        if tuple(result.shape) == tuple(layer.data.shape):
+            kwargs["contrast_limits"] = list(layer.contrast_limits)
+        self.result_layer = self.viewer.add_image(result, **kwargs)
+        self.eval_denoised.value = self.result_layer
+        if self.eval_raw.optional and result.shape == layer.data.shape:
+            self.eval_raw.value = layer
+        self.status.setText(f"added {self.result_layer.name!r}")
+
+    def _on_finished(self) -> None:
+        self._close_pbar()
+        self._set_running(False)
+        self._input_layer = None
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if C.worker_busy(self.worker) and event.value is self._input_layer:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"layer {event.value.name!r} was removed: denoising cancelled")
+            self.cancel()
+
+    # -- evaluate ------------------------------------------------------------------------
+    def evaluate(self) -> Any:
+        """Measure the chosen denoised layer (against the reference if any) in a worker."""
+        from napari.qt.threading import create_worker
+
+        if C.worker_busy(self.eval_worker):
+            return self.eval_worker
+        den_layer, raw_layer = self.eval_denoised.value, self.eval_raw.value
+        ref_layer, roi_layer = self.eval_reference.value, self.eval_rois.value
+        try:
+            if den_layer is None:
+                raise InputError("choose the denoised layer to evaluate")
+            masks = C.roi_masks(roi_layer, den_layer.data.shape[-2:]) if roi_layer is not None else None
+            args = (den_layer.data, None if ref_layer is None else ref_layer.data,
+                    None if raw_layer is None else raw_layer.data, masks, self.ssim.isChecked())
+        except UserError as exc:
+            C.report_error(exc, "evaluation")
+            return None
+        self._eval_layers = (den_layer, raw_layer, ref_layer)
+        self._eval_masks = masks
+        self._set_running(True)
+        self.status.setText("evaluating…")
+        self.eval_worker = create_worker(_evaluate_job, *args, _ignore_errors=True)
+        self.eval_worker.returned.connect(self._on_evaluated)
+        self.eval_worker.errored.connect(lambda exc: C.report_error(exc, "evaluation"))
+        self.eval_worker.finished.connect(lambda: self._set_running(False))
+        C.start_worker(self.eval_worker)
+        return self.eval_worker
+
+    def _on_evaluated(self, out: tuple[dict, Any]) -> None:
+        result, traces = out
+        den_layer, raw_layer, ref_layer = self._eval_layers
+        self.metrics = result
+        den_layer.metadata["metrics"] = result
+        self.metrics_label.setText(_summary_text(result, ref_layer is not None))
+        C.plot_metrics(self.plot.figure, result, den_layer.name, None if raw_layer is None else raw_layer.name)
+        self.plot.request_draw()
+        self.plot.flush()
+        has_traces = traces is not None
+        self.trace_plot.native.setVisible(has_traces)
+        if has_traces:
+            C.plot_traces(self.trace_plot.figure, traces, MAX_TRACES)
+            self.trace_plot.request_draw()
+        if self.push_plots.isChecked():
+            self._push_plot(self.plot, f"{den_layer.name}_metrics_plot")
+            if has_traces:
+                self._push_plot(self.trace_plot, f"{den_layer.name}_traces_plot")
+        self.status.setText(f"evaluated {den_layer.name!r}; numbers in its metadata['metrics']")
+
+    def _push_plot(self, plot: C.PlotCanvas, name: str) -> None:
+        rgb = plot.to_rgb()
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = rgb
+            layer = self.viewer.layers[name]
+        else:
+            layer = self.viewer.add_image(rgb, name=name, rgb=True, metadata={"unet_att": "metrics plot"})
+        if layer not in self.plot_layers:
+            self.plot_layers.append(layer)
+
+    # -- napari hooks --------------------------------------------------------------------
+    def reset_choices(self, *_: Any) -> None:
+        for combo in (self.layer, self.eval_raw, self.eval_denoised, self.eval_reference, self.eval_rois):
+            combo._refresh()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
+        _settings.save_settings(SETTINGS_KEY, self.settings())
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _source_path(layer: Any) -> Path | None:
+    """The TIFF file behind a layer (napari's layer source or our reader's metadata), if any."""
+    path = getattr(getattr(layer, "source", None), "path", None) or layer.metadata.get("source_path")
+    if path and Path(path).suffix.lower() in (".tif", ".tiff") and Path(path).is_file():
+        return Path(path)
+    return None
+
+
+def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> Any:
+    """Stream an in-memory (or lazy) layer through the model into a file; returns the path.
+
+    (:func:`~napari_unet_att.infer.iter_denoise_file` needs a TIFF path; a layer made in the
+    session has none, so its array is the source here.)
+    """
+    from ..infer import iter_denoise
+    from ..io import output_stack
+
+    dtype = np.float32 if cfg.output_dtype == "float32" else np.dtype(stack.dtype)
+    with output_stack(out_path, tuple(stack.shape), dtype, metadata={"denoiser": den.describe()}) as out:
+        yield from iter_denoise(stack, den, cfg, out=out)
+    return Path(out_path)
+
+
+def _evaluate_job(denoised: Any, reference: Any, raw: Any, masks: Any, ssim: bool) -> tuple[dict, Any]:
+    """Worker body: the engine's metrics, plus ROI traces when ROIs are given."""
+    from ..metrics import evaluate, extract_traces
+
+    result = evaluate(denoised, reference=reference, raw=raw, masks=masks, ssim=ssim)
+    traces = None
+    if masks is not None:
+        traces = {"denoised": extract_traces(denoised, masks)}
+        if raw is not None:
+            traces["raw"] = extract_traces(raw, masks)
+    return result, traces
+
+
+def _summary_text(result: dict, with_reference: bool) -> str:
+    """Scalar metrics as a few lines (raw -> denoised)."""
+    den, raw = result.get("denoised", {}), result.get("raw", {})
+    names = (["psnr", "psnr_affine", "ssim", "snr3d", "nrmse"] if with_reference else []) + [
+        "corr_with_mean", "adjacent_frame_corr", "trace_correlation"]
+    lines = []
+    for k in names:
+        d = den.get(k)
+        if d is None or isinstance(d, (list, dict)):
+            continue
+        r = raw.get(k)
+        lines.append(f"{k}: {r:.4g} → {d:.4g}" if isinstance(r, (int, float)) else f"{k}: {d:.4g}")
+    return "\n".join(lines)

@@ -1,0 +1,567 @@
+"""Training dock: pick a layer and a mode, train in a worker, watch loss and a live preview."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from .. import _settings
+from ..config import MODE_HELP, MODES, PRESETS, TrainConfig, TrainEvent
+from ..errors import InputError, UserError
+from . import _common as C
+
+BUDGET_UNITS = ("steps", "seconds", "minutes")
+SETTINGS_KEY = "train"
+PREVIEW_FRAMES = 16
+
+
+class TrainWidget(QWidget):
+    """Dock widget that trains a UNet-Att denoiser on an image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        import napari.layers
+
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.trainer: Any = None
+        self.denoiser: Any = None
+        self.events: list[TrainEvent] = []  # what the current run reported (tests and plots read it)
+        self._cancel = threading.Event()
+        self._run_layer: Any = None
+        self._pbar: Any = None
+        self._loaded_path: str | None = None
+        self._preview_frames = (0, PREVIEW_FRAMES)
+
+        self.layer = C.LayerCombo(napari_viewer, (napari.layers.Image,), label="layer")
+        self._build_ui()
+        self._restore_settings()
+        self.layer.changed.connect(self.update_check)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        C.MODELS.changed.connect(self._on_model_changed)
+        # Stop a run when the dock is destroyed (closed) even if Python still holds us.
+        cancel, holder = self._cancel, self
+        trainer_ref = lambda: holder.trainer  # noqa: E731 - captured before Qt deletes the C++ side
+        self.destroyed.connect(lambda *_: (cancel.set(), trainer_ref() and trainer_ref().stop()))
+        self.update_check()
+
+    # -- UI ------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        lay.addLayout(form)
+        form.addRow("Layer", self.layer.native)
+
+        self.mode = QComboBox()
+        self.mode.addItems(MODES)
+        self.mode_help = C.wrap_label(small=True)
+        form.addRow("Mode", self.mode)
+        form.addRow(self.mode_help)
+        self.check_label = C.wrap_label()
+        form.addRow(self.check_label)
+
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.preset_help = C.wrap_label(small=True)
+        form.addRow("Preset", self.preset)
+        form.addRow(self.preset_help)
+
+        budget = QHBoxLayout()
+        self.budget = QSpinBox()
+        self.budget.setRange(1, 10_000_000)
+        self.budget.setValue(500)
+        self.budget_unit = QComboBox()
+        self.budget_unit.addItems(BUDGET_UNITS)
+        budget.addWidget(self.budget)
+        budget.addWidget(self.budget_unit)
+        form.addRow("Budget", budget)
+
+        self.patch_t = QSpinBox()
+        self.patch_t.setRange(0, 4096)
+        self.patch_t.setSpecialValueText("preset")
+        self.patch_xy = QSpinBox()
+        self.patch_xy.setRange(0, 1024)
+        self.patch_xy.setSpecialValueText("preset")
+        patch = QHBoxLayout()
+        patch.addWidget(QLabel("t"))
+        patch.addWidget(self.patch_t)
+        patch.addWidget(QLabel("y/x"))
+        patch.addWidget(self.patch_xy)
+        form.addRow("Patch", patch)
+
+        self.device = QComboBox()
+        self.device.addItems(_device_choices())
+        form.addRow("Device", self.device)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        form.addRow("Seed", self.seed)
+
+        lay.addWidget(self._build_advanced())
+
+        buttons = QHBoxLayout()
+        self.start_btn = QPushButton("Start")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setEnabled(False)
+        buttons.addWidget(self.start_btn)
+        buttons.addWidget(self.stop_btn)
+        lay.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.status = C.wrap_label()
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+
+        self.plot = C.PlotCanvas()
+        self._setup_plot()
+        lay.addWidget(self.plot.native)
+
+        model = QHBoxLayout()
+        self.load_btn = QPushButton("Load model…")
+        self.save_btn = QPushButton("Save model…")
+        self.save_btn.setEnabled(False)
+        model.addWidget(self.load_btn)
+        model.addWidget(self.save_btn)
+        lay.addLayout(model)
+        self.model_label = C.wrap_label("No model yet: train one or load a checkpoint (ours or DeepCAD-RT / "
+                                        "UNet-Att / DeepBID weights).", small=True)
+        lay.addWidget(self.model_label)
+        lay.addStretch(1)
+
+        self.mode.currentTextChanged.connect(self.update_check)
+        self.preset.currentTextChanged.connect(self.update_check)
+        self.patch_t.valueChanged.connect(self.update_check)
+        self.patch_xy.valueChanged.connect(self.update_check)
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn.clicked.connect(self.stop)
+        self.load_btn.clicked.connect(self._ask_load)
+        self.save_btn.clicked.connect(self._ask_save)
+
+    def _build_advanced(self) -> QWidget:
+        box = QCollapsible("Advanced")
+        inner = QWidget()
+        form = QFormLayout(inner)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(0.0, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setSpecialValueText("preset")
+        self.batch = QSpinBox()
+        self.batch.setRange(0, 256)
+        self.batch.setSpecialValueText("preset")
+        self.swap = QCheckBox("swap input / target (p = 0.5)")
+        self.augment = QCheckBox("random flips / rotations")
+        self.flip_backward = QCheckBox("backward lines stored x-mirrored (mirrored mode)")
+        self.preview_every = QSpinBox()
+        self.preview_every.setRange(0, 100_000)
+        self.preview_every.setSpecialValueText("off")
+        self.val_every = QSpinBox()
+        self.val_every.setRange(1, 100_000)
+        self.checkpoint_dir = QLineEdit()
+        self.checkpoint_dir.setPlaceholderText("(none: model kept in memory)")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(lambda: self.checkpoint_dir.setText(C.ask_dir(self, "Checkpoint folder") or
+                                                                   self.checkpoint_dir.text()))
+        ck = QHBoxLayout()
+        ck.addWidget(self.checkpoint_dir)
+        ck.addWidget(browse)
+        self.resume = QLineEdit()
+        self.resume.setPlaceholderText("checkpoint-last.pt of an earlier run")
+        rbrowse = QPushButton("…")
+        rbrowse.setMaximumWidth(30)
+        rbrowse.clicked.connect(lambda: self.resume.setText(C.ask_open_path(self, "Resume from", "*.pt") or
+                                                            self.resume.text()))
+        rs = QHBoxLayout()
+        rs.addWidget(self.resume)
+        rs.addWidget(rbrowse)
+        self.init_from_loaded = QCheckBox("start from the loaded model's weights")
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Batch size", self.batch)
+        form.addRow(self.swap)
+        form.addRow(self.augment)
+        form.addRow(self.flip_backward)
+        form.addRow("Preview every (steps)", self.preview_every)
+        form.addRow("Validate every (steps)", self.val_every)
+        form.addRow("Checkpoint folder", ck)
+        form.addRow("Resume", rs)
+        form.addRow(self.init_from_loaded)
+        box.addWidget(inner)
+        return box
+
+    def _setup_plot(self) -> None:
+        ax = self.plot.figure.add_subplot(111)
+        C.style_axes(ax)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title("training loss", fontsize=9)
+        (self._train_line,) = ax.plot([], [], color="#6fa8dc", linewidth=0.8, label="train")
+        (self._val_line,) = ax.plot([], [], "o-", color="#f6b26b", markersize=3, linewidth=1.2, label="validation")
+        ax.legend(fontsize=7, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45")
+        self._ax = ax
+
+    # -- settings ------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The widget's current choices (what is remembered between sessions)."""
+        return {
+            "mode": self.mode.currentText(), "preset": self.preset.currentText(), "budget": self.budget.value(),
+            "budget_unit": self.budget_unit.currentText(), "patch_t": self.patch_t.value(),
+            "patch_xy": self.patch_xy.value(), "device": self.device.currentText(), "seed": self.seed.value(),
+            "lr": self.lr.value(), "batch": self.batch.value(), "swap": self.swap.isChecked(),
+            "augment": self.augment.isChecked(), "flip_backward": self.flip_backward.isChecked(),
+            "preview_every": self.preview_every.value(), "val_every": self.val_every.value(),
+            "checkpoint_dir": self.checkpoint_dir.text(),
+        }
+
+    def _restore_settings(self) -> None:
+        d = TrainConfig()
+        s = {"swap": d.swap, "augment": d.augment, "preview_every": 25, "val_every": d.val_every,
+             **_settings.load_settings(SETTINGS_KEY)}
+        _set_combo(self.mode, s.get("mode"))
+        _set_combo(self.preset, s.get("preset"))
+        _set_combo(self.budget_unit, s.get("budget_unit"))
+        _set_combo(self.device, s.get("device"))
+        for spin, key in ((self.budget, "budget"), (self.patch_t, "patch_t"), (self.patch_xy, "patch_xy"),
+                          (self.seed, "seed"), (self.batch, "batch"), (self.preview_every, "preview_every"),
+                          (self.val_every, "val_every")):
+            if isinstance(s.get(key), (int, float)):
+                spin.setValue(int(s[key]))
+        if isinstance(s.get("lr"), (int, float)):
+            self.lr.setValue(float(s["lr"]))
+        self.swap.setChecked(bool(s.get("swap")))
+        self.augment.setChecked(bool(s.get("augment")))
+        self.flip_backward.setChecked(bool(s.get("flip_backward", False)))
+        self.checkpoint_dir.setText(str(s.get("checkpoint_dir", "")))
+
+    # -- config --------------------------------------------------------------------------
+    def train_config(self) -> TrainConfig:
+        """A :class:`TrainConfig` from the widgets (raises :class:`InputError` if invalid)."""
+        value, unit = self.budget.value(), self.budget_unit.currentText()
+        steps = value if unit == "steps" else None
+        seconds = None if unit == "steps" else float(value) * (60.0 if unit == "minutes" else 1.0)
+        return TrainConfig(
+            mode=self.mode.currentText(), preset=self.preset.currentText(), steps=steps, seconds=seconds,
+            patch_t=self.patch_t.value() or None, patch_xy=self.patch_xy.value() or None,
+            batch_size=self.batch.value() or None, lr=self.lr.value() or None, seed=self.seed.value(),
+            device=self.device.currentText(), swap=self.swap.isChecked(), augment=self.augment.isChecked(),
+            flip_backward=self.flip_backward.isChecked(), val_every=self.val_every.value(),
+            preview_every=self.preview_every.value(), preview_frames=self._preview_frames,
+            checkpoint_every=200 if self.checkpoint_dir.text().strip() else 0,
+        )
+
+    def _stack(self, layer: Any) -> Any:
+        """The layer's data as a (T, Y, X) stack, left lazy (the engine reads patches on demand)."""
+        from ..io import as_timelapse
+
+        if layer is None:
+            raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")
+        if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
+            raise InputError(f"layer {layer.name!r} is RGB or multiscale; a single-channel (T, Y, X) layer is needed")
+        return as_timelapse(layer.data)
+
+    def update_check(self, *_: Any) -> bool:
+        """Check the chosen layer against the mode and patch size; show the verdict. Returns ok."""
+        from ..pairs import check_stack_for_mode
+
+        mode = self.mode.currentText()
+        self.mode_help.setText(MODE_HELP.get(mode, ""))
+        self.preset_help.setText(PRESETS[self.preset.currentText()].description)
+        try:
+            cfg = self.train_config().resolved()
+            stack = self._stack(self.layer.value)
+            check_stack_for_mode(tuple(stack.shape), mode, cfg["patch_t"], cfg["patch_xy"])
+        except UserError as exc:
+            self.check_label.setText(f"✗ {exc}")
+            self.check_label.setStyleSheet("color: #ff8080;")
+            return False
+        shape = " x ".join(map(str, stack.shape))
+        self.check_label.setText(f"✓ {shape} stack fits {mode} mode with {cfg['patch_t']} x {cfg['patch_xy']} "
+                                 f"x {cfg['patch_xy']} patches")
+        self.check_label.setStyleSheet("color: #80e080;")
+        return True
+
+    # -- run -----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return C.worker_busy(self.worker)
+
+    def start(self) -> Any:
+        """Start training in a worker thread; returns the worker (None if it could not start)."""
+        from napari.qt.threading import create_worker
+
+        from ..train import Trainer
+
+        if self.running:
+            return self.worker
+        layer = self.layer.value
+        try:
+            cfg = self.train_config()
+            stack = self._stack(layer)
+            self._preview_frames = _preview_window(self.viewer, layer, stack.shape[0])
+            cfg.preview_frames = self._preview_frames
+            resume = self.resume.text().strip() or None
+            init = self._loaded_path if self.init_from_loaded.isChecked() and self._loaded_path else None
+            out_dir = self.checkpoint_dir.text().strip() or None
+            self.trainer = Trainer([stack], cfg, out_dir=out_dir, resume=resume, init=init, sources=[layer.name])
+        except UserError as exc:
+            C.report_error(exc, "training")
+            return None
+        _settings.save_settings(SETTINGS_KEY, self.settings())
+        self._run_layer = layer
+        self._cancel = threading.Event()
+        self.events = []
+        _warm_torch_imports()
+        self._set_running(True)
+        self.status.setText("starting…")
+        self._open_pbar(cfg)
+        self.worker = create_worker(C.drain, self.trainer.run(), self._cancel, _ignore_errors=True)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        C.start_worker(self.worker)
+        return self.worker
+
+    def stop(self) -> None:
+        """Ask the run to end after the current step; the model trained so far is kept."""
+        if self.trainer is not None:
+            self.trainer.stop()
+        self.status.setText("stopping after the current step…")
+
+    def shutdown(self, timeout_s: float = 30.0) -> bool:
+        """Stop any run and wait for its worker (dock or viewer closing). Returns True when stopped."""
+        if self.trainer is not None:
+            self.trainer.stop()
+        ok = C.stop_worker(self.worker, timeout_s) if self.running else True
+        self._close_pbar()
+        return ok
+
+    def _open_pbar(self, cfg: TrainConfig) -> None:
+        from napari.utils import progress
+
+        total = cfg.steps if cfg.steps is not None else 100
+        self._pbar_unit_steps = cfg.steps is not None
+        self._pbar = progress(total=total, desc="UNet-Att training")
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.stop_btn.setEnabled(running)
+        self.load_btn.setEnabled(not running)
+        if running:
+            self.save_btn.setEnabled(False)
+
+    def _on_event(self, ev: TrainEvent) -> None:
+        self.events.append(ev)
+        if ev.message:
+            from napari.utils.notifications import show_info
+
+            show_info(ev.message)
+        if ev.step <= 0:
+            return
+        self.progress.setValue(int(1000 * ev.fraction))
+        total = f"/{ev.total_steps}" if ev.total_steps else ""
+        val = f", val {ev.val_loss:.4g}" if ev.val_loss is not None else ""
+        self.status.setText(f"step {ev.step}{total}, loss {ev.loss:.4g}{val}, {ev.steps_per_s:.2f} steps/s, "
+                            f"ETA {C.format_seconds(ev.eta_s)}")
+        self._update_plot(ev.history)
+        if ev.preview is not None:
+            self._show_preview(np.asarray(ev.preview))
+        pbar = self._pbar  # updating it may process events (and finish the run) re-entrantly
+        if pbar is not None:
+            pbar.set_description(f"UNet-Att training, {ev.steps_per_s:.2f} steps/s, ETA "
+                                 f"{C.format_seconds(ev.eta_s)}")
+            target = ev.step if self._pbar_unit_steps else int(round(100 * ev.fraction))
+            pbar.update(max(0, target - pbar.n))
+
+    def _update_plot(self, history: dict[str, list]) -> None:
+        if not history or not history.get("step"):
+            return
+        # The trainer appends to these lists from its thread: copy equal-length snapshots.
+        n = min(len(history["step"]), len(history["loss"]))
+        nv = min(len(history.get("val_step", [])), len(history.get("val_loss", [])))
+        self._train_line.set_data(history["step"][:n], history["loss"][:n])
+        self._val_line.set_data(history["val_step"][:nv] if nv else [], history["val_loss"][:nv] if nv else [])
+        self._ax.relim()
+        self._ax.autoscale_view()
+        losses = [v for v in history["loss"][:n] + list(history.get("val_loss", [])[:nv]) if np.isfinite(v) and v > 0]
+        if losses and max(losses) / min(losses) > 20:
+            self._ax.set_yscale("log")  # early losses dwarf the rest otherwise
+        self.plot.request_draw()
+
+    def _show_preview(self, data: np.ndarray) -> None:
+        layer = self._run_layer
+        if layer is None:
+            return
+        name = f"{layer.name}_preview"
+        scale = np.asarray(layer.scale)
+        translate = np.asarray(layer.translate, dtype=float).copy()
+        if data.ndim == len(scale):
+            translate[0] += self._preview_frames[0] * scale[0]
+        else:
+            scale, translate = None, None
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        if existing is not None and existing.data.shape == data.shape:
+            existing.data = data
+            return
+        if existing is not None:
+            self.viewer.layers.remove(existing)
+        limits = getattr(layer, "contrast_limits", None)
+        self.viewer.add_image(data, name=name, scale=scale, translate=translate, contrast_limits=limits,
+                              colormap="gray", metadata={"unet_att": "training preview"})
+
+    def _on_returned(self, den: Any) -> None:
+        if den is None:
+            return
+        self.denoiser = den
+        origin = f"trained on {self._run_layer.name}" if self._run_layer is not None else "trained"
+        C.MODELS.set(self.viewer, den, origin)
+
+    def _on_error(self, exc: BaseException) -> None:
+        C.report_error(exc, "training")
+        self.status.setText(f"failed: {exc}")
+
+    def _on_finished(self) -> None:
+        self.plot.flush()
+        self._close_pbar()
+        self._set_running(False)
+        self.save_btn.setEnabled(self.denoiser is not None)
+        if self.denoiser is not None and self.events:
+            last = self.events[-1]
+            where = f"; saved in {self.checkpoint_dir.text().strip()}" if self.checkpoint_dir.text().strip() else ""
+            self.status.setText(f"done: {last.step} steps in {last.elapsed_s:.0f} s{where}")
+        self._run_layer = None
+        self.trainer = None
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if self.running and event.value is self._run_layer:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"layer {event.value.name!r} was removed: training stopped (the model so far is kept)")
+            self.stop()
+
+    # -- model files ---------------------------------------------------------------------
+    def load_model(self, path: str | Path) -> Any:
+        """Load a checkpoint (ours or a reference tool's) as the viewer's current model."""
+        from ..checkpoint import load_any
+
+        try:
+            den = load_any(path)
+        except UserError as exc:
+            C.report_error(exc, "loading the model")
+            return None
+        self.denoiser = den
+        self._loaded_path = str(path)
+        C.MODELS.set(self.viewer, den, f"loaded from {Path(path).name}")
+        self.save_btn.setEnabled(True)
+        return den
+
+    def save_model(self, path: str | Path) -> Path | None:
+        """Save the current model (atomic; ``.pt`` appended when missing)."""
+        from ..checkpoint import CHECKPOINT_EXT, save_checkpoint
+
+        if self.denoiser is None:
+            C.report_error(InputError("no model to save: train one or load a checkpoint first"), "saving")
+            return None
+        out = Path(path)
+        if out.suffix != CHECKPOINT_EXT:
+            out = out.with_name(out.name + CHECKPOINT_EXT)
+        try:
+            save_checkpoint(out, self.denoiser)
+        except (UserError, OSError) as exc:
+            C.report_error(exc, "saving the model")
+            return None
+        self.status.setText(f"model saved to {out}")
+        return out
+
+    def _ask_load(self) -> None:
+        path = C.ask_open_path(self, "Load model", "Checkpoints (*.pt *.pth *.tar);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def _ask_save(self) -> None:
+        path = C.ask_save_path(self, "Save model", "Checkpoints (*.pt)")
+        if path:
+            self.save_model(path)
+
+    def _on_model_changed(self, viewer: Any) -> None:
+        if viewer is not C._unproxy(self.viewer):
+            return
+        entry = C.MODELS.get(viewer)
+        if entry is not None:
+            den, origin = entry
+            self.denoiser = den
+            self.model_label.setText(f"Model ({origin}): {den.describe()}")
+            self.save_btn.setEnabled(not self.running)
+
+    # -- napari hooks --------------------------------------------------------------------
+    def reset_choices(self, *_: Any) -> None:
+        """Called by napari when layers change (our combo also follows the viewer by itself)."""
+        self.layer._refresh()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
+        _settings.save_settings(SETTINGS_KEY, self.settings())
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _warm_torch_imports() -> None:
+    """Import what torch imports lazily on the first optimiser, here in the GUI thread.
+
+    torch imports ``torch._dynamo`` the first time an optimiser is built; done for the first
+    time inside a napari worker thread (while the GUI thread runs the event loop) that
+    import was seen to fail with "'prims' object has no attribute 'sum'".
+    """
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+def _set_combo(combo: QComboBox, value: Any) -> None:
+    if isinstance(value, str) and combo.findText(value) >= 0:
+        combo.setCurrentText(value)
+
+
+def _device_choices() -> list[str]:
+    from ..device import available_devices
+
+    return ["auto", *available_devices()]
+
+
+def _preview_window(viewer: Any, layer: Any, n_frames: int) -> tuple[int, int]:
+    """Preview frames around the frame the user is looking at (the first frames otherwise)."""
+    try:
+        world_t = viewer.dims.point[viewer.dims.ndim - layer.ndim]
+        t = int(round((world_t - layer.translate[0]) / layer.scale[0]))
+    except (IndexError, AttributeError, TypeError, ValueError):
+        t = 0
+    f0 = int(np.clip(t - PREVIEW_FRAMES // 2, 0, max(0, n_frames - PREVIEW_FRAMES)))
+    return f0, min(n_frames, f0 + PREVIEW_FRAMES)
+

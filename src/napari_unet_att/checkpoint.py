@@ -1,0 +1,468 @@
+"""One-file model checkpoints, loaded safely, and import of the reference tools' weights.
+
+A checkpoint (``.pt``) is a ``torch.save`` of a dict that holds only tensors and plain Python
+types, so it is always read with ``torch.load(weights_only=True)``: a file crafted to run
+code when unpickled is refused, never executed. Layout (``FORMAT_VERSION`` 1)::
+
+    magic            'napari-unet-att'
+    format_version   1
+    state_dict       {name: tensor}
+    arch, base_channels, preset, mode, flip_backward
+    normalization    {'offset': float, 'scale': float}
+    train_shape      [T, Y, X] or None
+    train_config     resolved TrainConfig (dict)
+    provenance       package / torch versions, creation time, sources, ...
+    step             optimiser steps
+    training_state   optional, for resuming: optimizer / scaler state, RNG states, elapsed
+                     time, loss history (whatever the trainer stores, as tensors / plain types)
+
+Files are written atomically (temporary file in the same folder, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io as _pyio
+import os
+import pickletools
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__, networks
+from .denoiser import Denoiser
+from .errors import CheckpointError, InputError
+from .io import atomic_file
+from .normalization import Normalization
+
+MAGIC = "napari-unet-att"
+FORMAT_VERSION = 1
+CHECKPOINT_EXT = ".pt"
+_REQUIRED = ("state_dict", "arch", "base_channels", "mode", "normalization")
+_SCAN_BYTES = 64 * 2**20  # pickle streams precede tensor data: enough to find every global
+
+PathLike = str | os.PathLike
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
+# ----------------------------------------------------------------------------------------------
+def save_checkpoint(path: PathLike, denoiser: Denoiser, training_state: dict[str, Any] | None = None) -> Path:
+    """Write ``denoiser`` (and optionally the state needed to resume training) to one file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination, conventionally ending in ``.pt``; replaced atomically.
+    denoiser : Denoiser
+        Network and metadata.
+    training_state : dict, optional
+        Optimiser / scaler state dicts, RNG states, step, elapsed time, loss history. Must
+        consist of tensors and plain Python types (numpy arrays become tensors, numpy
+        scalars Python numbers).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError, ResourceError
+        Unwritable folder, full disk (an existing file at ``path`` is then left as it was).
+    """
+    path = Path(path)
+    ckpt = _to_dict(denoiser)
+    if training_state is not None:
+        ckpt["training_state"] = _plain(training_state, strict=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(ckpt, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def _to_dict(den: Denoiser) -> dict[str, Any]:
+    prov = dict(den.provenance)
+    prov.setdefault("package", f"napari-unet-att {__version__}")
+    prov.setdefault("torch", torch.__version__)
+    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return {
+        "magic": MAGIC,
+        "format_version": FORMAT_VERSION,
+        "state_dict": {k: v.detach().to("cpu") for k, v in den.net.state_dict().items()},
+        "arch": str(den.arch),
+        "base_channels": int(den.base_channels),
+        "preset": str(den.preset),
+        "mode": str(den.mode),
+        "flip_backward": bool(den.flip_backward),
+        "normalization": den.norm.to_dict(),
+        "train_shape": None if den.train_shape is None else [int(n) for n in den.train_shape],
+        "train_config": _plain(den.train_config),
+        "provenance": _plain(prov),
+        "step": int(den.step),
+    }
+
+
+def _plain(obj: Any, strict: bool = False) -> Any:
+    """Recursively turn ``obj`` into tensors and plain Python types (what ``weights_only`` reads).
+
+    Unknown objects become ``str(obj)`` in metadata; with ``strict`` they raise ``TypeError``
+    (training state must round-trip exactly).
+    """
+    if obj is None or type(obj) in (bool, int, float, str, bytes):
+        return obj
+    for base in (bool, int, float, str, bytes):  # subclasses (torch.__version__, IntEnum) are globals to pickle
+        if isinstance(obj, base):
+            return base(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        return {(k if isinstance(k, str | int) else str(k)): _plain(v, strict) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_plain(v, strict) for v in obj)
+    if isinstance(obj, list | set | frozenset):
+        return [_plain(v, strict) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(dataclasses.asdict(obj), strict)
+    if strict:
+        raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint; use tensors and plain Python types")
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------------------------
+# safe loading and error diagnosis
+# ----------------------------------------------------------------------------------------------
+def _safe_load(path: PathLike) -> Any:
+    """``torch.load(weights_only=True)`` with a :class:`CheckpointError` naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model file not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; expected a model file ({CHECKPOINT_EXT} or .pth)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); expected a model file")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing foreign pickles
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch raises many types for bad files; diagnose from the bytes instead
+        raise _diagnose(path, exc) from None
+
+
+def _diagnose(path: Path, exc: Exception) -> CheckpointError:
+    with open(path, "rb") as fh:
+        data = fh.read(_SCAN_BYTES)
+    unsafe = _unsafe_globals(path, data)
+    if unsafe:
+        return CheckpointError(
+            f"{path} contains executable code / Python objects ({', '.join(unsafe[:5])}) and was NOT loaded. "
+            "Only plain weight files are accepted; if you trust its origin, re-save just the weights "
+            "(torch.save(model.state_dict(), ...)) and import that."
+        )
+    if data.startswith(b"PK\x03\x04"):
+        return CheckpointError(f"{path} is a truncated or corrupted PyTorch file ({_brief(exc)}); "
+                               "it may not have been saved completely or was damaged in transfer")
+    if _is_plain_pickle(data):
+        return CheckpointError(f"{path} is a plain Python pickle, not a PyTorch checkpoint; expected a model file "
+                               f"saved by napari-unet-att ({CHECKPOINT_EXT}) or a reference tool's .pth")
+    if _looks_like_text(data[:4096]):
+        return CheckpointError(f"{path} is a text file, not a model; expected a {CHECKPOINT_EXT} / .pth weights file")
+    return CheckpointError(f"{path} is not a PyTorch checkpoint, or it is corrupted (starts with {data[:8]!r}; "
+                           f"{_brief(exc)})")
+
+
+def _brief(exc: Exception) -> str:
+    """``Type: first sentence`` of an exception (torch's messages run to paragraphs)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # weights-only refusals bury the actual reason ("Unsupported operand 192") in later lines
+    reason = next((ln for ln in lines if ln.lower().startswith(("unsupported", "trying to load"))), None)
+    text = reason or (lines[0] if lines else "")
+    text = text.split(". ")[0][:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+# Globals found in legacy (pre-zip) torch files that the weights-only unpickler accepts.
+_LEGACY_SAFE = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.bytearray")
+
+
+def _unsafe_globals(path: Path, data: bytes) -> list[str]:
+    """Globals referenced by the file's pickle(s) that ``weights_only`` refuses (never executed)."""
+    if zipfile.is_zipfile(path):
+        try:  # torch's own list: exactly what weights_only refused
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            return []
+    return [n for n in _pickle_globals(data) if not n.startswith(_LEGACY_SAFE)]
+
+
+def _pickle_globals(data: bytes, max_pickles: int = 6) -> list[str]:
+    """Every ``module.name`` a pickle stream would import, found without executing it.
+
+    Legacy (pre-zip) torch files are several pickles in a row, so up to ``max_pickles`` are read.
+    """
+    found: list[str] = []
+    stream = _pyio.BytesIO(data)
+    for _ in range(max_pickles):
+        if stream.tell() >= len(data):
+            break
+        strings: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                    strings.append(str(arg))
+        except Exception:  # not (or no longer) a pickle: stop scanning
+            break
+    return found
+
+
+def _is_plain_pickle(data: bytes) -> bool:
+    """A complete pickle stream without globals (a pickled dict/list of plain values)."""
+    try:
+        ops = list(pickletools.genops(_pyio.BytesIO(data)))
+    except Exception:
+        return False
+    return bool(ops) and ops[-1][0].name == "STOP"
+
+
+# ----------------------------------------------------------------------------------------------
+# our checkpoints
+# ----------------------------------------------------------------------------------------------
+def is_checkpoint(obj: Any) -> bool:
+    """True for a loaded object carrying this package's magic string."""
+    return isinstance(obj, Mapping) and obj.get("magic") == MAGIC
+
+
+def _check_ours(obj: Any, path: Path) -> Mapping[str, Any]:
+    if not is_checkpoint(obj):
+        hint = ""
+        if isinstance(obj, Mapping) and networks.reference_source(obj) != "unknown":
+            hint = (f"; it looks like {networks.reference_source(obj)} weights: import it as a reference model "
+                    "(load_any / import_reference)")
+        kind = f"a {type(obj).__name__}"
+        if isinstance(obj, Mapping):
+            keys = sorted(map(str, obj))
+            more = ", ..." if len(keys) > 3 else ""
+            kind += f" with {len(keys)} key(s): " + ", ".join(keys[:3]) + more
+        raise CheckpointError(f"{path} is not a napari-unet-att checkpoint (it holds {kind}){hint}")
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has an invalid format version {version!r}; the file is damaged")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer napari-unet-att (checkpoint format {version}; this "
+                              f"version reads format {FORMAT_VERSION} and older); update napari-unet-att")
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: missing {', '.join(missing)}")
+    return obj
+
+
+def _device(device: Any) -> torch.device:
+    from .device import resolve_device
+
+    return device if isinstance(device, torch.device) else resolve_device(str(device))
+
+
+def _build(arch: Any, base_channels: Any, state: Any, path: Path) -> torch.nn.Module:
+    """Build the network and load ``state`` strictly, with errors naming ``path``."""
+    try:
+        net = networks.build_network(arch, base_channels)
+    except InputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: the weights are a {type(state).__name__}, not a state dict")
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise CheckpointError(f"{path}: the weights do not match a {arch} network with base_channels="
+                              f"{base_channels} ({detail})") from None
+    return net
+
+
+def _denoiser_from_ours(obj: Mapping[str, Any], path: Path, device: Any) -> Denoiser:
+    ck = _check_ours(obj, path)
+    net = _build(ck["arch"], ck["base_channels"], ck["state_dict"], path)
+    try:
+        norm = Normalization.from_dict(ck["normalization"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: invalid normalisation entry {ck['normalization']!r}") from None
+    shape = ck.get("train_shape")
+    return Denoiser(
+        net=net.to(_device(device)).eval(),
+        arch=str(ck["arch"]),
+        base_channels=int(ck["base_channels"]),
+        preset=str(ck.get("preset", "custom")),
+        mode=str(ck["mode"]),
+        norm=norm,
+        flip_backward=bool(ck.get("flip_backward", False)),
+        train_shape=None if shape is None else tuple(int(n) for n in shape),
+        train_config=dict(ck.get("train_config") or {}),
+        provenance=dict(ck.get("provenance") or {}),
+        step=int(ck.get("step", 0)),
+    )
+
+
+def load_checkpoint(path: PathLike, device: Any = "cpu") -> Denoiser:
+    """Load a napari-unet-att checkpoint (never executing code from the file).
+
+    Raises
+    ------
+    CheckpointError
+        Missing, empty, truncated or corrupt file; not a checkpoint of ours (foreign torch
+        file or pickle, text); unsafe content (refused, not loaded); a newer format version;
+        weights that do not match the stored architecture.
+    """
+    path = Path(path)
+    return _denoiser_from_ours(_safe_load(path), path, device)
+
+
+def load_training_state(path: PathLike) -> dict[str, Any] | None:
+    """The resume state stored by :func:`save_checkpoint`, or None for a final model."""
+    path = Path(path)
+    ck = _check_ours(_safe_load(path), path)
+    state = ck.get("training_state")
+    return dict(state) if state is not None else None
+
+
+# ----------------------------------------------------------------------------------------------
+# reference weights (UNet-Att, DeepCAD-RT, DeepBID)
+# ----------------------------------------------------------------------------------------------
+_NORM_KEYS = (("norm_offset", "norm_scale"), ("offset", "scale"), ("mean", "std"))
+
+
+def _flatten(d: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {} if out is None else out
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                _flatten(v, out)
+            else:
+                out.setdefault(str(k), v)
+    return out
+
+
+def _reference_normalization(path: Path) -> tuple[Normalization, dict[str, Any]]:
+    """Normalisation from a ``para.yaml`` beside the weights, else 'use the input's own'."""
+    para = path.parent / "para.yaml"
+    notes: dict[str, Any] = {}
+    if para.is_file():
+        notes["para_yaml"] = str(para)
+        try:
+            import yaml
+
+            flat = _flatten(yaml.safe_load(para.read_text(encoding="utf-8", errors="replace")))
+        except Exception as exc:  # a damaged / foreign yaml must not block the import
+            flat = {}
+            notes["para_yaml_error"] = _brief(exc)
+        if "fmap" in flat:
+            notes["para_yaml_fmap"] = flat["fmap"]
+        for off_key, scale_key in _NORM_KEYS:
+            off, scale = flat.get(off_key), flat.get(scale_key)
+            if _is_number(off) and _is_number(scale) and float(scale) > 0:
+                notes["normalization"] = "model"
+                return Normalization(float(off), float(scale)), notes
+    notes["normalization"] = "input"
+    notes["normalization_note"] = ("the reference tools do not store their normalisation: normalise each input "
+                                   "with its own statistics (they subtract the stack mean or minimum)")
+    return Normalization(0.0, 1.0), notes
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(float(x))
+
+
+def _denoiser_from_reference(obj: Any, path: Path, device: Any) -> Denoiser:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}; expected a state dict of UNet-Att / "
+                              "DeepCAD-RT weights or DeepBID's {'params': state_dict}")
+    try:
+        source = networks.reference_source(obj)
+        arch, base_channels, state = networks.convert_reference_state_dict(obj)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    net = _build(arch, base_channels, state, path)
+    norm, notes = _reference_normalization(path)
+    provenance = {
+        "source": f"{source} weights imported from {path.name}",
+        "reference_tool": source,
+        "imported_from": str(path),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package": f"napari-unet-att {__version__}",
+        "torch": torch.__version__,
+        **notes,
+    }
+    return Denoiser(net=net.to(_device(device)).eval(), arch=arch, base_channels=base_channels, preset="imported",
+                    mode="temporal", norm=norm, provenance=provenance)
+
+
+def import_reference(path: PathLike, device: Any = "cpu") -> Denoiser:
+    """Import UNet-Att / DeepCAD-RT (``Generator.`` state dict) or DeepBID (``{'params': ...}``) weights.
+
+    Loaded with ``weights_only=True``. Mode is ``'temporal'``, preset ``'imported'``; the
+    normalisation comes from a ``para.yaml`` beside the file when it holds one, otherwise
+    ``provenance['normalization'] == 'input'`` tells inference to use the input's statistics.
+    A napari-unet-att checkpoint given here is simply loaded.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`load_checkpoint`, or when the weights match no known layout.
+    """
+    path = Path(path)
+    obj = _safe_load(path)
+    if is_checkpoint(obj):
+        return _denoiser_from_ours(obj, path, device)
+    return _denoiser_from_reference(obj, path, device)
+
+
+def load_any(path: PathLike, device: Any = "cpu") -> Denoiser:
+    """Load our checkpoint, or else import reference weights; one clear error if neither fits."""
+    path = Path(path)
+    obj = _safe_load(path)
+    if is_checkpoint(obj):
+        return _denoiser_from_ours(obj, path, device)
+    try:
+        return _denoiser_from_reference(obj, path, device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} is neither a napari-unet-att checkpoint nor recognised UNet-Att / "
+                              f"DeepCAD-RT / DeepBID weights: {exc}") from None
+
+
+__all__ = [
+    "CHECKPOINT_EXT",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "import_reference",
+    "is_checkpoint",
+    "load_any",
+    "load_checkpoint",
+    "load_training_state",
+    "save_checkpoint",
+]

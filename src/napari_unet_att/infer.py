@@ -1,0 +1,490 @@
+"""Tiled, blended, streamed inference.
+
+The reference tools hard-crop overlapping tiles (visible seams), stretch or rescale the
+output (absolute intensities lost, brightness jumps), drop trailing frames and load whole
+stacks as float32. Here instead:
+
+- tiles cover the stack exactly; the last tile on an axis is shifted back, never padded;
+- overlaps are blended with a separable raised-cosine window (no falloff on the volume's
+  outer borders), so there are no seams;
+- the model's normalisation is undone, so the output is in the input's intensity units;
+  integer output is clipped, never wrapped;
+- tiles are read one region at a time (numpy memmap, zarr and dask inputs stream) and the
+  weighted sums live in a rolling window of frames that is flushed to the output as soon as
+  no later tile touches it, so memory is O(tile) rather than O(stack).
+
+:func:`iter_denoise` is a generator of :class:`~napari_unet_att.config.InferEvent` that
+``return``s the result (napari's ``thread_worker`` and the CLI drain the same code);
+:func:`denoise` is the blocking wrapper. :func:`iter_denoise_file` / :func:`denoise_file`
+stream a TIFF to a TIFF atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import device as devmod
+from . import io as tio
+from . import networks
+from .config import InferConfig, InferEvent
+from .denoiser import Denoiser
+from .errors import InputError
+from .normalization import Normalization, stack_statistics
+
+Slices = tuple[slice, slice, slice]
+Triple = tuple[int, int, int]
+
+
+# --------------------------------------------------------------------------- tile plan
+
+
+def _as_triple(value: int | Sequence[int], name: str) -> Triple:
+    """Broadcast an int to the three axes (t, y, x), or check a 3-sequence."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * 3
+    vals = tuple(int(v) for v in value)
+    if len(vals) != 3:
+        raise InputError(f"{name} needs one value or three (t, y, x), got {value!r}")
+    return vals  # type: ignore[return-value]
+
+
+def tile_shape_for(shape: Sequence[int], cfg: InferConfig) -> Triple:
+    """Tile size for a stack: ``cfg.tile_t`` frames and whole frames up to ``cfg.max_tile_xy``."""
+    t, y, x = (int(s) for s in shape)
+    return (min(t, cfg.tile_t), min(y, cfg.max_tile_xy), min(x, cfg.max_tile_xy))
+
+
+def effective_overlap(shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]) -> Triple:
+    """Overlap actually used per axis.
+
+    0 on an axis that fits in one tile (no neighbour to blend with); otherwise the requested
+    overlap, capped at half a tile. The cap keeps the step positive and the work bounded:
+    UNet-Att's receptive field (131 voxels) exceeds the default 128-frame tile, and an
+    uncapped overlap would mean a step of one frame (~100x the compute). Beyond half a tile
+    every voxel is covered by three or more tiles for little gain, since a trained net's
+    effective field is much narrower than its theoretical one.
+    """
+    tile3, ov3 = _as_triple(tile, "tile"), _as_triple(overlap, "overlap")
+    if any(o < 0 for o in ov3):
+        raise InputError(f"overlap must be >= 0, got {overlap!r}")
+    eff = (0 if s <= t else min(o, t // 2) for s, t, o in zip(shape, tile3, ov3, strict=True))
+    return tuple(eff)  # type: ignore[return-value]
+
+
+def axis_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along one axis: step ``tile - overlap``, the last tile shifted back to end at ``size``."""
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    return [*range(0, size - tile, step), size - tile]
+
+
+def plan_tiles(shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]) -> list[Slices]:
+    """Tiles that cover a ``(T, Y, X)`` volume exactly.
+
+    Parameters
+    ----------
+    shape : sequence of 3 int
+        Volume shape.
+    tile : int or sequence of 3 int
+        Wanted tile size per axis; clipped to the volume, so every tile has the same shape
+        ``min(tile, shape)``.
+    overlap : int or sequence of 3 int
+        Overlap between neighbouring tiles on each axis that is split (see
+        :func:`effective_overlap`); an axis that fits in one tile gets none.
+
+    Returns
+    -------
+    list of (slice, slice, slice)
+        In t order (then y, then x), so frame blocks before the next tile's first frame
+        are final and can be flushed.
+    """
+    shape3 = _as_triple(shape, "shape")
+    if any(s < 1 for s in shape3):
+        raise InputError(f"cannot tile an empty volume of shape {tuple(shape3)}")
+    tile3 = tuple(min(int(t), s) for t, s in zip(_as_triple(tile, "tile"), shape3, strict=True))
+    if any(t < 1 for t in tile3):
+        raise InputError(f"tile sizes must be >= 1, got {tile!r}")
+    ov3 = effective_overlap(shape3, tile3, overlap)
+    st, sy, sx = (axis_starts(s, t, o) for s, t, o in zip(shape3, tile3, ov3, strict=True))
+    tt, ty, tx = tile3
+    return [(slice(t, t + tt), slice(y, y + ty), slice(x, x + tx)) for t in st for y in sy for x in sx]
+
+
+# --------------------------------------------------------------------------- blending
+
+
+def _ramp(n: int) -> np.ndarray:
+    """Rising raised cosine sampled at voxel centres: strictly inside (0, 1), C1-smooth at both ends.
+
+    ``_ramp(n) + _ramp(n)[::-1] == 1``, so two tiles that overlap by exactly ``n`` form a
+    partition of unity; any other overlap is handled by dividing by the weight sum.
+    """
+    i = np.arange(n, dtype=np.float64) + 0.5
+    return 0.5 - 0.5 * np.cos(np.pi * i / n)
+
+
+def axis_weights(start: int, size: int, full: int, overlap: int) -> np.ndarray:
+    """1-D blending weights of a tile ``[start, start + size)`` on an axis of length ``full``."""
+    w = np.ones(size, dtype=np.float64)
+    n = min(int(overlap), size)
+    if n > 0 and start > 0:  # a neighbour before: fade in
+        w[:n] *= _ramp(n)
+    if n > 0 and start + size < full:  # a neighbour after: fade out
+        w[size - n :] *= _ramp(n)[::-1]
+    return w
+
+
+def blend_window(
+    tile_shape: Sequence[int], slices: Slices, full_shape: Sequence[int], overlap: int | Sequence[int]
+) -> np.ndarray:
+    """Separable blending window of one tile, float32 of ``tile_shape``.
+
+    A raised-cosine ramp over ``overlap`` voxels on each interior border (> 0 everywhere, so
+    normalising by the weight sum is safe), weight 1 on the volume's outer borders (nothing
+    to blend with there).
+    """
+    ov3 = _as_triple(overlap, "overlap")
+    parts = zip(slices, tile_shape, full_shape, ov3, strict=True)
+    w = [axis_weights(s.start, int(n), int(f), o) for s, n, f, o in parts]
+    return (w[0][:, None, None] * w[1][None, :, None] * w[2][None, None, :]).astype(np.float32)
+
+
+def weight_sums(shape: Sequence[int], tiles: Sequence[Slices], overlap: int | Sequence[int]) -> list[np.ndarray]:
+    """Per-axis sums of the blending weights over a tile grid.
+
+    The plan is a full grid and the windows are separable, so the 3-D weight sum is the
+    outer product of these 1-D sums: no second full-size accumulator is needed.
+    """
+    ov3 = _as_triple(overlap, "overlap")
+    sums = [np.zeros(int(s), dtype=np.float64) for s in shape]
+    for ax in range(3):
+        for sl in {(t[ax].start, t[ax].stop) for t in tiles}:
+            sums[ax][sl[0] : sl[1]] += axis_weights(sl[0], sl[1] - sl[0], int(shape[ax]), ov3[ax])
+    return sums
+
+
+# --------------------------------------------------------------------------- rolling accumulator
+
+
+def accumulator_frames(tiles: Sequence[Slices], batch_size: int, n_views: int = 1) -> int:
+    """Frames the rolling accumulator must hold for this plan and batch size.
+
+    Frames before the first frame of the next pending tile are final and flushed after each
+    batch; the window spans from the oldest unflushed frame to the furthest frame touched.
+    """
+    tasks = [sl for sl in tiles for _ in range(n_views)]
+    base = furthest = need = 0
+    for i in range(0, len(tasks), batch_size):
+        furthest = max(furthest, *(sl[0].stop for sl in tasks[i : i + batch_size]))
+        need = max(need, furthest - base)
+        if i + batch_size < len(tasks):
+            base = tasks[i + batch_size][0].start
+    return need
+
+
+class RollingAccumulator:
+    """Weighted sums ``sum(w * out)`` for a sliding window of frames ``[base, base + capacity)``.
+
+    Attributes
+    ----------
+    capacity : int
+        Frames held (the memory bound: ``capacity * Y * X`` float32).
+    base : int
+        First frame not yet flushed.
+    """
+
+    def __init__(self, capacity: int, frame_shape: tuple[int, int]):
+        self.capacity = int(capacity)
+        self.base = 0
+        self.sums = np.zeros((self.capacity, *frame_shape), dtype=np.float32)
+
+    def add(self, sl: Slices, weighted: np.ndarray) -> None:
+        """Add ``w * out`` of one tile."""
+        t0, t1 = sl[0].start - self.base, sl[0].stop - self.base
+        if t0 < 0 or t1 > self.capacity:  # a planning bug, not a user error
+            raise RuntimeError(f"tile frames {sl[0]} outside the accumulator window [{self.base}, "
+                               f"{self.base + self.capacity})")
+        self.sums[t0:t1, sl[1], sl[2]] += weighted
+
+    def pop(self, stop: int) -> np.ndarray:
+        """Return the sums of frames ``[base, stop)`` and slide the window past them."""
+        n = stop - self.base
+        block = self.sums[:n].copy()
+        self.sums[: self.capacity - n] = self.sums[n:]  # numpy buffers overlapping copies
+        self.sums[self.capacity - n :] = 0.0
+        self.base = stop
+        return block
+
+
+# --------------------------------------------------------------------------- views of the input
+
+
+@dataclass
+class _View:
+    """A ``(T, Y', X')`` view of the input: the whole stack, or the forward / backward lines
+    of a bidirectional ``(T, 2N, N)`` scan (read as contiguous row blocks, since zarr and
+    some memmaps do not support strided slicing)."""
+
+    stack: Any
+    shape: Triple
+    parity: int | None = None  # None: all rows; 0: rows 0::2; 1: rows 1::2
+    flip: bool = False  # x-mirrored on disk: reverse when reading, and the result back
+
+    def read(self, sl: Slices) -> np.ndarray:
+        t, y, x = sl
+        if self.parity is None:
+            return np.asarray(self.stack[t, y, x])
+        n_x = self.shape[2]
+        xs = slice(n_x - x.stop, n_x - x.start) if self.flip else x
+        raw = np.asarray(self.stack[t, 2 * y.start : 2 * y.stop, xs])[:, self.parity :: 2]
+        return raw[..., ::-1] if self.flip else raw
+
+    def restore(self, block: np.ndarray) -> np.ndarray:
+        """Undo the read-time flip on finished frames."""
+        return block[..., ::-1] if self.flip else block
+
+
+def _split_views(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> tuple[list[_View], Callable, Triple]:
+    """Decide how the model sees the input; returns views, a combiner of finished view blocks,
+    and the output shape."""
+    shape = tuple(int(s) for s in stack.shape)
+    t, y, x = shape
+    if denoiser.mode != "mirrored" or y != 2 * x:
+        return [_View(stack, shape)], (lambda blocks: blocks[0]), shape  # type: ignore[return-value]
+    half = (t, x, x)
+    views = [_View(stack, half, 0, False), _View(stack, half, 1, bool(denoiser.flip_backward))]
+    if cfg.mirrored_output == "merged":
+        return views, (lambda b: 0.5 * (b[0] + b[1])), half
+
+    def interleave(blocks: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((blocks[0].shape[0], y, x), dtype=np.float32)
+        out[:, 0::2], out[:, 1::2] = blocks
+        return out
+
+    return views, interleave, shape  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_inputs(stack: Any, cfg: InferConfig, out: Any) -> None:
+    shape = getattr(stack, "shape", None)
+    if shape is None or len(shape) != 3:
+        raise InputError(f"expected a (T, Y, X) time-lapse, got an array of shape {shape}; "
+                         "pick a channel / squeeze singleton axes first")
+    if min(shape) < 1:
+        raise InputError(f"the stack is empty (shape {tuple(shape)})")
+    if cfg.normalization not in ("model", "input"):
+        raise InputError(f"normalization must be 'model' or 'input', got {cfg.normalization!r}")
+    if cfg.mirrored_output not in ("interleaved", "merged"):
+        raise InputError(f"mirrored_output must be 'interleaved' or 'merged', got {cfg.mirrored_output!r}")
+    if out is not None and not hasattr(out, "__setitem__"):
+        raise InputError(f"out must support slice assignment (out[t0:t1] = block), got {type(out).__name__}")
+
+
+def _choose_norm(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> Normalization:
+    """The model's stored statistics, or the input's own (one streaming pass) when asked to."""
+    if cfg.normalization == "input" or denoiser.provenance.get("normalization") == "input":
+        mean, sd, _ = stack_statistics(stack)
+        return Normalization(mean, sd if sd > 0 else 1.0)  # a constant stack: identity scale
+    return denoiser.norm
+
+
+def _output_dtype(stack: Any, cfg: InferConfig) -> np.dtype:
+    return np.dtype(stack.dtype) if cfg.output_dtype == "input" else np.dtype(np.float32)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _load_batch(views: list[_View], batch: list[tuple[Slices, int]], norm: Normalization) -> np.ndarray:
+    """Read and normalise a batch of tiles into ``(B, 1, t, y, x)`` float32 (runs in the prefetch thread)."""
+    tiles = []
+    for sl, v in batch:
+        tile = norm.apply(views[v].read(sl))
+        if not np.isfinite(tile).all():
+            raise InputError(f"the stack holds NaN or Inf values (frames {sl[0].start}..{sl[0].stop - 1}); "
+                             "replace them before denoising")
+        tiles.append(tile)
+    return np.ascontiguousarray(np.stack(tiles)[:, None])
+
+
+def _forward(net: torch.nn.Module, x: np.ndarray, device: torch.device, amp: bool) -> np.ndarray:
+    """One batched forward pass; inference mode and autocast only around the call, never across a yield."""
+    xt = devmod.to_device(torch.from_numpy(x), device)
+    with devmod.inference_mode(), devmod.autocast(device, amp):
+        y = net(xt)
+    if tuple(y.shape) != tuple(xt.shape):
+        raise RuntimeError(f"the network changed the tile shape from {tuple(xt.shape)} to {tuple(y.shape)}")
+    return y.float().cpu().numpy()
+
+
+def iter_denoise(
+    stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None
+) -> Generator[InferEvent, None, Any]:
+    """Denoise a ``(T, Y, X)`` stack tile by tile, yielding progress.
+
+    Parameters
+    ----------
+    stack : array-like (T, Y, X)
+        numpy array, ``np.memmap``, zarr or dask array; only tile regions are read.
+    denoiser : Denoiser
+        Model and metadata. A ``'mirrored'`` model given a ``(T, 2N, N)`` stack denoises the
+        forward (even) and backward (odd) rows as two ``(T, N, N)`` stacks (backward rows
+        x-reversed first when ``denoiser.flip_backward``, and reversed back), then interleaves
+        them, or averages them with ``cfg.mirrored_output == 'merged'``: the output is then
+        ``(T, N, N)``, not the input's shape. Any other model or shape: the stack as is.
+    cfg : InferConfig, optional
+        Tiling, device, batch, output dtype, normalisation source, prefetch.
+    out : array-like, optional
+        Destination supporting ``out[t0:t1] = block`` (e.g. from ``io.output_stack``); frame
+        blocks are written as soon as they are final. Integer destinations are always clipped.
+
+    Yields
+    ------
+    InferEvent
+        After each batch of tiles: tiles done / total, frames per second, ETA.
+
+    Returns
+    -------
+    numpy.ndarray or ``out``
+        float32 in the input's intensity units (or the input's dtype, clipped, with
+        ``cfg.output_dtype == 'input'``); ``out`` itself when given.
+    """
+    cfg = cfg or InferConfig()
+    _check_inputs(stack, cfg, out)
+    views, combine, out_shape = _split_views(stack, denoiser, cfg)
+    vshape = views[0].shape
+    tile = tile_shape_for(vshape, cfg)
+    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    overlap = effective_overlap(vshape, tile, wanted)
+    tiles = plan_tiles(vshape, tile, overlap)
+    wsum = weight_sums(vshape, tiles, overlap)
+    norm = _choose_norm(stack, denoiser, cfg)
+
+    dtype = _output_dtype(stack, cfg)
+    if out is None:
+        target = np.empty(out_shape, dtype=dtype)
+    else:
+        if tuple(out.shape) != tuple(out_shape):
+            raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(out_shape)}")
+        target = out
+    target_dtype = np.dtype(getattr(target, "dtype", dtype))
+    src_dtype = np.dtype(stack.dtype)
+
+    tasks = [(sl, v) for sl in tiles for v in range(len(views))]
+    batches = [tasks[i : i + cfg.batch_size] for i in range(0, len(tasks), cfg.batch_size)]
+    capacity = accumulator_frames(tiles, cfg.batch_size, len(views))
+    accs = [RollingAccumulator(capacity, vshape[1:]) for _ in views]
+
+    def flush(stop: int) -> None:
+        start = accs[0].base
+        if stop <= start:
+            return
+        denom = (wsum[0][start:stop, None, None] * wsum[1][None, :, None] * wsum[2][None, None, :]).astype(np.float32)
+        blocks = [v.restore(norm.invert(a.pop(stop) / denom)) for v, a in zip(views, accs, strict=True)]
+        block = combine(blocks)
+        if cfg.output_dtype == "input":
+            block = tio.to_output_dtype(block, src_dtype)
+        if target_dtype.kind in "iub":  # never let a float block wrap around in an integer destination
+            block = tio.to_output_dtype(block, target_dtype)
+        target[start:stop] = block
+
+    device = devmod.resolve_device(cfg.device)
+    net = denoiser.net.to(device)  # in place: the model stays on the device for the next call
+    was_training = net.training
+    net.eval()  # attention-gate BatchNorm must use its running statistics
+    pool = ThreadPoolExecutor(1, thread_name_prefix="unet-att-prefetch") if cfg.prefetch and len(batches) > 1 else None
+    t_start, done = time.perf_counter(), 0
+    try:
+        pending: Future | None = pool.submit(_load_batch, views, batches[0], norm) if pool else None
+        for k, batch in enumerate(batches):
+            x = pending.result() if pending is not None else _load_batch(views, batch, norm)
+            if pool is not None and k + 1 < len(batches):
+                pending = pool.submit(_load_batch, views, batches[k + 1], norm)
+            y = _forward(net, x, device, cfg.amp)
+            for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
+                accs[v].add(sl, y_tile * blend_window(y_tile.shape, sl, vshape, overlap))
+            flush(batches[k + 1][0][0][0].start if k + 1 < len(batches) else vshape[0])
+            done += len(batch)
+            elapsed = max(time.perf_counter() - t_start, 1e-9)
+            yield InferEvent(
+                done=done,
+                total=len(tasks),
+                frames_per_s=done / len(tasks) * out_shape[0] / elapsed,
+                eta_s=elapsed * (len(tasks) - done) / done,
+            )
+    finally:  # also runs when the consumer closes the generator (cancel)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        net.train(was_training)
+    return target
+
+
+def _drain(gen: Generator[InferEvent, None, Any], progress: Callable[[InferEvent], Any] | None) -> Any:
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
+
+
+def denoise(
+    stack: Any,
+    denoiser: Denoiser,
+    cfg: InferConfig | None = None,
+    out: Any = None,
+    progress: Callable[[InferEvent], Any] | None = None,
+) -> Any:
+    """Blocking :func:`iter_denoise`; ``progress`` (optional) is called with every event."""
+    return _drain(iter_denoise(stack, denoiser, cfg, out), progress)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def iter_denoise_file(
+    in_path: str | Path,
+    out_path: str | Path,
+    denoiser: Denoiser,
+    cfg: InferConfig | None = None,
+    channel: int | None = None,
+) -> Generator[InferEvent, None, Path]:
+    """Stream a TIFF through the model into another TIFF, atomically.
+
+    The input is read lazily, tiles are written to ``out_path`` as they complete (files
+    larger than RAM work), and the file only appears once everything succeeded: an error or
+    closing this generator leaves no (partial) output. Returns ``out_path``.
+    """
+    cfg = cfg or InferConfig()
+    stack = tio.read_stack(in_path, channel=channel, lazy=True)
+    _check_inputs(stack, cfg, None)
+    _, _, out_shape = _split_views(stack, denoiser, cfg)
+    dtype = _output_dtype(stack, cfg)
+    meta = {"denoiser": denoiser.describe(), "source": str(in_path)}
+    with tio.output_stack(out_path, out_shape, dtype, metadata=meta) as out:
+        yield from iter_denoise(stack, denoiser, cfg, out=out)
+    return Path(out_path)
+
+
+def denoise_file(
+    in_path: str | Path,
+    out_path: str | Path,
+    denoiser: Denoiser,
+    cfg: InferConfig | None = None,
+    channel: int | None = None,
+    progress: Callable[[InferEvent], Any] | None = None,
+) -> Path:
+    """Blocking :func:`iter_denoise_file`."""
+    return _drain(iter_denoise_file(in_path, out_path, denoiser, cfg, channel), progress)

@@ -1,0 +1,721 @@
+"""TIFF (and zarr) reading and writing, and validation of time-lapse arrays.
+
+Everything the engine reads goes through :func:`read_stack` / :func:`as_timelapse`, which
+return a ``(T, Y, X)`` array without reading the pixels: a ``np.memmap`` for contiguous,
+uncompressed TIFFs, a dask array otherwise, so files larger than RAM work. Everything it
+writes goes through :func:`write_stack` / :func:`output_stack`, which never leave a partial
+file behind: data go to a temporary file in the destination folder that is renamed into
+place only once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import logging
+import math
+import os
+import shutil
+import struct  # tifffile lets struct.error through for files cut inside the header
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from .errors import InputError, ResourceError
+
+#: dtypes the engine takes as they are; others are converted exactly (see :func:`as_timelapse`).
+NATIVE_DTYPES = tuple(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
+#: dtypes ImageJ can open (tifffile refuses others with ``imagej=True``).
+IMAGEJ_DTYPES = tuple(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
+MIN_FRAMES = 3
+BIGTIFF_BYTES = 2**31  # above 2 GB switch to BigTIFF: classic TIFF offsets stop at 4 GB, keep a margin
+METADATA_KEY = "napari_unet_att"
+_CHUNK_BYTES = 64 * 2**20  # frames per dask chunk / per write block: about 64 MB
+
+PathLike = str | os.PathLike
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------
+class _LogCapture(logging.Handler):
+    """Collect tifffile's log messages: it reports corrupt files there instead of raising."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _capture_tifffile_log() -> Iterator[_LogCapture]:
+    handler = _LogCapture()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) -> np.ndarray:
+    """Open a TIFF (or a zarr array) time-lapse as a ``(T, Y, X)`` array.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.tif`` / ``.tiff`` (ImageJ hyperstack, OME-TIFF, BigTIFF, plain) or a ``.zarr`` folder.
+    channel : int, optional
+        Channel to take when the file has a channel (``C``) or sample (``S``, RGB) axis.
+    lazy : bool
+        True: nothing is read yet (``np.memmap`` for contiguous uncompressed files, else a
+        dask array reading frames on demand). False: a numpy array in memory.
+
+    Returns
+    -------
+    array (T, Y, X)
+        uint8, uint16, int16 or float32 (other dtypes converted exactly, see :func:`as_timelapse`).
+
+    Raises
+    ------
+    InputError
+        Missing file, not a TIFF, truncated / corrupt TIFF, or data that are not a time-lapse
+        (the message gives the shape, axes and dtype found).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        return _read_zarr(path, channel, lazy)
+    _check_readable_file(path)
+    size = path.stat().st_size
+    with _capture_tifffile_log() as log:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, shape, dtype = series.axes, tuple(series.shape), series.dtype
+                _check_complete(tif, series, path, size, log.messages)
+                contiguous = series.dataoffset is not None  # tifffile: None unless one uncompressed block
+        except InputError:
+            raise
+        except tifffile.TiffFileError as exc:
+            raise InputError(_not_tiff_message(path, exc)) from None
+        except (EOFError, OSError, ValueError, IndexError, KeyError, struct.error) as exc:
+            raise InputError(f"{path} is a truncated or corrupted TIFF file ({type(exc).__name__}: {exc})") from None
+    what = f"file {path.name}"
+    arr = _open_pixels(path, contiguous, shape, dtype)
+    out = _to_timelapse(arr, axes, channel, what)
+    if lazy:
+        return out
+    try:
+        return np.asarray(out)
+    except Exception as exc:  # a decoder error while reading a damaged compressed file
+        raise InputError(f"{path} could not be read completely; the TIFF is truncated or corrupted "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; expected a TIFF file (.tif) or a .zarr array folder")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); expected a TIFF file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path} cannot be read (permission denied)")
+
+
+def _not_tiff_message(path: Path, exc: Exception) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if len(head) < 8 and head[:2] in (b"II", b"MM"):
+        return f"{path} is a truncated TIFF file: only {len(head)} bytes, not even a complete header"
+    kind = "a text file" if _looks_like_text(head) else f"not a TIFF file (it starts with {head[:8]!r})"
+    return f"{path} is {kind}; expected a TIFF image stack ({exc})"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def _check_complete(tif: tifffile.TiffFile, series: Any, path: Path, size: int, log: list[str]) -> None:
+    """Raise if the file is shorter than its own structure says (tifffile only logs that)."""
+    problem = None
+    if tif.is_imagej:
+        images = (tif.imagej_metadata or {}).get("images")
+        found = math.prod(n for n, a in zip(series.shape, series.axes, strict=True) if a not in "YXS")
+        if images and int(images) > found:
+            problem = f"ImageJ metadata announce {images} images, the file holds {found}"
+    if problem is None and series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes
+        if end > size:
+            problem = f"the pixel data should end at byte {end:,} but the file has {size:,} bytes"
+    if problem is None and series.dataoffset is None:
+        problem = _check_pages(series, size)
+    if problem is not None:
+        hint = f"; tifffile: {log[0]}" if log else ""
+        raise InputError(f"{path} is a truncated or corrupted TIFF file: {problem}{hint}")
+
+
+def _check_pages(series: Any, size: int) -> str | None:
+    pages = list(series.pages)
+    if not pages or pages[0] is None:
+        return "no readable image page"
+    expected = series.size // max(1, math.prod(pages[0].shape))
+    if len(pages) < expected or any(p is None for p in pages):
+        n = sum(p is not None for p in pages)
+        return f"{n} of {expected} image pages are present"
+    for i, p in enumerate(pages):
+        ends = [o + c for o, c in zip(p.dataoffsets, p.databytecounts, strict=False) if c]
+        if ends and max(ends) > size:
+            return f"page {i} points beyond the end of the file ({max(ends):,} > {size:,} bytes)"
+    return None
+
+
+def _open_pixels(path: Path, contiguous: bool, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+    """A memory map when the pixels are one uncompressed block, else a dask array over zarr."""
+    if contiguous:
+        try:
+            mm = tifffile.memmap(path, series=0, mode="r")
+            if tuple(mm.shape) == shape:
+                return mm
+        except (ValueError, OSError):
+            pass  # not memory-mappable after all (e.g. odd bit depth): fall back to zarr
+    try:
+        import dask.array as da
+        import zarr
+
+        store = tifffile.imread(path, aszarr=True, series=0)
+        z = zarr.open(store, mode="r")
+        return da.from_zarr(z, chunks=_frame_chunks(z.shape, z.dtype))
+    except Exception:  # exotic layouts zarr cannot express: read it plainly (small files in practice)
+        return tifffile.imread(path, series=0)
+
+
+def _read_zarr(path: Path, channel: int | None, lazy: bool) -> Any:
+    import dask.array as da
+    import zarr
+
+    try:
+        z = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise InputError(f"{path} is not a readable zarr array ({type(exc).__name__}: {exc})") from None
+    if not hasattr(z, "shape"):
+        raise InputError(f"{path} is a zarr group, not an array; expected a single (T, Y, X) array")
+    out = as_timelapse(da.from_zarr(z), channel=channel)
+    return out if lazy else np.asarray(out)
+
+
+def _frame_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """Dask chunks of whole frames, about ``_CHUNK_BYTES`` each."""
+    frame = math.prod(shape[1:]) * np.dtype(dtype).itemsize
+    k = max(1, min(shape[0], _CHUNK_BYTES // max(1, frame))) if shape else 1
+    return (k, *shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | None = None) -> Any:
+    """Validate an in-memory or lazy array as a ``(T, Y, X)`` time-lapse.
+
+    Axes are guessed from the shape: ``(T, Y, X)``; ``(Y, X, 3|4)`` and ``(T, Y, X, 3|4)`` are
+    RGB(A); other 4D arrays are ``(T, C, Y, X)``; 5D ``(T, Z, C, Y, X)`` (ImageJ order).
+    ``channel_axis`` overrides the guess. Singleton axes are dropped; a channel axis with
+    more than one channel needs ``channel``.
+
+    Dtypes: uint8, uint16, int16 and float32 are kept; int8 becomes int16, 32/64-bit
+    integers and float16/float64 become float32, big-endian data become native (all exact
+    or to float32 precision, never wrapped). Lazy inputs (dask, zarr, memmap) stay lazy.
+    Values are not checked for NaN / Inf here (normalisation does it while streaming).
+
+    Raises
+    ------
+    InputError
+        If the array is not a time-lapse of at least 3 frames, or its dtype is not an intensity.
+    """
+    arr = _as_array_like(array)
+    axes = _guess_axes(tuple(arr.shape), channel_axis)
+    return _to_timelapse(arr, axes, channel, "array")
+
+
+def _as_array_like(array: Any) -> Any:
+    if isinstance(array, np.ndarray) or _is_dask(array):
+        return array
+    if hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__"):
+        import dask.array as da  # zarr / h5py / other lazy arrays: wrap, do not read
+
+        return da.from_array(array, chunks=_frame_chunks(tuple(array.shape), array.dtype))
+    return np.asarray(array)
+
+
+def _is_dask(x: Any) -> bool:
+    return type(x).__module__.startswith("dask.")
+
+
+def _guess_axes(shape: tuple[int, ...], channel_axis: int | None) -> str:
+    nd = len(shape)
+    if nd < 2:
+        raise InputError(f"got an array of shape {shape} ({nd}D); expected a time-lapse (T, Y, X)")
+    if channel_axis is not None:
+        if not -nd <= channel_axis < nd:
+            raise InputError(f"channel_axis {channel_axis} is out of range for an array of shape {shape}")
+        c = channel_axis % nd
+        rest = nd - 1
+        names = ["Q"] * (rest - 2) + ["Y", "X"]
+        names.insert(c, "C")
+        return "".join(names)
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        return "YXS" if shape[-1] in (3, 4) and min(shape[:2]) > 4 else "TYX"
+    if nd == 4:
+        return "TYXS" if shape[-1] in (3, 4) and shape[1] > 4 else "TCYX"
+    if nd == 5:
+        return "TZCYX"
+    raise InputError(f"got a {nd}D array of shape {shape}; expected a time-lapse (T, Y, X)")
+
+
+def _to_timelapse(arr: Any, axes: str, channel: int | None, what: str) -> Any:
+    """Select the channel, drop singleton axes, order as (T, Y, X), check size and dtype."""
+    shape = tuple(arr.shape)
+    axes = axes.upper()
+    found = f"found shape {shape}, axes '{axes}', dtype {arr.dtype}"
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"{what}: {found}; expected image axes Y and X")
+    arr, axes = _select_channel(arr, axes, channel, what, found)
+    drop = [n == 1 and a not in "YX" for n, a in zip(arr.shape, axes, strict=True)]  # singleton T/Z/C/...
+    if any(drop):
+        arr = arr[tuple(0 if d else slice(None) for d in drop)]
+        axes = "".join(a for a, d in zip(axes, drop, strict=True) if not d)
+    others = [i for i, a in enumerate(axes) if a not in "YX"]
+    if not others:
+        raise InputError(f"{what}: {found}: a single 2D image; expected a time-lapse (T, Y, X) of at least "
+                         f"{MIN_FRAMES} frames")
+    if len(others) > 1:
+        sizes = ", ".join(f"{axes[i]}={arr.shape[i]}" for i in others)
+        raise InputError(f"{what}: {found}: more than one non-spatial axis ({sizes}); expected a single time axis "
+                         "(T, Y, X). Select one plane / position first.")
+    order = (others[0], axes.index("Y"), axes.index("X"))
+    if order != (0, 1, 2):
+        arr = arr.transpose(order)
+    t, y, x = arr.shape
+    if t < MIN_FRAMES:
+        raise InputError(f"{what}: {found}: only {t} frame(s); expected a time-lapse of at least {MIN_FRAMES} frames")
+    if y < 2 or x < 2:
+        raise InputError(f"{what}: {found}: frames of {y} x {x} pixels; expected images of at least 2 x 2")
+    return _convert_dtype(arr, what, found)
+
+
+def _select_channel(arr: Any, axes: str, channel: int | None, what: str, found: str) -> tuple[Any, str]:
+    multi = [i for i, a in enumerate(axes) if a in "CS" and arr.shape[i] > 1]
+    if len(multi) > 1:
+        raise InputError(f"{what}: {found}: both a channel and a sample (RGB) axis; expected one channel")
+    if not multi:
+        if channel not in (None, 0):
+            raise InputError(f"{what}: {found}: there is a single channel, so channel must be 0 or None "
+                             f"(got {channel})")
+        return arr, axes
+    i = multi[0]
+    n = arr.shape[i]
+    kind = "RGB(A) samples" if axes[i] == "S" else "channels"
+    if channel is None:
+        raise InputError(f"{what}: {found}: {n} {kind}; choose one with channel = 0..{n - 1} (a single-channel "
+                         "(T, Y, X) time-lapse is expected)")
+    if not isinstance(channel, int | np.integer) or not 0 <= int(channel) < n:
+        raise InputError(f"{what}: {found}: channel {channel!r} does not exist; expected 0..{n - 1}")
+    index = tuple(int(channel) if j == i else slice(None) for j in range(len(axes)))
+    return arr[index], axes[:i] + axes[i + 1 :]
+
+
+def _target_dtype(dtype: np.dtype, what: str, found: str) -> np.dtype:
+    """The engine dtype for input ``dtype``: exact where possible, float32 otherwise."""
+    if dtype.kind == "b":
+        raise InputError(f"{what}: {found}: boolean values are a mask, not an intensity image; "
+                         "expected uint8/uint16/int16/float32 intensities")
+    if dtype.kind not in "iuf":
+        raise InputError(f"{what}: {found}: unsupported data type; expected uint8/uint16/int16/float32 intensities")
+    native = dtype.newbyteorder("=")
+    if native in NATIVE_DTYPES:
+        return native
+    if native == np.dtype(np.int8):
+        return np.dtype(np.int16)  # exact; int8 would wrap under arithmetic
+    return np.dtype(np.float32)  # 32/64-bit integers and other floats: the network runs in float32 anyway
+
+
+def _convert_dtype(arr: Any, what: str, found: str) -> Any:
+    target = _target_dtype(np.dtype(arr.dtype), what, found)
+    if np.dtype(arr.dtype) == target and np.dtype(arr.dtype).isnative:
+        return arr
+    if isinstance(arr, np.memmap):  # keep it lazy: convert frame chunks on access
+        import dask.array as da
+
+        arr = da.from_array(arr, chunks=_frame_chunks(tuple(arr.shape), arr.dtype))
+    return arr.astype(target)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+def to_output_dtype(x: Any, dtype: Any) -> np.ndarray:
+    """Cast float data to ``dtype``: clip to its range, round to nearest, then cast (never wraps).
+
+    NaN becomes 0 for integer types. Float targets are clipped to their finite range.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        raise InputError("cannot write intensities as a boolean image; choose a numeric dtype")
+    if dtype.kind == "f":
+        info = np.finfo(dtype)
+        x = np.asarray(x)
+        if dtype.itemsize < np.dtype(x.dtype).itemsize or dtype.kind != np.dtype(x.dtype).kind:
+            x = np.clip(x, info.min, info.max)
+        return x.astype(dtype, copy=False)
+    if dtype.kind not in "iu":
+        raise InputError(f"unsupported output dtype {dtype}; expected an integer or float type")
+    info = np.iinfo(dtype)
+    # float32 cannot hold e.g. 2**31 - 1 exactly: clip in float64 for wide types
+    work = np.float32 if dtype.itemsize <= 2 else np.float64
+    lo, hi = work(info.min), work(info.max)
+    if int(hi) > info.max:  # rounding made the bound larger than the type's maximum
+        hi = np.nextafter(hi, work(-np.inf))
+    x = np.asarray(x, dtype=work)
+    x = np.nan_to_num(x, nan=0.0, posinf=hi, neginf=lo)
+    return np.rint(np.clip(x, lo, hi)).astype(dtype)
+
+
+def _resolve_output_dtype(dtype: Any, input_dtype: Any, array_dtype: np.dtype) -> np.dtype:
+    if isinstance(dtype, str) and dtype == "input":
+        if input_dtype is None:
+            raise InputError("dtype='input' needs input_dtype (the dtype of the stack that was denoised)")
+        out = np.dtype(input_dtype)
+    elif dtype is None:
+        out = np.dtype(array_dtype)
+    else:
+        try:
+            out = np.dtype(dtype)
+        except TypeError:
+            raise InputError(f"unknown output dtype {dtype!r}; expected 'float32' or 'input'") from None
+    if out.kind == "b" or out.kind not in "iuf":
+        raise InputError(f"cannot write a TIFF of dtype {out}; expected an integer or float type")
+    return out.newbyteorder("=")
+
+
+def _layout(shape: tuple[int, ...], dtype: np.dtype) -> tuple[bool, bool, str | None]:
+    """(imagej, bigtiff, axes) for a stack of this shape and dtype."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    bigtiff = nbytes > BIGTIFF_BYTES
+    axes = {2: "YX", 3: "TYX", 4: "TCYX", 5: "TZCYX"}.get(len(shape))
+    imagej = not bigtiff and dtype in IMAGEJ_DTYPES and axes is not None
+    return imagej, bigtiff, axes
+
+
+def _tiff_metadata(metadata: dict[str, Any] | None, imagej: bool, axes: str | None) -> dict[str, Any]:
+    """tifffile ``metadata``: axes plus our JSON (ImageJ 'Info' property, or the JSON description)."""
+    from . import __version__
+
+    md = {"software": f"napari-unet-att {__version__}",
+          "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    md.update(metadata or {})
+    md = json.loads(json.dumps(md, default=_json_default))  # plain JSON types only
+    out: dict[str, Any] = {} if axes is None else {"axes": axes}
+    if imagej:
+        out["Info"] = json.dumps({METADATA_KEY: md})  # shown by ImageJ's Image > Show Info
+    else:
+        out[METADATA_KEY] = md  # tifffile stores the whole dict as the JSON ImageDescription
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def read_metadata(path: PathLike) -> dict[str, Any] | None:
+    """The metadata dict stored by :func:`write_stack` / :func:`output_stack`, or None."""
+    path = Path(path)
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        import zarr
+
+        md = zarr.open(str(path), mode="r").attrs.get(METADATA_KEY)
+        return dict(md) if md is not None else None
+    _check_readable_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_imagej:
+                info = (tif.imagej_metadata or {}).get("Info")
+                with contextlib.suppress(TypeError, ValueError):
+                    md = json.loads(info).get(METADATA_KEY) if info else None
+                    if isinstance(md, dict):
+                        return md
+            shaped = tif.shaped_metadata or ()
+    except tifffile.TiffFileError as exc:
+        raise InputError(_not_tiff_message(path, exc)) from None
+    for d in shaped:
+        md = d.get(METADATA_KEY) if isinstance(d, dict) else None
+        if isinstance(md, dict):
+            return md
+    return None
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _check_space(directory: Path, nbytes: int, path: Path) -> None:
+    free = _free_bytes(directory)
+    need = int(nbytes * 1.01) + 2**20
+    if free is not None and free < need:
+        raise ResourceError(f"not enough disk space to write {path}: it needs about {_gb(need)} and "
+                            f"{directory} has {_gb(free)} free; free some space or choose another folder")
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _os_error(exc: OSError, path: Path) -> Exception:
+    """A user-facing error for a failed write."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return ResourceError(f"the disk is full (or over quota) while writing {path}; nothing was written. "
+                             "Free some space or choose another folder.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputError(f"cannot write {path}: the folder {path.parent} is not writable ({exc.strerror})")
+    return InputError(f"could not write {path}: {exc.strerror or exc}")
+
+
+def _temp_name(path: Path) -> Path:
+    # hidden, unique, in the same folder (so os.replace is an atomic rename on the same filesystem)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX only; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: PathLike) -> Iterator[Path]:
+    """Yield a reserved temporary file beside ``path``; rename it into place if the block succeeds.
+
+    On any error the temporary file is removed and an existing ``path`` is left untouched;
+    an ``OSError`` becomes :class:`ResourceError` (disk full) or :class:`InputError`.
+    """
+    path = Path(path)
+    directory = path.parent
+    if not directory.is_dir():
+        raise InputError(f"cannot write {path}: the folder {directory} does not exist")
+    tmp = _temp_name(path)
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # honours the umask
+    except OSError as exc:
+        raise _os_error(exc, path) from None
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _os_error(exc, path) from exc
+        raise
+    _fsync_dir(directory)
+
+
+def _blocks(array: Any, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """Frame blocks of ``array`` converted to ``dtype`` (bounded memory for huge / lazy arrays)."""
+    n = array.shape[0]
+    k = _frame_chunks(tuple(array.shape), np.dtype(np.float64))[0]
+    for t0 in range(0, n, k):
+        block = np.asarray(array[t0 : t0 + k])
+        yield _cast(block, dtype)
+
+
+def _cast(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if block.dtype == dtype:
+        return block
+    if dtype.kind in "iu" and block.dtype.kind in "iu":
+        info = np.iinfo(dtype)  # integer to integer: clip exactly, no float round trip
+        return np.clip(block, info.min, info.max).astype(dtype)
+    return to_output_dtype(block, dtype)
+
+
+def write_stack(
+    path: PathLike,
+    array: Any,
+    dtype: Any = "float32",
+    input_dtype: Any = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write an array as a TIFF, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination ``.tif``; replaced only once the new file is complete.
+    array : array-like
+        Usually ``(T, Y, X)`` float32; numpy, memmap or dask (written in frame blocks).
+    dtype : {'float32', 'input'} or numpy dtype
+        ``'input'`` writes ``input_dtype``, clipped to its range and rounded (never wrapped).
+    input_dtype : numpy dtype, optional
+        Needed with ``dtype='input'``.
+    metadata : dict, optional
+        How the data were made (model, mode, versions, date); stored as JSON in the file and
+        returned by :func:`read_metadata`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        Missing or unwritable folder, bad dtype.
+    ResourceError
+        Not enough disk space (checked first; a full disk during the write leaves no file).
+    """
+    path = Path(path)
+    arr = array if (isinstance(array, np.ndarray) or _is_dask(array) or hasattr(array, "shape")) else np.asarray(array)
+    shape = tuple(int(n) for n in arr.shape)
+    if len(shape) < 2 or 0 in shape:
+        raise InputError(f"cannot write an array of shape {shape} as an image; expected (T, Y, X)")
+    out_dtype = _resolve_output_dtype(dtype, input_dtype, np.dtype(arr.dtype))
+    imagej, bigtiff, axes = _layout(shape, out_dtype)
+    md = _tiff_metadata(metadata, imagej, axes)
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist")
+    _check_space(path.parent, math.prod(shape) * out_dtype.itemsize, path)
+    data: Any = _blocks(arr, out_dtype) if len(shape) > 2 else _cast(np.asarray(arr), out_dtype)
+    with atomic_file(path) as tmp:
+        tifffile.imwrite(tmp, data, shape=shape, dtype=out_dtype, imagej=imagej, bigtiff=bigtiff,
+                         metadata=md, photometric="minisblack")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# progressive output
+# ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def output_stack(
+    path: PathLike, shape: tuple[int, ...], dtype: Any, metadata: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """A writable on-disk array that appears at ``path`` only if the ``with`` block succeeds.
+
+    ``.zarr`` paths give a zarr array (chunks of whole frames), anything else a memory-mapped
+    TIFF (ImageJ layout when possible, BigTIFF above 2 GB) whose disk blocks are reserved up
+    front, so a full disk is reported now rather than crashing the process mid-write.
+
+    Yields
+    ------
+    array-like
+        Supports ``out[t0:t1] = block``.
+
+    Raises
+    ------
+    InputError, ResourceError
+        Unwritable folder, not enough disk space.
+    """
+    path = Path(path)
+    shape = tuple(int(n) for n in shape)
+    dtype = np.dtype(dtype).newbyteorder("=")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist")
+    _check_space(path.parent, math.prod(shape) * dtype.itemsize, path)
+    if path.suffix.lower() == ".zarr":
+        with _zarr_output(path, shape, dtype, metadata) as z:
+            yield z
+        return
+    imagej, bigtiff, axes = _layout(shape, dtype)
+    md = _tiff_metadata(metadata, imagej, axes)
+    with atomic_file(path) as tmp:
+        mm = tifffile.memmap(tmp, shape=shape, dtype=dtype, imagej=imagej, bigtiff=bigtiff, metadata=md,
+                             photometric="minisblack")
+        try:
+            _reserve(tmp, path)
+            yield mm
+            mm.flush()
+        finally:
+            del mm  # unmap before the rename (required on Windows)
+
+
+def _reserve(tmp: Path, path: Path) -> None:
+    """Allocate the file's blocks now: writing to a sparse memmap on a full disk kills the process."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            raise ResourceError(f"not enough disk space to write {path} ({_gb(os.fstat(fd).st_size)})") from None
+        # EINVAL / EOPNOTSUPP: the filesystem cannot preallocate; go on without
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _zarr_output(path: Path, shape: tuple[int, ...], dtype: np.dtype, metadata: dict[str, Any] | None) -> Iterator[Any]:
+    import zarr
+
+    from . import __version__
+
+    tmp = _temp_name(path)
+    try:
+        z = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=_frame_chunks(shape, dtype))
+        md = {"software": f"napari-unet-att {__version__}",
+              "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
+        z.attrs[METADATA_KEY] = json.loads(json.dumps(md, default=_json_default))
+        yield z
+        _replace_dir(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, path) from exc
+        raise
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move a finished zarr folder into place, replacing an old one only after the move succeeds."""
+    old = None
+    if path.exists():
+        old = _temp_name(path)
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None and old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.unlink()

@@ -1,0 +1,563 @@
+"""Self-supervised training pairs, sampled as small patches straight from (possibly lazy) stacks.
+
+Three ways to split one noisy ``(T, Y, X)`` stack into two independent noisy views of the same
+content (METHODS.md section 1). Patch sizes ``(t, p, p)`` are always in *network-input* voxels:
+
+``temporal``
+    raw frames ``[s, s + 2t)``, rows ``[y0, y0 + p)``, columns ``[x0, x0 + p)``;
+    input = frames ``s, s+2, ...``, target = frames ``s+1, s+3, ...``. The network sees ``(T//2, Y, X)``.
+``mirrored``
+    a raw bidirectional scan ``(T, 2N, N)``: frames ``[s, s + t)``, raw rows ``[y0, y0 + 2p)`` (``y0`` even),
+    columns ``[x0, x0 + p)``; input = even rows (forward lines), target = odd rows (backward lines).
+    With ``flip_backward`` the backward lines are stored x-mirrored (column ``x`` holds ``N-1-x``), so the
+    target is read from the mirrored column window and reversed. The network sees ``(T, N, N)``.
+``rowsplit``
+    frames ``2k, 2k+1`` for ``k`` in ``[k0, k0 + t)``, raw rows ``[y0, y0 + p)`` (``y0`` even, so input rows are
+    always the frame's even rows), columns ``[x0, x0 + p)``; input = even rows of frame ``2k`` stacked above
+    the even rows of frame ``2k+1`` (``p/2`` rows each), target = the same with odd rows. The network sees
+    ``(T//2, Y, X)``.
+
+Positions are given in *raw* coordinates ``(t0, y0, x0)`` = first raw frame, first raw row, first column.
+
+Only the region a patch needs is indexed, so ``np.memmap``, zarr and dask stacks are never loaded whole
+and never converted to float32 whole.
+
+Train / validation split
+------------------------
+The last ``val_fraction`` of each stack's frames (enlarged to one patch if that is less) is validation; no
+patch crosses the boundary. When a stack is too short to hold one training patch *and* one validation patch
+in time, a fixed random ``val_fraction`` of its patch *positions* is held out instead. Those positions
+overlap training patches in voxels, so the validation loss is then optimistic; the sampler says so in
+:attr:`PatchSampler.notices`. The held-out set depends only on the stack shape, mode and patch size (not on
+the seed), so separate train and validation samplers always agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .config import check_mode
+from .errors import CheckpointError, InputError
+from .normalization import Normalization
+
+SPLITS: tuple[str, ...] = ("train", "val")
+
+# Fallback split: grids up to this many positions are enumerated (exact held-out count), larger ones use a hash.
+_SMALL_GRID = 1 << 18
+_SPLIT_SALT = 0x5EED_5B117  # fixed: train and val samplers must hold out the same positions
+_VAL_SALT = 0x7A11_DA7E  # stream of the fixed validation positions (mixed with the sampler seed)
+_MASK64 = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------------------------------------- shapes / checks
+
+
+def _shape3(shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3:
+        raise InputError(
+            f"expected a 3D time-lapse (T, Y, X), found a {len(shape)}D array of shape {shape}; "
+            "select one channel / plane first"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def network_input_shape(shape: Sequence[int], mode: str) -> tuple[int, int, int]:
+    """Shape ``(T, Y, X)`` of what the network sees for a raw stack of ``shape`` in ``mode``.
+
+    ``temporal``: ``(T//2, Y, X)`` per pair set; ``mirrored``: ``(T, Y//2, X)``; ``rowsplit``:
+    ``(T//2, Y, X)`` (the even rows of two frames stacked make one ``(Y, X)`` image).
+    """
+    check_mode(mode)
+    t, y, x = _shape3(shape)
+    if mode == "mirrored":
+        return (t, y // 2, x)
+    return (t // 2, y, x)
+
+
+def _raw_frames_per_patch(mode: str, patch_t: int) -> int:
+    return patch_t if mode == "mirrored" else 2 * patch_t
+
+
+def check_stack_for_mode(shape: Sequence[int], mode: str, patch_t: int, patch_xy: int) -> None:
+    """Raise :class:`InputError` saying what is wrong if ``mode`` cannot cut ``(patch_t, patch_xy, patch_xy)``
+    patches (network-input voxels) from a stack of ``shape``.
+    """
+    check_mode(mode)
+    t, y, x = _shape3(shape)
+    found = f"found (T, Y, X) = ({t}, {y}, {x})"
+    if mode == "mirrored" and (y % 2 or y != 2 * x):
+        hint = "; for an ordinary (T, Y, X) scan use mode 'temporal' or 'rowsplit'" if y == x else ""
+        raise InputError(
+            "mirrored-scan expects a raw bidirectional stack of shape (T, 2N, N) (forward lines in even rows, "
+            f"backward lines in odd rows, so rows == 2 * columns), {found}{hint}"
+        )
+    if mode == "rowsplit" and y % 2:
+        raise InputError(
+            f"rowsplit pairs even rows with odd rows and needs an even number of rows, {found}; crop one row"
+        )
+    for name, v in (("patch_t", patch_t), ("patch_xy", patch_xy)):
+        if int(v) != v or v < 1:
+            raise InputError(f"{name} must be a positive integer, got {v!r}")
+    if mode == "rowsplit" and patch_xy % 2:
+        raise InputError(
+            f"rowsplit needs an even patch_xy (each half of a patch holds patch_xy/2 rows of one frame), "
+            f"got {patch_xy}; use {max(2, patch_xy - 1)}"
+        )
+    _check_frames(t, mode, patch_t, found)
+    _, yn, xn = network_input_shape(shape, mode)
+    if min(yn, xn) < patch_xy:
+        largest = min(yn, xn) - (min(yn, xn) % 2 if mode == "rowsplit" else 0)
+        advice = f"use a smaller patch (patch_xy <= {largest})" if largest >= 1 else "the frames are too small"
+        raise InputError(
+            f"a {patch_xy}x{patch_xy} patch does not fit the {yn}x{xn} (rows x columns) images that {mode} mode "
+            f"gives the network for a stack of shape ({t}, {y}, {x}); {advice}"
+        )
+
+
+def _check_frames(t: int, mode: str, patch_t: int, found: str) -> None:
+    need = _raw_frames_per_patch(mode, patch_t)
+    if t >= need:
+        return
+    why = {
+        "temporal": "input and target frames alternate",
+        "mirrored": "all frames are kept",
+        "rowsplit": "each network frame is built from a pair of frames 2k, 2k+1",
+    }[mode]
+    largest = t if mode == "mirrored" else t // 2
+    advice = f"use a smaller patch (patch_t <= {largest})" if largest >= 1 else f"{mode} mode needs more frames"
+    raise InputError(
+        f"{mode} mode needs at least {need} frames for patch_t={patch_t} ({why}), {found} with {t} frames; {advice}"
+    )
+
+
+def max_patch_for(shape: Sequence[int], mode: str, multiple: int = 1) -> tuple[int, int]:
+    """Largest valid ``(patch_t, patch_xy)`` for a stack, each rounded down to a multiple of ``multiple``.
+
+    Lets callers shrink their patch for small stacks (and tell the user). Raises :class:`InputError` if the
+    stack does not suit ``mode`` at all or is too small for even the smallest patch.
+    """
+    check_stack_for_mode(shape, mode, 1, 2 if mode == "rowsplit" else 1)
+    tn, yn, xn = network_input_shape(shape, mode)
+    step_xy = math.lcm(multiple, 2) if mode == "rowsplit" else multiple
+    pt = tn - tn % multiple
+    pxy = min(yn, xn) - min(yn, xn) % step_xy
+    if pt < 1 or pxy < 1:
+        raise InputError(
+            f"a stack of shape {tuple(shape)} gives the network {tn} frames of {yn}x{xn} in {mode} mode, too small "
+            f"for patches that are multiples of {multiple}"
+        )
+    return pt, pxy
+
+
+# ---------------------------------------------------------------------------------------------- pair extraction
+
+
+def _read(stack: Any, t: tuple[int, int], y: tuple[int, int], x: tuple[int, int]) -> np.ndarray:
+    """Index one region only (works for numpy, memmap, zarr and dask) in the stack's own dtype."""
+    want = (t[1] - t[0], y[1] - y[0], x[1] - x[0])
+    if min(t[0], y[0], x[0]) < 0:
+        raise ValueError(f"negative region start {(t[0], y[0], x[0])}")
+    region = np.asarray(stack[t[0] : t[1], y[0] : y[1], x[0] : x[1]])
+    if region.shape != want:  # slicing past the end silently truncates: refuse instead
+        raise ValueError(f"region {t}, {y}, {x} is outside a stack of shape {tuple(stack.shape)}")
+    return region
+
+
+def extract_pair(
+    stack: Any,
+    mode: str,
+    t0: int,
+    y0: int,
+    x0: int,
+    patch_t: int,
+    patch_xy: int,
+    flip_backward: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input and target patches ``(patch_t, patch_xy, patch_xy)`` in the stack's dtype.
+
+    ``(t0, y0, x0)`` is the raw position (first raw frame, first raw row, first column); ``y0`` must be even
+    for ``mirrored`` and ``rowsplit``, ``t0`` even for ``rowsplit``. See the module docstring for the layouts.
+    """
+    t, p = patch_t, patch_xy
+    if mode == "temporal":
+        region = _read(stack, (t0, t0 + 2 * t), (y0, y0 + p), (x0, x0 + p))
+        return region[0::2], region[1::2]
+    if mode == "mirrored":
+        if y0 % 2:
+            raise ValueError(f"mirrored patches start on a forward (even) row, got y0={y0}")
+        region = _read(stack, (t0, t0 + t), (y0, y0 + 2 * p), (x0, x0 + p))
+        if not flip_backward:
+            return region[:, 0::2], region[:, 1::2]
+        n = stack.shape[2]  # backward column x is stored at n-1-x: read the mirrored window, then reverse it
+        back = _read(stack, (t0, t0 + t), (y0, y0 + 2 * p), (n - x0 - p, n - x0))
+        return region[:, 0::2], back[:, 1::2, ::-1]
+    if mode == "rowsplit":
+        if t0 % 2 or y0 % 2 or p % 2:
+            raise ValueError(f"rowsplit needs even t0, y0 and patch_xy, got {t0}, {y0}, {p}")
+        region = _read(stack, (t0, t0 + 2 * t), (y0, y0 + p), (x0, x0 + p))
+        first, second = region[0::2], region[1::2]
+        inp = np.concatenate([first[:, 0::2], second[:, 0::2]], axis=1)
+        tgt = np.concatenate([first[:, 1::2], second[:, 1::2]], axis=1)
+        return inp, tgt
+    check_mode(mode)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------- D4 augmentation
+
+
+def _check_k(k: int) -> int:
+    if int(k) != k or not 0 <= k <= 7:
+        raise ValueError(f"D4 element k must be an integer in 0..7, got {k!r}")
+    return int(k)
+
+
+def _is_torch(arr: Any) -> bool:
+    return type(arr).__module__.split(".")[0] == "torch"
+
+
+def d4_transform(arr: Any, k: int) -> Any:
+    """One of the 8 flips / rotations of the last two axes: rotate ``k % 4`` quarter turns, then mirror x
+    if ``k >= 4``. Works on numpy arrays (returns a view) and torch tensors. ``k = 0`` is the identity.
+    """
+    k = _check_k(k)
+    if _is_torch(arr):
+        import torch
+
+        out = torch.rot90(arr, k % 4, dims=(-2, -1))
+        return torch.flip(out, dims=(-1,)) if k >= 4 else out
+    out = np.rot90(arr, k % 4, axes=(-2, -1))
+    return np.flip(out, axis=-1) if k >= 4 else out
+
+
+def d4_inverse(arr: Any, k: int) -> Any:
+    """Undo :func:`d4_transform` with the same ``k``."""
+    k = _check_k(k)
+    if _is_torch(arr):
+        import torch
+
+        if k >= 4:
+            arr = torch.flip(arr, dims=(-1,))
+        return torch.rot90(arr, -(k % 4), dims=(-2, -1))
+    if k >= 4:
+        arr = np.flip(arr, axis=-1)
+    return np.rot90(arr, -(k % 4), axes=(-2, -1))
+
+
+# ---------------------------------------------------------------------------------------------- position grids
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Start positions ``start + step * i`` for ``i`` in ``range(count)``."""
+
+    start: int
+    count: int
+    step: int
+
+    def value(self, i: int) -> int:
+        return self.start + self.step * int(i)
+
+
+def _time_axis(lo: int, hi: int, raw_frames: int, step: int) -> _Axis:
+    """Patch starts whose ``raw_frames`` frames all lie in ``[lo, hi)``."""
+    last = hi - raw_frames
+    return _Axis(lo, (last - lo) // step + 1 if last >= lo else 0, step)
+
+
+def _splitmix64(v: int) -> int:
+    z = (v + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _hash_unit(flat: int) -> float:
+    return (_splitmix64(flat ^ _SPLIT_SALT) >> 11) / float(1 << 53)
+
+
+@dataclass
+class _Plan:
+    """Where patches of one stack may start, per split."""
+
+    shape: tuple[int, int, int]
+    t_all: _Axis
+    t_train: _Axis
+    t_val: _Axis
+    y: _Axis
+    x: _Axis
+    boundary: int | None  # first validation raw frame (time split) or None
+    fallback: bool
+    train_idx: np.ndarray | None = None  # fallback on small grids: flat position indices
+    val_idx: np.ndarray | None = None
+    hash_fraction: float = 0.0  # fallback on large grids: held out iff hash(flat) < hash_fraction
+
+    def n_positions(self, split: str) -> float:
+        n_all = self.t_all.count * self.y.count * self.x.count
+        if not self.fallback:
+            ax = self.t_train if split == "train" else self.t_val
+            return float(ax.count * self.y.count * self.x.count)
+        if self.val_idx is not None:
+            return float(len(self.train_idx if split == "train" else self.val_idx))
+        f = self.hash_fraction
+        return n_all * ((1.0 - f) if split == "train" else f)
+
+    def draw(self, split: str, rng: np.random.Generator) -> tuple[int, int, int]:
+        """A uniform random raw position ``(t0, y0, x0)`` of ``split``."""
+        if not self.fallback:
+            ax = self.t_train if split == "train" else self.t_val
+            return ax.value(rng.integers(ax.count)), self.y.value(rng.integers(self.y.count)), self.x.value(
+                rng.integers(self.x.count)
+            )
+        if self.val_idx is not None:
+            idx = self.train_idx if split == "train" else self.val_idx
+            flat = int(idx[rng.integers(len(idx))])
+        else:
+            n_all = self.t_all.count * self.y.count * self.x.count
+            while True:  # rejection: expected < 2 draws for train, 1 / fraction for val
+                flat = int(rng.integers(n_all))
+                if (_hash_unit(flat) < self.hash_fraction) == (split == "val"):
+                    break
+        it, rem = divmod(flat, self.y.count * self.x.count)
+        iy, ix = divmod(rem, self.x.count)
+        return self.t_all.value(it), self.y.value(iy), self.x.value(ix)
+
+    def is_val_flat(self, flat: int) -> bool:
+        """Fallback only: whether the flat position index is held out."""
+        if self.val_idx is not None:
+            return bool(np.isin(flat, self.val_idx))
+        return _hash_unit(flat) < self.hash_fraction
+
+    def flat_index(self, t0: int, y0: int, x0: int) -> int:
+        it = (t0 - self.t_all.start) // self.t_all.step
+        iy = (y0 - self.y.start) // self.y.step
+        ix = (x0 - self.x.start) // self.x.step
+        return (it * self.y.count + iy) * self.x.count + ix
+
+
+def _plan_stack(shape: tuple[int, int, int], mode: str, patch_t: int, patch_xy: int, val_fraction: float) -> _Plan:
+    t, y, x = shape
+    p = patch_xy
+    raw = _raw_frames_per_patch(mode, patch_t)
+    tstep = 2 if mode == "rowsplit" else 1
+    t_eff = t - t % 2 if mode == "rowsplit" else t  # rowsplit ignores an unpaired last frame
+    y_ax = _Axis(0, (y - (2 * p if mode == "mirrored" else p)) // (2 if mode != "temporal" else 1) + 1,
+                 2 if mode != "temporal" else 1)
+    x_ax = _Axis(0, x - p + 1, 1)
+    t_all = _time_axis(0, t_eff, raw, tstep)
+    empty = _Axis(0, 0, tstep)
+    if val_fraction <= 0:
+        return _Plan(shape, t_all, t_all, empty, y_ax, x_ax, None, False)
+    n_val = math.ceil(val_fraction * t_eff - 1e-9)
+    n_val += n_val % tstep  # whole frame pairs in rowsplit
+    n_val = max(n_val, raw)  # at least one validation patch
+    boundary = t_eff - n_val
+    if boundary >= raw:
+        return _Plan(shape, t_all, _time_axis(0, boundary, raw, tstep), _time_axis(boundary, t_eff, raw, tstep),
+                     y_ax, x_ax, boundary, False)
+    return _fallback_plan(shape, t_all, y_ax, x_ax, val_fraction)
+
+
+def _fallback_plan(shape, t_all: _Axis, y_ax: _Axis, x_ax: _Axis, val_fraction: float) -> _Plan:
+    n_all = t_all.count * y_ax.count * x_ax.count
+    plan = _Plan(shape, t_all, t_all, t_all, y_ax, x_ax, None, True)
+    if n_all > _SMALL_GRID:
+        plan.hash_fraction = max(val_fraction, 64.0 / n_all)  # >= 64 expected held-out positions
+        return plan
+    perm = np.random.default_rng(_SPLIT_SALT).permutation(n_all)
+    if n_all == 1:  # a single position cannot be split: validation repeats the training patch
+        plan.train_idx = plan.val_idx = perm
+        return plan
+    n_val = min(max(1, round(val_fraction * n_all)), n_all - 1)
+    plan.val_idx, plan.train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------- sampler
+
+
+class Position(NamedTuple):
+    """Where a patch came from and what was done to it (raw coordinates, see the module docstring)."""
+
+    stack: int
+    t0: int
+    y0: int
+    x0: int
+    swapped: bool = False
+    k: int = 0  # D4 element applied to input and target
+
+
+class PatchSampler:
+    """Random self-supervised patch pairs from one or several stacks.
+
+    Parameters
+    ----------
+    stacks : array-like (T, Y, X) or sequence of them
+        numpy arrays, memory maps, zarr or dask arrays; only patch regions are ever read.
+    norms : Normalization or sequence of Normalization
+        One per stack (or one for all); patches are normalised with their stack's.
+    mode : {'temporal', 'mirrored', 'rowsplit'}
+        How a pair is formed (module docstring).
+    patch_t, patch_xy : int
+        Patch ``(t, p, p)`` in network-input voxels.
+    split : {'train', 'val'}
+        Which part of each stack :meth:`sample` draws from (the split is described in the module docstring).
+    val_fraction : float
+        Last fraction of frames held out, in ``[0, 0.5)``; 0 means no validation data.
+    swap, augment : bool
+        Train only: swap input and target with p = 0.5; apply one of 8 D4 transforms of the (y, x) plane.
+    flip_backward : bool
+        ``mirrored`` only (ignored otherwise): backward lines are stored x-mirrored.
+    seed : int
+        Seed of the numpy Generator; the stream is reproducible and resumable (:meth:`state`).
+
+    Attributes
+    ----------
+    notices : list of str
+        Things the user should be told (e.g. a stack too short for a validation split in time).
+    last_positions : list of Position
+        Where the patches of the last :meth:`sample` call came from.
+    """
+
+    def __init__(
+        self,
+        stacks: Any,
+        norms: Normalization | Sequence[Normalization],
+        mode: str,
+        patch_t: int,
+        patch_xy: int,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        swap: bool = True,
+        augment: bool = True,
+        flip_backward: bool = False,
+        seed: int = 0,
+    ) -> None:
+        check_mode(mode)
+        if split not in SPLITS:
+            raise InputError(f"split must be one of {SPLITS}, got {split!r}")
+        if not 0.0 <= val_fraction < 0.5:
+            raise InputError(f"val_fraction must be within [0, 0.5), got {val_fraction}")
+        self.stacks = [stacks] if hasattr(stacks, "shape") else list(stacks)
+        if not self.stacks:
+            raise InputError("no stacks given to sample training patches from")
+        self.norms = [norms] * len(self.stacks) if isinstance(norms, Normalization) else list(norms)
+        if len(self.norms) != len(self.stacks):
+            raise InputError(f"got {len(self.norms)} normalisations for {len(self.stacks)} stacks; give one per stack")
+        self.mode, self.patch_t, self.patch_xy = mode, int(patch_t), int(patch_xy)
+        self.split, self.val_fraction, self.seed = split, float(val_fraction), int(seed)
+        self.swap, self.augment = bool(swap), bool(augment)
+        self.flip_backward = bool(flip_backward) and mode == "mirrored"
+        self.notices: list[str] = []
+        self.plans = [self._plan(i, s) for i, s in enumerate(self.stacks)]
+        self._weights = {sp: self._stack_weights(sp) for sp in SPLITS}
+        if self._weights[split] is None:
+            raise InputError("no validation data: val_fraction is 0; set val_fraction > 0 to validate")
+        self._rng = np.random.default_rng(self.seed)
+        self.last_positions: list[Position] = []
+
+    # -- setup
+
+    def _plan(self, i: int, stack: Any) -> _Plan:
+        shape = tuple(int(s) for s in stack.shape)
+        try:
+            check_stack_for_mode(shape, self.mode, self.patch_t, self.patch_xy)
+        except InputError as e:
+            raise InputError(f"stack {i}: {e}" if len(self.stacks) > 1 else str(e)) from None
+        plan = _plan_stack(shape, self.mode, self.patch_t, self.patch_xy, self.val_fraction)  # type: ignore[arg-type]
+        if plan.fallback:
+            n_all = plan.t_all.count * plan.y.count * plan.x.count
+            extra = " (it has a single patch position, so validation repeats that training patch)" if n_all == 1 else ""
+            self.notices.append(
+                f"stack {i} ({shape[0]} frames) is too short to hold out its last {self.val_fraction:.0%} of frames "
+                f"for validation with patch_t={self.patch_t}; validation uses a fixed random "
+                f"{self.val_fraction:.0%} of patch positions instead, which overlap training patches, so the "
+                f"validation loss is optimistic{extra}"
+            )
+        return plan
+
+    def _stack_weights(self, split: str) -> np.ndarray | None:
+        """Cumulative probability of each stack, proportional to its number of positions (None: no positions)."""
+        counts = np.array([p.n_positions(split) for p in self.plans], dtype=np.float64)
+        if counts.sum() <= 0:
+            return None
+        return np.cumsum(counts / counts.sum())
+
+    def n_positions(self, split: str | None = None) -> float:
+        """Number of valid patch positions in ``split`` (default: this sampler's), all stacks together."""
+        return float(sum(p.n_positions(split or self.split) for p in self.plans))
+
+    @property
+    def boundaries(self) -> list[int | None]:
+        """First validation raw frame of each stack (None: no time split, see :attr:`notices`)."""
+        return [p.boundary for p in self.plans]
+
+    # -- drawing
+
+    def _draw(self, split: str, rng: np.random.Generator, train_aug: bool) -> Position:
+        cum = self._weights[split]
+        if cum is None:
+            raise InputError("no validation data: val_fraction is 0; set val_fraction > 0 to validate")
+        i = min(int(np.searchsorted(cum, rng.random(), side="right")), len(cum) - 1)
+        t0, y0, x0 = self.plans[i].draw(split, rng)
+        swapped = bool(train_aug and self.swap and rng.random() < 0.5)
+        k = int(rng.integers(8)) if train_aug and self.augment else 0
+        return Position(i, t0, y0, x0, swapped, k)
+
+    def pair_at(self, pos: Position) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised float32 ``(t, p, p)`` input and target for one position (swap and D4 applied)."""
+        inp, tgt = extract_pair(self.stacks[pos.stack], self.mode, pos.t0, pos.y0, pos.x0, self.patch_t,
+                                self.patch_xy, self.flip_backward)
+        norm = self.norms[pos.stack]
+        inp, tgt = norm.apply(inp), norm.apply(tgt)
+        if pos.swapped:
+            inp, tgt = tgt, inp
+        return d4_transform(inp, pos.k), d4_transform(tgt, pos.k)
+
+    def _batch(self, positions: Sequence[Position]) -> tuple[np.ndarray, np.ndarray]:
+        shape = (len(positions), 1, self.patch_t, self.patch_xy, self.patch_xy)
+        inp, tgt = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        for b, pos in enumerate(positions):
+            inp[b, 0], tgt[b, 0] = self.pair_at(pos)  # assignment copies, so outputs are contiguous
+        return inp, tgt
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A random batch ``(inp, tgt)``, float32 ``(B, 1, t, p, p)``, normalised, from this sampler's split."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        train = self.split == "train"
+        self.last_positions = [self._draw(self.split, self._rng, train) for _ in range(batch_size)]
+        return self._batch(self.last_positions)
+
+    def validation_positions(self, n: int, batch_size: int) -> list[list[Position]]:
+        """The fixed validation positions: ``n`` batches of ``batch_size``, always the same for a seed.
+
+        Drawn from the validation part of the stacks whatever this sampler's split; a longer request
+        starts with the same positions as a shorter one.
+        """
+        rng = np.random.default_rng([self.seed, _VAL_SALT])
+        return [[self._draw("val", rng, False) for _ in range(batch_size)] for _ in range(n)]
+
+    def validation_batches(self, n: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``n`` deterministic validation batches (no swap, no augmentation), see :meth:`validation_positions`."""
+        return [self._batch(b) for b in self.validation_positions(n, batch_size)]
+
+    # -- resumable stream
+
+    def state(self) -> dict[str, Any]:
+        """The random stream's state (plain Python types, safe for ``torch.save`` / weights-only loading)."""
+        return {"bit_generator": copy.deepcopy(self._rng.bit_generator.state), "seed": self.seed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`state` was taken."""
+        try:
+            self._rng.bit_generator.state = copy.deepcopy(state["bit_generator"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"the stored sampler state is not usable ({e}); start the run afresh") from None

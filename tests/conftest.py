@@ -1,0 +1,39 @@
+"""Shared fixtures. Keep this file small: module-specific fixtures belong in their test file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory, monkeypatch):
+    """Widgets remember settings in a JSON file: never touch the real user config in tests."""
+    monkeypatch.setenv("NAPARI_UNET_ATT_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(scope="session")
+def tiny_sim():
+    """A tiny simulated recording (24 x 32 x 32) with ground truth and soma masks."""
+    from napari_unet_att.simulate import simulate
+
+    return simulate(n_frames=24, size=32, photons=3.0, seed=3)
+
+
+@pytest.fixture
+def tiny_denoiser():
+    """An untrained, small UNet-Att Denoiser (fast to apply; enough to test plumbing)."""
+    import torch
+
+    from napari_unet_att.denoiser import Denoiser
+    from napari_unet_att.networks import build_network
+    from napari_unet_att.normalization import Normalization
+
+    torch.manual_seed(0)
+    net = build_network("unet_att", 4).eval()
+    return Denoiser(net, "unet_att", 4, "fast", "temporal", Normalization(100.0, 50.0), train_shape=(24, 32, 32))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

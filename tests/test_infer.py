@@ -1,0 +1,444 @@
+"""Tiled inference: exact cover, seamless blending, intensity scale, modes, streaming, cancel."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet_att import infer
+from napari_unet_att.config import InferConfig, InferEvent
+from napari_unet_att.denoiser import Denoiser
+from napari_unet_att.errors import InputError
+from napari_unet_att.normalization import Normalization
+
+# --------------------------------------------------------------------------- stand-in models
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+class Smooth3(torch.nn.Module):
+    """3x3x3 box filter with replicate padding: a model whose untiled output is easy to compute."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool3d(F.pad(x, (1, 1, 1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+class AddConst(torch.nn.Module):
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c
+
+
+class AddXRamp(torch.nn.Module):
+    """Adds the x coordinate: not mirror-symmetric, so it shows whether flips are undone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.arange(x.shape[-1], dtype=x.dtype)
+
+
+class FailOnCall(torch.nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls >= self.n:
+            raise RuntimeError("boom")
+        return x.clone()
+
+
+def make(net: torch.nn.Module, mode: str = "temporal", norm: Normalization | None = None, flip: bool = False):
+    return Denoiser(net=net, arch="unet_att", base_channels=8, preset="custom", mode=mode,
+                    norm=norm or Normalization(0.0, 1.0), flip_backward=flip)
+
+
+def cfg(**kw) -> InferConfig:
+    base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False)
+    base.update(kw)
+    return InferConfig(**base)
+
+
+def blob(shape: tuple[int, int, int], sigma: float = 6.0) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    r2 = sum((g - (n - 1) / 2) ** 2 for g, n in zip(grids, shape, strict=True))
+    return (100.0 * np.exp(-r2 / (2 * sigma**2)) + 0.05 * grids[0] + 10.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- plan / windows
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 50)] * 3),
+    tile=st.tuples(*[st.integers(1, 24)] * 3),
+    overlap=st.integers(0, 30),
+)
+def test_plan_tiles_cover_exactly(shape, tile, overlap):
+    tiles = infer.plan_tiles(shape, tile, overlap)
+    ov = infer.effective_overlap(shape, tuple(min(t, s) for t, s in zip(tile, shape, strict=True)), overlap)
+    count = np.zeros(shape, dtype=np.int32)
+    for sl in tiles:
+        count[sl] += 1
+        # same size everywhere, clipped to the volume, never outside it
+        assert tuple(s.stop - s.start for s in sl) == tuple(min(t, n) for t, n in zip(tile, shape, strict=True))
+        assert all(0 <= s.start and s.stop <= n for s, n in zip(sl, shape, strict=True))
+    assert count.min() >= 1
+    starts_t = [sl[0].start for sl in tiles]
+    assert starts_t == sorted(starts_t)  # t order: blocks can be flushed
+    for ax in range(3):
+        starts = sorted({sl[ax].start for sl in tiles})
+        if shape[ax] <= tile[ax]:
+            assert starts == [0] and ov[ax] == 0  # fits: one tile, no overlap
+        else:
+            assert 0 <= ov[ax] <= min(overlap, tile[ax] // 2)
+            steps = np.diff(starts)
+            assert (steps > 0).all() and (steps <= tile[ax] - ov[ax]).all()  # overlap at least ov
+            assert starts[-1] + tile[ax] == shape[ax]  # last tile shifted back, not padded
+
+
+def test_plan_default_400x128x128_receptive_field():
+    from napari_unet_att import networks
+
+    c = InferConfig()
+    shape = (400, 128, 128)
+    tile = infer.tile_shape_for(shape, c)
+    ov = infer.effective_overlap(shape, tile, networks.receptive_field("unet_att"))
+    tiles = infer.plan_tiles(shape, tile, ov)
+    assert tile == (128, 128, 128) and ov == (64, 0, 0)  # receptive field capped at half a tile
+    assert [sl[0].start for sl in tiles] == [0, 64, 128, 192, 256, 272]
+
+
+def test_blend_window_ramps_and_borders():
+    full = (30, 20, 16)
+    ov = 6
+    tiles = infer.plan_tiles(full, (12, 12, 16), ov)
+    for sl in tiles:
+        w = infer.blend_window((12, 12, 16), sl, full, ov)
+        assert w.dtype == np.float32 and w.shape == (12, 12, 16)
+        assert (w > 0).all() and (w <= 1).all()
+        if sl[0].start == 0:
+            assert np.allclose(w[0] / w[0].max(), w[1] / w[1].max())  # no fade-in at the outer border
+        else:
+            assert w[0].max() < 0.05  # interior border: faded in
+        assert np.allclose(w[:, :, 0], w[:, :, 8])  # x fits in one tile: constant along x
+    single = infer.blend_window((5, 6, 7), (slice(0, 5), slice(0, 6), slice(0, 7)), (5, 6, 7), 4)
+    assert np.array_equal(single, np.ones((5, 6, 7), np.float32))
+
+
+def test_ramp_partition_of_unity_and_smooth():
+    r = infer._ramp(10)
+    assert np.allclose(r + r[::-1], 1.0)
+    assert (r > 0).all() and (r < 1).all() and (np.diff(r) > 0).all()
+    sums = infer.weight_sums((40, 8, 8), infer.plan_tiles((40, 8, 8), (10, 8, 8), 4), 4)
+    assert (sums[0] > 0.99).all()  # normalising by the weight sum is safe
+    assert np.allclose(sums[0][:30], 1.0)  # regular steps: the ramps sum to exactly one
+
+
+# --------------------------------------------------------------------------- exactness and scale
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 40)),
+    tile_t=st.integers(8, 14),
+    tile_xy=st.integers(16, 20),
+    overlap=st.integers(0, 10),
+    batch=st.integers(1, 3),
+    prefetch=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_identity_reproduces_input(shape, tile_t, tile_xy, overlap, batch, prefetch, seed):
+    x = np.random.default_rng(seed).normal(3.0, 2.0, shape).astype(np.float32)
+    den = make(Identity(), norm=Normalization(3.0, 2.0))
+    c = cfg(tile_t=tile_t, max_tile_xy=tile_xy, overlap=overlap, batch_size=batch, prefetch=prefetch)
+    y = infer.denoise(x, den, c)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7), (8, 16, 16), (37, 19, 33), (13, 40, 17)])
+def test_shape_kept_odd_sizes_and_single_tile(shape):
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    y = infer.denoise(x, make(Smooth3()), cfg(overlap=3))
+    assert y.shape == x.shape and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("normalization", ["model", "input"])
+def test_intensity_scale_kept(normalization):
+    x = np.random.default_rng(1).random((21, 18, 20), dtype=np.float32)
+    raw = x * 1000 + 500
+    den = make(Identity(), norm=Normalization(float(raw.mean()), float(raw.std())))
+    y = infer.denoise(raw, den, cfg(normalization=normalization))
+    np.testing.assert_allclose(y, raw, rtol=1e-5)  # no min-max stretch, no per-tile rescale
+
+
+def test_model_normalisation_inverted():
+    # a model that adds 1 in normalised units must add exactly one `scale` in input units
+    raw = np.full((10, 17, 17), 500.0, np.float32)
+    y = infer.denoise(raw, make(AddConst(1.0), norm=Normalization(400.0, 50.0)), cfg())
+    np.testing.assert_allclose(y, 550.0, rtol=1e-6)
+
+
+def test_input_normalisation_from_provenance():
+    raw = np.random.default_rng(2).normal(1000.0, 10.0, (9, 16, 16)).astype(np.float32)
+    den = make(AddConst(1.0), norm=Normalization(0.0, 1.0))
+    den.provenance["normalization"] = "input"
+    y = infer.denoise(raw, den, cfg())
+    np.testing.assert_allclose(y - raw, raw.std(), rtol=1e-3)  # one input std, not one model unit
+
+
+def test_output_dtype_input_clips_never_wraps():
+    x = np.arange(9 * 16 * 16, dtype=np.uint16).reshape(9, 16, 16) % 100
+    lo = infer.denoise(x, make(AddConst(-10.0)), cfg(output_dtype="input"))
+    assert lo.dtype == np.uint16
+    np.testing.assert_array_equal(lo, np.clip(x.astype(np.int64) - 10, 0, None))
+    hi = infer.denoise(x, make(AddConst(1e6)), cfg(output_dtype="input"))
+    assert (hi == 65535).all()
+    # an integer destination clips even when float32 output is asked for
+    out = np.zeros(x.shape, np.uint16)
+    infer.denoise(x, make(AddConst(-10.0)), cfg(), out=out)
+    np.testing.assert_array_equal(out, lo)
+
+
+# --------------------------------------------------------------------------- seams
+
+
+def _seam_excess(tiled: np.ndarray, full: np.ndarray, tiles, axis: int) -> float:
+    """Largest extra |second difference| of the tiled output at tile borders along ``axis``."""
+    borders = sorted({sl[axis].start for sl in tiles} - {0} | {sl[axis].stop for sl in tiles} - {full.shape[axis]})
+    d2_tiled = np.abs(np.diff(tiled.astype(np.float64), 2, axis=axis))
+    d2_full = np.abs(np.diff(full.astype(np.float64), 2, axis=axis))
+    idx = [b - 1 + k for b in borders for k in (-1, 0) if 0 <= b - 1 + k < d2_tiled.shape[axis]]
+    return float((np.take(d2_tiled, idx, axis) - np.take(d2_full, idx, axis)).max())
+
+
+def test_no_seams_smooth_model():
+    x = blob((40, 40, 40))
+    full = Smooth3()(torch.from_numpy(x)[None, None])[0, 0].numpy()
+    c = cfg(tile_t=16, max_tile_xy=16, overlap=6)
+    tiled = infer.denoise(x, make(Smooth3()), c)
+    tiles = infer.plan_tiles(x.shape, (16, 16, 16), 6)
+    assert len({sl[0].start for sl in tiles}) > 1 and len({sl[2].start for sl in tiles}) > 1
+    scale = np.abs(np.diff(full, 2, axis=0)).max()
+    assert np.abs(tiled - full).max() < 2e-3 * np.ptp(full)
+    # the edge voxels of a tile are wrong (replicate padding) but weighted ~0.02: no visible seam
+    for axis in range(3):
+        assert _seam_excess(tiled, full, tiles, axis) < 0.08 * scale
+
+    # control: abutting tiles without blending show seams that this test detects
+    hard = infer.denoise(x, make(Smooth3()), cfg(tile_t=16, max_tile_xy=16, overlap=0))
+    hard_tiles = infer.plan_tiles(x.shape, (16, 16, 16), 0)
+    assert min(_seam_excess(hard, full, hard_tiles, a) for a in range(3)) > 1.0 * scale
+
+
+# --------------------------------------------------------------------------- mirrored scans
+
+
+def test_mirrored_interleaved_identity_and_flip():
+    rng = np.random.default_rng(3)
+    x = rng.random((10, 32, 16), dtype=np.float32)
+    for flip in (False, True):
+        y = infer.denoise(x, make(Identity(), mode="mirrored", flip=flip), cfg())
+        assert y.shape == x.shape
+        np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6)
+    ramp = np.arange(16, dtype=np.float32)
+    y = infer.denoise(x, make(AddXRamp(), mode="mirrored", flip=True), cfg())
+    np.testing.assert_allclose(y[:, 0::2], x[:, 0::2] + ramp, atol=1e-5)  # forward as stored
+    np.testing.assert_allclose(y[:, 1::2], x[:, 1::2] + ramp[::-1], atol=1e-5)  # backward denoised mirrored
+    y = infer.denoise(x, make(AddXRamp(), mode="mirrored", flip=False), cfg())
+    np.testing.assert_allclose(y[:, 1::2], x[:, 1::2] + ramp, atol=1e-5)
+
+
+def test_mirrored_merged_average_shape():
+    x = np.random.default_rng(4).random((9, 40, 20), dtype=np.float32)
+    y = infer.denoise(x, make(Identity(), mode="mirrored"), cfg(mirrored_output="merged"))
+    assert y.shape == (9, 20, 20)
+    np.testing.assert_allclose(y, 0.5 * (x[:, 0::2] + x[:, 1::2]), atol=1e-6)
+    yf = infer.denoise(x, make(Identity(), mode="mirrored", flip=True), cfg(mirrored_output="merged"))
+    np.testing.assert_allclose(yf, y, atol=1e-6)  # flipped and flipped back: same average
+
+
+def test_mirrored_model_other_shape_and_temporal_model_whole_stack():
+    x = np.random.default_rng(5).random((9, 17, 16), dtype=np.float32)
+    y = infer.denoise(x, make(AddXRamp(), mode="mirrored"), cfg())
+    np.testing.assert_allclose(y, x + np.arange(16, dtype=np.float32), atol=1e-5)
+    x2 = np.random.default_rng(6).random((9, 16, 8), dtype=np.float32)  # (T, 2N, N) but a temporal model
+    y2 = infer.denoise(x2, make(AddXRamp(), mode="temporal"), cfg())
+    np.testing.assert_allclose(y2, x2 + np.arange(8, dtype=np.float32), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- streaming, memory, progress
+
+
+class RecordingArray:
+    """Array-like that records every region read (stands in for a memmap / zarr / dask array)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.reads = data, data.shape, data.dtype, []
+
+    def __getitem__(self, key):
+        part = self.data[key]
+        self.reads.append(part.shape)
+        return part
+
+
+def test_reads_only_tile_regions_and_streams_to_out():
+    x = np.random.default_rng(7).random((50, 20, 20), dtype=np.float32)
+    src = RecordingArray(x)
+    out = np.full(x.shape, np.nan, np.float32)
+    res = infer.denoise(src, make(Identity()), cfg(tile_t=10, overlap=4), out=out)
+    assert res is out
+    np.testing.assert_allclose(out, x, atol=1e-6)
+    assert src.reads and all(r[0] <= 10 and r[1] <= 16 and r[2] <= 16 for r in src.reads)
+
+
+def test_zarr_and_dask_inputs():
+    import dask.array as da
+    import zarr
+
+    x = np.random.default_rng(8).random((20, 18, 18), dtype=np.float32)
+    z = zarr.create_array(store={}, shape=x.shape, chunks=(5, 18, 18), dtype="float32")
+    z[:] = x
+    for src in (z, da.from_array(x, chunks=(5, 9, 9))):
+        np.testing.assert_allclose(infer.denoise(src, make(Identity()), cfg()), x, atol=1e-6)
+
+
+def test_rolling_accumulator_bounded(monkeypatch):
+    capacities = []
+
+    class Spy(infer.RollingAccumulator):
+        def __init__(self, capacity, frame_shape):
+            capacities.append(capacity)
+            super().__init__(capacity, frame_shape)
+
+    monkeypatch.setattr(infer, "RollingAccumulator", Spy)
+    x = np.random.default_rng(9).random((200, 16, 16), dtype=np.float32)
+    y = infer.denoise(x, make(Identity()), cfg(tile_t=16, overlap=6))
+    np.testing.assert_allclose(y, x, atol=1e-6)
+    assert capacities == [16]  # one tile of frames, not the 200-frame stack
+    assert infer.accumulator_frames(infer.plan_tiles((200, 16, 16), 16, 6), 1) == 16
+    tiles = infer.plan_tiles((200, 40, 40), (16, 16, 16), 6)  # 9 tiles per frame block
+    assert infer.accumulator_frames(tiles, 4) <= 16 + 6 + 10  # batches may span two blocks
+    assert infer.accumulator_frames(tiles, 4) >= 16
+
+
+def _peak_bytes(tmp_path, shape) -> int:
+    src = np.lib.format.open_memmap(tmp_path / f"in{shape[0]}.npy", mode="w+", dtype=np.float32, shape=shape)
+    src[:] = np.random.default_rng(10).random(shape, dtype=np.float32)
+    dst = np.lib.format.open_memmap(tmp_path / f"out{shape[0]}.npy", mode="w+", dtype=np.float32, shape=shape)
+    tracemalloc.start()
+    try:
+        infer.denoise(src, make(Identity()), cfg(tile_t=16, max_tile_xy=32, overlap=4), out=dst)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(dst, src, atol=1e-6)
+    return peak
+
+
+def test_memory_is_order_tile_not_stack(tmp_path):
+    infer.denoise(np.ones((20, 32, 32), np.float32), make(Identity()), cfg())  # warm up lazy imports
+    small = _peak_bytes(tmp_path, (300, 32, 32))
+    large = _peak_bytes(tmp_path, (1200, 32, 32))  # 4.9 MB on disk
+    assert large < 1.3 * small  # does not grow with the stack
+    assert large < 1200 * 32 * 32 * 4 / 8
+
+
+def test_progress_events():
+    events: list[InferEvent] = []
+    x = np.random.default_rng(11).random((40, 16, 16), dtype=np.float32)
+    infer.denoise(x, make(Identity()), cfg(batch_size=2), progress=events.append)
+    assert events and events[-1].done == events[-1].total
+    assert [e.done for e in events] == sorted(e.done for e in events)
+    assert all(e.frames_per_s > 0 for e in events) and events[-1].eta_s == 0
+
+
+def test_cancel_stops_prefetch_thread_and_restores_mode():
+    baseline = threading.active_count()
+    x = np.random.default_rng(12).random((80, 16, 16), dtype=np.float32)
+    net = Identity().train()
+    gen = infer.iter_denoise(x, make(net), cfg(prefetch=True))
+    first = next(gen)
+    assert first.done < first.total
+    assert threading.active_count() > baseline  # the prefetch worker is alive mid-run
+    assert not net.training  # eval() during inference
+    gen.close()
+    assert threading.active_count() == baseline
+    assert net.training  # caller's mode restored
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="T, Y, X"):
+        infer.denoise(np.zeros((4, 4)), make(Identity()), cfg())
+    with pytest.raises(InputError, match="out has shape"):
+        infer.denoise(np.zeros((8, 8, 8), np.float32), make(Identity()), cfg(), out=np.zeros((8, 8, 9)))
+    bad = np.zeros((8, 8, 8), np.float32)
+    bad[3, 2, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        infer.denoise(bad, make(Identity()), cfg())
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write_tiff(path, array):
+    import tifffile
+
+    tifffile.imwrite(path, array)
+
+
+def test_denoise_file_roundtrip(tmp_path):
+    import tifffile
+
+    x = (np.random.default_rng(13).random((30, 20, 20)) * 1000).astype(np.uint16)
+    _write_tiff(tmp_path / "in.tif", x)
+    for dtype in ("float32", "input"):
+        out = infer.denoise_file(tmp_path / "in.tif", tmp_path / f"out_{dtype}.tif", make(Identity()),
+                                 cfg(output_dtype=dtype))
+        y = tifffile.imread(out)
+        assert y.shape == x.shape and y.dtype == (np.float32 if dtype == "float32" else np.uint16)
+        np.testing.assert_allclose(y, x, atol=1e-3)
+
+
+def test_denoise_file_atomic_on_error_and_cancel(tmp_path):
+    x = np.random.default_rng(14).random((60, 16, 16), dtype=np.float32)
+    _write_tiff(tmp_path / "in.tif", x)
+    target = tmp_path / "out.tif"
+    with pytest.raises(RuntimeError, match="boom"):
+        infer.denoise_file(tmp_path / "in.tif", target, make(FailOnCall(3)), cfg())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+    baseline = threading.active_count()
+    gen = infer.iter_denoise_file(tmp_path / "in.tif", target, make(Identity()), cfg(prefetch=True))
+    next(gen)
+    next(gen)
+    gen.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+    assert threading.active_count() == baseline
+
+
+# --------------------------------------------------------------------------- real network
+
+
+def test_real_unet_att_small():
+    from napari_unet_att import networks
+
+    torch.manual_seed(0)
+    den = make(networks.build_network("unet_att", 4), norm=Normalization(100.0, 10.0))
+    x = np.random.default_rng(15).normal(100.0, 10.0, (24, 16, 16)).astype(np.float32)
+    y = infer.denoise(x, den, cfg(tile_t=16, max_tile_xy=16, overlap=None))  # default overlap: receptive field
+    assert y.shape == x.shape and np.isfinite(y).all()

@@ -1,0 +1,225 @@
+"""Dock widgets through a real napari viewer (pytest-qt; Xvfb via pytest-xvfb).
+
+Every test waits for its workers: a worker still running when a test ends aborts pytest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet_att._widgets import DenoiseWidget, TrainWidget, _common, denoise_selected_layer
+
+PLUGIN = "napari-unet-att"
+WAIT_MS = 60_000
+
+
+def _tiny_train_settings(w: TrainWidget, steps: int = 4) -> None:
+    w.patch_t.setValue(8)
+    w.patch_xy.setValue(16)
+    w.budget.setValue(steps)
+    w.budget_unit.setCurrentText("steps")
+    w.val_every.setValue(2)
+    w.preview_every.setValue(2)
+    w.device.setCurrentText("cpu")
+
+
+def _wait_done(qtbot, worker) -> None:
+    assert worker is not None
+    qtbot.waitUntil(lambda: not _common.worker_busy(worker), timeout=WAIT_MS)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def test_widgets_dock_through_the_manifest(viewer):
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train denoiser")
+    _, den = viewer.window.add_plugin_dock_widget(PLUGIN, "Denoise and evaluate")
+    assert isinstance(train, TrainWidget) and isinstance(den, DenoiseWidget)
+
+
+def test_layer_choices_follow_the_viewer(viewer, tiny_sim):
+    w = TrainWidget(viewer)
+    assert w.layer.combo.choices == ()
+    a = viewer.add_image(tiny_sim.noisy, name="a")
+    viewer.add_labels(np.zeros((32, 32), dtype=np.uint8), name="not an image")
+    assert [c.name for c in w.layer.combo.choices] == ["a"]
+    a.name = "renamed"
+    assert w.layer.combo.native.itemText(0) == "renamed"
+    viewer.layers.remove(a)
+    assert w.layer.combo.choices == ()
+
+
+def test_mode_check_shown_before_start(viewer, tiny_sim):
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    assert w.update_check() and w.check_label.text().startswith("✓")
+    w.mode.setCurrentText("mirrored")
+    assert not w.update_check()
+    assert "2N" in w.check_label.text()  # says what is expected: rows == 2 x columns
+    assert "temporal" in w.mode_help.text() or "backward" in w.mode_help.text()
+
+
+def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim):
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w, steps=4)
+    viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5))
+    worker = w.start()
+    assert worker is not None and not w.start_btn.isEnabled()
+    _wait_done(qtbot, worker)
+    steps = [e.step for e in w.events if e.step > 0]
+    assert steps and steps[-1] == 4
+    assert w.events[-1].val_loss is not None
+    assert len(w._train_line.get_xdata()) == 4 and len(w._val_line.get_xdata()) >= 1
+    assert "movie_preview" in viewer.layers
+    assert tuple(viewer.layers["movie_preview"].scale) == (1, 0.5, 0.5)
+    assert _common.MODELS.get(viewer)[0] is w.denoiser and w.denoiser.step == 4
+    assert w.start_btn.isEnabled() and w.save_btn.isEnabled()
+    assert "4 steps" in w.model_label.text() or "trained 4 steps" in w.model_label.text()
+
+
+def test_training_can_be_stopped_and_keeps_the_model(viewer, qtbot, tiny_sim, tmp_path):
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w, steps=100_000)
+    w.preview_every.setValue(0)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    worker = w.start()
+    qtbot.waitUntil(lambda: any(e.step >= 2 for e in w.events), timeout=WAIT_MS)
+    w.stop()
+    _wait_done(qtbot, worker)
+    assert w.denoiser is not None and 2 <= w.denoiser.step < 100_000
+    saved = w.save_model(tmp_path / "model")
+    assert saved == tmp_path / "model.pt" and saved.exists()
+    assert w.load_model(saved) is not None
+    assert "loaded from model.pt" in w.model_label.text()
+
+
+def test_training_error_is_reported_and_widget_recovers(viewer, qtbot, tiny_sim, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    w.resume.setText(str(tmp_path / "missing.pt"))
+    worker = w.start()
+    _wait_done(qtbot, worker)
+    assert shown and "missing.pt" in shown[-1]
+    assert w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
+
+
+def test_removing_the_input_layer_stops_training(viewer, qtbot, tiny_sim):
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w, steps=100_000)
+    w.preview_every.setValue(0)
+    layer = viewer.add_image(tiny_sim.noisy, name="movie")
+    worker = w.start()
+    qtbot.waitUntil(lambda: any(e.step >= 1 for e in w.events), timeout=WAIT_MS)
+    viewer.layers.remove(layer)
+    _wait_done(qtbot, worker)
+    assert w.denoiser.step < 100_000
+
+
+def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, tiny_sim):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Train denoiser")
+    _tiny_train_settings(w, steps=100_000)
+    w.preview_every.setValue(0)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    worker = w.start()
+    qtbot.waitUntil(lambda: any(e.step >= 1 for e in w.events), timeout=WAIT_MS)
+    viewer.close()
+    _wait_done(qtbot, worker)
+    assert not _common.worker_busy(worker)
+
+
+def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, tiny_denoiser):
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.tile_t.setValue(16)
+    layer = viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5), translate=(0, 3, 4),
+                             metadata={"origin": "test"})
+    assert w.denoise() is None  # no model yet: reported, nothing started
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    assert "test model" in w.model_label.text()
+    _wait_done(qtbot, w.denoise())
+    out = viewer.layers["movie_denoised"]
+    assert out.data.shape == layer.data.shape and out.data.dtype == np.float32
+    np.testing.assert_allclose(out.scale, layer.scale)
+    np.testing.assert_allclose(out.translate, layer.translate)
+    assert out.metadata["origin"] == "test" and "unet_att" in out.metadata
+    w.output_dtype.setCurrentText("input")
+    _wait_done(qtbot, w.denoise(layer))
+    second = viewer.layers[-1]
+    assert second is not out and second.name != "movie_denoised" and second.data.dtype == np.uint16
+    assert viewer.layers["movie_denoised"] is out  # the first result is still there
+
+
+def test_denoise_can_stream_to_a_file(viewer, qtbot, tiny_sim, tiny_denoiser, tmp_path):
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    w.stream.setChecked(True)
+    w.out_path.setText(str(tmp_path / "movie_dn.tif"))
+    _wait_done(qtbot, w.denoise())
+    assert (tmp_path / "movie_dn.tif").exists()
+    out = viewer.layers["movie_denoised"]
+    assert out.data.shape == tiny_sim.noisy.shape and not isinstance(out.data, np.ndarray | list) or \
+        isinstance(out.data, np.memmap)
+
+
+def test_evaluate_adds_plots_and_metrics(viewer, qtbot, tiny_sim, tiny_denoiser):
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    truth = viewer.add_image(tiny_sim.clean, name="truth")
+    labels = np.zeros((32, 32), dtype=np.int32)
+    for i, m in enumerate(tiny_sim.masks, start=1):
+        labels[m & (labels == 0)] = i
+    rois = viewer.add_labels(labels, name="rois")
+    w.layer.value = viewer.layers["movie"]
+    _wait_done(qtbot, w.denoise())
+    w.eval_reference.value = truth
+    w.eval_rois.value = rois
+    assert w.eval_denoised.value.name == "movie_denoised" and w.eval_raw.value.name == "movie"
+    _wait_done(qtbot, w.evaluate())
+    meta = viewer.layers["movie_denoised"].metadata["metrics"]
+    assert len(meta["denoised"]["per_frame"]["psnr"]) == 24 and "psnr" in meta["raw"]
+    plot = viewer.layers["movie_denoised_metrics_plot"]
+    assert plot.rgb and plot.data.ndim == 3 and plot.data.shape[2] == 3 and plot.data.std() > 0
+    assert "movie_denoised_traces_plot" in viewer.layers
+    assert "psnr" in w.metrics_label.text()
+
+
+def test_evaluate_without_reference_uses_reference_free_measures(viewer, qtbot, tiny_sim):
+    w = DenoiseWidget(viewer)
+    viewer.add_image(tiny_sim.noisy.astype(np.float32), name="raw")
+    viewer.add_image(tiny_sim.clean, name="smooth")
+    w.eval_denoised.value = viewer.layers["smooth"]
+    w.eval_raw.value = viewer.layers["raw"]
+    _wait_done(qtbot, w.evaluate())
+    m = viewer.layers["smooth"].metadata["metrics"]
+    assert "psnr" not in m["denoised"] and m["denoised"]["corr_with_mean"] > m["raw"]["corr_with_mean"]
+    assert "smooth_metrics_plot" in viewer.layers
+
+
+def test_menu_command_denoises_the_selected_layer(viewer, qtbot, tiny_sim, tiny_denoiser):
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    layer = viewer.add_image(tiny_sim.noisy, name="sel")
+    viewer.layers.selection.active = layer
+    worker = denoise_selected_layer(viewer)
+    _wait_done(qtbot, worker)
+    assert "sel_denoised" in viewer.layers
+
+
+def test_settings_are_remembered(viewer, qtbot):
+    w = TrainWidget(viewer)
+    w.mode.setCurrentText("rowsplit")
+    w.budget.setValue(123)
+    w.close()
+    w2 = TrainWidget(viewer)
+    assert w2.mode.currentText() == "rowsplit" and w2.budget.value() == 123
