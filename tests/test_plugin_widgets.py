@@ -14,13 +14,13 @@ PLUGIN = "napari-unet-att"
 WAIT_MS = 60_000
 
 
-def _tiny_train_settings(w: TrainWidget, steps: int = 4) -> None:
+def _tiny_train_settings(w: TrainWidget, steps: int = 3) -> None:
     w.patch_t.setValue(8)
     w.patch_xy.setValue(16)
     w.budget.setValue(steps)
     w.budget_unit.setCurrentText("steps")
-    w.val_every.setValue(2)
-    w.preview_every.setValue(2)
+    w.val_every.setValue(3)
+    w.preview_every.setValue(3)
     w.device.setCurrentText("cpu")
 
 
@@ -65,20 +65,20 @@ def test_mode_check_shown_before_start(viewer, tiny_sim):
 
 def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim):
     w = TrainWidget(viewer)
-    _tiny_train_settings(w, steps=4)
+    _tiny_train_settings(w, steps=3)
     viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5))
     worker = w.start()
     assert worker is not None and not w.start_btn.isEnabled()
     _wait_done(qtbot, worker)
     steps = [e.step for e in w.events if e.step > 0]
-    assert steps and steps[-1] == 4
+    assert steps and steps[-1] == 3
     assert w.events[-1].val_loss is not None
-    assert len(w._train_line.get_xdata()) == 4 and len(w._val_line.get_xdata()) >= 1
+    assert len(w._train_line.get_xdata()) == 3 and len(w._val_line.get_xdata()) >= 1
     assert "movie_preview" in viewer.layers
     assert tuple(viewer.layers["movie_preview"].scale) == (1, 0.5, 0.5)
-    assert _common.MODELS.get(viewer)[0] is w.denoiser and w.denoiser.step == 4
+    assert _common.MODELS.get(viewer)[0] is w.denoiser and w.denoiser.step == 3
     assert w.start_btn.isEnabled() and w.save_btn.isEnabled()
-    assert "4 steps" in w.model_label.text() or "trained 4 steps" in w.model_label.text()
+    assert "trained 3 steps" in w.model_label.text()
 
 
 def test_training_can_be_stopped_and_keeps_the_model(viewer, qtbot, tiny_sim, tmp_path):
@@ -87,10 +87,10 @@ def test_training_can_be_stopped_and_keeps_the_model(viewer, qtbot, tiny_sim, tm
     w.preview_every.setValue(0)
     viewer.add_image(tiny_sim.noisy, name="movie")
     worker = w.start()
-    qtbot.waitUntil(lambda: any(e.step >= 2 for e in w.events), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: any(e.step >= 1 for e in w.events), timeout=WAIT_MS)
     w.stop()
     _wait_done(qtbot, worker)
-    assert w.denoiser is not None and 2 <= w.denoiser.step < 100_000
+    assert w.denoiser is not None and 1 <= w.denoiser.step < 100_000
     saved = w.save_model(tmp_path / "model")
     assert saved == tmp_path / "model.pt" and saved.exists()
     assert w.load_model(saved) is not None

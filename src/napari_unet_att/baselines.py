@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_SIGMAS", "DEFAULT_WINDOWS", "best_gaussian", "best_moving_me
 DEFAULT_SIGMAS: tuple[tuple[float, float], ...] = tuple(
     (st, sxy) for st in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0) for sxy in (0.0, 0.5, 0.75, 1.0, 1.5, 2.0)
 )
-DEFAULT_WINDOWS: tuple[int, ...] = (1, 3, 5, 7, 9, 11, 15, 21, 31, 41)
+DEFAULT_WINDOWS: tuple[int, ...] = (1, 3, 5, 7, 9, 11, 15, 21, 31, 41, 61)
 _SEARCH_FRAMES = 100  # the searches score about this many frames
 
 
@@ -114,6 +114,7 @@ def best_gaussian(noisy, clean, sigmas: Iterable | None = None, *, y_scale: floa
         else:
             # hill-climb from the previous sigma_t's optimum: the best spatial sigma moves little between rows
             j = min(start, len(row) - 1)
+            score_of(row[j], along_t)
             for step in (1, -1):
                 while 0 <= j + step < len(row) and score_of(row[j + step], along_t) > score_of(row[j], along_t):
                     j += step

@@ -28,6 +28,11 @@ EXIT_INTERRUPTED = 130
 def _progress_bar(total: float | None, desc: str, unit: str):
     from tqdm.auto import tqdm
 
+    from .distributed import dist_env
+
+    env = dist_env()
+    if env.enabled:
+        desc = f"[rank {env.rank}] {desc}"
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=True)
 
 
@@ -49,6 +54,7 @@ def _read_inputs(paths: Sequence[str], channel: int | None) -> list:
 
 # -- train ---------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import dist_env, shutdown
     from .train import FINAL_NAME, Trainer
 
     cfg = TrainConfig(
@@ -85,6 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         den = _drain(gen, show)
     finally:
         bar.close()
+        shutdown()
+    if not dist_env().is_main:
+        return 0
     final = Path(args.out) / FINAL_NAME
     print(json.dumps({"model": str(final), "steps": den.step, "description": den.describe(),
                       "val_loss": trainer.history["val_loss"][-1] if trainer.history["val_loss"] else None}))
@@ -104,6 +113,7 @@ def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     from .checkpoint import load_any
+    from .distributed import shard
     from .infer import iter_denoise_file
 
     den = load_any(args.model)
@@ -111,7 +121,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                       tile_t=args.tile_t, batch_size=args.batch_size,
                       normalization="input" if args.input_norm else "model")
     outs = _output_paths(args.inputs, args.out)
-    for src, dst in zip(args.inputs, outs, strict=True):
+    # Under torchrun each rank denoises its share of the files (one GPU per rank).
+    for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
         if Path(src).resolve() == dst.resolve():
             raise InputError(f"--out {dst} would overwrite the input; choose another path")
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    accumulate: int = 1  # batches per optimiser step (gradient accumulation for small GPUs)
     l1_weight: float = 0.5  # loss = w * L1 + (1 - w) * MSE
     val_fraction: float = 0.1  # last part of each stack (in time) held out for validation
     val_every: int = 50  # steps between validation passes
@@ -128,7 +129,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`resolved` output, ignoring unknown keys (older/newer files)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -37,8 +37,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         If CUDA is requested but not available, or the name is unknown.
     """
     name = (name or "auto").strip().lower()
+    local_rank = os.environ.get("LOCAL_RANK")  # set by torchrun: one GPU per process
+    if name in ("auto", "cuda") and torch.cuda.is_available() and local_rank is not None:
+        name = f"cuda:{int(local_rank)}"
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         configure_cpu_threads()
         return torch.device("cpu")
@@ -49,6 +52,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
         torch.backends.cudnn.benchmark = True  # fixed tile shapes: autotuning pays off
+        if dev.index is not None:
+            torch.cuda.set_device(dev)  # NCCL and default allocations follow the chosen GPU
         return dev
     raise InputError(f"unknown device {name!r}; expected one of {', '.join(DEVICE_CHOICES)} or 'cuda:N'")
 

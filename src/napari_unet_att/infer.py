@@ -11,7 +11,10 @@ stacks as float32. Here instead:
   integer output is clipped, never wrapped;
 - tiles are read one region at a time (numpy memmap, zarr and dask inputs stream) and the
   weighted sums live in a rolling window of frames that is flushed to the output as soon as
-  no later tile touches it, so memory is O(tile) rather than O(stack).
+  no later tile touches it, so memory is O(tile) rather than O(stack);
+- a job whose estimated memory exceeds what the machine has is refused before it starts
+  (:mod:`~napari_unet_att.resources`); an accelerator out-of-memory error restarts the job with
+  a smaller batch, then smaller tiles, and says so (see :func:`iter_denoise`).
 
 :func:`iter_denoise` is a generator of :class:`~napari_unet_att.config.InferEvent` that
 ``return``s the result (napari's ``thread_worker`` and the CLI drain the same code);
@@ -21,7 +24,9 @@ stream a TIFF to a TIFF atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,9 +39,10 @@ import torch
 from . import device as devmod
 from . import io as tio
 from . import networks
+from . import resources as res
 from .config import InferConfig, InferEvent
 from .denoiser import Denoiser
-from .errors import InputError
+from .errors import InputError, ResourceError
 from .normalization import Normalization, stack_statistics
 
 Slices = tuple[slice, slice, slice]
@@ -328,6 +334,62 @@ def _forward(net: torch.nn.Module, x: np.ndarray, device: torch.device, amp: boo
     return y.float().cpu().numpy()
 
 
+class _OutOfMemory(Exception):
+    """Internal: a forward pass ran out of accelerator memory (carries the original error)."""
+
+
+def _smaller_config(cfg: InferConfig, vshape: Triple) -> InferConfig | None:
+    """The next configuration to try after an out-of-memory error, or None when nothing is left.
+
+    Halve the batch first (no effect on the result), then the tile: frames down to 32 (temporal
+    context matters most for quality), rows / columns down to 64, then both down to the minimum.
+    """
+    if cfg.batch_size > 1:
+        return dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
+    t, y, x = tile_shape_for(vshape, cfg)
+    xy = max(y, x)
+    for cond, kw in (
+        (t > 32, {"tile_t": max(32, t // 2)}),
+        (xy > 64, {"max_tile_xy": max(64, xy // 2)}),
+        (t > 8, {"tile_t": max(8, t // 2)}),
+        (xy > 16, {"max_tile_xy": max(16, xy // 2)}),
+    ):
+        if cond:
+            return dataclasses.replace(cfg, **kw)
+    return None
+
+
+_EVENT_HAS_MESSAGE = "message" in {f.name for f in dataclasses.fields(InferEvent)}
+
+
+def _notice(message: str, done: int, total: int) -> InferEvent | None:
+    """An event carrying ``message`` where :class:`InferEvent` has the field; else a warning (and None)."""
+    if _EVENT_HAS_MESSAGE:
+        return InferEvent(done=done, total=total, message=message)  # type: ignore[call-arg]
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _check_host_memory(stack: Any, denoiser: Denoiser, cfg: InferConfig, device: torch.device, out: Any) -> None:
+    """Refuse before any work when the tiles, accumulators and in-memory output cannot fit in RAM."""
+    views, _, out_shape = _split_views(stack, denoiser, cfg)
+    vshape = views[0].shape
+    tile = tile_shape_for(vshape, cfg)
+    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    tiles = plan_tiles(vshape, tile, effective_overlap(vshape, tile, wanted))
+    capacity = accumulator_frames(tiles, cfg.batch_size, len(views))
+    out_bytes = 0 if out is not None else int(np.prod(out_shape)) * _output_dtype(stack, cfg).itemsize
+    est = res.estimate_denoise_memory(vshape, tile, denoiser.arch, denoiser.base_channels, cfg.batch_size,
+                                      capacity, len(views), out_bytes)
+    if device.type != "cpu":  # the network runs on the accelerator: its out-of-memory errors are retried
+        est -= res.estimate_inference_memory(tile, denoiser.arch, denoiser.base_channels, cfg.batch_size)
+    hint = "use smaller tiles (tile_t / max_tile_xy, CLI --tile-t) or a smaller batch"
+    if out is None:
+        hint += ", or stream the result to a file (CLI denoise / iter_denoise_file)"
+    res.check_memory(est, f"denoising a {tuple(int(n) for n in stack.shape)} stack with tiles of "
+                     f"{tile[0]}x{tile[1]}x{tile[2]} (batch {cfg.batch_size})", "cpu", hint=hint)
+
+
 def iter_denoise(
     stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None
 ) -> Generator[InferEvent, None, Any]:
@@ -352,25 +414,31 @@ def iter_denoise(
     Yields
     ------
     InferEvent
-        After each batch of tiles: tiles done / total, frames per second, ETA.
+        After each batch of tiles: tiles done / total, frames per second, ETA. After an
+        out-of-memory retry, an event whose ``message`` says what was changed (a
+        ``RuntimeWarning`` where :class:`InferEvent` has no ``message`` field); ``total`` then
+        counts the new plan's tiles and ``done`` starts again from 0.
 
     Returns
     -------
     numpy.ndarray or ``out``
         float32 in the input's intensity units (or the input's dtype, clipped, with
         ``cfg.output_dtype == 'input'``); ``out`` itself when given.
+
+    Raises
+    ------
+    InputError
+        Not a (T, Y, X) stack, NaN / Inf values, an ``out`` of the wrong shape.
+    ResourceError
+        The job cannot fit in memory (checked before any work), or out-of-memory errors
+        persist down to the smallest batch and tiles.
     """
     cfg = cfg or InferConfig()
     _check_inputs(stack, cfg, out)
-    views, combine, out_shape = _split_views(stack, denoiser, cfg)
-    vshape = views[0].shape
-    tile = tile_shape_for(vshape, cfg)
-    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
-    overlap = effective_overlap(vshape, tile, wanted)
-    tiles = plan_tiles(vshape, tile, overlap)
-    wsum = weight_sums(vshape, tiles, overlap)
+    views, _, out_shape = _split_views(stack, denoiser, cfg)
+    device = devmod.resolve_device(cfg.device)
+    _check_host_memory(stack, denoiser, cfg, device, out)
     norm = _choose_norm(stack, denoiser, cfg)
-
     dtype = _output_dtype(stack, cfg)
     if out is None:
         target = np.empty(out_shape, dtype=dtype)
@@ -378,7 +446,41 @@ def iter_denoise(
         if tuple(out.shape) != tuple(out_shape):
             raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(out_shape)}")
         target = out
-    target_dtype = np.dtype(getattr(target, "dtype", dtype))
+    while True:
+        try:
+            return (yield from _run(stack, denoiser, cfg, target, norm, device))
+        except _OutOfMemory as exc:
+            res.free_accelerator_cache()
+            smaller = _smaller_config(cfg, views[0].shape)
+            old = tile_shape_for(views[0].shape, cfg)
+            if smaller is None:
+                raise ResourceError(
+                    f"out of memory on {device} even with one {old[0]}x{old[1]}x{old[2]} tile per pass; "
+                    "use the CPU (device 'cpu') or free memory used by other programs"
+                ) from exc.__cause__
+            new = tile_shape_for(views[0].shape, smaller)
+            msg = (f"out of memory on {device} with batch {cfg.batch_size} of {old[0]}x{old[1]}x{old[2]} tiles; "
+                   f"retrying with batch {smaller.batch_size} of {new[0]}x{new[1]}x{new[2]} tiles")
+            cfg = smaller
+            vshape = views[0].shape
+            total = len(plan_tiles(vshape, new, 0)) * len(views)  # a lower bound is enough for the notice
+            event = _notice(msg, 0, total)
+            if event is not None:
+                yield event
+
+
+def _run(
+    stack: Any, denoiser: Denoiser, cfg: InferConfig, target: Any, norm: Normalization, device: torch.device
+) -> Generator[InferEvent, None, Any]:
+    """One attempt of :func:`iter_denoise` with a fixed tile plan (raises :class:`_OutOfMemory`)."""
+    views, combine, out_shape = _split_views(stack, denoiser, cfg)
+    vshape = views[0].shape
+    tile = tile_shape_for(vshape, cfg)
+    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    overlap = effective_overlap(vshape, tile, wanted)
+    tiles = plan_tiles(vshape, tile, overlap)
+    wsum = weight_sums(vshape, tiles, overlap)
+    target_dtype = np.dtype(getattr(target, "dtype", _output_dtype(stack, cfg)))
     src_dtype = np.dtype(stack.dtype)
 
     tasks = [(sl, v) for sl in tiles for v in range(len(views))]
@@ -399,7 +501,6 @@ def iter_denoise(
             block = tio.to_output_dtype(block, target_dtype)
         target[start:stop] = block
 
-    device = devmod.resolve_device(cfg.device)
     net = denoiser.net.to(device)  # in place: the model stays on the device for the next call
     was_training = net.training
     net.eval()  # attention-gate BatchNorm must use its running statistics
@@ -411,7 +512,12 @@ def iter_denoise(
             x = pending.result() if pending is not None else _load_batch(views, batch, norm)
             if pool is not None and k + 1 < len(batches):
                 pending = pool.submit(_load_batch, views, batches[k + 1], norm)
-            y = _forward(net, x, device, cfg.amp)
+            try:
+                y = _forward(net, x, device, cfg.amp)
+            except (RuntimeError, MemoryError) as exc:
+                if res.is_out_of_memory(exc):
+                    raise _OutOfMemory() from exc
+                raise
             for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
                 accs[v].add(sl, y_tile * blend_window(y_tile.shape, sl, vshape, overlap))
             flush(batches[k + 1][0][0][0].start if k + 1 < len(batches) else vshape[0])

@@ -40,7 +40,7 @@ class Normalization:
         return {k: float(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
+    def from_dict(cls, d: dict) -> Normalization:
         return cls(float(d["offset"]), float(d["scale"]))
 
 

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .checkpoint import CHECKPOINT_EXT, load_any, load_checkpoint, load_training
 from .config import InferConfig, TrainConfig, TrainEvent, get_preset
 from .denoiser import Denoiser
 from .device import autocast, grad_scaler, resolve_device, to_device
+from .distributed import all_max, all_mean, barrier, init_process_group, wrap_model
 from .errors import InputError
 from .networks import build_network
 from .normalization import Normalization, pool_statistics, stack_statistics
@@ -181,16 +183,20 @@ class Trainer:
         if self.resume is None:
             den.norm = pooled
         device = resolve_device(rcfg["device"])
+        env = init_process_group(device)
         net = den.net.to(device)
         net.train()
+        model = wrap_model(net, device, env)  # DDP under torchrun; `net` stays the plain module we save
         opt = torch.optim.Adam(net.parameters(), lr=rcfg["lr"], betas=(0.9, 0.999))
         scaler = grad_scaler(device, rcfg["amp"])
         sampler_kw = dict(
             mode=mode, patch_t=rcfg["patch_t"], patch_xy=rcfg["patch_xy"], val_fraction=rcfg["val_fraction"],
             flip_backward=rcfg["flip_backward"],
         )
+        # Each rank draws its own patch stream (the distributed sampler of random-patch training);
+        # validation patches are the same on every rank.
         train_s = PatchSampler(self.stacks, per_stack, split="train", swap=rcfg["swap"], augment=rcfg["augment"],
-                               seed=rcfg["seed"], **sampler_kw)
+                               seed=rcfg["seed"] + 1000 * env.rank, **sampler_kw)
         val_s = PatchSampler(self.stacks, per_stack, split="val", swap=False, augment=False, seed=rcfg["seed"] + 1,
                              **sampler_kw)
         val_batches = val_s.validation_batches(rcfg["val_patches"], rcfg["batch_size"])
@@ -219,72 +225,102 @@ class Trainer:
             max_seconds = rcfg["seconds"]
         start_step = step
         t0 = time.perf_counter()
-        for note in notes + list(getattr(train_s, "notices", [])):
-            yield TrainEvent(step, max_steps, float("nan"), message=note, history=self.history)
+        if env.is_main:
+            for note in notes + list(getattr(train_s, "notices", [])):
+                yield TrainEvent(step, max_steps, float("nan"), message=note, history=self.history)
 
-        def fraction() -> float:
+        def progress() -> tuple[float, bool]:
+            """Budget fraction and stop request, agreed by all ranks (time differs between them)."""
             fs = (step - base_step) / (max_steps - base_step) if max_steps else 0.0
             run_s = elapsed_before + time.perf_counter() - t0 - base_elapsed
             ft = run_s / max_seconds if max_seconds else 0.0
-            return min(1.0, max(fs, ft))
+            frac, stop = all_max([min(1.0, max(fs, ft)), float(self._stop.is_set())], env)
+            return frac, stop > 0
+
+        # Sampling runs one batch ahead in a thread so reading patches overlaps the model's work.
+        # The sampler state saved in checkpoints is the one *before* the prefetched batch, so a
+        # resumed run draws exactly the batches the interrupted one would have.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="unet-att-sampler")
+        accum = max(1, int(rcfg.get("accumulate", 1)))
+
+        def submit():
+            st = train_s.state()
+            return st, pool.submit(lambda: [train_s.sample(rcfg["batch_size"]) for _ in range(accum)])
+
+        sampler_state, pending = submit()
 
         def make_state() -> dict[str, Any]:
             return {
-                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "sampler": train_s.state(),
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler_state,
                 "torch_rng": torch.get_rng_state(), "step": step,
                 "elapsed_s": elapsed_before + time.perf_counter() - t0, "history": self.history,
                 "schedule": [base_step, base_elapsed, max_steps, max_seconds],
             }
 
         try:
-            while fraction() < 1.0 and not self._stop.is_set():
+            while True:
+                # Checked again here (not only after the step) so a stop() made while the consumer
+                # held the last event takes effect before another step starts.
+                frac, stop = progress()
+                if frac >= 1.0 or stop:
+                    break
                 for g in opt.param_groups:
-                    g["lr"] = rcfg["lr"] * _lr_factor(fraction())
-                inp, tgt = train_s.sample(rcfg["batch_size"])
-                x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
-                with autocast(device, rcfg["amp"]):
-                    pred = net(x)
-                loss = loss_fn(pred, y, rcfg["l1_weight"])
-                if not torch.isfinite(loss):
-                    raise InputError(f"training diverged at step {step + 1} (loss {loss.item()}); try a lower "
-                                     "learning rate or check the data for extreme values")
+                    g["lr"] = rcfg["lr"] * _lr_factor(frac)
+                batches = pending.result()
+                sampler_state, pending = submit()
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                total = 0.0
+                for inp, tgt in batches:  # gradient accumulation: `accum` batches per optimiser step
+                    x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
+                    with autocast(device, rcfg["amp"]):
+                        pred = model(x)
+                    loss = loss_fn(pred, y, rcfg["l1_weight"]) / accum
+                    scaler.scale(loss).backward()
+                    total += float(loss.item())
+                if not np.isfinite(total):
+                    raise InputError(f"training diverged at step {step + 1} (loss {total}); try a lower "
+                                     "learning rate or check the data for extreme values")
                 scaler.step(opt)
                 scaler.update()
                 step += 1
                 den.step = step
+                frac, stop = progress()
+                done = frac >= 1.0 or stop
+                log_now = step % rcfg["log_every"] == 0 or done
+                loss_now = all_mean(total, env) if log_now else total
                 self.history["step"].append(step)
-                self.history["loss"].append(float(loss.item()))
+                self.history["loss"].append(loss_now)
                 val_loss = None
-                done = fraction() >= 1.0 or self._stop.is_set()
                 if step % rcfg["val_every"] == 0 or done:
                     val_loss = self._validate(net, val_batches, device, rcfg)
                     self.history["val_step"].append(step)
                     self.history["val_loss"].append(val_loss)
                 ckpt = None
-                if self.out_dir is not None and rcfg["checkpoint_every"] and step % rcfg["checkpoint_every"] == 0:
+                if (env.is_main and self.out_dir is not None and rcfg["checkpoint_every"]
+                        and step % rcfg["checkpoint_every"] == 0):
                     ckpt = self._save(LAST_NAME, make_state())
                 preview = None
-                if rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
+                if env.is_main and rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
                     preview = self._preview(rcfg, device)
-                if step % rcfg["log_every"] == 0 or done or ckpt or preview is not None:
+                if env.is_main and (log_now or ckpt or preview is not None):
                     elapsed = time.perf_counter() - t0
                     rate = (step - start_step) / max(elapsed, 1e-9)
-                    frac = fraction()
                     eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
                     yield TrainEvent(
-                        step, max_steps, float(loss.item()), val_loss, rate, elapsed_before + elapsed, eta, frac,
+                        step, max_steps, loss_now, val_loss, rate, elapsed_before + elapsed, eta, frac,
                         preview, str(ckpt) if ckpt else None, history=self.history,
                     )
         finally:
+            pending.cancel()
+            pool.shutdown(wait=True)
             net.eval()
             den.provenance = self._provenance(rcfg, elapsed_before + time.perf_counter() - t0)
-            if self.out_dir is not None and step > start_step:
+            if env.is_main and self.out_dir is not None and step > start_step:
                 # Runs on normal end, on stop() and when the consumer closes the generator:
-                # a trained model is never lost.
+                # a trained model is never lost. Rank 0 alone writes.
                 self._save(LAST_NAME, make_state())
                 self._save(FINAL_NAME, make_state())
+            barrier(env)
         return den
 
     def _validate(self, net: torch.nn.Module, batches, device: torch.device, rcfg: dict[str, Any]) -> float:

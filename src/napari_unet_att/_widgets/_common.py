@@ -225,7 +225,7 @@ class PlotCanvas:
 
         self.figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(int(height * 70))
+        self.canvas.setMinimumHeight(int(height * 60))
         self.min_interval_s = min_interval_s
         self._last = 0.0
         self._pending = False
@@ -350,25 +350,31 @@ _PANELS = (
 
 
 def plot_metrics(figure: Any, result: dict, denoised_name: str, raw_name: str | None) -> None:
-    """Per-frame metrics of ``metrics.evaluate`` (raw and denoised overlaid), one panel each."""
+    """Per-frame metrics of ``metrics.evaluate`` (raw and denoised overlaid), up to 2 x 2 panels."""
     figure.clear()
     series = {k: result.get(k, {}).get("per_frame", {}) for k in ("raw", "denoised")}
     panels = [(k, title) for k, title in _PANELS if series["denoised"].get(k)]
     if not panels:
         return
-    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    ncols = 2 if len(panels) > 2 else 1
+    nrows = -(-len(panels) // ncols)
+    axes = figure.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     labels = {"raw": raw_name or "raw", "denoised": denoised_name}
-    for ax, (key, title) in zip(axes, panels, strict=True):
+    for ax, (key, title) in zip(axes, panels, strict=False):
         style_axes(ax)
+        means = []
         for which in ("raw", "denoised"):
             values = series[which].get(key)
             if values:
                 y = np.array([np.nan if v is None else v for v in values], dtype=float)
-                mean = np.nanmean(y) if np.isfinite(y).any() else np.nan
-                ax.plot(y, color=_COLORS[which], linewidth=0.9, label=f"{labels[which]} (mean {mean:.3g})")
-        ax.set_title(title, fontsize=8)
-        ax.legend(fontsize=6, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45", loc="best")
-    axes[-1].set_xlabel("frame")
+                ax.plot(y, color=_COLORS[which], linewidth=0.9, label=labels[which])
+                means.append(f"{np.nanmean(y):.3g}" if np.isfinite(y).any() else "?")
+        ax.set_title(f"{title}\nmean {' → '.join(means)}", fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=6, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45", loc="best")
+    for ax in axes[-ncols:]:
+        ax.set_xlabel("frame", fontsize=7)
 
 
 def plot_traces(figure: Any, traces: dict[str, np.ndarray], max_traces: int) -> None:

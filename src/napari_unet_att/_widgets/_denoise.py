@@ -147,8 +147,8 @@ class DenoiseWidget(QWidget):
         ev.expand(animate=False)
         lay.addWidget(ev)
 
-        self.plot = C.PlotCanvas(height=3.2)
-        self.trace_plot = C.PlotCanvas(height=2.4)
+        self.plot = C.PlotCanvas(height=3.4)
+        self.trace_plot = C.PlotCanvas(height=2.2)
         lay.addWidget(self.plot.native)
         lay.addWidget(self.trace_plot.native)
         self.trace_plot.native.setVisible(False)

@@ -1,0 +1,263 @@
+"""Run the performance benchmarks and write ``docs/performance.md`` (issue: scale/speed).
+
+Each benchmark runs as its own subprocess and leaves a JSON file in ``--results``; the page is
+rendered from those files, so a benchmark that already ran can be reused (``--reuse``) and the
+page re-rendered without recomputing (``--only`` with nothing, i.e. ``--only none``).
+
+Examples::
+
+    python scripts/make_performance_doc.py                      # everything (~30 min on 2 busy cores)
+    python scripts/make_performance_doc.py --only speed deepcad  # just these two, then render
+    python scripts/make_performance_doc.py --only none           # re-render from the saved JSON files
+
+DeepCAD-RT runs in its own virtual environment (``--deepcad-python``), never the project's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+DEFAULT_RESULTS = Path(os.environ.get("TMPDIR", "/tmp")) / "napari-unet-att-perf"
+DEEPCAD_PY = "/work/peers/deepcad-venv/bin/python"
+DDP_HEADING = "## Multi-process (DDP) training scaling"
+
+#: name -> (command, JSON file); ``{py}``, ``{json}``, ``{tmp}`` and ``{deepcad}`` are filled in.
+BENCHMARKS: dict[str, list[str]] = {
+    "speed": ["{py}", str(BENCH / "bench_speed.py"), "--bf16", "paper", "fast", "--json", "{json}"],
+    "deepcad": ["{deepcad}", str(BENCH / "peers" / "run_deepcad.py"), "--frames", "400", "--size", "128"],
+    "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--json", "{json}"],
+    "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--json", "{json}"],
+}
+
+
+def run_benchmark(name: str, results: Path, py: str, deepcad: str, tmp: str) -> None:
+    """Run one benchmark; its JSON lands in ``results/<name>.json`` and its output in ``<name>.log``."""
+    out = results / f"{name}.json"
+    cmd = [a.format(py=py, json=out, tmp=tmp, deepcad=deepcad) for a in BENCHMARKS[name]]
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    (results / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}); see {results / (name + '.log')}")
+    if name == "deepcad":  # the peer prints its result as one line (it cannot import our code)
+        line = next(ln for ln in proc.stdout.replace("\r", "\n").splitlines() if ln.startswith("RESULT "))
+        out.write_text(line[len("RESULT "):])
+
+
+def load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _load_note(d: dict[str, Any]) -> str:
+    before, after = d.get("machine", d).get("load_avg", d.get("load_avg")), d.get("load_avg_after")
+    if not before:
+        return ""
+    s = f"1-min load average {before[0]:.1f} at the start"
+    return s + (f", {after[0]:.1f} at the end" if after else "")
+
+
+def render_machine(speed: dict[str, Any] | None, train: dict[str, Any] | None) -> str:
+    m = (speed or train or {}).get("machine")
+    if not m:
+        return "## Machine\n\nNo benchmark results found.\n"
+    return (
+        "## Machine\n\n"
+        f"- CPU: {m['cpu']} ({m['cores']} cores available; instruction sets: {m.get('cpu_flags') or 'n/a'})\n"
+        f"- torch {m['torch']}, {m['threads']} intra-op threads, Python {m['python']}\n"
+        "- Shared with other jobs while measuring: the load average (given with each table) was well above the\n"
+        "  core count, so absolute numbers are pessimistic; the ratios between rows measured back to back are the\n"
+        "  more reliable figures. Every time is the best of the runs made (the least disturbed).\n"
+    )
+
+
+def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
+    lim = speed["conv_limit"]
+    shape = "x".join(map(str, speed["shape"]))
+    out = [
+        "## Inference speed (CPU)",
+        "",
+        f"`python benchmarks/bench_speed.py --bf16 paper fast` : untrained networks (speed does not depend on the "
+        f"weights) denoise a {shape} uint16 stack with `infer.denoise` and the default `InferConfig` "
+        f"(tile_t = 128, whole 128 x 128 frames, overlap = receptive field capped at half a tile). "
+        f"{_load_note(speed)}.",
+        "",
+        f"Practical limit: one `F.conv3d` {lim['channels']} -> {lim['channels']} channels, 3x3x3, on "
+        f"{'x'.join(map(str, lim['shape']))} voxels under `inference_mode`: **{lim['limit_gflops']:.1f} GFLOP/s** "
+        f"(contiguous {lim['contiguous_gflops']:.1f}, channels-last {lim['channels_last_gflops']:.1f}; "
+        f"bfloat16 channels-last, for reference: {lim['bf16_channels_last_gflops']:.1f}).",
+        "",
+        "GFLOP/s counts convolution FLOPs (2 x multiply-adds, `torch.utils.flop_counter` on the padded tile) of "
+        "every tile including overlaps; *useful* counts only the output voxels (what a tiling without overlap "
+        "would compute).",
+        "",
+    ]
+    rows = []
+    for name, r in speed["presets"].items():
+        rows.append([name, r["n_tiles"], f"{100 * r['overlap_share']:.0f}%", f"{r['frames_per_s']:.2f}",
+                     f"{r['gflops']:.1f}", f"{r['useful_gflops']:.1f}", f"{r['pct_limit']:.0f}%"])
+    if deepcad:
+        d = deepcad["as_shipped"]
+        per_patch = speed.get("unet3d_gflop_per_patch", {}).get(str(deepcad["patch"]))
+        gfs = f"{deepcad['n_patches'] * per_patch / d['seconds']:.1f}" if per_patch else ""
+        pct = f"{100 * float(gfs) / lim['limit_gflops']:.0f}%" if gfs else ""
+        n, t, p = deepcad["n_patches"], deepcad["frames"], deepcad["patch"]
+        share = f"{100 * (1 - t * deepcad['shape'][1] * deepcad['shape'][2] / (n * p**3)):.0f}%"
+        rows.append([f"DeepCAD-RT 1.2.0 ({p}^3 patches, overlap {deepcad['overlap']})", n, share,
+                     f"{d['frames_per_s']:.2f}", gfs, "", pct])
+    out.append(_table(["preset", "tiles", "overlap share", "frames/s", "GFLOP/s", "useful GFLOP/s",
+                       "% of conv3d limit"], rows))
+    if deepcad:
+        d = deepcad["as_shipped"]["frames_per_s"]
+        out += ["", f"DeepCAD-RT: `{DEEPCAD_PY} benchmarks/peers/run_deepcad.py --frames 400 --size 128` "
+                f"(its own `testing_class.test()`: tiling, network, stitching and TIFF output; `.cuda()` made a "
+                f"no-op; {_load_note(deepcad)}). Ratio to DeepCAD-RT: "
+                + ", ".join(f"{n} {r['frames_per_s'] / d:.2f}x" for n, r in speed["presets"].items()) + "."]
+    if speed.get("sweep"):
+        sw = speed["sweep"]
+        out += ["", f"### Tile length (preset `{sw['preset']}`)", "",
+                "`InferConfig(tile_t=...)`; `a:b` means tile_t = a with `overlap=b` instead of the receptive field.",
+                ""]
+        rows = []
+        for r in sw["rows"]:
+            spec = f"{r['tile_t']}" + (f":{r['requested_overlap']}" if r.get("requested_overlap") is not None else "")
+            rows.append([spec, r["n_tiles"], r["overlap"][0], f"{100 * r['overlap_share']:.0f}%",
+                         f"{r['frames_per_s']:.2f}", f"{r['gflops']:.1f}", f"{r['useful_gflops']:.1f}"])
+        out.append(_table(["tile_t", "tiles", "t overlap", "overlap share", "frames/s", "GFLOP/s", "useful GFLOP/s"],
+                          rows))
+    if speed.get("bf16"):
+        out += ["", "### bfloat16 experiment", "",
+                "Not what the engine does (its CPU path is float32): the same network cast to bfloat16 "
+                "(`Bf16Net` in bench_speed.py), float32 in and out. The error is the RMS difference from the "
+                "float32 output over its standard deviation, with *untrained* weights (a trained model must be "
+                "re-checked for quality).", ""]
+        rows = []
+        for r in speed["bf16"]:
+            fp32 = speed["presets"].get(r["preset"], {}).get("frames_per_s")
+            rows.append([r["preset"], f"{fp32:.2f}" if fp32 else "", f"{r['frames_per_s']:.2f}",
+                         f"{r['frames_per_s'] / fp32:.2f}x" if fp32 else "", f"{r['rel_rms_error']:.1e}"])
+        out.append(_table(["preset", "float32 frames/s", "bf16 frames/s", "speed-up", "relative RMS error"], rows))
+    return "\n".join(out) + "\n"
+
+
+def render_memory(mem: dict[str, Any]) -> str:
+    out = [
+        "## Memory versus file size",
+        "",
+        "`python benchmarks/bench_memory.py` : uint16 TIFFs written chunk by chunk, denoised file-to-file with "
+        f"`infer.denoise_file` (output dtype '{mem['output_dtype']}') in a fresh subprocess. *Peak RSS* is "
+        "`VmHWM` (= `ru_maxrss`; `/usr/bin/time -v` agrees): it includes the pages of the memory-mapped input "
+        "and output files, which the kernel can drop at any time. *Peak anonymous* (sampled every 50 ms) is the "
+        "process's own memory. *Baseline* is the RSS after imports and model creation, before denoising.",
+        "",
+        "`standin` is a 3x3x3 mean filter with the Denoiser interface and `arch='unet_att'` (same tile plan, "
+        "reads, blending and accumulator as UNet-Att; no network activations): a real network on 2 GB would take "
+        "hours on 2 cores. `fast` is the real (untrained) fast-preset network on a short file with the same frame "
+        "size, which shows the activation memory of one tile.",
+        "",
+    ]
+    rows = [[r["net"], "x".join(map(str, r["shape"])), f"{r['file_mib']:.0f}", f"{r['baseline_mib']:.0f}",
+             f"{r['peak_rss_mib']:.0f}", f"{r['peak_anon_mib']:.0f}", f"{r['peak_anon_mib'] - r['baseline_mib']:.0f}",
+             f"{r['seconds']:.0f}"] for r in mem["rows"]]
+    out.append(_table(["net", "shape", "file MiB", "baseline MiB", "peak RSS MiB", "peak anonymous MiB",
+                       "anonymous above baseline MiB", "seconds"], rows))
+    return "\n".join(out) + "\n"
+
+
+def render_train(train: dict[str, Any]) -> str:
+    out = [
+        "## Training speed (CPU)",
+        "",
+        "`python benchmarks/bench_train_speed.py` : the training step of `train.py` (PatchSampler.sample, "
+        "to_device, forward, loss, backward, Adam) with each preset's default patch and batch, timed part by part "
+        f"(after one warm-up step); {_load_note(train)}. *Outside* is sampling + host-to-device copy as a share of "
+        "the step; GFLOP/s is estimated as 3 x the forward convolution FLOPs.",
+        "",
+    ]
+    rows = []
+    for r in train["rows"]:
+        q = r["parts_s_per_step"]
+        rows.append([r["preset"], "x".join(map(str, r["patch"])), r["batch_size"], f"{r['steps_per_s']:.3f}",
+                     f"{r['seconds_per_step']:.2f}", f"{1e3 * (q['sample'] + q['to_device']):.1f}",
+                     f"{q['forward']:.2f}", f"{q['backward']:.2f}", f"{1e3 * q['optimizer']:.0f}",
+                     f"{100 * r['outside_share']:.2f}%", f"{r['train_gflops_est']:.1f}"])
+    out.append(_table(["preset", "patch", "batch", "steps/s", "s/step", "sampling ms", "forward s", "backward s",
+                       "optimizer ms", "outside", "GFLOP/s (est.)"], rows))
+    return "\n".join(out) + "\n"
+
+
+def existing_ddp_section(doc: Path) -> str | None:
+    """The DDP section of an existing page (the lead maintains it), kept verbatim."""
+    if not doc.exists():
+        return None
+    text = doc.read_text()
+    if DDP_HEADING not in text:
+        return None
+    rest = text.split(DDP_HEADING, 1)[1]
+    nxt = rest.find("\n## ")
+    return DDP_HEADING + (rest if nxt < 0 else rest[:nxt]).rstrip() + "\n"
+
+
+def render(results: Path, doc: Path, notes: str | None) -> str:
+    speed, deepcad, mem, train = (load(results, n) for n in ("speed", "deepcad", "memory", "train"))
+    parts = [
+        "# Performance",
+        "",
+        "Generated by `python scripts/make_performance_doc.py` from the benchmarks in `benchmarks/` "
+        f"(results kept in `{results}`). Regenerate after changing the engine.",
+        "",
+        render_machine(speed, train),
+    ]
+    if speed:
+        parts.append(render_speed(speed, deepcad))
+    if mem:
+        parts.append(render_memory(mem))
+    if train:
+        parts.append(render_train(train))
+    parts.append(existing_ddp_section(doc) or f"{DDP_HEADING}\n\nNot measured yet.\n")
+    if notes:
+        parts.append(Path(notes).read_text().rstrip() + "\n")
+    return "\n".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", default=list(BENCHMARKS), choices=[*BENCHMARKS, "none"],
+                    help="benchmarks to run ('none': only re-render)")
+    ap.add_argument("--reuse", action="store_true", help="skip benchmarks whose JSON already exists")
+    ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with napari_unet_att installed")
+    ap.add_argument("--deepcad-python", default=DEEPCAD_PY)
+    ap.add_argument("--tmp", default="/tmp", help="folder for bench_memory's temporary TIFFs (~4.5 GB)")
+    ap.add_argument("--notes", help="a Markdown file appended at the end (analysis, proposals)")
+    args = ap.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    for name in args.only:
+        if name == "none" or (args.reuse and (args.results / f"{name}.json").exists()):
+            continue
+        run_benchmark(name, args.results, args.python, args.deepcad_python, args.tmp)
+    args.doc.write_text(render(args.results, args.doc, args.notes))
+    print(f"wrote {args.doc} ({platform.node()})")
+
+
+if __name__ == "__main__":
+    main()

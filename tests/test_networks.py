@@ -1,0 +1,228 @@
+"""Tests for napari_unet_att.networks: sizes, shapes, gradients, reference import, receptive field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_unet_att import networks
+from napari_unet_att.errors import CheckpointError, InputError
+from napari_unet_att.networks import (
+    ARCHS,
+    UNet3D,
+    UNetAtt,
+    build_network,
+    convert_reference_state_dict,
+    count_parameters,
+    padded_size,
+    receptive_field,
+    reference_source,
+)
+
+
+def _net(arch: str, f: int = 2, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network(arch, f)
+
+
+# ------------------------------------------------------------------ sizes
+@pytest.mark.parametrize(("arch", "expected"), [("unet_att", 1_615_783), ("unet3d", 1_020_337)])
+def test_parameter_counts_match_the_papers(arch: str, expected: int) -> None:
+    net = build_network(arch, 16)
+    assert count_parameters(net) == expected
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters())
+
+
+def test_build_network_types_and_errors() -> None:
+    assert isinstance(build_network("unet_att", 4), UNetAtt)
+    assert isinstance(build_network("unet3d", 4), UNet3D)
+    with pytest.raises(InputError, match="unknown network architecture 'unet'"):
+        build_network("unet", 16)
+    with pytest.raises(InputError, match="base_channels"):
+        build_network("unet3d", 0)
+
+
+def test_reference_layer_names_and_shapes() -> None:
+    sd = build_network("unet_att", 16).state_dict()
+    assert sd["encoders.0.basic_module.SingleConv1.conv.weight"].shape == (8, 1, 3, 3, 3)
+    assert sd["attentionblocks.2.conv_x.weight"].shape == (128, 64, 3, 3, 3)
+    assert sd["attentionblocks.0.W.1.running_var"].shape == (16,)
+    assert sd["decoders.5.basic_module.SingleConv1.conv.weight"].shape == (16, 80, 3, 3, 3)
+    assert sd["final_conv.weight"].shape == (1, 16, 1, 1, 1)
+    sd3 = build_network("unet3d", 16).state_dict()
+    assert sd3["decoders.0.basic_module.SingleConv1.conv.weight"].shape == (64, 192, 3, 3, 3)
+    assert not any(k.startswith("attentionblocks") for k in sd3)
+
+
+# ------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("shape", [(1, 5, 7), (3, 17, 9), (9, 1, 2), (20, 13, 24), (8, 16, 16)])
+def test_output_has_the_input_shape(arch: str, shape: tuple[int, int, int]) -> None:
+    net = _net(arch).eval()
+    x = torch.rand(2, 1, *shape)
+    with torch.inference_mode():
+        y = net(x)
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+
+
+def test_padded_size() -> None:
+    assert padded_size(1, "unet_att") == 16
+    assert padded_size(1, "unet3d") == 8
+    assert padded_size(17, "unet3d") == 24
+    assert padded_size(64, "unet_att") == 64
+
+
+def test_bad_input_rank_or_channels() -> None:
+    net = _net("unet3d")
+    with pytest.raises(InputError, match=r"\(B, 1, T, Y, X\)"):
+        net(torch.zeros(1, 8, 8, 8))
+    with pytest.raises(InputError, match=r"\(B, 1, T, Y, X\)"):
+        net(torch.zeros(1, 2, 8, 8, 8))
+
+
+# ------------------------------------------------------------------ training behaviour
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradients_reach_every_parameter(arch: str) -> None:
+    net = _net(arch, 4).train()
+    x = torch.rand(2, 1, 8, 16, 12, requires_grad=True)
+    loss = (net(x) - x.detach()).square().mean()
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    nonzero = sum(int(p.grad.abs().sum() > 0) for p in net.parameters())
+    assert nonzero >= 0.9 * len(list(net.parameters()))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_eval_is_deterministic_and_batch_independent(arch: str) -> None:
+    net = _net(arch, 4).eval()
+    x = torch.rand(2, 1, 6, 20, 18)
+    with torch.inference_mode():
+        a, b = net(x), net(x)
+        single = net(x[1:])
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a[1:], single, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cpu_fast_path_matches_plain_modules(arch: str) -> None:
+    net = _net(arch, 4).train()
+    x = torch.rand(1, 1, 8, 16, 16)
+    outs, grads = [], []
+    for enabled in (True, False):
+        net.zero_grad()
+        with torch.backends.mkldnn.flags(enabled=enabled):
+            y = net(x)
+            y.square().mean().backward()
+        outs.append(y.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+
+
+def test_unet_att_output_is_mean_of_three_heads() -> None:
+    # The shared head on the mean of X01, X02, X03 equals the mean of the three heads (linear 1x1x1).
+    net = _net("unet_att", 2).eval()
+    feats = [torch.rand(1, 2, 4, 4, 4) for _ in range(3)]
+    with torch.inference_mode():
+        fused = networks.conv3d(sum(feats) / 3, net.final_conv)
+        separate = sum(net.final_conv(f) for f in feats) / 3
+    torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ reference checkpoints
+@pytest.mark.parametrize(
+    ("arch", "prefix", "source"),
+    [
+        ("unet_att", "Generator.", "UNet-Att"),
+        ("unet3d", "Generator.", "DeepCAD-RT"),
+        ("unet3d", "", "DeepBID"),
+        ("unet_att", "module.Generator.", "UNet-Att"),
+    ],
+)
+def test_convert_reference_round_trip(arch: str, prefix: str, source: str) -> None:
+    src = _net(arch, 4, seed=1).eval()
+    with torch.no_grad():  # non-default BatchNorm statistics must survive the trip too
+        for m in src.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    state = {prefix + k: v.clone() for k, v in src.state_dict().items()}
+    assert reference_source(state) == source
+    got_arch, f, converted = convert_reference_state_dict(state)
+    assert (got_arch, f) == (arch, 4)
+    dst = build_network(got_arch, f).eval()
+    dst.load_state_dict(converted, strict=True)
+    x = torch.rand(1, 1, 8, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+
+
+def test_convert_accepts_wrapped_and_old_batchnorm_dicts() -> None:
+    sd = _net("unet_att", 2).state_dict()
+    old = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    arch, f, out = convert_reference_state_dict({"params": {"Generator." + k: v for k, v in old.items()}})
+    assert (arch, f) == ("unet_att", 2)
+    assert set(out) == set(sd)
+
+
+def test_convert_errors_name_the_problem() -> None:
+    sd = {"Generator." + k: v for k, v in _net("unet_att", 4).state_dict().items()}
+    missing = dict(sd)
+    del missing["Generator.attentionblocks.3.conv_x.weight"]
+    with pytest.raises(CheckpointError, match=r"missing 1 key\(s\): attentionblocks\.3\.conv_x\.weight"):
+        convert_reference_state_dict(missing)
+    extra = dict(sd, **{"Generator.decoders.9.basic_module.SingleConv1.conv.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match=r"unexpected 1 key\(s\): decoders\.9"):
+        convert_reference_state_dict(extra)
+    bad = dict(sd, **{"Generator.final_conv.weight": torch.zeros(2, 4, 1, 1, 1)})
+    with pytest.raises(CheckpointError, match=r"wrong shape for final_conv\.weight \(2, 4, 1, 1, 1\)"):
+        convert_reference_state_dict(bad)
+    with pytest.raises(CheckpointError, match="no first-level conv"):
+        convert_reference_state_dict({"conv1.weight": torch.zeros(3, 3)})
+    with pytest.raises(CheckpointError, match="non-empty state dict"):
+        convert_reference_state_dict({})
+    with pytest.raises(CheckpointError, match="non-empty state dict"):
+        convert_reference_state_dict([1, 2])  # type: ignore[arg-type]
+    two_channel = dict(sd, **{"Generator.encoders.0.basic_module.SingleConv1.conv.weight": torch.zeros(2, 2, 3, 3, 3)})
+    with pytest.raises(CheckpointError, match="single-channel"):
+        convert_reference_state_dict(two_channel)
+    not_tensor = dict(sd, **{"Generator.final_conv.bias": [0.0]})
+    with pytest.raises(CheckpointError, match="not a tensor"):
+        convert_reference_state_dict(not_tensor)
+
+
+# ------------------------------------------------------------------ receptive field
+def test_receptive_field_values() -> None:
+    assert receptive_field("unet3d") == 103
+    assert receptive_field("unet_att") == 145
+    with pytest.raises(InputError):
+        receptive_field("resnet")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_impulse_response_fits_in_receptive_field(arch: str) -> None:
+    # A long T axis (longer than the field) so the response could exceed the bound if it were wrong.
+    torch.manual_seed(0)
+    net = build_network(arch, 2).double().eval()
+    with torch.no_grad():  # positive conv weights keep ReLUs alive, so the response is not cut short
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv3d):
+                m.weight.abs_()
+    n = 192
+    base = torch.zeros(1, 1, n, 16, 16, dtype=torch.float64)
+    rf = receptive_field(arch)
+    widths = []
+    with torch.inference_mode():
+        y0 = net(base)
+        for p in (93, 98):  # two pooling phases
+            x = base.clone()
+            x[0, 0, p, 8, 8] = 1.0
+            support = torch.nonzero((net(x) - y0).abs().amax(dim=(0, 1, 3, 4)) > 0).flatten()
+            widths.append(int(support.max() - support.min() + 1))
+    assert max(widths) <= rf
+    assert min(widths) >= rf // 2  # the bound is not vacuous

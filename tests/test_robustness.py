@@ -1,0 +1,565 @@
+"""Bad input through the CLI, untrusted checkpoints on every loading path, memory limits and
+out-of-memory retries.
+
+Every refusal must give exit code 2, exactly one ``napari-unet-att <cmd>: error: ...`` line that
+names what was found and what is expected, no traceback, and no (partial) output file.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet_att import checkpoint as ck
+from napari_unet_att import infer
+from napari_unet_att import io as tio
+from napari_unet_att import resources as res
+from napari_unet_att.cli import main
+from napari_unet_att.config import InferConfig
+from napari_unet_att.denoiser import Denoiser
+from napari_unet_att.errors import CheckpointError, ResourceError
+from napari_unet_att.networks import build_network
+from napari_unet_att.normalization import Normalization
+
+FAST = ["--steps", "1", "--patch-t", "4", "--patch-xy", "16"]
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures and helpers
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Tiny good and bad inputs, and a tiny model (f=4, one 12x16x16 tile: about a second)."""
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    good = rng.poisson(100, (12, 16, 16)).astype(np.uint16)
+    f: dict[str, Path] = {}
+
+    def tif(name: str, data: np.ndarray, **kw) -> None:
+        f[name] = d / f"{name}.tif"
+        kw.setdefault("metadata", {"axes": "TYX"} if data.ndim == 3 else None)
+        tifffile.imwrite(f[name], data, **kw)
+
+    tif("good", good)
+    tif("image2d", good[0])
+    tif("rgb", rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), photometric="rgb", metadata=None)
+    tif("frames1", good[:1])
+    tif("frames2", good[:2])
+    tif("frames6", good[:6])
+    tif("rows8", good[:, :8, :8])
+    nan = good.astype(np.float32)
+    nan[3, 4, 5] = np.nan
+    tif("nan", nan)
+    inf = good.astype(np.float32)
+    inf[7, 1, 2] = -np.inf
+    tif("inf", inf)
+    tif("const", np.full((12, 16, 16), 7, np.uint16))
+    tif("bool", good > 100)
+    tif("int8", (good % 100).astype(np.int8))
+    tif("int32", good.astype(np.int32) * 1000)
+    tif("float64", good.astype(np.float64) / 3)
+    tif("bigendian", good.astype(">u2"), byteorder=">")
+    tif("complex", good.astype(np.complex64))
+    tif("square_mirror", good)  # (T, N, N): not a bidirectional (T, 2N, N) scan
+    tif("odd_rows", rng.poisson(100, (12, 33, 16)).astype(np.uint16))
+    f["text"] = d / "notes.tif"
+    f["text"].write_text("these are my notes, not an image\n")
+    raw = f["good"].read_bytes()
+    f["truncated"] = d / "truncated.tif"
+    f["truncated"].write_bytes(raw[: len(raw) // 2])
+    torch.manual_seed(0)
+    den = Denoiser(build_network("unet_att", 4).eval(), "unet_att", 4, "fast", "temporal",
+                   Normalization(100.0, 10.0), train_shape=(12, 16, 16))
+    f["model"] = ck.save_checkpoint(d / "model.pt", den)
+    return f
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def error_line(err: str, command: str) -> str:
+    """The one user-facing error line (progress-bar redraws on stderr are ignored)."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("napari-unet-att ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"napari-unet-att {command}: error: "), lines[0]
+    return lines[0]
+
+
+def outputs(folder: Path) -> list[str]:
+    """Every file in ``folder`` (hidden temporaries included): a failed command must leave none."""
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def refused(argv: list[str], capsys, command: str, *patterns: str) -> str:
+    rc, out, err = run(argv, capsys)
+    assert rc == 2, (rc, err)
+    line = error_line(err, command)
+    for pat in patterns:
+        assert pat.lower() in line.lower(), (pat, line)
+    return line
+
+
+# ----------------------------------------------------------------------------------------------
+# bad images through `denoise`
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "patterns"),
+    [
+        ("image2d", ["single 2D image", "expected a time-lapse (T, Y, X)"]),
+        ("rgb", ["3 RGB(A) samples", "choose one with channel"]),
+        ("frames1", ["found shape (1, 16, 16)", "at least 3 frames"]),
+        ("frames2", ["only 2 frame(s)", "at least 3 frames"]),
+        ("nan", ["NaN or Inf", "replace them"]),
+        ("inf", ["NaN or Inf", "replace them"]),
+        ("bool", ["dtype bool", "expected uint8/uint16/int16/float32"]),
+        ("complex", ["complex64", "expected uint8/uint16/int16/float32"]),
+        ("text", ["is a text file", "expected a TIFF"]),
+        ("truncated", ["truncated or corrupted TIFF"]),
+    ],
+)
+def test_denoise_refuses_bad_image(files, tmp_path, capsys, name, patterns):
+    out = tmp_path / "out" / "result.tif"
+    line = refused(["denoise", files[name], "--model", files["model"], "--out", out], capsys, "denoise", *patterns)
+    assert files[name].name in line or "NaN" in line  # names the file (or the bad values)
+    assert outputs(tmp_path / "out") == []
+
+
+def test_denoise_missing_input(files, tmp_path, capsys):
+    refused(["denoise", tmp_path / "nope.tif", "--model", files["model"], "--out", tmp_path / "o.tif"], capsys,
+            "denoise", "file not found", "nope.tif")
+    assert outputs(tmp_path) == []
+
+
+def test_channel_selects_rgb_plane(files, tmp_path, capsys):
+    rc, _, err = run(["denoise", files["rgb"], "--channel", "1", "--model", files["model"], "--out",
+                      tmp_path / "o.tif"], capsys)
+    assert rc == 0, err
+    assert tifffile.imread(tmp_path / "o.tif").shape == (4, 16, 16)
+    refused(["denoise", files["rgb"], "--channel", "5", "--model", files["model"], "--out", tmp_path / "p.tif"],
+            capsys, "denoise", "channel 5 does not exist", "0..2")
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("int8", np.int16), ("int32", np.float32), ("float64", np.float32), ("bigendian", np.uint16),
+     ("const", np.uint16)],
+)
+def test_supported_dtypes_and_constant_image_work(files, tmp_path, capsys, name, dtype):
+    """Convertible dtypes are denoised (exact conversion; output in the converted dtype); a constant
+    image is a valid (if dull) recording: the model's normalisation applies, the output is finite."""
+    out = tmp_path / "o.tif"
+    rc, stdout, err = run(["denoise", files[name], "--model", files["model"], "--out", out], capsys)
+    assert rc == 0, err
+    res_arr = tifffile.imread(out)
+    assert res_arr.shape == (12, 16, 16) and res_arr.dtype == np.dtype(dtype)
+    assert np.isfinite(res_arr.astype(np.float64)).all()
+    assert outputs(tmp_path) == ["o.tif"]  # no temporary left beside it
+
+
+# ----------------------------------------------------------------------------------------------
+# bad images through `train` (all refused before the first step)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "extra", "patterns"),
+    [
+        ("const", [], ["constant", "no signal or noise"]),
+        ("nan", [], ["NaN or Inf"]),
+        ("frames2", [], ["only 2 frame(s)"]),
+        ("frames6", [], ["needs at least 8 frames", "patch_t <= 3"]),
+        ("rows8", [], ["does not fit the 8x8", "patch_xy <= 8"]),
+        ("square_mirror", ["--mode", "mirrored"], ["(T, 2N, N)", "found (T, Y, X) = (12, 16, 16)", "temporal"]),
+        ("odd_rows", ["--mode", "mirrored"], ["(T, 2N, N)", "(12, 33, 16)"]),
+        ("odd_rows", ["--mode", "rowsplit"], ["even number of rows", "crop one row"]),
+        ("bool", [], ["mask, not an intensity image"]),
+    ],
+)
+def test_train_refuses_bad_stack(files, tmp_path, capsys, name, extra, patterns):
+    out = tmp_path / "run"
+    refused(["train", files[name], "--out", out, *FAST, *extra], capsys, "train", *patterns)
+    assert outputs(out) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# output problems
+# ----------------------------------------------------------------------------------------------
+def test_unwritable_output_folder(files, tmp_path, capsys, monkeypatch):
+    """Simulated with a failing os.open (tests often run as root, for whom chmod changes nothing)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_open = os.open
+
+    def deny(path, *a, **kw):
+        if Path(os.fsdecode(path)).parent == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", deny)
+    refused(["denoise", files["good"], "--model", files["model"], "--out", locked / "o.tif"], capsys, "denoise",
+            "cannot write", "not writable", "Permission denied")
+    assert outputs(locked) == []
+
+
+def test_output_under_a_file(files, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    line = refused(["denoise", files["good"], "--model", files["model"], "--out", blocker / "o.tif"], capsys,
+                   "denoise")
+    assert "blocker" in line
+    assert blocker.read_text() == "x"
+
+
+def test_output_would_overwrite_input(files, tmp_path, capsys):
+    src = tmp_path / "in.tif"
+    src.write_bytes(files["good"].read_bytes())
+    refused(["denoise", src, "--model", files["model"], "--out", src], capsys, "denoise", "would overwrite the input")
+    assert src.read_bytes() == files["good"].read_bytes()
+
+
+def test_disk_full_before_writing(files, tmp_path, capsys, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    refused(["denoise", files["good"], "--model", files["model"], "--out", tmp_path / "o.tif"], capsys, "denoise",
+            "not enough disk space", "o.tif")
+    assert outputs(tmp_path) == []
+
+
+class _FullDiskMemmap:
+    """A TIFF memmap whose writes fail with ENOSPC (the disk filled up while denoising)."""
+
+    def __init__(self, mm: np.ndarray) -> None:
+        self.mm, self.shape, self.dtype = mm, mm.shape, mm.dtype
+
+    def __setitem__(self, key, value) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        self.mm.flush()
+
+
+def test_disk_full_while_writing_keeps_old_output(files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.tif"
+    old = np.arange(12 * 16 * 16, dtype=np.float32).reshape(12, 16, 16)
+    tifffile.imwrite(out, old)
+    real = tio.tifffile.memmap
+    def memmap(*a, **kw):  # reading the input stays real; the output's writes fail
+        return real(*a, **kw) if kw.get("mode") == "r" else _FullDiskMemmap(real(*a, **kw))
+
+    monkeypatch.setattr(tio.tifffile, "memmap", memmap)
+    refused(["denoise", files["good"], "--model", files["model"], "--out", out], capsys, "denoise",
+            "disk is full", "nothing was written")
+    np.testing.assert_array_equal(tifffile.imread(out), old)  # the previous result is intact
+    assert outputs(tmp_path) == ["o.tif"]  # and no temporary is left
+
+
+# ----------------------------------------------------------------------------------------------
+# bad checkpoints
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad_models(files, tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("models")
+    data = files["model"].read_bytes()
+    raw = torch.load(files["model"], weights_only=True)
+    m = {"truncated": d / "truncated.pt", "newer": d / "newer.pt", "other_arch": d / "other_arch.pt",
+         "random": d / "random.pt", "tiff": d / "image.pt", "plain": d / "plain.pt"}
+    m["truncated"].write_bytes(data[: len(data) // 2])
+    torch.save(dict(raw, format_version=ck.FORMAT_VERSION + 1), m["newer"])
+    torch.save(dict(raw, state_dict=build_network("unet3d", 4).state_dict()), m["other_arch"])
+    m["random"].write_bytes(np.random.default_rng(1).bytes(2048))
+    m["tiff"].write_bytes(files["good"].read_bytes())
+    torch.save({"weights": [1, 2, 3]}, m["plain"])
+    return m
+
+
+@pytest.mark.parametrize(
+    ("name", "patterns"),
+    [
+        ("truncated", ["truncated or corrupted PyTorch file"]),
+        ("newer", ["newer napari-unet-att", "update napari-unet-att"]),
+        ("other_arch", ["do not match a unet_att network"]),
+        ("random", ["not a PyTorch checkpoint"]),
+        ("tiff", ["not a PyTorch checkpoint"]),
+        ("plain", ["neither a napari-unet-att checkpoint nor"]),
+    ],
+)
+def test_bad_checkpoint(files, bad_models, tmp_path, capsys, name, patterns):
+    model = bad_models[name]
+    line = refused(["denoise", files["good"], "--model", model, "--out", tmp_path / "o.tif"], capsys, "denoise",
+                   *patterns)
+    assert model.name in line
+    assert outputs(tmp_path) == []
+    refused(["info", model], capsys, "info", *patterns)
+    refused(["train", files["good"], "--init", model, "--out", tmp_path / "run", *FAST], capsys, "train", *patterns)
+    assert outputs(tmp_path / "run") == []
+
+
+def test_resume_needs_a_training_checkpoint(files, tmp_path, capsys):
+    refused(["train", files["good"], "--resume", files["model"], "--out", tmp_path / "run", *FAST], capsys, "train",
+            "holds no training state", "--init")
+    refused(["train", files["good"], "--resume", tmp_path / "none.pt", "--out", tmp_path / "run", *FAST], capsys,
+            "train", "model file not found")
+
+
+# ----------------------------------------------------------------------------------------------
+# untrusted checkpoints: nothing in them ever runs
+# ----------------------------------------------------------------------------------------------
+class _Touch:
+    """Unpickling this calls ``open(marker, 'w')``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.open, (self.marker, "w"))
+
+
+class _Eval:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.eval, (f"open({self.marker!r}, 'w')",))
+
+
+class _Popen:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.Popen, (["touch", self.marker],))
+
+
+def _planted(folder: Path, marker: Path) -> list[Path]:
+    """Hostile files the tests in test_checkpoint.py do not plant: payloads hidden deep inside an
+    otherwise valid checkpoint, reference-style ``.pth`` dicts, numpy object arrays, eval/Popen."""
+    m = str(marker)
+    state = build_network("unet_att", 4).state_dict()
+    files = []
+    deep = {"magic": ck.MAGIC, "format_version": 1, "state_dict": state, "arch": "unet_att", "base_channels": 4,
+            "mode": "temporal", "normalization": {"offset": 0.0, "scale": 1.0},
+            "provenance": {"notes": [1, {"x": _Touch(m)}]}}
+    torch.save(deep, folder / "deep.pt")
+    files.append(folder / "deep.pt")
+    ref = {"Generator." + k: v for k, v in state.items()}
+    ref["Generator.extra"] = _Eval(m)
+    torch.save(ref, folder / "E_10_Iter_6000.pth")
+    files.append(folder / "E_10_Iter_6000.pth")
+    torch.save({"params": {"w": torch.zeros(2)}, "meta": np.array([_Popen(m)], dtype=object)}, folder / "bid.pth")
+    files.append(folder / "bid.pth")
+    torch.save({"magic": ck.MAGIC, "x": _Popen(m)}, folder / "legacy.pt", _use_new_zipfile_serialization=False)
+    files.append(folder / "legacy.pt")
+    (folder / "proto0.pth").write_bytes(pickle.dumps(_Eval(m), protocol=0))
+    files.append(folder / "proto0.pth")
+    return files
+
+
+def test_planted_payloads_are_live(tmp_path):
+    """Control: with plain torch.load the payloads do run (so the refusals below mean something)."""
+    marker = tmp_path / "control"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.load(_planted(tmp_path, marker)[0], weights_only=False)
+    assert marker.exists()
+
+
+def test_untrusted_checkpoints_refused_on_every_python_path(tmp_path):
+    marker = tmp_path / "PWNED"
+    for path in _planted(tmp_path, marker):
+        for fn in (ck.load_checkpoint, ck.load_any, ck.import_reference, ck.load_training_state):
+            with pytest.raises(CheckpointError, match="NOT loaded") as e:
+                fn(path)
+            assert path.name in str(e.value)
+            assert not marker.exists(), (path.name, fn.__name__)
+
+
+def test_untrusted_checkpoints_refused_by_trainer(files, tmp_path):
+    from napari_unet_att.config import TrainConfig
+    from napari_unet_att.train import train
+
+    marker = tmp_path / "PWNED"
+    stack = tio.read_stack(files["good"])
+    cfg = TrainConfig(steps=1, patch_t=4, patch_xy=16)
+    for path in _planted(tmp_path, marker)[:3]:
+        for kw in ({"init": path}, {"resume": path}):
+            with pytest.raises(CheckpointError, match="NOT loaded"):
+                train([stack], cfg, out_dir=tmp_path / "run", **kw)
+            assert not marker.exists()
+    assert outputs(tmp_path / "run") == []
+
+
+def test_untrusted_checkpoints_refused_by_cli(files, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    planted = _planted(tmp_path, marker)
+    for path in planted:
+        for argv, cmd in (
+            (["denoise", files["good"], "--model", path, "--out", tmp_path / "o.tif"], "denoise"),
+            (["train", files["good"], "--init", path, "--out", tmp_path / "run", *FAST], "train"),
+            (["train", files["good"], "--resume", path, "--out", tmp_path / "run", *FAST], "train"),
+            (["info", path], "info"),
+        ):
+            refused(argv, capsys, cmd, "NOT loaded", path.name)
+            assert not marker.exists(), (path.name, cmd)
+    assert not (tmp_path / "o.tif").exists() and outputs(tmp_path / "run") == []
+
+
+# ----------------------------------------------------------------------------------------------
+# the real command line, in separate processes (run side by side: each start imports torch)
+# ----------------------------------------------------------------------------------------------
+def test_cli_subprocess_refusals(files, bad_models, tmp_path):
+    marker = tmp_path / "PWNED"
+    hostile = _planted(tmp_path, marker)[0]
+    out = tmp_path / "out"
+    cases = {
+        "image2d": (["denoise", files["image2d"], "--model", files["model"], "--out", out / "a.tif"],
+                    "single 2D image"),
+        "truncated_model": (["info", bad_models["truncated"]], "truncated or corrupted PyTorch file"),
+        "hostile_init": (["train", files["good"], "--init", hostile, "--out", out / "run", *FAST], "NOT loaded"),
+    }
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    procs = {k: subprocess.Popen([sys.executable, "-m", "napari_unet_att", *map(str, argv)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+             for k, (argv, _) in cases.items()}
+    for k, p in procs.items():
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 2, (k, err)
+        command = cases[k][0][0]
+        assert cases[k][1].lower() in error_line(err, command).lower(), (k, err)
+    assert outputs(out) == [] and not marker.exists()
+
+
+def test_debug_shows_traceback(files, tmp_path, capsys):
+    rc, _, err = run(["--debug", "denoise", files["text"], "--model", files["model"], "--out", tmp_path / "o.tif"],
+                     capsys)
+    assert rc == 2 and "Traceback" in err and "is a text file" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# memory: estimates, checks before work, out-of-memory retries
+# ----------------------------------------------------------------------------------------------
+def test_estimates_scale_and_match_calibration():
+    small = res.estimate_inference_memory((16, 32, 32), "unet_att", 16)
+    big = res.estimate_inference_memory((64, 128, 128), "unet_att", 16)
+    assert big > 20 * (small - res.FIXED_OVERHEAD)  # activations grow with the voxels
+    # measured peaks on CPU (resources docstring): the estimates cover them without gross excess
+    assert 1.31e9 <= big <= 2.0e9
+    train = res.estimate_training_memory(64, 64, "unet_att", 16, batch=1)
+    assert 0.86e9 <= train <= 1.6e9
+    assert res.estimate_training_memory(32, 64, "unet3d", 16, batch=2) >= 0.30e9
+    assert res.estimate_inference_memory((16, 32, 32), "unet_att", 8, batch=2) > res.estimate_inference_memory(
+        (16, 32, 32), "unet_att", 8, batch=1)
+
+
+def test_available_memory_sources(monkeypatch, tmp_path):
+    avail = res.available_memory()
+    assert avail is None or avail > 0
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\n")
+    assert res._meminfo_available(str(info)) == 8000000 * 1024
+    info.write_text("MemTotal: 100 kB\nMemFree: 10 kB\nCached: 5 kB\nBuffers: 1 kB\n")
+    assert res._meminfo_available(str(info)) == 16 * 1024
+    assert res._meminfo_available(str(tmp_path / "none")) is None
+    monkeypatch.setitem(sys.modules, "psutil", None)  # psutil not installed: /proc/meminfo (Linux)
+    monkeypatch.setattr(res, "_cgroup_limit", lambda: None)
+    if Path("/proc/meminfo").exists():
+        assert res.available_memory("cpu") == res._meminfo_available()
+
+
+def test_check_memory_message():
+    res.check_memory(10**9, "x", available=2 * 10**9)
+    with pytest.raises(ResourceError) as e:
+        res.check_memory(3 * 10**9, "denoising a big stack", available=2 * 10**9)
+    msg = str(e.value)
+    assert "needs about 3.00 GB" in msg and "2.00 GB are available" in msg and "smaller tiles" in msg
+    with pytest.raises(ResourceError, match="smaller patches"):
+        res.check_training_memory(4096, 4096, 8, "unet_att", 16)
+
+
+class _FailOnCall(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("the network must not run")
+
+
+def test_denoise_refused_before_work_when_memory_is_short(monkeypatch):
+    monkeypatch.setattr(res, "available_memory", lambda device="cpu": 50 * 2**20)
+    den = Denoiser(_FailOnCall(), "unet_att", 16, "paper", "temporal", Normalization(0.0, 1.0))
+    stack = np.zeros((256, 512, 512), np.uint16)  # never read: the check comes first
+    with pytest.raises(ResourceError, match=r"denoising a \(256, 512, 512\) stack .* are available; use smaller tiles"):
+        next(infer.iter_denoise(stack, den, InferConfig(device="cpu")))
+
+
+class _OOMOnBigTiles(torch.nn.Module):
+    """Identity that raises CUDA's out-of-memory error above ``limit`` voxels per forward pass."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.calls = limit, []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        if x.numel() > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x.clone()
+
+
+def _messages(gen) -> tuple[list[str], object]:
+    msgs = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if getattr(ev, "message", ""):
+                msgs.append(ev.message)
+    msgs += [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    return msgs, result
+
+
+def test_out_of_memory_retries_with_smaller_batch_then_tiles():
+    x = np.random.default_rng(0).normal(5.0, 2.0, (40, 40, 40)).astype(np.float32)
+    net = _OOMOnBigTiles(limit=16 * 20 * 20)
+    den = Denoiser(net, "unet3d", 4, "custom", "temporal", Normalization(5.0, 2.0))
+    cfg = InferConfig(device="cpu", tile_t=32, max_tile_xy=40, batch_size=2, overlap=4)
+    msgs, y = _messages(infer.iter_denoise(x, den, cfg))
+    np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5)  # the final plan still covers every voxel
+    assert len(msgs) >= 3, msgs
+    assert "retrying with batch 1" in msgs[0]
+    assert all("out of memory on cpu" in m for m in msgs)
+    assert max(np.prod(s) for s in net.calls[-3:]) <= 16 * 20 * 20  # the last passes used small tiles
+
+
+def test_out_of_memory_gives_up_at_smallest_tile():
+    den = Denoiser(_OOMOnBigTiles(limit=10), "unet3d", 4, "custom", "temporal", Normalization(0.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ResourceError, match="out of memory .* even with one 8x16x16 tile"):
+            infer.denoise(np.zeros((20, 20, 20), np.float32), den, InferConfig(device="cpu"))
+
+
+def test_other_runtime_errors_are_not_retried():
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch somewhere")
+
+    den = Denoiser(Broken(), "unet3d", 4, "custom", "temporal", Normalization(0.0, 1.0))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        infer.denoise(np.zeros((8, 16, 16), np.float32), den, InferConfig(device="cpu"))
