@@ -32,10 +32,12 @@ DDP_HEADING = "## Multi-process (DDP) training scaling"
 
 #: name -> (command, JSON file); ``{py}``, ``{json}``, ``{tmp}`` and ``{deepcad}`` are filled in.
 BENCHMARKS: dict[str, list[str]] = {
-    "speed": ["{py}", str(BENCH / "bench_speed.py"), "--bf16", "paper", "fast", "--json", "{json}"],
+    "speed": ["{py}", str(BENCH / "bench_speed.py"), "--sweep-preset", "fast", "--bf16", "paper", "fast",
+              "--json", "{json}"],
     "deepcad": ["{deepcad}", str(BENCH / "peers" / "run_deepcad.py"), "--frames", "400", "--size", "128"],
-    "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--json", "{json}"],
-    "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--json", "{json}"],
+    "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--runs", "standin:4000", "standin:16000",
+               "fast:128", "--json", "{json}"],
+    "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--steps", "3", "--json", "{json}"],
 }
 
 
@@ -44,12 +46,14 @@ def run_benchmark(name: str, results: Path, py: str, deepcad: str, tmp: str) -> 
     out = results / f"{name}.json"
     cmd = [a.format(py=py, json=out, tmp=tmp, deepcad=deepcad) for a in BENCHMARKS[name]]
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
-    (results / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    log = results / f"{name}.log"
+    with open(log, "w") as fh:  # streamed, so a long run can be followed with tail -f
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed ({proc.returncode}); see {results / (name + '.log')}")
+        raise SystemExit(f"{name} failed ({proc.returncode}); see {log}")
     if name == "deepcad":  # the peer prints its result as one line (it cannot import our code)
-        line = next(ln for ln in proc.stdout.replace("\r", "\n").splitlines() if ln.startswith("RESULT "))
+        text = log.read_text().replace("\r", "\n")
+        line = next(ln for ln in text.splitlines() if ln.startswith("RESULT "))
         out.write_text(line[len("RESULT "):])
 
 
@@ -95,7 +99,8 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
     out = [
         "## Inference speed (CPU)",
         "",
-        f"`python benchmarks/bench_speed.py --bf16 paper fast` : untrained networks (speed does not depend on the "
+        "`python benchmarks/bench_speed.py --sweep-preset fast --bf16 paper fast` : "
+        f"untrained networks (speed does not depend on the "
         f"weights) denoise a {shape} uint16 stack with `infer.denoise` and the default `InferConfig` "
         f"(tile_t = 128, whole 128 x 128 frames, overlap = receptive field capped at half a tile). "
         f"{_load_note(speed)}.",
@@ -162,7 +167,8 @@ def render_memory(mem: dict[str, Any]) -> str:
     out = [
         "## Memory versus file size",
         "",
-        "`python benchmarks/bench_memory.py` : uint16 TIFFs written chunk by chunk, denoised file-to-file with "
+        "`python benchmarks/bench_memory.py --runs standin:4000 standin:16000 fast:128` : "
+        "uint16 TIFFs written chunk by chunk, denoised file-to-file with "
         f"`infer.denoise_file` (output dtype '{mem['output_dtype']}') in a fresh subprocess. *Peak RSS* is "
         "`VmHWM` (= `ru_maxrss`; `/usr/bin/time -v` agrees): it includes the pages of the memory-mapped input "
         "and output files, which the kernel can drop at any time. *Peak anonymous* (sampled every 50 ms) is the "
@@ -186,7 +192,7 @@ def render_train(train: dict[str, Any]) -> str:
     out = [
         "## Training speed (CPU)",
         "",
-        "`python benchmarks/bench_train_speed.py` : the training step of `train.py` (PatchSampler.sample, "
+        "`python benchmarks/bench_train_speed.py --steps 3` : the training step of `train.py` (PatchSampler.sample, "
         "to_device, forward, loss, backward, Adam) with each preset's default patch and batch, timed part by part "
         f"(after one warm-up step); {_load_note(train)}. *Outside* is sampling + host-to-device copy as a share of "
         "the step; GFLOP/s is estimated as 3 x the forward convolution FLOPs.",

@@ -115,16 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         den.eval_rois.value = viewer.layers["sim_temporal_rois"]
     den.evaluate()
     _wait(lambda: den.running)
+    # The plots are in the dock; their layers (large RGB images) would shrink the grid view.
+    plots = [(layer.data, layer.name) for layer in den.plot_layers]
     for layer in den.plot_layers:
-        layer.visible = False  # shown in the dock; the grid keeps showing the images
-        viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+        viewer.layers.remove(layer)
     viewer.reset_view()
     _grab(viewer, "evaluate.png")
 
     # 4. the metric plot as a layer
     viewer.grid.enabled = False
     for layer in viewer.layers:
-        layer.visible = layer.name.endswith("_metrics_plot")
+        layer.visible = False
+    for data, name in plots:
+        viewer.add_image(data, name=name, rgb=True, visible=name.endswith("_metrics_plot"))
     viewer.reset_view()
     _grab(viewer, "metrics_layer.png")
     print("model:", _common.MODELS.get(viewer)[1])

@@ -211,7 +211,7 @@ def test_read_stack_round_trip_every_dtype(tmp_path_factory, name, big_endian, s
     data = _values(np.dtype(name), np.random.default_rng(seed), shape).astype(dtype)
     path = tmp_path_factory.mktemp("rt") / "s.tif"
     tifffile.imwrite(path, data, metadata={"axes": "TYX"}, byteorder=">" if big_endian else "<",
-                     compression=compression)
+                     compression=compression, photometric="minisblack")
     for lazy in (True, False):
         out = tio.read_stack(path, lazy=lazy)
         arr = np.asarray(out)

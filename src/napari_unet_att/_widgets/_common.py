@@ -17,7 +17,7 @@ import numpy as np
 from magicgui.widgets import ComboBox
 from psygnal import Signal
 from qtpy.QtCore import QCoreApplication, QElapsedTimer
-from qtpy.QtWidgets import QFileDialog, QLabel, QSizePolicy, QWidget
+from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from ..errors import UserError
 
@@ -152,6 +152,23 @@ def wrap_label(text: str = "", small: bool = False) -> QLabel:
     if small:
         lab.setStyleSheet("font-size: 10px; color: #a0a0a0;")
     return lab
+
+
+def scroll_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a scrolling body and return the body's layout.
+
+    The docks hold forms and plots taller than a laptop screen; without scrolling they would
+    force the napari window to grow.
+    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    body = QWidget()
+    scroll.setWidget(body)
+    outer.addWidget(scroll)
+    return QVBoxLayout(body)
 
 
 def ask_save_path(parent: QWidget, title: str, filt: str) -> str:

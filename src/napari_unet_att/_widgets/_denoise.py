@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -71,7 +70,7 @@ class DenoiseWidget(QWidget):
 
     # -- UI ------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = C.scroll_layout(self)
         self.model_label = C.wrap_label("No model: train one in the training dock or load a checkpoint.", small=True)
         self.load_btn = QPushButton("Load model…")
         lay.addWidget(self.model_label)

@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -70,7 +69,7 @@ class TrainWidget(QWidget):
 
     # -- UI ------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = C.scroll_layout(self)
         form = QFormLayout()
         lay.addLayout(form)
         form.addRow("Layer", self.layer.native)
