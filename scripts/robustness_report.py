@@ -177,11 +177,12 @@ def cases(f: dict[str, Path], out: Path) -> list[tuple[str, list, bool]]:
 
 def run_cases(f: dict[str, Path], out: Path, workers: int) -> list[dict]:
     todo = cases(f, out)
+    work = str(out.parent) + os.sep  # shown as relative paths in the report
 
     def one(case):
         desc, argv, ok = case
         rc, err = cli(*argv)
-        line = user_line(err)
+        line = user_line(err).replace(work, "")
         fine = (rc == 0) if ok else (rc == 2 and line.count("error:") == 1 and "TRACEBACK" not in line)
         return {"input": desc, "command": argv[0], "rc": rc, "message": line if rc else "(works)", "as_expected": fine}
 
@@ -370,7 +371,9 @@ def write_report(path: Path, rows: list[dict], tk: dict, dk: dict, cal: list[dic
         f"{'YES' if extra['hostile_code_ran'] else 'no'}; partial outputs left: {len(extra['leftover_files'])}. "
         f"Training killed {tk['kills']} times ({tk['killed_mid_save']} during a checkpoint write): "
         f"checkpoint-last.pt loaded after {tk['checkpoint_loadable']}/{tk['kills']} kills, "
-        f"{tk['resumed_with_progress']} resumes made progress, final resume "
+        f"each of the {max(tk['kills'] - 1, 0)} later runs resumed from it ({tk['resumed_with_progress']} completed a "
+        f"newer checkpoint before their kill, the others were killed during that save and the older one stayed "
+        f"valid); final resume "
         f"{'succeeded' if tk['final_resume_ok'] else 'FAILED'}. Denoising killed {dk['kills']} times while "
         f"writing: previous output intact {dk['previous_output_intact']}/{dk['kills']}.",
         "",
@@ -384,10 +387,11 @@ def write_report(path: Path, rows: list[dict], tk: dict, dk: dict, cal: list[dic
                      f"{'yes' if r['as_expected'] else '**NO**'} |")
     lines += ["", f"Files left in the output folder by failed commands: {extra['leftover_files'] or 'none'}.", "",
               "## Fault injection (SIGKILL)", "",
-              "| run | kills | during a checkpoint write | last checkpoint loads | resumed with progress | notes |",
+              "| run | kills | during a checkpoint write | last checkpoint loads "
+              "| resumed, newer checkpoint written | notes |",
               "|---|---|---|---|---|---|",
               f"| train --checkpoint-every 1 | {tk['kills']} | {tk['killed_mid_save']} | {tk['checkpoint_loadable']} | "
-              f"{tk['resumed_with_progress']} | final `--resume --steps 1`: "
+              f"{max(tk['kills'] - 1, 0)}, {tk['resumed_with_progress']} | final `--resume --steps 1`: "
               f"{'ok' if tk['final_resume_ok'] else 'FAILED'}; hidden `.checkpoint-last.pt.*.tmp` left by killed "
               f"saves: {tk['hidden_temporaries_left']} |",
               f"| denoise (256 x 32 x 32, 8-frame tiles) | {dk['kills']} | all (killed while the output was "

@@ -25,7 +25,7 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _progress_bar(total: float | None, desc: str, unit: str):
+def _progress_bar(total: float | None, desc: str, unit: str, percent: bool = False):
     from tqdm.auto import tqdm
 
     from .distributed import dist_env
@@ -33,7 +33,8 @@ def _progress_bar(total: float | None, desc: str, unit: str):
     env = dist_env()
     if env.enabled:
         desc = f"[rank {env.rank}] {desc}"
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=True)
+    fmt = "{l_bar}{bar}| {elapsed}<{remaining}{postfix}" if percent else None
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=True, bar_format=fmt)
 
 
 def _drain(gen: Generator, on_event) -> Any:
@@ -65,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stacks = _read_inputs(args.inputs, args.channel)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
     total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved()["steps"])
-    bar = _progress_bar(total if total else 100.0, "train", "step" if total else "%")
+    bar = _progress_bar(total if total else 100, "train", "step" if total else "%", percent=not total)
     state = {"last": 0}
 
     def show(ev) -> None:
@@ -73,10 +74,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.write(ev.message)
         if ev.step <= 0:
             return
-        advance = ev.step - state["last"] if total else round(100 * ev.fraction - bar.n, 2)
+        if total:
+            bar.update(max(ev.step - state["last"], 0))
+        else:
+            bar.n = min(100, int(100 * ev.fraction))
         state["last"] = ev.step
-        bar.update(max(advance, 0))
-        post = {"loss": f"{ev.loss:.4f}", "it/s": f"{ev.steps_per_s:.2f}"}
+        post = {"step": ev.step, "loss": f"{ev.loss:.4f}", "it/s": f"{ev.steps_per_s:.2f}"}
         if ev.val_loss is not None:
             post["val"] = f"{ev.val_loss:.4f}"
         bar.set_postfix(post, refresh=False)
@@ -125,11 +128,17 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
         if Path(src).resolve() == dst.resolve():
             raise InputError(f"--out {dst} would overwrite the input; choose another path")
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder {dst.parent}: {exc.strerror}; --out must be a .tif "
+                             "path in a writable folder (or a folder for several inputs)") from None
         bar = _progress_bar(None, Path(src).name, "tile")
         t0 = time.perf_counter()
 
         def show(ev, bar=bar) -> None:
+            if ev.message:
+                bar.write(ev.message)
             bar.total = ev.total
             bar.n = ev.done
             bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=True)

@@ -197,3 +197,4 @@ class InferEvent:
     total: int
     frames_per_s: float = 0.0
     eta_s: float | None = None
+    message: str = ""

@@ -32,6 +32,7 @@ from .errors import InputError
 from .networks import build_network
 from .normalization import Normalization, pool_statistics, stack_statistics
 from .pairs import PatchSampler, check_stack_for_mode, max_patch_for
+from .resources import check_training_memory
 
 FINAL_NAME = "model" + CHECKPOINT_EXT
 LAST_NAME = "checkpoint-last" + CHECKPOINT_EXT
@@ -119,6 +120,7 @@ class Trainer:
         self.init = init
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
         self._stop = threading.Event()
+        self._started = time.time()
         self.denoiser: Denoiser | None = None
         self.history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
 
@@ -183,6 +185,9 @@ class Trainer:
         if self.resume is None:
             den.norm = pooled
         device = resolve_device(rcfg["device"])
+        # Refuse a patch that clearly cannot fit before any work starts.
+        check_training_memory(rcfg["patch_t"], rcfg["patch_xy"], rcfg["batch_size"], den.arch, den.base_channels,
+                              device)
         env = init_process_group(device)
         net = den.net.to(device)
         net.train()
@@ -374,6 +379,10 @@ class Trainer:
     def _save(self, name: str, training_state: dict[str, Any]) -> Path:
         assert self.out_dir is not None and self.denoiser is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # Temporary files of saves interrupted by a kill are never results: clear them.
+        for stale in self.out_dir.glob(f".{name}.*.tmp"):
+            if stale.stat().st_mtime < self._started:
+                stale.unlink(missing_ok=True)
         path = self.out_dir / name
         save_checkpoint(path, self.denoiser, training_state=training_state)
         return path
