@@ -111,16 +111,25 @@ def test_plan_tiles_cover_exactly(shape, tile, overlap):
             assert starts[-1] + tile[ax] == shape[ax]  # last tile shifted back, not padded
 
 
-def test_plan_default_400x128x128_receptive_field():
-    from napari_unet_att import networks
+def test_auto_tiles_fit_the_budget_with_receptive_field_overlap():
+    import torch
 
-    c = InferConfig()
+    from napari_unet_att import networks, resources
+
+    rf = networks.receptive_field("unet_att")
+    den = make(networks.build_network("unet_att", 8))
     shape = (400, 128, 128)
-    tile = infer.tile_shape_for(shape, c)
-    ov = infer.effective_overlap(shape, tile, networks.receptive_field("unet_att"))
-    tiles = infer.plan_tiles(shape, tile, ov)
-    assert tile == (128, 128, 128) and ov == (64, 0, 0)  # receptive field capped at half a tile
-    assert [sl[0].start for sl in tiles] == [0, 64, 128, 192, 256, 272]
+    # A generous budget: the whole stack is one tile, so no work is spent on overlaps.
+    big = infer.resolve_tiles(shape, den, InferConfig(memory_gb=100.0), torch.device("cpu"))
+    assert big.tile_t == 400 and infer.plan_tiles(shape, infer.tile_shape_for(shape, big), rf) == [
+        (slice(0, 400), slice(0, 128), slice(0, 128))]
+    # A tight budget: the fewest tiles that fit, neighbours overlapping by at least the receptive field.
+    small = infer.resolve_tiles(shape, den, InferConfig(memory_gb=3.0), torch.device("cpu"))
+    tile = infer.tile_shape_for(shape, small)
+    assert tile[0] < 400 and resources.estimate_inference_memory(tile, "unet_att", 8) <= 3.0e9
+    starts = [sl[0].start for sl in infer.plan_tiles(shape, tile, infer.effective_overlap(shape, tile, rf))]
+    assert starts[0] == 0 and starts[-1] + tile[0] == 400
+    assert all(tile[0] - d >= min(rf, tile[0] // 2) for d in np.diff(starts))
 
 
 def test_blend_window_ramps_and_borders():
@@ -240,10 +249,14 @@ def test_no_seams_smooth_model():
     for axis in range(3):
         assert _seam_excess(tiled, full, tiles, axis) < 0.08 * scale
 
-    # control: abutting tiles without blending show seams that this test detects
-    hard = infer.denoise(x, make(Smooth3()), cfg(tile_t=16, max_tile_xy=16, overlap=0))
-    hard_tiles = infer.plan_tiles(x.shape, (16, 16, 16), 0)
-    assert min(_seam_excess(hard, full, hard_tiles, a) for a in range(3)) > 1.0 * scale
+    # control: abutting tiles without blending (a volume of whole tiles, overlap 0) show seams
+    # that this test detects
+    x48 = blob((48, 48, 48))
+    full48 = Smooth3()(torch.from_numpy(x48)[None, None])[0, 0].numpy()
+    hard = infer.denoise(x48, make(Smooth3()), cfg(tile_t=16, max_tile_xy=16, overlap=0))
+    hard_tiles = infer.plan_tiles(x48.shape, (16, 16, 16), 0)
+    scale48 = np.abs(np.diff(full48, 2, axis=0)).max()
+    assert min(_seam_excess(hard, full48, hard_tiles, a) for a in range(3)) > 1.0 * scale48
 
 
 # --------------------------------------------------------------------------- mirrored scans

@@ -121,7 +121,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     den = load_any(args.model)
     cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
-                      tile_t=args.tile_t, batch_size=args.batch_size,
+                      tile_t=args.tile_t, memory_gb=args.memory_gb, batch_size=args.batch_size,
                       normalization="input" if args.input_norm else "model")
     outs = _output_paths(args.inputs, args.out)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--float32", action="store_true", help="write float32 (default: the input's dtype, clipped)")
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
-    d.add_argument("--tile-t", type=int, default=128, help="frames per tile")
+    d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
+    d.add_argument("--memory-gb", type=float, help="memory budget of one forward pass (default: min(4, half free))")
     d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")
     d.add_argument("--channel", type=int)
     d.set_defaults(func=cmd_denoise)

@@ -142,16 +142,19 @@ class TrainConfig:
 class InferConfig:
     """Tiled inference settings.
 
-    ``None`` tile sizes mean "as large as fits": whole frames in y/x up to ``max_tile_xy``,
-    and ``tile_t`` frames. Overlap defaults to the network's receptive field on every axis
+    ``tile_t=None`` (the default) picks the tile automatically: whole frames in y/x up to
+    ``max_tile_xy``, and as many frames per tile as fit in ``memory_gb`` (default: the smaller
+    of 4 GB and half the free memory of the device), so short stacks run as one tile with no
+    overlap work at all. The overlap defaults to the network's receptive field on every axis
     that is actually split into tiles (an axis covered by one tile needs none).
     """
 
     device: str = "auto"
     amp: bool = True
-    tile_t: int = 128
-    max_tile_xy: int = 256
+    tile_t: int | None = None
+    max_tile_xy: int = 512
     overlap: int | None = None
+    memory_gb: float | None = None
     batch_size: int = 1
     output_dtype: Literal["float32", "input"] = "float32"
     normalization: Literal["model", "input"] = "model"  # stats stored in the model, or the input's own
@@ -159,12 +162,14 @@ class InferConfig:
     prefetch: bool = True
 
     def __post_init__(self) -> None:
-        if self.tile_t < 8 or self.max_tile_xy < 16:
+        if (self.tile_t is not None and self.tile_t < 8) or self.max_tile_xy < 16:
             raise InputError(f"tiles too small: tile_t={self.tile_t} (>= 8), max_tile_xy={self.max_tile_xy} (>= 16)")
         if self.output_dtype not in ("float32", "input"):
             raise InputError(f"output_dtype must be 'float32' or 'input', got {self.output_dtype!r}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            raise InputError(f"memory_gb must be > 0, got {self.memory_gb}")
 
 
 @dataclass

@@ -63,9 +63,43 @@ def _as_triple(value: int | Sequence[int], name: str) -> Triple:
 
 
 def tile_shape_for(shape: Sequence[int], cfg: InferConfig) -> Triple:
-    """Tile size for a stack: ``cfg.tile_t`` frames and whole frames up to ``cfg.max_tile_xy``."""
+    """Tile size for a stack: ``cfg.tile_t`` frames and whole frames up to ``cfg.max_tile_xy``.
+
+    ``cfg.tile_t`` must be set (see :func:`resolve_tiles` for the automatic choice).
+    """
     t, y, x = (int(s) for s in shape)
-    return (min(t, cfg.tile_t), min(y, cfg.max_tile_xy), min(x, cfg.max_tile_xy))
+    tile_t = cfg.tile_t if cfg.tile_t is not None else t
+    return (min(t, tile_t), min(y, cfg.max_tile_xy), min(x, cfg.max_tile_xy))
+
+
+def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, device: torch.device) -> InferConfig:
+    """Fill in an automatic ``tile_t``: the fewest tiles along t that fit the memory budget.
+
+    With ``n`` tiles along ``T`` frames and overlap ``o``, each tile needs
+    ``ceil((T + (n - 1) * o) / n)`` frames; ``n`` grows until one forward pass fits
+    ``cfg.memory_gb`` (default ``min(4 GB, half the free memory)``). Fewer, longer tiles waste
+    less work on overlaps than fixed short tiles (the reference tools recompute about half
+    of every tile).
+    """
+    if cfg.tile_t is not None:
+        return cfg
+    t, y, x = (int(s) for s in shape)
+    ty, tx = min(y, cfg.max_tile_xy), min(x, cfg.max_tile_xy)
+    if cfg.memory_gb is not None:
+        budget = cfg.memory_gb * 1e9
+    else:
+        free = res.available_memory(device)
+        budget = min(4e9, 0.5 * free) if free else 4e9
+    o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    n = 1
+    while True:
+        tile = t if n == 1 else -(-(t + (n - 1) * o) // n)
+        fits = res.estimate_inference_memory((tile, ty, tx), denoiser.arch, denoiser.base_channels,
+                                             cfg.batch_size) <= budget
+        if fits or tile <= 32 or tile <= 2 * o and n > 1 and tile <= 64:
+            break
+        n += 1
+    return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)))
 
 
 def effective_overlap(shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]) -> Triple:
@@ -86,11 +120,15 @@ def effective_overlap(shape: Sequence[int], tile: int | Sequence[int], overlap: 
 
 
 def axis_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along one axis: step ``tile - overlap``, the last tile shifted back to end at ``size``."""
+    """Tile starts along one axis, spread evenly from 0 to ``size - tile``.
+
+    The fewest tiles whose neighbours overlap by at least ``overlap``; spreading them evenly
+    (rather than shifting only the last one back) keeps every overlap about the same size.
+    """
     if size <= tile:
         return [0]
-    step = tile - overlap
-    return [*range(0, size - tile, step), size - tile]
+    n = 1 + -(-(size - tile) // (tile - overlap))  # ceil: steps of at most tile - overlap
+    return [round(i * (size - tile) / (n - 1)) for i in range(n)]
 
 
 def plan_tiles(shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]) -> list[Slices]:
@@ -437,6 +475,7 @@ def iter_denoise(
     _check_inputs(stack, cfg, out)
     views, _, out_shape = _split_views(stack, denoiser, cfg)
     device = devmod.resolve_device(cfg.device)
+    cfg = resolve_tiles(views[0].shape, denoiser, cfg, device)
     _check_host_memory(stack, denoiser, cfg, device, out)
     norm = _choose_norm(stack, denoiser, cfg)
     dtype = _output_dtype(stack, cfg)

@@ -90,7 +90,8 @@ class DenoiseWidget(QWidget):
         inner = QWidget()
         aform = QFormLayout(inner)
         self.tile_t = QSpinBox()
-        self.tile_t.setRange(8, 4096)
+        self.tile_t.setRange(0, 4096)
+        self.tile_t.setSpecialValueText("auto (fit memory)")  # 0 = automatic choice
         self.max_tile_xy = QSpinBox()
         self.max_tile_xy.setRange(16, 4096)
         self.norm_source = QComboBox()
@@ -171,13 +172,13 @@ class DenoiseWidget(QWidget):
         _set_combo(self.device, s.get("device"))
         _set_combo(self.output_dtype, s.get("output_dtype"))
         _set_combo(self.norm_source, s.get("normalization"))
-        self.tile_t.setValue(int(s["tile_t"]))
+        self.tile_t.setValue(int(s["tile_t"] or 0))
         self.max_tile_xy.setValue(int(s["max_tile_xy"]))
         self.ssim.setChecked(bool(s["ssim"]))
         self.push_plots.setChecked(bool(s["push_plots"]))
 
     def infer_config(self) -> InferConfig:
-        return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value(),
+        return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value() or None,
                            max_tile_xy=self.max_tile_xy.value(), output_dtype=self.output_dtype.currentText(),
                            normalization=self.norm_source.currentText())
 
