@@ -183,6 +183,23 @@ def plan_stats(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig) -> di
     }
 
 
+def profile_forward(preset: str, tile: Sequence[int] = (128, 128, 128), top: int = 10) -> dict[str, Any]:
+    """Where one forward pass on a default tile spends its time: self CPU time per aten op (torch.profiler)."""
+    net = make_denoiser(preset).net.eval()
+    x = torch.randn(1, 1, *tile)
+    with torch.inference_mode():
+        net(x[:, :, :16])  # warm-up
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            net(x)
+            seconds = time.perf_counter() - t0
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    ops = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:top]]
+    return {"preset": preset, "tile": list(tile), "seconds": seconds,
+            "gflops": conv_flops(net, tile) / seconds / 1e9, "ops": ops}
+
+
 def parse_tile_spec(spec: str | int) -> tuple[int, int | None]:
     """``'256'`` -> (256, None) (default overlap); ``'256:32'`` -> (256, 32)."""
     parts = str(spec).split(":")
@@ -292,8 +309,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--bf16", nargs="*", default=[], choices=list(PRESETS),
                     help="also time these presets with the network in bfloat16 (an experiment, not the engine)")
+    ap.add_argument("--profile-only", metavar="PRESET", choices=list(PRESETS),
+                    help="only profile one forward pass of PRESET on a 128^3 tile (op time shares)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    if args.profile_only:
+        res = profile_forward(args.profile_only)
+        print(f"{args.profile_only}: forward on {res['tile']} in {res['seconds']:.2f} s, {res['gflops']:.1f} GFLOP/s")
+        for o in res["ops"]:
+            print(f"  {o['op']:32} {100 * o['share']:5.1f}%  ({o['calls']} calls)")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=1)
+        return res
     res = run(args.presets, args.shape, args.repeats, None if args.no_sweep else args.sweep_preset, args.sweep_tiles,
               bf16_presets=args.bf16)
     if args.json:

@@ -34,6 +34,7 @@ DDP_HEADING = "## Multi-process (DDP) training scaling"
 BENCHMARKS: dict[str, list[str]] = {
     "speed": ["{py}", str(BENCH / "bench_speed.py"), "--sweep-preset", "fast", "--bf16", "paper", "fast",
               "--json", "{json}"],
+    "profile": ["{py}", str(BENCH / "bench_speed.py"), "--profile-only", "fast", "--json", "{json}"],
     "deepcad": ["{deepcad}", str(BENCH / "peers" / "run_deepcad.py"), "--frames", "400", "--size", "128"],
     "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--runs", "standin:4000", "standin:16000",
                "fast:128", "--json", "{json}"],
@@ -133,8 +134,9 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
     if deepcad:
         d = deepcad["as_shipped"]["frames_per_s"]
         out += ["", f"DeepCAD-RT: `{DEEPCAD_PY} benchmarks/peers/run_deepcad.py --frames 400 --size 128` "
-                f"(its own `testing_class.test()`: tiling, network, stitching and TIFF output; `.cuda()` made a "
-                f"no-op; {_load_note(deepcad)}). Ratio to DeepCAD-RT: "
+                f"(its own `testing_class.test()`: tiling, network, stitching and TIFF output, with autograd on as "
+                f"shipped; `.cuda()` made a no-op; {_load_note(deepcad)}; overlap share = voxels computed more "
+                "than once by its 64^3 tiling). Ratio to DeepCAD-RT: "
                 + ", ".join(f"{n} {r['frames_per_s'] / d:.2f}x" for n, r in speed["presets"].items()) + "."]
     if speed.get("sweep"):
         sw = speed["sweep"]
@@ -160,6 +162,103 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
             rows.append([r["preset"], f"{fp32:.2f}" if fp32 else "", f"{r['frames_per_s']:.2f}",
                          f"{r['frames_per_s'] / fp32:.2f}x" if fp32 else "", f"{r['rel_rms_error']:.1e}"])
         out.append(_table(["preset", "float32 frames/s", "bf16 frames/s", "speed-up", "relative RMS error"], rows))
+    return "\n".join(out) + "\n"
+
+
+def render_profile(prof: dict[str, Any]) -> str:
+    rows = [[f"`{o['op']}`", f"{100 * o['share']:.1f}%", o["calls"]] for o in prof["ops"]]
+    return "\n".join([
+        f"### Where a forward pass spends its time (preset `{prof['preset']}`)", "",
+        f"`python benchmarks/bench_speed.py --profile-only {prof['preset']}` : one forward pass on a "
+        f"{'x'.join(map(str, prof['tile']))} tile, {prof['seconds']:.1f} s ({prof['gflops']:.1f} GFLOP/s), "
+        "self CPU time per op (`torch.profiler`).", "",
+        _table(["op", "share of time", "calls"], rows),
+    ]) + "\n"
+
+
+def render_targets(
+    speed: dict[str, Any], deepcad: dict[str, Any] | None, prof: dict[str, Any] | None, mem: dict[str, Any] | None
+) -> str:
+    """The issue's targets, checked against the numbers, and what would close the gaps."""
+    pr, lim = speed["presets"], speed["conv_limit"]["limit_gflops"]
+    out = ["## Targets", ""]
+    rows = []
+    if deepcad:
+        d = deepcad["as_shipped"]["frames_per_s"]
+        for name, need in (("fast", 2.0), ("paper", 1.0)):
+            if name in pr:
+                got = pr[name]["frames_per_s"] / d
+                close = "**not met** (within noise)" if got >= 0.95 * need else "**not met**"
+                verdict = "met" if got >= need else close
+                rows.append([f"`{name}` frames/s >= {need:g} x DeepCAD-RT", f"{got:.3f} x", verdict])
+    if "paper" in pr:
+        got = pr["paper"]["pct_limit"]
+        rows.append(["`paper` GFLOP/s >= 60% of the conv3d limit", f"{got:.0f}%",
+                     "met" if got >= 60 else "**not met**"])
+    out.append(_table(["target (2 cores, 128 x 128)", "measured", ""], rows))
+    sweep = {(r["tile_t"], r.get("requested_overlap")): r for r in (speed.get("sweep") or {}).get("rows", [])}
+    base, one, short = sweep.get((128, None)), sweep.get((400, None)), sweep.get((256, 32))
+    real = [r for r in (mem or {}).get("rows", []) if r["net"] == "fast"]
+    mem_note = ""
+    if real:
+        r = real[0]
+        vox = r["shape"][0] * r["shape"][1] * r["shape"][2]
+        mem_note = (f" (the memory benchmark's `fast` run, one {'x'.join(map(str, r['shape']))} tile = "
+                    f"{vox / 1e6:.1f} M voxels, peaked at {r['peak_anon_mib'] - r['baseline_mib']:.0f} MiB of "
+                    f"anonymous memory above its baseline; a 400 x 128 x 128 tile is {400 * 128 * 128 / 1e6:.1f} M "
+                    "voxels)")
+    bf = {r["preset"]: r for r in speed.get("bf16") or []}
+    out += ["", "## Proposals (not applied: the engine modules belong to other owners)", ""]
+    n = 1
+    if base and one:
+        line = (f"{n}. **Overlap waste (infer.py).** The default overlap is the receptive field (145 voxels for "
+                "UNet-Att, 103 for the 3D UNet) capped at half a tile, so any stack longer than one tile computes "
+                f"about twice its frames ({100 * base['overlap_share']:.0f}% of the computed voxels are overlap "
+                "for tile_t = 64, 128 and 256 alike). One tile over the whole 400 frames runs "
+                f"{one['frames_per_s'] / base['frames_per_s']:.2f}x faster than the default")
+        if short:
+            line += (f"; tile_t = 256 with a 32-frame overlap ({100 * short['overlap_share']:.0f}% overlap) "
+                     f"{short['frames_per_s'] / base['frames_per_s']:.2f}x")
+        line += (f" (preset `{speed['sweep']['preset']}`). Proposed: in `iter_denoise`, choose `tile_t` from a "
+                 "memory budget rather than a fixed 128" + mem_note + ", and default the time overlap to "
+                 "the *effective* field (e.g. "
+                 "`min(receptive_field, 32)` frames) instead of half a tile; check seams and PSNR with "
+                 "`benchmarks/bench_quality.py` before changing the default.")
+        out.append(line)
+        n += 1
+    if prof:
+        share = {o["op"]: o["share"] for o in prof["ops"]}
+        conv = share.get("aten::mkldnn_convolution", 0.0)
+        cat = share.get("aten::cat", 0.0)
+        up = share.get("aten::upsample_trilinear3d", 0.0)
+        bn = share.get("aten::native_batch_norm", 0.0)
+        relu = share.get("aten::clamp_min_", 0.0)
+        out.append(
+            f"{n}. **Non-convolution work (networks.py).** Convolutions take only {100 * conv:.0f}% of a `fast` "
+            f"forward pass; `torch.cat` of channels-last tensors takes {100 * cat:.0f}% (an element-interleaving "
+            f"copy in that layout), trilinear upsampling {100 * up:.0f}%, in-place ReLU {100 * relu:.0f}%, the "
+            f"gates' BatchNorm {100 * bn:.0f}%. Proposed: avoid materialising the decoder concatenations "
+            "(split the first conv of each decoder node by input channels and sum the partial convolutions, or "
+            "write the gate outputs and the upsampled tensor into slices of one preallocated buffer); fold each "
+            "gate's eval-mode BatchNorm into its 1x1x1 conv; fuse ReLU into the convolution (oneDNN post-op). "
+            "None of these is measured here.")
+        n += 1
+    if bf:
+        items = ", ".join(f"`{k}` {v['frames_per_s'] / pr[k]['frames_per_s']:.2f}x" for k, v in bf.items() if k in pr)
+        bl = speed["conv_limit"]["bf16_channels_last_gflops"]
+        out.append(
+            f"{n}. **bfloat16 on CPUs with AMX / AVX512-BF16 (device.py, networks.py).** This CPU runs a bf16 "
+            f"conv3d at {bl:.0f} GFLOP/s against {lim:.0f} in float32; whole-network inference in bf16 was "
+            f"{items} faster than float32. `device.amp_dtype` returns None on every CPU and the oneDNN fast path "
+            "of `networks.conv3d` requires float32. Proposed: offer bf16 inference on CPUs that support it "
+            "(`torch.backends.mkldnn` bf16 support), opt-in until its effect on a *trained* model's output is "
+            "measured (the relative errors above are for untrained weights only).")
+        n += 1
+    out.append(
+        f"{n}. **Threads.** On 2 cores the engine already uses 2 intra-op threads (`device.configure_cpu_threads`); "
+        "the prefetch thread only reads and normalises tiles. Nothing to gain here on this machine; the machine "
+        "was shared during the measurements, which depresses the achieved-GFLOP/s share (the limit was timed in "
+        "a few seconds, the networks over minutes).")
     return "\n".join(out) + "\n"
 
 
@@ -223,7 +322,7 @@ def existing_ddp_section(doc: Path) -> str | None:
 
 
 def render(results: Path, doc: Path, notes: str | None) -> str:
-    speed, deepcad, mem, train = (load(results, n) for n in ("speed", "deepcad", "memory", "train"))
+    speed, deepcad, mem, train, prof = (load(results, n) for n in ("speed", "deepcad", "memory", "train", "profile"))
     parts = [
         "# Performance",
         "",
@@ -234,11 +333,15 @@ def render(results: Path, doc: Path, notes: str | None) -> str:
     ]
     if speed:
         parts.append(render_speed(speed, deepcad))
+    if prof:
+        parts.append(render_profile(prof))
     if mem:
         parts.append(render_memory(mem))
     if train:
         parts.append(render_train(train))
     parts.append(existing_ddp_section(doc) or f"{DDP_HEADING}\n\nNot measured yet.\n")
+    if speed:
+        parts.append(render_targets(speed, deepcad, prof, mem))
     if notes:
         parts.append(Path(notes).read_text().rstrip() + "\n")
     return "\n".join(parts)

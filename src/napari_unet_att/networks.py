@@ -45,8 +45,11 @@ CPU_FAST_PATH = True
 
 def _cpu_fast_path(x: torch.Tensor) -> bool:
     """Whether to call oneDNN directly: CPU float32, oneDNN available and enabled, switch on."""
+    # Inference only: with autograd the layout conversions' backward costs more than oneDNN
+    # saves (measured: fwd+bwd of a 2x32x64x64 f=8 batch 10% slower with the fast path).
     return (
         CPU_FAST_PATH
+        and not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
