@@ -91,14 +91,20 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
         free = res.available_memory(device)
         budget = min(4e9, 0.5 * free) if free else 4e9
     o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
-    n = 1
-    while True:
-        tile = t if n == 1 else -(-(t + (n - 1) * o) // n)
-        fits = res.estimate_inference_memory((tile, ty, tx), denoiser.arch, denoiser.base_channels,
-                                             cfg.batch_size) <= budget
-        if fits or tile <= 32 or tile <= 2 * o and n > 1 and tile <= 64:
-            break
+
+    def fits(frames: int) -> bool:
+        need = res.estimate_inference_memory((frames, ty, tx), denoiser.arch, denoiser.base_channels, cfg.batch_size)
+        return need <= budget
+
+    n, tile = 1, t
+    # More tiles, each overlapping its neighbour by the full overlap, while that still shrinks them.
+    while not fits(tile) and tile > 2 * o:
         n += 1
+        tile = -(-(t + (n - 1) * o) // n)
+    # Still too big: halve (the overlap is then capped at half a tile); the memory check that
+    # follows refuses the job if even 32 frames do not fit.
+    while not fits(tile) and tile > 32:
+        tile = max(32, tile // 2)
     return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)))
 
 
