@@ -119,7 +119,11 @@ def child(in_path: str, out_path: str, kind: str, output_dtype: str) -> None:
     sampler = _Sampler()
     sampler.start()
     t0 = time.perf_counter()
-    denoise_file(in_path, out_path, den, InferConfig(device="cpu", output_dtype=output_dtype))
+    def progress(ev: Any) -> None:  # on stderr, so a long run can be followed
+        if ev.done == ev.total or ev.done % 25 == 0:
+            print(f"tile {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s", file=sys.stderr, flush=True)
+
+    denoise_file(in_path, out_path, den, InferConfig(device="cpu", output_dtype=output_dtype), progress=progress)
     seconds = time.perf_counter() - t0
     sampler.stop()
     print("CHILD " + json.dumps({
@@ -143,13 +147,17 @@ def measure(kind: str, frames: int, size: int, workdir: Path, output_dtype: str)
         nbytes = write_tiff(src, frames, size)
         write_s = time.perf_counter() - t0
         cmd = [sys.executable, os.path.abspath(__file__), "--child", str(src), str(dst), kind, output_dtype]
-        timer = ["/usr/bin/time", "-v"] if os.path.exists("/usr/bin/time") else []
-        proc = subprocess.run(timer + cmd, capture_output=True, text=True, check=False)
+        timefile = workdir / "time-v.txt"
+        timer = ["/usr/bin/time", "-v", "-o", str(timefile)] if os.path.exists("/usr/bin/time") else []
+        # stderr is inherited: the child's progress lines show up live
+        proc = subprocess.run(timer + cmd, stdout=subprocess.PIPE, text=True, check=False)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CHILD ")), None)
         if proc.returncode != 0 or line is None:
-            raise RuntimeError(f"the denoising subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"the denoising subprocess failed ({proc.returncode}); its errors are above")
         res = json.loads(line[6:])
-        for ln in proc.stderr.splitlines():  # GNU time's own figure, as a cross-check
+        report = timefile.read_text() if timefile.exists() else ""
+        timefile.unlink(missing_ok=True)
+        for ln in report.splitlines():  # GNU time's own figure, as a cross-check
             if "Maximum resident set size" in ln:
                 res["time_v_maxrss_mib"] = int(ln.rsplit(":", 1)[1]) / 1024
         res.update({"net": kind, "shape": [frames, size, size], "file_mib": nbytes / MiB,

@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from napari_unet_att import networks
 from napari_unet_att.config import PRESETS, InferConfig
 from napari_unet_att.denoiser import Denoiser
-from napari_unet_att.infer import denoise, effective_overlap, plan_tiles, tile_shape_for
+from napari_unet_att.infer import denoise, effective_overlap, plan_tiles, resolve_tiles, tile_shape_for
 from napari_unet_att.normalization import Normalization
 
 
@@ -169,13 +169,18 @@ def conv_flops(net: torch.nn.Module, tile: Sequence[int]) -> float:
 
 
 def plan_stats(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig) -> dict[str, Any]:
-    """Tile plan of :func:`infer.denoise` for ``shape``: tile, overlap, count, overlap share."""
+    """Tile plan of :func:`infer.denoise` for ``shape``: tile, overlap, count, overlap share.
+
+    An automatic ``tile_t`` (None) is resolved exactly as ``iter_denoise`` does.
+    """
+    cfg = resolve_tiles(shape, denoiser, cfg, torch.device("cpu"))
     tile = tile_shape_for(shape, cfg)
     wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
     overlap = effective_overlap(shape, tile, wanted)
     tiles = plan_tiles(shape, tile, overlap)
     computed = len(tiles) * math.prod(tile)
     return {
+        "tile_t": cfg.tile_t,
         "tile": list(tile),
         "overlap": list(overlap),
         "n_tiles": len(tiles),
@@ -200,10 +205,11 @@ def profile_forward(preset: str, tile: Sequence[int] = (128, 128, 128), top: int
             "gflops": conv_flops(net, tile) / seconds / 1e9, "ops": ops}
 
 
-def parse_tile_spec(spec: str | int) -> tuple[int, int | None]:
-    """``'256'`` -> (256, None) (default overlap); ``'256:32'`` -> (256, 32)."""
+def parse_tile_spec(spec: str | int) -> tuple[int | None, int | None]:
+    """``'256'`` -> (256, None) (default overlap); ``'256:32'`` -> (256, 32); ``'auto'`` -> (None, None)."""
     parts = str(spec).split(":")
-    return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
+    tile = None if parts[0] == "auto" else int(parts[0])
+    return tile, (int(parts[1]) if len(parts) > 1 else None)
 
 
 def make_denoiser(preset: str, seed: int = 0) -> Denoiser:
@@ -265,12 +271,13 @@ def run(
     cfg = InferConfig(device="cpu")
     print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults (tile_t={cfg.tile_t}), "
           f"best of {repeats}")
-    print(f"{'preset':8} {'tiles':>5} {'overlap%':>8} {'frames/s':>9} {'GFLOP/s':>8} {'useful':>7} {'% limit':>7}")
+    print(f"{'preset':8} {'tile_t':>6} {'tiles':>5} {'overlap%':>8} {'frames/s':>9} {'GFLOP/s':>8} {'useful':>7} "
+          f"{'% limit':>7}")
     for name in presets:
         r = time_denoise(stack, make_denoiser(name), cfg, repeats)
         r["pct_limit"] = 100.0 * r["gflops"] / limit["limit_gflops"]
         result["presets"][name] = r
-        print(f"{name:8} {r['n_tiles']:5d} {100 * r['overlap_share']:8.1f} {r['frames_per_s']:9.2f} "
+        print(f"{name:8} {r['tile_t']:6d} {r['n_tiles']:5d} {100 * r['overlap_share']:8.1f} {r['frames_per_s']:9.2f} "
               f"{r['gflops']:8.1f} {r['useful_gflops']:7.1f} {r['pct_limit']:7.1f}")
     if sweep_preset:
         den = make_denoiser(sweep_preset)
@@ -279,11 +286,12 @@ def run(
         print(f"{'tile_t':>6} {'tiles':>5} {'overlap':>7} {'overlap%':>8} {'frames/s':>9} {'GFLOP/s':>8} {'useful':>7}")
         for spec in sweep_tiles:
             tt, ov = parse_tile_spec(spec)
-            if tt == cfg.tile_t and ov is None and sweep_preset in result["presets"]:
+            done = result["presets"].get(sweep_preset)
+            if done is not None and ov is None and tt in (None, done["tile_t"]):
                 r = dict(result["presets"][sweep_preset])  # already timed above with the same settings
             else:
                 r = time_denoise(stack, den, InferConfig(device="cpu", tile_t=tt, overlap=ov), repeats)
-            r["tile_t"], r["requested_overlap"] = tt, ov
+            r["spec"], r["requested_overlap"] = str(spec), ov
             rows.append(r)
             print(f"{spec:>6} {r['n_tiles']:5d} {r['overlap'][0]:7d} {100 * r['overlap_share']:8.1f} "
                   f"{r['frames_per_s']:9.2f} {r['gflops']:8.1f} {r['useful_gflops']:7.1f}")
@@ -304,8 +312,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--shape", nargs=3, type=int, default=[400, 128, 128], metavar=("T", "Y", "X"))
     ap.add_argument("--repeats", type=int, default=1, help="full timed runs per setting; the best is kept")
     ap.add_argument("--sweep-preset", default="paper", choices=list(PRESETS))
-    ap.add_argument("--sweep-tiles", nargs="+", default=["64", "128", "256", "400", "256:32"],
-                    help="tile_t values, or tile_t:overlap to override the receptive-field overlap")
+    ap.add_argument("--sweep-tiles", nargs="+", default=["auto", "64", "128", "256", "400", "256:32"],
+                    help="tile_t values ('auto': the memory-budget choice), or tile_t:overlap to override the "
+                    "receptive-field overlap")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--bf16", nargs="*", default=[], choices=list(PRESETS),
                     help="also time these presets with the network in bfloat16 (an experiment, not the engine)")

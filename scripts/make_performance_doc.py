@@ -36,9 +36,9 @@ BENCHMARKS: dict[str, list[str]] = {
               "--json", "{json}"],
     "profile": ["{py}", str(BENCH / "bench_speed.py"), "--profile-only", "fast", "--json", "{json}"],
     "deepcad": ["{deepcad}", str(BENCH / "peers" / "run_deepcad.py"), "--frames", "400", "--size", "128"],
+    "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--steps", "3", "--json", "{json}"],
     "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--runs", "standin:4000", "standin:16000",
                "fast:128", "--json", "{json}"],
-    "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--steps", "3", "--json", "{json}"],
 }
 
 
@@ -103,7 +103,8 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
         "`python benchmarks/bench_speed.py --sweep-preset fast --bf16 paper fast` : "
         f"untrained networks (speed does not depend on the "
         f"weights) denoise a {shape} uint16 stack with `infer.denoise` and the default `InferConfig` "
-        f"(tile_t = 128, whole 128 x 128 frames, overlap = receptive field capped at half a tile). "
+        f"(automatic tile_t from the memory budget, whole 128 x 128 frames, overlap = receptive field capped at "
+        f"half a tile on split axes). "
         f"{_load_note(speed)}.",
         "",
         f"Practical limit: one `F.conv3d` {lim['channels']} -> {lim['channels']} channels, 3x3x3, on "
@@ -118,8 +119,9 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
     ]
     rows = []
     for name, r in speed["presets"].items():
-        rows.append([name, r["n_tiles"], f"{100 * r['overlap_share']:.0f}%", f"{r['frames_per_s']:.2f}",
-                     f"{r['gflops']:.1f}", f"{r['useful_gflops']:.1f}", f"{r['pct_limit']:.0f}%"])
+        rows.append([name, r.get("tile_t", ""), r["n_tiles"], f"{100 * r['overlap_share']:.0f}%",
+                     f"{r['frames_per_s']:.2f}", f"{r['gflops']:.1f}", f"{r['useful_gflops']:.1f}",
+                     f"{r['pct_limit']:.0f}%"])
     if deepcad:
         d = deepcad["as_shipped"]
         per_patch = speed.get("unet3d_gflop_per_patch", {}).get(str(deepcad["patch"]))
@@ -127,9 +129,9 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
         pct = f"{100 * float(gfs) / lim['limit_gflops']:.0f}%" if gfs else ""
         n, t, p = deepcad["n_patches"], deepcad["frames"], deepcad["patch"]
         share = f"{100 * (1 - t * deepcad['shape'][1] * deepcad['shape'][2] / (n * p**3)):.0f}%"
-        rows.append([f"DeepCAD-RT 1.2.0 ({p}^3 patches, overlap {deepcad['overlap']})", n, share,
+        rows.append([f"DeepCAD-RT 1.2.0 ({p}^3 patches, overlap {deepcad['overlap']})", p, n, share,
                      f"{d['frames_per_s']:.2f}", gfs, "", pct])
-    out.append(_table(["preset", "tiles", "overlap share", "frames/s", "GFLOP/s", "useful GFLOP/s",
+    out.append(_table(["preset", "tile_t", "tiles", "overlap share", "frames/s", "GFLOP/s", "useful GFLOP/s",
                        "% of conv3d limit"], rows))
     if deepcad:
         d = deepcad["as_shipped"]["frames_per_s"]
@@ -141,11 +143,13 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
     if speed.get("sweep"):
         sw = speed["sweep"]
         out += ["", f"### Tile length (preset `{sw['preset']}`)", "",
-                "`InferConfig(tile_t=...)`; `a:b` means tile_t = a with `overlap=b` instead of the receptive field.",
+                "`InferConfig(tile_t=...)`; `auto` is the default (tile_t = None: the fewest tiles that fit the memory "
+                "budget); `a:b` means tile_t = a with `overlap=b` instead of the receptive field.",
                 ""]
         rows = []
         for r in sw["rows"]:
-            spec = f"{r['tile_t']}" + (f":{r['requested_overlap']}" if r.get("requested_overlap") is not None else "")
+            spec = r.get("spec", str(r["tile_t"]))
+            spec = f"auto ({r['tile_t']})" if spec == "auto" else spec
             rows.append([spec, r["n_tiles"], r["overlap"][0], f"{100 * r['overlap_share']:.0f}%",
                          f"{r['frames_per_s']:.2f}", f"{r['gflops']:.1f}", f"{r['useful_gflops']:.1f}"])
         out.append(_table(["tile_t", "tiles", "t overlap", "overlap share", "frames/s", "GFLOP/s", "useful GFLOP/s"],
@@ -196,8 +200,8 @@ def render_targets(
         rows.append(["`paper` GFLOP/s >= 60% of the conv3d limit", f"{got:.0f}%",
                      "met" if got >= 60 else "**not met**"])
     out.append(_table(["target (2 cores, 128 x 128)", "measured", ""], rows))
-    sweep = {(r["tile_t"], r.get("requested_overlap")): r for r in (speed.get("sweep") or {}).get("rows", [])}
-    base, one, short = sweep.get((128, None)), sweep.get((400, None)), sweep.get((256, 32))
+    sweep = {r.get("spec", str(r["tile_t"])): r for r in (speed.get("sweep") or {}).get("rows", [])}
+    base, one, short = sweep.get("128"), sweep.get("400"), sweep.get("256:32")
     real = [r for r in (mem or {}).get("rows", []) if r["net"] == "fast"]
     mem_note = ""
     if real:
