@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
-    d.add_argument("--memory-gb", type=float, help="memory budget of one forward pass (default: min(4, half free))")
+    d.add_argument("--memory-gb", type=float, help="memory budget of one forward pass (default: min(8, half free))")
     d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")
     d.add_argument("--channel", type=int)
     d.set_defaults(func=cmd_denoise)

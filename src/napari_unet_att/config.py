@@ -144,7 +144,7 @@ class InferConfig:
 
     ``tile_t=None`` (the default) picks the tile automatically: whole frames in y/x up to
     ``max_tile_xy``, and as many frames per tile as fit in ``memory_gb`` (default: the smaller
-    of 4 GB and half the free memory of the device), so short stacks run as one tile with no
+    of 8 GB and half the free memory of the device), so short stacks run as one tile with no
     overlap work at all. The overlap defaults to the network's receptive field on every axis
     that is actually split into tiles (an axis covered by one tile needs none).
     """

@@ -77,7 +77,7 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
 
     With ``n`` tiles along ``T`` frames and overlap ``o``, each tile needs
     ``ceil((T + (n - 1) * o) / n)`` frames; ``n`` grows until one forward pass fits
-    ``cfg.memory_gb`` (default ``min(4 GB, half the free memory)``). Fewer, longer tiles waste
+    ``cfg.memory_gb`` (default ``min(8 GB, half the free memory)``). Fewer, longer tiles waste
     less work on overlaps than fixed short tiles (the reference tools recompute about half
     of every tile).
     """
@@ -89,7 +89,7 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
         budget = cfg.memory_gb * 1e9
     else:
         free = res.available_memory(device)
-        budget = min(4e9, 0.5 * free) if free else 4e9
+        budget = min(8e9, 0.5 * free) if free else 4e9
     o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
 
     def fits(frames: int) -> bool:
