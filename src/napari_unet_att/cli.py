@@ -13,12 +13,12 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import MODE_HELP, MODES, PRESETS, InferConfig, TrainConfig
+from .config import MODE_HELP, MODES, PRESETS, InferConfig, TrainConfig, run_to_end
 from .errors import InputError, UserError
 
 EXIT_USER_ERROR = 2
@@ -35,16 +35,6 @@ def _progress_bar(total: float | None, desc: str, unit: str, percent: bool = Fal
         desc = f"[rank {env.rank}] {desc}"
     fmt = "{l_bar}{bar}| {elapsed}<{remaining}{postfix}" if percent else None
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=True, bar_format=fmt)
-
-
-def _drain(gen: Generator, on_event) -> Any:
-    """Run an engine generator to its end, calling ``on_event`` per event; return its value."""
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        on_event(ev)
 
 
 def _read_inputs(paths: Sequence[str], channel: int | None) -> list:
@@ -86,12 +76,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     gen = trainer.run()
     try:
-        den = _drain(gen, show)
+        den = run_to_end(gen, show)
     except KeyboardInterrupt:
         # Ctrl-C: finish the current step, save, and report where the model is.
         trainer.stop()
         bar.write("interrupted: saving the model trained so far ...")
-        den = _drain(gen, show)
+        den = run_to_end(gen, show)
     finally:
         bar.close()
         shutdown()
@@ -144,7 +134,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=True)
 
         try:
-            _drain(iter_denoise_file(src, dst, den, cfg, channel=args.channel), show)
+            run_to_end(iter_denoise_file(src, dst, den, cfg, channel=args.channel), show)
         finally:
             bar.close()
         print(json.dumps({"input": src, "output": str(dst), "seconds": round(time.perf_counter() - t0, 2)}))

@@ -7,6 +7,7 @@ presets. The UI layers only fill these in; the engine only reads them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -203,3 +204,18 @@ class InferEvent:
     frames_per_s: float = 0.0
     eta_s: float | None = None
     message: str = ""
+
+
+def run_to_end(gen: Generator[Any, None, Any], progress: Callable[[Any], Any] | None = None) -> Any:
+    """Drain an engine generator (``iter_train``, ``iter_denoise``...) and return its value.
+
+    ``progress`` is called with every event; the blocking wrappers and the CLI use this, the
+    widgets hand the generator to napari's ``thread_worker`` instead.
+    """
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)

@@ -40,7 +40,7 @@ from . import device as devmod
 from . import io as tio
 from . import networks
 from . import resources as res
-from .config import InferConfig, InferEvent
+from .config import InferConfig, InferEvent, run_to_end
 from .denoiser import Denoiser
 from .errors import InputError, ResourceError
 from .normalization import Normalization, stack_statistics
@@ -581,16 +581,6 @@ def _run(
     return target
 
 
-def _drain(gen: Generator[InferEvent, None, Any], progress: Callable[[InferEvent], Any] | None) -> Any:
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
-
-
 def denoise(
     stack: Any,
     denoiser: Denoiser,
@@ -599,7 +589,7 @@ def denoise(
     progress: Callable[[InferEvent], Any] | None = None,
 ) -> Any:
     """Blocking :func:`iter_denoise`; ``progress`` (optional) is called with every event."""
-    return _drain(iter_denoise(stack, denoiser, cfg, out), progress)
+    return run_to_end(iter_denoise(stack, denoiser, cfg, out), progress)
 
 
 # --------------------------------------------------------------------------- files
@@ -638,4 +628,4 @@ def denoise_file(
     progress: Callable[[InferEvent], Any] | None = None,
 ) -> Path:
     """Blocking :func:`iter_denoise_file`."""
-    return _drain(iter_denoise_file(in_path, out_path, denoiser, cfg, channel), progress)
+    return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel), progress)

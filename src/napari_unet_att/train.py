@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .checkpoint import CHECKPOINT_EXT, load_any, load_checkpoint, load_training_state, save_checkpoint
-from .config import InferConfig, TrainConfig, TrainEvent, get_preset
+from .config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
 from .denoiser import Denoiser
 from .device import autocast, grad_scaler, resolve_device, to_device
 from .distributed import all_max, all_mean, barrier, init_process_group, wrap_model
@@ -417,11 +417,4 @@ def train(
     >>> sim = simulate(n_frames=64, size=32, seed=0)
     >>> den = train([sim.noisy], TrainConfig(steps=2, patch_t=8, patch_xy=16))  # doctest: +SKIP
     """
-    gen = iter_train(stacks, cfg, out_dir, resume, init)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(ev)
+    return run_to_end(iter_train(stacks, cfg, out_dir, resume, init), progress)
