@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         post = {"step": ev.step, "loss": f"{ev.loss:.4f}", "it/s": f"{ev.steps_per_s:.2f}"}
         if ev.val_loss is not None:
             post["val"] = f"{ev.val_loss:.4f}"
-        bar.set_postfix(post, refresh=False)
+        bar.set_postfix(post, refresh=not total)  # percent mode moves bar.n by hand: redraw here
 
     gen = trainer.run()
     try:
