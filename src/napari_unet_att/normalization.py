@@ -63,7 +63,7 @@ def stack_statistics(stack, frames_per_chunk: int = 64) -> tuple[float, float, i
         chunk = np.asarray(stack[t0 : t0 + frames_per_chunk], dtype=np.float64)
         if not np.isfinite(chunk).all():
             raise InputError(f"the stack holds NaN or Inf values (first in frames {t0}..{t0 + len(chunk) - 1}); "
-                             "replace them before denoising")
+                             "replace them (e.g. with 0 or the mean) before training or denoising")
         if shift is None:
             shift = float(chunk.mean())
         c = chunk - shift
