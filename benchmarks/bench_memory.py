@@ -4,11 +4,13 @@ Writes uint16 TIFF recordings chunk by chunk (never whole in RAM; ``tifffile.mem
 denoises each with :func:`napari_unet_att.infer.denoise_file` in a fresh subprocess and reports
 that process's memory:
 
-- ``peak RSS``: ``VmHWM`` (= ``ru_maxrss``), everything the process ever had resident,
-  including pages of the memory-mapped input and output files (clean / written-back file
-  pages the kernel can drop at any time, but counted by ``top`` and by ``ru_maxrss``);
-- ``peak anon``: the largest ``RssAnon`` seen by a 50 ms sampler thread: the process's own
-  memory (arrays, tensors, the Python heap), what actually bounds the file size one can process;
+- ``peak RSS``: ``VmHWM`` (= ``ru_maxrss``, what ``/usr/bin/time -v`` reports as "Maximum
+  resident set size"), everything the process ever had resident, including file pages it has
+  mapped (shared libraries, and any mapped part of the input / output files: the engine reads
+  the input with positioned reads and drops written output frames from its mapping, so these
+  should stay small);
+- ``peak anon`` / ``peak file``: the largest ``RssAnon`` / ``RssFile`` seen by a 50 ms sampler
+  thread: the process's own memory (arrays, tensors, the Python heap) and its mapped file pages;
 - ``baseline``: RSS after imports and model creation, before denoising (interpreter + torch + model).
 
 Networks: ``standin`` is a 3x3x3 mean filter with the :class:`~napari_unet_att.denoiser.Denoiser`

@@ -1,12 +1,17 @@
-"""Run bad inputs and fault injection through the real command line; write docs/robustness.md.
+"""Run bad inputs through the command line and the napari widgets, and fault injection; write docs/robustness.md.
 
 Usage::
 
     python scripts/robustness_report.py                 # bad inputs + 20 training kills + 5 denoise kills
     python scripts/robustness_report.py --kills 40 --calibrate
 
-Every case is a separate ``python -m napari_unet_att`` process. The table lists, for each input,
-the exit code and the one line the user sees. Fault injection: training runs with
+The inputs and what each must produce come from the shared corpus ``tests/_bad_inputs.py``
+(also used by ``tests/test_robustness.py`` and ``tests/test_widget_bad_inputs.py``). Every CLI
+case is a separate ``python -m napari_unet_att`` process (cases with a simulated fault, e.g. a
+full disk, run the same ``main`` in a process that installs the fault first). The widget
+column comes from running ``tests/test_widget_bad_inputs.py`` (pytest, Xvfb), which drives
+the docks, reader and writer as a user would and records what the user was notified of.
+The table lists, for each input, the exit code and the one line the user sees. Fault injection: training runs with
 ``--checkpoint-every 1`` are ``SIGKILL``-ed at random moments (every other kill the moment a
 checkpoint save has begun), each followed by a check that ``checkpoint-last.pt`` loads and by a
 ``--resume`` run; ``denoise`` runs are killed while writing, and the previous output is checked.
@@ -37,15 +42,28 @@ from napari_unet_att.networks import build_network
 from napari_unet_att.normalization import Normalization
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+sys.path.insert(0, str(TESTS))  # the shared bad-input corpus is test data, not part of the package
+
+import _bad_inputs as bi  # noqa: E402
+
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-FAST = ["--steps", "1", "--patch-t", "4", "--patch-xy", "16"]
 LAST = "checkpoint-last.pt"
 
 
-def cli(*args: object, timeout: float = 300) -> tuple[int, str]:
-    p = subprocess.run([sys.executable, "-m", "napari_unet_att", *map(str, args)], capture_output=True, text=True,
-                       env=ENV, timeout=timeout)
+def cli(*args: object, timeout: float = 300, fault: str | None = None, folder: Path | None = None) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "napari_unet_att"]
+    if fault:  # the real main(), in a process whose disk / permissions misbehave
+        cmd = [sys.executable, "-c", _FAULT_RUNNER, str(TESTS), fault, str(folder)]
+    p = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
     return p.returncode, p.stderr
+
+
+_FAULT_RUNNER = (
+    "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import _bad_inputs as bi; "
+    "from napari_unet_att.cli import main; bi.install_fault(sys.argv[2], setattr, Path(sys.argv[3])); "
+    "sys.exit(main(sys.argv[4:]))"
+)
 
 
 def user_line(stderr: str) -> str:
@@ -56,142 +74,64 @@ def user_line(stderr: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# inputs
+# bad inputs: CLI processes and the widget tests
 # ----------------------------------------------------------------------------------------------
-def make_inputs(d: Path) -> dict[str, Path]:
-    rng = np.random.default_rng(0)
-    good = rng.poisson(100, (12, 16, 16)).astype(np.uint16)
-    f: dict[str, Path] = {}
-
-    def tif(name: str, data: np.ndarray, **kw) -> None:
-        f[name] = d / f"{name}.tif"
-        kw.setdefault("metadata", {"axes": "TYX"} if data.ndim == 3 else None)
-        tifffile.imwrite(f[name], data, **kw)
-
-    tif("good", good)
-    tif("image2d", good[0])
-    tif("rgb", rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), photometric="rgb", metadata=None)
-    tif("frames1", good[:1])
-    tif("frames2", good[:2])
-    tif("frames6", good[:6])
-    tif("rows8", good[:, :8, :8])
-    nan = good.astype(np.float32)
-    nan[3, 4, 5] = np.nan
-    tif("nan", nan)
-    inf = good.astype(np.float32)
-    inf[7, 1, 2] = np.inf
-    tif("inf", inf)
-    tif("const", np.full((12, 16, 16), 7, np.uint16))
-    tif("bool", good > 100)
-    tif("int8", (good % 100).astype(np.int8))
-    tif("int32", good.astype(np.int32) * 1000)
-    tif("float64", good.astype(np.float64) / 3)
-    tif("bigendian", good.astype(">u2"), byteorder=">")
-    tif("complex", good.astype(np.complex64))
-    tif("odd_rows", rng.poisson(100, (12, 33, 16)).astype(np.uint16))
-    f["text"] = d / "notes.tif"
-    f["text"].write_text("these are my notes, not an image\n")
-    raw = f["good"].read_bytes()
-    f["truncated"] = d / "truncated.tif"
-    f["truncated"].write_bytes(raw[: len(raw) // 2])
-    torch.manual_seed(0)
-    den = Denoiser(build_network("unet_att", 4).eval(), "unet_att", 4, "fast", "temporal",
-                   Normalization(100.0, 10.0), train_shape=(12, 16, 16))
-    f["model"] = ck.save_checkpoint(d / "model.pt", den)
-    data = f["model"].read_bytes()
-    f["m_truncated"] = d / "m_truncated.pt"
-    f["m_truncated"].write_bytes(data[: len(data) // 2])
-    raw_ck = torch.load(f["model"], weights_only=True)
-    f["m_newer"] = d / "m_newer.pt"
-    torch.save(dict(raw_ck, format_version=ck.FORMAT_VERSION + 1), f["m_newer"])
-    f["m_arch"] = d / "m_arch.pt"
-    torch.save(dict(raw_ck, state_dict=build_network("unet3d", 4).state_dict()), f["m_arch"])
-    f["m_tiff"] = d / "m_image.pt"
-    f["m_tiff"].write_bytes(raw)
-    f["m_plain"] = d / "m_plain.pt"
-    torch.save({"weights": [1, 2, 3]}, f["m_plain"])
-    f["m_hostile"] = d / "m_hostile.pth"
-    f["m_hostile"].write_bytes(_hostile_pickle(str(d / "PWNED")))
-    f["blocker"] = d / "blocker"
-    f["blocker"].write_text("a file, not a folder")
-    return f
-
-
-def _hostile_pickle(marker: str) -> bytes:
-    """A protocol-0 pickle that runs ``os.system('touch MARKER')`` when loaded naively."""
-    return f"cos\nsystem\n(V touch {marker}\ntR.".encode().replace(b"(V ", b"(V")
-
-
-def cases(f: dict[str, Path], out: Path) -> list[tuple[str, list, bool]]:
-    """(description, argv, should succeed)."""
-    m = f["model"]
-
-    def den(name: str, *extra) -> list:
-        return ["denoise", f[name], "--model", m, "--out", out / f"{name}.tif", *extra]
-
-    def train(name: str, *extra) -> list:
-        return ["train", f[name], "--out", out / f"run_{name}", *FAST, *extra]
-
-    return [
-        ("2D image", den("image2d"), False),
-        ("RGB image without --channel", den("rgb"), False),
-        ("RGB image with --channel 1", den("rgb", "--channel", "1"), True),
-        ("stack of 1 frame", den("frames1"), False),
-        ("stack of 2 frames", den("frames2"), False),
-        ("6 frames for patch_t=4 (train)", train("frames6"), False),
-        ("8x8 frames for patch_xy=16 (train)", train("rows8"), False),
-        ("mirrored mode, rows != 2 x columns", train("good", "--mode", "mirrored"), False),
-        ("mirrored mode, odd row count", train("odd_rows", "--mode", "mirrored"), False),
-        ("rowsplit mode, odd row count", train("odd_rows", "--mode", "rowsplit"), False),
-        ("NaN values (denoise)", den("nan"), False),
-        ("Inf values (train)", train("inf"), False),
-        ("constant image (train)", train("const"), False),
-        ("constant image (denoise)", den("const"), True),
-        ("bool data", den("bool"), False),
-        ("complex data", den("complex"), False),
-        ("int8 data", den("int8"), True),
-        ("int32 data", den("int32"), True),
-        ("float64 data", den("float64"), True),
-        ("big-endian uint16", den("bigendian"), True),
-        (".tif that is a text file", den("text"), False),
-        ("truncated TIFF", den("truncated"), False),
-        ("input path does not exist", ["denoise", out / "nope.tif", "--model", m, "--out", out / "x.tif"], False),
-        ("output folder under a file", ["denoise", f["good"], "--model", m, "--out", f["blocker"] / "o.tif"], False),
-        ("output = input", ["denoise", f["good"], "--model", m, "--out", f["good"]], False),
-        ("truncated checkpoint", ["denoise", f["good"], "--model", f["m_truncated"], "--out", out / "a.tif"], False),
-        ("checkpoint of another architecture", ["info", f["m_arch"]], False),
-        ("checkpoint from a newer format", ["train", f["good"], "--init", f["m_newer"], "--out", out / "r1", *FAST],
-         False),
-        ("a TIFF given as the model", ["denoise", f["good"], "--model", f["m_tiff"], "--out", out / "b.tif"], False),
-        ("a torch file that is not a model", ["info", f["m_plain"]], False),
-        ("final model given to --resume", ["train", f["good"], "--resume", m, "--out", out / "r2", *FAST], False),
-        ("pickle that runs a shell command (info)", ["info", f["m_hostile"]], False),
-        ("pickle that runs a shell command (--model)",
-         ["denoise", f["good"], "--model", f["m_hostile"], "--out", out / "c.tif"], False),
-        ("pickle that runs a shell command (--init)",
-         ["train", f["good"], "--init", f["m_hostile"], "--out", out / "r3", *FAST], False),
-        ("pickle that runs a shell command (--resume)",
-         ["train", f["good"], "--resume", f["m_hostile"], "--out", out / "r4", *FAST], False),
-    ]
-
-
 def run_cases(f: dict[str, Path], out: Path, workers: int) -> list[dict]:
-    todo = cases(f, out)
+    """Every case of the corpus through the CLI (one process each); widget-only cases get a row too."""
     work = str(out.parent) + os.sep  # shown as relative paths in the report
 
-    def one(case):
-        desc, argv, ok = case
-        rc, err = cli(*argv)
+    def one(case: bi.Case) -> dict:
+        row = {"id": case.id, "input": case.description, "command": case.command or "(GUI only)"}
+        if not case.argv:
+            return {**row, "rc": None, "message": "n/a", "cli_ok": True}
+        rc, err = cli(*case.cli_argv(f, out), fault=case.fault, folder=out)
         line = user_line(err).replace(work, "")
-        fine = (rc == 0) if ok else (rc == 2 and line.count("error:") == 1 and "TRACEBACK" not in line)
-        return {"input": desc, "command": argv[0], "rc": rc, "message": line if rc else "(works)", "as_expected": fine}
+        if case.ok:
+            fine = rc == 0
+        else:
+            fine = rc == 2 and line.count("error:") == 1 and "TRACEBACK" not in line and all(
+                p.lower() in line.lower() for p in case.expected)
+        return {**row, "rc": rc, "message": line if rc else "(works)", "cli_ok": fine}
 
     with ThreadPoolExecutor(workers) as pool:
-        rows = list(pool.map(one, todo))
-    hostile_ran = (f["m_hostile"].parent / "PWNED").exists()
-    leftovers = sorted(p.name for p in out.rglob("*") if p.is_file() and not p.name.endswith(tuple(
-        f"{name}.tif" for name in ("rgb", "const", "int8", "int32", "float64", "bigendian"))))
-    return rows + [{"hostile_code_ran": hostile_ran, "leftover_files": leftovers}]
+        rows = list(pool.map(one, bi.CASES))
+    made = {p.name for c in bi.CASES if c.ok and c.argv and (p := c.out_path(f, out)) is not None}
+    leftovers = [name for name in bi.outputs(out) if name not in made]
+    return rows + [{"hostile_code_ran": bi.hostile_marker(f).exists(), "leftover_files": leftovers}]
+
+
+def run_widget_cases(work: Path) -> tuple[dict[str, dict], str]:
+    """Run tests/test_widget_bad_inputs.py; returns (what each passing case showed, pytest's summary)."""
+    record = work / "widget_cases.jsonl"
+    env = dict(ENV, UNET_ATT_WIDGET_REPORT=str(record))
+    p = subprocess.run([sys.executable, "-m", "pytest", str(TESTS / "test_widget_bad_inputs.py"), "-q",
+                        "-p", "no:cacheprovider", "-k", "test_widget_case", "-W", "ignore::DeprecationWarning"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    seen = {}
+    if record.exists():
+        for ln in record.read_text().splitlines():
+            row = json.loads(ln)
+            seen[row["id"]] = row
+    summary = [ln for ln in p.stdout.splitlines() if " passed" in ln or " failed" in ln]
+    return seen, (summary[-1].strip("= ") if summary else f"pytest exit code {p.returncode}")
+
+
+def widget_cell(case: bi.Case, seen: dict[str, dict]) -> tuple[str, bool]:
+    """The widget column: what the user was notified of (or that it worked), and whether as specified."""
+    if case.widget is None:
+        return "n/a (no widget takes this input)", True
+    row = seen.get(case.id)
+    if row is None:
+        return f"**FAILED** ({bi.WIDGET_PATHS[case.widget]}): see pytest {TESTS.name}/test_widget_bad_inputs.py", False
+    msgs = row["messages"]
+    first = msgs[0]
+    if len(msgs) > 1:
+        first += f" [{len(msgs)} attempts: {_ATTEMPTS.get(case.widget, 'each')}, all alike]"
+    return f"{first} — *{bi.WIDGET_PATHS[case.widget]}*", True
+
+
+_ATTEMPTS = {"denoise": "file opened by the reader, then the in-memory array",
+             "train": "file opened by the reader, then the in-memory array", "load": "both docks"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,18 +296,21 @@ def _md(s: object) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def write_report(path: Path, rows: list[dict], tk: dict, dk: dict, cal: list[dict] | None, seconds: float) -> None:
+def write_report(path: Path, rows: list[dict], widget_summary: str, tk: dict, dk: dict, cal: list[dict] | None,
+                 seconds: float) -> None:
     table, extra = rows[:-1], rows[-1]
     ok = sum(r["as_expected"] for r in table)
-    refused = sum(r["rc"] != 0 for r in table)
+    refused = sum(r["rc"] not in (0, None) for r in table)
+    cli_rows = sum(r["rc"] is not None for r in table)
     lines = [
         "# Robustness report",
         "",
         f"Generated by `python scripts/robustness_report.py` in {seconds:.0f} s "
-        f"(each case a separate `python -m napari_unet_att` process).",
+        f"(each CLI case a separate `python -m napari_unet_att` process; the widget cases through pytest + Xvfb).",
         "",
-        f"**Headline:** {ok}/{len(table)} inputs behaved as specified ({refused} refused with exit code 2 and one "
-        f"error line, no traceback, {len(table) - refused} supported variants worked); hostile pickles executed: "
+        f"**Headline:** {ok}/{len(table)} inputs behaved as specified in the CLI and the widgets ({refused} of "
+        f"{cli_rows} CLI cases refused with exit code 2 and one error line, no traceback, "
+        f"{cli_rows - refused} supported variants worked); hostile pickles executed: "
         f"{'YES' if extra['hostile_code_ran'] else 'no'}; partial outputs left: {len(extra['leftover_files'])}. "
         f"Training killed {tk['kills']} times ({tk['killed_mid_save']} during a checkpoint write): "
         f"checkpoint-last.pt loaded after {tk['checkpoint_loadable']}/{tk['kills']} kills, "
@@ -377,13 +320,20 @@ def write_report(path: Path, rows: list[dict], tk: dict, dk: dict, cal: list[dic
         f"{'succeeded' if tk['final_resume_ok'] else 'FAILED'}. Denoising killed {dk['kills']} times while "
         f"writing: previous output intact {dk['previous_output_intact']}/{dk['kills']}.",
         "",
-        "## Bad input through the CLI",
+        "## Bad input through the CLI and the napari widgets",
         "",
-        "| input | command | exit code | what the user sees (stderr) | as specified |",
-        "|---|---|---|---|---|",
+        f"Widget column: `tests/test_widget_bad_inputs.py` ({widget_summary}); a refusal there means one napari "
+        "error notification with this text (or, for File > Open / Save, the error napari shows), the layer list "
+        "unchanged (no output layer), buttons enabled again, no worker left running and no file in the output "
+        "folder.",
+        "",
+        "| input | command | exit code | what the user sees (stderr) | napari widget path: what the user is "
+        "notified of | as specified |",
+        "|---|---|---|---|---|---|",
     ]
     for r in table:
-        lines.append(f"| {_md(r['input'])} | {r['command']} | {r['rc']} | {_md(r['message'])} | "
+        rc = "n/a" if r["rc"] is None else r["rc"]
+        lines.append(f"| {_md(r['input'])} | {r['command']} | {rc} | {_md(r['message'])} | {_md(r['widget'])} | "
                      f"{'yes' if r['as_expected'] else '**NO**'} |")
     lines += ["", f"Files left in the output folder by failed commands: {extra['leftover_files'] or 'none'}.", "",
               "## Fault injection (SIGKILL)", "",
@@ -427,9 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         (work / "in").mkdir()
         (work / "out").mkdir()
-        files = make_inputs(work / "in")
+        files = bi.write_inputs(work / "in")
         rows = run_cases(files, work / "out", args.workers)
-        print(f"bad inputs: {sum(r['as_expected'] for r in rows[:-1])}/{len(rows) - 1} as specified", flush=True)
+        seen, widget_summary = run_widget_cases(work)
+        for r in rows[:-1]:
+            r["widget"], widget_ok = widget_cell(bi.CASES_BY_ID[r["id"]], seen)
+            r["as_expected"] = r["cli_ok"] and widget_ok
+        print(f"bad inputs: {sum(r['as_expected'] for r in rows[:-1])}/{len(rows) - 1} as specified "
+              f"(widgets: {widget_summary})", flush=True)
         (work / "tk").mkdir()
         tk = training_kills(work / "tk", args.kills, args.seed)
         print(json.dumps({k: v for k, v in tk.items() if k != "steps_at_kills"}), flush=True)
@@ -437,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         dk = denoise_kills(work / "dk", args.denoise_kills, args.seed)
         print(json.dumps(dk), flush=True)
     cal = calibrate() if args.calibrate else None
-    write_report(Path(args.out), rows, tk, dk, cal, time.perf_counter() - t0)
+    write_report(Path(args.out), rows, widget_summary, tk, dk, cal, time.perf_counter() - t0)
     print(f"wrote {args.out}")
     return 0
 

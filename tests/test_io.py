@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
 
 from napari_unet_att import io as tio
@@ -28,12 +31,12 @@ def _leftovers(folder) -> list[str]:
 # read_stack: layouts
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
-def test_read_native_dtypes_memmap(tmp_path, dtype):
+def test_read_native_dtypes_lazy(tmp_path, dtype):
     a = _stack(dtype=dtype)
     p = tmp_path / "a.tif"
     tifffile.imwrite(p, a, imagej=True, metadata={"axes": "TYX"})
     out = tio.read_stack(p)
-    assert isinstance(out, np.memmap)  # contiguous, uncompressed: nothing read into RAM
+    assert isinstance(out, tio.TiffArray)  # contiguous, uncompressed: nothing read into RAM, nothing mapped
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(np.asarray(out), a)
     eager = tio.read_stack(p, lazy=False)
@@ -144,6 +147,133 @@ def test_read_missing_text_and_truncated(tmp_path):
     head.write_bytes(raw[:6])
     with pytest.raises(InputError, match="truncated"):
         tio.read_stack(head)
+
+
+# ----------------------------------------------------------------------------------------------
+# TiffArray: positioned reads instead of a memory map
+# ----------------------------------------------------------------------------------------------
+_KEYS = [
+    np.s_[:], np.s_[2:5], np.s_[-3:], np.s_[1], np.s_[-1, 3], np.s_[1:6, 2:9, 3:7], np.s_[::2, ::-3, 1:8:2],
+    np.s_[..., 4], np.s_[4, ...], np.s_[5:2:-1, :, ::-1], np.s_[3:3], np.s_[:, 2:3, 7],
+]
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_tiff_array_slices_equal_tifffile(tmp_path, dtype, byteorder):
+    a = (_stack((7, 11, 9), dtype=np.float32) - 300).astype(dtype)
+    p = tmp_path / "a.tif"
+    tifffile.imwrite(p, a, metadata={"axes": "TYX"}, byteorder=byteorder)
+    full = tifffile.imread(p)
+    arr = tio.read_stack(p)
+    assert isinstance(arr, tio.TiffArray)
+    assert arr.shape == a.shape and arr.ndim == 3 and len(arr) == 7 and arr.size == a.size
+    assert arr.dtype == np.dtype(dtype) and arr.dtype.isnative
+    for key in _KEYS:
+        got = arr[key]
+        assert isinstance(got, np.ndarray) and got.dtype == arr.dtype, key
+        np.testing.assert_array_equal(got, full[key], err_msg=str(key))
+    np.testing.assert_array_equal(np.asarray(arr), full)
+    np.testing.assert_array_equal(np.asarray(arr, dtype=np.float64), full.astype(np.float64))
+    view = arr.subarray(np.s_[1:6]).transpose(2, 0, 1)  # lazy views compose like numpy's
+    assert isinstance(view, tio.TiffArray) and view.shape == (9, 5, 11)
+    np.testing.assert_array_equal(view[2:5, 1, ::2], full[1:6].transpose(2, 0, 1)[2:5, 1, ::2])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(view))[:], view[:])
+    with pytest.raises(IndexError, match="out of bounds"):
+        arr[7]
+    with pytest.raises(TypeError, match="fancy"):
+        arr[[0, 2]]
+
+
+def test_tiff_array_sparse_regions_read_row_by_row(tmp_path, monkeypatch):
+    a = _stack((6, 40, 30))
+    p = tmp_path / "a.tif"
+    tifffile.imwrite(p, a, metadata={"axes": "TYX"})
+    arr = tio.read_stack(p)
+    reads = []
+    real = tio._OpenFile.read_into
+
+    def spy(self, buf, offset):
+        reads.append(len(buf))
+        real(self, buf, offset)
+
+    monkeypatch.setattr(tio._OpenFile, "read_into", spy)
+    monkeypatch.setattr(tio, "_SPAN_BYTES", 64)  # force the split path: a tile costs about its own bytes
+    tile = arr[1:5, 10:20, 3:8]
+    np.testing.assert_array_equal(tile, a[1:5, 10:20, 3:8])
+    assert sum(reads) <= 2 * tile.nbytes  # not the frames around it
+    reads.clear()
+    np.testing.assert_array_equal(arr[2:4], a[2:4])  # whole frames: one read straight into the result
+    assert reads == [2 * 40 * 30 * 2]
+
+
+def test_tiff_array_channels_conversion_and_dask(tmp_path):
+    a = _stack((6, 3, 8, 9), dtype=np.int32)
+    p = tmp_path / "h.tif"
+    tifffile.imwrite(p, a, imagej=False, metadata={"axes": "TCYX"})
+    out = tio.read_stack(p, channel=1)
+    assert isinstance(out, tio.TiffArray) and out.dtype == np.float32  # channel + conversion, still lazy
+    np.testing.assert_array_equal(out[2:5, 1:4], a[2:5, 1, 1:4].astype(np.float32))
+    assert tio.as_timelapse(out) is out
+    d = da.from_array(out, chunks=(2, 8, 9))
+    np.testing.assert_array_equal(d[1:4].compute(), a[1:4, 1].astype(np.float32))
+
+
+def _mapped(path) -> bool:
+    """Whether this process memory-maps ``path`` (Linux: /proc/self/maps)."""
+    maps = Path("/proc/self/maps")
+    return maps.exists() and str(path) in maps.read_text()
+
+
+def test_reading_and_denoising_a_tiff_maps_no_input_pages(tmp_path):
+    from napari_unet_att import infer
+    from napari_unet_att.config import InferConfig
+    from napari_unet_att.denoiser import Denoiser
+    from napari_unet_att.normalization import Normalization
+
+    a = _stack((24, 16, 16))
+    src = tmp_path / "input_movie.tif"
+    tifffile.imwrite(src, a, imagej=True, metadata={"axes": "TYX"})
+    arr = tio.read_stack(src)
+    arr[0:4]
+    assert not _mapped(src)
+    seen = []
+    den = Denoiser(net=torch.nn.Identity(), arch="unet_att", base_channels=8, preset="custom", mode="temporal",
+                   norm=Normalization(0.0, 1.0))
+    cfg = InferConfig(device="cpu", tile_t=8, max_tile_xy=16, overlap=0, prefetch=False, output_dtype="input")
+    out = infer.denoise_file(src, tmp_path / "out.tif", den, cfg, progress=lambda ev: seen.append(_mapped(src)))
+    assert seen and not any(seen)
+    np.testing.assert_array_equal(tifffile.imread(out), a)
+
+
+def _mapped_rss_kib(name: str) -> int | None:
+    """Resident KiB of this process's mappings of files whose path contains ``name`` (None off Linux)."""
+    smaps = Path("/proc/self/smaps")
+    if not smaps.exists():
+        return None
+    total, inside = 0, False
+    for line in smaps.read_text().splitlines():
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and not first.endswith(":"):  # a mapping's header line
+            inside = name in line
+        elif inside and first == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+def test_output_stack_drops_written_frames_from_memory(tmp_path):
+    p = tmp_path / "released.tif"
+    frame = 128 * 128 * 4
+    with tio.output_stack(p, (16, 128, 128), np.float32) as out:
+        for t0 in range(0, 16, 4):
+            out[t0 : t0 + 4] = np.full((4, 128, 128), t0, np.float32)
+            rss = _mapped_rss_kib("released.tif")
+            assert rss is None or rss * 1024 <= frame // 2  # only header / boundary pages stay resident
+        np.testing.assert_array_equal(np.asarray(out[4:8]), 4)  # still readable through the wrapper
+        out[15, 3] = -1  # any key works
+    back = tifffile.imread(p)
+    np.testing.assert_array_equal(back[:, 0, 0], np.repeat(np.arange(0, 16, 4), 4))
+    assert back[15, 3, 0] == -1 and back[15, 4, 0] == 12
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +414,7 @@ def test_output_stack_tiff_progressive_and_atomic(tmp_path):
         out[0:3] = 7
         out[3:6] = 9
     back = tio.read_stack(p)
-    assert isinstance(back, np.memmap)
+    assert isinstance(back, tio.TiffArray)
     np.testing.assert_array_equal(np.asarray(back)[:, 0, 0], [7, 7, 7, 9, 9, 9])
     assert tio.read_metadata(p)["model"] == "m"
     before = p.read_bytes()

@@ -11,6 +11,7 @@ import tifffile
 from napari_unet_att import _sample_data, _settings
 from napari_unet_att._reader import napari_get_reader
 from napari_unet_att._writer import write_tiff
+from napari_unet_att.io import TiffArray
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def test_reader_opens_tiff_lazily(tmp_path, tiny_sim):
     assert napari_get_reader(str(tmp_path / "movie.png")) is None
     [(data, kwargs, kind)] = reader(str(path))
     assert kind == "image" and kwargs["name"] == "movie"
-    assert isinstance(data, np.memmap) or type(data).__module__.startswith("dask")  # not read into RAM
+    assert isinstance(data, TiffArray) or type(data).__module__.startswith("dask")  # not read into RAM
     np.testing.assert_array_equal(np.asarray(data), tiny_sim.noisy)
     assert kwargs["metadata"]["source_path"] == str(path)
 

@@ -8,7 +8,6 @@ names what was found and what is expected, no traceback, and no (partial) output
 from __future__ import annotations
 
 import builtins
-import errno
 import os
 import pickle
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 import tifffile
 import torch
 
+import _bad_inputs as bi
 from napari_unet_att import checkpoint as ck
 from napari_unet_att import infer
 from napari_unet_att import io as tio
@@ -32,7 +32,7 @@ from napari_unet_att.errors import CheckpointError, ResourceError
 from napari_unet_att.networks import build_network
 from napari_unet_att.normalization import Normalization
 
-FAST = ["--steps", "1", "--patch-t", "4", "--patch-xy", "16"]
+FAST = list(bi.FAST)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,49 +40,9 @@ FAST = ["--steps", "1", "--patch-t", "4", "--patch-xy", "16"]
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """Tiny good and bad inputs, and a tiny model (f=4, one 12x16x16 tile: about a second)."""
-    d = tmp_path_factory.mktemp("inputs")
-    rng = np.random.default_rng(0)
-    good = rng.poisson(100, (12, 16, 16)).astype(np.uint16)
-    f: dict[str, Path] = {}
-
-    def tif(name: str, data: np.ndarray, **kw) -> None:
-        f[name] = d / f"{name}.tif"
-        kw.setdefault("metadata", {"axes": "TYX"} if data.ndim == 3 else None)
-        tifffile.imwrite(f[name], data, **kw)
-
-    tif("good", good)
-    tif("image2d", good[0])
-    tif("rgb", rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), photometric="rgb", metadata=None)
-    tif("frames1", good[:1])
-    tif("frames2", good[:2])
-    tif("frames6", good[:6])
-    tif("rows8", good[:, :8, :8])
-    nan = good.astype(np.float32)
-    nan[3, 4, 5] = np.nan
-    tif("nan", nan)
-    inf = good.astype(np.float32)
-    inf[7, 1, 2] = -np.inf
-    tif("inf", inf)
-    tif("const", np.full((12, 16, 16), 7, np.uint16))
-    tif("bool", good > 100)
-    tif("int8", (good % 100).astype(np.int8))
-    tif("int32", good.astype(np.int32) * 1000)
-    tif("float64", good.astype(np.float64) / 3)
-    tif("bigendian", good.astype(">u2"), byteorder=">")
-    tif("complex", good.astype(np.complex64))
-    tif("square_mirror", good)  # (T, N, N): not a bidirectional (T, 2N, N) scan
-    tif("odd_rows", rng.poisson(100, (12, 33, 16)).astype(np.uint16))
-    f["text"] = d / "notes.tif"
-    f["text"].write_text("these are my notes, not an image\n")
-    raw = f["good"].read_bytes()
-    f["truncated"] = d / "truncated.tif"
-    f["truncated"].write_bytes(raw[: len(raw) // 2])
-    torch.manual_seed(0)
-    den = Denoiser(build_network("unet_att", 4).eval(), "unet_att", 4, "fast", "temporal",
-                   Normalization(100.0, 10.0), train_shape=(12, 16, 16))
-    f["model"] = ck.save_checkpoint(d / "model.pt", den)
-    return f
+    """The shared corpus (tests/_bad_inputs.py): tiny good and bad inputs, bad checkpoints and
+    a tiny model (f=4, one 12x16x16 tile: about a second)."""
+    return bi.write_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -101,9 +61,7 @@ def error_line(err: str, command: str) -> str:
     return lines[0]
 
 
-def outputs(folder: Path) -> list[str]:
-    """Every file in ``folder`` (hidden temporaries included): a failed command must leave none."""
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+outputs = bi.outputs
 
 
 def refused(argv: list[str], capsys, command: str, *patterns: str) -> str:
@@ -116,28 +74,27 @@ def refused(argv: list[str], capsys, command: str, *patterns: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# bad images through `denoise`
+# every case of the shared corpus through the CLI (in-process; the report runs them as processes)
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("name", "patterns"),
-    [
-        ("image2d", ["single 2D image", "expected a time-lapse (T, Y, X)"]),
-        ("rgb", ["3 RGB(A) samples", "choose one with channel"]),
-        ("frames1", ["found shape (1, 16, 16)", "at least 3 frames"]),
-        ("frames2", ["only 2 frame(s)", "at least 3 frames"]),
-        ("nan", ["NaN or Inf", "replace them"]),
-        ("inf", ["NaN or Inf", "replace them"]),
-        ("bool", ["dtype bool", "expected uint8/uint16/int16/float32"]),
-        ("complex", ["complex64", "expected uint8/uint16/int16/float32"]),
-        ("text", ["is a text file", "expected a TIFF"]),
-        ("truncated", ["truncated or corrupted TIFF"]),
-    ],
-)
-def test_denoise_refuses_bad_image(files, tmp_path, capsys, name, patterns):
-    out = tmp_path / "out" / "result.tif"
-    line = refused(["denoise", files[name], "--model", files["model"], "--out", out], capsys, "denoise", *patterns)
-    assert files[name].name in line or "NaN" in line  # names the file (or the bad values)
-    assert outputs(tmp_path / "out") == []
+@pytest.mark.parametrize("case", bi.cases(cli=True), ids=lambda c: c.id)
+def test_cli_case(files, tmp_path, capsys, monkeypatch, case):
+    out = tmp_path / "out"
+    out.mkdir()
+    inputs_before = outputs(files["good"].parent)
+    if case.fault:
+        bi.install_fault(case.fault, monkeypatch.setattr, out)
+    argv = case.cli_argv(files, out)
+    if case.ok:
+        rc, _, err = run(argv, capsys)
+        assert rc == 0, err
+        result = tifffile.imread(case.out_path(files, out))
+        assert result.shape[0] >= 3 and np.isfinite(result.astype(np.float64)).all()
+        return
+    line = refused(argv, capsys, case.command, *case.expected)
+    assert outputs(out) == [], line  # no partial output, not even an empty run folder
+    assert outputs(files["good"].parent) == inputs_before  # inputs untouched, no hostile marker
+    if case.widget in ("denoise", "open") and case.id != "nan":
+        assert case.input_path(files, out).name in line  # names the file
 
 
 def test_denoise_missing_input(files, tmp_path, capsys):
@@ -172,49 +129,15 @@ def test_supported_dtypes_and_constant_image_work(files, tmp_path, capsys, name,
     assert outputs(tmp_path) == ["o.tif"]  # no temporary left beside it
 
 
-# ----------------------------------------------------------------------------------------------
-# bad images through `train` (all refused before the first step)
-# ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("name", "extra", "patterns"),
-    [
-        ("const", [], ["constant", "no signal or noise"]),
-        ("nan", [], ["NaN or Inf"]),
-        ("frames2", [], ["only 2 frame(s)"]),
-        ("frames6", [], ["needs at least 8 frames", "patch_t <= 3"]),
-        ("rows8", [], ["does not fit the 8x8", "patch_xy <= 8"]),
-        ("square_mirror", ["--mode", "mirrored"], ["(T, 2N, N)", "found (T, Y, X) = (12, 16, 16)", "temporal"]),
-        ("odd_rows", ["--mode", "mirrored"], ["(T, 2N, N)", "(12, 33, 16)"]),
-        ("odd_rows", ["--mode", "rowsplit"], ["even number of rows", "crop one row"]),
-        ("bool", [], ["mask, not an intensity image"]),
-    ],
-)
-def test_train_refuses_bad_stack(files, tmp_path, capsys, name, extra, patterns):
-    out = tmp_path / "run"
-    refused(["train", files[name], "--out", out, *FAST, *extra], capsys, "train", *patterns)
-    assert outputs(out) == []
+def test_train_refuses_bool_as_a_mask(files, tmp_path, capsys):
+    refused(["train", files["bool"], "--out", tmp_path / "run", *FAST], capsys, "train",
+            "mask, not an intensity image")
+    assert outputs(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------------------------
 # output problems
 # ----------------------------------------------------------------------------------------------
-def test_unwritable_output_folder(files, tmp_path, capsys, monkeypatch):
-    """Simulated with a failing os.open (tests often run as root, for whom chmod changes nothing)."""
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    real_open = os.open
-
-    def deny(path, *a, **kw):
-        if Path(os.fsdecode(path)).parent == locked:
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, *a, **kw)
-
-    monkeypatch.setattr(os, "open", deny)
-    refused(["denoise", files["good"], "--model", files["model"], "--out", locked / "o.tif"], capsys, "denoise",
-            "cannot write", "not writable", "Permission denied")
-    assert outputs(locked) == []
-
-
 def test_output_under_a_file(files, tmp_path, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
@@ -231,38 +154,11 @@ def test_output_would_overwrite_input(files, tmp_path, capsys):
     assert src.read_bytes() == files["good"].read_bytes()
 
 
-def test_disk_full_before_writing(files, tmp_path, capsys, monkeypatch):
-    def full(fd, offset, length):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
-    refused(["denoise", files["good"], "--model", files["model"], "--out", tmp_path / "o.tif"], capsys, "denoise",
-            "not enough disk space", "o.tif")
-    assert outputs(tmp_path) == []
-
-
-class _FullDiskMemmap:
-    """A TIFF memmap whose writes fail with ENOSPC (the disk filled up while denoising)."""
-
-    def __init__(self, mm: np.ndarray) -> None:
-        self.mm, self.shape, self.dtype = mm, mm.shape, mm.dtype
-
-    def __setitem__(self, key, value) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def flush(self) -> None:
-        self.mm.flush()
-
-
 def test_disk_full_while_writing_keeps_old_output(files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "o.tif"
     old = np.arange(12 * 16 * 16, dtype=np.float32).reshape(12, 16, 16)
     tifffile.imwrite(out, old)
-    real = tio.tifffile.memmap
-    def memmap(*a, **kw):  # reading the input stays real; the output's writes fail
-        return real(*a, **kw) if kw.get("mode") == "r" else _FullDiskMemmap(real(*a, **kw))
-
-    monkeypatch.setattr(tio.tifffile, "memmap", memmap)
+    bi.install_fault("disk_full_midway", monkeypatch.setattr, tmp_path)
     refused(["denoise", files["good"], "--model", files["model"], "--out", out], capsys, "denoise",
             "disk is full", "nothing was written")
     np.testing.assert_array_equal(tifffile.imread(out), old)  # the previous result is intact
@@ -272,35 +168,9 @@ def test_disk_full_while_writing_keeps_old_output(files, tmp_path, capsys, monke
 # ----------------------------------------------------------------------------------------------
 # bad checkpoints
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bad_models(files, tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("models")
-    data = files["model"].read_bytes()
-    raw = torch.load(files["model"], weights_only=True)
-    m = {"truncated": d / "truncated.pt", "newer": d / "newer.pt", "other_arch": d / "other_arch.pt",
-         "random": d / "random.pt", "tiff": d / "image.pt", "plain": d / "plain.pt"}
-    m["truncated"].write_bytes(data[: len(data) // 2])
-    torch.save(dict(raw, format_version=ck.FORMAT_VERSION + 1), m["newer"])
-    torch.save(dict(raw, state_dict=build_network("unet3d", 4).state_dict()), m["other_arch"])
-    m["random"].write_bytes(np.random.default_rng(1).bytes(2048))
-    m["tiff"].write_bytes(files["good"].read_bytes())
-    torch.save({"weights": [1, 2, 3]}, m["plain"])
-    return m
-
-
-@pytest.mark.parametrize(
-    ("name", "patterns"),
-    [
-        ("truncated", ["truncated or corrupted PyTorch file"]),
-        ("newer", ["newer napari-unet-att", "update napari-unet-att"]),
-        ("other_arch", ["do not match a unet_att network"]),
-        ("random", ["not a PyTorch checkpoint"]),
-        ("tiff", ["not a PyTorch checkpoint"]),
-        ("plain", ["neither a napari-unet-att checkpoint nor"]),
-    ],
-)
-def test_bad_checkpoint(files, bad_models, tmp_path, capsys, name, patterns):
-    model = bad_models[name]
+@pytest.mark.parametrize("name", ["m_truncated", "m_newer", "m_arch", "m_random", "m_tiff", "m_plain"])
+def test_bad_checkpoint_on_every_command(files, tmp_path, capsys, name):
+    model, patterns = files[name], bi.CASES_BY_ID[name].expected
     line = refused(["denoise", files["good"], "--model", model, "--out", tmp_path / "o.tif"], capsys, "denoise",
                    *patterns)
     assert model.name in line
@@ -422,14 +292,14 @@ def test_untrusted_checkpoints_refused_by_cli(files, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # the real command line, in separate processes (run side by side: each start imports torch)
 # ----------------------------------------------------------------------------------------------
-def test_cli_subprocess_refusals(files, bad_models, tmp_path):
+def test_cli_subprocess_refusals(files, tmp_path):
     marker = tmp_path / "PWNED"
     hostile = _planted(tmp_path, marker)[0]
     out = tmp_path / "out"
     cases = {
         "image2d": (["denoise", files["image2d"], "--model", files["model"], "--out", out / "a.tif"],
                     "single 2D image"),
-        "truncated_model": (["info", bad_models["truncated"]], "truncated or corrupted PyTorch file"),
+        "truncated_model": (["info", files["m_truncated"]], "truncated or corrupted PyTorch file"),
         "hostile_init": (["train", files["good"], "--init", hostile, "--out", out / "run", *FAST], "NOT loaded"),
     }
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")

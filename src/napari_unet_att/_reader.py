@@ -38,9 +38,29 @@ def _read_one(path: Path) -> LayerData:
     try:
         data = read_stack(path, lazy=True)
     except InputError as exc:
-        data = _lazy_any_tiff(path)
+        data = _viewable(path, exc)
+        if data is None:
+            raise  # the engine's message: missing file, not a TIFF, truncated, unsupported dtype
         meta["unet_att_note"] = str(exc)
     return data, {"name": path.stem, "metadata": meta}, "image"
+
+
+def _viewable(path: Path, exc: Exception) -> Any:
+    """A lazy view of a TIFF the engine refused for its layout only (2D, channels, bool), else None.
+
+    :func:`~napari_unet_att.io.read_stack` reports layout and dtype problems of a readable
+    TIFF as ``"file NAME: found shape ..."``; problems with the file itself (missing, not a
+    TIFF, truncated) name its full path. Only the first kind can be shown: a truncated file
+    would fail later, while napari draws it, with an error nobody can act on. Data napari
+    cannot display (complex) are refused too.
+    """
+    if not str(exc).startswith(f"file {path.name}: "):
+        return None
+    try:
+        data = _lazy_any_tiff(path)
+    except Exception:  # noqa: BLE001 - the engine's message is the better one to show
+        return None
+    return data if data.dtype.kind in "biuf" else None
 
 
 def _lazy_any_tiff(path: Path) -> Any:

@@ -6,6 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError, UserError
+
+
+class WriteError(UserError, OSError):
+    """A refused write (missing or unwritable folder, bad dtype), raised so that napari shows it.
+
+    napari's writer lookup treats a ``ValueError`` from the writer as "this plugin cannot
+    write that" and replaces the message with a vague warning; the engine's
+    :class:`~napari_unet_att.errors.InputError` is a ``ValueError``, so it is re-raised as
+    this ``OSError`` (what napari expects from a failed save), with the same message.
+    """
+
 
 def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer; returns the written path (napari's single-layer writer protocol).
@@ -21,7 +33,11 @@ def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if out.suffix.lower() not in (".tif", ".tiff"):
         out = out.with_suffix(".tif")
     input_dtype = np.dtype(getattr(data, "dtype", np.float32))
-    write_stack(out, data, dtype="input", input_dtype=input_dtype, metadata=_jsonable(meta.get("metadata") or {}))
+    try:
+        write_stack(out, data, dtype="input", input_dtype=input_dtype,
+                    metadata=_jsonable(meta.get("metadata") or {}))
+    except InputError as exc:
+        raise WriteError(str(exc)) from None
     return [str(out)]
 
 

@@ -9,7 +9,8 @@ stacks as float32. Here instead:
   outer borders), so there are no seams;
 - the model's normalisation is undone, so the output is in the input's intensity units;
   integer output is clipped, never wrapped;
-- tiles are read one region at a time (numpy memmap, zarr and dask inputs stream) and the
+- tiles are read one region at a time (``io.TiffArray``, numpy memmap, zarr and dask inputs
+  stream; a TIFF input is read with positioned reads, never mapped) and the
   weighted sums live in a rolling window of frames that is flushed to the output as soon as
   no later tile touches it, so memory is O(tile) rather than O(stack);
 - a job whose estimated memory exceeds what the machine has is refused before it starts
@@ -442,7 +443,8 @@ def iter_denoise(
     Parameters
     ----------
     stack : array-like (T, Y, X)
-        numpy array, ``np.memmap``, zarr or dask array; only tile regions are read.
+        numpy array, ``io.TiffArray`` (what ``io.read_stack`` returns for plain TIFFs),
+        ``np.memmap``, zarr or dask array; only tile regions are read.
     denoiser : Denoiser
         Model and metadata. A ``'mirrored'`` model given a ``(T, 2N, N)`` stack denoises the
         forward (even) and backward (odd) rows as two ``(T, N, N)`` stacks (backward rows
@@ -604,9 +606,10 @@ def iter_denoise_file(
 ) -> Generator[InferEvent, None, Path]:
     """Stream a TIFF through the model into another TIFF, atomically.
 
-    The input is read lazily, tiles are written to ``out_path`` as they complete (files
-    larger than RAM work), and the file only appears once everything succeeded: an error or
-    closing this generator leaves no (partial) output. Returns ``out_path``.
+    The input is read lazily (positioned reads of each tile), finished frames are written to
+    ``out_path`` as they complete and dropped from the process's memory (``io.output_stack``),
+    so peak memory does not grow with the file; the file only appears once everything
+    succeeded: an error or closing this generator leaves no (partial) output. Returns ``out_path``.
     """
     cfg = cfg or InferConfig()
     stack = tio.read_stack(in_path, channel=channel, lazy=True)

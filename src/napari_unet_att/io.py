@@ -1,11 +1,13 @@
 """TIFF (and zarr) reading and writing, and validation of time-lapse arrays.
 
 Everything the engine reads goes through :func:`read_stack` / :func:`as_timelapse`, which
-return a ``(T, Y, X)`` array without reading the pixels: a ``np.memmap`` for contiguous,
-uncompressed TIFFs, a dask array otherwise, so files larger than RAM work. Everything it
-writes goes through :func:`write_stack` / :func:`output_stack`, which never leave a partial
-file behind: data go to a temporary file in the destination folder that is renamed into
-place only once complete.
+return a ``(T, Y, X)`` array without reading the pixels: a :class:`TiffArray` (positioned
+reads of the requested region only) for contiguous, uncompressed TIFFs, a dask array
+otherwise, so files larger than RAM work. Nothing is memory-mapped for reading: mapped file
+pages count in the process's resident memory (``top``, ``ru_maxrss``, container limits) and
+would make it grow with the file. Everything it writes goes through :func:`write_stack` /
+:func:`output_stack`, which never leave a partial file behind: data go to a temporary file
+in the destination folder that is renamed into place only once complete.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import errno
 import json
 import logging
 import math
+import mmap
 import os
 import shutil
 import struct  # tifffile lets struct.error through for files cut inside the header
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +41,7 @@ MIN_FRAMES = 3
 BIGTIFF_BYTES = 2**31  # above 2 GB switch to BigTIFF: classic TIFF offsets stop at 4 GB, keep a margin
 METADATA_KEY = "napari_unet_att"
 _CHUNK_BYTES = 64 * 2**20  # frames per dask chunk / per write block: about 64 MB
+_SPAN_BYTES = 4 * 2**20  # TiffArray: read a region's whole byte span at once up to this size (or 2x the region)
 
 PathLike = str | os.PathLike
 
@@ -76,8 +81,8 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) ->
     channel : int, optional
         Channel to take when the file has a channel (``C``) or sample (``S``, RGB) axis.
     lazy : bool
-        True: nothing is read yet (``np.memmap`` for contiguous uncompressed files, else a
-        dask array reading frames on demand). False: a numpy array in memory.
+        True: nothing is read yet (a :class:`TiffArray` for contiguous uncompressed files,
+        else a dask array reading frames on demand). False: a numpy array in memory.
 
     Returns
     -------
@@ -99,9 +104,9 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) ->
         try:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                axes, shape, dtype = series.axes, tuple(series.shape), series.dtype
+                axes, shape = series.axes, tuple(series.shape)
                 _check_complete(tif, series, path, size, log.messages)
-                contiguous = series.dataoffset is not None  # tifffile: None unless one uncompressed block
+                raw = _raw_layout(tif, series)
         except InputError:
             raise
         except tifffile.TiffFileError as exc:
@@ -109,7 +114,7 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) ->
         except (EOFError, OSError, ValueError, IndexError, KeyError, struct.error) as exc:
             raise InputError(f"{path} is a truncated or corrupted TIFF file ({type(exc).__name__}: {exc})") from None
     what = f"file {path.name}"
-    arr = _open_pixels(path, contiguous, shape, dtype)
+    arr = _open_pixels(path, raw, shape)
     out = _to_timelapse(arr, axes, channel, what)
     if lazy:
         return out
@@ -182,15 +187,20 @@ def _check_pages(series: Any, size: int) -> str | None:
     return None
 
 
-def _open_pixels(path: Path, contiguous: bool, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-    """A memory map when the pixels are one uncompressed block, else a dask array over zarr."""
-    if contiguous:
-        try:
-            mm = tifffile.memmap(path, series=0, mode="r")
-            if tuple(mm.shape) == shape:
-                return mm
-        except (ValueError, OSError):
-            pass  # not memory-mappable after all (e.g. odd bit depth): fall back to zarr
+def _raw_layout(tif: tifffile.TiffFile, series: Any) -> tuple[int, np.dtype] | None:
+    """(byte offset, dtype as stored) when the pixels are one uncompressed block, else None."""
+    offset, dtype = series.dataoffset, series.dtype  # tifffile: None unless one block in final form
+    if offset is None or dtype is None or not tif.filehandle.is_file:
+        return None
+    if series.keyframe.bitspersample != 8 * dtype.itemsize:  # packed 1 / 12-bit samples: let tifffile decode
+        return None
+    return int(offset), np.dtype(tif.byteorder + dtype.char)  # the file's byte order, converted when read
+
+
+def _open_pixels(path: Path, raw: tuple[int, np.dtype] | None, shape: tuple[int, ...]) -> Any:
+    """Positioned reads when the pixels are one uncompressed block, else a dask array over zarr."""
+    if raw is not None:
+        return TiffArray(path, raw[0], shape, raw[1])
     try:
         import dask.array as da
         import zarr
@@ -224,6 +234,249 @@ def _frame_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------------------------
+# positioned reads
+# ----------------------------------------------------------------------------------------------
+class _OpenFile:
+    """One read-only file descriptor shared by a :class:`TiffArray` and its views.
+
+    Reads are positioned (``os.preadv`` / ``os.pread``), so threads (the inference prefetch
+    thread, napari's slicing thread) share it safely. Opened lazily and again after a fork;
+    closed when the last view goes away.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+        self._pid = -1
+        self._lock = threading.Lock()  # only for the seek + read fallback (no pread, e.g. Windows)
+
+    def _handle(self) -> Any:
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 (lives as long as the array)
+            self._pid = os.getpid()
+        return self._fh
+
+    def read_into(self, buf: memoryview, offset: int) -> None:
+        """Fill ``buf`` (bytes) from ``offset``; a short file is an :class:`InputError`."""
+        fh = self._handle()
+        done = 0
+        while done < len(buf):
+            part = buf[done:]
+            if hasattr(os, "preadv"):
+                n = os.preadv(fh.fileno(), [part], offset + done)
+            elif hasattr(os, "pread"):
+                data = os.pread(fh.fileno(), len(part), offset + done)
+                n = len(data)
+                part[:n] = data
+            else:
+                with self._lock:
+                    fh.seek(offset + done)
+                    n = fh.readinto(part) or 0
+            if n <= 0:
+                raise InputError(f"{self.path} ended at byte {offset + done:,} while reading its pixels; the file "
+                                 "was truncated or replaced after it was opened")
+            done += n
+
+    def close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class TiffArray:
+    """Read-only lazy view of uncompressed pixels in a file, read with positioned reads.
+
+    Like a ``np.memmap`` but without a memory map: indexing reads exactly the requested region
+    (frame blocks, or ``(t, y, x)`` tiles) into a new numpy array, so the process's resident
+    memory does not grow with the file. It supports the array protocol napari, dask and the
+    engine use: ``shape``, ``dtype``, ``ndim``, ``size``, ``len``, ``arr[key]`` (basic indexing:
+    integers, slices with any step, ``...``; returns a numpy array), ``np.asarray(arr)`` (reads
+    everything), and lazy :meth:`subarray`, :meth:`transpose` and :meth:`astype`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    offset : int
+        Byte offset of element ``[0, ..., 0]``.
+    shape : tuple of int
+        Shape of the (C-ordered) block.
+    file_dtype : numpy dtype
+        Element type as stored, with its byte order (``'>u2'`` for big-endian uint16).
+    dtype : numpy dtype, optional
+        Type of the arrays returned (default: ``file_dtype`` in native byte order); values are
+        converted with ``astype`` on read.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        offset: int,
+        shape: tuple[int, ...],
+        file_dtype: Any,
+        dtype: Any = None,
+        *,
+        strides: tuple[int, ...] | None = None,
+        _file: _OpenFile | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.offset = int(offset)
+        self.shape = tuple(int(n) for n in shape)
+        self.file_dtype = np.dtype(file_dtype)
+        self.dtype = np.dtype(dtype) if dtype is not None else self.file_dtype.newbyteorder("=")
+        if strides is None:  # C order
+            strides, step = [], self.file_dtype.itemsize
+            for n in reversed(self.shape):
+                strides.insert(0, step)
+                step *= n
+        self.strides = tuple(int(s) for s in strides)
+        self._file = _file if _file is not None else _OpenFile(self.path)
+
+    # -- array attributes
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"TiffArray({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:  # a stable dask key without reading the data
+        st = self.path.stat()
+        return (str(self.path), st.st_mtime_ns, st.st_size, self.offset, self.shape, self.file_dtype.str,
+                self.dtype.str, self.strides)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (dask's process scheduler): reopened by path
+        return (_rebuild_tiff_array, (str(self.path), self.offset, self.shape, self.file_dtype.str,
+                                      self.dtype.str, self.strides))
+
+    # -- lazy views
+    def _derived(self, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype) -> TiffArray:
+        return TiffArray(self.path, offset, shape, self.file_dtype, dtype, strides=strides, _file=self._file)
+
+    def subarray(self, key: Any) -> TiffArray:
+        """``self[key]`` as a lazy view (nothing read): basic indexing only."""
+        key = key if isinstance(key, tuple) else (key,)
+        if sum(k is Ellipsis for k in key) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for an array of shape {self.shape}: {len(key)}")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        offset, shape, strides = self.offset, [], []
+        for k, n, st in zip(key, self.shape, self.strides, strict=True):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                m = len(range(start, stop, step))
+                offset += start * st if m else 0
+                shape.append(m)
+                strides.append(st * step)
+            elif isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {int(k)} is out of bounds for an axis of size {n}")
+                offset += i * st
+            else:
+                raise TypeError(f"TiffArray supports integers, slices and '...' as indices, got {type(k).__name__}; "
+                                "read the region first (np.asarray(arr[a:b])) for fancy indexing")
+        return self._derived(offset, tuple(shape), tuple(strides), self.dtype)
+
+    def transpose(self, *axes: Any) -> TiffArray:
+        """Lazy transpose (like ``np.transpose``; nothing read)."""
+        if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], int | np.integer)):
+            axes = axes[0]
+        order = tuple(range(self.ndim))[::-1] if not axes else tuple(int(a) % self.ndim for a in axes)
+        if sorted(order) != list(range(self.ndim)):
+            raise ValueError(f"axes {axes} do not match an array of {self.ndim} dimensions")
+        return self._derived(self.offset, tuple(self.shape[a] for a in order),
+                             tuple(self.strides[a] for a in order), self.dtype)
+
+    @property
+    def T(self) -> TiffArray:  # noqa: N802 (numpy's name)
+        return self.transpose()
+
+    def astype(self, dtype: Any, copy: bool = True) -> TiffArray:
+        """Lazy conversion: the values are converted with numpy's ``astype`` when read."""
+        return self._derived(self.offset, self.shape, self.strides, np.dtype(dtype))
+
+    # -- reading
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.subarray(key).read()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def read(self) -> np.ndarray:
+        """All elements of this view as a new numpy array (only their bytes are read)."""
+        offset, strides, flips = self.offset, list(self.strides), []
+        for axis, (n, st) in enumerate(zip(self.shape, self.strides, strict=True)):
+            if st < 0 and n > 1:  # negative steps: read forwards, reverse afterwards
+                offset += st * (n - 1)
+                strides[axis] = -st
+                flips.append(axis)
+        raw = np.empty(self.shape, dtype=self.file_dtype)
+        if raw.size:
+            self._fill(raw, offset, tuple(strides))
+        if flips:
+            raw = np.flip(raw, axis=tuple(flips))
+        return raw.astype(self.dtype, copy=False) if raw.dtype != self.dtype else np.ascontiguousarray(raw)
+
+    def _fill(self, out: np.ndarray, offset: int, strides: tuple[int, ...]) -> None:
+        """Read the region (non-negative ``strides``) into the C-contiguous ``out``."""
+        item = out.itemsize
+        strides = tuple(s if n > 1 else 0 for n, s in zip(out.shape, strides, strict=True))
+        span = item + sum((n - 1) * s for n, s in zip(out.shape, strides, strict=True))
+        if out.flags.c_contiguous and strides == _c_strides(out.shape, item):
+            self._file.read_into(memoryview(out.reshape(-1).view(np.uint8)), offset)  # straight into the result
+            return
+        if span <= max(2 * out.nbytes, _SPAN_BYTES) or out.ndim == 0:  # one read, then pick the elements
+            buf = np.empty(span, dtype=np.uint8)
+            self._file.read_into(memoryview(buf), offset)
+            out[...] = np.ndarray(out.shape, dtype=out.dtype, buffer=buf, strides=strides)
+            return
+        axis = max(range(out.ndim), key=lambda a: strides[a] if out.shape[a] > 1 else -1)
+        rest = strides[:axis] + strides[axis + 1 :]
+        for i in range(out.shape[axis]):  # a big sparse region: one read per step of its widest axis
+            self._fill(np.moveaxis(out, axis, 0)[i], offset + i * strides[axis], rest)
+
+
+def _c_strides(shape: tuple[int, ...], item: int) -> tuple[int, ...]:
+    out, step = [], item
+    for n in reversed(shape):
+        out.insert(0, step if n > 1 else 0)
+        step *= n
+    return tuple(out)
+
+
+def _rebuild_tiff_array(path: str, offset: int, shape: tuple[int, ...], file_dtype: str, dtype: str,
+                        strides: tuple[int, ...]) -> TiffArray:
+    return TiffArray(path, offset, shape, file_dtype, dtype, strides=strides)
+
+
+# ----------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------
 def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | None = None) -> Any:
@@ -236,7 +489,8 @@ def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | Non
 
     Dtypes: uint8, uint16, int16 and float32 are kept; int8 becomes int16, 32/64-bit
     integers and float16/float64 become float32, big-endian data become native (all exact
-    or to float32 precision, never wrapped). Lazy inputs (dask, zarr, memmap) stay lazy.
+    or to float32 precision, never wrapped). Lazy inputs (dask, zarr, memmap, :class:`TiffArray`)
+    stay lazy.
     Values are not checked for NaN / Inf here (normalisation does it while streaming).
 
     Raises
@@ -250,7 +504,7 @@ def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | Non
 
 
 def _as_array_like(array: Any) -> Any:
-    if isinstance(array, np.ndarray) or _is_dask(array):
+    if isinstance(array, np.ndarray | TiffArray) or _is_dask(array):
         return array
     if hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__"):
         import dask.array as da  # zarr / h5py / other lazy arrays: wrap, do not read
@@ -286,6 +540,11 @@ def _guess_axes(shape: tuple[int, ...], channel_axis: int | None) -> str:
     raise InputError(f"got a {nd}D array of shape {shape}; expected a time-lapse (T, Y, X)")
 
 
+def _subarray(arr: Any, index: tuple[Any, ...]) -> Any:
+    """``arr[index]`` without reading: indexing a :class:`TiffArray` reads, its views do not."""
+    return arr.subarray(index) if isinstance(arr, TiffArray) else arr[index]
+
+
 def _to_timelapse(arr: Any, axes: str, channel: int | None, what: str) -> Any:
     """Select the channel, drop singleton axes, order as (T, Y, X), check size and dtype."""
     shape = tuple(arr.shape)
@@ -296,7 +555,7 @@ def _to_timelapse(arr: Any, axes: str, channel: int | None, what: str) -> Any:
     arr, axes = _select_channel(arr, axes, channel, what, found)
     drop = [n == 1 and a not in "YX" for n, a in zip(arr.shape, axes, strict=True)]  # singleton T/Z/C/...
     if any(drop):
-        arr = arr[tuple(0 if d else slice(None) for d in drop)]
+        arr = _subarray(arr, tuple(0 if d else slice(None) for d in drop))
         axes = "".join(a for a, d in zip(axes, drop, strict=True) if not d)
     others = [i for i, a in enumerate(axes) if a not in "YX"]
     if not others:
@@ -335,7 +594,7 @@ def _select_channel(arr: Any, axes: str, channel: int | None, what: str, found: 
     if not isinstance(channel, int | np.integer) or not 0 <= int(channel) < n:
         raise InputError(f"{what}: {found}: channel {channel!r} does not exist; expected 0..{n - 1}")
     index = tuple(int(channel) if j == i else slice(None) for j in range(len(axes)))
-    return arr[index], axes[:i] + axes[i + 1 :]
+    return _subarray(arr, index), axes[:i] + axes[i + 1 :]
 
 
 def _target_dtype(dtype: np.dtype, what: str, found: str) -> np.dtype:
@@ -357,7 +616,7 @@ def _convert_dtype(arr: Any, what: str, found: str) -> Any:
     target = _target_dtype(np.dtype(arr.dtype), what, found)
     if np.dtype(arr.dtype) == target and np.dtype(arr.dtype).isnative:
         return arr
-    if isinstance(arr, np.memmap):  # keep it lazy: convert frame chunks on access
+    if isinstance(arr, np.memmap):  # keep it lazy: convert frame chunks on access (a TiffArray converts itself)
         import dask.array as da
 
         arr = da.from_array(arr, chunks=_frame_chunks(tuple(arr.shape), arr.dtype))
@@ -521,6 +780,17 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _check_folder(path: Path) -> None:
+    """Refuse an output path whose folder is missing or is a file, saying which."""
+    folder = path.parent
+    if folder.is_dir():
+        return
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"cannot write {path}: {parent} is a file, not a folder")
+    raise InputError(f"cannot write {path}: the folder {folder} does not exist")
+
+
 @contextlib.contextmanager
 def atomic_file(path: PathLike) -> Iterator[Path]:
     """Yield a reserved temporary file beside ``path``; rename it into place if the block succeeds.
@@ -529,9 +799,7 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
     an ``OSError`` becomes :class:`ResourceError` (disk full) or :class:`InputError`.
     """
     path = Path(path)
-    directory = path.parent
-    if not directory.is_dir():
-        raise InputError(f"cannot write {path}: the folder {directory} does not exist")
+    _check_folder(path)
     tmp = _temp_name(path)
     try:
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # honours the umask
@@ -547,7 +815,7 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
         if isinstance(exc, OSError):
             raise _os_error(exc, path) from exc
         raise
-    _fsync_dir(directory)
+    _fsync_dir(path.parent)
 
 
 def _blocks(array: Any, dtype: np.dtype) -> Iterator[np.ndarray]:
@@ -611,8 +879,7 @@ def write_stack(
     out_dtype = _resolve_output_dtype(dtype, input_dtype, np.dtype(arr.dtype))
     imagej, bigtiff, axes = _layout(shape, out_dtype)
     md = _tiff_metadata(metadata, imagej, axes)
-    if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist")
+    _check_folder(path)
     _check_space(path.parent, math.prod(shape) * out_dtype.itemsize, path)
     data: Any = _blocks(arr, out_dtype) if len(shape) > 2 else _cast(np.asarray(arr), out_dtype)
     with atomic_file(path) as tmp:
@@ -632,12 +899,14 @@ def output_stack(
 
     ``.zarr`` paths give a zarr array (chunks of whole frames), anything else a memory-mapped
     TIFF (ImageJ layout when possible, BigTIFF above 2 GB) whose disk blocks are reserved up
-    front, so a full disk is reported now rather than crashing the process mid-write.
+    front, so a full disk is reported now rather than crashing the process mid-write. Frames
+    written to the TIFF are flushed to the file and dropped from this process's resident
+    memory at once (see :class:`_StreamedTiff`), so writing a file larger than RAM keeps RSS flat.
 
     Yields
     ------
     array-like
-        Supports ``out[t0:t1] = block``.
+        Supports ``out[t0:t1] = block`` (and reading back, ``np.asarray(out[t0:t1])``).
 
     Raises
     ------
@@ -647,8 +916,7 @@ def output_stack(
     path = Path(path)
     shape = tuple(int(n) for n in shape)
     dtype = np.dtype(dtype).newbyteorder("=")
-    if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the folder {path.parent} does not exist")
+    _check_folder(path)
     _check_space(path.parent, math.prod(shape) * dtype.itemsize, path)
     if path.suffix.lower() == ".zarr":
         with _zarr_output(path, shape, dtype, metadata) as z:
@@ -661,10 +929,81 @@ def output_stack(
                              photometric="minisblack")
         try:
             _reserve(tmp, path)
-            yield mm
-            mm.flush()
+            out = _StreamedTiff(mm)
+            yield out
+            out.flush()
         finally:
+            out = None
             del mm  # unmap before the rename (required on Windows)
+
+
+class _StreamedTiff:
+    """The writable array :func:`output_stack` yields for a TIFF.
+
+    Wraps the memory map of the temporary file. After every assignment the written frames are
+    flushed to the file (``msync``) and released from this process's page tables
+    (``madvise(MADV_DONTNEED)``): they stay in the kernel's page cache, but no longer count in
+    the process's resident memory, which would otherwise grow to the size of the output
+    (mapped file pages count in ``ru_maxrss``, ``top`` and container limits). Where ``madvise``
+    is missing (Windows) it behaves as the plain memory map.
+    """
+
+    def __init__(self, mm: Any) -> None:
+        self._mm = mm
+        self.shape = tuple(int(n) for n in mm.shape)
+        self.dtype = np.dtype(mm.dtype)
+        self._frame_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        raw = getattr(mm, "_mmap", None)  # numpy's mmap.mmap under the np.memmap
+        usable = raw is not None and hasattr(raw, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+        self._map = raw if usable else None
+        # numpy maps from the offset rounded down to the allocation granularity
+        self._base = int(getattr(mm, "offset", 0)) % mmap.ALLOCATIONGRANULARITY if usable else 0
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._mm[key] = value
+        self._release(key)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.array(self._mm[key])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.array(self._mm, dtype=dtype)
+
+    def flush(self) -> None:
+        self._mm.flush()
+
+    def _frames(self, key: Any) -> tuple[int, int]:
+        """The range of frames an assignment with ``key`` touched (all of them when unsure)."""
+        first = key[0] if isinstance(key, tuple) and key else key
+        n = self.shape[0] if self.shape else 0
+        if isinstance(first, slice):
+            rng = range(*first.indices(n))
+            return (min(rng), max(rng) + 1) if len(rng) else (0, 0)
+        if isinstance(first, int | np.integer) and not isinstance(first, bool):
+            i = int(first) % n if n else 0
+            return i, i + 1
+        return 0, n
+
+    def _release(self, key: Any) -> None:
+        if self._map is None or not self._frame_bytes:
+            return
+        start, stop = self._frames(key)
+        page = mmap.PAGESIZE
+        lo = self._base + start * self._frame_bytes
+        hi = min(len(self._map), self._base + stop * self._frame_bytes)
+        lo -= lo % page  # whole pages: on a shared file mapping a page dropped early is simply re-read
+        hi = min(len(self._map), -(-hi // page) * page)
+        if hi > lo:
+            with contextlib.suppress(OSError, ValueError):
+                self._map.flush(lo, hi - lo)
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def _reserve(tmp: Path, path: Path) -> None:

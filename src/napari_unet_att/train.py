@@ -142,8 +142,9 @@ class Trainer:
             den = load_checkpoint(self.resume)
             state = load_training_state(self.resume)
             if state is None:
-                raise InputError(f"{self.resume} holds no training state (it is a final model); use --init to "
-                                 "start a new run from its weights")
+                raise InputError(f"{self.resume} holds no training state (it is a final model); start a new "
+                                 "run from its weights instead (--init in the CLI, 'start from the loaded "
+                                 "model's weights' in the widget)")
             old = dict(den.train_config)
             # Continue the same run: the stored settings win, except the budget and device just given.
             keep = ("device", "checkpoint_every", "preview_every", "preview_frames")

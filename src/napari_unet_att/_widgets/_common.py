@@ -110,6 +110,10 @@ class ModelStore:
         self._models[_unproxy(viewer)] = (denoiser, origin)
         self.changed.emit(_unproxy(viewer))
 
+    def forget(self, viewer: Any) -> None:
+        """Drop the viewer's model (the docks keep showing the last one until a new one is set)."""
+        self._models.pop(_unproxy(viewer), None)
+
 
 MODELS = ModelStore()
 
@@ -119,7 +123,57 @@ def _unproxy(viewer: Any) -> Any:
     return getattr(viewer, "__wrapped__", viewer)
 
 
+# -- layer data ---------------------------------------------------------------------------
+#: The widgets have no channel selector: napari's layer context menu splits channels into layers.
+SPLIT_HINT = ("In napari, right-click the layer and choose Split RGB (or Split Stack for channels), then "
+              "select one of the new layers.")
+
+
+def layer_stack(layer: Any) -> Any:
+    """A layer's data as a ``(T, Y, X)`` stack, validated by :func:`napari_unet_att.io.as_timelapse`.
+
+    The data stay lazy (memory map / dask). The engine's message is kept; it names the layer
+    instead of "array", and where it asks for a channel it says how to get one in napari.
+
+    Raises
+    ------
+    InputError
+        No layer, a multiscale layer, or data that are not a single-channel time-lapse.
+    """
+    from ..errors import InputError
+    from ..io import as_timelapse
+
+    if layer is None:
+        raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")
+    if getattr(layer, "multiscale", False):
+        raise InputError(f"layer {layer.name!r} is multiscale; a single-resolution (T, Y, X) layer is needed")
+    try:
+        return as_timelapse(layer.data)
+    except InputError as exc:
+        msg = str(exc)
+        if msg.startswith("array: "):
+            msg = f"layer {layer.name!r}: {msg[len('array: '):]}"
+        if "choose one with channel" in msg:
+            msg = f"{msg}. {SPLIT_HINT}"
+        raise InputError(msg) from None
+
+
 # -- notifications ------------------------------------------------------------------------
+class WorkerFailure(Exception):
+    """An engine error carried out of a napari generator worker (see :func:`drain`).
+
+    napari's ``GeneratorWorker`` takes a ``RuntimeError`` raised by its generator for "the
+    worker was deleted": it only warns, and emits neither ``errored`` nor ``finished``, so
+    the user would get no message and a dock stuck in its busy state. The engine's
+    :class:`~napari_unet_att.errors.ResourceError` (out of memory, full disk) and torch's
+    own errors are ``RuntimeError`` subclasses, so :func:`drain` wraps them in this.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 def report_error(exc: BaseException, what: str) -> None:
     """Show an error in napari: a :class:`UserError` message as is, anything else with its type.
 
@@ -127,6 +181,8 @@ def report_error(exc: BaseException, what: str) -> None:
     """
     from napari.utils.notifications import show_error
 
+    if isinstance(exc, WorkerFailure):
+        exc = exc.original
     if isinstance(exc, UserError):
         show_error(str(exc))
     else:
@@ -321,6 +377,8 @@ def drain(gen: Any, cancel: Any) -> Any:
                 event = next(gen)
             except StopIteration as stop:
                 return stop.value
+            except RuntimeError as exc:  # napari would swallow it: see WorkerFailure
+                raise WorkerFailure(exc) from exc
             yield event
         return None
     finally:

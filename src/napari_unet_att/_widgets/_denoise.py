@@ -223,7 +223,6 @@ class DenoiseWidget(QWidget):
         from napari.qt.threading import create_worker
 
         from ..infer import iter_denoise, iter_denoise_file
-        from ..io import as_timelapse
 
         if C.worker_busy(self.worker):
             return self.worker
@@ -235,7 +234,7 @@ class DenoiseWidget(QWidget):
             if layer is None:
                 raise InputError("no image layer to denoise: open a time-lapse first")
             cfg = self.infer_config()
-            stack = as_timelapse(layer.data)
+            stack = C.layer_stack(layer)
             if self.stream.isChecked():
                 out_path = self._output_path(layer)
                 src = _source_path(layer)
@@ -269,9 +268,13 @@ class DenoiseWidget(QWidget):
 
     def _output_path(self, layer: Any) -> Path:
         text = self.out_path.text().strip()
-        if text:
-            return Path(text)
         src = _source_path(layer)
+        if text:
+            out = Path(text)
+            if src is not None and out.resolve() == src.resolve():
+                raise InputError(f"output file {out} would overwrite the input of layer {layer.name!r}; choose "
+                                 "another output file")
+            return out
         if src is None:
             raise InputError(f"layer {layer.name!r} has no file behind it: choose an output file to stream to")
         out = src.with_name(f"{src.stem}_denoised.tif")

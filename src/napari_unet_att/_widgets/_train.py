@@ -273,13 +273,18 @@ class TrainWidget(QWidget):
 
     def _stack(self, layer: Any) -> Any:
         """The layer's data as a (T, Y, X) stack, left lazy (the engine reads patches on demand)."""
-        from ..io import as_timelapse
+        return C.layer_stack(layer)
 
-        if layer is None:
-            raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")
-        if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
-            raise InputError(f"layer {layer.name!r} is RGB or multiscale; a single-channel (T, Y, X) layer is needed")
-        return as_timelapse(layer.data)
+    @staticmethod
+    def _check_fit(stack: Any, cfg: TrainConfig) -> None:
+        """Refuse a layer the mode / patch cannot use before a worker starts (the engine's check).
+
+        A resumed run keeps its stored mode and patch, which the trainer checks itself.
+        """
+        from ..pairs import check_stack_for_mode
+
+        resolved = cfg.resolved()
+        check_stack_for_mode(tuple(stack.shape), resolved["mode"], resolved["patch_t"], resolved["patch_xy"])
 
     def update_check(self, *_: Any) -> bool:
         """Check the chosen layer against the mode and patch size; show the verdict. Returns ok."""
@@ -319,9 +324,11 @@ class TrainWidget(QWidget):
         try:
             cfg = self.train_config()
             stack = self._stack(layer)
+            resume = self.resume.text().strip() or None
+            if resume is None:
+                self._check_fit(stack, cfg)
             self._preview_frames = _preview_window(self.viewer, layer, stack.shape[0])
             cfg.preview_frames = self._preview_frames
-            resume = self.resume.text().strip() or None
             init = self._loaded_path if self.init_from_loaded.isChecked() and self._loaded_path else None
             out_dir = self.checkpoint_dir.text().strip() or None
             self.trainer = Trainer([stack], cfg, out_dir=out_dir, resume=resume, init=init, sources=[layer.name])
