@@ -124,12 +124,28 @@ def test_auto_tiles_fit_the_budget_with_receptive_field_overlap():
     assert big.tile_t == 400 and infer.plan_tiles(shape, infer.tile_shape_for(shape, big), rf) == [
         (slice(0, 400), slice(0, 128), slice(0, 128))]
     # A tight budget: the fewest tiles that fit, neighbours overlapping by at least the receptive field.
-    small = infer.resolve_tiles(shape, den, InferConfig(memory_gb=3.0), torch.device("cpu"))
+    small = infer.resolve_tiles(shape, den, InferConfig(memory_gb=2.0), torch.device("cpu"))
     tile = infer.tile_shape_for(shape, small)
-    assert tile[0] < 400 and resources.estimate_inference_memory(tile, "unet_att", 8) <= 3.0e9
+    assert tile[0] < 400 and resources.estimate_inference_memory(tile, "unet_att", 8) <= 2.0e9
     starts = [sl[0].start for sl in infer.plan_tiles(shape, tile, infer.effective_overlap(shape, tile, rf))]
     assert starts[0] == 0 and starts[-1] + tile[0] == 400
     assert all(tile[0] - d >= min(rf, tile[0] // 2) for d in np.diff(starts))
+
+
+def test_default_cpu_budget_narrows_large_frames_not_time():
+    import torch
+
+    from napari_unet_att import networks, resources
+
+    den = make(networks.build_network("unet_att", 8))
+    shape = (2000, 512, 512)  # a real recording: whole frames would leave a few frames per tile
+    cfg = infer.resolve_tiles(shape, den, InferConfig(), torch.device("cpu"))
+    tile = infer.tile_shape_for(shape, cfg)
+    assert tile[0] >= infer.MIN_CONTEXT_T and tile[1] == tile[2] < 512
+    assert resources.estimate_inference_memory(tile, "unet_att", 8) <= infer.DEFAULT_CPU_BUDGET_GB * 1e9
+    # Whole frames are kept when they leave enough frames per tile.
+    short = infer.resolve_tiles((400, 128, 128), den, InferConfig(), torch.device("cpu"))
+    assert infer.tile_shape_for((400, 128, 128), short)[1:] == (128, 128)
 
 
 def test_blend_window_ramps_and_borders():

@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         mode=args.mode, preset=args.preset, steps=args.steps, seconds=args.seconds, patch_t=args.patch_t,
         patch_xy=args.patch_xy, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-        flip_backward=args.flip_backward, checkpoint_every=args.checkpoint_every,
+        flip_backward=args.flip_backward, checkpoint_every=args.checkpoint_every, amp=not args.no_amp,
     )
     stacks = _read_inputs(args.inputs, args.channel)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", type=int, help="training step budget (default 2000)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (default: mixed precision on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt")
     t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth)")
     t.add_argument("--patch-t", type=int, help="patch frames (network input)")
@@ -236,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
-    d.add_argument("--memory-gb", type=float, help="memory budget of one forward pass (default: min(8, half free))")
+    d.add_argument("--memory-gb", type=float,
+                   help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")
     d.add_argument("--channel", type=int)
     d.set_defaults(func=cmd_denoise)

@@ -53,6 +53,16 @@ Triple = tuple[int, int, int]
 # --------------------------------------------------------------------------- tile plan
 
 
+#: Default host-memory budget of one forward pass on CPU (GB). With the ~0.3 GB of the process
+#: itself and the I/O buffers, peak RSS stays near 1.4 GB whatever the file size; raise it
+#: (``InferConfig.memory_gb``, ``--memory-gb``) for fewer tiles and faster runs on short stacks.
+DEFAULT_CPU_BUDGET_GB = 1.0
+#: Automatic tiles keep at least this many frames, narrowing in y / x rather than in t.
+MIN_CONTEXT_T = 64
+#: ... but not narrower than this in y / x.
+MIN_TILE_XY = 64
+
+
 def _as_triple(value: int | Sequence[int], name: str) -> Triple:
     """Broadcast an int to the three axes (t, y, x), or check a 3-sequence."""
     if isinstance(value, (int, np.integer)):
@@ -76,37 +86,60 @@ def tile_shape_for(shape: Sequence[int], cfg: InferConfig) -> Triple:
 def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, device: torch.device) -> InferConfig:
     """Fill in an automatic ``tile_t``: the fewest tiles along t that fit the memory budget.
 
-    With ``n`` tiles along ``T`` frames and overlap ``o``, each tile needs
-    ``ceil((T + (n - 1) * o) / n)`` frames; ``n`` grows until one forward pass fits
-    ``cfg.memory_gb`` (default ``min(8 GB, half the free memory)``). Fewer, longer tiles waste
-    less work on overlaps than fixed short tiles (the reference tools recompute about half
-    of every tile).
+    The budget is ``cfg.memory_gb``, by default :data:`DEFAULT_CPU_BUDGET_GB` in host memory
+    (so the whole process stays within about 1.5 GB for any file size) or, on a GPU,
+    ``min(8 GB, half its free memory)``. With ``n`` tiles along ``T`` frames and overlap ``o``,
+    each tile needs ``ceil((T + (n - 1) * o) / n)`` frames; ``n`` grows while that still
+    shrinks the tiles. Fewer, longer tiles waste less work on overlaps than fixed short tiles
+    (the reference tools recompute about half of every tile). When even two overlaps do not
+    fit, the tile is the longest that fits (its overlap is then capped at half a tile).
     """
     if cfg.tile_t is not None:
         return cfg
     t, y, x = (int(s) for s in shape)
-    ty, tx = min(y, cfg.max_tile_xy), min(x, cfg.max_tile_xy)
-    if cfg.memory_gb is not None:
-        budget = cfg.memory_gb * 1e9
-    else:
-        free = res.available_memory(device)
-        budget = min(8e9, 0.5 * free) if free else 4e9
+    budget = _budget_bytes(cfg, device)
     o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    # Whole frames if a tile of them still has MIN_CONTEXT_T frames of temporal context;
+    # otherwise narrower tiles in y / x (a network that sees few frames denoises poorly).
+    xy = cfg.max_tile_xy
+    while True:
+        longest = _longest_tile(t, (min(y, xy), min(x, xy)), budget, denoiser, cfg.batch_size)
+        if longest >= min(t, MIN_CONTEXT_T) or xy // 2 < MIN_TILE_XY:
+            break
+        xy //= 2
+    tile = longest
+    if longest >= t:
+        tile = t
+    elif longest > 2 * o:
+        n = 2
+        while -(-(t + (n - 1) * o) // n) > longest:
+            n += 1
+        tile = -(-(t + (n - 1) * o) // n)
+    return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)), max_tile_xy=xy)
+
+
+def _longest_tile(t: int, frame: tuple[int, int], budget: float, denoiser: Denoiser, batch: int) -> int:
+    """The most frames (up to ``t``, at least 8) of ``frame``-sized tiles one forward pass fits in ``budget``."""
 
     def fits(frames: int) -> bool:
-        need = res.estimate_inference_memory((frames, ty, tx), denoiser.arch, denoiser.base_channels, cfg.batch_size)
+        need = res.estimate_inference_memory((frames, *frame), denoiser.arch, denoiser.base_channels, batch)
         return need <= budget
 
-    n, tile = 1, t
-    # More tiles, each overlapping its neighbour by the full overlap, while that still shrinks them.
-    while not fits(tile) and tile > 2 * o:
-        n += 1
-        tile = -(-(t + (n - 1) * o) // n)
-    # Still too big: halve (the overlap is then capped at half a tile); the memory check that
-    # follows refuses the job if even 32 frames do not fit.
-    while not fits(tile) and tile > 32:
-        tile = max(32, tile // 2)
-    return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)))
+    lo, hi = 8, t  # below 8 frames the memory check that follows refuses the job
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def _budget_bytes(cfg: InferConfig, device: torch.device) -> float:
+    """The memory one forward pass may use: ``cfg.memory_gb`` or the device's default."""
+    if cfg.memory_gb is not None:
+        return cfg.memory_gb * 1e9
+    if device.type == "cpu":
+        return DEFAULT_CPU_BUDGET_GB * 1e9
+    free = res.available_memory(device)
+    return min(8e9, 0.5 * free) if free else 4e9
 
 
 def effective_overlap(shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]) -> Triple:

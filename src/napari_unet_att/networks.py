@@ -125,8 +125,36 @@ class _Decoder(nn.Module):
         super().__init__()
         self.basic_module = _DoubleConv(c_in, c_out, encoder=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.basic_module(x)
+    def forward(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Double conv over the channel concatenation of ``parts``.
+
+        On the CPU inference path the first conv is a sum of convs over the parts (the weights
+        split by input channel): the same result without materialising the concatenation,
+        which is the largest tensor of a node (its memory sets the tile size that fits).
+        """
+        first, second = self.basic_module.SingleConv1, self.basic_module.SingleConv2
+        if len(parts) > 1 and _cpu_fast_path(parts[0]):
+            x = torch.relu_(_conv3d_split(parts, first.conv))
+        else:
+            x = first(torch.cat(tuple(parts), 1) if len(parts) > 1 else parts[0])
+        return second(x)
+
+
+def _conv3d_split(parts: Sequence[torch.Tensor], conv: nn.Conv3d) -> torch.Tensor:
+    """``conv(cat(parts, 1))`` as a sum of oneDNN convs, one per part (inference only)."""
+    w = conv.weight
+    out: torch.Tensor | None = None
+    start = 0
+    for part in parts:
+        n = part.shape[1]
+        wp = w[:, start:start + n].contiguous(memory_format=torch.channels_last_3d)
+        y = torch.mkldnn_convolution(part, wp, None, conv.padding, conv.stride, conv.dilation, conv.groups)
+        out = y if out is None else out.add_(y)
+        start += n
+    assert out is not None and start == w.shape[1]
+    if conv.bias is not None:
+        out.add_(conv.bias.view(1, -1, 1, 1, 1))
+    return out
 
 
 class AttentionGate(nn.Module):
@@ -285,6 +313,8 @@ class UNetAtt(_PaddedNet):
         self._channels_last_weights()
 
     def _forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        # Locals are dropped as soon as the last node that reads them is built: under inference
+        # the peak memory of a tile is what is alive at once (autograd keeps what it needs anyway).
         enc, dec, att = self.encoders, self.decoders, self.attentionblocks
         x00 = enc[0](x)
         x10 = enc[1](x00)
@@ -292,21 +322,36 @@ class UNetAtt(_PaddedNet):
         x30 = enc[3](x20)
         # Each gated skip is computed once and reused by every later node of its level.
         a00 = att[0](x00, x10)
-        x01 = dec[0](torch.cat((a00, _up(x10, x00)), 1))
+        del x00
+        x01 = dec[0](_join(a00, x10))
         a10 = att[1](x10, x20)
-        x11 = dec[1](torch.cat((a10, _up(x20, x10)), 1))
+        x11 = dec[1](_join(a10, x20))
+        del x10
         a20 = att[2](x20, x30)
-        x21 = dec[2](torch.cat((a20, _up(x30, x20)), 1))
-        del x30, a20
+        x21 = dec[2](_join(a20, x30))
+        del x20, x30, a20
         a01 = att[3](x01, x11)
-        x02 = dec[3](torch.cat((a00, a01, _up(x11, x01)), 1))
+        x02 = dec[3](_join(a00, a01, x11))
+        # mean(conv(X0j)) == conv(mean(X0j)) for a linear 1x1x1 conv: one conv instead of three;
+        # the running sum replaces x01 so that it need not stay alive.
+        total = x01 + x02
+        del x01
         a11 = att[4](x11, x21)
-        x12 = dec[4](torch.cat((a10, a11, _up(x21, x11)), 1))
-        del x21, a10, a11
+        x12 = dec[4](_join(a10, a11, x21))
+        del x11, x21, a10, a11
         a02 = att[5](x02, x12)
-        x03 = dec[5](torch.cat((a00, a01, a02, _up(x12, x02)), 1))
-        # mean(conv(X0j)) == conv(mean(X0j)) for a linear 1x1x1 conv: one conv instead of three.
-        return conv3d((x01 + x02 + x03) / 3, self.final_conv)
+        del x02
+        x03 = dec[5](_join(a00, a01, a02, x12))
+        del a00, a01, a02, x12
+        total = total.add_(x03) if not torch.is_grad_enabled() else total + x03
+        del x03
+        return conv3d(total.div_(3) if not torch.is_grad_enabled() else total / 3, self.final_conv)
+
+
+def _join(*parts: torch.Tensor) -> list[torch.Tensor]:
+    """A UNet-Att node's inputs: the gated skips and the deeper node, upsampled to their size."""
+    *skips, deeper = parts
+    return [*skips, _up(deeper, skips[0])]
 
 
 class UNet3D(_PaddedNet):
@@ -333,8 +378,7 @@ class UNet3D(_PaddedNet):
             x = encoder(x)
             skips.append(x)
         for decoder, skip in zip(self.decoders, reversed(skips[:-1]), strict=True):
-            x = F.interpolate(x, size=skip.shape[2:], mode="nearest")
-            x = decoder(torch.cat((skip, x), 1))
+            x = decoder([skip, F.interpolate(x, size=skip.shape[2:], mode="nearest")])
         return conv3d(x, self.final_conv)
 
 

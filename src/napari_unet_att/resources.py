@@ -12,24 +12,27 @@ multiply that by the padded tile / patch volume and a calibrated factor:
 - ``TRAIN_FACTOR``: the same for a training step (forward with autograd, backward, Adam):
   every activation is kept for the backward pass, and gradients of the same size appear.
 
-Calibration (``python scripts/robustness_report.py --calibrate``: CPU, float32, one thread;
-peak RSS from ``resource.getrusage`` in a fresh process minus the RSS before the pass; ratio =
-peak / summed hooked layer outputs):
+Calibration (CPU, float32, two threads; peak RSS from ``resource.getrusage`` in a fresh process
+minus the RSS before the pass; ratio = peak / summed hooked layer outputs of the plain modules).
+Inference rows were re-measured after decoder nodes stopped materialising their concatenation
+and the forward pass started dropping each tensor after its last use; the training rows come
+from ``python scripts/robustness_report.py --calibrate``:
 
 ==========  ====  ==============  =====  ==========
 job         arch  f, tile / patch ratio  factor used
 ==========  ====  ==============  =====  ==========
-inference   att   16, 64x128x128  1.52   1.8
-inference   att   8, 128^3        1.68   1.8
-inference   att   16, 32x64x64    1.64   1.8
-inference   3d    16, 64x128x128  2.26   2.5
-inference   3d    16, 32x64x64    2.41   2.5
+inference   att   8, 400x128x128  0.76   0.95
+inference   att   8, 128^3        0.90   0.95
+inference   att   16, 128^3       0.77   0.95
+inference   att   16, 64x256x256  0.74   0.95
+inference   3d    16, 128^3       1.24   1.3
+inference   3d    16, 256x128x128 1.21   1.3
 training    att   16, 64^3 x1     4.00   4.2
 training    att   16, 32x64x64    3.81   4.2
 training    3d    16, 32x64x64 x2 3.71   4.0
 ==========  ====  ==============  =====  ==========
 
-The hooks miss UNet3D's concatenations and upsampling, hence its larger factor. Small tiles
+The hooks miss UNet3D's upsampling, hence its larger factor. Small tiles
 carry a fixed overhead (allocator, oneDNN scratch) of a few tens of MB: ``FIXED_OVERHEAD``.
 The factors are the largest ratio rounded up, so estimates err on the safe side.
 """
@@ -46,7 +49,7 @@ import torch
 from .errors import ResourceError
 
 #: Peak inference memory / summed hooked layer outputs, per architecture (calibrated on CPU, module docstring).
-INFER_FACTOR: dict[str, float] = {"unet_att": 1.8, "unet3d": 2.5}
+INFER_FACTOR: dict[str, float] = {"unet_att": 0.95, "unet3d": 1.3}
 #: Peak training-step memory / summed hooked layer outputs, per architecture.
 TRAIN_FACTOR: dict[str, float] = {"unet_att": 4.2, "unet3d": 4.0}
 #: Allocator / kernel scratch that does not scale with the tile (measured: 20-40 MB).
@@ -73,19 +76,22 @@ def activation_elements(arch: str, base_channels: int) -> float:
     conv unit, pooling and attention-gate output. Layer outputs scale with the voxel count
     (each level holds 1/8 of the voxels of the one above), so the ratio holds for any size.
     """
-    from .networks import build_network
+    from . import networks
 
-    net = build_network(arch, int(base_channels)).eval()
+    net = networks.build_network(arch, int(base_channels)).eval()
     total = [0]
 
     def hook(_module, _inp, out) -> None:
         total[0] += out.numel()
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if type(m).__name__ in _HOOKED]
+    fast_path = networks.CPU_FAST_PATH
+    networks.CPU_FAST_PATH = False  # count the plain modules' outputs, whatever path inference takes
     try:
         with torch.inference_mode():
             net(torch.zeros(1, 1, _PROBE, _PROBE, _PROBE))
     finally:
+        networks.CPU_FAST_PATH = fast_path
         for h in handles:
             h.remove()
     return total[0] / _PROBE**3

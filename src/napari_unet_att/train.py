@@ -278,7 +278,7 @@ class Trainer:
                 total = 0.0
                 for inp, tgt in batches:  # gradient accumulation: `accum` batches per optimiser step
                     x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
-                    with autocast(device, rcfg["amp"]):
+                    with autocast(device, rcfg["amp"], training=True):
                         pred = model(x)
                     loss = loss_fn(pred, y, rcfg["l1_weight"]) / accum
                     scaler.scale(loss).backward()
