@@ -27,7 +27,7 @@ import torch
 from bench_speed import conv_flops, machine_info, make_stack
 
 from napari_unet_att.config import PRESETS
-from napari_unet_att.device import to_device
+from napari_unet_att.device import amp_dtype, autocast, to_device
 from napari_unet_att.networks import build_network
 from napari_unet_att.normalization import Normalization
 from napari_unet_att.pairs import PatchSampler
@@ -52,7 +52,9 @@ def time_steps(preset: str, stack: np.ndarray, steps: int, warmup: int = 1) -> d
         t.append(time.perf_counter())
         x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
         t.append(time.perf_counter())
-        loss = loss_fn(net(x), y, 0.5)
+        with autocast(device, True, training=True):  # what Trainer does: bf16 on CPUs with native bf16
+            pred = net(x)
+        loss = loss_fn(pred, y, 0.5)
         t.append(time.perf_counter())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -67,6 +69,7 @@ def time_steps(preset: str, stack: np.ndarray, steps: int, warmup: int = 1) -> d
     fwd = conv_flops(net, (p.patch_t, p.patch_xy, p.patch_xy)) * p.batch_size
     return {
         "preset": preset,
+        "precision": str(amp_dtype(device, training=True) or "float32").replace("torch.", ""),
         "patch": [p.patch_t, p.patch_xy, p.patch_xy],
         "batch_size": p.batch_size,
         "steps": steps,

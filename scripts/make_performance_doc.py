@@ -322,7 +322,8 @@ def render_train(train: dict[str, Any]) -> str:
         "## Training speed (CPU)",
         "",
         "`python benchmarks/bench_train_speed.py --steps 3` : the training step of `train.py` (PatchSampler.sample, "
-        "to_device, forward, loss, backward, Adam) with each preset's default patch and batch, timed part by part "
+        "to_device, forward under the engine's autocast, loss, backward, Adam) with each preset's default patch and "
+        "batch, in the precision the engine trains in on this machine (column *precision*), timed part by part "
         f"(after one warm-up step); {_load_note(train)}. *Outside* is sampling + host-to-device copy as a share of "
         "the step; GFLOP/s is estimated as 3 x the forward convolution FLOPs.",
         "",
@@ -330,12 +331,13 @@ def render_train(train: dict[str, Any]) -> str:
     rows = []
     for r in train["rows"]:
         q = r["parts_s_per_step"]
-        rows.append([r["preset"], "x".join(map(str, r["patch"])), r["batch_size"], f"{r['steps_per_s']:.3f}",
+        rows.append([r["preset"], r.get("precision", "float32"), "x".join(map(str, r["patch"])), r["batch_size"],
+                     f"{r['steps_per_s']:.3f}",
                      f"{r['seconds_per_step']:.2f}", f"{1e3 * (q['sample'] + q['to_device']):.1f}",
                      f"{q['forward']:.2f}", f"{q['backward']:.2f}", f"{1e3 * q['optimizer']:.0f}",
                      f"{100 * r['outside_share']:.2f}%", f"{r['train_gflops_est']:.1f}"])
-    out.append(_table(["preset", "patch", "batch", "steps/s", "s/step", "sampling ms", "forward s", "backward s",
-                       "optimizer ms", "outside", "GFLOP/s (est.)"], rows))
+    out.append(_table(["preset", "precision", "patch", "batch", "steps/s", "s/step", "sampling ms", "forward s",
+                       "backward s", "optimizer ms", "outside", "GFLOP/s (est.)"], rows))
     return "\n".join(out) + "\n"
 
 

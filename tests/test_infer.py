@@ -471,3 +471,35 @@ def test_real_unet_att_small():
     x = np.random.default_rng(15).normal(100.0, 10.0, (24, 16, 16)).astype(np.float32)
     y = infer.denoise(x, den, cfg(tile_t=16, max_tile_xy=16, overlap=None))  # default overlap: receptive field
     assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def _d4_reference(frames: np.ndarray, fn, n: int) -> np.ndarray:
+    """Mean over the first ``n`` D4 transforms T of T^-1(fn(T(frames))), in numpy."""
+    outs = []
+    for fy, fx, sw in infer.D4[:n]:
+        z = frames[:, ::-1] if fy else frames
+        z = z[:, :, ::-1] if fx else z
+        z = np.swapaxes(z, 1, 2) if sw else z
+        o = fn(np.ascontiguousarray(z))
+        o = np.swapaxes(o, 1, 2) if sw else o
+        o = o[:, :, ::-1] if fx else o
+        o = o[:, ::-1] if fy else o
+        outs.append(o)
+    return np.mean(outs, axis=0)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_tta_averages_the_inverted_flips(rng, n):
+    x = rng.normal(100.0, 5.0, (12, 10, 14)).astype(np.float32)  # y != x: the swap must be undone too
+    out = infer.denoise(x, make(AddXRamp()), InferConfig(tta=n))
+    ramp = lambda z: z + np.arange(z.shape[-1], dtype=np.float32)  # noqa: E731
+    np.testing.assert_allclose(out, _d4_reference(x, ramp, n), rtol=0, atol=1e-3)
+    assert not np.allclose(out, ramp(x), atol=1e-2)  # really averaged, not the plain output
+    # An equivariant network gives the same result with or without it.
+    np.testing.assert_allclose(infer.denoise(x, make(Smooth3()), InferConfig(tta=n)),
+                               infer.denoise(x, make(Smooth3()), InferConfig()), atol=1e-3)
+
+
+def test_tta_value_is_checked():
+    with pytest.raises(InputError, match="tta must be 1, 2, 4 or 8"):
+        InferConfig(tta=3)

@@ -155,6 +155,12 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     second = viewer.layers[-1]
     assert second is not out and second.name != "movie_denoised" and second.data.dtype == np.uint16
     assert viewer.layers["movie_denoised"] is out  # the first result is still there
+    w.tta.setCurrentText("2")
+    assert w.infer_config().tta == 2
+    _wait_done(qtbot, w.denoise(layer))
+    flipped = viewer.layers[-1]
+    assert flipped is not second and flipped.data.shape == layer.data.shape
+    assert not np.array_equal(np.asarray(flipped.data), np.asarray(second.data))  # the flips were averaged
 
 
 def test_denoise_can_stream_to_a_file(viewer, qtbot, tiny_sim, tiny_denoiser, tmp_path):

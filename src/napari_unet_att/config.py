@@ -162,8 +162,11 @@ class InferConfig:
     normalization: Literal["model", "input"] = "model"  # stats stored in the model, or the input's own
     mirrored_output: Literal["interleaved", "merged"] = "interleaved"  # mirrored models on (T, 2N, N) input
     prefetch: bool = True
+    tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): 1, 2, 4 or 8
 
     def __post_init__(self) -> None:
+        if self.tta not in (1, 2, 4, 8):
+            raise InputError(f"tta must be 1, 2, 4 or 8 (flips of the frame averaged), got {self.tta!r}")
         if (self.tile_t is not None and self.tile_t < 8) or self.max_tile_xy < 16:
             raise InputError(f"tiles too small: tile_t={self.tile_t} (>= 8), max_tile_xy={self.max_tile_xy} (>= 16)")
         if self.output_dtype not in ("float32", "input"):

@@ -402,14 +402,41 @@ def _load_batch(views: list[_View], batch: list[tuple[Slices, int]], norm: Norma
     return np.ascontiguousarray(np.stack(tiles)[:, None])
 
 
-def _forward(net: torch.nn.Module, x: np.ndarray, device: torch.device, amp: bool) -> np.ndarray:
-    """One batched forward pass; inference mode and autocast only around the call, never across a yield."""
+#: The D4 transforms of the (y, x) plane used by test-time augmentation, as (flip y, flip x,
+#: swap y/x); the first is the identity. Training augments with the same group.
+D4: tuple[tuple[bool, bool, bool], ...] = (
+    (False, False, False), (False, True, False), (True, False, False), (True, True, False),
+    (False, False, True), (False, True, True), (True, False, True), (True, True, True),
+)
+
+
+def _d4(x: torch.Tensor, flip_y: bool, flip_x: bool, swap: bool, inverse: bool = False) -> torch.Tensor:
+    """Apply one D4 transform to the last two axes of ``x`` (or its inverse)."""
+    if swap and inverse:
+        x = x.transpose(-1, -2)
+    dims = [d for d, on in ((-2, flip_y), (-1, flip_x)) if on]
+    if dims:
+        x = x.flip(dims)
+    if swap and not inverse:
+        x = x.transpose(-1, -2)
+    return x
+
+
+def _forward(net: torch.nn.Module, x: np.ndarray, device: torch.device, amp: bool, tta: int = 1) -> np.ndarray:
+    """One batched forward pass, averaged over the first ``tta`` D4 transforms of each tile.
+
+    Inference mode and autocast only around the call, never across a yield.
+    """
     xt = devmod.to_device(torch.from_numpy(x), device)
+    total = None
     with devmod.inference_mode(), devmod.autocast(device, amp):
-        y = net(xt)
-    if tuple(y.shape) != tuple(xt.shape):
-        raise RuntimeError(f"the network changed the tile shape from {tuple(xt.shape)} to {tuple(y.shape)}")
-    return y.float().cpu().numpy()
+        for fy, fx, sw in D4[:tta]:
+            y = _d4(net(_d4(xt, fy, fx, sw).contiguous()), fy, fx, sw, inverse=True).float()
+            total = y if total is None else total.add_(y)
+    assert total is not None
+    if tuple(total.shape) != tuple(xt.shape):
+        raise RuntimeError(f"the network changed the tile shape from {tuple(xt.shape)} to {tuple(total.shape)}")
+    return (total / tta).cpu().numpy()
 
 
 class _OutOfMemory(Exception):
@@ -593,7 +620,7 @@ def _run(
             if pool is not None and k + 1 < len(batches):
                 pending = pool.submit(_load_batch, views, batches[k + 1], norm)
             try:
-                y = _forward(net, x, device, cfg.amp)
+                y = _forward(net, x, device, cfg.amp, cfg.tta)
             except (RuntimeError, MemoryError) as exc:
                 if res.is_out_of_memory(exc):
                     raise _OutOfMemory() from exc

@@ -96,6 +96,8 @@ class DenoiseWidget(QWidget):
         self.max_tile_xy.setRange(16, 4096)
         self.norm_source = QComboBox()
         self.norm_source.addItems(["model", "input"])
+        self.tta = QComboBox()  # test-time augmentation: N flips / rotations averaged, N times slower
+        self.tta.addItems(["1", "2", "4", "8"])
         self.stream = QCheckBox("stream to a file (stacks larger than memory)")
         self.out_path = QLineEdit()
         self.out_path.setPlaceholderText("output .tif (default: <input>_denoised.tif beside the input)")
@@ -109,6 +111,7 @@ class DenoiseWidget(QWidget):
         aform.addRow("Frames per tile", self.tile_t)
         aform.addRow("Max tile y/x", self.max_tile_xy)
         aform.addRow("Normalisation", self.norm_source)
+        aform.addRow("Flips averaged (N x slower)", self.tta)
         aform.addRow(self.stream)
         aform.addRow("Output file", row)
         adv.addWidget(inner)
@@ -180,7 +183,7 @@ class DenoiseWidget(QWidget):
     def infer_config(self) -> InferConfig:
         return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value() or None,
                            max_tile_xy=self.max_tile_xy.value(), output_dtype=self.output_dtype.currentText(),
-                           normalization=self.norm_source.currentText())
+                           normalization=self.norm_source.currentText(), tta=int(self.tta.currentText()))
 
     # -- model ---------------------------------------------------------------------------
     @property
