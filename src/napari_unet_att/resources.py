@@ -24,6 +24,7 @@ job         arch  f, tile / patch ratio  factor used
 inference   att   8, 400x128x128  0.76   0.95
 inference   att   8, 128^3        0.90   0.95
 inference   att   16, 128^3       0.77   0.95
+inference   att   16, 64x128x128  0.79   0.95
 inference   att   16, 64x256x256  0.74   0.95
 inference   3d    16, 128^3       1.24   1.3
 inference   3d    16, 256x128x128 1.21   1.3
