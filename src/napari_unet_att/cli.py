@@ -107,7 +107,7 @@ def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
 def cmd_denoise(args: argparse.Namespace) -> int:
     from .checkpoint import load_any
     from .distributed import shard
-    from .infer import iter_denoise_file
+    from .infer import check_not_input, iter_denoise_file
 
     den = load_any(args.model)
     cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
@@ -116,8 +116,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     outs = _output_paths(args.inputs, args.out)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
-        if Path(src).resolve() == dst.resolve():
-            raise InputError(f"--out {dst} would overwrite the input; choose another path")
+        check_not_input(src, dst)
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -657,6 +657,12 @@ def denoise(
 # --------------------------------------------------------------------------- files
 
 
+def check_not_input(in_path: str | Path, out_path: str | Path) -> None:
+    """Refuse an output path that is the input file itself (it would be replaced by the result)."""
+    if Path(in_path).resolve() == Path(out_path).resolve():
+        raise InputError(f"the output {out_path} would overwrite the input {in_path}; choose another output path")
+
+
 def iter_denoise_file(
     in_path: str | Path,
     out_path: str | Path,
@@ -671,6 +677,7 @@ def iter_denoise_file(
     so peak memory does not grow with the file; the file only appears once everything
     succeeded: an error or closing this generator leaves no (partial) output. Returns ``out_path``.
     """
+    check_not_input(in_path, out_path)
     cfg = cfg or InferConfig()
     stack = tio.read_stack(in_path, channel=channel, lazy=True)
     _check_inputs(stack, cfg, None)

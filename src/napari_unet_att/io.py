@@ -329,10 +329,7 @@ class TiffArray:
         self.file_dtype = np.dtype(file_dtype)
         self.dtype = np.dtype(dtype) if dtype is not None else self.file_dtype.newbyteorder("=")
         if strides is None:  # C order
-            strides, step = [], self.file_dtype.itemsize
-            for n in reversed(self.shape):
-                strides.insert(0, step)
-                step *= n
+            strides = _c_strides(self.shape, self.file_dtype.itemsize)
         self.strides = tuple(int(s) for s in strides)
         self._file = _file if _file is not None else _OpenFile(self.path)
 
@@ -464,6 +461,7 @@ class TiffArray:
 
 
 def _c_strides(shape: tuple[int, ...], item: int) -> tuple[int, ...]:
+    """Byte strides of a C-ordered block; 0 on length-1 axes (never stepped along)."""
     out, step = [], item
     for n in reversed(shape):
         out.insert(0, step if n > 1 else 0)

@@ -343,9 +343,9 @@ class UNetAtt(_PaddedNet):
         del x02
         x03 = dec[5](_join(a00, a01, a02, x12))
         del a00, a01, a02, x12
-        total = total.add_(x03) if not torch.is_grad_enabled() else total + x03
+        total.add_(x03)  # in place is safe under autograd too: an addition saves no tensors
         del x03
-        return conv3d(total.div_(3) if not torch.is_grad_enabled() else total / 3, self.final_conv)
+        return conv3d(total.div_(3), self.final_conv)
 
 
 def _join(*parts: torch.Tensor) -> list[torch.Tensor]:

@@ -274,9 +274,10 @@ class DenoiseWidget(QWidget):
         src = _source_path(layer)
         if text:
             out = Path(text)
-            if src is not None and out.resolve() == src.resolve():
-                raise InputError(f"output file {out} would overwrite the input of layer {layer.name!r}; choose "
-                                 "another output file")
+            if src is not None:
+                from ..infer import check_not_input
+
+                check_not_input(src, out)
             return out
         if src is None:
             raise InputError(f"layer {layer.name!r} has no file behind it: choose an output file to stream to")
