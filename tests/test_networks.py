@@ -125,6 +125,40 @@ def test_cpu_fast_path_matches_plain_modules(arch: str) -> None:
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
 
 
+class _PlainGrad(torch.autograd.Function):
+    """What autograd would do without networks._ChannelsLastGrad: pass the gradient on as is."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: ANN001, ANN205
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        return grad
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_channels_last_gradients_change_only_the_layout(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training path re-lays the gradients that leave each decoder's concatenation
+    # (a speed fix); the gradients themselves must be those of the plain graph.
+    x = torch.rand(2, 1, 8, 16, 16)
+    grads = []
+    relay = networks._ChannelsLastGrad
+    for cls in (relay, _PlainGrad):
+        monkeypatch.setattr(networks, "_ChannelsLastGrad", cls)
+        net = _net(arch, 2).train()
+        net(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    t = torch.rand(1, 2, 3, 5, 6, requires_grad=True) * 1
+    seen: list[torch.Tensor] = []
+    t.register_hook(seen.append)  # sees the gradient as handed on (a leaf's .grad would be re-laid)
+    g = torch.rand(1, 4, 3, 5, 6)[:, 1:3]  # a channel slice, as cat's backward yields: neither layout
+    (y := relay.apply(t)).backward(g)
+    assert torch.equal(y, t) and torch.equal(seen[0], g)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last_3d)
+
+
 def test_unet_att_output_is_mean_of_three_heads() -> None:
     # The shared head on the mean of X01, X02, X03 equals the mean of the three heads (linear 1x1x1).
     net = _net("unet_att", 2).eval()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,9 +136,32 @@ class _Decoder(nn.Module):
         first, second = self.basic_module.SingleConv1, self.basic_module.SingleConv2
         if len(parts) > 1 and _cpu_fast_path(parts[0]):
             x = torch.relu_(_conv3d_split(parts, first.conv))
+        elif len(parts) > 1:
+            if torch.is_grad_enabled() and parts[0].device.type == "cpu":
+                parts = [_ChannelsLastGrad.apply(p) for p in parts]
+            x = first(torch.cat(tuple(parts), 1))
         else:
-            x = first(torch.cat(tuple(parts), 1) if len(parts) > 1 else parts[0])
+            x = first(parts[0])
         return second(x)
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward hands on the gradient as a channels-last contiguous tensor.
+
+    The backward of ``cat`` yields channel slices of the (channels-last) gradient of the
+    conv that reads it; such slices are in neither memory format, and the CPU backward of the
+    trilinear resize and of batch norm then take slow generic kernels (measured: 87 ms instead
+    of 13 ms for one resize of a 2x16x32x64x64 patch). One copy into channels-last order puts
+    them back on their vectorised kernels: a ``fast`` training step runs 1.3-1.7x faster.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last_3d)
 
 
 def _conv3d_split(parts: Sequence[torch.Tensor], conv: nn.Conv3d) -> torch.Tensor:
@@ -245,9 +269,10 @@ class _PaddedNet(nn.Module):
         t, y, w = x.shape[2:]
         sizes = [padded_size(n, self.arch) for n in (t, y, w)]
         x = _pad_end(x, sizes)
-        if _cpu_fast_path(x):
+        if x.device.type == "cpu":
             # oneDNN, pooling, trilinear resizing and the 1x1x1 matmuls are all fastest on
-            # channels-last tensors; every layer keeps the layout, so convert once.
+            # channels-last tensors (forward and backward); every layer keeps the layout, so
+            # convert once. (CUDA keeps the default layout: cuDNN picks its own.)
             x = x.contiguous(memory_format=torch.channels_last_3d)
         out = self._forward_valid(x)
         if list(out.shape[2:]) != [t, y, w]:
