@@ -613,33 +613,34 @@ def _run(
     net.eval()  # attention-gate BatchNorm must use its running statistics
     pool = ThreadPoolExecutor(1, thread_name_prefix="unet-att-prefetch") if cfg.prefetch and len(batches) > 1 else None
     t_start, done = time.perf_counter(), 0
-    try:
-        pending: Future | None = pool.submit(_load_batch, views, batches[0], norm) if pool else None
-        for k, batch in enumerate(batches):
-            x = pending.result() if pending is not None else _load_batch(views, batch, norm)
-            if pool is not None and k + 1 < len(batches):
-                pending = pool.submit(_load_batch, views, batches[k + 1], norm)
-            try:
-                y = _forward(net, x, device, cfg.amp, cfg.tta)
-            except (RuntimeError, MemoryError) as exc:
-                if res.is_out_of_memory(exc):
-                    raise _OutOfMemory() from exc
-                raise
-            for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
-                accs[v].add(sl, y_tile * blend_window(y_tile.shape, sl, vshape, overlap))
-            flush(batches[k + 1][0][0][0].start if k + 1 < len(batches) else vshape[0])
-            done += len(batch)
-            elapsed = max(time.perf_counter() - t_start, 1e-9)
-            yield InferEvent(
-                done=done,
-                total=len(tasks),
-                frames_per_s=done / len(tasks) * out_shape[0] / elapsed,
-                eta_s=elapsed * (len(tasks) - done) / done,
-            )
-    finally:  # also runs when the consumer closes the generator (cancel)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        net.train(was_training)
+    with devmod.reuse_freed_memory(device):
+        try:
+            pending: Future | None = pool.submit(_load_batch, views, batches[0], norm) if pool else None
+            for k, batch in enumerate(batches):
+                x = pending.result() if pending is not None else _load_batch(views, batch, norm)
+                if pool is not None and k + 1 < len(batches):
+                    pending = pool.submit(_load_batch, views, batches[k + 1], norm)
+                try:
+                    y = _forward(net, x, device, cfg.amp, cfg.tta)
+                except (RuntimeError, MemoryError) as exc:
+                    if res.is_out_of_memory(exc):
+                        raise _OutOfMemory() from exc
+                    raise
+                for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
+                    accs[v].add(sl, y_tile * blend_window(y_tile.shape, sl, vshape, overlap))
+                flush(batches[k + 1][0][0][0].start if k + 1 < len(batches) else vshape[0])
+                done += len(batch)
+                elapsed = max(time.perf_counter() - t_start, 1e-9)
+                yield InferEvent(
+                    done=done,
+                    total=len(tasks),
+                    frames_per_s=done / len(tasks) * out_shape[0] / elapsed,
+                    eta_s=elapsed * (len(tasks) - done) / done,
+                )
+        finally:  # also runs when the consumer closes the generator (cancel)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            net.train(was_training)
     return target
 
 

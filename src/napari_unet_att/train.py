@@ -26,7 +26,7 @@ from . import __version__
 from .checkpoint import CHECKPOINT_EXT, load_any, load_checkpoint, load_training_state, save_checkpoint
 from .config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
 from .denoiser import Denoiser
-from .device import autocast, grad_scaler, resolve_device, to_device
+from .device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
 from .distributed import all_max, all_mean, barrier, init_process_group, wrap_model
 from .errors import InputError
 from .networks import build_network
@@ -263,70 +263,71 @@ class Trainer:
                 "schedule": [base_step, base_elapsed, max_steps, max_seconds],
             }
 
-        try:
-            while True:
-                # Checked again here (not only after the step) so a stop() made while the consumer
-                # held the last event takes effect before another step starts.
-                frac, stop = progress()
-                if frac >= 1.0 or stop:
-                    break
-                for g in opt.param_groups:
-                    g["lr"] = rcfg["lr"] * _lr_factor(frac)
-                batches = pending.result()
-                sampler_state, pending = submit()
-                opt.zero_grad(set_to_none=True)
-                total = 0.0
-                for inp, tgt in batches:  # gradient accumulation: `accum` batches per optimiser step
-                    x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
-                    with autocast(device, rcfg["amp"], training=True):
-                        pred = model(x)
-                    loss = loss_fn(pred, y, rcfg["l1_weight"]) / accum
-                    scaler.scale(loss).backward()
-                    total += float(loss.item())
-                if not np.isfinite(total):
-                    raise InputError(f"training diverged at step {step + 1} (loss {total}); try a lower "
-                                     "learning rate or check the data for extreme values")
-                scaler.step(opt)
-                scaler.update()
-                step += 1
-                den.step = step
-                frac, stop = progress()
-                done = frac >= 1.0 or stop
-                log_now = step % rcfg["log_every"] == 0 or done
-                loss_now = all_mean(total, env) if log_now else total
-                self.history["step"].append(step)
-                self.history["loss"].append(loss_now)
-                val_loss = None
-                if step % rcfg["val_every"] == 0 or done:
-                    val_loss = self._validate(net, val_batches, device, rcfg)
-                    self.history["val_step"].append(step)
-                    self.history["val_loss"].append(val_loss)
-                ckpt = None
-                if (env.is_main and self.out_dir is not None and rcfg["checkpoint_every"]
-                        and step % rcfg["checkpoint_every"] == 0):
-                    ckpt = self._save(LAST_NAME, make_state())
-                preview = None
-                if env.is_main and rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
-                    preview = self._preview(rcfg, device)
-                if env.is_main and (log_now or ckpt or preview is not None):
-                    elapsed = time.perf_counter() - t0
-                    rate = (step - start_step) / max(elapsed, 1e-9)
-                    eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
-                    yield TrainEvent(
-                        step, max_steps, loss_now, val_loss, rate, elapsed_before + elapsed, eta, frac,
-                        preview, str(ckpt) if ckpt else None, history=self.history,
-                    )
-        finally:
-            pending.cancel()
-            pool.shutdown(wait=True)
-            net.eval()
-            den.provenance = self._provenance(rcfg, elapsed_before + time.perf_counter() - t0)
-            if env.is_main and self.out_dir is not None and step > start_step:
-                # Runs on normal end, on stop() and when the consumer closes the generator:
-                # a trained model is never lost. Rank 0 alone writes.
-                self._save(LAST_NAME, make_state())
-                self._save(FINAL_NAME, make_state())
-            barrier(env)
+        with reuse_freed_memory(device):  # no page faults for every step's fresh activations
+            try:
+                while True:
+                    # Checked again here (not only after the step) so a stop() made while the consumer
+                    # held the last event takes effect before another step starts.
+                    frac, stop = progress()
+                    if frac >= 1.0 or stop:
+                        break
+                    for g in opt.param_groups:
+                        g["lr"] = rcfg["lr"] * _lr_factor(frac)
+                    batches = pending.result()
+                    sampler_state, pending = submit()
+                    opt.zero_grad(set_to_none=True)
+                    total = 0.0
+                    for inp, tgt in batches:  # gradient accumulation: `accum` batches per optimiser step
+                        x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
+                        with autocast(device, rcfg["amp"], training=True):
+                            pred = model(x)
+                        loss = loss_fn(pred, y, rcfg["l1_weight"]) / accum
+                        scaler.scale(loss).backward()
+                        total += float(loss.item())
+                    if not np.isfinite(total):
+                        raise InputError(f"training diverged at step {step + 1} (loss {total}); try a lower "
+                                         "learning rate or check the data for extreme values")
+                    scaler.step(opt)
+                    scaler.update()
+                    step += 1
+                    den.step = step
+                    frac, stop = progress()
+                    done = frac >= 1.0 or stop
+                    log_now = step % rcfg["log_every"] == 0 or done
+                    loss_now = all_mean(total, env) if log_now else total
+                    self.history["step"].append(step)
+                    self.history["loss"].append(loss_now)
+                    val_loss = None
+                    if step % rcfg["val_every"] == 0 or done:
+                        val_loss = self._validate(net, val_batches, device, rcfg)
+                        self.history["val_step"].append(step)
+                        self.history["val_loss"].append(val_loss)
+                    ckpt = None
+                    if (env.is_main and self.out_dir is not None and rcfg["checkpoint_every"]
+                            and step % rcfg["checkpoint_every"] == 0):
+                        ckpt = self._save(LAST_NAME, make_state())
+                    preview = None
+                    if env.is_main and rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
+                        preview = self._preview(rcfg, device)
+                    if env.is_main and (log_now or ckpt or preview is not None):
+                        elapsed = time.perf_counter() - t0
+                        rate = (step - start_step) / max(elapsed, 1e-9)
+                        eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
+                        yield TrainEvent(
+                            step, max_steps, loss_now, val_loss, rate, elapsed_before + elapsed, eta, frac,
+                            preview, str(ckpt) if ckpt else None, history=self.history,
+                        )
+            finally:
+                pending.cancel()
+                pool.shutdown(wait=True)
+                net.eval()
+                den.provenance = self._provenance(rcfg, elapsed_before + time.perf_counter() - t0)
+                if env.is_main and self.out_dir is not None and step > start_step:
+                    # Runs on normal end, on stop() and when the consumer closes the generator:
+                    # a trained model is never lost. Rank 0 alone writes.
+                    self._save(LAST_NAME, make_state())
+                    self._save(FINAL_NAME, make_state())
+                barrier(env)
         return den
 
     def _validate(self, net: torch.nn.Module, batches, device: torch.device, rcfg: dict[str, Any]) -> float:

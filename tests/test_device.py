@@ -1,0 +1,69 @@
+"""Device handling: device names, mixed-precision choice, and the CPU heap setting for jobs."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+import torch
+
+from napari_unet_att import device
+from napari_unet_att.errors import InputError
+
+CPU = torch.device("cpu")
+
+
+def test_resolve_device_names_and_errors() -> None:
+    assert device.resolve_device("auto").type in ("cpu", "cuda")
+    assert device.resolve_device(" CPU ") == CPU
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        device.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            device.resolve_device("cuda:0")
+
+
+def test_amp_dtype_on_cpu_is_for_training_only() -> None:
+    assert device.amp_dtype(CPU, training=False) is None  # inference keeps the float32 oneDNN path
+    expected = torch.bfloat16 if device.cpu_has_native_bf16() else None
+    assert device.amp_dtype(CPU, training=True) is expected
+    assert isinstance(device.autocast(CPU, enabled=False, training=True), type(device.autocast(CPU, False)))
+
+
+def _faults_of_a_pass(sizes_mib: tuple[int, ...] = (64, 32, 48, 16)) -> int:
+    """Minor page faults taken by one 'forward pass': tensors of these sizes made, then freed.
+
+    (torch tensors: numpy asks for huge pages for large arrays, which hides the faults.)
+    """
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    tensors = [torch.ones(m * 2**20 // 8, dtype=torch.float64) for m in sizes_mib]
+    del tensors
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+PAGES = 160 * 2**20 // 4096  # pages written by one pass
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(device._glibc() is None, reason="the heap setting exists for glibc only (CI runs glibc)")
+def test_reuse_freed_memory_stops_refaulting_large_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert min(_faults_of_a_pass() for _ in range(3)) > PAGES // 4  # glibc's default: blocks go back
+    with device.reuse_freed_memory(CPU):
+        with device.reuse_freed_memory(CPU):  # nested jobs (a preview during training)
+            warm = [_faults_of_a_pass() for _ in range(3)]  # the heap grows to the pass's peak
+            assert warm[-1] < PAGES // 20, warm
+        assert _faults_of_a_pass() < PAGES // 20  # the outer job still holds the setting
+        held = _rss_mib()
+    assert _rss_mib() < held - 100  # the retained memory is handed back when the last job ends
+    calls: list[tuple] = []
+    monkeypatch.setattr(device, "_mallopt", calls.append)
+    with device.reuse_freed_memory(torch.device("cuda")):  # CUDA jobs leave the host heap alone
+        pass
+    assert calls == []
+    with device.reuse_freed_memory(CPU):
+        pass
+    assert calls == [device._MALLOPT_JOB, device._MALLOPT_DEFAULTS]
