@@ -54,9 +54,14 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks(monkeypatch: pytest.Mo
     assert min(_faults_of_a_pass() for _ in range(3)) > PAGES // 4  # glibc's default: blocks go back
     with device.reuse_freed_memory(CPU):
         with device.reuse_freed_memory(CPU):  # nested jobs (a preview during training)
-            warm = [_faults_of_a_pass() for _ in range(3)]  # the heap grows to the pass's peak
-            assert warm[-1] < PAGES // 20, warm
-        assert _faults_of_a_pass() < PAGES // 20  # the outer job still holds the setting
+            # The first pass grows the heap to the pass's peak; after it, blocks are reused. A block
+            # may still land in a fragmented hole and fault some fresh pages (seen in CI: 4,096 faults,
+            # one 16 MiB tensor, in one of two passes), so the bound is on the later passes together:
+            # glibc's default refaults every pass in full (> PAGES / 4 each, asserted above).
+            warm = [_faults_of_a_pass() for _ in range(4)]
+            assert sum(warm[1:]) < PAGES // 4, warm
+        after = [_faults_of_a_pass() for _ in range(2)]
+        assert sum(after) < PAGES // 4, after  # the outer job still holds the setting
         held = _rss_mib()
     assert _rss_mib() < held - 100  # the retained memory is handed back when the last job ends
     calls: list[tuple] = []
