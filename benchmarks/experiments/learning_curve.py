@@ -35,17 +35,18 @@ p.add_argument("--evals", default="250,500,750,1000")
 p.add_argument("--photons", type=float, default=2)
 p.add_argument("--tag", default="")
 p.add_argument("--l1", type=float, default=0.5)
-p.add_argument("--ema", type=float, default=0.0, help="also score an exponential moving average of the weights")
-p.add_argument("--lr-floor", type=float, default=None, help="end of the cosine lr decay, as a fraction of lr")
+p.add_argument("--lr-floor", type=float, default=None, help="end of the cosine lr decay, x lr (engine: 0)")
+p.add_argument("--warmup", type=float, default=0.0, help="linear lr warm-up over this fraction of the budget")
 a = p.parse_args()
-if a.lr_floor is not None:
+if a.lr_floor is not None or a.warmup:
     import math
 
     import napari_unet_att.train as _train
 
-    def _factor(f: float, floor: float = a.lr_floor) -> float:
+    def _factor(f: float, floor: float = 0.0 if a.lr_floor is None else a.lr_floor) -> float:
         f = min(max(f, 0.0), 1.0)
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f))
+        warm = min(1.0, (f + 1e-3) / a.warmup) if a.warmup else 1.0
+        return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
 
     _train._lr_factor = _factor
 torch.set_num_threads(2)
@@ -73,21 +74,9 @@ t0 = time.perf_counter()
 tt = 0.0
 gen = tr.run()
 res = []
-ema = None
 try:
     while True:
         ev = next(gen)
-        if a.ema and tr.denoiser is not None and np.isfinite(ev.loss):
-            with torch.no_grad():
-                params = list(tr.denoiser.net.state_dict().values())
-                if ema is None:
-                    ema = [q.detach().clone().float() for q in params]
-                else:
-                    for e_, q in zip(ema, params, strict=True):
-                        if q.is_floating_point():
-                            e_.mul_(a.ema).add_(q.float(), alpha=1 - a.ema)
-                        else:
-                            e_.copy_(q)
         if ev.step in evals and np.isfinite(ev.loss):
             tt = time.perf_counter() - t0
             net = tr.denoiser.net
@@ -105,12 +94,7 @@ den.net.eval()
 out = denoise(noisy, den, InferConfig(device="cpu", amp=False))
 if a.save:
     save_checkpoint(a.save, den)
-if ema is not None:
-    with torch.no_grad():
-        for q, e_ in zip(den.net.state_dict().values(), ema, strict=True):
-            q.copy_(e_.to(q.dtype))
-    out_ema = denoise(noisy, den, InferConfig(device="cpu", amp=False))
-    print(a.tag, "FINAL EMA", a.ema, "psnr", round(psnr(out_ema, clean, data_range=rng), 2), flush=True)
+
 print(
     a.tag,
     "FINAL step",

@@ -53,7 +53,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "fast": Preset("unet_att", 8, 32, 64, 2, 1e-3, "UNet-Att, f=8: a useful model in minutes on a laptop CPU"),
+    "fast": Preset("unet_att", 8, 32, 64, 2, 2e-3, "UNet-Att, f=8: a useful model in minutes on a laptop CPU"),
     "paper": Preset("unet_att", 16, 64, 64, 1, 5e-4, "UNet-Att as published (f=16, 1.6 M parameters); GPU advised"),
     "unet3d": Preset("unet3d", 16, 32, 64, 2, 5e-4, "plain 3D UNet of DeepCAD-RT / DeepBID (f=16), lighter"),
 }
