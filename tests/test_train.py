@@ -112,3 +112,17 @@ def test_too_short_stack_is_refused():
 def test_constant_stack_is_refused():
     with pytest.raises(InputError, match="constant"):
         train([np.full((40, 32, 32), 7, np.uint16)], TrainConfig(steps=1, **TINY))
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    from napari_unet_att.train import _lr_factor
+
+    fr = np.linspace(0.0, 1.0, 2001)
+    f = np.array([_lr_factor(x) for x in fr])
+    assert 0.0 < f[0] <= 0.2  # the first step already moves, but gently
+    assert np.all(np.diff(f[fr <= 0.04]) > 0)  # linear warm-up ...
+    peak = int(np.argmax(f))
+    assert 0.03 <= fr[peak] <= 0.06 and f[peak] > 0.99  # ... to the full rate at ~5% of the budget
+    assert np.all(np.diff(f[peak:]) <= 1e-12)  # then only down
+    assert f[-1] == pytest.approx(0.0, abs=1e-12) and f[fr >= 0.95].max() < 0.01  # ends at zero
+    assert _lr_factor(-1.0) == f[0] and _lr_factor(2.0) == f[-1]  # clamped outside the budget
