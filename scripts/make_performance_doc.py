@@ -37,8 +37,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "profile": ["{py}", str(BENCH / "bench_speed.py"), "--profile-only", "fast", "--json", "{json}"],
     "deepcad": ["{deepcad}", str(BENCH / "peers" / "run_deepcad.py"), "--frames", "400", "--size", "128"],
     "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--steps", "3", "--json", "{json}"],
-    "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--runs", "unet3d:16000:128",
-               "unet3d:64000:128", "fast:128", "--json", "{json}"],
+    "memory": ["{py}", str(BENCH / "bench_memory.py"), "--dir", "{tmp}", "--runs", "fast:16000:128",
+               "fast:64000:128", "--json", "{json}"],
 }
 
 
@@ -303,11 +303,10 @@ def render_memory(mem: dict[str, Any]) -> str:
         "",
         "Networks are real and untrained (memory and speed do not depend on the weights), except `standin`, a "
         "3x3x3 mean filter with the Denoiser interface and `arch='unet_att'` (same tile plan, reads, blending and "
-        "accumulator as UNet-Att, no network activations). `unet3d` runs the same 128 x 128 recording at two "
-        "lengths, 0.5 and 2 GB on disk; `fast` (UNet-Att) a short file of 256 x 256 frames, which shows the "
-        "activation memory of one UNet-Att tile (it depends on the tile, which the memory budget sets, not on "
-        "the file length). Jobs keep freed memory in the heap while they run (`device.reuse_freed_memory`), so "
-        "the peak includes the heap's fragmentation.",
+        "accumulator as UNet-Att, no network activations). `fast` (UNet-Att, f = 8) runs the same 128 x 128 "
+        "recording at two lengths, 0.5 and 2 GB on disk: the activation memory of a tile depends on the tile, "
+        "which the memory budget sets, not on the file length. Jobs keep freed memory in the heap while they "
+        "run (`device.reuse_freed_memory`), so the peak includes the heap's fragmentation.",
         "",
     ]
     rows = [[r["net"], "x".join(map(str, r["shape"])), f"{r['file_mib']:.0f}", f"{r['baseline_mib']:.0f}",
