@@ -59,13 +59,12 @@ def edge_psnr(x: np.ndarray, clean: np.ndarray, edges: np.ndarray, data_range: f
     return float(10.0 * np.log10(data_range**2 / np.mean(err * err)))
 
 
-def score(name: str, x: np.ndarray, clean: np.ndarray, masks, extra: dict | None = None,
-          edges: np.ndarray | None = None) -> dict:
+def score(name: str, x: np.ndarray, clean: np.ndarray, masks, edges: np.ndarray, extra: dict | None = None) -> dict:
     rng = float(clean.max() - clean.min())
     row = {
         "method": name,
         "psnr": float(psnr(x, clean, data_range=rng)),
-        "edge_psnr": edge_psnr(x, clean, edges, rng) if edges is not None else float("nan"),
+        "edge_psnr": edge_psnr(x, clean, edges, rng),
         "ssim": float(np.mean(ssim_frames(x, clean, data_range=rng))),
         "trace_r": float(np.nanmean(trace_correlation(x, clean, masks))),
     }
@@ -80,11 +79,11 @@ def run_setting(args: argparse.Namespace, photons: float, motion: float) -> list
     edges = edge_mask(clean)
     view = merge_directions if args.bidirectional else (lambda a: np.asarray(a, dtype=np.float32))
     raw = view(noisy)
-    rows = [score("raw", raw, clean, masks, edges=edges)]
+    rows = [score("raw", raw, clean, masks, edges)]
     sigma, gauss, _ = best_gaussian(raw, clean)
-    rows.append(score(f"gaussian3d {np.round(np.atleast_1d(sigma), 2).tolist()}", gauss, clean, masks, edges=edges))
+    rows.append(score(f"gaussian3d {np.round(np.atleast_1d(sigma), 2).tolist()}", gauss, clean, masks, edges))
     window, mm, _ = best_moving_mean(raw, clean)
-    rows.append(score(f"moving mean w={window}", mm, clean, masks, edges=edges))
+    rows.append(score(f"moving mean w={window}", mm, clean, masks, edges))
     for preset in args.presets:
         for mode in args.modes:
             if (mode == "mirrored") != args.bidirectional and mode != "temporal":
@@ -98,9 +97,8 @@ def run_setting(args: argparse.Namespace, photons: float, motion: float) -> list
             t1 = time.perf_counter()
             out = denoise(noisy, den, icfg)
             fps = noisy.shape[0] / (time.perf_counter() - t1)
-            rows.append(score(f"{preset} / {mode}", view(out), clean, masks,
-                              {"train_s": round(t_train, 1), "steps": den.step, "infer_fps": round(fps, 1)},
-                              edges=edges))
+            rows.append(score(f"{preset} / {mode}", view(out), clean, masks, edges,
+                              {"train_s": round(t_train, 1), "steps": den.step, "infer_fps": round(fps, 1)}))
     for r in rows:
         r.update({"photons": photons, "motion": motion, "motion_kind": args.motion_kind,
                   "layout": "(T,2N,N)" if args.bidirectional else "(T,N,N)"})

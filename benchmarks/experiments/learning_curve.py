@@ -36,19 +36,15 @@ p.add_argument("--photons", type=float, default=2)
 p.add_argument("--tag", default="")
 p.add_argument("--l1", type=float, default=0.5)
 p.add_argument("--lr-floor", type=float, default=None, help="end of the cosine lr decay, x lr (engine: 0)")
-p.add_argument("--warmup", type=float, default=0.0, help="linear lr warm-up over this fraction of the budget")
+p.add_argument("--warmup", type=float, default=None, help="lr warm-up share of the budget (engine: 0.05; 0: none)")
 a = p.parse_args()
-if a.lr_floor is not None or a.warmup:
-    import math
+if a.lr_floor is not None or a.warmup is not None:
+    import functools
 
     import napari_unet_att.train as _train
 
-    def _factor(f: float, floor: float = 0.0 if a.lr_floor is None else a.lr_floor) -> float:
-        f = min(max(f, 0.0), 1.0)
-        warm = min(1.0, (f + 1e-3) / a.warmup) if a.warmup else 1.0
-        return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
-
-    _train._lr_factor = _factor
+    sched = {k: v for k, v in (("floor", a.lr_floor), ("warmup", a.warmup)) if v is not None}
+    _train._lr_factor = functools.partial(_train._lr_factor, **sched)
 torch.set_num_threads(2)
 sim = simulate(n_frames=400, size=128, photons=a.photons, motion_std=0, seed=0)
 noisy, clean = sim.noisy, sim.clean.astype(np.float32)
@@ -94,7 +90,6 @@ den.net.eval()
 out = denoise(noisy, den, InferConfig(device="cpu", amp=False))
 if a.save:
     save_checkpoint(a.save, den)
-
 print(
     a.tag,
     "FINAL step",

@@ -75,9 +75,10 @@ def _fit_patch(cfg: dict[str, Any], shapes: Sequence[tuple[int, ...]], mode: str
 _WARMUP = 0.05  # share of the budget over which the learning rate ramps up
 
 
-def _lr_factor(fraction: float) -> float:
-    """Learning-rate multiplier at ``fraction`` of the budget: a linear warm-up over the first 5%,
-    then a cosine decay to 0, so any budget ends with the smallest steps.
+def _lr_factor(fraction: float, floor: float = 0.0, warmup: float = _WARMUP) -> float:
+    """Learning-rate multiplier at ``fraction`` of the budget: a linear warm-up over the first
+    ``warmup`` (5%), then a cosine decay to ``floor`` (0), so any budget ends with the smallest steps.
+    ``floor`` and ``warmup`` exist for the schedule experiments (benchmarks/experiments).
 
     The targets are as noisy as the inputs, so the last steps' gradient noise sets how far the
     weights end from a good solution; the warm-up keeps Adam's first, badly scaled steps from
@@ -85,8 +86,8 @@ def _lr_factor(fraction: float) -> float:
     PSNR): cosine to 0.1 x lr 34.03 dB, to 0 34.60 dB, with the warm-up and lr 2e-3 34.86 dB.
     """
     f = min(max(fraction, 0.0), 1.0)
-    warm = min(1.0, (f + 0.1 * _WARMUP) / _WARMUP)  # the first step already moves (0.1 x lr)
-    return warm * 0.5 * (1.0 + math.cos(math.pi * f))
+    warm = min(1.0, (f + 0.1 * warmup) / warmup) if warmup > 0 else 1.0  # the first step moves (0.1 x lr)
+    return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
 
 
 class Trainer:
