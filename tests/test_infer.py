@@ -148,6 +148,32 @@ def test_default_cpu_budget_narrows_large_frames_not_time():
     assert infer.tile_shape_for((400, 128, 128), short)[1:] == (128, 128)
 
 
+def test_auto_tiles_pick_the_fitting_plan_with_least_work():
+    import math
+
+    import torch
+
+    from napari_unet_att import networks
+
+    den = make(networks.build_network("unet_att", 8))
+    rf = networks.receptive_field("unet_att")
+    shape = (4000, 512, 512)
+    budget = 1.0
+    cfg = infer.resolve_tiles(shape, den, InferConfig(memory_gb=budget), torch.device("cpu"))
+    chosen = infer.tile_shape_for(shape, cfg)
+
+    def work(tile):  # voxels computed, overlaps included
+        return len(infer.plan_tiles(shape, tile, rf)) * math.prod(tile)
+
+    # Every other width with its longest fitting tile (and enough frames) does at least as much work.
+    for xy in (512, 256, 128, 64):
+        longest = infer._longest_tile(shape[0], (xy, xy), budget * 1e9, den, 1)
+        tile_t = infer._fewest_tiles_length(shape[0], longest, rf)
+        if tile_t >= infer.MIN_CONTEXT_T:
+            assert work(chosen) <= work((tile_t, xy, xy)), (chosen, xy, tile_t)
+    assert chosen[0] >= infer.MIN_CONTEXT_T
+
+
 def test_blend_window_ramps_and_borders():
     full = (30, 20, 16)
     ov = 6

@@ -125,6 +125,26 @@ def test_cpu_fast_path_matches_plain_modules(arch: str) -> None:
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_inference_fast_path_matches_plain_modules(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trained-looking BatchNorm statistics, so folding them into the gates' 1x1x1 convs is tested.
+    net = _net(arch, 4).eval()
+    gen = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            for t, lo, hi in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.3, 3.0), (m.weight, 0.5, 1.5),
+                              (m.bias, -0.3, 0.3)):
+                t.data.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
+    x = torch.rand(1, 1, 16, 24, 20, generator=gen)
+    outs = []
+    for fast in (True, False):
+        monkeypatch.setattr(networks, "CPU_FAST_PATH", fast)
+        with torch.inference_mode():
+            outs.append(net(x))
+    assert outs[0].abs().max() > 0
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
+
+
 class _PlainGrad(torch.autograd.Function):
     """What autograd would do without networks._ChannelsLastGrad: pass the gradient on as is."""
 

@@ -26,6 +26,7 @@ stream a TIFF to a TIFF atomically.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from collections.abc import Callable, Generator, Sequence
@@ -53,12 +54,13 @@ Triple = tuple[int, int, int]
 # --------------------------------------------------------------------------- tile plan
 
 
-#: Default host-memory budget of one forward pass on CPU (GB). With the ~0.3 GB of the process
-#: itself and the I/O buffers, peak RSS stays near 1.4 GB whatever the file size; raise it
+#: Default host-memory budget of one forward pass on CPU (GB). With the ~0.25 GB of the process
+#: itself and the I/O buffers, peak RSS stays near 1.3 GB whatever the file size; raise it
 #: (``InferConfig.memory_gb``, ``--memory-gb``) for fewer tiles and faster runs on short stacks.
 DEFAULT_CPU_BUDGET_GB = 1.0
-#: Automatic tiles keep at least this many frames, narrowing in y / x rather than in t.
-MIN_CONTEXT_T = 64
+#: Automatic tiles keep at least this many frames (the shortest training patch of the presets,
+#: ``fast``'s 32), narrowing in y / x rather than in t below it.
+MIN_CONTEXT_T = 32
 #: ... but not narrower than this in y / x.
 MIN_TILE_XY = 64
 
@@ -84,38 +86,63 @@ def tile_shape_for(shape: Sequence[int], cfg: InferConfig) -> Triple:
 
 
 def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, device: torch.device) -> InferConfig:
-    """Fill in an automatic ``tile_t``: the fewest tiles along t that fit the memory budget.
+    """Fill in an automatic ``tile_t`` (and tile width): the plan that fits the memory budget
+    and computes the fewest voxels.
 
     The budget is ``cfg.memory_gb``, by default :data:`DEFAULT_CPU_BUDGET_GB` in host memory
-    (so the whole process stays within about 1.5 GB for any file size) or, on a GPU,
-    ``min(8 GB, half its free memory)``. With ``n`` tiles along ``T`` frames and overlap ``o``,
-    each tile needs ``ceil((T + (n - 1) * o) / n)`` frames; ``n`` grows while that still
-    shrinks the tiles. Fewer, longer tiles waste less work on overlaps than fixed short tiles
-    (the reference tools recompute about half of every tile). When even two overlaps do not
-    fit, the tile is the longest that fits (its overlap is then capped at half a tile).
+    (so the whole process stays under 1.5 GB for any file size) or, on a GPU,
+    ``min(8 GB, half its free memory)``. For each tile width (whole frames, then halves down to
+    :data:`MIN_TILE_XY`) the tiles along t are the fewest that fit (:func:`_fewest_tiles_length`):
+    fewer, longer tiles waste less work on overlaps than fixed short tiles (the reference tools
+    recompute about half of every tile). Narrower tiles fit more frames, so less overlap along
+    t, but overlap more in y and x: the width whose plan computes the fewest voxels wins, among
+    those with at least :data:`MIN_CONTEXT_T` frames per tile.
     """
     if cfg.tile_t is not None:
         return cfg
     t, y, x = (int(s) for s in shape)
     budget = _budget_bytes(cfg, device)
     o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
-    # Whole frames if a tile of them still has MIN_CONTEXT_T frames of temporal context;
-    # otherwise narrower tiles in y / x (a network that sees few frames denoises poorly).
+    # Candidate tile widths: whole frames, then halves down to MIN_TILE_XY. Each gets the
+    # longest tile that fits; the plan that computes the fewest voxels (overlaps included)
+    # wins among those keeping MIN_CONTEXT_T frames of temporal context (a network that sees
+    # few frames denoises poorly); the whole-frame plan when none does.
+    best: tuple[int, int, int] | None = None  # (computed voxels, tile_t, width)
     xy = cfg.max_tile_xy
     while True:
         longest = _longest_tile(t, (min(y, xy), min(x, xy)), budget, denoiser, cfg.batch_size)
-        if longest >= min(t, MIN_CONTEXT_T) or xy // 2 < MIN_TILE_XY:
+        tile = _fewest_tiles_length(t, longest, o)
+        if tile >= min(t, MIN_CONTEXT_T) or best is None:
+            cost = _computed_voxels((t, y, x), (tile, min(y, xy), min(x, xy)), o)
+            if best is None or best[1] < min(t, MIN_CONTEXT_T) or cost < best[0]:
+                best = (cost, tile, xy)
+        if xy // 2 < MIN_TILE_XY:
             break
         xy //= 2
-    tile = longest
-    if longest >= t:
-        tile = t
-    elif longest > 2 * o:
-        n = 2
-        while -(-(t + (n - 1) * o) // n) > longest:
-            n += 1
-        tile = -(-(t + (n - 1) * o) // n)
+    _, tile, xy = best
     return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)), max_tile_xy=xy)
+
+
+def _fewest_tiles_length(t: int, longest: int, overlap: int) -> int:
+    """Tile length along t for the fewest tiles no longer than ``longest`` frames.
+
+    With ``n`` tiles overlapping by ``overlap``, each needs ``ceil((t + (n - 1) * overlap) / n)``
+    frames; ``n`` grows while that still shrinks the tiles. When even two overlaps do not fit,
+    the tile is the longest that fits (its overlap is then capped at half a tile).
+    """
+    if longest >= t:
+        return t
+    if longest <= 2 * overlap:
+        return longest
+    n = 2
+    while -(-(t + (n - 1) * overlap) // n) > longest:
+        n += 1
+    return -(-(t + (n - 1) * overlap) // n)
+
+
+def _computed_voxels(shape: Triple, tile: Triple, overlap: int) -> int:
+    """Voxels the network computes for a plan: tiles times tile volume (overlaps included)."""
+    return len(plan_tiles(shape, tile, overlap)) * math.prod(min(a, b) for a, b in zip(tile, shape, strict=True))
 
 
 def _longest_tile(t: int, frame: tuple[int, int], budget: float, denoiser: Denoiser, batch: int) -> int:

@@ -204,7 +204,28 @@ class AttentionGate(nn.Module):
         f = theta.add_(g).relu_()  # theta is a fresh conv output: in place is safe
         alpha = torch.sigmoid_(conv3d(f, self.sig_conv))
         alpha = _resize(alpha, x.shape[2:], align_corners=False)
-        return self.W[1](conv3d(alpha * x, self.W[0]))
+        conv, bn = self.W
+        if not self.training and bn.running_mean is not None and _cpu_fast_path(x):
+            # Eval-mode BatchNorm is a per-channel affine map: folded into the 1x1x1 conv it
+            # saves a pass over (and an allocation of) a full-resolution C-channel tensor.
+            w, b = _fold_batch_norm(conv, bn)
+            y = F.linear((alpha * x).permute(0, 2, 3, 4, 1), w, b)
+            return y.permute(0, 4, 1, 2, 3)  # a channels-last view, no copy
+        return bn(conv3d(alpha * x, conv))
+
+
+def _fold_batch_norm(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(C_out, C_in)`` and bias of the 1x1x1 ``conv`` followed by eval-mode ``bn``."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    w = conv.weight.flatten(1) * scale[:, None]
+    b = shift if conv.bias is None else conv.bias * scale + shift
+    return w, b
 
 
 def _resize(x: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
