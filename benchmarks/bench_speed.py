@@ -288,6 +288,16 @@ def run(
         result["presets"][name] = r
         print(f"{name:8} {r['tile_t']:6d} {r['n_tiles']:5d} {100 * r['overlap_share']:8.1f} {r['frames_per_s']:9.2f} "
               f"{r['gflops']:8.1f} {r['useful_gflops']:7.1f} {r['pct_limit']:7.1f}")
+    # This machine's speed drifts by 10-20% over minutes (a shared host): the limit is timed again
+    # after the presets and the larger of the two kept, so '% limit' errs low rather than high.
+    after = conv_limit(repeats=limit_repeats)
+    limit["before_gflops"], limit["after_gflops"] = limit["limit_gflops"], after["limit_gflops"]
+    limit["limit_gflops"] = max(limit["limit_gflops"], after["limit_gflops"])
+    for r in result["presets"].values():
+        r["pct_limit"] = 100.0 * r["gflops"] / limit["limit_gflops"]
+    pcts = ", ".join(f"{n} {r['pct_limit']:.1f}%" for n, r in result["presets"].items())
+    print(f"conv3d limit again after the presets: {after['limit_gflops']:.1f} GFLOP/s; '% limit' of the larger, "
+          f"{limit['limit_gflops']:.1f}: {pcts}")
     if sweep_preset:
         den = make_denoiser(sweep_preset)
         rows = []

@@ -32,8 +32,8 @@ DDP_HEADING = "## Multi-process (DDP) training scaling"
 
 #: name -> (command, JSON file); ``{py}``, ``{json}``, ``{tmp}`` and ``{deepcad}`` are filled in.
 BENCHMARKS: dict[str, list[str]] = {
-    "speed": ["{py}", str(BENCH / "bench_speed.py"), "--sweep-preset", "fast", "--bf16", "paper", "fast",
-              "--json", "{json}"],
+    "speed": ["{py}", str(BENCH / "bench_speed.py"), "--repeats", "2", "--sweep-preset", "fast", "--bf16", "paper",
+              "fast", "--json", "{json}"],
     "profile": ["{py}", str(BENCH / "bench_speed.py"), "--profile-only", "fast", "--json", "{json}"],
     "deepcad": ["{deepcad}", str(BENCH / "peers" / "run_deepcad.py"), "--frames", "400", "--size", "128"],
     "train": ["{py}", str(BENCH / "bench_train_speed.py"), "--steps", "3", "--json", "{json}"],
@@ -100,7 +100,7 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
     out = [
         "## Inference speed (CPU)",
         "",
-        "`python benchmarks/bench_speed.py --sweep-preset fast --bf16 paper fast` : "
+        "`python benchmarks/bench_speed.py --repeats 2 --sweep-preset fast --bf16 paper fast` : "
         f"untrained networks (speed does not depend on the "
         f"weights) denoise a {shape} uint16 stack with `infer.denoise` and the default `InferConfig` "
         f"(automatic tile_t from the memory budget, whole 128 x 128 frames, overlap = receptive field capped at "
@@ -110,7 +110,10 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
         f"Practical limit: one `F.conv3d` {lim['channels']} -> {lim['channels']} channels, 3x3x3, on "
         f"{'x'.join(map(str, lim['shape']))} voxels under `inference_mode`: **{lim['limit_gflops']:.1f} GFLOP/s** "
         f"(contiguous {lim['contiguous_gflops']:.1f}, channels-last {lim['channels_last_gflops']:.1f}; "
-        f"bfloat16 channels-last, for reference: {lim['bf16_channels_last_gflops']:.1f}).",
+        f"bfloat16 channels-last, for reference: {lim['bf16_channels_last_gflops']:.1f})"
+        + (f"; timed before and after the presets ({lim['before_gflops']:.1f} and {lim['after_gflops']:.1f}), "
+           "the larger kept, since this shared machine's speed drifts by 10-20% over minutes"
+           if "after_gflops" in lim else "") + ".",
         "",
         "GFLOP/s counts convolution FLOPs (2 x multiply-adds, `torch.utils.flop_counter` on the padded tile) of "
         "every tile including overlaps; *useful* counts only the output voxels (what a tiling without overlap "
