@@ -253,9 +253,11 @@ def render_targets(
             "`fast` tile 2.86 -> 1.88 GB and the one-tile speed 26.5 -> 36.1 frames/s). Jobs keep freed memory in "
             "the heap (`device.reuse_freed_memory`): before, every large activation page-faulted its memory back "
             "in, and a `paper` forward pass on a 64x128x128 tile took 530,000 page faults and spent 22% of its CPU "
-            "time in the kernel (3.3-3.5 s per pass, 2.0-2.5 s now). Proposed next: fold each gate's eval-mode "
-            "BatchNorm into its 1x1x1 conv; fuse ReLU into the convolution (oneDNN post-op). Neither is measured "
-            "here.")
+            "time in the kernel (3.3-3.5 s per pass, 2.0-2.5 s now). Each gate's eval-mode BatchNorm is folded into "
+            "its 1x1x1 conv on this path (one pass over a full-resolution tensor less per gate). Proposed next: "
+            "fuse ReLU into the convolution (oneDNN post-op); a faster trilinear resize (an index-select + lerp "
+            "version per axis was measured 2.5-10x *slower* than `F.interpolate` on channels-last tensors, "
+            "contiguous tensors 2-3x slower).")
         n += 1
     if bf:
         items = ", ".join(f"`{k}` {v['frames_per_s'] / pr[k]['frames_per_s']:.2f}x" for k, v in bf.items() if k in pr)
@@ -310,7 +312,9 @@ def render_memory(mem: dict[str, Any]) -> str:
         "accumulator as UNet-Att, no network activations). `fast` (UNet-Att, f = 8) runs the same 128 x 128 "
         "recording at two lengths, 0.5 and 2 GB on disk: the activation memory of a tile depends on the tile, "
         "which the memory budget sets, not on the file length. Jobs keep freed memory in the heap while they "
-        "run (`device.reuse_freed_memory`), so the peak includes the heap's fragmentation.",
+        "run (`device.reuse_freed_memory`), so the peak includes the heap's fragmentation; the memory "
+        "estimates that size the tiles (`resources.INFER_FACTOR`) are calibrated with it (a `fast` 128 x 128 "
+        "tile is 104 frames under the default 1 GB budget).",
         "",
     ]
     rows = [[r["net"], "x".join(map(str, r["shape"])), f"{r['file_mib']:.0f}", f"{r['baseline_mib']:.0f}",
