@@ -143,9 +143,10 @@ class TrainConfig:
 class InferConfig:
     """Tiled inference settings.
 
-    ``tile_t=None`` (the default) picks the tile automatically: whole frames in y/x up to
-    ``max_tile_xy``, and as many frames per tile as fit in ``memory_gb`` (default: 1 GB of host
-    memory on CPU, which bounds the process near 1.4 GB for any file; on a GPU the smaller of
+    ``tile_t=None`` (the default) picks the tile automatically: the width (whole frames up to
+    ``max_tile_xy``, or halves of it) and length whose plan fits ``memory_gb`` and computes the
+    fewest voxels, overlaps included (``infer.resolve_tiles``; default budget: 1 GB of host
+    memory on CPU, which bounds the process near 1.3 GB for any file; on a GPU the smaller of
     8 GB and half its free memory), so short stacks run as one tile with no overlap work at all.
     The overlap defaults to the network's receptive field on every axis that is actually split
     into tiles (an axis covered by one tile needs none).
