@@ -103,8 +103,8 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
         "`python benchmarks/bench_speed.py --repeats 2 --sweep-preset fast --bf16 paper fast` : "
         f"untrained networks (speed does not depend on the "
         f"weights) denoise a {shape} uint16 stack with `infer.denoise` and the default `InferConfig` "
-        f"(automatic tile_t from the memory budget, whole 128 x 128 frames, overlap = receptive field capped at "
-        f"half a tile on split axes). "
+        "(automatic tiles from the 1 GB memory budget, `infer.resolve_tiles`: whole 128 x 128 frames here, "
+        "overlap = receptive field capped at half a tile on split axes). "
         f"{_load_note(speed)}.",
         "",
         f"Practical limit: one `F.conv3d` {lim['channels']} -> {lim['channels']} channels, 3x3x3, on "
@@ -146,7 +146,7 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
     if speed.get("sweep"):
         sw = speed["sweep"]
         out += ["", f"### Tile length (preset `{sw['preset']}`)", "",
-                "`InferConfig(tile_t=...)`; `auto` is the default (tile_t = None: the fewest tiles that fit the memory "
+                "`InferConfig(tile_t=...)`; `auto` is the default (tile_t = None: the plan that fits the memory "
                 "budget); `a:b` means tile_t = a with `overlap=b` instead of the receptive field.",
                 ""]
         rows = []
