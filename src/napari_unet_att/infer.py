@@ -103,23 +103,25 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
     t, y, x = (int(s) for s in shape)
     budget = _budget_bytes(cfg, device)
     o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
-    # Candidate tile widths: whole frames, then halves down to MIN_TILE_XY. Each gets the
-    # longest tile that fits; the plan that computes the fewest voxels (overlaps included)
-    # wins among those keeping MIN_CONTEXT_T frames of temporal context (a network that sees
-    # few frames denoises poorly); the whole-frame plan when none does.
-    best: tuple[int, int, int] | None = None  # (computed voxels, tile_t, width)
+    # Candidate tile widths: whole frames, then halves down to MIN_TILE_XY, each with the
+    # fewest tiles along t that fit. The plan that computes the fewest voxels (overlaps
+    # included) wins among those keeping MIN_CONTEXT_T frames of temporal context (a network
+    # that sees few frames denoises poorly); the whole-frame plan when none does.
+    plans: list[tuple[int, int]] = []  # (tile_t, width)
     xy = cfg.max_tile_xy
     while True:
         longest = _longest_tile(t, (min(y, xy), min(x, xy)), budget, denoiser, cfg.batch_size)
-        tile = _fewest_tiles_length(t, longest, o)
-        if tile >= min(t, MIN_CONTEXT_T) or best is None:
-            cost = _computed_voxels((t, y, x), (tile, min(y, xy), min(x, xy)), o)
-            if best is None or best[1] < min(t, MIN_CONTEXT_T) or cost < best[0]:
-                best = (cost, tile, xy)
+        plans.append((_fewest_tiles_length(t, longest, o), xy))
         if xy // 2 < MIN_TILE_XY:
             break
         xy //= 2
-    _, tile, xy = best
+    enough = [p for p in plans if p[0] >= min(t, MIN_CONTEXT_T)]
+
+    def work(plan: tuple[int, int]) -> int:
+        tile, width = plan
+        return _computed_voxels((t, y, x), (tile, min(y, width), min(x, width)), o)
+
+    tile, xy = min(enough, key=work) if enough else plans[0]  # min keeps the widest of equals
     return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)), max_tile_xy=xy)
 
 
