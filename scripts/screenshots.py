@@ -85,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = samples.sample_data_dir() / samples.TEMPORAL_MODEL
     if ckpt.exists() and not args.no_checkpoint:
         den.load_model(ckpt)
-    if "sim_temporal_noisy_preview" in viewer.layers:
-        viewer.layers.remove("sim_temporal_noisy_preview")
     _raise(viewer, "Denoise and evaluate")
     den.layer.value = raw
     den.denoise()
@@ -113,21 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     den.eval_reference.value = truth
     if "sim_temporal_rois" in viewer.layers:
         den.eval_rois.value = viewer.layers["sim_temporal_rois"]
+    den.push_plots.setChecked(False)  # the default: plots in the dock, the viewer keeps the data
     den.evaluate()
     _wait(lambda: den.running)
-    # The plots are in the dock; their layers (large RGB images) would shrink the grid view.
-    plots = [(layer.data, layer.name) for layer in den.plot_layers]
-    for layer in den.plot_layers:
-        viewer.layers.remove(layer)
     viewer.reset_view()
     _grab(viewer, "evaluate.png")
 
-    # 4. the metric plot as a layer
+    # 4. the plots as layers too: placed beside the denoised data, which stays in view
     viewer.grid.enabled = False
     for layer in viewer.layers:
-        layer.visible = False
-    for data, name in plots:
-        viewer.add_image(data, name=name, rgb=True, visible=name.endswith("_metrics_plot"))
+        layer.visible = layer is out
+    den.push_plots.setChecked(True)
+    den.evaluate()
+    _wait(lambda: den.running)
     viewer.reset_view()
     _grab(viewer, "metrics_layer.png")
     print("model:", _common.MODELS.get(viewer)[1])

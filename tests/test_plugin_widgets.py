@@ -193,13 +193,24 @@ def test_evaluate_adds_plots_and_metrics(viewer, qtbot, tiny_sim, tiny_denoiser)
     w.eval_reference.value = truth
     w.eval_rois.value = rois
     assert w.eval_denoised.value.name == "movie_denoised" and w.eval_raw.value.name == "movie"
+    n_layers = len(viewer.layers)
     _wait_done(qtbot, w.evaluate())
     meta = viewer.layers["movie_denoised"].metadata["metrics"]
     assert len(meta["denoised"]["per_frame"]["psnr"]) == 24 and "psnr" in meta["raw"]
+    # By default the plots live in the dock only: the viewer keeps showing the data.
+    assert len(viewer.layers) == n_layers and w.plot.figure.axes and w.trace_plot.figure.axes
+    assert "psnr" in w.metrics_label.text()
+    w.push_plots.setChecked(True)
+    _wait_done(qtbot, w.evaluate())
     plot = viewer.layers["movie_denoised_metrics_plot"]
     assert plot.rgb and plot.data.ndim == 3 and plot.data.shape[2] == 3 and plot.data.std() > 0
-    assert "movie_denoised_traces_plot" in viewer.layers
-    assert "psnr" in w.metrics_label.text()
+    traces = viewer.layers["movie_denoised_traces_plot"]
+    data_lo, data_hi = viewer.layers["movie_denoised"].extent.world[:, -2:]
+    for layer in (plot, traces):  # beside the data (to its right), never on top of it
+        lo, hi = layer.extent.world
+        assert lo[1] > data_hi[1] and lo[0] >= data_lo[0] - 1
+    np.testing.assert_allclose(plot.extent.world[1, 0] - plot.extent.world[0, 0], data_hi[0] - data_lo[0], rtol=0.1)
+    assert traces.extent.world[0, 0] > plot.extent.world[1, 0]  # stacked below the metrics plot
 
 
 def test_evaluate_without_reference_uses_reference_free_measures(viewer, qtbot, tiny_sim):
@@ -211,7 +222,7 @@ def test_evaluate_without_reference_uses_reference_free_measures(viewer, qtbot, 
     _wait_done(qtbot, w.evaluate())
     m = viewer.layers["smooth"].metadata["metrics"]
     assert "psnr" not in m["denoised"] and m["denoised"]["corr_with_mean"] > m["raw"]["corr_with_mean"]
-    assert "smooth_metrics_plot" in viewer.layers
+    assert "smooth_metrics_plot" not in viewer.layers and w.plot.figure.axes
 
 
 def test_menu_command_denoises_the_selected_layer(viewer, qtbot, tiny_sim, tiny_denoiser):

@@ -348,6 +348,36 @@ def figure_to_rgb(figure: Any, dpi: float = 100) -> np.ndarray:
     return np.ascontiguousarray((rgba[..., :3] * 255).round().astype(np.uint8))
 
 
+def plot_placement(extent_world: np.ndarray, pixel_yx: np.ndarray, plot_hw: tuple[int, int],
+                   y_offset: float = 0.0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Scale and translate of a plot image placed to the right of a layer, as tall as the layer.
+
+    Parameters
+    ----------
+    extent_world : array (2, ndim)
+        The data layer's ``extent.world`` (min and max pixel centres, world units).
+    pixel_yx : array (2,)
+        The data layer's (y, x) pixel size, so the layer's full edge is one pixel past its extent.
+    plot_hw : (int, int)
+        Plot height and width in pixels.
+    y_offset : float
+        How far below the data's top edge the plot starts (world units; stacks several plots).
+
+    Returns
+    -------
+    scale, translate : (float, float) each
+        For the plot's 2D RGB layer.
+    """
+    lo, hi = np.asarray(extent_world, dtype=float)[:, -2:]
+    edge = np.abs(np.asarray(pixel_yx, dtype=float))
+    height = float(hi[0] - lo[0] + edge[0])
+    s = height / max(int(plot_hw[0]), 1)
+    gap = 0.05 * height
+    top = lo[0] - 0.5 * edge[0]
+    right = hi[1] + 0.5 * edge[1]
+    return (s, s), (float(top + y_offset + 0.5 * s), float(right + gap + 0.5 * s))
+
+
 def style_dark(figure: Any) -> None:
     """Colours that sit well in napari's dark theme (and stay readable as an image layer)."""
     figure.patch.set_facecolor("#262930")

@@ -139,7 +139,7 @@ class DenoiseWidget(QWidget):
         eform.addRow("Reference", self.eval_reference.native)
         eform.addRow("ROIs", self.eval_rois.native)
         self.ssim = QCheckBox("SSIM (slower)")
-        self.push_plots = QCheckBox("add plots to the viewer as image layers")
+        self.push_plots = QCheckBox("also add the plots to the viewer (placed beside the data)")
         eform.addRow(self.ssim)
         eform.addRow(self.push_plots)
         self.eval_btn = QPushButton("Evaluate")
@@ -170,7 +170,8 @@ class DenoiseWidget(QWidget):
 
     def _restore_settings(self) -> None:
         d = InferConfig()
-        s = {"tile_t": d.tile_t, "max_tile_xy": d.max_tile_xy, "ssim": True, "push_plots": True,
+        # Plots live in the dock; as layers (opt-in) they are placed beside the data, never over it.
+        s = {"tile_t": d.tile_t, "max_tile_xy": d.max_tile_xy, "ssim": True, "push_plots": False,
              **_settings.load_settings(SETTINGS_KEY)}
         _set_combo(self.device, s.get("device"))
         _set_combo(self.output_dtype, s.get("output_dtype"))
@@ -396,20 +397,30 @@ class DenoiseWidget(QWidget):
             C.plot_traces(self.trace_plot.figure, traces, MAX_TRACES)
             self.trace_plot.request_draw()
         if self.push_plots.isChecked():
-            self._push_plot(self.plot, f"{den_layer.name}_metrics_plot")
+            below = self._push_plot(self.plot, f"{den_layer.name}_metrics_plot", den_layer, 0.0)
             if has_traces:
-                self._push_plot(self.trace_plot, f"{den_layer.name}_traces_plot")
+                self._push_plot(self.trace_plot, f"{den_layer.name}_traces_plot", den_layer, below)
         self.status.setText(f"evaluated {den_layer.name!r}; numbers in its metadata['metrics']")
 
-    def _push_plot(self, plot: C.PlotCanvas, name: str) -> None:
+    def _push_plot(self, plot: C.PlotCanvas, name: str, beside: Any, y_offset: float) -> float:
+        """Add (or update) a plot as an RGB layer to the right of ``beside``; returns its bottom edge.
+
+        The plot is scaled to the data's height and placed right of it (``y_offset`` below the
+        data's top), so Home shows data and plot side by side instead of the plot over the data.
+        """
         rgb = plot.to_rgb()
+        scale, translate = C.plot_placement(beside.extent.world, np.asarray(beside.scale)[-2:], rgb.shape[:2],
+                                            y_offset)
         if name in self.viewer.layers:
-            self.viewer.layers[name].data = rgb
             layer = self.viewer.layers[name]
+            layer.data = rgb
+            layer.scale, layer.translate = scale, translate
         else:
-            layer = self.viewer.add_image(rgb, name=name, rgb=True, metadata={"unet_att": "metrics plot"})
+            layer = self.viewer.add_image(rgb, name=name, rgb=True, scale=scale, translate=translate,
+                                          metadata={"unet_att": "metrics plot"})
         if layer not in self.plot_layers:
             self.plot_layers.append(layer)
+        return y_offset + scale[0] * rgb.shape[0]
 
     # -- napari hooks --------------------------------------------------------------------
     def reset_choices(self, *_: Any) -> None:
