@@ -40,6 +40,24 @@ def test_widgets_dock_through_the_manifest(viewer):
     assert isinstance(train, TrainWidget) and isinstance(den, DenoiseWidget)
 
 
+def test_docks_open_as_tabs_without_sideways_scrolling(make_napari_viewer, qtbot):
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    main = viewer.window._qt_window  # (test only) Qt's dock API needs the main window
+    main.resize(1400, 900)
+    train_dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train denoiser")
+    den_dock, den = viewer.window.add_plugin_dock_widget(PLUGIN, "Denoise and evaluate")
+    qtbot.waitUntil(lambda: den_dock in main.tabifiedDockWidgets(train_dock), timeout=5000)
+    qtbot.wait(50)
+    assert train.height() > 500  # a tab gets the full height, not half of it
+    for w in (train, den):
+        scroll = w.findChild(QScrollArea)
+        assert not scroll.horizontalScrollBar().isVisible()
+        assert scroll.viewport().width() >= scroll.widget().minimumSizeHint().width()
+        assert w.minimumSizeHint().height() >= min(_common.MIN_DOCK_HEIGHT, scroll.widget().sizeHint().height())
+
+
 def test_layer_choices_follow_the_viewer(viewer, tiny_sim):
     w = TrainWidget(viewer)
     assert w.layer.combo.choices == ()

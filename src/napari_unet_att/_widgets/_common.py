@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox
 from psygnal import Signal
-from qtpy.QtCore import QCoreApplication, QElapsedTimer
+from qtpy.QtCore import QCoreApplication, QElapsedTimer, QSize, Qt, QTimer
 from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from ..errors import UserError
@@ -218,13 +218,89 @@ def scroll_layout(widget: QWidget) -> QVBoxLayout:
     """
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
-    scroll = QScrollArea()
+    scroll = _VerticalScrollArea()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     body = QWidget()
     scroll.setWidget(body)
     outer.addWidget(scroll)
     return QVBoxLayout(body)
+
+
+#: Height below which a dock scrolls rather than shrinks further (napari stacks new docks
+#: under old ones; without a floor the second one squeezed the first to ~100 px).
+MIN_DOCK_HEIGHT = 380
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically only: the dock is never narrower than its form (no sideways scrolling)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt naming
+        body = self.widget()
+        if body is None:
+            return super().minimumSizeHint()
+        # + the scroll bar, shown or not, so its appearance never makes the form scroll sideways
+        width = body.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth() + 4
+        return QSize(width, min(MIN_DOCK_HEIGHT, body.sizeHint().height()))
+
+
+class DockTabsMixin:
+    """For our dock widgets: on first show, join a dock of ours already open, as a tab."""
+
+    unet_att_dock = True  # marks our docks for :func:`tabify_with_siblings`
+    _tabify_done = False
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
+        super().showEvent(event)  # type: ignore[misc]
+        if not self._tabify_done:
+            self._tabify_done = True
+            # After napari has finished adding (and sizing) the dock.
+            QTimer.singleShot(0, self._tabify_now)
+
+    def _tabify_now(self) -> None:
+        try:
+            tabify_with_siblings(self)  # type: ignore[arg-type]
+        except RuntimeError:  # closed before the timer fired: its Qt object is gone
+            pass
+
+
+def tabify_with_siblings(widget: QWidget) -> bool:
+    """Put ``widget``'s dock in a tab beside an already docked widget of ours.
+
+    napari stacks a second plugin dock under the first (each then gets half the height);
+    our docks are tall forms with plots, so they share the space as tabs instead. Uses only
+    Qt's own dock API. Returns True when the dock was tabified.
+    """
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    mine = _ancestor(widget, QDockWidget)
+    main = widget.window()
+    if mine is None or not isinstance(main, QMainWindow):
+        return False
+    for dock in main.findChildren(QDockWidget):
+        inner = dock.widget()
+        if dock is not mine and dock.isVisible() and not dock.isFloating() and _holds_ours(inner):
+            main.tabifyDockWidget(dock, mine)
+            mine.raise_()
+            return True
+    return False
+
+
+def _holds_ours(widget: QWidget | None) -> bool:
+    if widget is None:
+        return False
+    return any(getattr(w, "unet_att_dock", False) for w in (widget, *widget.findChildren(QWidget)))
+
+
+def _ancestor(widget: QWidget, kind: type) -> Any:
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, kind):
+        parent = parent.parentWidget()
+    return parent
 
 
 def ask_save_path(parent: QWidget, title: str, filt: str) -> str:

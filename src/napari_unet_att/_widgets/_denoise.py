@@ -30,7 +30,7 @@ SETTINGS_KEY = "denoise"
 MAX_TRACES = 6  # ROI traces drawn (more make the plot unreadable)
 
 
-class DenoiseWidget(QWidget):
+class DenoiseWidget(C.DockTabsMixin, QWidget):
     """Dock widget: denoise a layer with the viewer's current model, evaluate, plot.
 
     Parameters

@@ -32,7 +32,7 @@ SETTINGS_KEY = "train"
 PREVIEW_FRAMES = 16
 
 
-class TrainWidget(QWidget):
+class TrainWidget(C.DockTabsMixin, QWidget):
     """Dock widget that trains a UNet-Att denoiser on an image layer.
 
     Parameters
