@@ -443,8 +443,16 @@ def import_reference(path: PathLike, device: Any = "cpu") -> Denoiser:
 
 
 def load_any(path: PathLike, device: Any = "cpu") -> Denoiser:
-    """Load our checkpoint, or else import reference weights; one clear error if neither fits."""
+    """Load our checkpoint, or else import reference weights; one clear error if neither fits.
+
+    A ``.zip`` (or any zip holding an ``rdf.yaml``) is read as a bioimage.io package exported by
+    napari-unet-att (:func:`~napari_unet_att.zoo.load_package`; other packages are refused, named).
+    """
     path = Path(path)
+    from . import zoo
+
+    if zoo.is_package(path):
+        return zoo.load_package(path, device)
     obj = _safe_load(path)
     if is_checkpoint(obj):
         return _denoiser_from_ours(obj, path, device)

@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, InputError
+try:
+    from .errors import CheckpointError, InputError
+except ImportError:  # run as a standalone file: the architecture source of a bioimage.io package (zoo.py)
+
+    class InputError(ValueError):  # type: ignore[no-redef]
+        """The input is not what the network needs."""
+
+    class CheckpointError(ValueError):  # type: ignore[no-redef]
+        """Weights that match no known layout."""
 
 ARCHS: tuple[str, ...] = ("unet_att", "unet3d")
 
