@@ -68,7 +68,8 @@ def make(net: torch.nn.Module, mode: str = "temporal", norm: Normalization | Non
 
 
 def cfg(**kw) -> InferConfig:
-    base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False)
+    # keep_mean off: these tests compare the tiling machinery with the bare network's output
+    base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False, keep_mean=False)
     base.update(kw)
     return InferConfig(**base)
 
@@ -241,7 +242,7 @@ def test_intensity_scale_kept(normalization):
 def test_model_normalisation_inverted():
     # a model that adds 1 in normalised units must add exactly one `scale` in input units
     raw = np.full((10, 17, 17), 500.0, np.float32)
-    y = infer.denoise(raw, make(AddConst(1.0), norm=Normalization(400.0, 50.0)), cfg())
+    y = infer.denoise(raw, make(AddConst(1.0), norm=Normalization(400.0, 50.0)), cfg(keep_mean=False))
     np.testing.assert_allclose(y, 550.0, rtol=1e-6)
 
 
@@ -249,20 +250,20 @@ def test_input_normalisation_from_provenance():
     raw = np.random.default_rng(2).normal(1000.0, 10.0, (9, 16, 16)).astype(np.float32)
     den = make(AddConst(1.0), norm=Normalization(0.0, 1.0))
     den.provenance["normalization"] = "input"
-    y = infer.denoise(raw, den, cfg())
+    y = infer.denoise(raw, den, cfg(keep_mean=False))
     np.testing.assert_allclose(y - raw, raw.std(), rtol=1e-3)  # one input std, not one model unit
 
 
 def test_output_dtype_input_clips_never_wraps():
     x = np.arange(9 * 16 * 16, dtype=np.uint16).reshape(9, 16, 16) % 100
-    lo = infer.denoise(x, make(AddConst(-10.0)), cfg(output_dtype="input"))
+    lo = infer.denoise(x, make(AddConst(-10.0)), cfg(output_dtype="input", keep_mean=False))
     assert lo.dtype == np.uint16
     np.testing.assert_array_equal(lo, np.clip(x.astype(np.int64) - 10, 0, None))
-    hi = infer.denoise(x, make(AddConst(1e6)), cfg(output_dtype="input"))
+    hi = infer.denoise(x, make(AddConst(1e6)), cfg(output_dtype="input", keep_mean=False))
     assert (hi == 65535).all()
     # an integer destination clips even when float32 output is asked for
     out = np.zeros(x.shape, np.uint16)
-    infer.denoise(x, make(AddConst(-10.0)), cfg(), out=out)
+    infer.denoise(x, make(AddConst(-10.0)), cfg(keep_mean=False), out=out)
     np.testing.assert_array_equal(out, lo)
 
 
@@ -517,7 +518,7 @@ def _d4_reference(frames: np.ndarray, fn, n: int) -> np.ndarray:
 @pytest.mark.parametrize("n", [2, 4, 8])
 def test_tta_averages_the_inverted_flips(rng, n):
     x = rng.normal(100.0, 5.0, (12, 10, 14)).astype(np.float32)  # y != x: the swap must be undone too
-    out = infer.denoise(x, make(AddXRamp()), InferConfig(tta=n))
+    out = infer.denoise(x, make(AddXRamp()), InferConfig(tta=n, keep_mean=False))
     ramp = lambda z: z + np.arange(z.shape[-1], dtype=np.float32)  # noqa: E731
     np.testing.assert_allclose(out, _d4_reference(x, ramp, n), rtol=0, atol=1e-3)
     assert not np.allclose(out, ramp(x), atol=1e-2)  # really averaged, not the plain output
@@ -529,3 +530,37 @@ def test_tta_averages_the_inverted_flips(rng, n):
 def test_tta_value_is_checked():
     with pytest.raises(InputError, match="tta must be 1, 2, 4 or 8"):
         InferConfig(tta=3)
+
+
+class DarkenAndBlur(torch.nn.Module):
+    """A biased "denoiser": smooths in space, then darkens by a frame-dependent amount."""
+
+    def forward(self, x):
+        smooth = torch.nn.functional.avg_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+        return smooth - 0.3 - 0.05 * torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("tiles", [dict(), dict(tile_t=None, max_tile_xy=512)])
+def test_output_keeps_input_mean_frame_by_frame(tiles):
+    rng = np.random.default_rng(5)
+    raw = rng.poisson(rng.uniform(0.2, 3.0, (20, 1, 1)) * np.ones((20, 24, 24))).astype(np.float32)
+    den = make(DarkenAndBlur(), norm=Normalization(1.0, 1.0))
+    kept = infer.denoise(raw, den, cfg(keep_mean=True, **tiles))
+    np.testing.assert_allclose(kept.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+    biased = infer.denoise(raw, den, cfg(keep_mean=False, **tiles))
+    assert np.abs(biased.mean(axis=(1, 2)) - raw.mean(axis=(1, 2))).max() > 0.3  # the bias it removed
+    # only a per-frame offset changed: the spatial structure is the network's
+    np.testing.assert_allclose(kept - kept.mean(axis=(1, 2), keepdims=True),
+                               biased - biased.mean(axis=(1, 2), keepdims=True), atol=1e-4)
+
+
+def test_mirrored_views_keep_their_own_means():
+    rng = np.random.default_rng(6)
+    raw = rng.poisson(2.0, (12, 32, 16)).astype(np.float32)
+    raw[:, 1::2] += 5.0  # backward lines brighter (e.g. a different detector path)
+    den = make(DarkenAndBlur(), norm=Normalization(0.0, 1.0))
+    den.mode = "mirrored"
+    out = infer.denoise(raw, den, cfg(max_tile_xy=16, keep_mean=True))
+    for parity in (0, 1):
+        np.testing.assert_allclose(out[:, parity::2].mean(axis=(1, 2)), raw[:, parity::2].mean(axis=(1, 2)),
+                                   rtol=1e-5)

@@ -137,8 +137,8 @@ def _check_args(n_frames, size, photons, motion_std, n_cells, motion, psf_sigma,
         raise InputError(f"motion_std must be >= 0 pixels, got {motion_std}")
     if n_cells is not None and int(n_cells) < 0:
         raise InputError(f"n_cells must be >= 0, got {n_cells}")
-    if motion not in ("walk", "jitter"):
-        raise InputError(f"motion must be 'walk' or 'jitter', got {motion!r}")
+    if motion not in _MOTION_RHO:
+        raise InputError(f"motion must be one of {', '.join(map(repr, _MOTION_RHO))}, got {motion!r}")
     if psf_sigma < 0 or gain <= 0 or read_noise < 0 or fps <= 0:
         raise InputError(
             f"need psf_sigma >= 0, gain > 0, read_noise >= 0, fps > 0; got {psf_sigma}, {gain}, {read_noise}, {fps}"
@@ -311,14 +311,19 @@ def _smooth_noise(rng, n, n_frames, fps, timescale=1.0) -> np.ndarray:
     return (z / np.maximum(z.std(axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+# Frame-to-frame correlation of each motion kind's AR(1) shifts. 'walk': a mean-reverting drift (~1 s
+# correlation at 30 Hz) that moves like real brain motion but stays put; 'ar': correlated motion between
+# drift and jitter (consecutive frames ~1 px apart at std 1 px); 'jitter': independent per-frame shifts.
+_MOTION_RHO = {"walk": 0.97, "ar": 0.5, "jitter": 0.0}
+
+
 def _motion(rng, n, std, kind, limit) -> np.ndarray:
     """``(n, 2)`` rigid shifts with empirical std ``std`` per axis (zero mean), clipped to ``+-limit``."""
     if std == 0:
         return np.zeros((n, 2), np.float32)
     e = rng.normal(0, 1, (n, 2))
-    if kind == "walk":
-        # mean-reverting random walk (AR(1), ~1 s correlation at 30 Hz): drifts like real brain motion but stays put
-        rho = 0.97
+    rho = _MOTION_RHO[kind]
+    if rho > 0:
         s = np.empty_like(e)
         s[0] = e[0]
         for t in range(1, n):
@@ -432,8 +437,9 @@ def simulate(
         Somata with centres in the field of view (default ``Y * X / 400``). More cells and neurites are simulated
         in a ring around it (their processes and blur reach in, and motion brings them in); those are not
         reported in ``traces`` / ``masks``.
-    motion : {'walk', 'jitter'}
-        AR(1) random walk (~1 s correlation) or independent per-frame jitter.
+    motion : {'walk', 'ar', 'jitter'}
+        AR(1) shifts with frame-to-frame correlation 0.97 (a slow drift, ~1 s correlation at 30 Hz), 0.5
+        (correlated motion between drift and jitter), or independent per-frame jitter.
     line_motion : bool
         Motion continues during the scan: every line gets its own shift (linear between frames). Both passes of a
         bidirectional line share it.

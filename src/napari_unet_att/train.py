@@ -28,7 +28,7 @@ from .config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
 from .denoiser import Denoiser
 from .device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
 from .distributed import all_max, all_mean, barrier, init_process_group, wrap_model
-from .errors import InputError
+from .errors import InputError, UserError
 from .networks import build_network
 from .normalization import Normalization, pool_statistics, stack_statistics
 from .pairs import PatchSampler, check_stack_for_mode, max_patch_for
@@ -72,6 +72,11 @@ def _fit_patch(cfg: dict[str, Any], shapes: Sequence[tuple[int, ...]], mode: str
     return notes
 
 
+def _weights_finite(net: torch.nn.Module) -> bool:
+    """True if every parameter and buffer (BatchNorm statistics too) is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in net.state_dict().values() if t.is_floating_point())
+
+
 _WARMUP = 0.05  # share of the budget over which the learning rate ramps up
 
 
@@ -110,6 +115,10 @@ class Trainer:
         is the checkpoint's.
     sources : sequence of str, optional
         Names of the stacks (file paths, layer names) recorded in the provenance.
+    targets : sequence of array-like, optional
+        Clean twins of ``stacks`` (simulations only): targets are read from them instead of the
+        noisy data (see :class:`~napari_unet_att.pairs.PatchSampler`); used to pretrain the
+        generalist models, never for a user's recording.
     """
 
     def __init__(
@@ -120,6 +129,7 @@ class Trainer:
         resume: str | os.PathLike | None = None,
         init: str | os.PathLike | None = None,
         sources: Sequence[str] | None = None,
+        targets: Sequence[Any] | None = None,
     ) -> None:
         if not stacks:
             raise InputError("no training data given")
@@ -131,14 +141,27 @@ class Trainer:
         self.resume = resume
         self.init = init
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
+        self.targets = list(targets) if targets is not None else None
         self._stop = threading.Event()
         self._started = time.time()
         self.denoiser: Denoiser | None = None
         self.history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+        self._in_loop = False  # between the first step and the end of the final save
+        self.last_saved_step: int | None = None  # step of the checkpoint-last.pt this run wrote
+        self.saved: Path | None = None  # the final model written by this run, if any
 
     def stop(self) -> None:
         """Ask the loop to end after the current step; the model is still saved and returned."""
         self._stop.set()
+
+    def request_stop(self) -> bool:
+        """Stop from a signal handler: True if the loop will stop at the next step and save.
+
+        Before the loop (reading statistics, loading a checkpoint) nothing is trained yet and a
+        stop flag would only be seen after that set-up: the caller should interrupt instead.
+        """
+        self._stop.set()
+        return self._in_loop
 
     @property
     def stopping(self) -> bool:
@@ -209,7 +232,7 @@ class Trainer:
         scaler = grad_scaler(device, rcfg["amp"])
         sampler_kw = dict(
             mode=mode, patch_t=rcfg["patch_t"], patch_xy=rcfg["patch_xy"], val_fraction=rcfg["val_fraction"],
-            flip_backward=rcfg["flip_backward"],
+            flip_backward=rcfg["flip_backward"], targets=self.targets,
         )
         # Each rank draws its own patch stream (the distributed sampler of random-patch training);
         # validation patches are the same on every rank.
@@ -247,10 +270,14 @@ class Trainer:
             for note in notes + list(getattr(train_s, "notices", [])):
                 yield TrainEvent(step, max_steps, float("nan"), message=note, history=self.history)
 
-        def progress() -> tuple[float, bool]:
-            """Budget fraction and stop request, agreed by all ranks (time differs between them)."""
+        def progress(ahead_s: float = 0.0) -> tuple[float, bool]:
+            """Budget fraction and stop request, agreed by all ranks (time differs between them).
+
+            ``ahead_s`` counts that much more time as spent: with the duration of one step, a
+            fraction >= 1 means the next step would end past a time budget.
+            """
             fs = (step - base_step) / (max_steps - base_step) if max_steps else 0.0
-            run_s = elapsed_before + time.perf_counter() - t0 - base_elapsed
+            run_s = elapsed_before + time.perf_counter() - t0 - base_elapsed + ahead_s
             ft = run_s / max_seconds if max_seconds else 0.0
             frac, stop = all_max([min(1.0, max(fs, ft)), float(self._stop.is_set())], env)
             return frac, stop > 0
@@ -275,13 +302,20 @@ class Trainer:
                 "schedule": [base_step, base_elapsed, max_steps, max_seconds],
             }
 
+        # Set when the weights must not be saved: after a divergence (whatever the last step left is
+        # garbage) or a failed save (the disk is full: the earlier checkpoint is the one to keep).
+        no_save = ""
+        self._in_loop = True
+        budget_spent = False  # set when the budget cannot fit another step
+        step_began = time.perf_counter()
         with reuse_freed_memory(device):  # no page faults for every step's fresh activations
             try:
                 while True:
                     # Checked again here (not only after the step) so a stop() made while the consumer
-                    # held the last event takes effect before another step starts.
+                    # held the last event takes effect before another step starts. A new budget makes
+                    # at least one step, so even `seconds=1e-9` ends with a model.
                     frac, stop = progress()
-                    if frac >= 1.0 or stop:
+                    if budget_spent or stop or (frac >= 1.0 and (step > start_step or continuing)):
                         break
                     for g in opt.param_groups:
                         g["lr"] = rcfg["lr"] * _lr_factor(frac)
@@ -297,14 +331,24 @@ class Trainer:
                         scaler.scale(loss).backward()
                         total += float(loss.item())
                     if not np.isfinite(total):
-                        raise InputError(f"training diverged at step {step + 1} (loss {total}); try a lower "
-                                         "learning rate or check the data for extreme values")
+                        no_save = "diverged"
+                        raise InputError(f"training diverged at step {step + 1} (loss {total}) with learning "
+                                         f"rate {rcfg['lr']:g}; no model was written from it"
+                                         f"{self._kept_note()}; try a lower learning rate (--lr) or check the "
+                                         "data for extreme values")
                     scaler.step(opt)
                     scaler.update()
                     step += 1
                     den.step = step
-                    frac, stop = progress()
-                    done = frac >= 1.0 or stop
+                    # A time budget ends at the last step that fits it, not one step past it (on a slow
+                    # CPU a step takes seconds: `--seconds 60` ran 78 s), and then reports 100%.
+                    # The first step's time includes one-off warm-up: the last step's predicts the next.
+                    now = time.perf_counter()
+                    step_s = now - step_began if step - start_step > 1 else 0.0
+                    step_began = now
+                    frac, stop = progress(ahead_s=step_s if max_seconds else 0.0)
+                    budget_spent = frac >= 1.0
+                    done = budget_spent or stop
                     log_now = step % rcfg["log_every"] == 0 or done
                     loss_now = all_mean(total, env) if log_now else total
                     self.history["step"].append(step)
@@ -317,7 +361,12 @@ class Trainer:
                     ckpt = None
                     if (env.is_main and self.out_dir is not None and rcfg["checkpoint_every"]
                             and step % rcfg["checkpoint_every"] == 0):
-                        ckpt = self._save(LAST_NAME, make_state())
+                        try:
+                            ckpt = self._save(LAST_NAME, make_state())
+                        except UserError as exc:
+                            no_save = "save failed"
+                            raise type(exc)(f"could not save the checkpoint of step {step}: {exc}"
+                                            f"{self._kept_note()}") from None
                     preview = None
                     if env.is_main and rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
                         preview = self._preview(rcfg, device)
@@ -334,13 +383,24 @@ class Trainer:
                 pool.shutdown(wait=True)
                 net.eval()
                 den.provenance = self._provenance(rcfg, elapsed_before + time.perf_counter() - t0)
-                if env.is_main and self.out_dir is not None and step > start_step:
-                    # Runs on normal end, on stop() and when the consumer closes the generator:
-                    # a trained model is never lost. Rank 0 alone writes.
+                if env.is_main and self.out_dir is not None and step > start_step and not no_save:
+                    # Runs on normal end, on stop(), on a signal and when the consumer closes the
+                    # generator: a trained model is never lost. Rank 0 alone writes; never NaN weights.
+                    if not _weights_finite(net):
+                        raise InputError(f"training diverged by step {step}: the weights are no longer finite "
+                                         f"(NaN / inf); no model was written{self._kept_note()}; try a lower "
+                                         "learning rate (--lr)")
                     self._save(LAST_NAME, make_state())
-                    self._save(FINAL_NAME, make_state())
+                    self.saved = self._save(FINAL_NAME, make_state())
+                self._in_loop = False
                 barrier(env)
         return den
+
+    def _kept_note(self) -> str:
+        """'; <out>/checkpoint-last.pt (step N) is kept' when an earlier periodic checkpoint exists."""
+        if self.last_saved_step is None or self.out_dir is None:
+            return ""
+        return f"; {self.out_dir / LAST_NAME} (step {self.last_saved_step}) is kept"
 
     def _validate(self, net: torch.nn.Module, batches, device: torch.device, rcfg: dict[str, Any]) -> float:
         """Mean loss on the held-out patches (eval mode, no gradients)."""
@@ -399,6 +459,8 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         path = self.out_dir / name
         save_checkpoint(path, self.denoiser, training_state=training_state)
+        if name == LAST_NAME:
+            self.last_saved_step = int(self.denoiser.step)
         return path
 
 

@@ -1,0 +1,203 @@
+"""Offline pretraining of the generalist models on a broad family of simulated recordings.
+
+The shipped ``generalist`` models (:mod:`napari_unet_att.pretrained`) are trained here, once, for as
+long as it takes, by ``scripts/train_generalist.py``. Every recording is drawn from
+:func:`random_recording`: photons 0.2-10 per pixel, read noise, offsets and gains like real ADU data
+(uint16, and int16 with negative values), cell size and density, neuropil, dendrites, slow and fast
+indicators at different frame rates, saturated cells, no motion / slow drift / correlated / per-frame
+jitter up to 2 px. Training uses the engine's own pairs (so a user's self-supervised fine-tuning
+continues the same task) with the simulator's clean twin as the target: same minimiser, no target
+noise in the gradient.
+
+Recordings come in *rounds*: round ``r`` is a pool drawn from seeds ``PRETRAIN_SEED0 + r * pool + i``,
+far from the seeds the benchmarks and tests use (below 100000), so no evaluation recording is ever a
+training recording. A run is resumable at any round boundary (``checkpoint-last.pt``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import TrainConfig, TrainEvent
+from .simulate import simulate
+from .train import LAST_NAME, Trainer
+
+PRETRAIN_SEED0 = 1_000_000  # benchmarks and tests use seeds below 100000
+_INT16_SHIFT = 1000.0  # int16 recordings are simulated with this offset, then shifted down past zero
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One simulated recording of the family: what the model sees, its clean twin, and how it was drawn."""
+
+    noisy: np.ndarray
+    clean: np.ndarray  # same layout and units as ``noisy``, float32
+    params: dict[str, Any]
+
+
+def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def draw_params(rng: np.random.Generator, bidirectional: bool) -> dict[str, Any]:
+    """Random simulator settings spanning real two-photon recordings (see the module docstring)."""
+    motion = rng.choice(["none", "walk", "ar", "jitter"], p=[0.3, 0.25, 0.25, 0.2])
+    r_lo = rng.uniform(2.0, 5.0)
+    gain = _loguniform(rng, 1.0, 80.0)
+    return {
+        "photons": _loguniform(rng, 0.2, 10.0),
+        "motion": "walk" if motion == "none" else str(motion),
+        "motion_std": 0.0 if motion == "none" else float(rng.uniform(0.2, 2.0)),
+        "fps": _loguniform(rng, 5.0, 60.0),
+        "tau_decay": _loguniform(rng, 0.1, 2.0),
+        "tau_rise": _loguniform(rng, 0.01, 0.15),
+        "spike_rate": _loguniform(rng, 0.05, 3.0),
+        "dff_per_spike": _loguniform(rng, 0.1, 2.0),
+        "cell_radius": (r_lo, r_lo * rng.uniform(1.2, 2.2)),
+        "density": _loguniform(rng, 0.3, 2.5),  # x the default number of cells
+        "neurites": _loguniform(rng, 0.2, 4.0),  # x the default number of neurites
+        "neuropil": rng.uniform(0.05, 0.9),
+        "neuropil_fluctuation": rng.uniform(0.02, 0.4),
+        "psf_sigma": rng.uniform(0.5, 2.0),
+        "gain": gain,
+        "read_noise": gain * _loguniform(rng, 0.02, 1.5),
+        "offset": rng.uniform(0.0, 2000.0),
+        "int16": bool(rng.random() < 0.3),
+        "saturate": bool(rng.random() < 0.15),
+        "line_motion": bool(rng.random() < 0.3),
+        "bidirectional": bidirectional,
+    }
+
+
+def make_recording(params: dict[str, Any], shape: tuple[int, int, int], seed: int) -> Recording:
+    """Simulate one recording of the family with ``params`` from :func:`draw_params`.
+
+    ``shape`` is the physical ``(T, Y, X)``; a bidirectional recording is ``(T, 2Y, X)``.
+    """
+    t, y, x = shape
+    n_cells = max(1, round(y * x / 400 * params["density"]))
+    offset = params["offset"] + (_INT16_SHIFT if params["int16"] else 0.0)
+    sim = simulate(
+        shape=shape, photons=params["photons"], motion_std=params["motion_std"], motion=params["motion"],
+        bidirectional=params["bidirectional"], seed=seed, n_cells=n_cells,
+        n_neurites=max(1, round((n_cells // 2 + 1) * params["neurites"])), line_motion=params["line_motion"],
+        fps=params["fps"], spike_rate=params["spike_rate"], tau_decay=params["tau_decay"],
+        tau_rise=params["tau_rise"], dff_per_spike=params["dff_per_spike"], cell_radius=params["cell_radius"],
+        neuropil=params["neuropil"], neuropil_fluctuation=params["neuropil_fluctuation"],
+        psf_sigma=params["psf_sigma"], gain=params["gain"], offset=offset, read_noise=params["read_noise"],
+    )
+    noisy = sim.noisy.astype(np.float32)
+    clean = sim.clean_for_layout().astype(np.float32)
+    if params["saturate"]:  # a detector that saturates on the brightest cells
+        level = float(np.quantile(clean, 0.995))
+        noisy, clean = np.minimum(noisy, level), np.minimum(clean, level)
+    if params["int16"]:  # signed data with the dark level near zero, negative values included
+        noisy -= _INT16_SHIFT + params["offset"]
+        clean -= _INT16_SHIFT + params["offset"]
+        return Recording(np.clip(np.rint(noisy), -32768, 32767).astype(np.int16), clean, params)
+    return Recording(np.rint(noisy).astype(np.uint16), clean, params)
+
+
+def pretraining_shape(mode: str, frames: int = 192, size: int = 96) -> tuple[int, int, int]:
+    """Physical ``(T, Y, X)`` of the pretraining recordings: temporal pairs halve T, mirrored pairs keep it."""
+    return (frames, size, size) if mode == "temporal" else (frames // 2, size, size)
+
+
+def make_pool(mode: str, round_index: int, pool: int, shape: tuple[int, int, int]) -> list[Recording]:
+    """The ``pool`` recordings of one round (deterministic in ``mode``, ``round_index`` and ``pool``)."""
+    out = []
+    for i in range(pool):
+        seed = PRETRAIN_SEED0 + (1 << 20) * (mode != "temporal") + round_index * pool + i
+        params = draw_params(np.random.default_rng([seed, 7]), bidirectional=mode == "mirrored")
+        out.append(make_recording(params, shape, seed))
+    return out
+
+
+def pretrain(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    pool: int = 16,
+    round_steps: int = 200,
+    shape: tuple[int, int, int] | None = None,
+    log: Callable[[str], None] = print,
+    on_event: Callable[[TrainEvent], None] | None = None,
+) -> Path:
+    """Train a generalist in rounds of fresh simulated recordings; resumes from ``out_dir`` if it holds a run.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Mode, preset and the *whole* budget (``steps`` or ``seconds``); the schedule spans it across rounds.
+    out_dir : path
+        Receives ``checkpoint-last.pt`` after every round and ``model.pt`` at the end.
+    pool, round_steps : int
+        Recordings per round, and optimiser steps before the next round's pool replaces them.
+    shape : (T, Y, X), optional
+        Physical size of each recording (default :func:`pretraining_shape`).
+
+    Returns
+    -------
+    Path
+        The final ``model.pt``.
+    """
+    out = Path(out_dir)
+    shape = shape or pretraining_shape(cfg.mode)
+    last = out / LAST_NAME
+    while True:
+        resume = last if last.exists() else None
+        step0 = _step_of(resume)
+        if _finished(resume):
+            break
+        r = step0 // round_steps
+        recs = make_pool(cfg.mode, r, pool, shape)
+        log(f"round {r}: {pool} recordings {recs[0].noisy.shape} from step {step0}")
+        run_cfg = cfg if resume is None else TrainConfig(**{**_fields(cfg), "steps": None, "seconds": None})
+        trainer = Trainer([rec.noisy for rec in recs], run_cfg, out_dir=out, resume=resume,
+                          sources=[f"pretraining round {r} recording {i}" for i in range(pool)],
+                          targets=[rec.clean for rec in recs])
+        gen = trainer.run()
+        try:
+            for ev in gen:
+                if on_event is not None:
+                    on_event(ev)
+                if ev.step >= (r + 1) * round_steps:
+                    trainer.stop()
+        except StopIteration:
+            pass
+        if trainer.denoiser is None or trainer.denoiser.step < (r + 1) * round_steps:
+            break  # the budget ended inside this round
+    return out / "model.pt"
+
+
+def _fields(cfg: TrainConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def _step_of(path: Path | None) -> int:
+    if path is None:
+        return 0
+    from .checkpoint import load_checkpoint
+
+    return int(load_checkpoint(path).step)
+
+
+def _finished(path: Path | None) -> bool:
+    """Whether the run saved in ``path`` has used its whole budget."""
+    if path is None:
+        return False
+    from .checkpoint import load_training_state
+
+    state = load_training_state(path) or {}
+    base_step, base_elapsed, max_steps, max_seconds = state.get("schedule", [0, 0.0, None, None])
+    if max_steps and int(state.get("step", 0)) >= int(max_steps):
+        return True
+    return bool(max_seconds) and float(state.get("elapsed_s", 0.0)) - float(base_elapsed) >= float(max_seconds)
