@@ -1,4 +1,4 @@
-"""Command line: ``napari-unet-att {train,denoise,evaluate,info,demo}``.
+"""Command line: ``napari-unet-att {train,denoise,evaluate,info,export,demo}``.
 
 Every subcommand builds the same config objects as the napari widgets and calls the same
 engine functions. A :class:`~napari_unet_att.errors.UserError` ends the command with one line on
@@ -182,6 +182,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export --------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_any
+    from .zoo import export_bioimageio
+
+    den = load_any(args.model)
+    sample = None
+    if args.sample:
+        from .io import read_stack
+
+        sample = read_stack(args.sample, channel=args.channel, lazy=True)
+    out = export_bioimageio(den, args.out, sample=sample, min_size=args.min_tile, name=args.name)
+    print(json.dumps({"model": args.model, "format": args.format, "package": str(out)}))
+    return 0
+
+
 # -- demo ----------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -257,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("model")
     i.set_defaults(func=cmd_info)
+
+    x = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (bioimage.io, .zip)")
+    x.add_argument("model", help="checkpoint (ours, or a reference tool's .pth with stored statistics)")
+    x.add_argument("--format", choices=("bioimageio",), default="bioimageio", help="package format")
+    x.add_argument("--out", required=True, help="output package, NAME.zip")
+    x.add_argument("--sample", help="TIFF to cut the package's test input from (default: the shipped sample)")
+    x.add_argument("--channel", type=int, help="channel of --sample")
+    x.add_argument("--min-tile", type=int, default=64,
+                   help="smallest valid tile per axis (t, y, x) in the package; a multiple of 8")
+    x.add_argument("--name", help="model name in the package")
+    x.set_defaults(func=cmd_export)
 
     m = sub.add_parser("demo", help="the main job on the shipped sample data: (train,) denoise, evaluate")
     m.add_argument("--out", default="unet-att-demo", help="output directory")

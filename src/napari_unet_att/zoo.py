@@ -138,28 +138,38 @@ def _yaml_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def default_sample(den: Denoiser) -> np.ndarray:
-    """A recording for the test input: the shipped simulated one of the model's mode (network view).
-
-    Mirrored-scan models get the forward lines of the bidirectional sample (what the network sees).
-    """
+def default_sample(den: Denoiser) -> Any:
+    """The shipped simulated recording of the model's mode, for the test input (read lazily)."""
     from . import samples
     from .io import read_stack
 
-    if den.mode == "mirrored":
-        raw = np.asarray(read_stack(samples.sample_path(samples.BIDIR_NOISY), lazy=False))
-        return raw[:, 0::2] if raw.shape[1] == 2 * raw.shape[2] else raw
-    return np.asarray(read_stack(samples.sample_path(samples.TEMPORAL_NOISY), lazy=False))
+    name = samples.BIDIR_NOISY if den.mode == "mirrored" else samples.TEMPORAL_NOISY
+    return read_stack(samples.sample_path(name), lazy=True)
 
 
-def _test_crop(sample: np.ndarray, size: int) -> np.ndarray:
-    """A centred ``size``-cube of a (T, Y, X) recording, float32."""
-    arr = np.asarray(sample)
-    if arr.ndim != 3 or min(arr.shape) < size:
-        raise InputError(f"the test recording must be (T, Y, X) with every axis >= {size}; got {arr.shape}")
-    starts = [(n - size) // 2 for n in arr.shape]
-    sl = tuple(slice(s, s + size) for s in starts)
-    return np.ascontiguousarray(arr[sl], dtype=np.float32)
+def test_input(den: Denoiser, recording: Any, size: int) -> np.ndarray:
+    """The package's test input: a centred ``size``-cube of what the network sees, float32.
+
+    Mirrored-scan models given a raw ``(T, 2N, N)`` scan see its forward (even) lines. Only
+    the cropped region is read.
+
+    Raises
+    ------
+    InputError
+        Not (T, Y, X), smaller than ``size`` on an axis, or NaN / Inf values in the crop.
+    """
+    shape = tuple(int(n) for n in getattr(recording, "shape", ()))
+    rows = 2 if den.mode == "mirrored" and len(shape) == 3 and shape[1] == 2 * shape[2] else 1
+    want = (size, rows * size, size)
+    if len(shape) != 3 or any(n < w for n, w in zip(shape, want, strict=True)):
+        raise InputError(f"the test recording must be (T, Y, X) with axes >= {want}; got shape {shape}")
+    starts = [(n - w) // 2 for n, w in zip(shape, want, strict=True)]
+    starts[1] -= starts[1] % rows  # an even first row: the forward lines of a bidirectional scan
+    sl = tuple(slice(s0, s0 + w) for s0, w in zip(starts, want, strict=True))
+    crop = np.asarray(recording[sl])[:, ::rows]
+    if not np.isfinite(crop).all():
+        raise InputError("the test recording holds NaN or Inf values in its centre; use another sample")
+    return np.ascontiguousarray(crop, dtype=np.float32)
 
 
 def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
@@ -275,7 +285,7 @@ PSNR / SSIM (`--reference`).
 """
 
 
-def build_description(den: Denoiser, folder: Path, sample: np.ndarray | None = None,
+def build_description(den: Denoiser, folder: Path, sample: Any = None,
                       min_size: int = DEFAULT_MIN_SIZE, name: str | None = None) -> Any:
     """Write a package's files into ``folder`` and return its ``bioimageio.spec`` ModelDescr (not yet zipped).
 
@@ -294,7 +304,7 @@ def build_description(den: Denoiser, folder: Path, sample: np.ndarray | None = N
     geometry = tile_geometry(den.arch, min_size)
     size, step, halo = geometry
     name = name or f"napari-unet-att {den.preset} {den.mode}"
-    test_in = _test_crop(default_sample(den) if sample is None else sample, size)
+    test_in = test_input(den, default_sample(den) if sample is None else sample, size)
     test_out = engine_output(den, test_in)
     np.save(folder / "test_input.npy", test_in[None, None])
     np.save(folder / "test_output.npy", test_out[None, None])
@@ -374,7 +384,7 @@ def build_description(den: Denoiser, folder: Path, sample: np.ndarray | None = N
     )
 
 
-def export_bioimageio(den: Denoiser, out: PathLike, sample: np.ndarray | None = None,
+def export_bioimageio(den: Denoiser, out: PathLike, sample: Any = None,
                       min_size: int = DEFAULT_MIN_SIZE, name: str | None = None) -> Path:
     """Write ``den`` as a BioImage Model Zoo package (``.zip``, format 0.5), atomically.
 
@@ -384,9 +394,10 @@ def export_bioimageio(den: Denoiser, out: PathLike, sample: np.ndarray | None = 
         Model to export (normalisation stored in the model).
     out : str or path-like
         Destination ``.zip``; replaced only when the whole package was written and validated.
-    sample : array (T, Y, X), optional
-        Recording to cut the test input from (a centred ``min_size`` cube); default: the shipped
-        simulated recording of the model's mode.
+    sample : array-like (T, Y, X), optional
+        Recording to cut the test input from (a centred ``min_size`` cube; a mirrored-scan model's
+        raw ``(T, 2N, N)`` scan gives its forward lines); default: the shipped simulated
+        recording of the model's mode.
     min_size : int
         Smallest valid tile per axis (see :func:`tile_geometry`).
     name : str, optional
@@ -533,6 +544,7 @@ __all__ = [
     "export_bioimageio",
     "is_package",
     "load_package",
+    "test_input",
     "tile_geometry",
 ]
 
