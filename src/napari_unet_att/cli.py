@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import traceback
@@ -20,6 +21,7 @@ from typing import Any
 from . import __version__
 from .config import MODE_HELP, MODES, PRESETS, InferConfig, TrainConfig, run_to_end
 from .errors import InputError, UserError
+from .signals import Interrupted, StopSignals, signal_name
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -75,22 +77,47 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(post, refresh=not total)  # percent mode moves bar.n by hand: redraw here
 
     gen = trainer.run()
+    # The first SIGINT / SIGTERM inside the loop ends the current step and saves (the loop's own
+    # stop); one before the loop, or a second one, interrupts (Interrupted, handled by main).
+    args.stop_signals.cooperate(trainer.request_stop)
     try:
         den = run_to_end(gen, show)
-    except KeyboardInterrupt:
-        # Ctrl-C: finish the current step, save, and report where the model is.
-        trainer.stop()
-        bar.write("interrupted: saving the model trained so far ...")
-        den = run_to_end(gen, show)
+    except KeyboardInterrupt as exc:
+        # Raised inside the loop or here: closing the generator runs its final save if it is still
+        # suspended; an exhausted generator has no return value to use, so report from the trainer.
+        gen.close()
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, _saved_note(trainer, args.out)) from None
     finally:
+        args.stop_signals.cooperate(None)
         bar.close()
         shutdown()
     if not dist_env().is_main:
-        return 0
+        return args.stop_signals.exit_code or 0
     final = Path(args.out) / FINAL_NAME
+    if trainer.saved is None:
+        if args.stop_signals.signum is not None:
+            raise Interrupted(args.stop_signals.signum, _saved_note(trainer, args.out))
+        raise UserError(f"trained 0 steps (the run in {args.resume} had already used its budget); no model was "
+                        "written: give --steps or --seconds to train further")
     print(json.dumps({"model": str(final), "steps": den.step, "description": den.describe(),
                       "val_loss": trainer.history["val_loss"][-1] if trainer.history["val_loss"] else None}))
+    if args.stop_signals.signum is not None:
+        print(f"napari-unet-att train: interrupted by {signal_name(args.stop_signals.signum)}; "
+              f"{_saved_note(trainer, args.out)}", file=sys.stderr)
+        return args.stop_signals.exit_code
     return 0
+
+
+def _saved_note(trainer: Any, out: str) -> str:
+    """What an interrupted training run left behind, for the one line the user sees."""
+    from .train import LAST_NAME
+
+    if trainer.saved is not None:
+        return f"the model trained so far (step {trainer.denoiser.step}) is saved in {trainer.saved}"
+    if trainer.last_saved_step is not None:
+        return f"{Path(out) / LAST_NAME} (step {trainer.last_saved_step}) is kept"
+    return "nothing was trained yet; no model was written"
 
 
 # -- denoise -------------------------------------------------------------------------------
@@ -299,15 +326,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with StopSignals() as args.stop_signals:
+            return int(args.func(args) or 0)
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
         print(f"napari-unet-att {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"napari-unet-att {args.command}: interrupted; no partial output was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        if not isinstance(exc, Interrupted):  # a Ctrl-C outside our handler (not the main thread)
+            exc = Interrupted(signal.SIGINT)
+        print(f"napari-unet-att {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except MemoryError:
         if args.debug:
             traceback.print_exc()
