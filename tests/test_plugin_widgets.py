@@ -81,7 +81,8 @@ def test_mode_check_shown_before_start(viewer, tiny_sim):
     assert "temporal" in w.mode_help.text() or "backward" in w.mode_help.text()
 
 
-def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim):
+def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim, monkeypatch):
+    monkeypatch.setattr("napari_unet_att._widgets._train.PREVIEW_MIN_STEPS", 1)
     w = TrainWidget(viewer)
     _tiny_train_settings(w, steps=3)
     viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5))
@@ -97,6 +98,32 @@ def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_si
     assert _common.MODELS.get(viewer)[0] is w.denoiser and w.denoiser.step == 3
     assert w.start_btn.isEnabled() and w.save_btn.isEnabled()
     assert "trained 3 steps" in w.model_label.text()
+
+
+def test_training_time_is_estimated_and_the_first_steps_show_no_grey_preview(viewer, qtbot, tiny_sim):
+    w = TrainWidget(viewer)
+    assert (w.budget.value(), w.budget_unit.currentText()) == (5, "minutes")  # a budget a user can read
+    assert not w._ax.get_visible()  # no meaningless empty axes before training
+    _tiny_train_settings(w, steps=3)
+    if hasattr(w, "init_pretrained"):
+        w.init_pretrained.setChecked(False)  # from random weights, where early previews are grey
+    w.preview_every.setValue(1)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    assert w.estimate_label.text() == ""
+    _wait_done(qtbot, w.estimate())
+    assert "3 steps take about" in w.estimate_label.text() and "/s" in w.estimate_label.text()
+    w.budget_unit.setCurrentText("minutes")
+    w.budget.setValue(2)  # the timing is reused: the estimate follows the budget at once
+    assert w.estimate_label.text().startswith("2 min is about")
+    w.budget_unit.setCurrentText("steps")
+    w.budget.setValue(3)
+    _wait_done(qtbot, w.start())
+    assert [e.step for e in w.events if e.preview is not None]  # previews were computed...
+    assert "movie_preview" not in viewer.layers  # ...but not shown after 3 steps from random weights
+    assert w._ax.get_visible() and w.progress.value() == w.progress.maximum()
+    w.plot.canvas.draw()
+    ticks = [t for t in w._ax.get_xticks() if w._ax.get_xlim()[0] <= t <= w._ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # whole steps on the x axis
 
 
 def test_training_can_be_stopped_and_keeps_the_model(viewer, qtbot, tiny_sim, tmp_path):

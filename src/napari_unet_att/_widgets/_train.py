@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,6 +31,9 @@ from . import _common as C
 BUDGET_UNITS = ("steps", "seconds", "minutes")
 SETTINGS_KEY = "train"
 PREVIEW_FRAMES = 16
+#: Steps from random weights before the preview layer is shown (earlier it is a uniform grey).
+PREVIEW_MIN_STEPS = 50
+_STEP_SECONDS: dict[tuple, float] = {}  # measured seconds per step, by settings (see TrainWidget.estimate)
 
 
 class TrainWidget(C.DockTabsMixin, QWidget):
@@ -46,6 +50,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
         self.viewer = napari_viewer
         self.worker: Any = None
+        self.estimate_worker: Any = None
         self.trainer: Any = None
         self.denoiser: Any = None
         self.events: list[TrainEvent] = []  # what the current run reported (tests and plots read it)
@@ -97,6 +102,14 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         budget.addWidget(self.budget)
         budget.addWidget(self.budget_unit)
         form.addRow("Budget", budget)
+        # What the budget buys on this machine: steps are 10x faster on some machines than others.
+        estimate = QHBoxLayout()
+        self.estimate_btn = QPushButton("Estimate time")
+        self.estimate_btn.setToolTip("time a few training steps of this preset on this machine (a few seconds)")
+        self.estimate_label = C.wrap_label("", small=True)
+        estimate.addWidget(self.estimate_btn)
+        estimate.addWidget(self.estimate_label, 1)
+        form.addRow(estimate)
 
         self.patch_t = QSpinBox()
         self.patch_t.setRange(0, 4096)
@@ -152,6 +165,11 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
         self.mode.currentTextChanged.connect(self.update_check)
         self.preset.currentTextChanged.connect(self.update_check)
+        for w in (self.preset, self.budget_unit, self.device):
+            w.currentTextChanged.connect(self._show_estimate)
+        for w in (self.budget, self.patch_t, self.patch_xy, self.batch):
+            w.valueChanged.connect(self._show_estimate)
+        self.estimate_btn.clicked.connect(lambda: self.estimate())
         self.patch_t.valueChanged.connect(self.update_check)
         self.patch_xy.valueChanged.connect(self.update_check)
         self.start_btn.clicked.connect(self.start)
@@ -220,6 +238,11 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         (self._train_line,) = ax.plot([], [], color="#6fa8dc", linewidth=0.8, label="train")
         (self._val_line,) = ax.plot([], [], "o-", color="#f6b26b", markersize=3, linewidth=1.2, label="validation")
         ax.legend(fontsize=7, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        # No empty axes with made-up ranges before the first step: a line that says what will come.
+        ax.set_visible(False)
+        self._placeholder = self.plot.figure.text(0.5, 0.5, "the loss curve appears here once training starts",
+                                                  ha="center", va="center", color="#a0a0a0", fontsize=8)
         self._ax = ax
 
     # -- settings ------------------------------------------------------------------------
@@ -237,7 +260,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
     def _restore_settings(self) -> None:
         d = TrainConfig()
-        s = {"swap": d.swap, "augment": d.augment, "preview_every": 25, "val_every": d.val_every,
+        # A budget in minutes: what a step costs differs 10-fold between machines (Estimate time says).
+        s = {"budget": 5, "budget_unit": "minutes", "swap": d.swap, "augment": d.augment, "preview_every": 25,
+             "val_every": d.val_every,
              **_settings.load_settings(SETTINGS_KEY)}
         _set_combo(self.mode, s.get("mode"))
         _set_combo(self.preset, s.get("preset"))
@@ -307,6 +332,58 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self.check_label.setStyleSheet("color: #80e080;")
         return True
 
+    # -- time estimate -------------------------------------------------------------------
+    def _estimate_key(self, cfg: TrainConfig) -> tuple:
+        r = cfg.resolved()
+        return (r["preset"], r["patch_t"], r["patch_xy"], r["batch_size"], r["device"], r["amp"])
+
+    def estimate(self) -> Any:
+        """Time a few training steps of the current settings in a worker; returns it (None if invalid).
+
+        The result is kept per preset / patch / batch / device, so changing the budget
+        updates the estimate at once and only a new network or device is timed again.
+        """
+        from napari.qt.threading import create_worker
+
+        from ..timing import measure_step_seconds
+
+        if C.worker_busy(self.estimate_worker) or self.running:
+            return self.estimate_worker
+        try:
+            cfg = self.train_config()
+        except UserError as exc:
+            C.report_error(exc, "estimating the training time")
+            return None
+        key = self._estimate_key(cfg)
+        self.estimate_btn.setEnabled(False)
+        self.estimate_label.setText("timing a few training steps on this machine…")
+        self.estimate_worker = create_worker(measure_step_seconds, cfg, _ignore_errors=True)
+
+        def done(step_s: float) -> None:
+            _STEP_SECONDS[key] = step_s
+            self._show_estimate()
+
+        def failed(exc: BaseException) -> None:
+            C.report_error(exc, "estimating the training time")
+            self.estimate_label.setText("")
+
+        self.estimate_worker.returned.connect(done)
+        self.estimate_worker.errored.connect(failed)
+        self.estimate_worker.finished.connect(lambda: self.estimate_btn.setEnabled(True))
+        C.start_worker(self.estimate_worker)
+        return self.estimate_worker
+
+    def _show_estimate(self, *_: Any) -> None:
+        """What the budget buys, from a timing of these settings (blank until one was made)."""
+        from ..timing import describe_budget
+
+        try:
+            cfg = self.train_config()
+        except UserError:
+            return
+        step_s = _STEP_SECONDS.get(self._estimate_key(cfg))
+        self.estimate_label.setText("" if step_s is None else describe_budget(step_s, cfg.steps, cfg.seconds))
+
     # -- run -----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -362,6 +439,8 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         if self.trainer is not None:
             self.trainer.stop()
         ok = C.stop_worker(self.worker, timeout_s) if self.running else True
+        if C.worker_busy(self.estimate_worker):  # a few steps long: wait rather than leave it running
+            ok = C.stop_worker(self.estimate_worker, timeout_s) and ok
         self._close_pbar()
         return ok
 
@@ -398,7 +477,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self.status.setText(f"step {ev.step}{total}, loss {ev.loss:.4g}{val}, {ev.steps_per_s:.2f} steps/s, "
                             f"ETA {C.format_seconds(ev.eta_s)}")
         self._update_plot(ev.history)
-        if ev.preview is not None:
+        if ev.preview is not None and self._preview_means_something(ev.step):
             self._show_preview(np.asarray(ev.preview))
         pbar = self._pbar  # updating it may process events (and finish the run) re-entrantly
         if pbar is not None:
@@ -407,9 +486,21 @@ class TrainWidget(C.DockTabsMixin, QWidget):
             target = ev.step if self._pbar_unit_steps else int(round(100 * ev.fraction))
             pbar.update(max(0, target - pbar.n))
 
+    def _preview_means_something(self, step: int) -> bool:
+        """A preview of a model trained from scratch for a few steps is a uniform grey: skip it.
+
+        From pretrained or loaded weights the model denoises from the first step.
+        """
+        trainer = self.trainer
+        from_weights = trainer is not None and (trainer.init is not None or trainer.resume is not None)
+        return from_weights or step >= PREVIEW_MIN_STEPS
+
     def _update_plot(self, history: dict[str, list]) -> None:
         if not history or not history.get("step"):
             return
+        if not self._ax.get_visible():
+            self._ax.set_visible(True)
+            self._placeholder.set_visible(False)
         # The trainer appends to these lists from its thread: copy equal-length snapshots.
         n = min(len(history["step"]), len(history["loss"]))
         nv = min(len(history.get("val_step", [])), len(history.get("val_loss", [])))
