@@ -93,3 +93,42 @@ def test_python_m_entry_point_help():
 
     r = subprocess.run([sys.executable, "-m", "napari_unet_att", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "denoise" in r.stdout and "train" in r.stdout
+
+
+def test_generalist_denoises_without_training_and_keeps_brightness(files, capsys):
+    out = files / "zero_shot.tif"
+    assert main(["denoise", str(files / "noisy.tif"), "--model", "generalist", "--out", str(out), "--float32",
+                 "--device", "cpu"]) == 0
+    raw = tifffile.imread(files / "noisy.tif").astype(np.float32)
+    den, clean = tifffile.imread(out), tifffile.imread(files / "clean.tif")
+    np.testing.assert_allclose(den.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-3)  # every frame
+    assert np.mean((den - clean) ** 2) < 0.5 * np.mean((raw - clean) ** 2)  # a real gain, with no training
+    capsys.readouterr()
+    assert main(["info", "generalist", "--mode", "mirrored"]) == 0
+    info = capsys.readouterr().out
+    assert "'mirrored'" in info and "trained_on" in info and "command" in info
+
+
+def test_finetune_from_generalist_records_its_parent(files, capsys):
+    out = files / "ft"
+    assert main(["train", str(files / "noisy.tif"), "--init", "generalist", "--out", str(out), "--steps", "2",
+                 *TINY]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out / "model.pt")]) == 0
+    prov = json.loads(capsys.readouterr().out.split("\n", 1)[1])["provenance"]
+    assert prov["parent"]["model"] == "generalist" and prov["parent"]["mode"] == "temporal"
+    assert prov["parent"]["source"] == "napari-unet-att generalist pretraining"
+    assert prov["normalization"] == "input" and "command" not in prov  # its own history, not the parent's
+
+
+def test_demo_scores_the_generalists_on_held_out_samples(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for case in ("temporal", "mirrored"):
+        r = report[case]
+        assert "generalist" in r["model"] and r["fine_tune_seconds"] == 0.0
+        assert r["gain_over_raw_db"] > 5.0  # the shipped models really denoise data they never saw
+        assert r["unet_att"]["max_frame_mean_shift_pct"] < 1.0  # brightness kept frame by frame
+        assert isinstance(r["gain_over_gaussian_db"], float)
+    assert 0.0 < report["temporal"]["unet_att"]["trace_r"] <= 1.0
+    assert (tmp_path / "demo" / "metrics.json").exists() and (tmp_path / "demo" / "temporal_denoised.tif").exists()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet_att._widgets import DenoiseWidget, TrainWidget, _common, denoise_selected_layer
+from napari_unet_att._widgets import DenoiseWidget, TrainWidget, _common, _denoise, denoise_selected_layer
 
 PLUGIN = "napari-unet-att"
 WAIT_MS = 60_000
@@ -186,7 +186,8 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     w.tile_t.setValue(16)
     layer = viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5), translate=(0, 3, 4),
                              metadata={"origin": "test"})
-    assert w.denoise() is None  # no model yet: reported, nothing started
+    w.model_choice.setCurrentText(_denoise.CURRENT_MODEL)
+    assert w.denoise() is None  # no current model yet: reported, nothing started
     _common.MODELS.set(viewer, tiny_denoiser, "test model")
     assert "test model" in w.model_label.text()
     _wait_done(qtbot, w.denoise())
@@ -286,3 +287,18 @@ def test_settings_are_remembered(viewer, qtbot):
     w.close()
     w2 = TrainWidget(viewer)
     assert w2.mode.currentText() == "rowsplit" and w2.budget.value() == 123
+
+
+def test_denoise_dock_defaults_to_the_pretrained_generalist(viewer, qtbot, tiny_sim):
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    assert _denoise.MODEL_CHOICES[w.model_choice.currentText()] == "temporal"  # no training needed
+    assert "pretrained" in w.model_label.text().lower()
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    _wait_done(qtbot, w.denoise())
+    out = np.asarray(viewer.layers["movie_denoised"].data)
+    raw = np.asarray(tiny_sim.noisy, np.float32)
+    assert out.shape == raw.shape and np.isfinite(out).all()
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-3)  # brightness kept
+    assert out.std() < raw.std()  # it denoised
+    assert w.denoiser.provenance.get("normalization") == "input"

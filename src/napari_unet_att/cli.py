@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -24,7 +25,9 @@ from .errors import InputError, UserError
 from .signals import Interrupted, StopSignals, signal_name
 
 EXIT_USER_ERROR = 2
+DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
 
 
 def _progress_bar(total: float | None, desc: str, unit: str, percent: bool = False):
@@ -37,6 +40,34 @@ def _progress_bar(total: float | None, desc: str, unit: str, percent: bool = Fal
         desc = f"[rank {env.rank}] {desc}"
     fmt = "{l_bar}{bar}| {elapsed}<{remaining}{postfix}" if percent else None
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=True, bar_format=fmt)
+
+
+class _LazyBar:
+    """A progress bar drawn from its first use on: a run that fails validation prints only its error.
+
+    The engine generators validate their input before their first event, so nothing (not even
+    an empty ``0tile [00:00]`` bar) reaches the terminal ahead of a one-line error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "_args", (args, kwargs))
+        object.__setattr__(self, "_bar", None)
+
+    def _get(self) -> Any:
+        if self._bar is None:
+            args, kwargs = self._args
+            object.__setattr__(self, "_bar", _progress_bar(*args, **kwargs))
+        return self._bar
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._get(), name, value)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _read_inputs(paths: Sequence[str], channel: int | None) -> list:
@@ -58,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stacks = _read_inputs(args.inputs, args.channel)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
     total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved()["steps"])
-    bar = _progress_bar(total if total else 100, "train", "step" if total else "%", percent=not total)
+    bar = _LazyBar(total if total else 100, "train", "step" if total else "%", percent=not total)
     state = {"last": 0}
 
     def show(ev) -> None:
@@ -132,24 +163,24 @@ def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from .checkpoint import load_any
     from .distributed import shard
-    from .infer import check_not_input, iter_denoise_file
+    from .infer import iter_denoise_file
+    from .io import read_stack
+    from .outputs import check_denoise_outputs, output_nbytes
+    from .pretrained import load_model
 
-    den = load_any(args.model)
+    den = load_model(args.model, mode=args.mode)
     cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
                       tile_t=args.tile_t, memory_gb=args.memory_gb, batch_size=args.batch_size,
                       normalization="input" if args.input_norm else "model", tta=args.tta)
     outs = _output_paths(args.inputs, args.out)
+    # Every output checked before the first is written: none is an input, no two collide, the
+    # folders are writable and the disk holds all of them.
+    sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True), args.float32) for p in args.inputs]
+    check_denoise_outputs(args.inputs, outs, overwrite=getattr(args, "overwrite", True), nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
-        check_not_input(src, dst)
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the output folder {dst.parent}: {exc.strerror}; --out must be a .tif "
-                             "path in a writable folder (or a folder for several inputs)") from None
-        bar = _progress_bar(None, Path(src).name, "tile")
+        bar = _LazyBar(None, Path(src).name, "tile")
         t0 = time.perf_counter()
 
         def show(ev, bar=bar) -> None:
@@ -177,15 +208,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     den = np.asarray(read_stack(args.denoised, channel=args.channel, lazy=True))
     ref = np.asarray(read_stack(args.reference, channel=args.channel, lazy=True)) if args.reference else None
     raw = np.asarray(read_stack(args.raw, channel=args.channel, lazy=True)) if args.raw else None
-    masks = None
+    masks, rois_used = None, None
     if args.rois:
-        import tifffile
+        from .rois import read_rois
 
-        masks = tifffile.imread(args.rois)
+        masks, rois_used = read_rois(args.rois, den.shape[1:])
+        if ref is None:  # traces are compared with the reference's: say so rather than print nothing
+            rois_used += "; trace correlation needs --reference (a clean or high-SNR stack)"
+        print(f"ROIs: {rois_used}", file=sys.stderr)
     for name, arr in (("reference", ref), ("raw", raw)):
         if arr is not None and arr.shape != den.shape:
             raise InputError(f"--{name} has shape {arr.shape} but the denoised stack has {den.shape}")
     result = evaluate(den, reference=ref, raw=raw, masks=masks)
+    if rois_used is not None:
+        result["rois"] = rois_used
     if not args.per_frame:
         result = _scalars_only(result)
     print(json.dumps(result, indent=2))
@@ -201,9 +237,9 @@ def _scalars_only(d: Any) -> Any:
 
 # -- info ----------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import load_any
+    from .pretrained import load_model
 
-    den = load_any(args.model)
+    den = load_model(args.model, mode=args.mode)
     print(den.describe())
     print(json.dumps({"norm": den.norm.to_dict(), "provenance": den.provenance}, indent=2, default=str))
     return 0
@@ -260,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: mixed precision on CUDA and on CPUs with native bfloat16)")
     t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt")
-    t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth)")
+    t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth), "
+                                  "or 'generalist': fine-tune the shipped pretrained model for --mode")
     t.add_argument("--patch-t", type=int, help="patch frames (network input)")
     t.add_argument("--patch-xy", type=int, help="patch rows = columns (network input)")
     t.add_argument("--batch-size", type=int)
@@ -273,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("denoise", help="apply a model to one or more stacks")
     d.add_argument("inputs", nargs="+", metavar="INPUT")
-    d.add_argument("--model", required=True, help="checkpoint (ours, or a reference tool's .pth)")
+    d.add_argument("--model", required=True,
+                   help="checkpoint (ours, or a reference tool's .pth), or 'generalist': the shipped pretrained "
+                        "model for --mode, no training needed")
+    d.add_argument("--mode", choices=("temporal", "mirrored"), default="temporal",
+                   help="with --model generalist: which shipped model (mirrored: a raw (T, 2N, N) bidirectional "
+                        "scan); a checkpoint file brings its own mode")
     d.add_argument("--out", required=True, help="output TIFF (one input) or directory (several)")
     d.add_argument("--device", default="auto")
     d.add_argument("--float32", action="store_true", help="write float32 (default: the input's dtype, clipped)")
@@ -292,13 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("denoised")
     e.add_argument("--reference", help="clean or high-SNR reference stack (same shape)")
     e.add_argument("--raw", help="the raw stack, to report its metrics beside the denoised ones")
-    e.add_argument("--rois", help="labels image (Y, X) of ROIs for trace correlations")
+    e.add_argument("--rois", help="ROIs for trace correlations: a 2D integer label image (Y, X) (.tif, .npy; 0 = "
+                                  "background) or a napari Shapes export (.csv)")
     e.add_argument("--per-frame", action="store_true", help="include per-frame lists")
     e.add_argument("--channel", type=int)
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="describe a checkpoint")
-    i.add_argument("model")
+    i.add_argument("model", help="checkpoint, or 'generalist'")
+    i.add_argument("--mode", choices=("temporal", "mirrored"), default="temporal",
+                   help="with 'generalist': which shipped model")
     i.set_defaults(func=cmd_info)
 
     x = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (bioimage.io, .zip)")
@@ -312,10 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--name", help="model name in the package")
     x.set_defaults(func=cmd_export)
 
-    m = sub.add_parser("demo", help="the main job on the shipped sample data: (train,) denoise, evaluate")
-    m.add_argument("--out", default="unet-att-demo", help="output directory")
+    m = sub.add_parser("demo", help="the main job on the shipped sample data: the pretrained generalists against "
+                                     "the best 3D Gaussian, scored with the ground truth")
+    m.add_argument("--out", default=DEMO_OUT, help=f"output directory (default: ./{DEMO_OUT})")
     m.add_argument("--train-seconds", type=float, default=0.0,
-                   help="train a new model for this long instead of using the shipped checkpoint")
+                   help="fine-tune each generalist on its sample for this long first (default: zero-shot)")
     m.add_argument("--device", default="auto")
     m.set_defaults(func=cmd_demo)
     return p
@@ -327,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with StopSignals() as args.stop_signals:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a piped stdout is block-buffered: a closed pipe shows up here, not at exit
+        return code
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
@@ -338,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             exc = Interrupted(signal.SIGINT)
         print(f"napari-unet-att {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`info model.pt | head -1`): stop quietly, as a killed-by-SIGPIPE
+        # program would (exit 141), and keep Python's final flush from failing on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except MemoryError:
         if args.debug:
             traceback.print_exc()

@@ -14,6 +14,7 @@ BIDIR_NOISY = "sim_bidirectional_noisy.tif"
 BIDIR_CLEAN = "sim_bidirectional_clean.tif"
 REAL_THUNDER = "thunder_mouse_svoboda_500x64x64.tif"
 TEMPORAL_MODEL = "temporal_fast.pt"
+ROIS = "sim_temporal_rois.tif"  # soma labels (Y, X) of the temporal sample
 
 
 def sample_data_dir() -> Path:

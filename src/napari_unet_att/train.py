@@ -23,15 +23,17 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import CHECKPOINT_EXT, load_any, load_checkpoint, load_training_state, save_checkpoint
+from .checkpoint import CHECKPOINT_EXT, load_checkpoint, load_training_state, save_checkpoint
 from .config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
 from .denoiser import Denoiser
 from .device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
-from .distributed import all_max, all_mean, barrier, init_process_group, wrap_model
-from .errors import InputError, UserError
-from .networks import build_network
+from .distributed import all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
+from .errors import CheckpointError, InputError, UserError
+from .networks import build_network, count_parameters
 from .normalization import Normalization, pool_statistics, stack_statistics
+from .outputs import OutputLock, check_train_out
 from .pairs import PatchSampler, check_stack_for_mode, max_patch_for
+from .pretrained import load_model
 from .resources import check_training_memory
 
 FINAL_NAME = "model" + CHECKPOINT_EXT
@@ -78,6 +80,19 @@ def _weights_finite(net: torch.nn.Module) -> bool:
 
 
 _WARMUP = 0.05  # share of the budget over which the learning rate ramps up
+# Fine-tuning (--init) scales the preset's learning rate: the start is already good, and full-size
+# steps on one recording's noisy targets would first undo what pretraining learned.
+FINETUNE_LR_FACTOR = 0.25
+
+
+def _parent_record(init: Any, den: Denoiser) -> dict[str, Any]:
+    """What a fine-tuned model records about the model it started from."""
+    prov = den.provenance
+    return {
+        "model": str(init), "arch": den.arch, "base_channels": den.base_channels, "mode": den.mode,
+        "steps": int(den.step), "source": prov.get("source"), "created": prov.get("created"),
+        "trained_on": prov.get("trained_on", prov.get("sources")),
+    }
 
 
 def _lr_factor(fraction: float, floor: float = 0.0, warmup: float = _WARMUP) -> float:
@@ -142,6 +157,7 @@ class Trainer:
         self.init = init
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
         self.targets = list(targets) if targets is not None else None
+        self.parent: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._started = time.time()
         self.denoiser: Denoiser | None = None
@@ -190,9 +206,15 @@ class Trainer:
             rcfg = {**rcfg, **old}
             notes.append(f"resuming from {self.resume} at step {den.step}")
         elif self.init is not None:
-            den = load_any(self.init)
+            den = load_model(self.init, mode=rcfg["mode"], preset=rcfg["preset"])
+            self.parent = _parent_record(self.init, den)
+            # The new model's history starts here; only how it normalises its input carries over.
+            den.provenance = {k: v for k, v in den.provenance.items() if k == "normalization"}
             den.mode = rcfg["mode"]
-            notes.append(f"starting from the weights of {self.init} ({den.arch}, f={den.base_channels})")
+            if self.cfg.lr is None:  # fine-tuning: smaller steps that refine the start, not relearn it
+                rcfg["lr"] = rcfg["lr"] * FINETUNE_LR_FACTOR
+            notes.append(f"starting from the weights of {self.init} ({den.arch}, f={den.base_channels}), "
+                         f"learning rate {rcfg['lr']:g}")
         else:
             p = get_preset(rcfg["preset"])
             net = build_network(p.arch, p.base_channels)
@@ -209,12 +231,29 @@ class Trainer:
         return per_stack, pool_statistics(stats)
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> Generator[TrainEvent, None, Denoiser]:  # noqa: C901 - one linear loop reads best
-        """Train; yields progress events, returns the trained :class:`Denoiser`."""
+    def run(self) -> Generator[TrainEvent, None, Denoiser]:
+        """Train; yields progress events, returns the trained :class:`Denoiser`.
+
+        The output folder is checked (a folder, writable) and locked against a second run before
+        anything else, and checked for room for the checkpoints once the network's size is known.
+        """
+        lock = None
+        if self.out_dir is not None and dist_env().is_main:  # rank 0 alone writes
+            check_train_out(self.out_dir)
+            lock = OutputLock(self.out_dir).acquire()
+        try:
+            return (yield from self._run())
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> Generator[TrainEvent, None, Denoiser]:  # noqa: C901 - one linear loop reads best
         torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
         rcfg, state, notes = self._build()
         den = self.denoiser
         assert den is not None
+        if self.out_dir is not None and dist_env().is_main:
+            check_train_out(self.out_dir, count_parameters(den.net))
         mode = rcfg["mode"]
         notes += _fit_patch(rcfg, [tuple(s.shape) for s in self.stacks], mode)
         per_stack, pooled = self._normalizations()
@@ -243,14 +282,21 @@ class Trainer:
         val_batches = val_s.validation_batches(rcfg["val_patches"], rcfg["batch_size"])
         step, elapsed_before = 0, 0.0
         if state is not None:
-            opt.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            train_s.set_state(state["sampler"])
-            torch.set_rng_state(state["torch_rng"])
+            # load_training_state checked each field's type; these catch what only the objects can
+            # (an optimiser state for other parameters, an RNG state of the wrong size).
+            try:
+                opt.load_state_dict(state["optimizer"])
+                if state.get("scaler"):
+                    scaler.load_state_dict(state["scaler"])
+                train_s.set_state(state["sampler"])
+                torch.set_rng_state(state["torch_rng"])
+                self.history = {k: list(v) for k, v in (state.get("history") or self.history).items()}
+            except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"{self.resume}: its training state does not fit this run "
+                                      f"({type(exc).__name__}: {str(exc)[:120]}); start a new run with --init from "
+                                      "it instead of --resume") from None
             step = int(state["step"])
             elapsed_before = float(state.get("elapsed_s", 0.0))
-            self.history = {k: list(v) for k, v in state.get("history", self.history).items()}
         den.train_config = rcfg
         den.flip_backward = bool(rcfg["flip_backward"])
         den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
@@ -447,6 +493,7 @@ class Trainer:
         )
         if self.init is not None:
             prov["init"] = str(self.init)
+            prov["parent"] = self.parent
         prov.setdefault("source", "napari-unet-att training")
         return prov
 

@@ -27,6 +27,14 @@ from . import _common as C
 from ._train import _device_choices, _set_combo
 
 SETTINGS_KEY = "denoise"
+CURRENT_MODEL = "current model (trained or loaded)"
+# Dock choice -> generalist mode (None: the viewer's current model). The first is the default.
+MODEL_CHOICES: dict[str, str | None] = {
+    "generalist (pretrained, no training)": "temporal",
+    "generalist, mirrored-scan (T, 2N, N) (pretrained, no training)": "mirrored",
+    CURRENT_MODEL: None,
+}
+_GENERALISTS: dict[str, Any] = {}  # loaded once per process, shared by every dock
 MAX_TRACES = 6  # ROI traces drawn (more make the plot unreadable)
 
 
@@ -73,6 +81,14 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         lay = C.scroll_layout(self)
         self.model_label = C.wrap_label("No model: train one in the training dock or load a checkpoint.", small=True)
         self.load_btn = QPushButton("Load model…")
+        # Which model denoises: the pretrained generalists need no training, so they are the default
+        # until a model is trained or loaded.
+        self.model_choice = QComboBox()
+        self.model_choice.addItems(list(MODEL_CHOICES))
+        self.model_choice.setToolTip("the shipped pretrained models work at once; a model trained or fine-tuned "
+                                     "on your recording (training dock) or loaded from a file is the current model")
+        self.model_choice.currentIndexChanged.connect(lambda *_: self._show_model())
+        lay.addWidget(self.model_choice)
         lay.addWidget(self.model_label)
         lay.addWidget(self.load_btn)
 
@@ -189,8 +205,28 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
     # -- model ---------------------------------------------------------------------------
     @property
     def denoiser(self) -> Any:
+        """The model chosen in the dock: the viewer's current model, or a shipped generalist (loaded once)."""
+        mode = MODEL_CHOICES[self.model_choice.currentText()]
+        if mode is None:
+            entry = C.MODELS.get(self.viewer)
+            return entry[0] if entry else None
+        if mode not in _GENERALISTS:
+            from ..pretrained import load_model
+
+            _GENERALISTS[mode] = load_model("generalist", mode=mode)
+        return _GENERALISTS[mode]
+
+    def _show_model(self) -> None:
+        mode = MODEL_CHOICES[self.model_choice.currentText()]
         entry = C.MODELS.get(self.viewer)
-        return entry[0] if entry else None
+        if mode is not None:
+            self.model_label.setText(f"Pretrained generalist for {mode} mode: works on any recording at once; "
+                                     "fine-tune it on yours in the training dock for more.")
+        elif entry is not None:
+            den, origin = entry
+            self.model_label.setText(f"Model ({origin}): {den.describe()}")
+        else:
+            self.model_label.setText("No model: train one in the training dock or load a checkpoint.")
 
     def load_model(self, path: str | Path) -> Any:
         """Load a checkpoint (ours or a reference tool's) as the viewer's current model."""
@@ -212,10 +248,9 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
     def _on_model_changed(self, viewer: Any) -> None:
         if viewer is not C._unproxy(self.viewer):
             return
-        entry = C.MODELS.get(viewer)
-        if entry is not None:
-            den, origin = entry
-            self.model_label.setText(f"Model ({origin}): {den.describe()}")
+        if C.MODELS.get(viewer) is not None:  # a model trained or loaded just now is what the user wants
+            self.model_choice.setCurrentText(CURRENT_MODEL)
+        self._show_model()
 
     # -- denoise -------------------------------------------------------------------------
     @property
@@ -234,7 +269,8 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         try:
             den = self.denoiser
             if den is None:
-                raise InputError("no model: train one in the training dock or load a checkpoint (Load model…)")
+                raise InputError("no current model: train one in the training dock, load a checkpoint (Load "
+                                 "model…) or choose a pretrained generalist")
             if layer is None:
                 raise InputError("no image layer to denoise: open a time-lapse first")
             cfg = self.infer_config()
