@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
+import pytest
+import tifffile
 import torch
 
 from napari_unet_att.config import TrainConfig
@@ -41,3 +46,75 @@ def test_time_budget_ends_within_it_and_reports_100_percent(tiny_sim, monkeypatc
     assert last.step == 3 and last.elapsed_s <= cfg.seconds
     assert last.fraction == 1.0  # the bar ends full when the time budget ends
     assert np.isfinite(last.loss)
+
+
+# -- command line (as a user runs it: a subprocess) -----------------------------------------
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "napari_unet_att", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    from napari_unet_att.simulate import simulate
+
+    d = tmp_path_factory.mktemp("first_hour")
+    sim = simulate(n_frames=24, size=32, photons=3.0, seed=3)
+    tifffile.imwrite(d / "noisy.tif", sim.noisy)
+    tifffile.imwrite(d / "clean.tif", sim.clean.astype(np.float32))
+    tifffile.imwrite(d / "labels.tif", sim.labels().astype(np.uint16))
+    return d
+
+
+def test_info_into_a_closed_pipe_exits_quietly():
+    from napari_unet_att import samples
+
+    model = samples.sample_path(samples.TEMPORAL_MODEL)
+    proc = subprocess.Popen([sys.executable, "-m", "napari_unet_att", "info", str(model)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # `| head -0`: the reader is gone before the first line is written
+    _, err = proc.communicate(timeout=300)
+    assert err.decode().strip() == ""
+    assert proc.returncode == 141  # as a program ended by SIGPIPE, not "error: Broken pipe", exit 2
+
+
+def test_a_refused_input_prints_its_error_and_no_progress_bar(tmp_path):
+    from napari_unet_att import samples
+
+    model = samples.sample_path(samples.TEMPORAL_MODEL)
+    res = _cli("denoise", str(tmp_path / "nonexistent.tif"), "--model", str(model), "--out", str(tmp_path / "o.tif"))
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nonexistent.tif" in lines[0] and "tile" not in lines[0], res.stderr
+
+
+def test_evaluate_rois_accepts_a_label_image_and_says_what_it_used(rec):
+    res = _cli("evaluate", str(rec / "clean.tif"), "--raw", str(rec / "noisy.tif"), "--rois", str(rec / "labels.tif"))
+    assert res.returncode == 0, res.stderr
+    assert "ROIs from labels.tif (labels" in res.stderr and "needs --reference" in res.stderr
+    assert "needs --reference" in json.loads(res.stdout)["rois"]
+
+
+def test_evaluate_rois_accepts_a_napari_shapes_export(rec, tmp_path):
+    rows = ["index,shape-type,vertex-index,axis-0,axis-1"]
+    rows += [f"0,rectangle,{i},{y},{x}" for i, (y, x) in enumerate([(2, 2), (2, 10), (10, 10), (10, 2)])]
+    rows += [f"1,ellipse,{i},{y},{x}" for i, (y, x) in enumerate([(15, 15), (15, 25), (25, 25), (25, 15)])]
+    (tmp_path / "rois.csv").write_text("\n".join(rows) + "\n")
+    res = _cli("evaluate", str(rec / "noisy.tif"), "--reference", str(rec / "clean.tif"), "--rois",
+               str(tmp_path / "rois.csv"))
+    assert res.returncode == 0, res.stderr
+    assert "2 ROIs from rois.csv (shapes" in res.stderr
+    assert json.loads(res.stdout)["denoised"]["trace_correlation"] is not None
+
+
+@pytest.mark.parametrize("kind", ["stack", "float", "noise"])
+def test_evaluate_rois_refuses_what_is_not_a_label_image(rec, tmp_path, kind):
+    rng = np.random.default_rng(0)
+    bad = {"stack": (rng.random((24, 32, 32)) > 0.5).astype(np.uint8),  # a (T, Y, X) stack, not ROIs
+           "float": rng.random((32, 32)).astype(np.float32),  # intensities, not labels
+           "noise": rng.integers(0, 5000, (32, 32)).astype(np.uint16)}[kind]  # thousands of 1-pixel "labels"
+    tifffile.imwrite(tmp_path / "bad.tif", bad)
+    res = _cli("evaluate", str(rec / "noisy.tif"), "--reference", str(rec / "clean.tif"), "--rois",
+               str(tmp_path / "bad.tif"))
+    assert res.returncode == 2 and res.stdout == ""
+    assert {"stack": "2D label image", "float": "integers", "noise": "not a label image"}[kind] in res.stderr
