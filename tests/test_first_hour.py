@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,39 @@ def test_evaluate_rois_refuses_what_is_not_a_label_image(rec, tmp_path, kind):
                str(tmp_path / "bad.tif"))
     assert res.returncode == 2 and res.stdout == ""
     assert {"stack": "2D label image", "float": "integers", "noise": "not a label image"}[kind] in res.stderr
+
+
+def test_axes_option_reads_a_stack_whose_header_calls_its_frames_channels(rec, tmp_path):
+    from napari_unet_att import samples
+
+    frames = tifffile.imread(rec / "noisy.tif")
+    mislabelled = tmp_path / "mislabelled.tif"
+    tifffile.imwrite(mislabelled, frames, imagej=True, metadata={"axes": "CYX"})  # 24 frames said to be channels
+    model = str(samples.sample_path(samples.TEMPORAL_MODEL))
+    refused = _cli("denoise", str(mislabelled), "--model", model, "--out", str(tmp_path / "a.tif"))
+    assert refused.returncode == 2 and "channels" in refused.stderr
+    res = _cli("denoise", str(mislabelled), "--model", model, "--out", str(tmp_path / "b.tif"), "--axes", "TYX")
+    assert res.returncode == 0, res.stderr
+    assert tifffile.imread(tmp_path / "b.tif").shape == frames.shape
+    bad = _cli("evaluate", str(mislabelled), "--axes", "TX")
+    assert bad.returncode == 2 and "2 letters for 3 axes" in bad.stderr
+
+
+def test_train_takes_a_folder_of_tiffs(rec, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    frames = tifffile.imread(rec / "noisy.tif")
+    tifffile.imwrite(folder / "a.tif", frames)
+    tifffile.imwrite(folder / "b.tiff", frames[:, ::-1])
+    (folder / "notes.txt").write_text("not an input")
+    res = _cli("train", str(folder), "--steps", "1", "--patch-t", "8", "--patch-xy", "16", "--batch-size", "1",
+               "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    from napari_unet_att.checkpoint import load_checkpoint
+
+    sources = load_checkpoint(json.loads(res.stdout.strip().splitlines()[-1])["model"]).provenance["sources"]
+    assert [Path(s).name for s in sources] == ["a.tif", "b.tiff"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _cli("train", str(empty), "--steps", "1", "--out", str(tmp_path / "run2"))
+    assert res.returncode == 2 and "no .tif / .tiff file" in res.stderr

@@ -70,10 +70,17 @@ class _LazyBar:
             self._bar.close()
 
 
-def _read_inputs(paths: Sequence[str], channel: int | None) -> list:
+def _read_inputs(paths: Sequence[str], channel: int | None, axes: str | None = None) -> list:
     from .io import read_stack
 
-    return [read_stack(p, channel=channel, lazy=True) for p in paths]
+    return [read_stack(p, channel=channel, lazy=True, axes=axes) for p in paths]
+
+
+def _expand_inputs(args: argparse.Namespace) -> None:
+    """Replace folders among ``args.inputs`` by the TIFF files in them (before anything else)."""
+    from .io import expand_inputs
+
+    args.inputs = expand_inputs(args.inputs)
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -86,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         patch_xy=args.patch_xy, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
         flip_backward=args.flip_backward, checkpoint_every=args.checkpoint_every, amp=not args.no_amp,
     )
-    stacks = _read_inputs(args.inputs, args.channel)
+    _expand_inputs(args)
+    stacks = _read_inputs(args.inputs, args.channel, args.axes)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
     total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved()["steps"])
     bar = _LazyBar(total if total else 100, "train", "step" if total else "%", percent=not total)
@@ -169,6 +177,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from .outputs import check_denoise_outputs, output_nbytes
     from .pretrained import load_model
 
+    _expand_inputs(args)
     den = load_model(args.model, mode=args.mode)
     cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
                       tile_t=args.tile_t, memory_gb=args.memory_gb, batch_size=args.batch_size,
@@ -176,7 +185,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     outs = _output_paths(args.inputs, args.out)
     # Every output checked before the first is written: none is an input, no two collide, the
     # folders are writable and the disk holds all of them.
-    sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True), args.float32) for p in args.inputs]
+    sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True, axes=args.axes), args.float32)
+             for p in args.inputs]
     check_denoise_outputs(args.inputs, outs, overwrite=getattr(args, "overwrite", True), nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
@@ -191,7 +201,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=True)
 
         try:
-            run_to_end(iter_denoise_file(src, dst, den, cfg, channel=args.channel), show)
+            run_to_end(iter_denoise_file(src, dst, den, cfg, channel=args.channel, axes=args.axes), show)
         finally:
             bar.close()
         print(json.dumps({"input": src, "output": str(dst), "seconds": round(time.perf_counter() - t0, 2)}))
@@ -205,9 +215,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io import read_stack
     from .metrics import evaluate
 
-    den = np.asarray(read_stack(args.denoised, channel=args.channel, lazy=True))
-    ref = np.asarray(read_stack(args.reference, channel=args.channel, lazy=True)) if args.reference else None
-    raw = np.asarray(read_stack(args.raw, channel=args.channel, lazy=True)) if args.raw else None
+    def read(path: str) -> np.ndarray:
+        return np.asarray(read_stack(path, channel=args.channel, lazy=True, axes=args.axes))
+
+    den = read(args.denoised)
+    ref = read(args.reference) if args.reference else None
+    raw = read(args.raw) if args.raw else None
     masks, rois_used = None, None
     if args.rois:
         from .rois import read_rois
@@ -282,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on one or more noisy stacks (no clean data needed)")
-    t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks (T, Y, X)")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks (T, Y, X), or folders of them")
     t.add_argument("--mode", choices=MODES, default="temporal",
                    help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
     t.add_argument("--preset", choices=list(PRESETS), default="fast",
@@ -303,13 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--channel", type=int, help="channel index for multichannel stacks")
+    t.add_argument("--axes", help="the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ "
+                                   "files that call their frames channels or slices)")
     t.add_argument("--flip-backward", action="store_true",
                    help="mirrored mode: backward lines are stored x-reversed in the file")
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between periodic checkpoints")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("denoise", help="apply a model to one or more stacks")
-    d.add_argument("inputs", nargs="+", metavar="INPUT")
+    d.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks, or folders of them")
     d.add_argument("--model", required=True,
                    help="checkpoint (ours, or a reference tool's .pth), or 'generalist': the shipped pretrained "
                         "model for --mode, no training needed")
@@ -328,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")
     d.add_argument("--channel", type=int)
+    d.add_argument("--axes", help="the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ "
+                                   "files that call their frames channels or slices)")
     d.set_defaults(func=cmd_denoise)
 
     e = sub.add_parser("evaluate", help="print JSON metrics of a denoised stack against a reference")
@@ -338,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "background) or a napari Shapes export (.csv)")
     e.add_argument("--per-frame", action="store_true", help="include per-frame lists")
     e.add_argument("--channel", type=int)
+    e.add_argument("--axes", help="the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ "
+                                   "files that call their frames channels or slices)")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="describe a checkpoint")

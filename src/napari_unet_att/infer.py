@@ -722,6 +722,7 @@ def iter_denoise_file(
     denoiser: Denoiser,
     cfg: InferConfig | None = None,
     channel: int | None = None,
+    axes: str | None = None,
 ) -> Generator[InferEvent, None, Path]:
     """Stream a TIFF through the model into another TIFF, atomically.
 
@@ -729,10 +730,11 @@ def iter_denoise_file(
     ``out_path`` as they complete and dropped from the process's memory (``io.output_stack``),
     so peak memory does not grow with the file; the file only appears once everything
     succeeded: an error or closing this generator leaves no (partial) output. Returns ``out_path``.
+    ``channel`` and ``axes`` are :func:`~napari_unet_att.io.read_stack`'s.
     """
     check_not_input(in_path, out_path)
     cfg = cfg or InferConfig()
-    stack = tio.read_stack(in_path, channel=channel, lazy=True)
+    stack = tio.read_stack(in_path, channel=channel, lazy=True, axes=axes)
     _check_inputs(stack, cfg, None)
     _, _, out_shape = _split_views(stack, denoiser, cfg)
     dtype = _output_dtype(stack, cfg)
@@ -749,6 +751,7 @@ def denoise_file(
     cfg: InferConfig | None = None,
     channel: int | None = None,
     progress: Callable[[InferEvent], Any] | None = None,
+    axes: str | None = None,
 ) -> Path:
     """Blocking :func:`iter_denoise_file`."""
-    return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel), progress)
+    return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel, axes), progress)

@@ -24,7 +24,7 @@ import shutil
 import struct  # tifffile lets struct.error through for files cut inside the header
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def _capture_tifffile_log() -> Iterator[_LogCapture]:
         logger.removeHandler(handler)
 
 
-def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) -> np.ndarray:
+def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True, axes: str | None = None) -> np.ndarray:
     """Open a TIFF (or a zarr array) time-lapse as a ``(T, Y, X)`` array.
 
     Parameters
@@ -83,6 +83,10 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) ->
     lazy : bool
         True: nothing is read yet (a :class:`TiffArray` for contiguous uncompressed files,
         else a dask array reading frames on demand). False: a numpy array in memory.
+    axes : str, optional
+        One letter per axis of the file's data (e.g. ``'TYX'``), replacing the axes its header
+        declares: ImageJ files in the wild often call their frames channels (``CYX``) or slices
+        (``ZYX``). See :func:`check_axes`.
 
     Returns
     -------
@@ -95,9 +99,9 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) ->
         Missing file, not a TIFF, truncated / corrupt TIFF, or data that are not a time-lapse
         (the message gives the shape, axes and dtype found).
     """
-    path = Path(path)
+    path, user_axes = Path(path), axes
     if path.suffix.lower() == ".zarr" and path.is_dir():
-        return _read_zarr(path, channel, lazy)
+        return _read_zarr(path, channel, lazy, user_axes)
     _check_readable_file(path)
     size = path.stat().st_size
     with _capture_tifffile_log() as log:
@@ -115,7 +119,7 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True) ->
             raise InputError(f"{path} is a truncated or corrupted TIFF file ({type(exc).__name__}: {exc})") from None
     what = f"file {path.name}"
     arr = _open_pixels(path, raw, shape)
-    out = _to_timelapse(arr, axes, channel, what)
+    out = _to_timelapse(arr, check_axes(user_axes, shape, what) if user_axes else axes, channel, what)
     if lazy:
         return out
     try:
@@ -212,7 +216,7 @@ def _open_pixels(path: Path, raw: tuple[int, np.dtype] | None, shape: tuple[int,
         return tifffile.imread(path, series=0)
 
 
-def _read_zarr(path: Path, channel: int | None, lazy: bool) -> Any:
+def _read_zarr(path: Path, channel: int | None, lazy: bool, axes: str | None = None) -> Any:
     import dask.array as da
     import zarr
 
@@ -222,7 +226,7 @@ def _read_zarr(path: Path, channel: int | None, lazy: bool) -> Any:
         raise InputError(f"{path} is not a readable zarr array ({type(exc).__name__}: {exc})") from None
     if not hasattr(z, "shape"):
         raise InputError(f"{path} is a zarr group, not an array; expected a single (T, Y, X) array")
-    out = as_timelapse(da.from_zarr(z), channel=channel)
+    out = as_timelapse(da.from_zarr(z), channel=channel, axes=axes)
     return out if lazy else np.asarray(out)
 
 
@@ -477,13 +481,15 @@ def _rebuild_tiff_array(path: str, offset: int, shape: tuple[int, ...], file_dty
 # ----------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------
-def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | None = None) -> Any:
+def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | None = None,
+                 axes: str | None = None) -> Any:
     """Validate an in-memory or lazy array as a ``(T, Y, X)`` time-lapse.
 
     Axes are guessed from the shape: ``(T, Y, X)``; ``(Y, X, 3|4)`` and ``(T, Y, X, 3|4)`` are
     RGB(A); other 4D arrays are ``(T, C, Y, X)``; 5D ``(T, Z, C, Y, X)`` (ImageJ order).
-    ``channel_axis`` overrides the guess. Singleton axes are dropped; a channel axis with
-    more than one channel needs ``channel``.
+    ``channel_axis`` or ``axes`` (one letter per axis, e.g. ``'TYX'``, see :func:`check_axes`)
+    overrides the guess. Singleton axes are dropped; a channel axis with more than one channel
+    needs ``channel``.
 
     Dtypes: uint8, uint16, int16 and float32 are kept; int8 becomes int16, 32/64-bit
     integers and float16/float64 become float32, big-endian data become native (all exact
@@ -497,8 +503,65 @@ def as_timelapse(array: Any, channel: int | None = None, channel_axis: int | Non
         If the array is not a time-lapse of at least 3 frames, or its dtype is not an intensity.
     """
     arr = _as_array_like(array)
-    axes = _guess_axes(tuple(arr.shape), channel_axis)
-    return _to_timelapse(arr, axes, channel, "array")
+    if axes:
+        return _to_timelapse(arr, check_axes(axes, tuple(arr.shape), "array"), channel, "array")
+    return _to_timelapse(arr, _guess_axes(tuple(arr.shape), channel_axis), channel, "array")
+
+
+def expand_inputs(paths: Sequence[PathLike]) -> list[str]:
+    """Input paths with every folder replaced by the TIFF files directly in it, sorted by name.
+
+    A ``.zarr`` folder is an array, not a folder of inputs, and stays as it is.
+
+    Raises
+    ------
+    InputError
+        A folder with no ``.tif`` / ``.tiff`` file in it.
+    """
+    out: list[str] = []
+    for path in map(Path, paths):
+        if path.is_dir() and path.suffix.lower() != ".zarr":
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix.lower() in (".tif", ".tiff") and p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise InputError(f"{path} is a folder with no .tif / .tiff file in it; give TIFF files or a folder "
+                                 "of them")
+            out += [str(p) for p in found]
+        else:
+            out.append(str(path))
+    return out
+
+
+AXIS_LETTERS = "TZCSYX"
+
+
+def check_axes(axes: str, shape: tuple[int, ...], what: str = "array") -> str:
+    """Validate axes given by the user for data of ``shape``; returns them in upper case.
+
+    One letter per axis from T (time), Z, C (channel), S (RGB sample), Y, X, each at most
+    once, Y and X included. The single non-spatial axis left after dropping singleton axes
+    and selecting a channel is taken as time, whatever its letter.
+
+    Raises
+    ------
+    InputError
+        Wrong count, unknown or repeated letters, Y or X missing.
+    """
+    upper = str(axes).strip().upper()
+    problem = None
+    if len(upper) != len(shape):
+        problem = f"{len(upper)} letters for {len(shape)} axes"
+    elif set(upper) - set(AXIS_LETTERS):
+        problem = f"unknown letters {''.join(sorted(set(upper) - set(AXIS_LETTERS)))}"
+    elif len(set(upper)) != len(upper):
+        problem = "a letter used twice"
+    elif "Y" not in upper or "X" not in upper:
+        problem = "Y and X are needed"
+    if problem:
+        raise InputError(f"{what}: axes {axes!r} do not fit data of shape {tuple(shape)} ({problem}); give one "
+                         f"letter per axis from {', '.join(AXIS_LETTERS)}, e.g. 'TYX' for a time-lapse whose "
+                         "header calls its frames channels or slices")
+    return upper
 
 
 def _as_array_like(array: Any) -> Any:
