@@ -98,6 +98,22 @@ def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_si
     assert _common.MODELS.get(viewer)[0] is w.denoiser and w.denoiser.step == 3
     assert w.start_btn.isEnabled() and w.save_btn.isEnabled()
     assert "trained 3 steps" in w.model_label.text()
+    assert w.init_pretrained.isChecked()  # the default: fine-tune the shipped generalist
+    assert w.denoiser.provenance["parent"]["model"] == "generalist"
+
+
+def test_training_from_random_weights_when_pretrained_is_off(viewer, qtbot, tiny_sim):
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w, steps=2)
+    w.preview_every.setValue(0)
+    w.init_pretrained.setChecked(False)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    _wait_done(qtbot, w.start())
+    assert w.denoiser.step == 2 and "parent" not in w.denoiser.provenance
+    # no generalist is shipped for the paper preset: Start says so and starts nothing
+    w.init_pretrained.setChecked(True)
+    w.preset.setCurrentText("paper")
+    assert w.start() is None
 
 
 def test_training_time_is_estimated_and_the_first_steps_show_no_grey_preview(viewer, qtbot, tiny_sim):
@@ -178,6 +194,33 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, tiny_sim):
     viewer.close()
     _wait_done(qtbot, worker)
     assert not _common.worker_busy(worker)
+
+
+def test_closing_the_viewer_mid_training_leaves_no_thread_and_no_warning(make_napari_viewer, qtbot, tiny_sim,
+                                                                        monkeypatch):
+    import threading
+    import time
+
+    warnings_shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Train denoiser")
+    _tiny_train_settings(w, steps=100_000)
+    w.preview_every.setValue(0)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    worker = w.start()
+    qtbot.waitUntil(lambda: any(e.step >= 1 for e in w.events), timeout=WAIT_MS)
+    viewer.close()
+    t0 = time.monotonic()
+    _wait_done(qtbot, worker)
+
+    def samplers() -> list:
+        return [t for t in threading.enumerate() if t.name.startswith("unet-att-sampler")]
+
+    qtbot.waitUntil(lambda: not samplers(), timeout=5000)
+    assert time.monotonic() - t0 < 10
+    qtbot.wait(100)  # a deferred warning would be shown by now
+    assert not [m for m in warnings_shown if "removed" in str(m)], warnings_shown
 
 
 def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, tiny_denoiser):
