@@ -128,6 +128,7 @@ def write_bad_models(folder: Path, model: Path, tiff: Path) -> dict[str, Path]:
     folder = Path(folder)
     data = Path(model).read_bytes()
     raw = torch.load(model, weights_only=True)
+    raw.pop("checksum", None)  # edited below: as a file without a checksum (older versions) would be
     m = {name: folder / f"{name}.pt" for name in ("m_truncated", "m_newer", "m_arch", "m_random", "m_tiff",
                                                   "m_plain")}
     m["m_truncated"].write_bytes(data[: len(data) // 2])

@@ -15,14 +15,19 @@ code when unpickled is refused, never executed. Layout (``FORMAT_VERSION`` 1)::
     step             optimiser steps
     training_state   optional, for resuming: optimizer / scaler state, RNG states, elapsed
                      time, loss history (whatever the trainer stores, as tensors / plain types)
+    checksum         optional 'sha256:<hex>' of everything above (tensor bytes included), so a
+                     flipped byte is caught; files written before it existed load without it
 
-Files are written atomically (temporary file in the same folder, fsync, rename).
+Files are serialised in memory, then written atomically (temporary file in the same folder,
+fsync, rename), so a full disk is an ``OSError`` we report, never a half-written file. Weights or
+normalisation that are not finite are refused both when saving and when loading.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import io as _pyio
 import os
 import pickletools
@@ -37,7 +42,7 @@ import torch
 
 from . import __version__, networks
 from .denoiser import Denoiser
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, ResourceError
 from .io import atomic_file
 from .normalization import Normalization
 
@@ -79,13 +84,64 @@ def save_checkpoint(path: PathLike, denoiser: Denoiser, training_state: dict[str
     """
     path = Path(path)
     ckpt = _to_dict(denoiser)
+    bad = _nonfinite(ckpt["state_dict"])
+    if bad or not _finite_norm(ckpt["normalization"]):
+        what = f"weights ({', '.join(bad[:3])})" if bad else f"normalisation {ckpt['normalization']}"
+        raise CheckpointError(f"refusing to save {path}: the model's {what} hold NaN or inf values (its training "
+                              "diverged); a model that cannot denoise is never written")
     if training_state is not None:
         ckpt["training_state"] = _plain(training_state, strict=True)
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(ckpt, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    ckpt["checksum"] = content_checksum(ckpt)
+    # torch.save into memory first: torch reports a full disk as a RuntimeError from its zip
+    # writer; a plain write raises OSError(ENOSPC), which atomic_file reports and cleans up.
+    buffer = _pyio.BytesIO()
+    with atomic_file(path) as tmp:
+        torch.save(ckpt, buffer)
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
     return path
+
+
+def content_checksum(ckpt: Mapping[str, Any]) -> str:
+    """``'sha256:<hex>'`` over every entry but ``checksum``: keys, plain values, tensor dtypes, shapes, bytes."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in ckpt.items() if k != "checksum"})
+    return "sha256:" + h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, Mapping):
+        h.update(b"{%d" % len(obj))
+        for k in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
+            h.update(repr(k).encode())
+            _feed(h, obj[k])
+    elif isinstance(obj, list | tuple):
+        h.update(b"[%d" % len(obj))
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+
+
+def _nonfinite(state: Mapping[str, Any]) -> list[str]:
+    """Names of floating-point tensors in ``state`` holding NaN or inf."""
+    return [str(k) for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _finite_norm(norm: Any) -> bool:
+    try:
+        Normalization.from_dict(norm)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _to_dict(den: Denoiser) -> dict[str, Any]:
@@ -280,7 +336,79 @@ def _check_ours(obj: Any, path: Path) -> Mapping[str, Any]:
     missing = [k for k in _REQUIRED if k not in obj]
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint: missing {', '.join(missing)}")
+    stored = obj.get("checksum")
+    if stored is not None and stored != content_checksum(obj):
+        raise CheckpointError(f"{path} is corrupted: its content does not match the checksum stored in it (damaged "
+                              "on disk or in transfer, or edited); use another copy of the model")
     return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFields:
+    """The metadata of one of our checkpoints, each field checked for type and range."""
+
+    arch: str
+    base_channels: int
+    preset: str
+    mode: str
+    flip_backward: bool
+    norm: Normalization
+    train_shape: tuple[int, int, int] | None
+    train_config: dict[str, Any]
+    provenance: dict[str, Any]
+    step: int
+
+    @classmethod
+    def parse(cls, ck: Mapping[str, Any], path: Path) -> CheckpointFields:
+        """Validate ``ck`` (a loaded checkpoint dict); one :class:`CheckpointError` names the bad field."""
+        def bad(field: str, expected: str) -> CheckpointError:
+            return CheckpointError(f"{path}: invalid {field} {_short(ck.get(field))}; expected {expected}; the file "
+                                   "is damaged or was not written by napari-unet-att")
+
+        from .config import MODES
+
+        if not isinstance(ck["arch"], str) or ck["arch"] not in networks.ARCHS:
+            raise CheckpointError(f"{path}: unknown network architecture {_short(ck['arch'])}; expected one of: "
+                                  f"{', '.join(networks.ARCHS)}")
+        if not _is_int(ck["base_channels"]) or ck["base_channels"] < 1:
+            raise bad("base_channels", "a positive integer")
+        if not isinstance(ck["mode"], str) or ck["mode"] not in MODES:
+            raise bad("mode", f"one of {', '.join(MODES)}")
+        try:
+            norm = Normalization.from_dict(ck["normalization"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: invalid normalisation {_short(ck['normalization'])}; expected a finite "
+                                  "offset and scale > 0; the model file is damaged (not the input)") from None
+        shape = ck.get("train_shape")
+        if shape is not None and not (isinstance(shape, list | tuple) and len(shape) == 3
+                                      and all(_is_int(n) and n > 0 for n in shape)):
+            raise bad("train_shape", "[T, Y, X] of positive integers or None")
+        step = ck.get("step", 0)
+        if not _is_int(step) or step < 0:
+            raise bad("step", "a non-negative integer")
+        for field in ("train_config", "provenance"):
+            if ck.get(field) is not None and not isinstance(ck[field], Mapping):
+                raise bad(field, "a dict")
+        if not isinstance(ck.get("flip_backward", False), bool):
+            raise bad("flip_backward", "True or False")
+        if not isinstance(ck.get("preset", "custom"), str):
+            raise bad("preset", "a preset name")
+        return cls(
+            arch=ck["arch"], base_channels=int(ck["base_channels"]), preset=ck.get("preset", "custom"),
+            mode=ck["mode"], flip_backward=ck.get("flip_backward", False), norm=norm,
+            train_shape=None if shape is None else tuple(int(n) for n in shape),
+            train_config=dict(ck.get("train_config") or {}), provenance=dict(ck.get("provenance") or {}),
+            step=int(step),
+        )
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _device(device: Any) -> torch.device:
@@ -293,10 +421,15 @@ def _build(arch: Any, base_channels: Any, state: Any, path: Path) -> torch.nn.Mo
     """Build the network and load ``state`` strictly, with errors naming ``path``."""
     try:
         net = networks.build_network(arch, base_channels)
-    except InputError as exc:
+    except (InputError, ResourceError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: the weights are a {type(state).__name__}, not a state dict")
+    bad = _nonfinite(state)
+    if bad:
+        raise CheckpointError(f"{path}: the weights hold NaN or inf values ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}); the model is damaged or its training diverged, "
+                              "and it would turn every input into NaN or a flat image")
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -307,25 +440,12 @@ def _build(arch: Any, base_channels: Any, state: Any, path: Path) -> torch.nn.Mo
 
 
 def _denoiser_from_ours(obj: Mapping[str, Any], path: Path, device: Any) -> Denoiser:
-    ck = _check_ours(obj, path)
-    net = _build(ck["arch"], ck["base_channels"], ck["state_dict"], path)
-    try:
-        norm = Normalization.from_dict(ck["normalization"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{path}: invalid normalisation entry {ck['normalization']!r}") from None
-    shape = ck.get("train_shape")
+    f = CheckpointFields.parse(_check_ours(obj, path), path)
+    net = _build(f.arch, f.base_channels, obj["state_dict"], path)
     return Denoiser(
-        net=net.to(_device(device)).eval(),
-        arch=str(ck["arch"]),
-        base_channels=int(ck["base_channels"]),
-        preset=str(ck.get("preset", "custom")),
-        mode=str(ck["mode"]),
-        norm=norm,
-        flip_backward=bool(ck.get("flip_backward", False)),
-        train_shape=None if shape is None else tuple(int(n) for n in shape),
-        train_config=dict(ck.get("train_config") or {}),
-        provenance=dict(ck.get("provenance") or {}),
-        step=int(ck.get("step", 0)),
+        net=net.to(_device(device)).eval(), arch=f.arch, base_channels=f.base_channels, preset=f.preset,
+        mode=f.mode, norm=f.norm, flip_backward=f.flip_backward, train_shape=f.train_shape,
+        train_config=f.train_config, provenance=f.provenance, step=f.step,
     )
 
 
@@ -343,12 +463,48 @@ def load_checkpoint(path: PathLike, device: Any = "cpu") -> Denoiser:
     return _denoiser_from_ours(_safe_load(path), path, device)
 
 
-def load_training_state(path: PathLike) -> dict[str, Any] | None:
-    """The resume state stored by :func:`save_checkpoint`, or None for a final model."""
+def load_training_state(path: PathLike, complete: bool = False) -> dict[str, Any] | None:
+    """The resume state stored by :func:`save_checkpoint`, or None for a final model.
+
+    The fields the trainer reads are type-checked when present; ``complete=True`` (the trainer's
+    resume) also requires every one of them.
+    """
     path = Path(path)
     ck = _check_ours(_safe_load(path), path)
     state = ck.get("training_state")
-    return dict(state) if state is not None else None
+    return None if state is None else _check_training_state(state, path, complete)
+
+
+# key: (check, what is expected); the trainer uses exactly these
+_STATE_FIELDS: dict[str, tuple[Any, str]] = {
+    "optimizer": (lambda v: isinstance(v, Mapping) and isinstance(v.get("state"), Mapping)
+                  and isinstance(v.get("param_groups"), list | tuple), "an optimiser state dict"),
+    "sampler": (lambda v: isinstance(v, Mapping) and isinstance(v.get("bit_generator"), Mapping),
+                "a sampler state"),
+    "torch_rng": (lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.ndim == 1,
+                  "a uint8 RNG state tensor"),
+    "step": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "elapsed_s": (lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
+    "schedule": (lambda v: isinstance(v, list | tuple) and len(v) == 4 and _is_int(v[0]) and _is_number(v[1])
+                 and (v[2] is None or _is_int(v[2])) and (v[3] is None or _is_number(v[3])),
+                 "[base step, base seconds, max steps, max seconds]"),
+}
+
+
+def _check_training_state(state: Any, path: Path, complete: bool) -> dict[str, Any]:
+    """The resume state, every field the trainer reads checked (one line names the first bad one)."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: the training state is a {type(state).__name__}, not a dict; the file is "
+                              "damaged: start a new run with --init from it instead of --resume")
+    for key, (ok, expected) in _STATE_FIELDS.items():
+        if (key in state or complete) and (key not in state or not ok(state[key])):
+            found = "missing" if key not in state else _short(state[key])
+            raise CheckpointError(f"{path}: the training state's {key} is {found}; expected {expected}; the file "
+                                  "is damaged: start a new run with --init from it instead of --resume")
+    for key in ("scaler", "history"):
+        if state.get(key) is not None and not isinstance(state[key], Mapping):
+            raise CheckpointError(f"{path}: the training state's {key} is {_short(state[key])}; expected a dict")
+    return dict(state)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,7 +561,7 @@ def _denoiser_from_reference(obj: Any, path: Path, device: Any) -> Denoiser:
     try:
         source = networks.reference_source(obj)
         arch, base_channels, state = networks.convert_reference_state_dict(obj)
-    except CheckpointError as exc:
+    except (CheckpointError, InputError, ResourceError) as exc:  # ResourceError: an absurd width
         raise CheckpointError(f"{path}: {exc}") from None
     net = _build(arch, base_channels, state, path)
     norm, notes = _reference_normalization(path)
@@ -473,4 +629,6 @@ __all__ = [
     "load_checkpoint",
     "load_training_state",
     "save_checkpoint",
+    "CheckpointFields",
+    "content_checksum",
 ]

@@ -712,7 +712,9 @@ def denoise(
 
 def check_not_input(in_path: str | Path, out_path: str | Path) -> None:
     """Refuse an output path that is the input file itself (it would be replaced by the result)."""
-    if Path(in_path).resolve() == Path(out_path).resolve():
+    from .outputs import same_file
+
+    if same_file(Path(in_path), Path(out_path)):  # the same path, a link to it, or a hard link
         raise InputError(f"the output {out_path} would overwrite the input {in_path}; choose another output path")
 
 

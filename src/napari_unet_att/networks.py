@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -458,7 +459,44 @@ def build_network(arch: str, base_channels: int) -> nn.Module:
         builder = _BUILDERS[arch]
     except (KeyError, TypeError):
         raise InputError(f"unknown network architecture {arch!r}; expected one of: {', '.join(ARCHS)}") from None
-    return builder(base_channels)
+    return builder(check_width(arch, base_channels))
+
+
+MAX_BASE_CHANNELS = 512  # the presets use 8 and 16; the reference tools 16 to 64
+_PARAMS_PER_F2 = 6400  # parameters / f**2, an upper bound (UNet-Att: 404,407 at f=8, 1,615,783 at f=16)
+
+
+def check_width(arch: str, base_channels: Any) -> int:
+    """``base_channels`` as an int, refused before allocating when it is absurd or would not fit in memory.
+
+    A 2 KB file can declare any width: the parameter memory (~ 6400 f^2 float32) is estimated
+    and compared with the limit and the available memory first.
+
+    Raises
+    ------
+    InputError
+        Not a positive integer.
+    ResourceError
+        Above ``MAX_BASE_CHANNELS`` or more weight memory than is available.
+    """
+    try:
+        from .errors import ResourceError
+        from .resources import check_memory
+    except ImportError:  # standalone file (bioimage.io package): the width limit alone
+        ResourceError, check_memory = InputError, None  # noqa: N806
+    try:
+        f = operator.index(base_channels)
+    except TypeError:
+        raise InputError(f"base_channels must be an integer, got {base_channels!r}") from None
+    if f < 1 or isinstance(base_channels, bool):
+        raise InputError(f"base_channels must be >= 1, got {base_channels!r}")
+    need = 4 * _PARAMS_PER_F2 * f * f
+    if f > MAX_BASE_CHANNELS:
+        raise ResourceError(f"a {arch} network with base_channels={f} would need about {need / 1e9:.1f} GB for its "
+                            f"weights alone; widths above {MAX_BASE_CHANNELS} are refused (the presets use 8 and 16)")
+    if check_memory is not None:
+        check_memory(need, f"a {arch} network with base_channels={f}", "cpu", hint="use a smaller base_channels")
+    return f
 
 
 def count_parameters(net: nn.Module) -> int:

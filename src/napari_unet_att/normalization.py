@@ -41,7 +41,12 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
-        return cls(float(d["offset"]), float(d["scale"]))
+        """Rebuild from :meth:`to_dict`; ``ValueError`` unless offset is finite and scale finite and > 0."""
+        offset, scale = float(d["offset"]), float(d["scale"])
+        if not (np.isfinite(offset) and np.isfinite(scale) and scale > 0):
+            raise ValueError(f"invalid normalisation offset={offset!r}, scale={scale!r}: expected finite numbers "
+                             "and scale > 0")
+        return cls(offset, scale)
 
 
 def stack_statistics(stack, frames_per_chunk: int = 64) -> tuple[float, float, int]:

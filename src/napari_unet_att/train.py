@@ -9,6 +9,7 @@ cleanly after the current step and still saves and returns the model.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -191,7 +192,7 @@ class Trainer:
         notes: list[str] = []
         if self.resume is not None:
             den = load_checkpoint(self.resume)
-            state = load_training_state(self.resume)
+            state = load_training_state(self.resume, complete=True)
             if state is None:
                 raise InputError(f"{self.resume} holds no training state (it is a final model); start a new "
                                  "run from its weights instead (--init in the CLI, 'start from the loaded "
@@ -237,8 +238,9 @@ class Trainer:
         The output folder is checked (a folder, writable) and locked against a second run before
         anything else, and checked for room for the checkpoints once the network's size is known.
         """
-        lock = None
+        lock, created = None, False
         if self.out_dir is not None and dist_env().is_main:  # rank 0 alone writes
+            created = not self.out_dir.exists()
             check_train_out(self.out_dir)
             lock = OutputLock(self.out_dir).acquire()
         try:
@@ -246,6 +248,9 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.release()
+            if created:  # a run that wrote nothing (refused data, interrupted set-up) leaves no empty folder
+                with contextlib.suppress(OSError):
+                    self.out_dir.rmdir()
 
     def _run(self) -> Generator[TrainEvent, None, Denoiser]:  # noqa: C901 - one linear loop reads best
         torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
