@@ -471,3 +471,46 @@ def test_tampered_resume_state_refused(stack, tmp_path, capsys, change):
     code, line = _cli(["train", stack, "--resume", bad, "--steps", "1", "--out", tmp_path / "run2"], capsys)
     assert code == 2 and "training state" in line and "--init" in line, line
     assert torch.load(bad, weights_only=True)  # the file itself was not touched
+
+
+# -- 4. numeric options ----------------------------------------------------------------------
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--seed", "-1", "seed must be an integer from 0 to"), ("--seed", str(10**30), "seed must be an integer"),
+    ("--lr", "-1", "lr (learning rate) must be a finite number"), ("--lr", "nan", "lr (learning rate)"),
+    ("--lr", "inf", "lr (learning rate)"), ("--lr", "0", "lr (learning rate)"),
+    ("--seconds", "nan", "seconds must be a finite number > 0"), ("--seconds", "inf", "seconds must be a finite"),
+    ("--seconds", "-5", "seconds must be a finite"), ("--batch-size", "0", "batch_size must be an integer >= 1"),
+    ("--patch-t", "-4", "patch_t must be an integer >= 1"), ("--checkpoint-every", "-1", "checkpoint_every"),
+])
+def test_bad_numbers_refused_in_one_line(stack, tmp_path, capsys, option, value, expected):
+    args = ["train", stack, "--out", tmp_path / "run", option, value]
+    if option not in ("--seconds",):
+        args += ["--steps", "1"]
+    if option not in ("--patch-t",):
+        args += SMALL
+    code, line = _cli(args, capsys)
+    assert code == 2 and expected in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_tiny_time_budget_still_writes_a_model(stack, tmp_path, capsys):
+    out = tmp_path / "run"
+    from napari_unet_att.cli import main
+
+    assert main(["train", str(stack), "--seconds", "1e-9", *SMALL, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "model.pt") in printed and (out / "model.pt").exists()
+    assert ck.load_checkpoint(out / "model.pt").step == 1
+
+
+def test_memory_error_advice_names_only_existing_options(stack, capsys, monkeypatch):
+    from napari_unet_att import metrics
+    from napari_unet_att.cli import main
+
+    def boom(*a, **kw):
+        raise MemoryError
+
+    monkeypatch.setattr(metrics, "evaluate", boom)
+    assert main(["evaluate", str(stack), "--reference", str(stack)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("napari-unet-att evaluate: error: out of memory;") and "--tile-t" not in line

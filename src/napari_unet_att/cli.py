@@ -25,6 +25,12 @@ from .errors import InputError, UserError
 from .signals import Interrupted, StopSignals, signal_name
 
 EXIT_USER_ERROR = 2
+# What each command can do about running out of memory: only options it actually has.
+_MEMORY_HINTS = {
+    "train": "use smaller patches (--patch-t / --patch-xy) or a smaller --batch-size",
+    "denoise": "use smaller tiles (--tile-t) or a smaller --memory-gb",
+    "evaluate": "the stacks (and ROI image) must fit in memory together; evaluate a shorter crop of them",
+}
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
@@ -413,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if args.debug:
             traceback.print_exc()
-        print(f"napari-unet-att {args.command}: error: out of memory; use smaller tiles (--tile-t) or patches",
-              file=sys.stderr)
+        print(f"napari-unet-att {args.command}: error: out of memory; {_MEMORY_HINTS.get(args.command, '')}"
+              .rstrip("; "), file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
         # File-system problems (permissions, missing directories) are the user's to fix.

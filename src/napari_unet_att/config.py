@@ -7,6 +7,7 @@ presets. The UI layers only fill these in; the engine only reads them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -74,6 +75,10 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+# Seeds feed torch and numpy, and each distributed rank adds 1000 x its rank to it.
+MAX_SEED = 2**32 - 1 - 2**20
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs besides the data.
@@ -115,8 +120,20 @@ class TrainConfig:
         get_preset(self.preset)
         if self.steps is not None and self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
-        if self.seconds is not None and self.seconds <= 0:
-            raise InputError(f"seconds must be > 0, got {self.seconds}")
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise InputError(f"seconds must be a finite number > 0, got {self.seconds}")
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 10):
+            raise InputError(f"lr (learning rate) must be a finite number in (0, 10], got {self.lr} (the presets use "
+                             "about 1e-3)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        for name in ("patch_t", "patch_xy", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.checkpoint_every < 0 or self.accumulate < 1:
+            raise InputError(f"checkpoint_every must be >= 0 and accumulate >= 1, got {self.checkpoint_every} and "
+                             f"{self.accumulate}")
         if not 0.0 <= self.l1_weight <= 1.0:
             raise InputError(f"l1_weight must be within [0, 1], got {self.l1_weight}")
         if not 0.0 <= self.val_fraction < 0.5:
@@ -179,8 +196,8 @@ class InferConfig:
             raise InputError(f"output_dtype must be 'float32' or 'input', got {self.output_dtype!r}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.memory_gb is not None and self.memory_gb <= 0:
-            raise InputError(f"memory_gb must be > 0, got {self.memory_gb}")
+        if self.memory_gb is not None and not (math.isfinite(self.memory_gb) and self.memory_gb > 0):
+            raise InputError(f"memory_gb must be a finite number > 0, got {self.memory_gb}")
 
 
 @dataclass
