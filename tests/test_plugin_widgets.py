@@ -171,7 +171,9 @@ def test_training_error_is_reported_and_widget_recovers(viewer, qtbot, tiny_sim,
     assert w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
 
 
-def test_removing_the_input_layer_stops_training(viewer, qtbot, tiny_sim):
+def test_removing_the_input_layer_stops_training(viewer, qtbot, tiny_sim, monkeypatch):
+    warnings_shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings_shown.append)
     w = TrainWidget(viewer)
     _tiny_train_settings(w, steps=100_000)
     w.preview_every.setValue(0)
@@ -181,6 +183,7 @@ def test_removing_the_input_layer_stops_training(viewer, qtbot, tiny_sim):
     viewer.layers.remove(layer)
     _wait_done(qtbot, worker)
     assert w.denoiser.step < 100_000
+    qtbot.waitUntil(lambda: any("was removed" in str(m) for m in warnings_shown), timeout=5000)  # the user is told
 
 
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, tiny_sim):

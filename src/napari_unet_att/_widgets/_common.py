@@ -335,13 +335,47 @@ def start_worker(worker: Any) -> Any:
     return worker
 
 
+def close_when_aborted(worker: Any, gen: Any) -> None:
+    """Close the engine generator ``gen`` if napari aborts ``worker``.
+
+    napari aborts workers itself (the Activity panel's cancel, and every busy task when the
+    window closes) by ``worker.quit()``, which drops the generator at its next ``yield``
+    without closing it: the engine's ``finally`` blocks (sampler / prefetch threads joined,
+    the model saved) would then wait for garbage collection, their threads outliving the
+    viewer. The generator is suspended at that ``yield`` when ``aborted`` is delivered, so
+    closing it here is safe.
+    """
+    worker.aborted.connect(gen.close)
+
+
+def warn_unless_closing(viewer: Any, message: str) -> None:
+    """Show a warning after the current event, unless the viewer was closed meanwhile.
+
+    ``Viewer.close()`` removes every layer before closing its window: a "layer removed"
+    warning then describes the close, not something the user did. napari has no public
+    "closing" signal; its window drops ``_qt_window`` when closed, which is checked here.
+    """
+    from napari.utils.notifications import show_warning
+
+    def show() -> None:
+        if hasattr(getattr(viewer, "window", None), "_qt_window"):
+            show_warning(message)
+
+    QTimer.singleShot(0, show)
+
+
 def worker_busy(worker: Any) -> bool:
     """True while a worker started by :func:`start_worker` has not finished."""
     return worker is not None and bool(getattr(worker, "unet_att_busy", False) or worker.is_running)
 
 
-def stop_worker(worker: Any, timeout_s: float = 30.0) -> bool:
-    """Ask a napari worker to quit and wait (processing Qt events) until it has finished.
+def stop_worker(worker: Any, timeout_s: float = 30.0, quit: bool = False) -> bool:
+    """Wait (processing Qt events) until a worker has finished; with ``quit``, ask it to abort first.
+
+    The callers first ask the engine to end (``Trainer.stop``, the cancel flag of :func:`drain`),
+    which runs the engine generator's ``finally`` (sampler and prefetch threads joined, the
+    model saved). ``quit`` instead makes napari drop the generator at its next ``yield``
+    *without closing it*: those threads would outlive the dock until garbage collection.
 
     Returns True when the worker is no longer running. Events are processed while waiting
     because the worker's ``finished`` signal is delivered through the event loop.
@@ -349,7 +383,8 @@ def stop_worker(worker: Any, timeout_s: float = 30.0) -> bool:
     if worker is None:
         return True
     try:
-        worker.quit()
+        if quit:
+            worker.quit()
     except RuntimeError:  # underlying Qt object already deleted
         return True
     timer = QElapsedTimer()

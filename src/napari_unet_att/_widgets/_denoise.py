@@ -299,6 +299,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
 
         self._pbar = progress(total=0, desc=f"UNet-Att denoising {layer.name}")
         self.worker = create_worker(C.drain, gen, self._cancel, _ignore_errors=True)
+        C.close_when_aborted(self.worker, gen)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(lambda exc: C.report_error(exc, "denoising"))
@@ -384,10 +385,8 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         if C.worker_busy(self.worker) and event.value is self._input_layer:
-            from napari.utils.notifications import show_warning
-
-            show_warning(f"layer {event.value.name!r} was removed: denoising cancelled")
             self.cancel()
+            C.warn_unless_closing(self.viewer, f"layer {event.value.name!r} was removed: denoising cancelled")
 
     # -- evaluate ------------------------------------------------------------------------
     def evaluate(self) -> Any:

@@ -438,7 +438,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self._set_running(True)
         self.status.setText("starting…")
         self._open_pbar(cfg)
-        self.worker = create_worker(C.drain, self.trainer.run(), self._cancel, _ignore_errors=True)
+        run = self.trainer.run()
+        self.worker = create_worker(C.drain, run, self._cancel, _ignore_errors=True)
+        C.close_when_aborted(self.worker, run)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_error)
@@ -577,10 +579,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         if self.running and event.value is self._run_layer:
-            from napari.utils.notifications import show_warning
-
-            show_warning(f"layer {event.value.name!r} was removed: training stopped (the model so far is kept)")
             self.stop()
+            C.warn_unless_closing(self.viewer, f"layer {event.value.name!r} was removed: training stopped (the "
+                                               "model so far is kept)")
 
     # -- model files ---------------------------------------------------------------------
     def load_model(self, path: str | Path) -> Any:
