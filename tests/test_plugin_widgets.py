@@ -142,6 +142,23 @@ def test_training_time_is_estimated_and_the_first_steps_show_no_grey_preview(vie
     assert ticks and all(float(t).is_integer() for t in ticks)  # whole steps on the x axis
 
 
+def test_training_on_several_layers(viewer, qtbot, tiny_sim):
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w, steps=2)
+    a = viewer.add_image(tiny_sim.noisy, name="rec1")
+    b = viewer.add_image(tiny_sim.noisy[:, ::-1].copy(), name="rec2")
+    viewer.add_image(tiny_sim.clean, name="unused")
+    w.layer.value = a
+    w.more_layers.combo.value = [b]
+    viewer.add_image(tiny_sim.clean, name="added later")  # the list follows the viewer, the choice stays
+    assert w.more_layers.value == [b]
+    worker = w.start()
+    assert [s.shape for s in w.trainer.stacks] == [a.data.shape, b.data.shape]
+    _wait_done(qtbot, worker)
+    assert w.denoiser.provenance["sources"] == ["rec1", "rec2"]
+    assert "rec1 and 1 more layer" in w.model_label.text()
+
+
 def test_training_can_be_stopped_and_keeps_the_model(viewer, qtbot, tiny_sim, tmp_path):
     w = TrainWidget(viewer)
     _tiny_train_settings(w, steps=100_000)

@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, Select
 from psygnal import Signal
 from qtpy.QtCore import QCoreApplication, QElapsedTimer, QSize, Qt, QTimer
 from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
@@ -31,7 +31,8 @@ class LayerCombo:
     """A combo box listing the viewer's layers of some types, kept in sync with the viewer.
 
     It follows layers being added, removed, reordered and renamed. ``optional=True`` adds a
-    ``(none)`` entry, whose value is ``None``.
+    ``(none)`` entry, whose value is ``None``. ``multiple=True`` makes it a list in which
+    several layers can be selected (its value is then a list).
 
     Parameters
     ----------
@@ -42,11 +43,17 @@ class LayerCombo:
     optional : bool
     """
 
-    def __init__(self, viewer: Any, layer_types: tuple[type, ...], label: str = "", optional: bool = False) -> None:
+    def __init__(self, viewer: Any, layer_types: tuple[type, ...], label: str = "", optional: bool = False,
+                 multiple: bool = False) -> None:
         self.viewer = viewer
         self.layer_types = layer_types
         self.optional = optional
-        self.combo = ComboBox(label=label, choices=self._choices, nullable=False)
+        self.multiple = multiple
+        if multiple:
+            self.combo = Select(label=label, choices=self._choices, allow_multiple=True, value=[])
+            self.combo.native.setMaximumHeight(90)  # a few rows; it scrolls beyond
+        else:
+            self.combo = ComboBox(label=label, choices=self._choices, nullable=False)
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered", "renamed"):
             emitter = getattr(events, name, None)
@@ -62,7 +69,10 @@ class LayerCombo:
     def _refresh(self, _event: Any = None) -> None:
         current = self.combo.value
         self.combo.reset_choices()
-        if current is not None and current in [v for _, v in self._choices()]:
+        present = [v for _, v in self._choices()]
+        if self.multiple:  # keep the user's choices that still exist
+            self.combo.value = [v for v in current if any(v is p for p in present)]
+        elif current is not None and current in present:
             self.combo.value = current  # keep the user's choice when other layers change
 
     def disconnect(self) -> None:

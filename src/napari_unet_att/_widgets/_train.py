@@ -61,6 +61,8 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self._preview_frames = (0, PREVIEW_FRAMES)
 
         self.layer = C.LayerCombo(napari_viewer, (napari.layers.Image,), label="layer")
+        # More recordings of the same kind train one model (as the CLI does with several files).
+        self.more_layers = C.LayerCombo(napari_viewer, (napari.layers.Image,), label="also train on", multiple=True)
         self._build_ui()
         self._restore_settings()
         self.layer.changed.connect(self.update_check)
@@ -78,6 +80,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         form = QFormLayout()
         lay.addLayout(form)
         form.addRow("Layer", self.layer.native)
+        self.more_layers.native.setToolTip("more recordings for the same model (ctrl/shift-click to pick several); "
+                                           "the layer above is the one previewed")
+        form.addRow("Also train on", self.more_layers.native)
 
         self.mode = QComboBox()
         self.mode.addItems(MODES)
@@ -418,15 +423,19 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         layer = self.layer.value
         try:
             cfg = self.train_config()
-            stack = self._stack(layer)
+            layers = [layer, *(other for other in self.more_layers.value if other is not layer)]
+            stacks = [self._stack(one) for one in layers]
+            stack = stacks[0]  # the layer chosen above: the preview shows it
             resume = self.resume.text().strip() or None
             if resume is None:
-                self._check_fit(stack, cfg)
+                for one in stacks:
+                    self._check_fit(one, cfg)
             self._preview_frames = _preview_window(self.viewer, layer, stack.shape[0])
             cfg.preview_frames = self._preview_frames
             init = self._init_source(cfg)
             out_dir = self.checkpoint_dir.text().strip() or None
-            self.trainer = Trainer([stack], cfg, out_dir=out_dir, resume=resume, init=init, sources=[layer.name])
+            self.trainer = Trainer(stacks, cfg, out_dir=out_dir, resume=resume, init=init,
+                                   sources=[one.name for one in layers])
         except UserError as exc:
             C.report_error(exc, "training")
             return None
@@ -559,6 +568,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
             return
         self.denoiser = den
         origin = f"trained on {self._run_layer.name}" if self._run_layer is not None else "trained"
+        more = len(self.trainer.stacks) - 1 if self.trainer is not None else 0
+        if more > 0:
+            origin += f" and {more} more layer{'s' if more > 1 else ''}"
         C.MODELS.set(self.viewer, den, origin)
 
     def _on_error(self, exc: BaseException) -> None:
@@ -639,8 +651,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
     # -- napari hooks --------------------------------------------------------------------
     def reset_choices(self, *_: Any) -> None:
-        """Called by napari when layers change (our combo also follows the viewer by itself)."""
+        """Called by napari when layers change (our combos also follow the viewer by themselves)."""
         self.layer._refresh()
+        self.more_layers._refresh()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
         _settings.save_settings(SETTINGS_KEY, self.settings())
