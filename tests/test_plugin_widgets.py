@@ -365,3 +365,26 @@ def test_denoise_dock_defaults_to_the_pretrained_generalist(viewer, qtbot, tiny_
     np.testing.assert_allclose(out.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-3)  # brightness kept
     assert out.std() < raw.std()  # it denoised
     assert w.denoiser.provenance.get("normalization") == "input"
+
+
+def test_a_stack_whose_header_calls_its_frames_channels_trains_and_streams(viewer, qtbot, tiny_sim, tiny_denoiser,
+                                                                          tmp_path):
+    """The docks take the axes from the layer as napari shows it, never from a file's labels."""
+    import tifffile
+
+    path = tmp_path / "mislabelled.tif"
+    tifffile.imwrite(path, tiny_sim.noisy, imagej=True, metadata={"axes": "CYX"})  # 24 frames called channels
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.shape == tiny_sim.noisy.shape
+    train = TrainWidget(viewer)
+    _tiny_train_settings(train)
+    assert train.update_check(), train.check_label.text()
+    den = DenoiseWidget(viewer)
+    den.device.setCurrentText("cpu")
+    if hasattr(den, "model_choice"):
+        den.model_choice.setCurrentText(_denoise.CURRENT_MODEL)
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    den.stream.setChecked(True)
+    den.out_path.setText(str(tmp_path / "out.tif"))
+    _wait_done(qtbot, den.denoise(layer))
+    assert tifffile.imread(tmp_path / "out.tif").shape == tiny_sim.noisy.shape

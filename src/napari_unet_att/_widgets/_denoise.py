@@ -277,7 +277,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             stack = C.layer_stack(layer)
             if self.stream.isChecked():
                 out_path = self._output_path(layer)
-                src = _source_path(layer)
+                src = _streamable_source(layer, stack)
                 gen = (iter_denoise_file(src, out_path, den, cfg) if src is not None
                        else _iter_denoise_to(stack, out_path, den, cfg))
             else:
@@ -474,6 +474,25 @@ def _source_path(layer: Any) -> Path | None:
     if path and Path(path).suffix.lower() in (".tif", ".tiff") and Path(path).is_file():
         return Path(path)
     return None
+
+
+def _streamable_source(layer: Any, stack: Any) -> Path | None:
+    """The layer's TIFF when reading it again gives the layer's own stack, else None.
+
+    A file whose header mislabels its axes (frames called channels or slices) is shown by our
+    reader as it is stored, and the layer works as a time-lapse; the file itself would be
+    refused when read again, so such a layer streams from its array instead.
+    """
+    from ..io import read_stack
+
+    src = _source_path(layer)
+    if src is None:
+        return None
+    try:
+        same = tuple(read_stack(src, lazy=True).shape) == tuple(stack.shape)
+    except UserError:
+        return None
+    return src if same else None
 
 
 def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> Any:
