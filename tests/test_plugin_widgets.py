@@ -308,7 +308,13 @@ def test_evaluate_adds_plots_and_metrics(viewer, qtbot, tiny_sim, tiny_denoiser)
     assert len(meta["denoised"]["per_frame"]["psnr"]) == 24 and "psnr" in meta["raw"]
     # By default the plots live in the dock only: the viewer keeps showing the data.
     assert len(viewer.layers) == n_layers and w.plot.figure.axes and w.trace_plot.figure.axes
-    assert "psnr" in w.metrics_label.text()
+    assert "PSNR (dB" in w.metrics_label.text() and "SSIM (0-1)" in w.metrics_label.text()  # with units
+    for plot in (w.plot, w.trace_plot):  # legends drawn whole inside the figure
+        plot.canvas.draw()
+        (legend,) = plot.figure.legends
+        box, fig_box = legend.get_window_extent(), plot.figure.bbox
+        assert fig_box.x0 <= box.x0 and box.x1 <= fig_box.x1 and fig_box.y0 <= box.y0 and box.y1 <= fig_box.y1
+    assert "intensity" in w.trace_plot.figure.axes[0].get_ylabel()
     w.push_plots.setChecked(True)
     _wait_done(qtbot, w.evaluate())
     plot = viewer.layers["movie_denoised_metrics_plot"]

@@ -598,9 +598,18 @@ def plot_metrics(figure: Any, result: dict, denoised_name: str, raw_name: str | 
         ax.set_title(f"{title}\nmean {' → '.join(means)}", fontsize=7)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=6, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45", loc="best")
     for ax in axes[-ncols:]:
         ax.set_xlabel("frame", fontsize=7)
+    # One legend for all panels, below them: inside a panel it hid curves, and long layer names
+    # were cut at the dock's edge.
+    handles, names = axes[0].get_legend_handles_labels()
+    figure.legend(handles, [_short(n) for n in names], loc="outside lower center", ncols=len(names), fontsize=6,
+                  facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45")
+
+
+def _short(name: str, limit: int = 28) -> str:
+    """A layer name short enough for a legend in a dock."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def plot_traces(figure: Any, traces: dict[str, np.ndarray], max_traces: int) -> None:
@@ -618,6 +627,8 @@ def plot_traces(figure: Any, traces: dict[str, np.ndarray], max_traces: int) -> 
             ax.plot(raw[i] + off, color=_COLORS["raw"], linewidth=0.6, label="raw" if i == 0 else None)
         ax.plot(trace + off, color=_COLORS["denoised"], linewidth=0.9, label="denoised" if i == 0 else None)
     ax.set_title(f"ROI traces (first {len(den)})", fontsize=8)
-    ax.set_xlabel("frame")
+    ax.set_xlabel("frame", fontsize=7)
+    ax.set_ylabel("mean intensity in the ROI\n(one ROI per row, offset)", fontsize=7)
     ax.set_yticks([])
-    ax.legend(fontsize=6, facecolor="#262930", labelcolor="#d0d0d0", edgecolor="#3a3d45", loc="upper right")
+    figure.legend(loc="outside lower center", ncols=2, fontsize=6, facecolor="#262930", labelcolor="#d0d0d0",
+                  edgecolor="#3a3d45")

@@ -523,8 +523,21 @@ def _evaluate_job(denoised: Any, reference: Any, raw: Any, masks: Any, ssim: boo
     return result, traces
 
 
+#: How each scalar metric is shown: name, unit and which way is better (see metrics.py for definitions).
+METRIC_LABELS = {
+    "psnr": "PSNR (dB, higher is better)",
+    "psnr_affine": "PSNR after an affine fit (dB)",
+    "ssim": "SSIM (0-1)",
+    "snr3d": "3D SNR (dB)",
+    "nrmse": "NRMSE (fraction of the reference's RMS, lower is better)",
+    "corr_with_mean": "r with the temporal mean (-1..1)",
+    "adjacent_frame_corr": "r with the next frame (-1..1)",
+    "trace_correlation": "ROI trace r vs reference (-1..1)",
+}
+
+
 def _summary_text(result: dict, with_reference: bool) -> str:
-    """Scalar metrics as a few lines (raw -> denoised)."""
+    """Scalar metrics as a few lines (raw -> denoised), each with its unit."""
     den, raw = result.get("denoised", {}), result.get("raw", {})
     names = (["psnr", "psnr_affine", "ssim", "snr3d", "nrmse"] if with_reference else []) + [
         "corr_with_mean", "adjacent_frame_corr", "trace_correlation"]
@@ -534,5 +547,6 @@ def _summary_text(result: dict, with_reference: bool) -> str:
         if d is None or isinstance(d, (list, dict)):
             continue
         r = raw.get(k)
-        lines.append(f"{k}: {r:.4g} → {d:.4g}" if isinstance(r, (int, float)) else f"{k}: {d:.4g}")
+        label = METRIC_LABELS.get(k, k)
+        lines.append(f"{label}: {r:.4g} → {d:.4g}" if isinstance(r, (int, float)) else f"{label}: {d:.4g}")
     return "\n".join(lines)
