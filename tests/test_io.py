@@ -97,7 +97,8 @@ def test_read_compressed_is_lazy_dask(tmp_path):
 def test_read_converts_dtypes_exactly(tmp_path, dtype, values, expected):
     a = np.broadcast_to(np.array(values, dtype=dtype)[:, None, None], (4, 6, 6)).copy()
     p = tmp_path / "d.tif"
-    tifffile.imwrite(p, a, metadata={"axes": "TYX"}, byteorder=">" if dtype.startswith(">") else None)
+    tifffile.imwrite(p, a, metadata={"axes": "TYX"}, byteorder=">" if dtype.startswith(">") else None,
+                     photometric="minisblack")  # frames, not RGB planes (tifffile's guess is deprecated)
     out = tio.read_stack(p)
     assert out.dtype == np.dtype(expected) and out.dtype.isnative
     np.testing.assert_array_equal(np.asarray(out)[:, 0, 0], values)  # same values: no wrap, no rounding
@@ -210,7 +211,7 @@ def test_tiff_array_sparse_regions_read_row_by_row(tmp_path, monkeypatch):
 def test_tiff_array_channels_conversion_and_dask(tmp_path):
     a = _stack((6, 3, 8, 9), dtype=np.int32)
     p = tmp_path / "h.tif"
-    tifffile.imwrite(p, a, imagej=False, metadata={"axes": "TCYX"})
+    tifffile.imwrite(p, a, imagej=False, metadata={"axes": "TCYX"}, photometric="minisblack")
     out = tio.read_stack(p, channel=1)
     assert isinstance(out, tio.TiffArray) and out.dtype == np.float32  # channel + conversion, still lazy
     np.testing.assert_array_equal(out[2:5, 1:4], a[2:5, 1, 1:4].astype(np.float32))
