@@ -54,7 +54,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "fast": Preset("unet_att", 8, 32, 64, 2, 2e-3, "UNet-Att, f=8: a useful model in minutes on a laptop CPU"),
+    "fast": Preset("unet_att", 8, 32, 64, 2, 2e-3,
+                   "UNet-Att, f=8, for CPUs: ~1.6 steps/s with native bfloat16, ~0.55 without (2 cores)"),
     "paper": Preset("unet_att", 16, 64, 64, 1, 5e-4, "UNet-Att as published (f=16, 1.6 M parameters); GPU advised"),
     "unet3d": Preset("unet3d", 16, 32, 64, 2, 5e-4, "plain 3D UNet of DeepCAD-RT / DeepBID (f=16), lighter"),
 }
