@@ -45,12 +45,15 @@ def test_end_to_end_train_save_load_denoise(sim, tmp_path):
     assert abs(float(out.mean()) - float(sim.noisy.mean())) < 0.2 * float(sim.noisy.std())
 
 
+# Exact-equality tests train in float32: oneDNN's bfloat16 convolutions are not bit-reproducible between
+# runs on some CPUs (seen on an AMD EPYC with AVX-512 BF16, even on one thread), which says nothing about
+# our seeding, sampler or resume logic.
 def test_reproducible_for_a_seed(sim):
-    cfg = TrainConfig(steps=3, seed=7, **TINY)
+    cfg = TrainConfig(steps=3, seed=7, amp=False, **TINY)
     a, b = train([sim.noisy], cfg), train([sim.noisy], cfg)
     for (ka, va), (_, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
         assert torch.equal(va, vb), ka
-    c = train([sim.noisy], TrainConfig(steps=3, seed=8, **TINY))
+    c = train([sim.noisy], TrainConfig(steps=3, seed=8, amp=False, **TINY))
     pairs = zip(a.net.state_dict().values(), c.net.state_dict().values(), strict=True)
     assert any(not torch.equal(x, y) for x, y in pairs)
 
@@ -67,7 +70,7 @@ def test_stop_saves_and_returns_model(sim, tmp_path):
 
 
 def test_resume_continues_exactly(sim, tmp_path):
-    cfg = dict(TINY, val_every=100, checkpoint_every=1)
+    cfg = dict(TINY, val_every=100, checkpoint_every=1, amp=False)
     full = train([sim.noisy], TrainConfig(steps=6, seed=3, **cfg))
     # An interrupted run (stopped after 3 of 6 steps) ...
     trainer = Trainer([sim.noisy], TrainConfig(steps=6, seed=3, **cfg), out_dir=tmp_path)
