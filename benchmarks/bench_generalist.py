@@ -38,6 +38,7 @@ from napari_unet_att.simulate import simulate  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []
+ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment, not in the engine)
 
 
 def mean_shift_pct(x: np.ndarray, ref_input: np.ndarray) -> float:
@@ -88,6 +89,12 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
               note=f"{noisy.shape[0] / s:.1f} frames/s")
     print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
+    if ENSEMBLE and den.mode == "temporal":
+        half = np.empty_like(out)
+        half[0::2], half[1::2] = run_model(noisy[0::2], den)[0], run_model(noisy[1::2], den)[0]
+        score(case, "generalist, even / odd frames apart (half rate, as trained)", half, clean, raw, masks)
+        e = score(case, "generalist, mean of full-rate and half-rate", 0.5 * (out + half), clean, raw, masks)
+        print(f"<!-- {case}: ensemble - Gaussian = {e['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- cases
@@ -238,7 +245,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="purenoise: also a model file (e.g. a fine-tuned one)")
     ap.add_argument("--save", help="finetune: write the denoised stack here")
     ap.add_argument("--json", help="also write the rows as JSON")
+    ap.add_argument("--ensemble", action="store_true", help="also score the full + half-rate ensemble")
     a = ap.parse_args(argv)
+    global ENSEMBLE
+    ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:
         a.size = 64  # a (T, 128, 64) raw scan, as the shipped sample
     print("| case | method | PSNR dB (realnext: MSE) | edge PSNR dB | SSIM | trace r | max frame-mean shift % | note |")

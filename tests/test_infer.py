@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -564,3 +565,26 @@ def test_mirrored_views_keep_their_own_means():
     for parity in (0, 1):
         np.testing.assert_allclose(out[:, parity::2].mean(axis=(1, 2)), raw[:, parity::2].mean(axis=(1, 2)),
                                    rtol=1e-5)
+
+
+def test_half_rate_ensemble_is_the_mean_of_full_and_half_rate_passes(tmp_path):
+    rng = np.random.default_rng(8)
+    raw = rng.poisson(3.0, (21, 16, 16)).astype(np.uint16)  # odd length: the halves differ by a frame
+    den = make(DarkenAndBlur(), norm=Normalization(3.0, 1.7))
+    plain = cfg(keep_mean=True)
+    full = infer.denoise(raw, den, plain)
+    even, odd = infer.denoise(raw[0::2], den, plain), infer.denoise(raw[1::2], den, plain)
+    want = full.copy()
+    want[0::2] = 0.5 * (full[0::2] + even)
+    want[1::2] = 0.5 * (full[1::2] + odd)
+    got = infer.denoise(raw, den, cfg(keep_mean=True, half_rate=True))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-5)
+    # streamed to a file (lazily read halves) and to the input's dtype: the same numbers, rounded
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, raw)
+    outp = infer.denoise_file(path, tmp_path / "out.tif", den, cfg(keep_mean=True, half_rate=True,
+                                                                   output_dtype="input"))
+    np.testing.assert_allclose(tifffile.imread(outp), np.clip(np.rint(want), 0, None), atol=1)
+    with pytest.raises(InputError, match="at least 6 frames"):
+        infer.denoise(raw[:5], den, cfg(half_rate=True))

@@ -187,7 +187,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     den = load_model(args.model, mode=args.mode)
     cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
                       tile_t=args.tile_t, memory_gb=args.memory_gb, batch_size=args.batch_size,
-                      normalization="input" if args.input_norm else "model", tta=args.tta)
+                      normalization="input" if args.input_norm else "model", tta=args.tta,
+                      half_rate=args.half_rate)
     outs = _output_paths(args.inputs, args.out)
     # Every output checked before the first is written: none is an input, no two collide, the
     # folders are writable and the disk holds all of them.
@@ -345,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
     d.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
                    help="average over this many flips / rotations of each frame (N times slower; 8: ~+0.3 dB)")
+    d.add_argument("--half-rate", action="store_true",
+                   help="temporal models: also denoise even and odd frames apart (the rate they were trained at) "
+                        "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")

@@ -187,6 +187,7 @@ class InferConfig:
     prefetch: bool = True
     tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): 1, 2, 4 or 8
     keep_mean: bool = True  # shift each output frame to the input frame's mean (infer.keep_frame_means)
+    half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
 
     def __post_init__(self) -> None:
         if self.tta not in (1, 2, 4, 8):

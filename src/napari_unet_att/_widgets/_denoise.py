@@ -112,6 +112,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         self.max_tile_xy.setRange(16, 4096)
         self.norm_source = QComboBox()
         self.norm_source.addItems(["model", "input"])
+        self.half_rate = QCheckBox("half-rate ensemble (temporal models; 2x slower, a little better)")
         self.tta = QComboBox()  # test-time augmentation: N flips / rotations averaged, N times slower
         self.tta.addItems(["1", "2", "4", "8"])
         self.stream = QCheckBox("stream to a file (stacks larger than memory)")
@@ -128,6 +129,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         aform.addRow("Max tile y/x", self.max_tile_xy)
         aform.addRow("Normalisation", self.norm_source)
         aform.addRow("Flips averaged (N x slower)", self.tta)
+        aform.addRow(self.half_rate)
         aform.addRow(self.stream)
         aform.addRow("Output file", row)
         adv.addWidget(inner)
@@ -200,7 +202,8 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
     def infer_config(self) -> InferConfig:
         return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value() or None,
                            max_tile_xy=self.max_tile_xy.value(), output_dtype=self.output_dtype.currentText(),
-                           normalization=self.norm_source.currentText(), tta=int(self.tta.currentText()))
+                           normalization=self.norm_source.currentText(), tta=int(self.tta.currentText()),
+                           half_rate=self.half_rate.isChecked())
 
     # -- model ---------------------------------------------------------------------------
     @property
