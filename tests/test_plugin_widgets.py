@@ -46,10 +46,13 @@ def test_docks_open_as_tabs_without_sideways_scrolling(make_napari_viewer, qtbot
     viewer = make_napari_viewer(show=True)
     main = viewer.window._qt_window  # (test only) Qt's dock API needs the main window
     main.resize(1400, 900)
+    viewer.add_image(np.zeros((3, 8, 8)), name="a recording with a long, descriptive file name " * 2)
     train_dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train denoiser")
     den_dock, den = viewer.window.add_plugin_dock_widget(PLUGIN, "Denoise and evaluate")
     qtbot.waitUntil(lambda: den_dock in main.tabifiedDockWidgets(train_dock), timeout=5000)
     qtbot.wait(50)
+    for w in (train, den):  # long layer names or choices do not widen the dock over the canvas
+        assert w.minimumSizeHint().width() < 560, (type(w).__name__, w.minimumSizeHint())
     assert train.height() > 500  # a tab gets the full height, not half of it
     for w in (train, den):
         scroll = w.findChild(QScrollArea)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Select
 from psygnal import Signal
-from qtpy.QtCore import QCoreApplication, QElapsedTimer, QSize, Qt, QTimer
+from qtpy.QtCore import QCoreApplication, QElapsedTimer, QEvent, QSize, Qt, QTimer
 from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from ..errors import UserError
@@ -249,6 +249,13 @@ class _VerticalScrollArea(QScrollArea):
         super().__init__()
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt naming
+        # QScrollArea filters its widget's events already; when the form's layout changes, our
+        # minimum (derived from the form) changes too, and the dock's layout must hear of it.
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(obj, event)
+
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt naming
         body = self.widget()
         if body is None:
@@ -265,6 +272,8 @@ class DockTabsMixin:
     _tabify_done = False
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
+        if not self._tabify_done:
+            compact_combos(self)  # type: ignore[arg-type]
         super().showEvent(event)  # type: ignore[misc]
         if not self._tabify_done:
             self._tabify_done = True
@@ -276,6 +285,25 @@ class DockTabsMixin:
             tabify_with_siblings(self)  # type: ignore[arg-type]
         except RuntimeError:  # closed before the timer fired: its Qt object is gone
             pass
+
+
+#: Characters a combo box shows at least; longer entries (layer names) are elided, not widening the dock.
+COMBO_MIN_CHARS = 14
+
+
+def compact_combos(widget: QWidget) -> None:
+    """Size every combo box under ``widget`` for a few characters, not for its longest entry.
+
+    Qt's default sizes a combo box for its longest entry, so one long layer name made the
+    dock ~700 px wide; the full names still show in the open list.
+    """
+    from qtpy.QtWidgets import QApplication, QComboBox
+
+    for combo in widget.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(COMBO_MIN_CHARS)
+        # Qt keeps a minimum size computed before the policy changed; a style change drops it.
+        QApplication.sendEvent(combo, QEvent(QEvent.Type.StyleChange))
 
 
 def tabify_with_siblings(widget: QWidget) -> bool:

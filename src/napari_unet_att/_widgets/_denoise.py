@@ -157,7 +157,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         eform.addRow("Reference", self.eval_reference.native)
         eform.addRow("ROIs", self.eval_rois.native)
         self.ssim = QCheckBox("SSIM (slower)")
-        self.push_plots = QCheckBox("also add the plots to the viewer (placed beside the data)")
+        self.push_plots = QCheckBox("also add the plots as layers, beside the data")
         eform.addRow(self.ssim)
         eform.addRow(self.push_plots)
         self.eval_btn = QPushButton("Evaluate")
