@@ -397,3 +397,14 @@ def test_a_stack_whose_header_calls_its_frames_channels_trains_and_streams(viewe
     den.out_path.setText(str(tmp_path / "out.tif"))
     _wait_done(qtbot, den.denoise(layer))
     assert tifffile.imread(tmp_path / "out.tif").shape == tiny_sim.noisy.shape
+
+
+def test_a_folder_of_tiffs_opens_as_one_layer_each(viewer, tmp_path, tiny_sim):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "rec1.tif", tiny_sim.noisy)
+    tifffile.imwrite(tmp_path / "rec2.tiff", tiny_sim.noisy[:, ::-1])
+    (tmp_path / "notes.txt").write_text("not a recording")
+    layers = viewer.open(str(tmp_path), plugin=PLUGIN)
+    assert [layer.name for layer in layers] == ["rec1", "rec2"]
+    assert all(layer.data.shape == tiny_sim.noisy.shape for layer in layers)

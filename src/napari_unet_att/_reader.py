@@ -12,22 +12,35 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return :func:`read_tiffs` when every path is a TIFF file, else None (napari tries others)."""
+    """Return :func:`read_tiffs` when every path is a TIFF file or a folder holding TIFF files,
+    else None (napari tries others)."""
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or not all(str(p).lower().endswith(TIFF_SUFFIXES) for p in paths):
+    if not paths or not all(str(p).lower().endswith(TIFF_SUFFIXES) or _tiff_folder(p) for p in paths):
         return None
     return read_tiffs
 
 
+def _tiff_folder(path: Any) -> bool:
+    """A folder (not a .zarr array) with at least one TIFF file directly in it."""
+    path = Path(path)
+    return (path.is_dir() and path.suffix.lower() != ".zarr"
+            and any(p.suffix.lower() in TIFF_SUFFIXES and p.is_file() for p in path.iterdir()))
+
+
 def read_tiffs(path: str | list[str]) -> list[LayerData]:
-    """One image layer per file, named after the file, data left on disk.
+    """One image layer per file (a folder: per TIFF file in it), named after the file, data left on disk.
+
+    A folder of recordings dropped on napari becomes one layer each, ready to be trained on
+    together (the training dock's "Also train on").
 
     A stack our engine accepts comes through :func:`napari_unet_att.io.read_stack` (memory
     map / dask); anything else it rejects (e.g. several channels without a choice) is still
     shown, as a lazy view of the file, so dropping a file never ends in nothing.
     """
+    from .io import expand_inputs
+
     paths = [path] if isinstance(path, str) else list(path)
-    return [_read_one(Path(p)) for p in paths]
+    return [_read_one(Path(p)) for p in expand_inputs(paths)]
 
 
 def _read_one(path: Path) -> LayerData:
