@@ -22,7 +22,8 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 FAMILY_DESCRIPTION = (
     "simulated two-photon calcium recordings (napari_unet_att.pretraining.random_recording family): "
     "0.2-10 photons/pixel, Gaussian read noise 0.02-1.5 photons, gains 1-80 ADU/photon and offsets 0-2000 ADU, "
-    "uint16 and int16 with negative values, somata of 2-11 px radius at 0.3-2.5x density with dendrites, "
+    "uint16 and int16 with negative values, somata of 1.5-11 px radius at 0.3-2.5x density with dendrites, "
+    "PSF sigma 0.3-2 px, 25% with spatially correlated noise (resampled data), "
     "neurites, neuropil, 5-60 Hz with indicator decays of 0.1-2 s, 15% with saturated bright cells, "
     "no motion / slow drift / AR(1) rho 0.5 / per-frame jitter of 0.2-2 px, 30% with motion during the scan"
 )
