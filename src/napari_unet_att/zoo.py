@@ -421,7 +421,13 @@ def export_bioimageio(den: Denoiser, out: PathLike, sample: Any = None,
     with tempfile.TemporaryDirectory(prefix="unet-att-zoo-") as tmp:
         folder = Path(tmp) / "files"
         folder.mkdir()
-        descr = build_description(den, folder, sample, min_size, name)
+        try:
+            descr = build_description(den, folder, sample, min_size, name)
+        except ValueError as exc:  # pydantic's ValidationError, e.g. a --name the spec refuses
+            if isinstance(exc, InputError):
+                raise
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "errors.pydantic" not in ln]
+            raise InputError("bioimageio.spec refused the package: " + "; ".join(lines[1:4])) from None
         summary = descr.validation_summary
         if summary.status not in ("passed", "valid-format"):
             raise InputError(f"bioimageio.spec refused the package: {summary.format()[:600]}")

@@ -168,6 +168,11 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self.save_btn.setEnabled(False)
         model.addWidget(self.load_btn)
         model.addWidget(self.save_btn)
+        self.export_btn = QPushButton("Export to BioImage Model Zoo…")
+        self.export_btn.setToolTip("Write the model as a bioimage.io package (.zip) that deepImageJ, ilastik, "
+                                   "QuPath and bioimageio.core can run; needs napari-unet-att[bioimageio]")
+        self.export_btn.setEnabled(False)
+        model.addWidget(self.export_btn)
         lay.addLayout(model)
         self.model_label = C.wrap_label("No model yet: train one or load a checkpoint (ours or DeepCAD-RT / "
                                         "UNet-Att / DeepBID weights).", small=True)
@@ -187,6 +192,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self.stop_btn.clicked.connect(self.stop)
         self.load_btn.clicked.connect(self._ask_load)
         self.save_btn.clicked.connect(self._ask_save)
+        self.export_btn.clicked.connect(self._ask_export)
 
     def _build_advanced(self) -> QWidget:
         box = QCollapsible("Advanced")
@@ -491,6 +497,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self.load_btn.setEnabled(not running)
         if running:
             self.save_btn.setEnabled(False)
+            self.export_btn.setEnabled(False)
 
     def _on_event(self, ev: TrainEvent) -> None:
         self.events.append(ev)
@@ -582,6 +589,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self._close_pbar()
         self._set_running(False)
         self.save_btn.setEnabled(self.denoiser is not None)
+        self.export_btn.setEnabled(self.denoiser is not None)
         if self.denoiser is not None and self.events:
             last = self.events[-1]
             where = f"; saved in {self.checkpoint_dir.text().strip()}" if self.checkpoint_dir.text().strip() else ""
@@ -609,6 +617,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self._loaded_path = str(path)
         C.MODELS.set(self.viewer, den, f"loaded from {Path(path).name}")
         self.save_btn.setEnabled(True)
+        self.export_btn.setEnabled(True)
         return den
 
     def save_model(self, path: str | Path) -> Path | None:
@@ -639,6 +648,49 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         if path:
             self.save_model(path)
 
+    def export_model(self, path: str | Path) -> Path | None:
+        """Export the current model as a BioImage Model Zoo package (atomic; ``.zip`` appended when missing).
+
+        The test input is cut from the selected layer when it is large enough, else from the
+        shipped sample recording (see :func:`napari_unet_att.zoo.export_bioimageio`).
+        """
+        from ..zoo import export_bioimageio
+
+        if self.denoiser is None:
+            C.report_error(InputError("no model to export: train one or load a checkpoint first"), "exporting")
+            return None
+        out = Path(path)
+        if out.suffix.lower() != ".zip":
+            out = out.with_name(out.name + ".zip")
+        self.status.setText(f"exporting to {out} …")
+        try:
+            export_bioimageio(self.denoiser, out, sample=self._export_sample())
+        except (UserError, OSError) as exc:
+            C.report_error(exc, "exporting the model")
+            self.status.setText(f"export failed: {exc}")
+            return None
+        self.status.setText(f"model exported to {out}")
+        return out
+
+    def _export_sample(self) -> Any:
+        """The selected layer's stack when every axis holds a smallest tile, else None (shipped sample)."""
+        from ..zoo import DEFAULT_MIN_SIZE
+
+        layer = self.layer.value
+        if layer is None:
+            return None
+        try:
+            stack = C.layer_stack(layer)
+        except UserError:
+            return None
+        shape = getattr(stack, "shape", ())
+        return stack if len(shape) == 3 and min(shape) >= DEFAULT_MIN_SIZE else None
+
+    def _ask_export(self) -> None:
+        path = C.ask_save_path(self, "Export to BioImage Model Zoo", "bioimage.io packages (*.zip)")
+        if path:
+            self.export_model(path)
+
     def _on_model_changed(self, viewer: Any) -> None:
         if viewer is not C._unproxy(self.viewer):
             return
@@ -648,6 +700,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
             self.denoiser = den
             self.model_label.setText(f"Model ({origin}): {den.describe()}")
             self.save_btn.setEnabled(not self.running)
+            self.export_btn.setEnabled(not self.running)
 
     # -- napari hooks --------------------------------------------------------------------
     def reset_choices(self, *_: Any) -> None:
