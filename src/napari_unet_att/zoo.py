@@ -178,18 +178,13 @@ def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
     Float32 on the CPU, no test-time augmentation, the model's normalisation, and any optional
     post-processing step of the engine switched off: the network path that zoo tools reproduce.
     """
-    import dataclasses
-
     from .config import InferConfig
     from .infer import denoise
 
-    kw: dict[str, Any] = {"device": "cpu", "amp": False, "tta": 1, "normalization": "model",
-                          "tile_t": max(8, stack.shape[0]), "max_tile_xy": max(16, *stack.shape[1:])}
-    fields = {f.name for f in dataclasses.fields(InferConfig)}
-    for name in ("keep_frame_mean", "frame_mean", "preserve_frame_mean", "keep_mean"):
-        if name in fields:  # the per-frame mean-keeping step (zoo tools do not apply it)
-            kw[name] = False
-    return np.asarray(denoise(stack, den, InferConfig(**kw)), dtype=np.float32)
+    # keep_mean=False: the engine's per-frame mean-keeping step is ours alone (zoo tools do not apply it)
+    cfg = InferConfig(device="cpu", amp=False, tta=1, normalization="model", keep_mean=False,
+                      tile_t=max(8, stack.shape[0]), max_tile_xy=max(16, *stack.shape[1:]))
+    return np.asarray(denoise(stack, den, cfg), dtype=np.float32)
 
 
 def _trace(den: Denoiser, example: torch.Tensor) -> torch.jit.ScriptModule:
