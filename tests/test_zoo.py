@@ -175,16 +175,12 @@ def test_failed_export_leaves_no_partial_zip(trained, tmp_path, monkeypatch):
 
 
 def test_export_refusals_are_user_errors(trained, monkeypatch, tmp_path):
-    import dataclasses
     import sys
 
     with pytest.raises(InputError, match="multiple of 8"):
         zoo.tile_geometry("unet_att", 20)
     with pytest.raises(InputError, match="at least 16"):
         zoo.tile_geometry("unet_att", 8)
-    imported = dataclasses.replace(trained, provenance={"normalization": "input"})
-    with pytest.raises(InputError, match="own statistics"):
-        zoo.export_bioimageio(imported, tmp_path / "m.zip", min_size=MIN)
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)
     with pytest.raises(InputError, match=r"napari-unet-att\[bioimageio\]"):
         zoo.export_bioimageio(trained, tmp_path / "m.zip", min_size=MIN)
@@ -244,3 +240,15 @@ def test_widget_exports_beside_save_and_loads_the_package(make_napari_viewer, tr
     assert out == tmp_path / "exported.zip" and out.is_file()
     assert w.load_model(out) is not None and w.denoiser.step == trained.step
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported.zip", "m.pt"]
+
+
+def test_a_model_normalising_by_each_input_is_fixed_to_the_sample(trained, tmp_path):
+    import dataclasses
+
+    own = dataclasses.replace(trained, provenance={"normalization": "input"})  # as the generalists do
+    sample = np.random.default_rng(4).poisson(50.0, (40, 40, 40)).astype(np.uint16)
+    out = zoo.export_bioimageio(own, tmp_path / "g.zip", sample=sample, min_size=MIN)
+    den = zoo.load_package(out)
+    assert den.provenance.get("normalization") != "input"
+    assert abs(den.norm.offset - sample.mean()) < 1e-3 * sample.mean() and abs(den.norm.scale - sample.std()) < 0.01
+    assert "its sample's" in den.provenance["zoo_normalization"]

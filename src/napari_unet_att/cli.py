@@ -267,10 +267,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # -- export --------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_any
+    from .pretrained import load_model
     from .zoo import export_bioimageio
 
-    den = load_any(args.model)
+    den = load_model(args.model, mode=args.mode)
     sample = None
     if args.sample:
         from .io import read_stack
@@ -376,7 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     x = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (bioimage.io, .zip)")
-    x.add_argument("model", help="checkpoint (ours, or a reference tool's .pth with stored statistics)")
+    x.add_argument("model", help="checkpoint (ours, or a reference tool's .pth with stored statistics), or "
+                                 "'generalist'")
+    x.add_argument("--mode", choices=("temporal", "mirrored"), default="temporal",
+                   help="with 'generalist': which shipped model")
     x.add_argument("--format", choices=("bioimageio",), default="bioimageio", help="package format")
     x.add_argument("--out", required=True, help="output package, NAME.zip")
     x.add_argument("--sample", help="TIFF to cut the package's test input from (default: the shipped sample)")

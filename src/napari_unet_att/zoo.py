@@ -214,6 +214,12 @@ def _cover(raw: np.ndarray, denoised: np.ndarray, path: Path) -> None:
     mpimg.imsave(path, np.kron(img, np.ones((rep, rep))), cmap="gray", vmin=0, vmax=1)
 
 
+def _ground_truth_note(prov: dict) -> str:
+    if prov.get("targets"):  # the pretrained generalists: simulations with their clean twins
+        return f"; targets: {prov['targets']}"
+    return "; no clean ground truth was used"
+
+
 def _documentation(den: Denoiser, geometry: tuple[int, int, int], name: str) -> str:
     min_size, step, halo = geometry
     prov = den.provenance
@@ -239,10 +245,10 @@ self-supervision mode `{den.mode}`).
 
 ## Training
 
-- data: {sources} (first stack {shape}); no clean ground truth was used
+- data: {prov.get('trained_on', sources)} (first stack {shape}){_ground_truth_note(prov)}
 - steps: {den.step}; created {prov.get('created', 'unknown')}; torch {prov.get('torch', 'unknown')}
 - normalisation stored with the model: offset {den.norm.offset:.6g}, scale {den.norm.scale:.6g}
-  (input units)
+  (input units){chr(10) + '- ' + prov['zoo_normalization'] if 'zoo_normalization' in prov else ''}
 
 ## Inputs and outputs
 
@@ -280,6 +286,25 @@ PSNR / SSIM (`--reference`).
 """
 
 
+def _fixed_to(den: Denoiser, sample: Any) -> Denoiser:
+    """A model that normalises each input by its own statistics, fixed to ``sample``'s for the package.
+
+    The zoo's pre-processing can standardise per input, but its post-processing cannot map the
+    output back with the *input's* statistics the way our engine does, so the package carries
+    fixed ones: those of the sample (the recording the package is made for; ``--sample``).
+    """
+    import dataclasses
+
+    from .normalization import stack_statistics
+
+    mean, sd, _ = stack_statistics(sample)
+    prov = {k: val for k, val in den.provenance.items() if k != "normalization"}
+    prov["zoo_normalization"] = (f"napari-unet-att normalises every recording by its own mean and std; this "
+                                 f"package fixes them to its sample's (mean {mean:.6g}, std {sd:.6g}): export "
+                                 "again with --sample for recordings of another brightness")
+    return dataclasses.replace(den, norm=Normalization(mean, sd if sd > 0 else 1.0), provenance=prov)
+
+
 def build_description(den: Denoiser, folder: Path, sample: Any = None,
                       min_size: int = DEFAULT_MIN_SIZE, name: str | None = None) -> Any:
     """Write a package's files into ``folder`` and return its ``bioimageio.spec`` ModelDescr (not yet zipped).
@@ -291,15 +316,13 @@ def build_description(den: Denoiser, folder: Path, sample: Any = None,
         expressible as the zoo's pre / post-processing), an invalid ``min_size`` or sample.
     """
     spec, v = _spec()
+    sample = default_sample(den) if sample is None else sample
     if den.provenance.get("normalization") == "input":
-        raise InputError("this model normalises every input with its own statistics (imported reference weights "
-                         "without stored statistics); the zoo's post-processing cannot undo that the way "
-                         "napari-unet-att does. Fine-tune it first (train --init MODEL --steps 100) so that it "
-                         "stores its normalisation, then export")
+        den = _fixed_to(den, sample)
     geometry = tile_geometry(den.arch, min_size)
     size, step, halo = geometry
     name = name or f"napari-unet-att {den.preset} {den.mode}"
-    test_in = test_input(den, default_sample(den) if sample is None else sample, size)
+    test_in = test_input(den, sample, size)
     test_out = engine_output(den, test_in)
     np.save(folder / "test_input.npy", test_in[None, None])
     np.save(folder / "test_output.npy", test_out[None, None])
