@@ -155,3 +155,17 @@ def test_train_takes_a_folder_of_tiffs(rec, tmp_path):
     empty.mkdir()
     res = _cli("train", str(empty), "--steps", "1", "--out", str(tmp_path / "run2"))
     assert res.returncode == 2 and "no .tif / .tiff file" in res.stderr
+
+
+def test_denoise_refuses_an_existing_output_unless_overwrite(rec, tmp_path):
+    from napari_unet_att import samples
+
+    model = str(samples.sample_path(samples.TEMPORAL_MODEL))
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"an earlier result")
+    res = _cli("denoise", str(rec / "noisy.tif"), "--model", model, "--out", str(out))
+    assert res.returncode == 2 and "already exists; pass --overwrite" in res.stderr
+    assert out.read_bytes() == b"an earlier result"  # untouched
+    res = _cli("denoise", str(rec / "noisy.tif"), "--model", model, "--out", str(out), "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert tifffile.imread(out).shape == tifffile.imread(rec / "noisy.tif").shape

@@ -159,7 +159,7 @@ def test_disk_full_while_writing_keeps_old_output(files, tmp_path, capsys, monke
     old = np.arange(12 * 16 * 16, dtype=np.float32).reshape(12, 16, 16)
     tifffile.imwrite(out, old)
     bi.install_fault("disk_full_midway", monkeypatch.setattr, tmp_path)
-    refused(["denoise", files["good"], "--model", files["model"], "--out", out], capsys, "denoise",
+    refused(["denoise", files["good"], "--model", files["model"], "--out", out, "--overwrite"], capsys, "denoise",
             "disk is full", "nothing was written")
     np.testing.assert_array_equal(tifffile.imread(out), old)  # the previous result is intact
     assert outputs(tmp_path) == ["o.tif"]  # and no temporary is left

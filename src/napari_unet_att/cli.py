@@ -194,7 +194,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     # folders are writable and the disk holds all of them.
     sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True, axes=args.axes), args.float32)
              for p in args.inputs]
-    check_denoise_outputs(args.inputs, outs, overwrite=getattr(args, "overwrite", True), nbytes=sizes)
+    check_denoise_outputs(args.inputs, outs, overwrite=args.overwrite, nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
         bar = _LazyBar(None, Path(src).name, "tile")
@@ -341,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output TIFF (one input) or directory (several)")
     d.add_argument("--device", default="auto")
     d.add_argument("--float32", action="store_true", help="write float32 (default: the input's dtype, clipped)")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist already (default: refuse, as the napari dock does)")
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
