@@ -152,6 +152,7 @@ def test_training_on_several_layers(viewer, qtbot, tiny_sim):
     b = viewer.add_image(tiny_sim.noisy[:, ::-1].copy(), name="rec2")
     viewer.add_image(tiny_sim.clean, name="unused")
     w.layer.value = a
+    assert [c.name for c in w.more_layers.combo.choices] == ["rec2", "unused"]  # not the chosen layer again
     w.more_layers.combo.value = [b]
     viewer.add_image(tiny_sim.clean, name="added later")  # the list follows the viewer, the choice stays
     assert w.more_layers.value == [b]

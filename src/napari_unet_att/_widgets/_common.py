@@ -44,11 +44,12 @@ class LayerCombo:
     """
 
     def __init__(self, viewer: Any, layer_types: tuple[type, ...], label: str = "", optional: bool = False,
-                 multiple: bool = False) -> None:
+                 multiple: bool = False, exclude: Any = None) -> None:
         self.viewer = viewer
         self.layer_types = layer_types
         self.optional = optional
         self.multiple = multiple
+        self.exclude = exclude  # optional predicate: layers it accepts are not offered
         if multiple:
             self.combo = Select(label=label, choices=self._choices, allow_multiple=True, value=[])
             self.combo.native.setMaximumHeight(90)  # a few rows; it scrolls beyond
@@ -63,7 +64,8 @@ class LayerCombo:
                                                                                     "reordered", "renamed")]
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        found = [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, self.layer_types)]
+        found = [(layer.name, layer) for layer in self.viewer.layers
+                 if isinstance(layer, self.layer_types) and not (self.exclude and self.exclude(layer))]
         return [(NONE_CHOICE, None), *found] if self.optional else found
 
     def _refresh(self, _event: Any = None) -> None:

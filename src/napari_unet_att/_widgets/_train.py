@@ -62,10 +62,12 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
         self.layer = C.LayerCombo(napari_viewer, (napari.layers.Image,), label="layer")
         # More recordings of the same kind train one model (as the CLI does with several files).
-        self.more_layers = C.LayerCombo(napari_viewer, (napari.layers.Image,), label="also train on", multiple=True)
+        self.more_layers = C.LayerCombo(napari_viewer, (napari.layers.Image,), label="also train on", multiple=True,
+                                        exclude=self._not_more_data)
         self._build_ui()
         self._restore_settings()
         self.layer.changed.connect(self.update_check)
+        self.layer.changed.connect(self.more_layers._refresh)  # the chosen layer is not offered twice
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         C.MODELS.changed.connect(self._on_model_changed)
         # Stop a run when the dock is destroyed (closed) even if Python still holds us.
@@ -360,6 +362,10 @@ class TrainWidget(C.DockTabsMixin, QWidget):
                                  f"x {cfg['patch_xy']} patches")
         self.check_label.setStyleSheet("color: #80e080;")
         return True
+
+    def _not_more_data(self, layer: Any) -> bool:
+        """Layers not offered under "Also train on": the chosen one and our own previews / plots."""
+        return layer is self.layer.value or "unet_att" in getattr(layer, "metadata", {})
 
     # -- time estimate -------------------------------------------------------------------
     def _estimate_key(self, cfg: TrainConfig) -> tuple:
