@@ -86,6 +86,7 @@ def test_mode_check_shown_before_start(viewer, tiny_sim):
 
 def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim, monkeypatch):
     monkeypatch.setattr("napari_unet_att._widgets._train.PREVIEW_MIN_STEPS", 1)
+    monkeypatch.setattr("napari_unet_att._widgets._train._STEP_SECONDS", {})
     w = TrainWidget(viewer)
     _tiny_train_settings(w, steps=3)
     viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5))
@@ -101,6 +102,7 @@ def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_si
     assert _common.MODELS.get(viewer)[0] is w.denoiser and w.denoiser.step == 3
     assert w.start_btn.isEnabled() and w.save_btn.isEnabled()
     assert "trained 3 steps" in w.model_label.text()
+    assert "3 steps take about" in w.estimate_label.text()  # the run itself timed this machine
     assert w.init_pretrained.isChecked()  # the default: fine-tune the shipped generalist
     assert w.denoiser.provenance["parent"]["model"] == "generalist"
 
@@ -119,7 +121,8 @@ def test_training_from_random_weights_when_pretrained_is_off(viewer, qtbot, tiny
     assert w.start() is None
 
 
-def test_training_time_is_estimated_and_the_first_steps_show_no_grey_preview(viewer, qtbot, tiny_sim):
+def test_training_time_is_estimated_and_the_first_steps_show_no_grey_preview(viewer, qtbot, tiny_sim, monkeypatch):
+    monkeypatch.setattr("napari_unet_att._widgets._train._STEP_SECONDS", {})  # no timing from earlier tests
     w = TrainWidget(viewer)
     assert (w.budget.value(), w.budget_unit.currentText()) == (5, "minutes")  # a budget a user can read
     assert not w._ax.get_visible()  # no meaningless empty axes before training

@@ -56,6 +56,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self.events: list[TrainEvent] = []  # what the current run reported (tests and plots read it)
         self._cancel = threading.Event()
         self._run_layer: Any = None
+        self._run_key: tuple = ()  # the settings timed by the current run (see _STEP_SECONDS)
         self._pbar: Any = None
         self._loaded_path: str | None = None
         self._preview_frames = (0, PREVIEW_FRAMES)
@@ -459,6 +460,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         self._set_running(True)
         self.status.setText("starting…")
         self._open_pbar(cfg)
+        self._run_key = self._estimate_key(cfg)
         run = self.trainer.run()
         self.worker = create_worker(C.drain, run, self._cancel, _ignore_errors=True)
         C.close_when_aborted(self.worker, run)
@@ -600,6 +602,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
             last = self.events[-1]
             where = f"; saved in {self.checkpoint_dir.text().strip()}" if self.checkpoint_dir.text().strip() else ""
             self.status.setText(f"done: {last.step} steps in {last.elapsed_s:.0f} s{where}")
+            if last.steps_per_s > 0:  # a real run is the best timing: the next budget's estimate uses it
+                _STEP_SECONDS[self._run_key] = 1.0 / last.steps_per_s
+                self._show_estimate()
         self._run_layer = None
         self.trainer = None
 
