@@ -33,6 +33,7 @@ SETTINGS_KEY = "train"
 PREVIEW_FRAMES = 16
 #: Steps from random weights before the preview layer is shown (earlier it is a uniform grey).
 PREVIEW_MIN_STEPS = 50
+NO_ESTIMATE = "how many steps the budget buys here: press Estimate time (a few seconds)"
 _STEP_SECONDS: dict[tuple, float] = {}  # measured seconds per step, by settings (see TrainWidget.estimate)
 
 
@@ -120,7 +121,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         estimate = QHBoxLayout()
         self.estimate_btn = QPushButton("Estimate time")
         self.estimate_btn.setToolTip("time a few training steps of this preset on this machine (a few seconds)")
-        self.estimate_label = C.wrap_label("", small=True)
+        self.estimate_label = C.wrap_label(NO_ESTIMATE, small=True)
         estimate.addWidget(self.estimate_btn)
         estimate.addWidget(self.estimate_label, 1)
         form.addRow(estimate)
@@ -401,7 +402,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
         def failed(exc: BaseException) -> None:
             C.report_error(exc, "estimating the training time")
-            self.estimate_label.setText("")
+            self.estimate_label.setText(NO_ESTIMATE)
 
         self.estimate_worker.returned.connect(done)
         self.estimate_worker.errored.connect(failed)
@@ -418,7 +419,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         except UserError:
             return
         step_s = _STEP_SECONDS.get(self._estimate_key(cfg))
-        self.estimate_label.setText("" if step_s is None else describe_budget(step_s, cfg.steps, cfg.seconds))
+        self.estimate_label.setText(NO_ESTIMATE if step_s is None else describe_budget(step_s, cfg.steps, cfg.seconds))
 
     # -- run -----------------------------------------------------------------------------
     @property
