@@ -121,7 +121,7 @@ def test_denoise_killed_leaves_previous_output(tmp_path):
     previous = np.full((256, 32, 32), 7, np.uint16)
     tifffile.imwrite(out, previous, metadata={"axes": "TYX"})
 
-    proc = _cli("denoise", src, "--model", model, "--out", out, "--tile-t", "8")
+    proc = _cli("denoise", src, "--model", model, "--out", out, "--tile-t", "8", "--overwrite")
     _wait(lambda: bool(_temps(tmp_path)), proc)  # the output is being written
     time.sleep(random.Random(7).uniform(0.0, 0.3))
     _kill(proc)

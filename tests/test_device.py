@@ -57,9 +57,10 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks(monkeypatch: pytest.Mo
             # The first pass grows the heap to the pass's peak; after it, blocks are reused. A block
             # may still land in a fragmented hole and fault some fresh pages (seen in CI: 4,096 faults,
             # one 16 MiB tensor, in one of two passes), so the bound is on the later passes together:
-            # glibc's default refaults every pass in full (> PAGES / 4 each, asserted above).
+            # glibc's default refaults every pass in full (> PAGES / 4 each, asserted above), so three
+            # such passes fault > 3/4 PAGES. (A full suite run saw one later pass fault 12,288 pages.)
             warm = [_faults_of_a_pass() for _ in range(4)]
-            assert sum(warm[1:]) < PAGES // 4, warm
+            assert sum(warm[1:]) < PAGES // 2, warm
         after = [_faults_of_a_pass() for _ in range(2)]
         assert sum(after) < PAGES // 4, after  # the outer job still holds the setting
         held = _rss_mib()

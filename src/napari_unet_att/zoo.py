@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -522,7 +523,8 @@ def load_package(path: PathLike, device: Any = "cpu") -> Denoiser:
                                       "exported by napari-unet-att can be loaded")
             entry = (rdf.get("weights") or {}).get("pytorch_state_dict") or {}
             data = zf.read(str(entry.get("source", "")))
-    except (zipfile.BadZipFile, EOFError, KeyError, OSError, zipfile.LargeZipFile) as exc:
+    except (zipfile.BadZipFile, EOFError, KeyError, OSError, zipfile.LargeZipFile, zlib.error) as exc:
+        # zlib.error: a damaged byte inside a compressed member fails while inflating, before any checksum
         raise CheckpointError(f"{path} is a corrupt or truncated bioimage.io package ({type(exc).__name__}: "
                               f"{str(exc)[:120]})") from None
     if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
