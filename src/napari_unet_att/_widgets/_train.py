@@ -583,6 +583,9 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         if den is None:
             return
         self.denoiser = den
+        if self.trainer is not None and not self.trainer.stopping:
+            # the budget was used up: the bar ends full even if the last event's redraw has not landed yet
+            self.progress.setValue(self.progress.maximum())
         origin = f"trained on {self._run_layer.name}" if self._run_layer is not None else "trained"
         more = len(self.trainer.stacks) - 1 if self.trainer is not None else 0
         if more > 0:
