@@ -29,7 +29,9 @@ MIN = 16
 
 @pytest.fixture(scope="module")
 def trained(tiny_sim):
-    return train([tiny_sim.noisy], TrainConfig(mode="temporal", preset="fast", steps=3, seed=0, **TINY))
+    # float32: a 3-step bf16 run diverged once in a CI run (NaN at step 2, not reproduced in 12 reruns);
+    # these tests are about packaging, not about training
+    return train([tiny_sim.noisy], TrainConfig(mode="temporal", preset="fast", steps=3, seed=0, amp=False, **TINY))
 
 
 @pytest.fixture(scope="module")
