@@ -20,7 +20,7 @@ DEFAULT_PRESET = "fast"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 FAMILY_DESCRIPTION = (
-    "simulated two-photon calcium recordings (napari_unet_att.pretraining.random_recording family): "
+    "simulated two-photon calcium recordings (napari_unet_att.pretraining.draw_params family): "
     "0.2-10 photons/pixel, Gaussian read noise 0.02-1.5 photons, gains 1-80 ADU/photon and offsets 0-2000 ADU, "
     "uint16 and int16 with negative values, somata of 1.5-11 px radius at 0.3-2.5x density with dendrites, "
     "PSF sigma 0.3-2 px, 25% with spatially correlated noise (resampled data), "

@@ -2,10 +2,10 @@
 
 The shipped ``generalist`` models (:mod:`napari_unet_att.pretrained`) are trained here, once, for as
 long as it takes, by ``scripts/train_generalist.py``. Every recording is drawn from
-:func:`random_recording`: photons 0.2-10 per pixel, read noise, offsets and gains like real ADU data
-(uint16, and int16 with negative values), cell size and density, neuropil, dendrites, slow and fast
-indicators at different frame rates, saturated cells, no motion / slow drift / correlated / per-frame
-jitter up to 2 px. Training uses the engine's own pairs (so a user's self-supervised fine-tuning
+:func:`draw_params` and :func:`make_recording`: photons 0.2-10 per pixel, read noise, offsets and
+gains like real ADU data (uint16, and int16 with negative values), cell size and density, neuropil,
+dendrites, slow and fast indicators at different frame rates, saturated cells, no motion / slow drift /
+correlated / per-frame jitter up to 2 px. Training uses the engine's own pairs (so a user's self-supervised fine-tuning
 continues the same task) with the simulator's clean twin as the target: same minimiser, no target
 noise in the gradient.
 
@@ -16,6 +16,7 @@ training recording. A run is resumable at any round boundary (``checkpoint-last.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -160,52 +161,41 @@ def pretrain(
     last = out / LAST_NAME
     while True:
         resume = last if last.exists() else None
-        step0 = _step_of(resume)
-        if _finished(resume):
+        state = _training_state(resume)
+        if _finished(state):
             break
-        r = step0 // round_steps
+        r = int(state.get("step", 0)) // round_steps
         recs = make_pool(cfg.mode, r, pool, shape)
-        log(f"round {r}: {pool} recordings {recs[0].noisy.shape} from step {step0}")
-        run_cfg = cfg if resume is None else TrainConfig(**{**_fields(cfg), "steps": None, "seconds": None})
+        log(f"round {r}: {pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
+        # a resumed run continues the stored schedule: no new budget
+        run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
         trainer = Trainer([rec.noisy for rec in recs], run_cfg, out_dir=out, resume=resume,
                           sources=[f"pretraining round {r} recording {i}" for i in range(pool)],
                           targets=[rec.clean for rec in recs])
-        gen = trainer.run()
-        try:
-            for ev in gen:
-                if on_event is not None:
-                    on_event(ev)
-                if ev.step >= (r + 1) * round_steps:
-                    trainer.stop()
-        except StopIteration:
-            pass
+        for ev in trainer.run():
+            if on_event is not None:
+                on_event(ev)
+            if ev.step >= (r + 1) * round_steps:
+                trainer.stop()
         if trainer.denoiser is None or trainer.denoiser.step < (r + 1) * round_steps:
             break  # the budget ended inside this round
     return out / "model.pt"
 
 
-def _fields(cfg: TrainConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
-
-
-def _step_of(path: Path | None) -> int:
+def _training_state(path: Path | None) -> dict[str, Any]:
+    """The training state saved in ``path`` (empty for a new run)."""
     if path is None:
-        return 0
-    from .checkpoint import load_checkpoint
-
-    return int(load_checkpoint(path).step)
-
-
-def _finished(path: Path | None) -> bool:
-    """Whether the run saved in ``path`` has used its whole budget."""
-    if path is None:
-        return False
+        return {}
     from .checkpoint import load_training_state
 
-    state = load_training_state(path) or {}
-    base_step, base_elapsed, max_steps, max_seconds = state.get("schedule", [0, 0.0, None, None])
+    return load_training_state(path) or {}
+
+
+def _finished(state: dict[str, Any]) -> bool:
+    """Whether the run whose training ``state`` this is has used its whole budget."""
+    if not state:
+        return False
+    _, base_elapsed, max_steps, max_seconds = state.get("schedule", [0, 0.0, None, None])
     if max_steps and int(state.get("step", 0)) >= int(max_steps):
         return True
     return bool(max_seconds) and float(state.get("elapsed_s", 0.0)) - float(base_elapsed) >= float(max_seconds)

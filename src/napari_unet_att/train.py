@@ -215,7 +215,7 @@ class Trainer:
             # The new model's history starts here; only how it normalises its input carries over.
             den.provenance = {k: v for k, v in den.provenance.items() if k == "normalization"}
             den.mode = rcfg["mode"]
-            if self.cfg.lr is None:  # fine-tuning: smaller steps that refine the start, not relearn it
+            if self.cfg.lr is None:  # fine-tuning rate (FINETUNE_LR_FACTOR: measured, see there)
                 rcfg["lr"] = rcfg["lr"] * FINETUNE_LR_FACTOR
             notes.append(f"starting from the weights of {self.init} ({den.arch}, f={den.base_channels}), "
                          f"learning rate {rcfg['lr']:g}")
