@@ -27,25 +27,24 @@ import tifffile
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import edge_mask, edge_psnr, merge_directions  # noqa: E402 - benchmarks folder
+from bench_quality import edge_mask, edge_psnr  # noqa: E402 - benchmarks folder
 
 from napari_unet_att.baselines import best_gaussian, gaussian3d  # noqa: E402
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
 from napari_unet_att.infer import denoise  # noqa: E402
-from napari_unet_att.metrics import psnr, ssim_frames, trace_correlation  # noqa: E402
+from napari_unet_att.metrics import (  # noqa: E402
+    frame_mean_shift_pct,
+    merge_directions,
+    psnr,
+    ssim_frames,
+    trace_correlation,
+)
 from napari_unet_att.pretrained import load_model  # noqa: E402
 from napari_unet_att.simulate import simulate  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []
 ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment, not in the engine)
-
-
-def mean_shift_pct(x: np.ndarray, ref_input: np.ndarray) -> float:
-    """Largest |change| of a frame's mean from the input's, in % of the input frame's mean (no fitting)."""
-    m_in = ref_input.mean(axis=(1, 2), dtype=np.float64)
-    m_out = x.mean(axis=(1, 2), dtype=np.float64)
-    return float(100.0 * np.max(np.abs(m_out - m_in) / np.maximum(np.abs(m_in), 1e-9)))
 
 
 def emit(row: dict) -> None:
@@ -62,7 +61,7 @@ def score(case: str, method: str, x: np.ndarray, clean: np.ndarray, inp: np.ndar
            "edge_psnr": edge_psnr(x, clean, edge_mask(clean), rng),
            "ssim": float(np.mean(ssim_frames(x, clean, data_range=rng))),
            "trace_r": float(np.nanmean(trace_correlation(x, clean, masks))) if masks is not None else "",
-           "mean_shift_pct": mean_shift_pct(x, inp), "note": note}
+           "mean_shift_pct": frame_mean_shift_pct(x, inp), "note": note}
     emit(row)
     return row
 
@@ -176,11 +175,11 @@ def cmd_realnext(a) -> None:
         for method, x, note in (("raw even frames", inp, ""), ("best 3D Gaussian", gauss, f"sigma {best}"),
                                 ("generalist temporal (zero-shot)", out, "")):
             row = {"case": f"{name} next-frame MSE", "method": method, "psnr": mse(x), "edge_psnr": "",
-                   "ssim": "", "trace_r": "", "mean_shift_pct": mean_shift_pct(x, inp), "note": note}
+                   "ssim": "", "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(x, inp), "note": note}
             emit(row)
         m_in, m_out = float(movie.mean()), float(whole.mean())
         emit({"case": f"{name} whole movie", "method": "generalist temporal (zero-shot)", "psnr": "",
-              "edge_psnr": "", "ssim": "", "trace_r": "", "mean_shift_pct": mean_shift_pct(whole, movie),
+              "edge_psnr": "", "ssim": "", "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(whole, movie),
               "note": f"input mean {m_in:.2f}, output mean {m_out:.2f}"})
 
 
@@ -207,7 +206,7 @@ def cmd_purenoise(a) -> None:
         lags = "/".join(f"{_autocorr(tm, k):.3f}" for k in (1, 2, 3))
         edge = tm[border].mean() - tm[~border].mean()
         emit({"case": "flat Poisson 2 ph", "method": name, "psnr": "", "edge_psnr": "", "ssim": "",
-              "trace_r": "", "mean_shift_pct": mean_shift_pct(y, x),
+              "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(y, x),
               "note": f"temporal mean: lag-1/2/3 autocorrelation {lags}, std {tm.std():.3f}, 4-px border minus "
                       f"interior {edge:+.3f}, mean {y.mean():.2f} (input {x.mean():.2f})"})
 

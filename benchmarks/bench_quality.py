@@ -31,15 +31,9 @@ import torch
 from napari_unet_att.baselines import best_gaussian, best_moving_mean
 from napari_unet_att.config import InferConfig, TrainConfig
 from napari_unet_att.infer import denoise
-from napari_unet_att.metrics import psnr, ssim_frames, trace_correlation
+from napari_unet_att.metrics import merge_directions, psnr, ssim_frames, trace_correlation
 from napari_unet_att.simulate import simulate
 from napari_unet_att.train import train
-
-
-def merge_directions(x: np.ndarray) -> np.ndarray:
-    """(T, 2N, N) -> (T, N, N): the average of forward (even) and backward (odd) lines."""
-    x = np.asarray(x, dtype=np.float32)
-    return 0.5 * (x[:, 0::2] + x[:, 1::2])
 
 
 def edge_mask(clean: np.ndarray, fraction: float = 0.1) -> np.ndarray:

@@ -588,3 +588,13 @@ def test_half_rate_ensemble_is_the_mean_of_full_and_half_rate_passes(tmp_path):
     np.testing.assert_allclose(tifffile.imread(outp), np.clip(np.rint(want), 0, None), atol=1)
     with pytest.raises(InputError, match="at least 6 frames"):
         infer.denoise(raw[:5], den, cfg(half_rate=True))
+
+
+def test_every_other_frame_view_reads_like_a_strided_slice():
+    x = np.arange(11 * 2 * 3).reshape(11, 2, 3)
+    for parity in (0, 1):
+        view, ref = infer._EveryOther(x, parity), x[parity::2]
+        assert view.shape == ref.shape
+        for a, b in [(0, 0), (0, None), (1, 3), (2, 2), (3, 100), (4, 1)]:
+            np.testing.assert_array_equal(view[a:b], ref[a:b])
+            np.testing.assert_array_equal(view[a:b, 0:1, 1:3], ref[a:b, 0:1, 1:3])

@@ -24,7 +24,7 @@ from .baselines import best_gaussian
 from .config import InferConfig, TrainConfig
 from .infer import denoise
 from .io import read_stack, write_stack
-from .metrics import psnr, ssim_frames, trace_correlation
+from .metrics import frame_mean_shift_pct, merge_directions, psnr, ssim_frames, trace_correlation
 from .pretrained import load_model, pretrained_path
 
 DEFAULT_OUT = "napari-unet-att-demo"
@@ -37,8 +37,7 @@ def _summary(x: np.ndarray, clean: np.ndarray, rois: np.ndarray | None, brightne
                            "ssim": round(float(np.mean(ssim_frames(x, clean, data_range=rng))), 4)}
     if rois is not None:
         out["trace_r"] = round(float(np.nanmean(trace_correlation(x, clean, rois))), 4)
-    m_in, m_out = brightness_of.mean(axis=(1, 2)), x.mean(axis=(1, 2))
-    out["max_frame_mean_shift_pct"] = round(float(100 * np.max(np.abs(m_out - m_in) / np.abs(m_in))), 3)
+    out["max_frame_mean_shift_pct"] = round(frame_mean_shift_pct(x, brightness_of), 3)
     return out
 
 
@@ -69,14 +68,10 @@ def _case(name: str, mode: str, noisy_name: str, clean_name: str, rois_name: str
     # a bidirectional scan is scored in its physical layout: the two line directions averaged
     result = denoise(noisy, den, InferConfig(device=device, mirrored_output="merged"))
     infer_s = time.perf_counter() - t1
-    raw = noisy.astype(np.float32)
-    y_scale = 1.0
-    if mode == "mirrored":
-        raw = 0.5 * (raw[:, 0::2] + raw[:, 1::2])
-        y_scale = 2.0
-    sigma, gauss, _ = best_gaussian(noisy, clean, y_scale=y_scale)
-    if mode == "mirrored":
-        gauss = 0.5 * (gauss[:, 0::2] + gauss[:, 1::2])
+    physical = merge_directions if mode == "mirrored" else (lambda a: np.asarray(a, dtype=np.float32))
+    raw = physical(noisy)
+    sigma, gauss, _ = best_gaussian(noisy, clean, y_scale=2.0 if mode == "mirrored" else 1.0)
+    gauss = physical(gauss)
     report = {
         "sample": noisy_path.name, "shape": list(noisy.shape), "mode": mode, "model": model_path,
         "model_description": den.describe(),

@@ -637,13 +637,12 @@ class _EveryOther:
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         t, rest = key[0], key[1:]
-        if not isinstance(t, slice):
-            raise TypeError("index time with a slice")
-        start, stop, step = t.indices(self.shape[0])
-        if step != 1 or stop <= start:
-            return np.asarray(self.stack[(slice(self.parity, None, 2),)])[t][(slice(None), *rest)]
-        raw = np.asarray(self.stack[(slice(2 * start + self.parity, 2 * (stop - 1) + self.parity + 1), *rest)])
-        return raw[::2]
+        start, stop, step = t.indices(self.shape[0]) if isinstance(t, slice) else (0, 0, 0)
+        if step != 1:  # the engine reads frame ranges only
+            raise TypeError(f"index time with a contiguous slice, got {t!r}")
+        first = 2 * start + self.parity
+        last = first + max(2 * (stop - start) - 1, 0)  # an empty range reads nothing
+        return np.asarray(self.stack[(slice(first, last), *rest)])[::2]
 
 
 def _iter_half_rate(stack: Any, denoiser: Denoiser, cfg: InferConfig, out: Any) -> Generator[InferEvent, None, Any]:

@@ -29,6 +29,8 @@ __all__ = [
     "corr_with_mean",
     "evaluate",
     "extract_traces",
+    "frame_mean_shift_pct",
+    "merge_directions",
     "nrmse",
     "psnr",
     "psnr_affine",
@@ -299,6 +301,20 @@ def extract_traces(x, masks) -> np.ndarray:
     for t0, c in _frames(x):
         out[:, t0 : t0 + len(c)] = w @ c.reshape(len(c), -1).T
     return out
+
+
+def merge_directions(x) -> np.ndarray:
+    """A bidirectional ``(T, 2N, N)`` stack in its physical layout ``(T, N, N)``: forward (even) and backward
+    (odd) lines averaged, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return 0.5 * (x[:, 0::2] + x[:, 1::2])
+
+
+def frame_mean_shift_pct(x, inp) -> float:
+    """Largest change of a frame's mean from the input frame's mean, in % of the latter (no fitting)."""
+    m_in = np.asarray(inp).mean(axis=(1, 2), dtype=np.float64)
+    m_out = np.asarray(x).mean(axis=(1, 2), dtype=np.float64)
+    return float(100.0 * np.max(np.abs(m_out - m_in) / np.maximum(np.abs(m_in), 1e-9)))
 
 
 def trace_correlation(x, ref, masks) -> np.ndarray:
