@@ -129,3 +129,28 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert np.all(np.diff(f[peak:]) <= 1e-12)  # then only down
     assert f[-1] == pytest.approx(0.0, abs=1e-12) and f[fr >= 0.95].max() < 0.01  # ends at zero
     assert _lr_factor(-1.0) == f[0] and _lr_factor(2.0) == f[-1]  # clamped outside the budget
+
+
+def test_non_finite_gradients_skip_the_update_and_spikes_are_clipped(sim):
+    import napari_unet_att.train as tr
+
+    trainer = Trainer([sim.noisy], TrainConfig(steps=1, **TINY))
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    before = [p.detach().clone() for p in net.parameters()]
+    net.weight.grad = torch.tensor([[float("inf"), 0.0, 0.0]])
+    net.bias.grad = torch.zeros(1)
+    assert not trainer._clip_or_skip(opt, scaler, net, 0)  # an overflowed backward: no update
+    assert all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    net.weight.grad = torch.tensor([[300.0, 400.0, 0.0]])  # norm 500: a spike
+    net.bias.grad = torch.zeros(1)
+    assert trainer._clip_or_skip(opt, scaler, net, 0)
+    assert abs(float(torch.linalg.vector_norm(net.weight.grad)) - tr.GRAD_CLIP) < 1e-4
+    for i in range(tr.MAX_SKIPPED_STEPS):  # a run that never recovers is called diverged
+        net.weight.grad = torch.full((1, 3), float("nan"))
+        assert not trainer._clip_or_skip(opt, scaler, net, i)
+    with pytest.raises(InputError, match="non-finite gradients"):
+        net.weight.grad = torch.full((1, 3), float("nan"))
+        trainer._clip_or_skip(opt, scaler, net, 99)
