@@ -1,7 +1,7 @@
 """Quality of the shipped generalist models on recordings they never saw (issue 11's targets).
 
 Every recording here is held out from the pretraining: simulator seeds below 100000 (pretraining uses
-``napari_unet_att.pretraining.PRETRAIN_SEED0`` = 1000000 and up), and real recordings the pretraining never
+``napari_unet_att.training.pretraining.PRETRAIN_SEED0`` = 1000000 and up), and real recordings the pretraining never
 read. The best 3D Gaussian (its sigma chosen with the ground truth) runs beside the model in the same run.
 
     python benchmarks/bench_generalist.py zeroshot            # 1 / 2 / 5 photons x none / jitter / ar motion
@@ -29,18 +29,18 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import edge_mask, edge_psnr  # noqa: E402 - benchmarks folder
 
-from napari_unet_att.baselines import best_gaussian, gaussian3d  # noqa: E402
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
-from napari_unet_att.infer import denoise  # noqa: E402
-from napari_unet_att.metrics import (  # noqa: E402
+from napari_unet_att.evaluation.baselines import best_gaussian, gaussian3d  # noqa: E402
+from napari_unet_att.evaluation.metrics import (
     frame_mean_shift_pct,
     merge_directions,
     psnr,
     ssim_frames,
     trace_correlation,
 )
-from napari_unet_att.pretrained import load_model  # noqa: E402
-from napari_unet_att.simulate import simulate  # noqa: E402
+from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
+from napari_unet_att.inference.denoising import denoise  # noqa: E402
+from napari_unet_att.model.pretrained import load_model  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []
@@ -213,7 +213,7 @@ def cmd_purenoise(a) -> None:
 
 def cmd_finetune(a) -> None:
     """The generalist fine-tuned for ``--seconds`` on the benchmark recording (or a model from scratch)."""
-    from napari_unet_att.train import train
+    from napari_unet_att.training.trainer import train
 
     sim = simulate(n_frames=400, size=128, photons=2.0, motion_std=0.0, motion="walk", seed=0)
     init = None if a.scratch else "generalist"

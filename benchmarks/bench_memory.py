@@ -1,7 +1,7 @@
 """Peak memory of file-to-file denoising versus file size (issue: scale/speed).
 
 Writes uint16 TIFF recordings chunk by chunk (never whole in RAM; ``tifffile.memmap``), then
-denoises each with :func:`napari_unet_att.infer.denoise_file` in a fresh subprocess and reports
+denoises each with :func:`napari_unet_att.inference.denoising.denoise_file` in a fresh subprocess and reports
 that process's memory:
 
 - ``peak RSS``: ``VmHWM`` (= ``ru_maxrss``, what ``/usr/bin/time -v`` reports as "Maximum
@@ -13,7 +13,7 @@ that process's memory:
   thread: the process's own memory (arrays, tensors, the Python heap) and its mapped file pages;
 - ``baseline``: RSS after imports and model creation, before denoising (interpreter + torch + model).
 
-Networks: ``standin`` is a 3x3x3 mean filter with the :class:`~napari_unet_att.denoiser.Denoiser`
+Networks: ``standin`` is a 3x3x3 mean filter with the :class:`~napari_unet_att.model.denoiser.Denoiser`
 interface and ``arch='unet_att'`` (so the tile plan, reads, blending and rolling accumulator are
 exactly those of a UNet-Att model; only the network's own activations are missing): the
 machinery alone, quickly. A preset name (``fast``, ``unet3d``, ...) runs that real, untrained
@@ -97,10 +97,10 @@ def make_net(kind: str) -> Any:
     """The :class:`Denoiser` to run: the stand-in mean filter or a real preset network."""
     import torch
 
-    from napari_unet_att import networks
     from napari_unet_att.config import PRESETS
-    from napari_unet_att.denoiser import Denoiser
-    from napari_unet_att.normalization import Normalization
+    from napari_unet_att.model import networks
+    from napari_unet_att.model.denoiser import Denoiser
+    from napari_unet_att.model.normalization import Normalization
 
     norm = Normalization(200.0, 70.0)
     if kind == "standin":
@@ -115,7 +115,7 @@ def make_net(kind: str) -> Any:
 def child(in_path: str, out_path: str, kind: str, output_dtype: str) -> None:
     """Denoise ``in_path`` to ``out_path`` and print one JSON line with the memory figures."""
     from napari_unet_att.config import InferConfig
-    from napari_unet_att.infer import denoise_file
+    from napari_unet_att.inference.denoising import denoise_file
 
     den = make_net(kind)
     baseline = _status_kib("VmRSS")

@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from napari_unet_att import networks
-from napari_unet_att.networks import build_network, count_parameters
+from napari_unet_att.model import networks
+from napari_unet_att.model.networks import build_network, count_parameters
 
 VARIANTS = ("fast", "fast_ncdhw_w", "baseline")
 VARIANT_HELP = {

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet_att.baselines import best_gaussian, best_moving_mean
 from napari_unet_att.config import InferConfig, TrainConfig
-from napari_unet_att.infer import denoise
-from napari_unet_att.metrics import merge_directions, psnr, ssim_frames, trace_correlation
-from napari_unet_att.simulate import simulate
-from napari_unet_att.train import train
+from napari_unet_att.evaluation.baselines import best_gaussian, best_moving_mean
+from napari_unet_att.evaluation.metrics import merge_directions, psnr, ssim_frames, trace_correlation
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.training.trainer import train
 
 
 def edge_mask(clean: np.ndarray, fraction: float = 0.1) -> np.ndarray:

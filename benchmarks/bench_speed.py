@@ -2,7 +2,7 @@
 
 For each preset (``config.PRESETS``) an untrained network denoises a 400 x 128 x 128 uint16
 stack (Poisson noise around a smooth background; speed does not depend on the content, nor
-on the weights) with :func:`napari_unet_att.infer.denoise`, and the script prints:
+on the weights) with :func:`napari_unet_att.inference.denoising.denoise`, and the script prints:
 
 - frames/s (best of ``--repeats`` full runs, after a short warm-up);
 - achieved GFLOP/s: the network's convolution FLOPs (2 x multiply-adds, counted by
@@ -39,12 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_unet_att import networks
 from napari_unet_att.config import PRESETS, InferConfig
-from napari_unet_att.denoiser import Denoiser
-from napari_unet_att.device import reuse_freed_memory
-from napari_unet_att.infer import denoise, effective_overlap, plan_tiles, resolve_tiles, tile_shape_for
-from napari_unet_att.normalization import Normalization
+from napari_unet_att.inference.denoising import denoise, effective_overlap, plan_tiles, resolve_tiles, tile_shape_for
+from napari_unet_att.model import networks
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.normalization import Normalization
+from napari_unet_att.runtime.device import reuse_freed_memory
 
 
 def make_stack(shape: Sequence[int] = (400, 128, 128), photons: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -100,7 +100,7 @@ def conv_limit(channels: int = 32, shape: Sequence[int] = (64, 128, 128), repeat
 
     Both memory layouts are timed (contiguous and channels-last) and the faster one is the limit.
     Measured, like the engine's jobs, with freed memory kept in the heap
-    (:func:`~napari_unet_att.device.reuse_freed_memory`): each call's output then does not
+    (:func:`~napari_unet_att.runtime.device.reuse_freed_memory`): each call's output then does not
     page-fault, which would understate the limit.
     """
     with reuse_freed_memory(torch.device("cpu")):

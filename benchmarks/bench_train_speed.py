@@ -1,6 +1,6 @@
 """CPU training speed per preset, and where a step's time goes (issue: scale/speed).
 
-Runs the training step of :mod:`napari_unet_att.train` (same sampler, loss and optimiser:
+Runs the training step of :mod:`napari_unet_att.training.trainer` (same sampler, loss and optimiser:
 ``PatchSampler.sample`` -> ``device.to_device`` -> forward -> ``train.loss_fn`` -> backward ->
 Adam step) with each preset's default patch and batch on a 400 x 128 x 128 uint16 stack, timing
 each part with ``time.perf_counter`` (CPU execution is synchronous, so the timers are exact).
@@ -27,11 +27,11 @@ import torch
 from bench_speed import conv_flops, machine_info, make_stack
 
 from napari_unet_att.config import PRESETS
-from napari_unet_att.device import amp_dtype, autocast, to_device
-from napari_unet_att.networks import build_network
-from napari_unet_att.normalization import Normalization
-from napari_unet_att.pairs import PatchSampler
-from napari_unet_att.train import loss_fn
+from napari_unet_att.model.networks import build_network
+from napari_unet_att.model.normalization import Normalization
+from napari_unet_att.runtime.device import amp_dtype, autocast, to_device
+from napari_unet_att.training.sampler import PatchSampler
+from napari_unet_att.training.trainer import loss_fn
 
 PARTS = ("sample", "to_device", "forward", "backward", "optimizer")
 

@@ -25,8 +25,8 @@ import tifffile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_unet_att import samples  # noqa: E402
-from napari_unet_att.simulate import simulate  # noqa: E402
+from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
+from napari_unet_att.stackio import samples  # noqa: E402
 
 OUT = ROOT / "sample_data"
 REAL_SRC = Path("/work/shared/real-data/thunder_mouse_svoboda_500x64x64.tif")
@@ -84,10 +84,10 @@ def copy_real() -> None:
 
 def make_checkpoint(seconds: float, steps: int | None, seed: int) -> None:
     """Train the small pretrained 'fast' model for the temporal sample."""
-    from napari_unet_att.checkpoint import save_checkpoint
     from napari_unet_att.config import TrainConfig
-    from napari_unet_att.io import read_stack
-    from napari_unet_att.train import train
+    from napari_unet_att.model.checkpoint import save_checkpoint
+    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.training.trainer import train
 
     stack = read_stack(OUT / samples.TEMPORAL_NOISY, lazy=False)
     cfg = TrainConfig(mode="temporal", preset="fast", seconds=None if steps else seconds, steps=steps, seed=seed)

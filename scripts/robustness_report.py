@@ -15,7 +15,7 @@ The table lists, for each input, the exit code and the one line the user sees. F
 ``--checkpoint-every 1`` are ``SIGKILL``-ed at random moments (every other kill the moment a
 checkpoint save has begun), each followed by a check that ``checkpoint-last.pt`` loads and by a
 ``--resume`` run; ``denoise`` runs are killed while writing, and the previous output is checked.
-``--calibrate`` re-measures the memory factors of :mod:`napari_unet_att.resources`.
+``--calibrate`` re-measures the memory factors of :mod:`napari_unet_att.runtime.resources`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_unet_att import checkpoint as ck
-from napari_unet_att.denoiser import Denoiser
-from napari_unet_att.networks import build_network
-from napari_unet_att.normalization import Normalization
+from napari_unet_att.model import checkpoint as ck
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.networks import build_network
+from napari_unet_att.model.normalization import Normalization
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -243,8 +243,8 @@ _CALIBRATE = r"""
 import json, resource, sys
 import torch
 from napari_unet_att import resources
-from napari_unet_att.networks import build_network
-from napari_unet_att.resources import _padded
+from napari_unet_att.model.networks import build_network
+from napari_unet_att.runtime.resources import _padded
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 kind, arch, f, t, y, x, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(int, sys.argv[4:8])

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari
 
-    from napari_unet_att import samples
-    from napari_unet_att._widgets import _common
+    from napari_unet_att._napari import common as _common
+    from napari_unet_att.stackio import samples
 
     viewer = napari.Viewer(title="napari-unet-att", show=True)
     viewer.window._qt_window.resize(1600, 1000)

@@ -9,7 +9,7 @@ finds it.
     nice -n 19 python scripts/train_generalist.py --mode temporal --preset fast --seconds 14400 \\
         --out runs/generalist-temporal-fast --install
 
-See ``napari_unet_att.pretraining`` for the family of recordings, and docs/benchmarks.md for how the
+See ``napari_unet_att.training.pretraining`` for the family of recordings, and docs/benchmarks.md for how the
 shipped models were made and how they score on held-out recordings.
 """
 
@@ -20,10 +20,10 @@ import shlex
 import sys
 import time
 
-from napari_unet_att.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet_att.config import PRESETS, TrainConfig
-from napari_unet_att.pretrained import FAMILY_DESCRIPTION, pretrained_path
-from napari_unet_att.pretraining import pretrain, pretraining_shape
+from napari_unet_att.model.checkpoint import load_checkpoint, save_checkpoint
+from napari_unet_att.model.pretrained import FAMILY_DESCRIPTION, pretrained_path
+from napari_unet_att.training.pretraining import pretrain, pretraining_shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "normalization": "input",  # each recording is normalised by its own statistics, as in training
         "trained_on": FAMILY_DESCRIPTION,
         "recordings": f"{den.step // a.round_steps + 1} rounds of {a.pool} simulated {shape} recordings "
-                      f"(seeds from napari_unet_att.pretraining.PRETRAIN_SEED0 = 1000000 up)",
+                      f"(seeds from napari_unet_att.training.pretraining.PRETRAIN_SEED0 = 1000000 up)",
         "targets": "the simulator's clean twin of the self-supervised target view (same pairs as fine-tuning)",
         "command": "python scripts/train_generalist.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])),
         "steps": int(den.step),

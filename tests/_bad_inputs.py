@@ -107,10 +107,10 @@ def write_model(path: Path) -> Path:
     """A tiny untrained UNet-Att checkpoint (deterministic weights)."""
     import torch
 
-    from napari_unet_att import checkpoint as ck
-    from napari_unet_att.denoiser import Denoiser
-    from napari_unet_att.networks import build_network
-    from napari_unet_att.normalization import Normalization
+    from napari_unet_att.model import checkpoint as ck
+    from napari_unet_att.model.denoiser import Denoiser
+    from napari_unet_att.model.networks import build_network
+    from napari_unet_att.model.normalization import Normalization
 
     torch.manual_seed(0)
     den = Denoiser(build_network("unet_att", 4).eval(), "unet_att", 4, "fast", "temporal",
@@ -122,8 +122,8 @@ def write_bad_models(folder: Path, model: Path, tiff: Path) -> dict[str, Path]:
     """Bad checkpoints made from a good one (``model``) and a TIFF: keys start with ``m_``."""
     import torch
 
-    from napari_unet_att import checkpoint as ck
-    from napari_unet_att.networks import build_network
+    from napari_unet_att.model import checkpoint as ck
+    from napari_unet_att.model.networks import build_network
 
     folder = Path(folder)
     data = Path(model).read_bytes()

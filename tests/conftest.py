@@ -15,7 +15,7 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_sim():
     """A tiny simulated recording (24 x 32 x 32) with ground truth and soma masks."""
-    from napari_unet_att.simulate import simulate
+    from napari_unet_att.evaluation.simulator import simulate
 
     return simulate(n_frames=24, size=32, photons=3.0, seed=3)
 
@@ -25,9 +25,9 @@ def tiny_denoiser():
     """An untrained, small UNet-Att Denoiser (fast to apply; enough to test plumbing)."""
     import torch
 
-    from napari_unet_att.denoiser import Denoiser
-    from napari_unet_att.networks import build_network
-    from napari_unet_att.normalization import Normalization
+    from napari_unet_att.model.denoiser import Denoiser
+    from napari_unet_att.model.networks import build_network
+    from napari_unet_att.model.normalization import Normalization
 
     torch.manual_seed(0)
     net = build_network("unet_att", 4).eval()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet_att import baselines, metrics
 from napari_unet_att.errors import InputError
-from napari_unet_att.simulate import simulate
+from napari_unet_att.evaluation import baselines, metrics
+from napari_unet_att.evaluation.simulator import simulate
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet_att import checkpoint as ck
-from napari_unet_att import networks
 from napari_unet_att.config import TrainConfig
-from napari_unet_att.denoiser import Denoiser
 from napari_unet_att.errors import CheckpointError, ResourceError
-from napari_unet_att.normalization import Normalization
+from napari_unet_att.model import checkpoint as ck
+from napari_unet_att.model import networks
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.normalization import Normalization
 
 
 def _denoiser(arch: str = "unet_att", f: int = 4) -> Denoiser:

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from napari_unet_att.cli import main
-from napari_unet_att.io import read_metadata
-from napari_unet_att.simulate import simulate
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.stackio.io import read_metadata
 
 TINY = ["--patch-t", "8", "--patch-xy", "16", "--batch-size", "1", "--device", "cpu"]
 
@@ -76,7 +76,7 @@ def test_info_describes_model(model, capsys):
 def test_resume_from_cli(files, model):
     assert main(["train", str(files / "noisy.tif"), "--out", str(model.parent), "--steps", "2",
                  "--resume", str(model.parent / "checkpoint-last.pt"), *TINY]) == 0
-    from napari_unet_att.checkpoint import load_checkpoint
+    from napari_unet_att.model.checkpoint import load_checkpoint
 
     assert load_checkpoint(model).step == 5
 

@@ -22,10 +22,10 @@ import pytest
 import tifffile
 import torch
 
-from napari_unet_att import checkpoint as ck
-from napari_unet_att.denoiser import Denoiser
-from napari_unet_att.networks import build_network
-from napari_unet_att.normalization import Normalization
+from napari_unet_att.model import checkpoint as ck
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.networks import build_network
+from napari_unet_att.model.normalization import Normalization
 
 TRAIN = ["--steps", "1000", "--checkpoint-every", "1", "--patch-t", "4", "--patch-xy", "16", "--seed", "0"]
 LAST = "checkpoint-last.pt"

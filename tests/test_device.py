@@ -7,8 +7,8 @@ import resource
 import pytest
 import torch
 
-from napari_unet_att import device
 from napari_unet_att.errors import InputError
+from napari_unet_att.runtime import device
 
 CPU = torch.device("cpu")
 

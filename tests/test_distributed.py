@@ -9,9 +9,9 @@ import sys
 
 import tifffile
 
-from napari_unet_att.checkpoint import load_checkpoint, load_training_state
-from napari_unet_att.distributed import DistEnv, shard
-from napari_unet_att.simulate import simulate
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.model.checkpoint import load_checkpoint, load_training_state
+from napari_unet_att.runtime.distributed import DistEnv, shard
 
 
 def test_shard_round_robin():

@@ -14,7 +14,7 @@ import tifffile
 import torch
 
 from napari_unet_att.config import TrainConfig
-from napari_unet_att.train import Trainer
+from napari_unet_att.training.trainer import Trainer
 
 TINY = dict(patch_t=8, patch_xy=16, batch_size=1, val_every=1000, val_patches=1, device="cpu")
 
@@ -27,7 +27,7 @@ def test_time_budget_ends_within_it_and_reports_100_percent(tiny_sim, monkeypatc
     """
     import types
 
-    import napari_unet_att.train as train_mod
+    import napari_unet_att.training.trainer as train_mod
 
     clock = [0.0]
     fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0], time=time.time, monotonic=time.monotonic,
@@ -57,7 +57,7 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    from napari_unet_att.simulate import simulate
+    from napari_unet_att.evaluation.simulator import simulate
 
     d = tmp_path_factory.mktemp("first_hour")
     sim = simulate(n_frames=24, size=32, photons=3.0, seed=3)
@@ -68,7 +68,7 @@ def rec(tmp_path_factory):
 
 
 def test_info_into_a_closed_pipe_exits_quietly():
-    from napari_unet_att import samples
+    from napari_unet_att.stackio import samples
 
     model = samples.sample_path(samples.TEMPORAL_MODEL)
     proc = subprocess.Popen([sys.executable, "-m", "napari_unet_att", "info", str(model)], stdout=subprocess.PIPE,
@@ -80,7 +80,7 @@ def test_info_into_a_closed_pipe_exits_quietly():
 
 
 def test_a_refused_input_prints_its_error_and_no_progress_bar(tmp_path):
-    from napari_unet_att import samples
+    from napari_unet_att.stackio import samples
 
     model = samples.sample_path(samples.TEMPORAL_MODEL)
     res = _cli("denoise", str(tmp_path / "nonexistent.tif"), "--model", str(model), "--out", str(tmp_path / "o.tif"))
@@ -122,7 +122,7 @@ def test_evaluate_rois_refuses_what_is_not_a_label_image(rec, tmp_path, kind):
 
 
 def test_axes_option_reads_a_stack_whose_header_calls_its_frames_channels(rec, tmp_path):
-    from napari_unet_att import samples
+    from napari_unet_att.stackio import samples
 
     frames = tifffile.imread(rec / "noisy.tif")
     mislabelled = tmp_path / "mislabelled.tif"
@@ -147,7 +147,7 @@ def test_train_takes_a_folder_of_tiffs(rec, tmp_path):
     res = _cli("train", str(folder), "--steps", "1", "--patch-t", "8", "--patch-xy", "16", "--batch-size", "1",
                "--device", "cpu", "--out", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr
-    from napari_unet_att.checkpoint import load_checkpoint
+    from napari_unet_att.model.checkpoint import load_checkpoint
 
     sources = load_checkpoint(json.loads(res.stdout.strip().splitlines()[-1])["model"]).provenance["sources"]
     assert [Path(s).name for s in sources] == ["a.tif", "b.tiff"]
@@ -158,7 +158,7 @@ def test_train_takes_a_folder_of_tiffs(rec, tmp_path):
 
 
 def test_denoise_refuses_an_existing_output_unless_overwrite(rec, tmp_path):
-    from napari_unet_att import samples
+    from napari_unet_att.stackio import samples
 
     model = str(samples.sample_path(samples.TEMPORAL_MODEL))
     out = tmp_path / "out.tif"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet_att import checkpoint as ck
+from napari_unet_att.model import checkpoint as ck
 
 SMALL = ["--patch-t", "4", "--patch-xy", "16"]
 
@@ -111,9 +111,9 @@ def test_signal_during_denoise_leaves_no_file(stack, tmp_path, sig, code):
 
 
 def _save_model(path: Path, base_channels: int = 4):
-    from napari_unet_att.denoiser import Denoiser
-    from napari_unet_att.networks import build_network
-    from napari_unet_att.normalization import Normalization
+    from napari_unet_att.model.denoiser import Denoiser
+    from napari_unet_att.model.networks import build_network
+    from napari_unet_att.model.normalization import Normalization
 
     path.parent.mkdir(parents=True, exist_ok=True)
     den = Denoiser(build_network("unet_att", base_channels), "unet_att", base_channels, "custom", "temporal",
@@ -124,7 +124,7 @@ def _save_model(path: Path, base_channels: int = 4):
 
 def test_stop_signals_policy_in_process():
     """Cooperative first signal, Interrupted on the second or when the job cannot stop cleanly."""
-    from napari_unet_att.signals import Interrupted, StopSignals
+    from napari_unet_att.runtime.signals import Interrupted, StopSignals
 
     asked = []
     with StopSignals() as sig:
@@ -145,8 +145,8 @@ def test_stop_signals_policy_in_process():
 
 def test_trainer_cooperates_only_inside_the_loop(stack):
     from napari_unet_att.config import TrainConfig
-    from napari_unet_att.io import read_stack
-    from napari_unet_att.train import Trainer
+    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.training.trainer import Trainer
 
     trainer = Trainer([read_stack(stack)], TrainConfig(steps=3, patch_t=4, patch_xy=16))
     assert trainer.request_stop() is False  # nothing trained yet: the caller must interrupt
@@ -190,7 +190,7 @@ def test_colliding_denoise_outputs_refused_before_writing(stack, tmp_path, capsy
 
 def test_existing_output_refused_without_overwrite(stack, tmp_path):
     from napari_unet_att.errors import InputError
-    from napari_unet_att.outputs import check_denoise_outputs
+    from napari_unet_att.stackio.outputs import check_denoise_outputs
 
     out = tmp_path / "o.tif"
     out.write_bytes(b"old")
@@ -201,9 +201,9 @@ def test_existing_output_refused_without_overwrite(stack, tmp_path):
 
 
 def test_denoise_outputs_need_room_for_all_files(stack, tmp_path, monkeypatch):
-    from napari_unet_att import io as tio
     from napari_unet_att.errors import ResourceError
-    from napari_unet_att.outputs import check_denoise_outputs
+    from napari_unet_att.stackio import io as tio
+    from napari_unet_att.stackio.outputs import check_denoise_outputs
 
     monkeypatch.setattr(tio, "_free_bytes", lambda d: 5 * 2**19)  # 2.5 MB free: each file fits, both do not
     outs = [tmp_path / "a.tif", tmp_path / "b.tif"]
@@ -230,7 +230,7 @@ def test_train_out_checked_before_training(stack, tmp_path, capsys, out, expecte
 
 def test_train_out_unwritable_or_full_found_first(stack, tmp_path, capsys, monkeypatch):
     import _bad_inputs as bi
-    from napari_unet_att import io as tio
+    from napari_unet_att.stackio import io as tio
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -247,9 +247,9 @@ def test_train_out_unwritable_or_full_found_first(stack, tmp_path, capsys, monke
 def test_two_training_runs_cannot_share_an_out_folder(stack, tmp_path):
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.errors import InputError
-    from napari_unet_att.io import read_stack
-    from napari_unet_att.outputs import LOCK_NAME, OutputLock
-    from napari_unet_att.train import Trainer
+    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.stackio.outputs import LOCK_NAME, OutputLock
+    from napari_unet_att.training.trainer import Trainer
 
     out = tmp_path / "run"
     cfg = TrainConfig(steps=2, patch_t=4, patch_xy=16, checkpoint_every=0)
@@ -269,7 +269,7 @@ def test_two_training_runs_cannot_share_an_out_folder(stack, tmp_path):
 def test_lock_held_by_another_process(stack, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    code = ("import sys, time; from napari_unet_att.outputs import OutputLock; "
+    code = ("import sys, time; from napari_unet_att.stackio.outputs import OutputLock; "
             f"l = OutputLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -317,8 +317,8 @@ class _FullAfter:
 def test_disk_full_during_checkpoint_keeps_the_previous_one(stack, tmp_path, monkeypatch):
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.errors import ResourceError
-    from napari_unet_att.io import read_stack
-    from napari_unet_att.train import Trainer
+    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.training.trainer import Trainer
 
     out = tmp_path / "run"
     monkeypatch.setattr(ck, "open", _FullAfter(1), raising=False)  # step 2's checkpoint does not fit
@@ -400,8 +400,8 @@ def test_flipped_byte_caught_by_the_checksum(tmp_path):
 
 def test_huge_width_refused_before_allocating():
     from napari_unet_att.errors import InputError, ResourceError
-    from napari_unet_att.networks import build_network
-    from napari_unet_att.resources import check_memory
+    from napari_unet_att.model.networks import build_network
+    from napari_unet_att.runtime.resources import check_memory
 
     with pytest.raises(ResourceError, match="base_channels=200000 would need about"):
         build_network("unet3d", 200000)
@@ -438,10 +438,10 @@ def test_saving_a_non_finite_model_is_refused(tmp_path):
 def test_diverged_run_writes_no_nan_model(stack, tmp_path, monkeypatch):
     import torch
 
-    from napari_unet_att import train as train_mod
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.errors import InputError
-    from napari_unet_att.io import read_stack
+    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.training import trainer as train_mod
 
     calls = {"n": 0}
     real = train_mod.loss_fn
@@ -525,8 +525,8 @@ def test_tiny_time_budget_still_writes_a_model(stack, tmp_path, capsys):
 
 
 def test_memory_error_advice_names_only_existing_options(stack, capsys, monkeypatch):
-    from napari_unet_att import metrics
     from napari_unet_att.cli import main
+    from napari_unet_att.evaluation import metrics
 
     def boom(*a, **kw):
         raise MemoryError

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_unet_att import infer
 from napari_unet_att.config import InferConfig, InferEvent
-from napari_unet_att.denoiser import Denoiser
 from napari_unet_att.errors import InputError
-from napari_unet_att.normalization import Normalization
+from napari_unet_att.inference import denoising as infer
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.normalization import Normalization
 
 # --------------------------------------------------------------------------- stand-in models
 
@@ -116,7 +116,8 @@ def test_plan_tiles_cover_exactly(shape, tile, overlap):
 def test_auto_tiles_fit_the_budget_with_receptive_field_overlap():
     import torch
 
-    from napari_unet_att import networks, resources
+    from napari_unet_att.model import networks
+    from napari_unet_att.runtime import resources
 
     rf = networks.receptive_field("unet_att")
     den = make(networks.build_network("unet_att", 8))
@@ -137,7 +138,8 @@ def test_auto_tiles_fit_the_budget_with_receptive_field_overlap():
 def test_default_cpu_budget_narrows_large_frames_not_time():
     import torch
 
-    from napari_unet_att import networks, resources
+    from napari_unet_att.model import networks
+    from napari_unet_att.runtime import resources
 
     den = make(networks.build_network("unet_att", 8))
     shape = (2000, 512, 512)  # a real recording: whole frames would leave a few frames per tile
@@ -155,7 +157,7 @@ def test_auto_tiles_pick_the_fitting_plan_with_least_work():
 
     import torch
 
-    from napari_unet_att import networks
+    from napari_unet_att.model import networks
 
     den = make(networks.build_network("unet_att", 8))
     rf = networks.receptive_field("unet_att")
@@ -492,7 +494,7 @@ def test_denoise_file_atomic_on_error_and_cancel(tmp_path):
 
 
 def test_real_unet_att_small():
-    from napari_unet_att import networks
+    from napari_unet_att.model import networks
 
     torch.manual_seed(0)
     den = make(networks.build_network("unet_att", 4), norm=Normalization(100.0, 10.0))

@@ -14,8 +14,8 @@ import tifffile
 import torch
 import zarr
 
-from napari_unet_att import io as tio
 from napari_unet_att.errors import InputError, ResourceError
+from napari_unet_att.stackio import io as tio
 
 
 def _stack(shape=(5, 12, 10), dtype=np.uint16, seed=0) -> np.ndarray:
@@ -227,10 +227,10 @@ def _mapped(path) -> bool:
 
 
 def test_reading_and_denoising_a_tiff_maps_no_input_pages(tmp_path):
-    from napari_unet_att import infer
     from napari_unet_att.config import InferConfig
-    from napari_unet_att.denoiser import Denoiser
-    from napari_unet_att.normalization import Normalization
+    from napari_unet_att.inference import denoising as infer
+    from napari_unet_att.model.denoiser import Denoiser
+    from napari_unet_att.model.normalization import Normalization
 
     a = _stack((24, 16, 16))
     src = tmp_path / "input_movie.tif"

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_unet_att import metrics
 from napari_unet_att.errors import InputError
+from napari_unet_att.evaluation import metrics
 
 
 @pytest.fixture

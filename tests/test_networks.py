@@ -1,13 +1,13 @@
-"""Tests for napari_unet_att.networks: sizes, shapes, gradients, reference import, receptive field."""
+"""Tests for napari_unet_att.model.networks: sizes, shapes, gradients, reference import, receptive field."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from napari_unet_att import networks
 from napari_unet_att.errors import CheckpointError, InputError
-from napari_unet_att.networks import (
+from napari_unet_att.model import networks
+from napari_unet_att.model.networks import (
     ARCHS,
     UNet3D,
     UNetAtt,

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_unet_att.errors import CheckpointError, InputError
-from napari_unet_att.normalization import Normalization
-from napari_unet_att.pairs import (
+from napari_unet_att.model.normalization import Normalization
+from napari_unet_att.training.sampler import (
     PatchSampler,
     Position,
     check_stack_for_mode,

@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet_att._widgets import DenoiseWidget, TrainWidget, _common, _denoise, denoise_selected_layer
+from napari_unet_att._napari import DenoiseWidget, TrainWidget, denoise_selected_layer
+from napari_unet_att._napari import common as _common
+from napari_unet_att._napari import denoise_dock as _denoise
 
 PLUGIN = "napari-unet-att"
 WAIT_MS = 60_000
@@ -85,8 +87,8 @@ def test_mode_check_shown_before_start(viewer, tiny_sim):
 
 
 def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim, monkeypatch):
-    monkeypatch.setattr("napari_unet_att._widgets._train.PREVIEW_MIN_STEPS", 1)
-    monkeypatch.setattr("napari_unet_att._widgets._train._STEP_SECONDS", {})
+    monkeypatch.setattr("napari_unet_att._napari.train_dock.PREVIEW_MIN_STEPS", 1)
+    monkeypatch.setattr("napari_unet_att._napari.train_dock._STEP_SECONDS", {})
     w = TrainWidget(viewer)
     _tiny_train_settings(w, steps=3)
     viewer.add_image(tiny_sim.noisy, name="movie", scale=(1, 0.5, 0.5))
@@ -122,7 +124,7 @@ def test_training_from_random_weights_when_pretrained_is_off(viewer, qtbot, tiny
 
 
 def test_training_time_is_estimated_and_the_first_steps_show_no_grey_preview(viewer, qtbot, tiny_sim, monkeypatch):
-    monkeypatch.setattr("napari_unet_att._widgets._train._STEP_SECONDS", {})  # no timing from earlier tests
+    monkeypatch.setattr("napari_unet_att._napari.train_dock._STEP_SECONDS", {})  # no timing from earlier tests
     w = TrainWidget(viewer)
     assert (w.budget.value(), w.budget_unit.currentText()) == (5, "minutes")  # a budget a user can read
     assert not w._ax.get_visible()  # no meaningless empty axes before training

@@ -21,16 +21,16 @@ import tifffile
 import torch
 
 import _bad_inputs as bi
-from napari_unet_att import checkpoint as ck
-from napari_unet_att import infer
-from napari_unet_att import io as tio
-from napari_unet_att import resources as res
 from napari_unet_att.cli import main
 from napari_unet_att.config import InferConfig
-from napari_unet_att.denoiser import Denoiser
 from napari_unet_att.errors import CheckpointError, ResourceError
-from napari_unet_att.networks import build_network
-from napari_unet_att.normalization import Normalization
+from napari_unet_att.inference import denoising as infer
+from napari_unet_att.model import checkpoint as ck
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.networks import build_network
+from napari_unet_att.model.normalization import Normalization
+from napari_unet_att.runtime import resources as res
+from napari_unet_att.stackio import io as tio
 
 FAST = list(bi.FAST)
 
@@ -261,7 +261,7 @@ def test_untrusted_checkpoints_refused_on_every_python_path(tmp_path):
 
 def test_untrusted_checkpoints_refused_by_trainer(files, tmp_path):
     from napari_unet_att.config import TrainConfig
-    from napari_unet_att.train import train
+    from napari_unet_att.training.trainer import train
 
     marker = tmp_path / "PWNED"
     stack = tio.read_stack(files["good"])

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from napari_unet_att.errors import InputError
-from napari_unet_att.simulate import SimResult, simulate
+from napari_unet_att.evaluation.simulator import SimResult, simulate
 
 
 def _small(**kw) -> SimResult:

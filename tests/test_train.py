@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet_att.checkpoint import load_checkpoint, load_training_state
 from napari_unet_att.config import InferConfig, TrainConfig
 from napari_unet_att.errors import InputError
-from napari_unet_att.infer import denoise
-from napari_unet_att.simulate import simulate
-from napari_unet_att.train import FINAL_NAME, LAST_NAME, Trainer, iter_train, train
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.model.checkpoint import load_checkpoint, load_training_state
+from napari_unet_att.training.trainer import FINAL_NAME, LAST_NAME, Trainer, iter_train, train
 
 TINY = dict(patch_t=8, patch_xy=16, batch_size=2, val_every=5, val_patches=2, device="cpu")
 
@@ -118,7 +118,7 @@ def test_constant_stack_is_refused():
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
-    from napari_unet_att.train import _lr_factor
+    from napari_unet_att.training.trainer import _lr_factor
 
     fr = np.linspace(0.0, 1.0, 2001)
     f = np.array([_lr_factor(x) for x in fr])
@@ -132,7 +132,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 def test_non_finite_gradients_skip_the_update_and_spikes_are_clipped(sim):
-    import napari_unet_att.train as tr
+    import napari_unet_att.training.trainer as tr
 
     trainer = Trainer([sim.noisy], TrainConfig(steps=1, **TINY))
     net = torch.nn.Linear(3, 1)

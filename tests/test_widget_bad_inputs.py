@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import _bad_inputs as bi
-from napari_unet_att._widgets import _common as C
+from napari_unet_att._napari import common as C
 from napari_unet_att.errors import UserError
 
 PLUGIN = "napari-unet-att"
@@ -384,7 +384,7 @@ def test_reader_keeps_viewable_tiffs_and_notes_why(files, gui):
 def test_runtime_errors_reach_the_user_and_free_the_dock(gui, qtbot, notes, monkeypatch, tiny_denoiser):
     """napari's generator worker swallows RuntimeErrors (ResourceError, torch errors) without
     finishing: the docks must still report them and become usable again."""
-    from napari_unet_att import infer
+    from napari_unet_att.inference import denoising as infer
 
     viewer, docks = gui
     _reset(viewer, docks)

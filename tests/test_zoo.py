@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from napari_unet_att import zoo
-from napari_unet_att.checkpoint import load_any, save_checkpoint
 from napari_unet_att.cli import main
 from napari_unet_att.config import TrainConfig
 from napari_unet_att.errors import CheckpointError, InputError
-from napari_unet_att.io import write_stack
-from napari_unet_att.train import train
+from napari_unet_att.model.checkpoint import load_any, save_checkpoint
+from napari_unet_att.stackio.io import write_stack
+from napari_unet_att.training.trainer import train
 
 bioimageio_core = pytest.importorskip("bioimageio.core")
 TINY = dict(patch_t=8, patch_xy=16, batch_size=2, val_every=5, val_patches=2, device="cpu")
@@ -116,7 +116,7 @@ def test_zoo_prediction_equals_ours_on_a_recording(package, trained, tiny_sim, w
 # ----------------------------------------------------------------------------------------------
 def test_reimported_package_denoises_identically(package, trained, tiny_sim):
     from napari_unet_att.config import InferConfig
-    from napari_unet_att.infer import denoise
+    from napari_unet_att.inference.denoising import denoise
 
     back = load_any(package)
     assert (back.arch, back.base_channels, back.mode, back.step, back.norm) == \
@@ -228,7 +228,7 @@ def test_package_of_another_model_is_refused_naming_it(package, tmp_path):
 
 
 def test_widget_exports_beside_save_and_loads_the_package(make_napari_viewer, trained, tmp_path, monkeypatch):
-    from napari_unet_att._widgets import TrainWidget
+    from napari_unet_att._napari import TrainWidget
 
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)

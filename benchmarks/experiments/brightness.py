@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_unet_att import samples
-from napari_unet_att.checkpoint import load_any
 from napari_unet_att.config import InferConfig
-from napari_unet_att.infer import denoise
-from napari_unet_att.pretrained import load_model
-from napari_unet_att.simulate import simulate
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.model.checkpoint import load_any
+from napari_unet_att.model.pretrained import load_model
+from napari_unet_att.stackio import samples
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "real-data"
 

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import torch
 
-from napari_unet_att.checkpoint import load_checkpoint
 from napari_unet_att.config import InferConfig
-from napari_unet_att.infer import denoise
-from napari_unet_att.metrics import psnr
-from napari_unet_att.simulate import simulate
+from napari_unet_att.evaluation.metrics import psnr
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.model.checkpoint import load_checkpoint
 
 torch.set_num_threads(2)
 sim = simulate(n_frames=400, size=128, photons=2, motion_std=0, seed=0)

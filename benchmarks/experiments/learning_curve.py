@@ -14,12 +14,12 @@ import time
 import numpy as np
 import torch
 
-from napari_unet_att.checkpoint import save_checkpoint
 from napari_unet_att.config import InferConfig, TrainConfig
-from napari_unet_att.infer import denoise
-from napari_unet_att.metrics import psnr
-from napari_unet_att.simulate import simulate
-from napari_unet_att.train import Trainer
+from napari_unet_att.evaluation.metrics import psnr
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.model.checkpoint import save_checkpoint
+from napari_unet_att.training.trainer import Trainer
 
 p = argparse.ArgumentParser()
 p.add_argument("--preset", default="fast")
@@ -41,7 +41,7 @@ a = p.parse_args()
 if a.lr_floor is not None or a.warmup is not None:
     import functools
 
-    import napari_unet_att.train as _train
+    import napari_unet_att.training.trainer as _train
 
     sched = {k: v for k, v in (("floor", a.lr_floor), ("warmup", a.warmup)) if v is not None}
     _train._lr_factor = functools.partial(_train._lr_factor, **sched)

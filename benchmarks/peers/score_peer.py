@@ -25,9 +25,9 @@ import tifffile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_quality import edge_mask, score  # noqa: E402 - benchmarks folder
 
-from napari_unet_att.baselines import best_gaussian  # noqa: E402
-from napari_unet_att.metrics import psnr_affine  # noqa: E402
-from napari_unet_att.simulate import SimResult, simulate  # noqa: E402
+from napari_unet_att.evaluation.baselines import best_gaussian  # noqa: E402
+from napari_unet_att.evaluation.metrics import psnr_affine  # noqa: E402
+from napari_unet_att.evaluation.simulator import SimResult, simulate  # noqa: E402
 
 PHOTONS, MOTION = 2.0, 0.0
 

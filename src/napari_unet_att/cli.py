@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__
 from .config import MODE_HELP, MODES, PRESETS, InferConfig, TrainConfig, run_to_end
 from .errors import InputError, UserError
-from .signals import Interrupted, StopSignals, signal_name
+from .runtime.signals import Interrupted, StopSignals, signal_name
 
 EXIT_USER_ERROR = 2
 # What each command can do about running out of memory: only options it actually has.
@@ -39,7 +39,7 @@ EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPI
 def _progress_bar(total: float | None, desc: str, unit: str, percent: bool = False):
     from tqdm.auto import tqdm
 
-    from .distributed import dist_env
+    from .runtime.distributed import dist_env
 
     env = dist_env()
     if env.enabled:
@@ -77,22 +77,22 @@ class _LazyBar:
 
 
 def _read_inputs(paths: Sequence[str], channel: int | None, axes: str | None = None) -> list:
-    from .io import read_stack
+    from .stackio.io import read_stack
 
     return [read_stack(p, channel=channel, lazy=True, axes=axes) for p in paths]
 
 
 def _expand_inputs(args: argparse.Namespace) -> None:
     """Replace folders among ``args.inputs`` by the TIFF files in them (before anything else)."""
-    from .io import expand_inputs
+    from .stackio.io import expand_inputs
 
     args.inputs = expand_inputs(args.inputs)
 
 
 # -- train ---------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from .distributed import dist_env, shutdown
-    from .train import FINAL_NAME, Trainer
+    from .runtime.distributed import dist_env, shutdown
+    from .training.trainer import FINAL_NAME, Trainer
 
     cfg = TrainConfig(
         mode=args.mode, preset=args.preset, steps=args.steps, seconds=args.seconds, patch_t=args.patch_t,
@@ -156,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _saved_note(trainer: Any, out: str) -> str:
     """What an interrupted training run left behind, for the one line the user sees."""
-    from .train import LAST_NAME
+    from .training.trainer import LAST_NAME
 
     if trainer.saved is not None:
         return f"the model trained so far (step {trainer.denoiser.step}) is saved in {trainer.saved}"
@@ -177,11 +177,11 @@ def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from .distributed import shard
-    from .infer import iter_denoise_file
-    from .io import read_stack
-    from .outputs import check_denoise_outputs, output_nbytes
-    from .pretrained import load_model
+    from .inference.denoising import iter_denoise_file
+    from .model.pretrained import load_model
+    from .runtime.distributed import shard
+    from .stackio.io import read_stack
+    from .stackio.outputs import check_denoise_outputs, output_nbytes
 
     _expand_inputs(args)
     den = load_model(args.model, mode=args.mode)
@@ -219,8 +219,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .io import read_stack
-    from .metrics import evaluate
+    from .evaluation.metrics import evaluate
+    from .stackio.io import read_stack
 
     def read(path: str) -> np.ndarray:
         return np.asarray(read_stack(path, channel=args.channel, lazy=True, axes=args.axes))
@@ -230,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     raw = read(args.raw) if args.raw else None
     masks, rois_used = None, None
     if args.rois:
-        from .rois import read_rois
+        from .stackio.rois import read_rois
 
         masks, rois_used = read_rois(args.rois, den.shape[1:])
         if ref is None:  # traces are compared with the reference's: say so rather than print nothing
@@ -257,7 +257,7 @@ def _scalars_only(d: Any) -> Any:
 
 # -- info ----------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from .pretrained import load_model
+    from .model.pretrained import load_model
 
     den = load_model(args.model, mode=args.mode)
     print(den.describe())
@@ -267,13 +267,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # -- export --------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from .pretrained import load_model
+    from .model.pretrained import load_model
     from .zoo import export_bioimageio
 
     den = load_model(args.model, mode=args.mode)
     sample = None
     if args.sample:
-        from .io import read_stack
+        from .stackio.io import read_stack
 
         sample = read_stack(args.sample, channel=args.channel, lazy=True)
     out = export_bioimageio(den, args.out, sample=sample, min_size=args.min_tile, name=args.name)

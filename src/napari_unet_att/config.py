@@ -31,7 +31,7 @@ class Preset:
     Attributes
     ----------
     arch : {'unet_att', 'unet3d'}
-        Network family (see :mod:`napari_unet_att.networks`).
+        Network family (see :mod:`napari_unet_att.model.networks`).
     base_channels : int
         Channels of the first level (``f`` in METHODS.md); levels have f, 2f, 4f, 8f.
     patch_t, patch_xy : int

@@ -2,7 +2,7 @@
 
 Denoises the simulated samples with the shipped **generalist** models (pretrained offline on other
 simulated recordings: the samples' seeds were never part of the pretraining, see
-:mod:`napari_unet_att.pretraining`), or with a model fine-tuned from them for ``train_seconds``, and
+:mod:`napari_unet_att.training.pretraining`), or with a model fine-tuned from them for ``train_seconds``, and
 scores the result beside the raw data and the best 3D Gaussian filter (its sigma chosen with the
 ground truth, which no real user has) against the simulator's ground truth: PSNR, SSIM, the
 correlation of the soma traces with the true ones, and how far each frame's mean brightness moved.
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from . import samples
-from .baselines import best_gaussian
 from .config import InferConfig, TrainConfig
-from .infer import denoise
-from .io import read_stack, write_stack
-from .metrics import frame_mean_shift_pct, merge_directions, psnr, ssim_frames, trace_correlation
-from .pretrained import load_model, pretrained_path
+from .evaluation.baselines import best_gaussian
+from .evaluation.metrics import frame_mean_shift_pct, merge_directions, psnr, ssim_frames, trace_correlation
+from .inference.denoising import denoise
+from .model.pretrained import load_model, pretrained_path
+from .stackio import samples
+from .stackio.io import read_stack, write_stack
 
 DEFAULT_OUT = "napari-unet-att-demo"
 
@@ -45,7 +45,7 @@ def _model(mode: str, train_seconds: float, noisy: np.ndarray, out: Path, device
     """The shipped generalist, or one fine-tuned from it on ``noisy`` for ``train_seconds``."""
     if train_seconds <= 0:
         return load_model("generalist", mode=mode), str(pretrained_path(mode))
-    from .train import FINAL_NAME, train
+    from .training.trainer import FINAL_NAME, train
 
     log(f"fine-tuning the {mode} generalist on the sample for {train_seconds:g} s ...")
     run = out / f"finetuned-{mode}"

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, networks
-from .denoiser import Denoiser
+from . import __version__
 from .errors import CheckpointError, InputError
-from .io import atomic_file
-from .normalization import Normalization
+from .model import networks
+from .model.denoiser import Denoiser
+from .model.normalization import Normalization
+from .stackio.io import atomic_file
 
 PathLike = str | os.PathLike
 
@@ -119,7 +120,7 @@ def _sha256(path: Path) -> str:
 
 def _metadata(den: Denoiser) -> dict[str, Any]:
     """Our checkpoint metadata (everything but the weights), as plain YAML values."""
-    from .checkpoint import _to_dict  # the one place that says what a checkpoint stores
+    from .model.checkpoint import _to_dict  # the one place that says what a checkpoint stores
 
     meta = {k: v for k, v in _to_dict(den).items() if k not in ("state_dict", "magic")}
     meta["package_format"] = PACKAGE_FORMAT
@@ -141,8 +142,8 @@ def _yaml_safe(obj: Any) -> Any:
 
 def default_sample(den: Denoiser) -> Any:
     """The shipped simulated recording of the model's mode, for the test input (read lazily)."""
-    from . import samples
-    from .io import read_stack
+    from .stackio import samples
+    from .stackio.io import read_stack
 
     name = samples.BIDIR_NOISY if den.mode == "mirrored" else samples.TEMPORAL_NOISY
     return read_stack(samples.sample_path(name), lazy=True)
@@ -180,7 +181,7 @@ def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
     post-processing step of the engine switched off: the network path that zoo tools reproduce.
     """
     from .config import InferConfig
-    from .infer import denoise
+    from .inference.denoising import denoise
 
     # keep_mean=False: the engine's per-frame mean-keeping step is ours alone (zoo tools do not apply it)
     cfg = InferConfig(device="cpu", amp=False, tta=1, normalization="model", keep_mean=False,
@@ -296,7 +297,7 @@ def _fixed_to(den: Denoiser, sample: Any) -> Denoiser:
     """
     import dataclasses
 
-    from .normalization import stack_statistics
+    from .model.normalization import stack_statistics
 
     mean, sd, _ = stack_statistics(sample)
     prov = {k: val for k, val in den.provenance.items() if k != "normalization"}
@@ -509,7 +510,7 @@ def load_package(path: PathLike, device: Any = "cpu") -> Denoiser:
         Missing / corrupt zip, not a bioimage.io package, a package of another model (named),
         weights that fail their sha256 or do not match the stored architecture.
     """
-    from .checkpoint import _build, _device
+    from .model.checkpoint import _build, _device
 
     path = Path(path)
     if not path.is_file():

@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, networks
+from .. import __version__
+from ..errors import CheckpointError, InputError, ResourceError
+from ..stackio.io import atomic_file
+from . import networks
 from .denoiser import Denoiser
-from .errors import CheckpointError, InputError, ResourceError
-from .io import atomic_file
 from .normalization import Normalization
 
 MAGIC = "napari-unet-att"
@@ -365,7 +366,7 @@ class CheckpointFields:
             return CheckpointError(f"{path}: invalid {field} {_short(ck.get(field))}; expected {expected}; the file "
                                    "is damaged or was not written by napari-unet-att")
 
-        from .config import MODES
+        from ..config import MODES
 
         if not isinstance(ck["arch"], str) or ck["arch"] not in networks.ARCHS:
             raise CheckpointError(f"{path}: unknown network architecture {_short(ck['arch'])}; expected one of: "
@@ -412,7 +413,7 @@ def _short(x: Any) -> str:
 
 
 def _device(device: Any) -> torch.device:
-    from .device import resolve_device
+    from ..runtime.device import resolve_device
 
     return device if isinstance(device, torch.device) else resolve_device(str(device))
 
@@ -605,7 +606,7 @@ def load_any(path: PathLike, device: Any = "cpu") -> Denoiser:
     napari-unet-att (:func:`~napari_unet_att.zoo.load_package`; other packages are refused, named).
     """
     path = Path(path)
-    from . import zoo
+    from .. import zoo
 
     if zoo.is_package(path):
         return zoo.load_package(path, device)

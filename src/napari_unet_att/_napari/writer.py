@@ -1,4 +1,4 @@
-"""napari writer: an image layer to a TIFF, atomically, through :func:`napari_unet_att.io.write_stack`."""
+"""napari writer: an image layer to a TIFF, atomically, through :func:`napari_unet_att.stackio.io.write_stack`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, UserError
+from ..errors import InputError, UserError
 
 
 class WriteError(UserError, OSError):
@@ -27,7 +27,7 @@ def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """
     import numpy as np
 
-    from .io import write_stack
+    from ..stackio.io import write_stack
 
     out = Path(path)
     if out.suffix.lower() not in (".tif", ".tiff"):

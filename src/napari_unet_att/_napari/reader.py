@@ -33,19 +33,19 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
     A folder of recordings dropped on napari becomes one layer each, ready to be trained on
     together (the training dock's "Also train on").
 
-    A stack our engine accepts comes through :func:`napari_unet_att.io.read_stack` (memory
+    A stack our engine accepts comes through :func:`napari_unet_att.stackio.io.read_stack` (memory
     map / dask); anything else it rejects (e.g. several channels without a choice) is still
     shown, as a lazy view of the file, so dropping a file never ends in nothing.
     """
-    from .io import expand_inputs
+    from ..stackio.io import expand_inputs
 
     paths = [path] if isinstance(path, str) else list(path)
     return [_read_one(Path(p)) for p in expand_inputs(paths)]
 
 
 def _read_one(path: Path) -> LayerData:
-    from .errors import InputError
-    from .io import read_stack
+    from ..errors import InputError
+    from ..stackio.io import read_stack
 
     meta: dict[str, Any] = {"source_path": str(path)}
     try:
@@ -61,7 +61,7 @@ def _read_one(path: Path) -> LayerData:
 def _viewable(path: Path, exc: Exception) -> Any:
     """A lazy view of a TIFF the engine refused for its layout only (2D, channels, bool), else None.
 
-    :func:`~napari_unet_att.io.read_stack` reports layout and dtype problems of a readable
+    :func:`~napari_unet_att.stackio.io.read_stack` reports layout and dtype problems of a readable
     TIFF as ``"file NAME: found shape ..."``; problems with the file itself (missing, not a
     TIFF, truncated) name its full path. Only the first kind can be shown: a truncated file
     would fail later, while napari draws it, with an error nobody can act on. Data napari

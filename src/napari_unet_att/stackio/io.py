@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .errors import InputError, ResourceError
+from ..errors import InputError, ResourceError
 
 #: dtypes the engine takes as they are; others are converted exactly (see :func:`as_timelapse`).
 NATIVE_DTYPES = tuple(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
@@ -742,7 +742,7 @@ def _layout(shape: tuple[int, ...], dtype: np.dtype) -> tuple[bool, bool, str | 
 
 def _tiff_metadata(metadata: dict[str, Any] | None, imagej: bool, axes: str | None) -> dict[str, Any]:
     """tifffile ``metadata``: axes plus our JSON (ImageJ 'Info' property, or the JSON description)."""
-    from . import __version__
+    from .. import __version__
 
     md = {"software": f"napari-unet-att {__version__}",
           "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -1086,7 +1086,7 @@ def _reserve(tmp: Path, path: Path) -> None:
 def _zarr_output(path: Path, shape: tuple[int, ...], dtype: np.dtype, metadata: dict[str, Any] | None) -> Iterator[Any]:
     import zarr
 
-    from . import __version__
+    from .. import __version__
 
     tmp = _temp_name(path)
     try:

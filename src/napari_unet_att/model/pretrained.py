@@ -3,7 +3,7 @@
 ``generalist`` (in ``--model`` / ``--init``, the widgets and the Python API) resolves to the shipped
 weights for the data's self-supervision mode: ``pretrained/generalist_<mode>_<preset>.pt`` inside the
 package. They were trained offline by ``scripts/train_generalist.py`` on simulated recordings only
-(:mod:`napari_unet_att.pretraining`), normalise every input by its own statistics, and can be used at
+(:mod:`napari_unet_att.training.pretraining`), normalise every input by its own statistics, and can be used at
 once (zero-shot) or fine-tuned on a user's recording (``train --init generalist``).
 """
 
@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 GENERALIST = "generalist"
 DEFAULT_PRESET = "fast"
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 FAMILY_DESCRIPTION = (
-    "simulated two-photon calcium recordings (napari_unet_att.pretraining.draw_params family): "
+    "simulated two-photon calcium recordings (napari_unet_att.training.pretraining.draw_params family): "
     "0.2-10 photons/pixel, Gaussian read noise 0.02-1.5 photons, gains 1-80 ADU/photon and offsets 0-2000 ADU, "
     "uint16 and int16 with negative values, somata of 1.5-11 px radius at 0.3-2.5x density with dendrites, "
     "PSF sigma 0.3-2 px, 25% with spatially correlated noise (resampled data), "

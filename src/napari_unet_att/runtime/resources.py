@@ -34,7 +34,7 @@ training    3d    16, 32x64x64 x2 3.71   4.0
 ==========  ====  ==============  =====  ==========
 
 The inference factors in use are higher than that table: since jobs keep freed memory in
-the heap (:func:`~napari_unet_att.device.reuse_freed_memory`), its fragmentation adds to the
+the heap (:func:`~napari_unet_att.runtime.device.reuse_freed_memory`), its fragmentation adds to the
 peak. Re-measured on whole ``infer.denoise`` runs of 128 x 128 stacks (two threads, peak
 ``RssAnon`` above the RSS before the job, minus the output array), the passes needed
 1.13-1.26x the old unet_att estimate (``fast`` tiles of 64, 136 and 200 frames, ``paper`` 64)
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ResourceError
+from ..errors import ResourceError
 
 #: Peak inference memory / summed hooked layer outputs, per architecture (calibrated on CPU, module docstring).
 INFER_FACTOR: dict[str, float] = {"unet_att": 1.25, "unet3d": 1.65}
@@ -69,7 +69,7 @@ _PROBE = 32  # probe edge: a multiple of 8 and >= every architecture's minimum s
 
 
 def _padded(shape: Sequence[int], arch: str) -> tuple[int, int, int]:
-    from .networks import padded_size
+    from ..model.networks import padded_size
 
     t, y, x = (int(n) for n in shape)
     return (padded_size(t, arch), padded_size(y, arch), padded_size(x, arch))
@@ -83,7 +83,7 @@ def activation_elements(arch: str, base_channels: int) -> float:
     conv unit, pooling and attention-gate output. Layer outputs scale with the voxel count
     (each level holds 1/8 of the voxels of the one above), so the ratio holds for any size.
     """
-    from . import networks
+    from ..model import networks
 
     net = networks.build_network(arch, int(base_channels)).eval()
     total = [0]
@@ -106,7 +106,7 @@ def activation_elements(arch: str, base_channels: int) -> float:
 
 @functools.lru_cache(maxsize=16)
 def _param_bytes(arch: str, base_channels: int) -> int:
-    from .networks import build_network, count_parameters
+    from ..model.networks import build_network, count_parameters
 
     return _FLOAT_BYTES * count_parameters(build_network(arch, int(base_channels)))
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

@@ -2,7 +2,7 @@
 
 :class:`Trainer` runs as a generator (:meth:`Trainer.run`) that yields a
 :class:`~napari_unet_att.config.TrainEvent` every ``log_every`` steps and returns the trained
-:class:`~napari_unet_att.denoiser.Denoiser`. The CLI drains it with a progress bar, the napari
+:class:`~napari_unet_att.model.denoiser.Denoiser`. The CLI drains it with a progress bar, the napari
 widget runs it in ``thread_worker``; both stop it with :meth:`Trainer.stop`, which ends the loop
 cleanly after the current step and still saves and returns the model.
 """
@@ -23,19 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .checkpoint import CHECKPOINT_EXT, load_checkpoint, load_training_state, save_checkpoint
-from .config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
-from .denoiser import Denoiser
-from .device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
-from .distributed import all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
-from .errors import CheckpointError, InputError, UserError
-from .networks import build_network, count_parameters
-from .normalization import Normalization, pool_statistics, stack_statistics
-from .outputs import OutputLock, check_train_out
-from .pairs import PatchSampler, check_stack_for_mode, max_patch_for
-from .pretrained import load_model
-from .resources import check_training_memory
+from .. import __version__
+from ..config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
+from ..errors import CheckpointError, InputError, UserError
+from ..model.checkpoint import CHECKPOINT_EXT, load_checkpoint, load_training_state, save_checkpoint
+from ..model.denoiser import Denoiser
+from ..model.networks import build_network, count_parameters
+from ..model.normalization import Normalization, pool_statistics, stack_statistics
+from ..model.pretrained import load_model
+from ..runtime.device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
+from ..runtime.distributed import all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
+from ..runtime.resources import check_training_memory
+from ..stackio.outputs import OutputLock, check_train_out
+from .sampler import PatchSampler, check_stack_for_mode, max_patch_for
 
 FINAL_NAME = "model" + CHECKPOINT_EXT
 LAST_NAME = "checkpoint-last" + CHECKPOINT_EXT
@@ -140,7 +140,7 @@ class Trainer:
         Names of the stacks (file paths, layer names) recorded in the provenance.
     targets : sequence of array-like, optional
         Clean twins of ``stacks`` (simulations only): targets are read from them instead of the
-        noisy data (see :class:`~napari_unet_att.pairs.PatchSampler`); used to pretrain the
+        noisy data (see :class:`~napari_unet_att.training.sampler.PatchSampler`); used to pretrain the
         generalist models, never for a user's recording.
     """
 
@@ -496,7 +496,7 @@ class Trainer:
 
     def _preview(self, rcfg: dict[str, Any], device: torch.device) -> np.ndarray:
         """The current model's output on the preview frames of the first stack (input units)."""
-        from .infer import denoise  # local: infer imports nothing from train, keep the graph one-way
+        from ..inference.denoising import denoise  # local: infer imports nothing from train, keep the graph one-way
 
         stack = self.stacks[0]
         f0, f1 = rcfg["preview_frames"] or (0, min(stack.shape[0], 16))
@@ -568,7 +568,7 @@ def train(
 
     Examples
     --------
-    >>> from napari_unet_att.simulate import simulate
+    >>> from napari_unet_att.evaluation.simulator import simulate
     >>> from napari_unet_att.config import TrainConfig
     >>> sim = simulate(n_frames=64, size=32, seed=0)
     >>> den = train([sim.noisy], TrainConfig(steps=2, patch_t=8, patch_xy=16))  # doctest: +SKIP

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 try:
-    from .errors import CheckpointError, InputError
+    from ..errors import CheckpointError, InputError
 except ImportError:  # run as a standalone file: the architecture source of a bioimage.io package (zoo.py)
 
     class InputError(ValueError):  # type: ignore[no-redef]
@@ -480,8 +480,8 @@ def check_width(arch: str, base_channels: Any) -> int:
         Above ``MAX_BASE_CHANNELS`` or more weight memory than is available.
     """
     try:
-        from .errors import ResourceError
-        from .resources import check_memory
+        from ..errors import ResourceError
+        from ..runtime.resources import check_memory
     except ImportError:  # standalone file (bioimage.io package): the width limit alone
         ResourceError, check_memory = InputError, None  # noqa: N806
     try:

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, ResourceError
 from . import io as tio
-from .errors import InputError, ResourceError
 from .io import _gb, _os_error, _temp_name
 
 PathLike = str | os.PathLike

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 # File names in sample_data/ (written by scripts/make_sample_data.py).
 TEMPORAL_NOISY = "sim_temporal_noisy.tif"
@@ -22,7 +22,7 @@ def sample_data_dir() -> Path:
     pkg = Path(str(resources.files("napari_unet_att"))) / "sample_data"
     if pkg.is_dir():
         return pkg
-    repo = Path(__file__).resolve().parents[2] / "sample_data"
+    repo = Path(__file__).resolve().parents[3] / "sample_data"
     if repo.is_dir():
         return repo
     raise InputError("the sample data are missing from this installation (no sample_data folder found)")

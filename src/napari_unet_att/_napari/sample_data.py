@@ -1,7 +1,7 @@
 """napari sample data: two simulated recordings with ground truth and one real recording.
 
 All files ship in ``sample_data/`` (inside the wheel, or at the repository's top level for
-an editable install; :mod:`napari_unet_att.samples` finds them). They are small, so they are
+an editable install; :mod:`napari_unet_att.stackio.samples` finds them). They are small, so they are
 read into memory: opening a sample takes well under a second.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import samples
+from ..stackio import samples
 
 LayerData = tuple[Any, dict[str, Any], str]
 ROIS_NAME = "sim_temporal_rois.tif"  # soma labels of the temporal sample (optional file)
@@ -53,7 +53,7 @@ def _with_truth(noisy_name: str, clean_name: str, stem: str, note: str) -> list[
 def temporal_sample() -> list[LayerData]:
     """Simulated two-photon recording (T, Y, X) with its noise-free ground truth."""
     layers = _with_truth(samples.TEMPORAL_NOISY, samples.TEMPORAL_CLEAN, "sim_temporal",
-                         "simulated two-photon recording (napari_unet_att.simulate)")
+                         "simulated two-photon recording (napari_unet_att.evaluation.simulator)")
     rois = samples.sample_data_dir() / ROIS_NAME
     if rois.exists():
         import tifffile

@@ -23,10 +23,10 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from .. import _settings
 from ..config import MODE_HELP, MODES, PRESETS, TrainConfig, TrainEvent
 from ..errors import InputError, UserError
-from . import _common as C
+from . import common as C
+from . import settings as _settings
 
 BUDGET_UNITS = ("steps", "seconds", "minutes")
 SETTINGS_KEY = "train"
@@ -320,7 +320,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
     def _init_source(self, cfg: TrainConfig) -> str | None:
         """Where training starts: the loaded model's weights, the shipped generalist, or nothing."""
-        from ..pretrained import pretrained_path
+        from ..model.pretrained import pretrained_path
 
         if self.init_from_loaded.isChecked() and self._loaded_path:
             return str(self._loaded_path)
@@ -339,14 +339,14 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
         A resumed run keeps its stored mode and patch, which the trainer checks itself.
         """
-        from ..pairs import check_stack_for_mode
+        from ..training.sampler import check_stack_for_mode
 
         resolved = cfg.resolved()
         check_stack_for_mode(tuple(stack.shape), resolved["mode"], resolved["patch_t"], resolved["patch_xy"])
 
     def update_check(self, *_: Any) -> bool:
         """Check the chosen layer against the mode and patch size; show the verdict. Returns ok."""
-        from ..pairs import check_stack_for_mode
+        from ..training.sampler import check_stack_for_mode
 
         mode = self.mode.currentText()
         self.mode_help.setText(MODE_HELP.get(mode, ""))
@@ -382,7 +382,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         """
         from napari.qt.threading import create_worker
 
-        from ..timing import measure_step_seconds
+        from ..training.timing import measure_step_seconds
 
         if C.worker_busy(self.estimate_worker) or self.running:
             return self.estimate_worker
@@ -412,7 +412,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
     def _show_estimate(self, *_: Any) -> None:
         """What the budget buys, from a timing of these settings (blank until one was made)."""
-        from ..timing import describe_budget
+        from ..training.timing import describe_budget
 
         try:
             cfg = self.train_config()
@@ -430,7 +430,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
         """Start training in a worker thread; returns the worker (None if it could not start)."""
         from napari.qt.threading import create_worker
 
-        from ..train import Trainer
+        from ..training.trainer import Trainer
 
         if self.running:
             return self.worker
@@ -621,7 +621,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
     # -- model files ---------------------------------------------------------------------
     def load_model(self, path: str | Path) -> Any:
         """Load a checkpoint (ours or a reference tool's) as the viewer's current model."""
-        from ..checkpoint import load_any
+        from ..model.checkpoint import load_any
 
         try:
             den = load_any(path)
@@ -637,7 +637,7 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
     def save_model(self, path: str | Path) -> Path | None:
         """Save the current model (atomic; ``.pt`` appended when missing)."""
-        from ..checkpoint import CHECKPOINT_EXT, save_checkpoint
+        from ..model.checkpoint import CHECKPOINT_EXT, save_checkpoint
 
         if self.denoiser is None:
             C.report_error(InputError("no model to save: train one or load a checkpoint first"), "saving")
@@ -747,7 +747,7 @@ def _set_combo(combo: QComboBox, value: Any) -> None:
 
 
 def _device_choices() -> list[str]:
-    from ..device import available_devices
+    from ..runtime.device import available_devices
 
     return ["auto", *available_devices()]
 

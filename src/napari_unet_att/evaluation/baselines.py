@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from . import metrics
-from .errors import InputError
 
 __all__ = ["DEFAULT_SIGMAS", "DEFAULT_WINDOWS", "best_gaussian", "best_moving_mean", "gaussian3d", "moving_mean"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Smallest typical ROI (pixels): a label image whose median label is smaller is noise, not cells.
 MIN_MEDIAN_ROI_PIXELS = 4

@@ -6,8 +6,8 @@ from typing import Any
 
 from napari.viewer import Viewer
 
-from ._denoise import DenoiseWidget
-from ._train import TrainWidget
+from .denoise_dock import DenoiseWidget
+from .train_dock import TrainWidget
 
 PLUGIN = "napari-unet-att"
 DENOISE_DOCK = "Denoise and evaluate"

@@ -42,9 +42,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .config import check_mode
-from .errors import CheckpointError, InputError
-from .normalization import Normalization
+from ..config import check_mode
+from ..errors import CheckpointError, InputError
+from ..model.normalization import Normalization
 
 SPLITS: tuple[str, ...] = ("train", "val")
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage, signal, sparse, special
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["SimResult", "simulate"]
 

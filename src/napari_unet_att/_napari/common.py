@@ -142,7 +142,7 @@ SPLIT_HINT = ("In napari, right-click the layer and choose Split RGB (or Split S
 
 
 def layer_stack(layer: Any) -> Any:
-    """A layer's data as a ``(T, Y, X)`` stack, validated by :func:`napari_unet_att.io.as_timelapse`.
+    """A layer's data as a ``(T, Y, X)`` stack, validated by :func:`napari_unet_att.stackio.io.as_timelapse`.
 
     The data stay lazy (memory map / dask). The engine's message is kept; it names the layer
     instead of "array", and where it asks for a channel it says how to get one in napari.
@@ -153,7 +153,7 @@ def layer_stack(layer: Any) -> Any:
         No layer, a multiscale layer, or data that are not a single-channel time-lapse.
     """
     from ..errors import InputError
-    from ..io import as_timelapse
+    from ..stackio.io import as_timelapse
 
     if layer is None:
         raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")

@@ -20,11 +20,11 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from .. import _settings
 from ..config import InferConfig, InferEvent
 from ..errors import InputError, UserError
-from . import _common as C
-from ._train import _device_choices, _set_combo
+from . import common as C
+from . import settings as _settings
+from .train_dock import _device_choices, _set_combo
 
 SETTINGS_KEY = "denoise"
 CURRENT_MODEL = "current model (trained or loaded)"
@@ -214,7 +214,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             entry = C.MODELS.get(self.viewer)
             return entry[0] if entry else None
         if mode not in _GENERALISTS:
-            from ..pretrained import load_model
+            from ..model.pretrained import load_model
 
             _GENERALISTS[mode] = load_model("generalist", mode=mode)
         return _GENERALISTS[mode]
@@ -233,7 +233,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
 
     def load_model(self, path: str | Path) -> Any:
         """Load a checkpoint (ours or a reference tool's) as the viewer's current model."""
-        from ..checkpoint import load_any
+        from ..model.checkpoint import load_any
 
         try:
             den = load_any(path)
@@ -264,7 +264,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         """Denoise ``layer`` (default: the chosen input) in a worker; returns the worker or None."""
         from napari.qt.threading import create_worker
 
-        from ..infer import iter_denoise, iter_denoise_file
+        from ..inference.denoising import iter_denoise, iter_denoise_file
 
         if C.worker_busy(self.worker):
             return self.worker
@@ -316,7 +316,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         if text:
             out = Path(text)
             if src is not None:
-                from ..infer import check_not_input
+                from ..inference.denoising import check_not_input
 
                 check_not_input(src, out)
             return out
@@ -365,7 +365,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             self.status.setText("cancelled: nothing was added")
             return
         if isinstance(result, (str, Path)):
-            from ..io import read_stack
+            from ..stackio.io import read_stack
 
             result = read_stack(result, lazy=True)  # the streamed file, opened lazily
         meta = {**dict(layer.metadata), "unet_att": self._run_info}
@@ -486,7 +486,7 @@ def _streamable_source(layer: Any, stack: Any) -> Path | None:
     reader as it is stored, and the layer works as a time-lapse; the file itself would be
     refused when read again, so such a layer streams from its array instead.
     """
-    from ..io import read_stack
+    from ..stackio.io import read_stack
 
     src = _source_path(layer)
     if src is None:
@@ -501,11 +501,11 @@ def _streamable_source(layer: Any, stack: Any) -> Path | None:
 def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> Any:
     """Stream an in-memory (or lazy) layer through the model into a file; returns the path.
 
-    (:func:`~napari_unet_att.infer.iter_denoise_file` needs a TIFF path; a layer made in the
+    (:func:`~napari_unet_att.inference.denoising.iter_denoise_file` needs a TIFF path; a layer made in the
     session has none, so its array is the source here.)
     """
-    from ..infer import iter_denoise
-    from ..io import output_stack
+    from ..inference.denoising import iter_denoise
+    from ..stackio.io import output_stack
 
     dtype = np.float32 if cfg.output_dtype == "float32" else np.dtype(stack.dtype)
     with output_stack(out_path, tuple(stack.shape), dtype, metadata={"denoiser": den.describe()}) as out:
@@ -515,7 +515,7 @@ def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> 
 
 def _evaluate_job(denoised: Any, reference: Any, raw: Any, masks: Any, ssim: bool) -> tuple[dict, Any]:
     """Worker body: the engine's metrics, plus ROI traces when ROIs are given."""
-    from ..metrics import evaluate, extract_traces
+    from ..evaluation.metrics import evaluate, extract_traces
 
     result = evaluate(denoised, reference=reference, raw=raw, masks=masks, ssim=ssim)
     traces = None

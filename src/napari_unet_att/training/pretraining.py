@@ -1,6 +1,6 @@
 """Offline pretraining of the generalist models on a broad family of simulated recordings.
 
-The shipped ``generalist`` models (:mod:`napari_unet_att.pretrained`) are trained here, once, for as
+The shipped ``generalist`` models (:mod:`napari_unet_att.model.pretrained`) are trained here, once, for as
 long as it takes, by ``scripts/train_generalist.py``. Every recording is drawn from
 :func:`draw_params` and :func:`make_recording`: photons 0.2-10 per pixel, read noise, offsets and
 gains like real ADU data (uint16, and int16 with negative values), cell size and density, neuropil,
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .config import TrainConfig, TrainEvent
-from .simulate import simulate
-from .train import LAST_NAME, Trainer
+from ..config import TrainConfig, TrainEvent
+from ..evaluation.simulator import simulate
+from .trainer import LAST_NAME, Trainer
 
 PRETRAIN_SEED0 = 1_000_000  # benchmarks and tests use seeds below 100000
 _INT16_SHIFT = 1000.0  # int16 recordings are simulated with this offset, then shifted down past zero
@@ -186,7 +186,7 @@ def _training_state(path: Path | None) -> dict[str, Any]:
     """The training state saved in ``path`` (empty for a new run)."""
     if path is None:
         return {}
-    from .checkpoint import load_training_state
+    from ..model.checkpoint import load_training_state
 
     return load_training_state(path) or {}
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "adjacent_frame_corr",

@@ -14,7 +14,7 @@ stacks as float32. Here instead:
   weighted sums live in a rolling window of frames that is flushed to the output as soon as
   no later tile touches it, so memory is O(tile) rather than O(stack);
 - a job whose estimated memory exceeds what the machine has is refused before it starts
-  (:mod:`~napari_unet_att.resources`); an accelerator out-of-memory error restarts the job with
+  (:mod:`~napari_unet_att.runtime.resources`); an accelerator out-of-memory error restarts the job with
   a smaller batch, then smaller tiles, and says so (see :func:`iter_denoise`).
 
 :func:`iter_denoise` is a generator of :class:`~napari_unet_att.config.InferEvent` that
@@ -38,14 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import device as devmod
-from . import io as tio
-from . import networks
-from . import resources as res
-from .config import InferConfig, InferEvent, run_to_end
-from .denoiser import Denoiser
-from .errors import InputError, ResourceError
-from .normalization import Normalization, stack_statistics
+from ..config import InferConfig, InferEvent, run_to_end
+from ..errors import InputError, ResourceError
+from ..model import networks
+from ..model.denoiser import Denoiser
+from ..model.normalization import Normalization, stack_statistics
+from ..runtime import device as devmod
+from ..runtime import resources as res
+from ..stackio import io as tio
 
 Slices = tuple[slice, slice, slice]
 Triple = tuple[int, int, int]
@@ -779,7 +779,7 @@ def denoise(
 
 def check_not_input(in_path: str | Path, out_path: str | Path) -> None:
     """Refuse an output path that is the input file itself (it would be replaced by the result)."""
-    from .outputs import same_file
+    from ..stackio.outputs import same_file
 
     if same_file(Path(in_path), Path(out_path)):  # the same path, a link to it, or a hard link
         raise InputError(f"the output {out_path} would overwrite the input {in_path}; choose another output path")
@@ -799,7 +799,7 @@ def iter_denoise_file(
     ``out_path`` as they complete and dropped from the process's memory (``io.output_stack``),
     so peak memory does not grow with the file; the file only appears once everything
     succeeded: an error or closing this generator leaves no (partial) output. Returns ``out_path``.
-    ``channel`` and ``axes`` are :func:`~napari_unet_att.io.read_stack`'s.
+    ``channel`` and ``axes`` are :func:`~napari_unet_att.stackio.io.read_stack`'s.
     """
     check_not_input(in_path, out_path)
     cfg = cfg or InferConfig()

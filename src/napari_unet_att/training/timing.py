@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from .config import TrainConfig, get_preset
-from .device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
-from .networks import build_network
+from ..config import TrainConfig, get_preset
+from ..model.networks import build_network
+from ..runtime.device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
 
 
 def measure_step_seconds(cfg: TrainConfig, steps: int = 2) -> float:
@@ -37,7 +37,7 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 2) -> float:
     float
         Seconds per optimiser step.
     """
-    from .train import loss_fn  # local: train imports much more than this needs at import time
+    from .trainer import loss_fn  # local: train imports much more than this needs at import time
 
     rcfg = cfg.resolved()
     preset = get_preset(rcfg["preset"])

@@ -1,0 +1,1 @@
+"""Metrics, baseline filters and the two-photon simulator used to score denoising."""

@@ -1,0 +1,1 @@
+"""Where and how the engine runs: devices, distributed training, memory checks, stop signals."""

@@ -1,0 +1,1 @@
+"""Self-supervised training: patch pairs from a stack, the Trainer, pretraining and step timing."""
