@@ -31,9 +31,8 @@ from bench_quality import edge_mask, edge_psnr  # noqa: E402 - benchmarks folder
 
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
 from napari_unet_att.evaluation.baselines import best_gaussian, gaussian3d  # noqa: E402
-from napari_unet_att.evaluation.metrics import (
+from napari_unet_att.evaluation.metrics import (  # noqa: E402
     frame_mean_shift_pct,
-    merge_directions,
     psnr,
     ssim_frames,
     trace_correlation,
@@ -41,6 +40,7 @@ from napari_unet_att.evaluation.metrics import (
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
 from napari_unet_att.model.pretrained import load_model  # noqa: E402
+from napari_unet_att.modes import merge_directions  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []

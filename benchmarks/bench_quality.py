@@ -30,9 +30,10 @@ import torch
 
 from napari_unet_att.config import InferConfig, TrainConfig
 from napari_unet_att.evaluation.baselines import best_gaussian, best_moving_mean
-from napari_unet_att.evaluation.metrics import merge_directions, psnr, ssim_frames, trace_correlation
+from napari_unet_att.evaluation.metrics import psnr, ssim_frames, trace_correlation
 from napari_unet_att.evaluation.simulator import simulate
 from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.modes import merge_directions
 from napari_unet_att.training.trainer import train
 
 

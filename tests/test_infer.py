@@ -503,10 +503,17 @@ def test_real_unet_att_small():
     assert y.shape == x.shape and np.isfinite(y).all()
 
 
+#: Test-time augmentation's order of the D4 group, as (flip y, flip x, then swap y/x).
+TTA_FLIPS = (
+    (False, False, False), (False, True, False), (True, False, False), (True, True, False),
+    (False, False, True), (False, True, True), (True, False, True), (True, True, True),
+)
+
+
 def _d4_reference(frames: np.ndarray, fn, n: int) -> np.ndarray:
     """Mean over the first ``n`` D4 transforms T of T^-1(fn(T(frames))), in numpy."""
     outs = []
-    for fy, fx, sw in infer.D4[:n]:
+    for fy, fx, sw in TTA_FLIPS[:n]:
         z = frames[:, ::-1] if fy else frames
         z = z[:, :, ::-1] if fx else z
         z = np.swapaxes(z, 1, 2) if sw else z

@@ -7,18 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from napari_unet_att.augment import d4_inverse, d4_transform
 from napari_unet_att.errors import CheckpointError, InputError
 from napari_unet_att.model.normalization import Normalization
-from napari_unet_att.training.sampler import (
-    PatchSampler,
-    Position,
-    check_stack_for_mode,
-    d4_inverse,
-    d4_transform,
-    extract_pair,
-    max_patch_for,
-    network_input_shape,
-)
+from napari_unet_att.modes import check_stack_for_mode, extract_pair, max_patch_for, network_input_shape
+from napari_unet_att.training.sampler import PatchSampler, Position
 
 IDENT = Normalization(0.0, 1.0)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_unet_att.augment import d4_transform
 from napari_unet_att.config import TrainConfig
 from napari_unet_att.errors import InputError
 from napari_unet_att.evaluation.simulator import _motion, simulate
 from napari_unet_att.model.checkpoint import load_checkpoint
 from napari_unet_att.model.normalization import Normalization
 from napari_unet_att.model.pretrained import is_generalist, pretrained_path, resolve_model
+from napari_unet_att.modes import extract_pair
 from napari_unet_att.training import pretraining
-from napari_unet_att.training.sampler import PatchSampler, d4_transform, extract_pair
+from napari_unet_att.training.sampler import PatchSampler
 
 
 def test_clean_twins_replace_the_targets_at_the_same_place():

@@ -21,9 +21,10 @@ import tifffile
 
 from .config import InferConfig, TrainConfig
 from .evaluation.baselines import best_gaussian
-from .evaluation.metrics import frame_mean_shift_pct, merge_directions, psnr, ssim_frames, trace_correlation
+from .evaluation.metrics import frame_mean_shift_pct, psnr, ssim_frames, trace_correlation
 from .inference.denoising import denoise
 from .model.pretrained import load_model, pretrained_path
+from .modes import merge_directions
 from .stackio import samples
 from .stackio.io import read_stack, write_stack
 

@@ -17,7 +17,6 @@ No Qt / napari here: the CLI (``export --format bioimageio``) and the widgets ca
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import io as _pyio
 import os
@@ -37,6 +36,7 @@ from .errors import CheckpointError, InputError
 from .model import networks
 from .model.denoiser import Denoiser
 from .model.normalization import Normalization
+from .provenance import timestamp
 from .stackio.io import atomic_file
 
 PathLike = str | os.PathLike
@@ -552,7 +552,7 @@ def _denoiser(meta: Mapping[str, Any], data: bytes, path: Path, device: torch.de
     shape = meta.get("train_shape")
     prov = dict(meta.get("provenance") or {})
     prov["imported_from"] = str(path)
-    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    prov.setdefault("created", timestamp())
     return Denoiser(net=net.to(device).eval(), arch=arch, base_channels=f, preset=str(meta.get("preset", "custom")),
                     mode=mode, norm=norm, flip_backward=bool(meta.get("flip_backward", False)),
                     train_shape=None if shape is None else tuple(int(n) for n in shape),

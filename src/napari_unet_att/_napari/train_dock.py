@@ -339,14 +339,14 @@ class TrainWidget(C.DockTabsMixin, QWidget):
 
         A resumed run keeps its stored mode and patch, which the trainer checks itself.
         """
-        from ..training.sampler import check_stack_for_mode
+        from ..modes import check_stack_for_mode
 
         resolved = cfg.resolved()
         check_stack_for_mode(tuple(stack.shape), resolved["mode"], resolved["patch_t"], resolved["patch_xy"])
 
     def update_check(self, *_: Any) -> bool:
         """Check the chosen layer against the mode and patch size; show the verdict. Returns ok."""
-        from ..training.sampler import check_stack_for_mode
+        from ..modes import check_stack_for_mode
 
         mode = self.mode.currentText()
         self.mode_help.setText(MODE_HELP.get(mode, ""))

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..modes import layout_factor
 from . import metrics
 
 __all__ = ["DEFAULT_SIGMAS", "DEFAULT_WINDOWS", "best_gaussian", "best_moving_mean", "gaussian3d", "moving_mean"]
@@ -130,7 +131,7 @@ def best_gaussian(noisy, clean, sigmas: Iterable | None = None, *, y_scale: floa
 
 def _reference_in_layout(a: np.ndarray, clean) -> np.ndarray:
     """``clean`` as float32 in ``a``'s layout (rows repeated for a bidirectional stack); checks the shapes."""
-    factor = metrics._row_factor(a, clean)
+    factor = layout_factor(np.shape(a), np.shape(clean))
     ref = np.asarray(clean, dtype=np.float32)
     return np.repeat(ref, 2, axis=1) if factor == 2 else ref
 

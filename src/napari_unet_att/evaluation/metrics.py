@@ -22,6 +22,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from ..errors import InputError
+from ..modes import layout_factor
 
 __all__ = [
     "adjacent_frame_corr",
@@ -30,7 +31,6 @@ __all__ = [
     "evaluate",
     "extract_traces",
     "frame_mean_shift_pct",
-    "merge_directions",
     "nrmse",
     "psnr",
     "psnr_affine",
@@ -53,27 +53,13 @@ def _check_stack(x, name: str = "stack") -> None:
         raise InputError(f"{name} is empty (shape {x.shape})")
 
 
-def _row_factor(x, ref) -> int:
-    """1 if shapes match, 2 if ``x`` is the bidirectional layout of ``ref``; anything else is an error."""
-    _check_stack(x, "the stack")
-    _check_stack(ref, "the reference")
-    if tuple(x.shape) == tuple(ref.shape):
-        return 1
-    if x.shape[0] == ref.shape[0] and x.shape[2] == ref.shape[2] and x.shape[1] == 2 * ref.shape[1]:
-        return 2
-    raise InputError(
-        f"stack shape {tuple(x.shape)} does not match reference shape {tuple(ref.shape)}; expected the same shape, "
-        "or twice the rows (bidirectional layout)"
-    )
-
-
 def _chunk(a, t0: int, t1: int) -> np.ndarray:
     return np.asarray(a[t0:t1], dtype=np.float64)
 
 
 def _pairs(x, ref, chunk: int = FRAMES_PER_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(t0, x_chunk, ref_chunk)`` as float64, the reference in ``x``'s layout."""
-    factor = _row_factor(x, ref)
+    factor = layout_factor(np.shape(x), np.shape(ref))
     for t0 in range(0, x.shape[0], chunk):
         t1 = min(x.shape[0], t0 + chunk)
         r = _chunk(ref, t0, t1)
@@ -303,13 +289,6 @@ def extract_traces(x, masks) -> np.ndarray:
     return out
 
 
-def merge_directions(x) -> np.ndarray:
-    """A bidirectional ``(T, 2N, N)`` stack in its physical layout ``(T, N, N)``: forward (even) and backward
-    (odd) lines averaged, float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return 0.5 * (x[:, 0::2] + x[:, 1::2])
-
-
 def frame_mean_shift_pct(x, inp) -> float:
     """Largest change of a frame's mean from the input frame's mean, in % of the latter (no fitting)."""
     m_in = np.asarray(inp).mean(axis=(1, 2), dtype=np.float64)
@@ -447,7 +426,7 @@ def evaluate(denoised, reference=None, raw=None, masks=None, *, rois=None, data_
         masks = rois
     _check_stack(denoised, "the denoised stack")
     if reference is not None:
-        _row_factor(denoised, reference)
+        layout_factor(np.shape(denoised), np.shape(reference))
         data_range = _reference_range(reference, data_range)
     result: dict = {"shape": [int(s) for s in denoised.shape],
                     "data_range": None if data_range is None else float(data_range)}

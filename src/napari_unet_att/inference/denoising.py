@@ -31,18 +31,19 @@ import time
 import warnings
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..augment import TTA_ORDER, d4_inverse, d4_transform
 from ..config import InferConfig, InferEvent, run_to_end
 from ..errors import InputError, ResourceError
 from ..model import networks
 from ..model.denoiser import Denoiser
 from ..model.normalization import Normalization, stack_statistics
+from ..modes import View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
 from ..stackio import io as tio
@@ -341,51 +342,6 @@ class RollingAccumulator:
 # --------------------------------------------------------------------------- views of the input
 
 
-@dataclass
-class _View:
-    """A ``(T, Y', X')`` view of the input: the whole stack, or the forward / backward lines
-    of a bidirectional ``(T, 2N, N)`` scan (read as contiguous row blocks, since zarr and
-    some memmaps do not support strided slicing)."""
-
-    stack: Any
-    shape: Triple
-    parity: int | None = None  # None: all rows; 0: rows 0::2; 1: rows 1::2
-    flip: bool = False  # x-mirrored on disk: reverse when reading, and the result back
-
-    def read(self, sl: Slices) -> np.ndarray:
-        t, y, x = sl
-        if self.parity is None:
-            return np.asarray(self.stack[t, y, x])
-        n_x = self.shape[2]
-        xs = slice(n_x - x.stop, n_x - x.start) if self.flip else x
-        raw = np.asarray(self.stack[t, 2 * y.start : 2 * y.stop, xs])[:, self.parity :: 2]
-        return raw[..., ::-1] if self.flip else raw
-
-    def restore(self, block: np.ndarray) -> np.ndarray:
-        """Undo the read-time flip on finished frames."""
-        return block[..., ::-1] if self.flip else block
-
-
-def _split_views(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> tuple[list[_View], Callable, Triple]:
-    """Decide how the model sees the input; returns views, a combiner of finished view blocks,
-    and the output shape."""
-    shape = tuple(int(s) for s in stack.shape)
-    t, y, x = shape
-    if denoiser.mode != "mirrored" or y != 2 * x:
-        return [_View(stack, shape)], (lambda blocks: blocks[0]), shape  # type: ignore[return-value]
-    half = (t, x, x)
-    views = [_View(stack, half, 0, False), _View(stack, half, 1, bool(denoiser.flip_backward))]
-    if cfg.mirrored_output == "merged":
-        return views, (lambda b: 0.5 * (b[0] + b[1])), half
-
-    def interleave(blocks: list[np.ndarray]) -> np.ndarray:
-        out = np.empty((blocks[0].shape[0], y, x), dtype=np.float32)
-        out[:, 0::2], out[:, 1::2] = blocks
-        return out
-
-    return views, interleave, shape  # type: ignore[return-value]
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -436,7 +392,7 @@ def _output_dtype(stack: Any, cfg: InferConfig) -> np.dtype:
 # --------------------------------------------------------------------------- the loop
 
 
-def _load_batch(views: list[_View], batch: list[tuple[Slices, int]], norm: Normalization) -> np.ndarray:
+def _load_batch(views: list[View], batch: list[tuple[Slices, int]], norm: Normalization) -> np.ndarray:
     """Read and normalise a batch of tiles into ``(B, 1, t, y, x)`` float32 (runs in the prefetch thread)."""
     tiles = []
     for sl, v in batch:
@@ -448,26 +404,6 @@ def _load_batch(views: list[_View], batch: list[tuple[Slices, int]], norm: Norma
     return np.ascontiguousarray(np.stack(tiles)[:, None])
 
 
-#: The D4 transforms of the (y, x) plane used by test-time augmentation, as (flip y, flip x,
-#: swap y/x); the first is the identity. Training augments with the same group.
-D4: tuple[tuple[bool, bool, bool], ...] = (
-    (False, False, False), (False, True, False), (True, False, False), (True, True, False),
-    (False, False, True), (False, True, True), (True, False, True), (True, True, True),
-)
-
-
-def _d4(x: torch.Tensor, flip_y: bool, flip_x: bool, swap: bool, inverse: bool = False) -> torch.Tensor:
-    """Apply one D4 transform to the last two axes of ``x`` (or its inverse)."""
-    if swap and inverse:
-        x = x.transpose(-1, -2)
-    dims = [d for d, on in ((-2, flip_y), (-1, flip_x)) if on]
-    if dims:
-        x = x.flip(dims)
-    if swap and not inverse:
-        x = x.transpose(-1, -2)
-    return x
-
-
 def _forward(net: torch.nn.Module, x: np.ndarray, device: torch.device, amp: bool, tta: int = 1) -> np.ndarray:
     """One batched forward pass, averaged over the first ``tta`` D4 transforms of each tile.
 
@@ -476,8 +412,8 @@ def _forward(net: torch.nn.Module, x: np.ndarray, device: torch.device, amp: boo
     xt = devmod.to_device(torch.from_numpy(x), device)
     total = None
     with devmod.inference_mode(), devmod.autocast(device, amp):
-        for fy, fx, sw in D4[:tta]:
-            y = _d4(net(_d4(xt, fy, fx, sw).contiguous()), fy, fx, sw, inverse=True).float()
+        for k in TTA_ORDER[:tta]:
+            y = d4_inverse(net(d4_transform(xt, k).contiguous()), k).float()
             total = y if total is None else total.add_(y)
     assert total is not None
     if tuple(total.shape) != tuple(xt.shape):
@@ -523,7 +459,7 @@ def _notice(message: str, done: int, total: int) -> InferEvent | None:
 
 def _check_host_memory(stack: Any, denoiser: Denoiser, cfg: InferConfig, device: torch.device, out: Any) -> None:
     """Refuse before any work when the tiles, accumulators and in-memory output cannot fit in RAM."""
-    views, _, out_shape = _split_views(stack, denoiser, cfg)
+    views, _, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
     vshape = views[0].shape
     tile = tile_shape_for(vshape, cfg)
     wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
@@ -589,7 +525,7 @@ def iter_denoise(
     _check_inputs(stack, cfg, out)
     if cfg.half_rate and denoiser.mode == "temporal":
         return (yield from _iter_half_rate(stack, denoiser, cfg, out))
-    views, _, out_shape = _split_views(stack, denoiser, cfg)
+    views, _, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
     device = devmod.resolve_device(cfg.device)
     cfg = resolve_tiles(views[0].shape, denoiser, cfg, device)
     _check_host_memory(stack, denoiser, cfg, device, out)
@@ -693,7 +629,7 @@ def _run(
     stack: Any, denoiser: Denoiser, cfg: InferConfig, target: Any, norm: Normalization, device: torch.device
 ) -> Generator[InferEvent, None, Any]:
     """One attempt of :func:`iter_denoise` with a fixed tile plan (raises :class:`_OutOfMemory`)."""
-    views, combine, out_shape = _split_views(stack, denoiser, cfg)
+    views, combine, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
     vshape = views[0].shape
     tile = tile_shape_for(vshape, cfg)
     wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
@@ -805,7 +741,7 @@ def iter_denoise_file(
     cfg = cfg or InferConfig()
     stack = tio.read_stack(in_path, channel=channel, lazy=True, axes=axes)
     _check_inputs(stack, cfg, None)
-    _, _, out_shape = _split_views(stack, denoiser, cfg)
+    _, _, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
     dtype = _output_dtype(stack, cfg)
     meta = {"denoiser": denoiser.describe(), "source": str(in_path)}
     with tio.output_stack(out_path, out_shape, dtype, metadata=meta) as out:

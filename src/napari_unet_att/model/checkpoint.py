@@ -26,7 +26,6 @@ normalisation that are not finite are refused both when saving and when loading.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import hashlib
 import io as _pyio
 import os
@@ -42,7 +41,8 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError, InputError, ResourceError
-from ..stackio.io import atomic_file
+from ..provenance import timestamp
+from ..stackio.io import atomic_file, looks_like_text
 from . import networks
 from .denoiser import Denoiser
 from .normalization import Normalization
@@ -149,7 +149,7 @@ def _to_dict(den: Denoiser) -> dict[str, Any]:
     prov = dict(den.provenance)
     prov.setdefault("package", f"napari-unet-att {__version__}")
     prov.setdefault("torch", torch.__version__)
-    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    prov.setdefault("created", timestamp())
     return {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
@@ -237,7 +237,7 @@ def _diagnose(path: Path, exc: Exception) -> CheckpointError:
     if _is_plain_pickle(data):
         return CheckpointError(f"{path} is a plain Python pickle, not a PyTorch checkpoint; expected a model file "
                                f"saved by napari-unet-att ({CHECKPOINT_EXT}) or a reference tool's .pth")
-    if _looks_like_text(data[:4096]):
+    if looks_like_text(data[:4096]):
         return CheckpointError(f"{path} is a text file, not a model; expected a {CHECKPOINT_EXT} / .pth weights file")
     return CheckpointError(f"{path} is not a PyTorch checkpoint, or it is corrupted (starts with {data[:8]!r}; "
                            f"{_brief(exc)})")
@@ -251,14 +251,6 @@ def _brief(exc: Exception) -> str:
     text = reason or (lines[0] if lines else "")
     text = text.split(". ")[0][:160]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _looks_like_text(head: bytes) -> bool:
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
 
 
 # Globals found in legacy (pre-zip) torch files that the weights-only unpickler accepts.
@@ -570,7 +562,7 @@ def _denoiser_from_reference(obj: Any, path: Path, device: Any) -> Denoiser:
         "source": f"{source} weights imported from {path.name}",
         "reference_tool": source,
         "imported_from": str(path),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": timestamp(),
         "package": f"napari-unet-att {__version__}",
         "torch": torch.__version__,
         **notes,

@@ -13,7 +13,6 @@ in the destination folder that is renamed into place only once complete.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import errno
 import json
 import logging
@@ -32,6 +31,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError, ResourceError
+from ..provenance import timestamp
 
 #: dtypes the engine takes as they are; others are converted exactly (see :func:`as_timelapse`).
 NATIVE_DTYPES = tuple(np.dtype(d) for d in ("uint8", "uint16", "int16", "float32"))
@@ -145,16 +145,17 @@ def _not_tiff_message(path: Path, exc: Exception) -> str:
         head = fh.read(512)
     if len(head) < 8 and head[:2] in (b"II", b"MM"):
         return f"{path} is a truncated TIFF file: only {len(head)} bytes, not even a complete header"
-    kind = "a text file" if _looks_like_text(head) else f"not a TIFF file (it starts with {head[:8]!r})"
+    kind = "a text file" if looks_like_text(head) else f"not a TIFF file (it starts with {head[:8]!r})"
     return f"{path} is {kind}; expected a TIFF image stack ({exc})"
 
 
-def _looks_like_text(head: bytes) -> bool:
+def looks_like_text(head: bytes) -> bool:
+    """Whether the first bytes of a file are printable UTF-8 text (a file that is not an image or model)."""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return all(c.isprintable() or c in "\r\n\t" for c in text)
+    return bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
 
 
 def _check_complete(tif: tifffile.TiffFile, series: Any, path: Path, size: int, log: list[str]) -> None:
@@ -745,7 +746,7 @@ def _tiff_metadata(metadata: dict[str, Any] | None, imagej: bool, axes: str | No
     from .. import __version__
 
     md = {"software": f"napari-unet-att {__version__}",
-          "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+          "written": timestamp()}
     md.update(metadata or {})
     md = json.loads(json.dumps(md, default=_json_default))  # plain JSON types only
     out: dict[str, Any] = {} if axes is None else {"axes": axes}
@@ -1092,7 +1093,7 @@ def _zarr_output(path: Path, shape: tuple[int, ...], dtype: np.dtype, metadata: 
     try:
         z = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=_frame_chunks(shape, dtype))
         md = {"software": f"napari-unet-att {__version__}",
-              "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
+              "written": timestamp(), **(metadata or {})}
         z.attrs[METADATA_KEY] = json.loads(json.dumps(md, default=_json_default))
         yield z
         _replace_dir(tmp, path)

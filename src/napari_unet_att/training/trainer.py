@@ -10,7 +10,6 @@ cleanly after the current step and still saves and returns the model.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import math
 import os
 import threading
@@ -31,11 +30,13 @@ from ..model.denoiser import Denoiser
 from ..model.networks import build_network, count_parameters
 from ..model.normalization import Normalization, pool_statistics, stack_statistics
 from ..model.pretrained import load_model
+from ..modes import check_stack_for_mode, max_patch_for
+from ..provenance import timestamp
 from ..runtime.device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
 from ..runtime.distributed import all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
-from .sampler import PatchSampler, check_stack_for_mode, max_patch_for
+from .sampler import PatchSampler
 
 FINAL_NAME = "model" + CHECKPOINT_EXT
 LAST_NAME = "checkpoint-last" + CHECKPOINT_EXT
@@ -517,7 +518,7 @@ class Trainer:
             {
                 "package": f"napari-unet-att {__version__}",
                 "torch": torch.__version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": timestamp(),
                 "sources": [str(s) for s in self.sources],
                 "shapes": [list(map(int, s.shape)) for s in self.stacks],
                 "seed": int(rcfg["seed"]),
