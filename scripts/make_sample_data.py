@@ -86,7 +86,7 @@ def make_checkpoint(seconds: float, steps: int | None, seed: int) -> None:
     """Train the small pretrained 'fast' model for the temporal sample."""
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.model.checkpoint import save_checkpoint
-    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.stackio import read_stack
     from napari_unet_att.training.trainer import train
 
     stack = read_stack(OUT / samples.TEMPORAL_NOISY, lazy=False)

@@ -10,7 +10,7 @@ import tifffile
 
 from napari_unet_att.cli import main
 from napari_unet_att.evaluation.simulator import simulate
-from napari_unet_att.stackio.io import read_metadata
+from napari_unet_att.stackio import read_metadata
 
 TINY = ["--patch-t", "8", "--patch-xy", "16", "--batch-size", "1", "--device", "cpu"]
 

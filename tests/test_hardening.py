@@ -145,7 +145,7 @@ def test_stop_signals_policy_in_process():
 
 def test_trainer_cooperates_only_inside_the_loop(stack):
     from napari_unet_att.config import TrainConfig
-    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.stackio import read_stack
     from napari_unet_att.training.trainer import Trainer
 
     trainer = Trainer([read_stack(stack)], TrainConfig(steps=3, patch_t=4, patch_xy=16))
@@ -202,10 +202,10 @@ def test_existing_output_refused_without_overwrite(stack, tmp_path):
 
 def test_denoise_outputs_need_room_for_all_files(stack, tmp_path, monkeypatch):
     from napari_unet_att.errors import ResourceError
-    from napari_unet_att.stackio import io as tio
+    from napari_unet_att.stackio import atomic as tio
     from napari_unet_att.stackio.outputs import check_denoise_outputs
 
-    monkeypatch.setattr(tio, "_free_bytes", lambda d: 5 * 2**19)  # 2.5 MB free: each file fits, both do not
+    monkeypatch.setattr(tio, "free_bytes", lambda d: 5 * 2**19)  # 2.5 MB free: each file fits, both do not
     outs = [tmp_path / "a.tif", tmp_path / "b.tif"]
     with pytest.raises(ResourceError, match="not enough disk space for 2 output file"):
         check_denoise_outputs([stack, stack], outs, nbytes=[2**20, 2**20])
@@ -230,7 +230,7 @@ def test_train_out_checked_before_training(stack, tmp_path, capsys, out, expecte
 
 def test_train_out_unwritable_or_full_found_first(stack, tmp_path, capsys, monkeypatch):
     import _bad_inputs as bi
-    from napari_unet_att.stackio import io as tio
+    from napari_unet_att.stackio import atomic as tio
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -238,7 +238,7 @@ def test_train_out_unwritable_or_full_found_first(stack, tmp_path, capsys, monke
     code, line = _cli(["train", stack, "--steps", "100000", *SMALL, "--out", locked], capsys)
     assert code == 2 and "not writable" in line and "Permission denied" in line
     monkeypatch.undo()
-    monkeypatch.setattr(tio, "_free_bytes", lambda d: 2**20)
+    monkeypatch.setattr(tio, "free_bytes", lambda d: 2**20)
     code, line = _cli(["train", stack, "--steps", "100000", *SMALL, "--out", tmp_path / "full"], capsys)
     assert code == 2 and "not enough disk space for the model and its checkpoints" in line
     assert not (tmp_path / "full").exists()  # the folder this run created is removed again
@@ -247,7 +247,7 @@ def test_train_out_unwritable_or_full_found_first(stack, tmp_path, capsys, monke
 def test_two_training_runs_cannot_share_an_out_folder(stack, tmp_path):
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.errors import InputError
-    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.stackio import read_stack
     from napari_unet_att.stackio.outputs import LOCK_NAME, OutputLock
     from napari_unet_att.training.trainer import Trainer
 
@@ -317,7 +317,7 @@ class _FullAfter:
 def test_disk_full_during_checkpoint_keeps_the_previous_one(stack, tmp_path, monkeypatch):
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.errors import ResourceError
-    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.stackio import read_stack
     from napari_unet_att.training.trainer import Trainer
 
     out = tmp_path / "run"
@@ -440,7 +440,7 @@ def test_diverged_run_writes_no_nan_model(stack, tmp_path, monkeypatch):
 
     from napari_unet_att.config import TrainConfig
     from napari_unet_att.errors import InputError
-    from napari_unet_att.stackio.io import read_stack
+    from napari_unet_att.stackio import read_stack
     from napari_unet_att.training import trainer as train_mod
 
     calls = {"n": 0}

@@ -1,4 +1,4 @@
-"""TIFF reading / validation / atomic writing (io.py)."""
+"""TIFF reading / validation / atomic writing (stackio: read, tiffarray, axes, write, atomic)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import tifffile
 import torch
 import zarr
 
+from napari_unet_att import stackio as tio
 from napari_unet_att.errors import InputError, ResourceError
-from napari_unet_att.stackio import io as tio
+from napari_unet_att.stackio import atomic, tiffarray
+from napari_unet_att.stackio import write as stack_write
 
 
 def _stack(shape=(5, 12, 10), dtype=np.uint16, seed=0) -> np.ndarray:
@@ -192,14 +194,14 @@ def test_tiff_array_sparse_regions_read_row_by_row(tmp_path, monkeypatch):
     tifffile.imwrite(p, a, metadata={"axes": "TYX"})
     arr = tio.read_stack(p)
     reads = []
-    real = tio._OpenFile.read_into
+    real = tiffarray._OpenFile.read_into
 
     def spy(self, buf, offset):
         reads.append(len(buf))
         real(self, buf, offset)
 
-    monkeypatch.setattr(tio._OpenFile, "read_into", spy)
-    monkeypatch.setattr(tio, "_SPAN_BYTES", 64)  # force the split path: a tile costs about its own bytes
+    monkeypatch.setattr(tiffarray._OpenFile, "read_into", spy)
+    monkeypatch.setattr(tiffarray, "_SPAN_BYTES", 64)  # force the split path: a tile costs about its own bytes
     tile = arr[1:5, 10:20, 3:8]
     np.testing.assert_array_equal(tile, a[1:5, 10:20, 3:8])
     assert sum(reads) <= 2 * tile.nbytes  # not the frames around it
@@ -356,7 +358,7 @@ def test_write_lazy_in_blocks_and_no_metadata_file(tmp_path):
 
 
 def test_write_bigtiff_switch(monkeypatch, tmp_path):
-    monkeypatch.setattr(tio, "BIGTIFF_BYTES", 100)  # pretend 100 bytes is "over 2 GB"
+    monkeypatch.setattr(stack_write, "BIGTIFF_BYTES", 100)  # pretend 100 bytes is "over 2 GB"
     p = tio.write_stack(tmp_path / "b.tif", np.ones((4, 8, 8), np.float32), metadata={"k": 1})
     with tifffile.TiffFile(p) as t:
         assert t.is_bigtiff and t.series[0].axes == "TYX"
@@ -373,7 +375,7 @@ def test_write_full_disk_leaves_old_file_and_no_temp(monkeypatch, tmp_path):
             fh.write(b"II*\x00partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tio.tifffile, "imwrite", full_disk)
+    monkeypatch.setattr(stack_write.tifffile, "imwrite", full_disk)
     with pytest.raises(ResourceError, match="disk is full"):
         tio.write_stack(p, np.zeros((4, 8, 8), np.float32))
     assert p.read_bytes() == before
@@ -381,7 +383,7 @@ def test_write_full_disk_leaves_old_file_and_no_temp(monkeypatch, tmp_path):
 
 
 def test_write_refuses_early_when_space_is_short(monkeypatch, tmp_path):
-    monkeypatch.setattr(tio, "_free_bytes", lambda d: 10)
+    monkeypatch.setattr(atomic, "free_bytes", lambda d: 10)
     with pytest.raises(ResourceError, match="not enough disk space"):
         tio.write_stack(tmp_path / "o.tif", np.ones((4, 8, 8), np.float32))
     assert os.listdir(tmp_path) == []
@@ -399,7 +401,7 @@ def test_write_unwritable_or_missing_folder(monkeypatch, tmp_path):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(tio.os, "open", deny)
+    monkeypatch.setattr(atomic.os, "open", deny)
     with pytest.raises(InputError, match="not writable"):
         tio.write_stack(ro / "o.tif", np.ones((4, 8, 8), np.float32))
     assert os.listdir(ro) == []
@@ -445,7 +447,7 @@ def test_output_stack_full_disk_on_reserve(monkeypatch, tmp_path):
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tio.os, "posix_fallocate", no_space, raising=False)
+    monkeypatch.setattr(atomic.os, "posix_fallocate", no_space, raising=False)
     with pytest.raises(ResourceError, match="not enough disk space"):
         with tio.output_stack(tmp_path / "o.tif", (4, 8, 8), np.float32):
             pass

@@ -12,7 +12,7 @@ from napari_unet_att._napari import sample_data as _sample_data
 from napari_unet_att._napari import settings as _settings
 from napari_unet_att._napari.reader import napari_get_reader
 from napari_unet_att._napari.writer import write_tiff
-from napari_unet_att.stackio.io import TiffArray
+from napari_unet_att.stackio import TiffArray
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,12 +15,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from napari_unet_att import stackio as tio
 from napari_unet_att.config import InferConfig
 from napari_unet_att.inference import denoising as infer
 from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization, pool_statistics, stack_statistics
 from napari_unet_att.modes import extract_pair
-from napari_unet_att.stackio import io as tio
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -21,6 +21,7 @@ import tifffile
 import torch
 
 import _bad_inputs as bi
+from napari_unet_att import stackio as tio
 from napari_unet_att.cli import main
 from napari_unet_att.config import InferConfig
 from napari_unet_att.errors import CheckpointError, ResourceError
@@ -30,7 +31,6 @@ from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.networks import build_network
 from napari_unet_att.model.normalization import Normalization
 from napari_unet_att.runtime import resources as res
-from napari_unet_att.stackio import io as tio
 
 FAST = list(bi.FAST)
 

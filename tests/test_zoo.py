@@ -19,7 +19,7 @@ from napari_unet_att.cli import main
 from napari_unet_att.config import TrainConfig
 from napari_unet_att.errors import CheckpointError, InputError
 from napari_unet_att.model.checkpoint import load_any, save_checkpoint
-from napari_unet_att.stackio.io import write_stack
+from napari_unet_att.stackio import write_stack
 from napari_unet_att.training.trainer import train
 
 bioimageio_core = pytest.importorskip("bioimageio.core")

@@ -77,14 +77,14 @@ class _LazyBar:
 
 
 def _read_inputs(paths: Sequence[str], channel: int | None, axes: str | None = None) -> list:
-    from .stackio.io import read_stack
+    from .stackio import read_stack
 
     return [read_stack(p, channel=channel, lazy=True, axes=axes) for p in paths]
 
 
 def _expand_inputs(args: argparse.Namespace) -> None:
     """Replace folders among ``args.inputs`` by the TIFF files in them (before anything else)."""
-    from .stackio.io import expand_inputs
+    from .stackio import expand_inputs
 
     args.inputs = expand_inputs(args.inputs)
 
@@ -180,7 +180,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from .inference.denoising import iter_denoise_file
     from .model.pretrained import load_model
     from .runtime.distributed import shard
-    from .stackio.io import read_stack
+    from .stackio import read_stack
     from .stackio.outputs import check_denoise_outputs, output_nbytes
 
     _expand_inputs(args)
@@ -220,7 +220,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .evaluation.metrics import evaluate
-    from .stackio.io import read_stack
+    from .stackio import read_stack
 
     def read(path: str) -> np.ndarray:
         return np.asarray(read_stack(path, channel=args.channel, lazy=True, axes=args.axes))
@@ -273,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     den = load_model(args.model, mode=args.mode)
     sample = None
     if args.sample:
-        from .stackio.io import read_stack
+        from .stackio import read_stack
 
         sample = read_stack(args.sample, channel=args.channel, lazy=True)
     out = export_bioimageio(den, args.out, sample=sample, min_size=args.min_tile, name=args.name)

@@ -25,8 +25,7 @@ from .evaluation.metrics import frame_mean_shift_pct, psnr, ssim_frames, trace_c
 from .inference.denoising import denoise
 from .model.pretrained import load_model, pretrained_path
 from .modes import merge_directions
-from .stackio import samples
-from .stackio.io import read_stack, write_stack
+from .stackio import read_stack, samples, write_stack
 
 DEFAULT_OUT = "napari-unet-att-demo"
 

@@ -15,6 +15,28 @@ class InputError(UserError, ValueError):
     """The input data is not what the operation needs (shape, dtype, values, file)."""
 
 
+class LayoutError(InputError):
+    """Readable data whose layout or dtype is not a ``(T, Y, X)`` intensity time-lapse.
+
+    Wrong axes, too few frames, several non-spatial axes, an unsupported dtype: the data
+    themselves can still be shown, only not denoised. The message is ``"SUBJECT: DETAIL"``;
+    ``subject`` names the data (``'file NAME'``, ``'array'``) and ``detail`` says what was
+    found and what is expected, so a caller can name the data its own way.
+    """
+
+    def __init__(self, subject: str, detail: str) -> None:
+        super().__init__(f"{subject}: {detail}")
+        self.subject = subject
+        self.detail = detail
+
+    def __reduce__(self) -> tuple:  # picklable with both parts (the default passes the message only)
+        return (type(self), (self.subject, self.detail))
+
+
+class ChannelChoiceError(LayoutError):
+    """Data with several channels (or RGB samples) and no channel chosen."""
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, truncated, foreign, unsafe or of an unknown version."""
 

@@ -37,7 +37,7 @@ from .model import networks
 from .model.denoiser import Denoiser
 from .model.normalization import Normalization
 from .provenance import timestamp
-from .stackio.io import atomic_file
+from .stackio import atomic_file
 
 PathLike = str | os.PathLike
 
@@ -142,8 +142,7 @@ def _yaml_safe(obj: Any) -> Any:
 
 def default_sample(den: Denoiser) -> Any:
     """The shipped simulated recording of the model's mode, for the test input (read lazily)."""
-    from .stackio import samples
-    from .stackio.io import read_stack
+    from .stackio import read_stack, samples
 
     name = samples.BIDIR_NOISY if den.mode == "mirrored" else samples.TEMPORAL_NOISY
     return read_stack(samples.sample_path(name), lazy=True)

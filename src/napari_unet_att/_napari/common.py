@@ -153,7 +153,7 @@ def layer_stack(layer: Any) -> Any:
         No layer, a multiscale layer, or data that are not a single-channel time-lapse.
     """
     from ..errors import InputError
-    from ..stackio.io import as_timelapse
+    from ..stackio import as_timelapse
 
     if layer is None:
         raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")

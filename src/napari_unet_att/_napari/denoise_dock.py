@@ -365,7 +365,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             self.status.setText("cancelled: nothing was added")
             return
         if isinstance(result, (str, Path)):
-            from ..stackio.io import read_stack
+            from ..stackio import read_stack
 
             result = read_stack(result, lazy=True)  # the streamed file, opened lazily
         meta = {**dict(layer.metadata), "unet_att": self._run_info}
@@ -486,7 +486,7 @@ def _streamable_source(layer: Any, stack: Any) -> Path | None:
     reader as it is stored, and the layer works as a time-lapse; the file itself would be
     refused when read again, so such a layer streams from its array instead.
     """
-    from ..stackio.io import read_stack
+    from ..stackio import read_stack
 
     src = _source_path(layer)
     if src is None:
@@ -505,7 +505,7 @@ def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> 
     session has none, so its array is the source here.)
     """
     from ..inference.denoising import iter_denoise
-    from ..stackio.io import output_stack
+    from ..stackio import output_stack
 
     dtype = np.float32 if cfg.output_dtype == "float32" else np.dtype(stack.dtype)
     with output_stack(out_path, tuple(stack.shape), dtype, metadata={"denoiser": den.describe()}) as out:

@@ -37,7 +37,7 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
     map / dask); anything else it rejects (e.g. several channels without a choice) is still
     shown, as a lazy view of the file, so dropping a file never ends in nothing.
     """
-    from ..stackio.io import expand_inputs
+    from ..stackio import expand_inputs
 
     paths = [path] if isinstance(path, str) else list(path)
     return [_read_one(Path(p)) for p in expand_inputs(paths)]
@@ -45,7 +45,7 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
 
 def _read_one(path: Path) -> LayerData:
     from ..errors import InputError
-    from ..stackio.io import read_stack
+    from ..stackio import read_stack
 
     meta: dict[str, Any] = {"source_path": str(path)}
     try:

@@ -27,7 +27,7 @@ def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """
     import numpy as np
 
-    from ..stackio.io import write_stack
+    from ..stackio import write_stack
 
     out = Path(path)
     if out.suffix.lower() not in (".tif", ".tiff"):

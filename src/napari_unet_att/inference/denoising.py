@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import stackio as tio
 from ..augment import TTA_ORDER, d4_inverse, d4_transform
 from ..config import InferConfig, InferEvent, run_to_end
 from ..errors import InputError, ResourceError
@@ -46,7 +47,6 @@ from ..model.normalization import Normalization, stack_statistics
 from ..modes import View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
-from ..stackio import io as tio
 
 Slices = tuple[slice, slice, slice]
 Triple = tuple[int, int, int]

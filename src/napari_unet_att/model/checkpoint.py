@@ -42,7 +42,7 @@ import torch
 from .. import __version__
 from ..errors import CheckpointError, InputError, ResourceError
 from ..provenance import timestamp
-from ..stackio.io import atomic_file, looks_like_text
+from ..stackio import atomic_file, looks_like_text
 from . import networks
 from .denoiser import Denoiser
 from .normalization import Normalization

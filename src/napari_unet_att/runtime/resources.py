@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ResourceError
+from ..stackio import format_bytes
 
 #: Peak inference memory / summed hooked layer outputs, per architecture (calibrated on CPU, module docstring).
 INFER_FACTOR: dict[str, float] = {"unet_att": 1.25, "unet3d": 1.65}
@@ -216,11 +217,6 @@ def available_memory(device: str | torch.device = "cpu") -> int | None:
     if cg is not None:
         avail = cg if avail is None else min(avail, cg)
     return avail
-
-
-def format_bytes(n: float) -> str:
-    """``1.23 GB`` / ``456 MB``."""
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def check_memory(

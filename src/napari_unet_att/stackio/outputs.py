@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ResourceError
-from . import io as tio
-from .io import _gb, _os_error, _temp_name
+from . import atomic
+from .atomic import format_bytes, temp_name, write_error
 
 PathLike = str | os.PathLike
 
@@ -54,22 +54,23 @@ def ensure_writable_folder(folder: PathLike, what: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
-    probe = _temp_name(folder / "write-probe")
+    probe = temp_name(folder / "write-probe")
     try:
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         probe.unlink()
     except OSError as exc:
-        raise _os_error(exc, folder / "x") from None
+        raise write_error(exc, folder / "x") from None
     return folder
 
 
 def check_free_space(folder: PathLike, nbytes: int, what: str) -> None:
     """Refuse when ``folder``'s file system has less than ``nbytes`` (plus 1 MB) free."""
-    free = tio._free_bytes(Path(folder))
+    free = atomic.free_bytes(Path(folder))
     need = int(nbytes) + _MARGIN
     if free is not None and free < need:
-        raise ResourceError(f"not enough disk space for {what} in {folder}: about {_gb(need)} is needed and "
-                            f"{_gb(free)} is free; free some space or choose another folder")
+        raise ResourceError(f"not enough disk space for {what} in {folder}: about {format_bytes(need, fine=True)} is "
+                            f"needed and {format_bytes(free, fine=True)} is free; free some space or choose another "
+                            "folder")
 
 
 # -- training ------------------------------------------------------------------------------

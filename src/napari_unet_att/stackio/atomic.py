@@ -1,0 +1,162 @@
+"""Output files that appear whole or not at all, and the disk checks made before writing them.
+
+:func:`atomic_file` writes to a hidden temporary file in the destination folder and renames it
+into place only once complete (``fsync`` first, so a crash never leaves a partial file under
+the real name). The checks here run before any work starts: the folder exists and is a
+folder (:func:`check_folder`), the disk has room (:func:`check_space`); a failed write
+becomes a user-facing error (:func:`write_error`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import InputError, ResourceError
+
+PathLike = str | os.PathLike
+
+
+def format_bytes(n: float, fine: bool = False) -> str:
+    """A size for messages: ``1.23 GB`` / ``456 MB``.
+
+    Parameters
+    ----------
+    n : float
+        Bytes.
+    fine : bool
+        Finer steps for disk sizes: GB from 0.1 GB on, MB with one decimal (``0.45 GB``, ``12.3 MB``).
+    """
+    if fine:
+        return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Free space on the disk holding ``directory``, or None when it cannot be told."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def check_space(directory: Path, nbytes: int, path: Path) -> None:
+    """Refuse to write ``nbytes`` to ``path`` in ``directory`` when the disk lacks room (1 % + 1 MB margin)."""
+    free = free_bytes(directory)
+    need = int(nbytes * 1.01) + 2**20
+    if free is not None and free < need:
+        raise ResourceError(f"not enough disk space to write {path}: it needs about {format_bytes(need, fine=True)} "
+                            f"and {directory} has {format_bytes(free, fine=True)} free; free some space or choose "
+                            "another folder")
+
+
+def reserve_blocks(tmp: Path, path: Path) -> None:
+    """Allocate the disk blocks of ``tmp`` (to become ``path``) now.
+
+    Writing to a sparse memory map on a full disk kills the process (SIGBUS); reserving first
+    turns that into a :class:`ResourceError` before any work.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            size = format_bytes(os.fstat(fd).st_size, fine=True)
+            raise ResourceError(f"not enough disk space to write {path} ({size})") from None
+        # EINVAL / EOPNOTSUPP: the filesystem cannot preallocate; go on without
+    finally:
+        os.close(fd)
+
+
+def write_error(exc: OSError, path: Path) -> Exception:
+    """The user-facing error for an ``OSError`` while writing ``path``: disk full, not writable, other."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return ResourceError(f"the disk is full (or over quota) while writing {path}; nothing was written. "
+                             "Free some space or choose another folder.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputError(f"cannot write {path}: the folder {path.parent} is not writable ({exc.strerror})")
+    return InputError(f"could not write {path}: {exc.strerror or exc}")
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden, unique name beside ``path`` (same filesystem, so ``os.replace`` is an atomic rename)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def check_folder(path: Path) -> None:
+    """Refuse an output path whose folder is missing or is a file, saying which."""
+    folder = path.parent
+    if folder.is_dir():
+        return
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"cannot write {path}: {parent} is a file, not a folder")
+    raise InputError(f"cannot write {path}: the folder {folder} does not exist")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX only; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: PathLike) -> Iterator[Path]:
+    """Yield a reserved temporary file beside ``path``; rename it into place if the block succeeds.
+
+    On any error the temporary file is removed and an existing ``path`` is left untouched;
+    an ``OSError`` becomes :class:`ResourceError` (disk full) or :class:`InputError`.
+    """
+    path = Path(path)
+    check_folder(path)
+    tmp = temp_name(path)
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # honours the umask
+    except OSError as exc:
+        raise write_error(exc, path) from None
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise write_error(exc, path) from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Move a finished folder (a zarr array) into place, replacing an old one only after the move succeeds."""
+    old = None
+    if path.exists():
+        old = temp_name(path)
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None and old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.unlink()
