@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari
 
-    from napari_unet_att._napari import common as _common
+    from napari_unet_att._napari import model_panel as _common
     from napari_unet_att.stackio import samples
 
     viewer = napari.Viewer(title="napari-unet-att", show=True)

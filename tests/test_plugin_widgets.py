@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_unet_att import _napari as _common
 from napari_unet_att._napari import DenoiseWidget, TrainWidget, denoise_selected_layer
-from napari_unet_att._napari import common as _common
 from napari_unet_att._napari import denoise_dock as _denoise
 
 PLUGIN = "napari-unet-att"

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import _bad_inputs as bi
-from napari_unet_att._napari import common as C
+from napari_unet_att._napari import model_panel as C
 from napari_unet_att.errors import UserError
 
 PLUGIN = "napari-unet-att"

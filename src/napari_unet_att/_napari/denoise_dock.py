@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 from superqt import QCollapsible
 
 from ..config import InferConfig, InferEvent
 from ..errors import InputError, UserError
-from . import common as C
-from . import settings as _settings
-from .train_dock import _device_choices, _set_combo
+from .dialogs import report_error
+from .dock import BaseDock, device_choices
+from .form import BUTTON, CHECK, CHOICE, INT, LAYER, NOTE, TEXT, Field
+from .layers import LayerCombo, layer_stack, roi_masks, source_path, streamable_source
+from .layout import scroll_layout, wrap_label
+from .model_panel import MODELS, ModelPanel, describe, unproxy
+from .plots import PlotCanvas, plot_metrics, plot_placement, plot_traces
+from .workers import format_seconds, run_function, worker_busy
 
-SETTINGS_KEY = "denoise"
 CURRENT_MODEL = "current model (trained or loaded)"
 # Dock choice -> generalist mode (None: the viewer's current model). The first is the default.
 MODEL_CHOICES: dict[str, str | None] = {
@@ -36,9 +29,45 @@ MODEL_CHOICES: dict[str, str | None] = {
 }
 _GENERALISTS: dict[str, Any] = {}  # loaded once per process, shared by every dock
 MAX_TRACES = 6  # ROI traces drawn (more make the plot unreadable)
+NO_MODEL = "No model: train one in the training dock or load a checkpoint."
 
 
-class DenoiseWidget(C.DockTabsMixin, QWidget):
+def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
+    """The denoising form: main rows, "Tiling and output", "Evaluate"."""
+    d = InferConfig()
+    main = (
+        Field("layer", LAYER, "Input"),
+        Field("device", CHOICE, "Device", choices=device_choices),
+        Field("output_dtype", CHOICE, "Output type", choices=("float32", "input")),
+    )
+    tiling = (
+        Field("tile_t", INT, "Frames per tile", bounds=(0, 4096), special="auto (fit memory)",  # 0: automatic
+              default=d.tile_t),
+        Field("max_tile_xy", INT, "Max tile y/x", bounds=(16, 4096), default=d.max_tile_xy),
+        Field("norm_source", CHOICE, "Normalisation", choices=("model", "input"), setting="normalization"),
+        # test-time augmentation: N flips / rotations averaged, N times slower
+        Field("tta", CHOICE, "Flips averaged (N x slower)", choices=("1", "2", "4", "8"), setting=None),
+        Field("half_rate", CHECK, text="half-rate ensemble (temporal models; 2x slower, a little better)",
+              setting=None),
+        Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
+        Field("out_path", TEXT, "Output file", text="output .tif (default: <input>_denoised.tif beside the input)",
+              setting=None, browse=("save", "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)")),
+    )
+    # Plots live in the dock; as layers (opt-in) they are placed beside the data, never over it.
+    evaluate = (
+        Field("eval_denoised", LAYER, "Denoised"),
+        Field("eval_raw", LAYER, "Raw"),
+        Field("eval_reference", LAYER, "Reference"),
+        Field("eval_rois", LAYER, "ROIs"),
+        Field("ssim", CHECK, text="SSIM (slower)", default=True),
+        Field("push_plots", CHECK, text="also add the plots as layers, beside the data", default=False),
+        Field("eval_btn", BUTTON, text="Evaluate"),
+        Field("metrics_label", NOTE, small=True),
+    )
+    return main, tiling, evaluate
+
+
+class DenoiseWidget(BaseDock):
     """Dock widget: denoise a layer with the viewer's current model, evaluate, plot.
 
     Parameters
@@ -46,41 +75,34 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
     napari_viewer : napari.Viewer
     """
 
+    SETTINGS_KEY = "denoise"
+    REMOVED_NOTE = "denoising cancelled"
+
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
+        super().__init__(napari_viewer)
         import napari.layers
 
-        self.viewer = napari_viewer
-        self.worker: Any = None
         self.eval_worker: Any = None
         self.result_layer: Any = None
         self.metrics: dict | None = None
         self.plot_layers: list[Any] = []
-        self._cancel = threading.Event()
-        self._pbar: Any = None
-        self._input_layer: Any = None
         self._run_info: dict[str, Any] = {}
 
         img = (napari.layers.Image,)
-        self.layer = C.LayerCombo(napari_viewer, img, label="input")
-        self.eval_raw = C.LayerCombo(napari_viewer, img, label="raw", optional=True)
-        self.eval_denoised = C.LayerCombo(napari_viewer, img, label="denoised")
-        self.eval_reference = C.LayerCombo(napari_viewer, img, label="reference", optional=True)
-        self.eval_rois = C.LayerCombo(napari_viewer, (napari.layers.Shapes, napari.layers.Labels), label="ROIs",
-                                      optional=True)
+        self.layer = LayerCombo(napari_viewer, img, label="input")
+        self.eval_raw = LayerCombo(napari_viewer, img, label="raw", optional=True)
+        self.eval_denoised = LayerCombo(napari_viewer, img, label="denoised")
+        self.eval_reference = LayerCombo(napari_viewer, img, label="reference", optional=True)
+        self.eval_rois = LayerCombo(napari_viewer, (napari.layers.Shapes, napari.layers.Labels), label="ROIs",
+                                    optional=True)
         self._build_ui()
-        self._restore_settings()
-        C.MODELS.changed.connect(self._on_model_changed)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
-        cancel = self._cancel
-        self.destroyed.connect(lambda *_: cancel.set())
-        self._on_model_changed(C._unproxy(self.viewer))
+        self._follow_viewer()
+        self._on_models_changed(unproxy(self.viewer))
 
     # -- UI ------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        lay = C.scroll_layout(self)
-        self.model_label = C.wrap_label("No model: train one in the training dock or load a checkpoint.", small=True)
-        self.load_btn = QPushButton("Load model…")
+        lay = scroll_layout(self)
+        main, tiling, evaluate = _fields()
         # Which model denoises: the pretrained generalists need no training, so they are the default
         # until a model is trained or loaded.
         self.model_choice = QComboBox()
@@ -88,116 +110,39 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         self.model_choice.setToolTip("the shipped pretrained models work at once; a model trained or fine-tuned "
                                      "on your recording (training dock) or loaded from a file is the current model")
         self.model_choice.currentIndexChanged.connect(lambda *_: self._show_model())
+        self.model_label = wrap_label(NO_MODEL, small=True)
         lay.addWidget(self.model_choice)
         lay.addWidget(self.model_label)
-        lay.addWidget(self.load_btn)
 
         form = QFormLayout()
         lay.addLayout(form)
-        form.addRow("Input", self.layer.native)
-        self.device = QComboBox()
-        self.device.addItems(_device_choices())
-        form.addRow("Device", self.device)
-        self.output_dtype = QComboBox()
-        self.output_dtype.addItems(["float32", "input"])
-        form.addRow("Output type", self.output_dtype)
-
-        adv = QCollapsible("Tiling and output")
-        inner = QWidget()
-        aform = QFormLayout(inner)
-        self.tile_t = QSpinBox()
-        self.tile_t.setRange(0, 4096)
-        self.tile_t.setSpecialValueText("auto (fit memory)")  # 0 = automatic choice
-        self.max_tile_xy = QSpinBox()
-        self.max_tile_xy.setRange(16, 4096)
-        self.norm_source = QComboBox()
-        self.norm_source.addItems(["model", "input"])
-        self.half_rate = QCheckBox("half-rate ensemble (temporal models; 2x slower, a little better)")
-        self.tta = QComboBox()  # test-time augmentation: N flips / rotations averaged, N times slower
-        self.tta.addItems(["1", "2", "4", "8"])
-        self.stream = QCheckBox("stream to a file (stacks larger than memory)")
-        self.out_path = QLineEdit()
-        self.out_path.setPlaceholderText("output .tif (default: <input>_denoised.tif beside the input)")
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(lambda: self.out_path.setText(
-            C.ask_save_path(self, "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)") or self.out_path.text()))
-        row = QHBoxLayout()
-        row.addWidget(self.out_path)
-        row.addWidget(browse)
-        aform.addRow("Frames per tile", self.tile_t)
-        aform.addRow("Max tile y/x", self.max_tile_xy)
-        aform.addRow("Normalisation", self.norm_source)
-        aform.addRow("Flips averaged (N x slower)", self.tta)
-        aform.addRow(self.half_rate)
-        aform.addRow(self.stream)
-        aform.addRow("Output file", row)
-        adv.addWidget(inner)
-        lay.addWidget(adv)
-
-        buttons = QHBoxLayout()
-        self.denoise_btn = QPushButton("Denoise")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        buttons.addWidget(self.denoise_btn)
-        buttons.addWidget(self.cancel_btn)
-        lay.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.status = C.wrap_label()
-        lay.addWidget(self.progress)
-        lay.addWidget(self.status)
-
-        ev = QCollapsible("Evaluate")
-        ev_inner = QWidget()
-        eform = QFormLayout(ev_inner)
-        eform.addRow("Denoised", self.eval_denoised.native)
-        eform.addRow("Raw", self.eval_raw.native)
-        eform.addRow("Reference", self.eval_reference.native)
-        eform.addRow("ROIs", self.eval_rois.native)
-        self.ssim = QCheckBox("SSIM (slower)")
-        self.push_plots = QCheckBox("also add the plots as layers, beside the data")
-        eform.addRow(self.ssim)
-        eform.addRow(self.push_plots)
-        self.eval_btn = QPushButton("Evaluate")
-        eform.addRow(self.eval_btn)
-        self.metrics_label = C.wrap_label(small=True)
-        eform.addRow(self.metrics_label)
-        ev.addWidget(ev_inner)
+        self.form.add_rows(form, main)
+        lay.addWidget(self._section("Tiling and output", tiling))
+        self._add_run_controls(lay, go=("denoise_btn", "Denoise"), stop=("cancel_btn", "Cancel"))
+        self.models = ModelPanel(self, self.status, lambda: self.denoiser, files=False)
+        self.load_btn = self.models.load_btn
+        lay.insertLayout(2, self.models.row)  # under the model's description
+        ev = self._section("Evaluate", evaluate)
         ev.expand(animate=False)
         lay.addWidget(ev)
 
-        self.plot = C.PlotCanvas(height=3.4)
-        self.trace_plot = C.PlotCanvas(height=2.2)
+        self.plot = PlotCanvas(height=3.4)
+        self.trace_plot = PlotCanvas(height=2.2)
         lay.addWidget(self.plot.native)
         lay.addWidget(self.trace_plot.native)
         self.trace_plot.native.setVisible(False)
         lay.addStretch(1)
 
-        self.load_btn.clicked.connect(self._ask_load)
         self.denoise_btn.clicked.connect(lambda: self.denoise())
         self.cancel_btn.clicked.connect(self.cancel)
         self.eval_btn.clicked.connect(lambda: self.evaluate())
 
-    def settings(self) -> dict[str, Any]:
-        return {"device": self.device.currentText(), "output_dtype": self.output_dtype.currentText(),
-                "tile_t": self.tile_t.value(), "max_tile_xy": self.max_tile_xy.value(),
-                "normalization": self.norm_source.currentText(), "ssim": self.ssim.isChecked(),
-                "push_plots": self.push_plots.isChecked()}
-
-    def _restore_settings(self) -> None:
-        d = InferConfig()
-        # Plots live in the dock; as layers (opt-in) they are placed beside the data, never over it.
-        s = {"tile_t": d.tile_t, "max_tile_xy": d.max_tile_xy, "ssim": True, "push_plots": False,
-             **_settings.load_settings(SETTINGS_KEY)}
-        _set_combo(self.device, s.get("device"))
-        _set_combo(self.output_dtype, s.get("output_dtype"))
-        _set_combo(self.norm_source, s.get("normalization"))
-        self.tile_t.setValue(int(s["tile_t"] or 0))
-        self.max_tile_xy.setValue(int(s["max_tile_xy"]))
-        self.ssim.setChecked(bool(s["ssim"]))
-        self.push_plots.setChecked(bool(s["push_plots"]))
+    def _section(self, title: str, fields: tuple[Field, ...]) -> QCollapsible:
+        box = QCollapsible(title)
+        inner = QWidget()
+        self.form.add_rows(QFormLayout(inner), fields)
+        box.addWidget(inner)
+        return box
 
     def infer_config(self) -> InferConfig:
         return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value() or None,
@@ -211,7 +156,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         """The model chosen in the dock: the viewer's current model, or a shipped generalist (loaded once)."""
         mode = MODEL_CHOICES[self.model_choice.currentText()]
         if mode is None:
-            entry = C.MODELS.get(self.viewer)
+            entry = MODELS.get(self.viewer)
             return entry[0] if entry else None
         if mode not in _GENERALISTS:
             from ..model.pretrained import load_model
@@ -221,52 +166,35 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
 
     def _show_model(self) -> None:
         mode = MODEL_CHOICES[self.model_choice.currentText()]
-        entry = C.MODELS.get(self.viewer)
+        entry = MODELS.get(self.viewer)
         if mode is not None:
             self.model_label.setText(f"Pretrained generalist for {mode} mode: works on any recording at once; "
                                      "fine-tune it on yours in the training dock for more.")
-        elif entry is not None:
-            den, origin = entry
-            self.model_label.setText(f"Model ({origin}): {den.describe()}")
         else:
-            self.model_label.setText("No model: train one in the training dock or load a checkpoint.")
+            self.model_label.setText(NO_MODEL if entry is None else describe(entry))
 
     def load_model(self, path: str | Path) -> Any:
         """Load a checkpoint (ours or a reference tool's) as the viewer's current model."""
-        from ..model.checkpoint import load_any
+        return self.models.load(self.viewer, path)
 
-        try:
-            den = load_any(path)
-        except UserError as exc:
-            C.report_error(exc, "loading the model")
-            return None
-        C.MODELS.set(self.viewer, den, f"loaded from {Path(path).name}")
-        return den
-
-    def _ask_load(self) -> None:
-        path = C.ask_open_path(self, "Load model", "Checkpoints (*.pt *.pth *.tar);;All files (*)")
-        if path:
-            self.load_model(path)
-
-    def _on_model_changed(self, viewer: Any) -> None:
-        if viewer is not C._unproxy(self.viewer):
-            return
-        if C.MODELS.get(viewer) is not None:  # a model trained or loaded just now is what the user wants
+    def _on_model_changed(self, entry: tuple[Any, str] | None) -> None:
+        if entry is not None:  # a model trained or loaded just now is what the user wants
             self.model_choice.setCurrentText(CURRENT_MODEL)
         self._show_model()
 
     # -- denoise -------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return any(C.worker_busy(w) for w in (self.worker, self.eval_worker))
+        return any(worker_busy(w) for w in self._workers())
+
+    def _workers(self) -> tuple[Any, ...]:
+        return (self.worker, self.eval_worker)
 
     def denoise(self, layer: Any = None) -> Any:
         """Denoise ``layer`` (default: the chosen input) in a worker; returns the worker or None."""
-        from napari.qt.threading import create_worker
-
         from ..inference.denoising import iter_denoise, iter_denoise_file
 
-        if C.worker_busy(self.worker):
+        if worker_busy(self.worker):
             return self.worker
         layer = layer if layer is not None else self.layer.value
         try:
@@ -277,42 +205,27 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             if layer is None:
                 raise InputError("no image layer to denoise: open a time-lapse first")
             cfg = self.infer_config()
-            stack = C.layer_stack(layer)
-            if self.stream.isChecked():
-                out_path = self._output_path(layer)
-                src = _streamable_source(layer, stack)
-                gen = (iter_denoise_file(src, out_path, den, cfg) if src is not None
-                       else _iter_denoise_to(stack, out_path, den, cfg))
-            else:
-                out_path = None
+            stack = layer_stack(layer)
+            out_path = self._output_path(layer) if self.stream.isChecked() else None
+            if out_path is None:
                 gen = iter_denoise(stack, den, cfg)
+            elif (src := streamable_source(layer, stack)) is not None:
+                gen = iter_denoise_file(src, out_path, den, cfg)
+            else:
+                gen = _iter_denoise_to(stack, out_path, den, cfg)
         except UserError as exc:
-            C.report_error(exc, "denoising")
+            report_error(exc, "denoising")
             return None
-        _settings.save_settings(SETTINGS_KEY, self.settings())
-        self._input_layer = layer
         self._run_info = {"model": den.describe(), "input_layer": layer.name, "out_path": out_path,
                           "infer_config": {k: getattr(cfg, k) for k in ("device", "tile_t", "max_tile_xy",
                                                                         "output_dtype", "normalization")}}
-        self._cancel = threading.Event()
-        self._set_running(True)
         self.progress.setValue(0)
         self.status.setText(f"denoising {layer.name}…")
-        from napari.utils import progress
-
-        self._pbar = progress(total=0, desc=f"UNet-Att denoising {layer.name}")
-        self.worker = create_worker(C.drain, gen, self._cancel, _ignore_errors=True)
-        C.close_when_aborted(self.worker, gen)
-        self.worker.yielded.connect(self._on_event)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(lambda exc: C.report_error(exc, "denoising"))
-        self.worker.finished.connect(self._on_finished)
-        C.start_worker(self.worker)
-        return self.worker
+        return self._launch(gen, layer, 0, f"UNet-Att denoising {layer.name}")
 
     def _output_path(self, layer: Any) -> Path:
         text = self.out_path.text().strip()
-        src = _source_path(layer)
+        src = source_path(layer)
         if text:
             out = Path(text)
             if src is not None:
@@ -332,35 +245,22 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         self._cancel.set()
         self.status.setText("cancelling…")
 
-    def shutdown(self, timeout_s: float = 30.0) -> bool:
-        """Cancel any run and wait for the workers (dock or viewer closing)."""
-        self._cancel.set()
-        ok = all(C.stop_worker(w, timeout_s) for w in (self.worker, self.eval_worker) if C.worker_busy(w))
-        self._close_pbar()
-        return ok
+    def _end_run(self) -> None:
+        self.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.denoise_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
         self.eval_btn.setEnabled(not running)
 
-    def _close_pbar(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-
     def _on_event(self, ev: InferEvent) -> None:
         self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
         self.status.setText(f"tiles {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s, "
-                            f"ETA {C.format_seconds(ev.eta_s)}")
-        pbar = self._pbar  # updating it may process events (and finish the run) re-entrantly
-        if pbar is not None:
-            if pbar.total != ev.total:
-                pbar.total = ev.total
-            pbar.update(max(0, ev.done - pbar.n))
+                            f"ETA {format_seconds(ev.eta_s)}")
+        self._pbar.advance_to(ev.done, total=ev.total)
 
     def _on_returned(self, result: Any) -> None:
-        layer = self._input_layer
+        layer = self._run_layer
         if result is None or layer is None:
             self.status.setText("cancelled: nothing was added")
             return
@@ -381,43 +281,32 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             self.eval_raw.value = layer
         self.status.setText(f"added {self.result_layer.name!r}")
 
-    def _on_finished(self) -> None:
-        self._close_pbar()
-        self._set_running(False)
-        self._input_layer = None
-
-    def _on_layer_removed(self, event: Any) -> None:
-        if C.worker_busy(self.worker) and event.value is self._input_layer:
-            self.cancel()
-            C.warn_unless_closing(self.viewer, f"layer {event.value.name!r} was removed: denoising cancelled")
+    def _on_error(self, exc: BaseException) -> None:
+        report_error(exc, "denoising")
 
     # -- evaluate ------------------------------------------------------------------------
     def evaluate(self) -> Any:
         """Measure the chosen denoised layer (against the reference if any) in a worker."""
-        from napari.qt.threading import create_worker
-
-        if C.worker_busy(self.eval_worker):
+        if worker_busy(self.eval_worker):
             return self.eval_worker
         den_layer, raw_layer = self.eval_denoised.value, self.eval_raw.value
         ref_layer, roi_layer = self.eval_reference.value, self.eval_rois.value
         try:
             if den_layer is None:
                 raise InputError("choose the denoised layer to evaluate")
-            masks = C.roi_masks(roi_layer, den_layer.data.shape[-2:]) if roi_layer is not None else None
+            masks = roi_masks(roi_layer, den_layer.data.shape[-2:]) if roi_layer is not None else None
             args = (den_layer.data, None if ref_layer is None else ref_layer.data,
                     None if raw_layer is None else raw_layer.data, masks, self.ssim.isChecked())
         except UserError as exc:
-            C.report_error(exc, "evaluation")
+            report_error(exc, "evaluation")
             return None
         self._eval_layers = (den_layer, raw_layer, ref_layer)
         self._eval_masks = masks
         self._set_running(True)
         self.status.setText("evaluating…")
-        self.eval_worker = create_worker(_evaluate_job, *args, _ignore_errors=True)
-        self.eval_worker.returned.connect(self._on_evaluated)
-        self.eval_worker.errored.connect(lambda exc: C.report_error(exc, "evaluation"))
-        self.eval_worker.finished.connect(lambda: self._set_running(False))
-        C.start_worker(self.eval_worker)
+        self.eval_worker = run_function(_evaluate_job, *args, returned=self._on_evaluated,
+                                        errored=lambda exc: report_error(exc, "evaluation"),
+                                        finished=lambda: self._set_running(False))
         return self.eval_worker
 
     def _on_evaluated(self, out: tuple[dict, Any]) -> None:
@@ -426,13 +315,13 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         self.metrics = result
         den_layer.metadata["metrics"] = result
         self.metrics_label.setText(_summary_text(result, ref_layer is not None))
-        C.plot_metrics(self.plot.figure, result, den_layer.name, None if raw_layer is None else raw_layer.name)
+        plot_metrics(self.plot.figure, result, den_layer.name, None if raw_layer is None else raw_layer.name)
         self.plot.request_draw()
         self.plot.flush()
         has_traces = traces is not None
         self.trace_plot.native.setVisible(has_traces)
         if has_traces:
-            C.plot_traces(self.trace_plot.figure, traces, MAX_TRACES)
+            plot_traces(self.trace_plot.figure, traces, MAX_TRACES)
             self.trace_plot.request_draw()
         if self.push_plots.isChecked():
             below = self._push_plot(self.plot, f"{den_layer.name}_metrics_plot", den_layer, 0.0)
@@ -440,15 +329,15 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
                 self._push_plot(self.trace_plot, f"{den_layer.name}_traces_plot", den_layer, below)
         self.status.setText(f"evaluated {den_layer.name!r}; numbers in its metadata['metrics']")
 
-    def _push_plot(self, plot: C.PlotCanvas, name: str, beside: Any, y_offset: float) -> float:
+    def _push_plot(self, plot: PlotCanvas, name: str, beside: Any, y_offset: float) -> float:
         """Add (or update) a plot as an RGB layer to the right of ``beside``; returns its bottom edge.
 
         The plot is scaled to the data's height and placed right of it (``y_offset`` below the
         data's top), so Home shows data and plot side by side instead of the plot over the data.
         """
         rgb = plot.to_rgb()
-        scale, translate = C.plot_placement(beside.extent.world, np.asarray(beside.scale)[-2:], rgb.shape[:2],
-                                            y_offset)
+        scale, translate = plot_placement(beside.extent.world, np.asarray(beside.scale)[-2:], rgb.shape[:2],
+                                          y_offset)
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = rgb
@@ -460,49 +349,13 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
             self.plot_layers.append(layer)
         return y_offset + scale[0] * rgb.shape[0]
 
-    # -- napari hooks --------------------------------------------------------------------
-    def reset_choices(self, *_: Any) -> None:
-        for combo in (self.layer, self.eval_raw, self.eval_denoised, self.eval_reference, self.eval_rois):
-            combo._refresh()
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt naming
-        _settings.save_settings(SETTINGS_KEY, self.settings())
-        self.shutdown()
-        super().closeEvent(event)
-
-
-def _source_path(layer: Any) -> Path | None:
-    """The TIFF file behind a layer (napari's layer source or our reader's metadata), if any."""
-    path = getattr(getattr(layer, "source", None), "path", None) or layer.metadata.get("source_path")
-    if path and Path(path).suffix.lower() in (".tif", ".tiff") and Path(path).is_file():
-        return Path(path)
-    return None
-
-
-def _streamable_source(layer: Any, stack: Any) -> Path | None:
-    """The layer's TIFF when reading it again gives the layer's own stack, else None.
-
-    A file whose header mislabels its axes (frames called channels or slices) is shown by our
-    reader as it is stored, and the layer works as a time-lapse; the file itself would be
-    refused when read again, so such a layer streams from its array instead.
-    """
-    from ..stackio import read_stack
-
-    src = _source_path(layer)
-    if src is None:
-        return None
-    try:
-        same = tuple(read_stack(src, lazy=True).shape) == tuple(stack.shape)
-    except UserError:
-        return None
-    return src if same else None
-
 
 def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> Any:
     """Stream an in-memory (or lazy) layer through the model into a file; returns the path.
 
     (:func:`~napari_unet_att.inference.denoising.iter_denoise_file` needs a TIFF path; a layer made in the
-    session has none, so its array is the source here.)
+    session has none, so its array is the source here.) To be replaced by the engine's own
+    to-disk generator (inference/files.py, issue 12).
     """
     from ..inference.denoising import iter_denoise
     from ..stackio import output_stack

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import LayoutError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -33,7 +35,7 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
     A folder of recordings dropped on napari becomes one layer each, ready to be trained on
     together (the training dock's "Also train on").
 
-    A stack our engine accepts comes through :func:`napari_unet_att.stackio.io.read_stack` (memory
+    A stack our engine accepts comes through :func:`napari_unet_att.stackio.read_stack` (memory
     map / dask); anything else it rejects (e.g. several channels without a choice) is still
     shown, as a lazy view of the file, so dropping a file never ends in nothing.
     """
@@ -61,13 +63,13 @@ def _read_one(path: Path) -> LayerData:
 def _viewable(path: Path, exc: Exception) -> Any:
     """A lazy view of a TIFF the engine refused for its layout only (2D, channels, bool), else None.
 
-    :func:`~napari_unet_att.stackio.io.read_stack` reports layout and dtype problems of a readable
-    TIFF as ``"file NAME: found shape ..."``; problems with the file itself (missing, not a
-    TIFF, truncated) name its full path. Only the first kind can be shown: a truncated file
+    :func:`~napari_unet_att.stackio.read_stack` reports layout and dtype problems of a readable
+    TIFF as a :class:`~napari_unet_att.errors.LayoutError`; problems with the file itself
+    (missing, not a TIFF, truncated) are other errors. Only the first kind can be shown: a truncated file
     would fail later, while napari draws it, with an error nobody can act on. Data napari
     cannot display (complex) are refused too.
     """
-    if not str(exc).startswith(f"file {path.name}: "):
+    if not isinstance(exc, LayoutError):
         return None
     try:
         data = _lazy_any_tiff(path)

@@ -1,4 +1,4 @@
-"""napari writer: an image layer to a TIFF, atomically, through :func:`napari_unet_att.stackio.io.write_stack`."""
+"""napari writer: an image layer to a TIFF, atomically, through :func:`napari_unet_att.stackio.write_stack`."""
 
 from __future__ import annotations
 

@@ -735,7 +735,7 @@ def iter_denoise_file(
     ``out_path`` as they complete and dropped from the process's memory (``io.output_stack``),
     so peak memory does not grow with the file; the file only appears once everything
     succeeded: an error or closing this generator leaves no (partial) output. Returns ``out_path``.
-    ``channel`` and ``axes`` are :func:`~napari_unet_att.stackio.io.read_stack`'s.
+    ``channel`` and ``axes`` are :func:`~napari_unet_att.stackio.read_stack`'s.
     """
     check_not_input(in_path, out_path)
     cfg = cfg or InferConfig()

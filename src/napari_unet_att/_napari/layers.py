@@ -1,0 +1,187 @@
+"""Layers in and out of the docks: combos that follow the viewer, a layer as a stack, ROIs, result layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Select
+from qtpy.QtWidgets import QWidget
+
+from ..errors import ChannelChoiceError, InputError, LayoutError, UserError
+
+NONE_CHOICE = "(none)"
+#: The widgets have no channel selector: napari's layer context menu splits channels into layers.
+SPLIT_HINT = ("In napari, right-click the layer and choose Split RGB (or Split Stack for channels), then "
+              "select one of the new layers.")
+#: The layer events a :class:`LayerCombo` follows.
+_LAYER_EVENTS = ("inserted", "removed", "reordered", "renamed")
+
+
+class LayerCombo:
+    """A combo box listing the viewer's layers of some types, kept in sync with the viewer.
+
+    It follows layers being added, removed, reordered and renamed.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    layer_types : tuple of type
+        Accepted layer classes (e.g. ``(napari.layers.Image,)``).
+    label : str
+    optional : bool
+        Adds a ``(none)`` entry, whose value is ``None``.
+    multiple : bool
+        A list in which several layers can be selected (its value is then a list).
+    exclude : callable, optional
+        Layers it accepts are not offered.
+    """
+
+    def __init__(self, viewer: Any, layer_types: tuple[type, ...], label: str = "", optional: bool = False,
+                 multiple: bool = False, exclude: Any = None) -> None:
+        self.viewer = viewer
+        self.layer_types = layer_types
+        self.optional = optional
+        self.multiple = multiple
+        self.exclude = exclude
+        if multiple:
+            self.combo = Select(label=label, choices=self._choices, allow_multiple=True, value=[])
+            self.combo.native.setMaximumHeight(90)  # a few rows; it scrolls beyond
+        else:
+            self.combo = ComboBox(label=label, choices=self._choices, nullable=False)
+        events = viewer.layers.events
+        self._followed = [getattr(events, name, None) for name in _LAYER_EVENTS]
+        for emitter in self._followed:
+            if emitter is not None:
+                emitter.connect(self.refresh)
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        found = [(layer.name, layer) for layer in self.viewer.layers
+                 if isinstance(layer, self.layer_types) and not (self.exclude and self.exclude(layer))]
+        return [(NONE_CHOICE, None), *found] if self.optional else found
+
+    def refresh(self, _event: Any = None) -> None:
+        """List the viewer's layers again, keeping the user's choice where it still exists."""
+        current = self.combo.value
+        self.combo.reset_choices()
+        present = [v for _, v in self._choices()]
+        if self.multiple:
+            self.combo.value = [v for v in current if any(v is p for p in present)]
+        elif current is not None and current in present:
+            self.combo.value = current
+
+    def disconnect(self) -> None:
+        """Stop following the viewer (the widget is being closed)."""
+        for emitter in self._followed:
+            if emitter is not None:
+                emitter.disconnect(self.refresh)
+
+    @property
+    def value(self) -> Any:
+        return self.combo.value
+
+    @value.setter
+    def value(self, layer: Any) -> None:
+        self.refresh()
+        self.combo.value = layer
+
+    @property
+    def native(self) -> QWidget:
+        return self.combo.native
+
+    @property
+    def changed(self) -> Any:
+        return self.combo.changed
+
+
+def layer_stack(layer: Any) -> Any:
+    """A layer's data as a ``(T, Y, X)`` stack, validated by :func:`napari_unet_att.stackio.as_timelapse`.
+
+    The data stay lazy (memory map / dask). The engine's message is kept; it names the layer
+    instead of "array", and where it asks for a channel it says how to get one in napari.
+
+    Raises
+    ------
+    InputError
+        No layer, a multiscale layer, or data that are not a single-channel time-lapse.
+    """
+    from ..stackio import as_timelapse
+
+    if layer is None:
+        raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")
+    if getattr(layer, "multiscale", False):
+        raise InputError(f"layer {layer.name!r} is multiscale; a single-resolution (T, Y, X) layer is needed")
+    try:
+        return as_timelapse(layer.data)
+    except LayoutError as exc:
+        msg = f"layer {layer.name!r}: {exc.detail}"
+        if isinstance(exc, ChannelChoiceError):
+            msg = f"{msg}. {SPLIT_HINT}"
+        raise InputError(msg) from None
+
+
+def roi_masks(layer: Any, shape_yx: tuple[int, ...]) -> np.ndarray:
+    """ROIs of a Labels or Shapes layer as a ``(Y, X)`` labels image for the metrics.
+
+    A (T, Y, X) labels layer is collapsed over time (the largest label wins where ROIs were
+    drawn on different frames); shapes drawn on a (T, Y, X) image keep only their (y, x)
+    outline, so one ROI applies to every frame.
+    """
+    import napari.layers
+
+    shape_yx = tuple(int(n) for n in shape_yx)
+    if isinstance(layer, napari.layers.Labels):
+        data = np.asarray(layer.data)
+        return data.max(axis=tuple(range(data.ndim - 2))) if data.ndim > 2 else data
+    if isinstance(layer, napari.layers.Shapes):
+        if len(layer.data) == 0:
+            raise InputError(f"shapes layer {layer.name!r} holds no shape: draw ROIs around cells first")
+        flat = napari.layers.Shapes([np.asarray(s)[:, -2:] for s in layer.data], shape_type=list(layer.shape_type))
+        masks = flat.to_masks(mask_shape=shape_yx)
+        labels = np.zeros(shape_yx, dtype=np.int32)
+        for i, m in enumerate(masks, start=1):
+            labels[m.astype(bool) & (labels == 0)] = i
+        return labels
+    raise InputError(f"layer {getattr(layer, 'name', layer)!r} is neither a Labels nor a Shapes layer")
+
+
+def source_path(layer: Any) -> Path | None:
+    """The TIFF file behind a layer (napari's layer source or our reader's metadata), if any."""
+    path = getattr(getattr(layer, "source", None), "path", None) or layer.metadata.get("source_path")
+    if path and Path(path).suffix.lower() in (".tif", ".tiff") and Path(path).is_file():
+        return Path(path)
+    return None
+
+
+def streamable_source(layer: Any, stack: Any) -> Path | None:
+    """The layer's TIFF when reading it again gives the layer's own stack, else None.
+
+    A file whose header mislabels its axes (frames called channels or slices) is shown by our
+    reader as it is stored, and the layer works as a time-lapse; the file itself would be
+    refused when read again, so such a layer streams from its array instead.
+    """
+    from ..stackio import read_stack
+
+    src = source_path(layer)
+    if src is None:
+        return None
+    try:
+        same = tuple(read_stack(src, lazy=True).shape) == tuple(stack.shape)
+    except UserError:
+        return None
+    return src if same else None
+
+
+def put_image(viewer: Any, name: str, data: Any, **kwargs: Any) -> Any:
+    """Give the image layer ``name`` new data in place when their shape is unchanged, else (re)add it.
+
+    Returns the layer; ``kwargs`` go to ``add_image`` when a layer is added.
+    """
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and existing.data.shape == data.shape:
+        existing.data = data
+        return existing
+    if existing is not None:
+        viewer.layers.remove(existing)
+    return viewer.add_image(data, name=name, **kwargs)
