@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -180,3 +181,12 @@ def test_importing_the_package_is_cheap():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC.parent), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == [], f"import {PACKAGE} imports {out.stdout.split()}"
+
+
+def test_the_readme_uses_only_public_names():
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    used = set(re.findall(r"\bnua\.(\w+)", section))
+    assert used, "the README's Python API section should show the package's names"
+    missing = sorted(used - set(napari_unet_att.__all__))
+    assert not missing, f"the README uses names that napari_unet_att.__all__ lacks: {missing}"

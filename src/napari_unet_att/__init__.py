@@ -40,6 +40,7 @@ _API: dict[str, str] = {
     "load_checkpoint": "model",
     "save_checkpoint": "model",
     "load_any": "model",
+    "load_model": "model",
     "denoise": "inference",
     "iter_denoise": "inference",
     "denoise_file": "inference",
