@@ -8,7 +8,8 @@ import pytest
 from napari_unet_att.augment import d4_transform
 from napari_unet_att.config import TrainConfig
 from napari_unet_att.errors import InputError
-from napari_unet_att.evaluation.simulator import _motion, simulate
+from napari_unet_att.evaluation.motion import rigid_shifts as _motion
+from napari_unet_att.evaluation.simulator import simulate
 from napari_unet_att.model.checkpoint import load_checkpoint
 from napari_unet_att.model.normalization import Normalization
 from napari_unet_att.model.pretrained import is_generalist, pretrained_path, resolve_model

@@ -29,8 +29,7 @@ _SEARCH_FRAMES = 100  # the searches score about this many frames
 
 def _as_stack(x) -> np.ndarray:
     a = np.asarray(x)
-    if a.ndim != 3:
-        raise InputError(f"expected a (T, Y, X) stack, got shape {a.shape}")
+    metrics.check_stack(a)
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise InputError(f"expected real numbers, got dtype {a.dtype}")
     return a
@@ -92,7 +91,7 @@ def best_gaussian(noisy, clean, sigmas: Iterable | None = None, *, y_scale: floa
         raise InputError("sigmas is empty")
     cands = [(st, sy * y_scale, sx) for st, sy, sx in cands]
     ref = _reference_in_layout(a, clean)
-    data_range = metrics._reference_range(clean, data_range)
+    data_range = metrics.reference_range(clean, data_range)
     # score on evenly spaced frames (spatial filtering is per frame, so those frames are exact): ~4x cheaper
     sub = slice(None, None, max(1, a.shape[0] // _SEARCH_FRAMES))
     ref_sub = np.ascontiguousarray(ref[sub])
@@ -174,7 +173,7 @@ def best_moving_mean(noisy, clean, windows: Sequence[int] = DEFAULT_WINDOWS, *,
         raise InputError("windows is empty")
     a = _as_stack(noisy)
     ref = _reference_in_layout(a, clean)
-    data_range = metrics._reference_range(clean, data_range)
+    data_range = metrics.reference_range(clean, data_range)
     best: tuple | None = None
     for w in windows:
         out = moving_mean(a, w)

@@ -35,6 +35,7 @@ __all__ = [
     "psnr",
     "psnr_affine",
     "psnr_frames",
+    "reference_range",
     "snr3d",
     "ssim_frames",
     "trace_correlation",
@@ -46,11 +47,9 @@ FRAMES_PER_CHUNK = 32
 # ----------------------------------------------------------------------------------------------------------- helpers
 
 
-def _check_stack(x, name: str = "stack") -> None:
-    if getattr(x, "ndim", None) != 3:
-        raise InputError(f"{name} must be a (T, Y, X) stack, got shape {getattr(x, 'shape', None)}")
-    if min(x.shape) < 1:
-        raise InputError(f"{name} is empty (shape {x.shape})")
+def check_stack(x) -> None:
+    """Refuse anything but a non-empty ``(T, Y, X)`` stack: :func:`~napari_unet_att.modes.layout_factor`'s check."""
+    layout_factor(np.shape(x), np.shape(x))
 
 
 def _chunk(a, t0: int, t1: int) -> np.ndarray:
@@ -69,12 +68,12 @@ def _pairs(x, ref, chunk: int = FRAMES_PER_CHUNK) -> Iterator[tuple[int, np.ndar
 
 
 def _frames(x, chunk: int = FRAMES_PER_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-    _check_stack(x)
+    check_stack(x)
     for t0 in range(0, x.shape[0], chunk):
         yield t0, _chunk(x, t0, min(x.shape[0], t0 + chunk))
 
 
-def _reference_range(ref, data_range: float | None) -> float:
+def reference_range(ref, data_range: float | None) -> float:
     """``data_range`` or ``ref.max() - ref.min()``; refuses a zero range (PSNR / SSIM would be undefined)."""
     if data_range is not None:
         r = float(data_range)
@@ -126,7 +125,7 @@ def psnr(x, ref, data_range: float | None = None) -> float:
     ``10 log10(R^2 / MSE)`` with MSE over all voxels in the stacks' intensity units and R = ``data_range`` or the
     reference's range. Returns ``inf`` for identical stacks.
     """
-    r = _reference_range(ref, data_range)
+    r = reference_range(ref, data_range)
     sse, n = 0.0, 0
     for _, xc, rc in _pairs(x, ref):
         d = xc - rc
@@ -137,7 +136,7 @@ def psnr(x, ref, data_range: float | None = None) -> float:
 
 def psnr_frames(x, ref, data_range: float | None = None) -> np.ndarray:
     """PSNR of every frame (dB, float64 ``(T,)``), all with the same R (``data_range`` or the reference's range)."""
-    r = _reference_range(ref, data_range)
+    r = reference_range(ref, data_range)
     out = np.empty(x.shape[0])
     for t0, xc, rc in _pairs(x, ref):
         mse = ((xc - rc) ** 2).reshape(len(xc), -1).mean(axis=1)
@@ -174,7 +173,7 @@ def psnr_affine(x, ref, data_range: float | None = None) -> float:
     Invariant to any scale (non-zero) and offset of ``x``: use it when a method's output is not in the reference's
     intensity units. R = ``data_range`` or the reference's range.
     """
-    r = _reference_range(ref, data_range)
+    r = reference_range(ref, data_range)
     a, b = affine_fit(x, ref)
     sse, n = 0.0, 0
     for _, xc, rc in _pairs(x, ref):
@@ -201,7 +200,7 @@ def ssim_frames(x, ref, data_range: float | None = None) -> np.ndarray:
     skimage's ``structural_similarity`` on each (Y, X) frame (never with X as a channel axis), with one explicit
     ``data_range`` R for all frames (default: the reference's range over the whole stack).
     """
-    r = _reference_range(ref, data_range)
+    r = reference_range(ref, data_range)
     out = np.empty(x.shape[0])
     kw = None
     for t0, xc, rc in _pairs(x, ref):
@@ -281,7 +280,7 @@ def extract_traces(x, masks) -> np.ndarray:
     ``masks``: a labels image ``(Y, X)`` (0 = background, ROIs in increasing label order) or a boolean stack
     ``(n_rois, Y, X)``.
     """
-    _check_stack(x)
+    check_stack(x)
     w = _mask_matrix(masks, tuple(x.shape[1:]))
     out = np.empty((len(w), x.shape[0]))
     for t0, c in _frames(x):
@@ -336,7 +335,7 @@ def corr_with_mean(x) -> np.ndarray:
 
 def adjacent_frame_corr(x) -> np.ndarray:
     """Pearson r of every frame with the next one (float64 ``(T - 1,)``; reference-free, unitless)."""
-    _check_stack(x)
+    check_stack(x)
     out = np.empty(max(0, x.shape[0] - 1))
     prev = None
     for t0, c in _frames(x):
@@ -424,15 +423,15 @@ def evaluate(denoised, reference=None, raw=None, masks=None, *, rois=None, data_
     """
     if masks is None:
         masks = rois
-    _check_stack(denoised, "the denoised stack")
+    check_stack(denoised)
     if reference is not None:
         layout_factor(np.shape(denoised), np.shape(reference))
-        data_range = _reference_range(reference, data_range)
+        data_range = reference_range(reference, data_range)
     result: dict = {"shape": [int(s) for s in denoised.shape],
                     "data_range": None if data_range is None else float(data_range)}
     result["denoised"] = _measure(denoised, reference, masks, data_range, ssim)
     if raw is not None:
-        _check_stack(raw, "the raw stack")
+        check_stack(raw)
         if raw.shape[0] != denoised.shape[0]:
             raise InputError(f"raw has {raw.shape[0]} frames but the denoised stack has {denoised.shape[0]}")
         result["raw"] = _measure(raw, reference, masks, data_range, ssim)
