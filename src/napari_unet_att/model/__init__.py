@@ -7,6 +7,7 @@ that pairs one with its normalisation, and model files.
 - :mod:`.normalization`: intensity normalisation stored with a model;
 - :mod:`.denoiser`: :class:`Denoiser`, a network with everything needed to apply it;
 - :mod:`.checkpoint`: our model files (save, load, resume state), :func:`load_any` for any model file;
+- :mod:`.checkpoint_format`: what a checkpoint holds and the checks a loaded one must pass;
 - :mod:`.safe_loading`: reading a file without running code from it, and naming what is wrong with it;
 - :mod:`.reference`: the reference tools' (UNet-Att, DeepCAD-RT, DeepBID) weights as our networks;
 - :mod:`.pretrained`: the shipped generalist models, and :func:`load_model` by name or path.

@@ -31,7 +31,7 @@ def export_bioimageio(den: Denoiser, out: PathLike, sample: Any = None,
         raw ``(T, 2N, N)`` scan gives its forward lines); default: the shipped simulated
         recording of the model's mode.
     min_size : int
-        Smallest valid tile per axis (see :func:`tile_geometry`).
+        Smallest valid tile per axis (see :func:`~napari_unet_att.zoo.package.tile_geometry`).
     name : str, optional
         Model name in the package.
 
