@@ -138,7 +138,7 @@ def test_auto_tiles_fit_the_budget_with_receptive_field_overlap():
 def test_default_cpu_budget_narrows_large_frames_not_time():
     import torch
 
-    from napari_unet_att import model as networks
+    from napari_unet_att.model import networks
     from napari_unet_att.runtime import resources
 
     den = make(networks.build_network("unet_att", 8))
@@ -494,7 +494,7 @@ def test_denoise_file_atomic_on_error_and_cancel(tmp_path):
 
 
 def test_real_unet_att_small():
-    from napari_unet_att import model as networks
+    from napari_unet_att.model import networks
 
     torch.manual_seed(0)
     den = make(networks.build_network("unet_att", 4), norm=Normalization(100.0, 10.0))
