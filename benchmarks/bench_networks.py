@@ -50,16 +50,12 @@ def count_macs(net: nn.Module, shape: tuple[int, ...]) -> int:
         k = m.kernel_size[0] * m.kernel_size[1] * m.kernel_size[2]
         total += out.numel() * (m.in_channels // m.groups) * k
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv3d)]
-    old = networks.CPU_FAST_PATH
-    networks.CPU_FAST_PATH = False  # module calls, so the hooks fire
-    try:
-        with torch.inference_mode():
-            net(torch.zeros(shape))
-    finally:
-        networks.CPU_FAST_PATH = old
-        for h in handles:
-            h.remove()
+    plain = net.without_cpu_fast_path()  # module calls, so the hooks fire
+    for m in plain.modules():
+        if isinstance(m, nn.Conv3d):
+            m.register_forward_hook(hook)
+    with torch.inference_mode():
+        plain(torch.zeros(shape))
     return total
 
 
@@ -91,12 +87,9 @@ def run_variant(arch: str, f: int, t: int, variant: str, repeats: int) -> dict[s
     if variant in ("baseline", "fast_ncdhw_w"):
         net = net.to(memory_format=torch.contiguous_format)  # undo the networks' channels-last weights
     x = torch.randn(1, 1, t, 128, 128)
-    networks.CPU_FAST_PATH = variant != "baseline"
-    try:
-        with torch.inference_mode():
-            wall, cpu = time_call(lambda: net(x), repeats)
-    finally:
-        networks.CPU_FAST_PATH = True
+    net.set_cpu_fast_path(variant != "baseline")
+    with torch.inference_mode():
+        wall, cpu = time_call(lambda: net(x), repeats)
     threads = torch.get_num_threads()
     macs = count_macs(net, tuple(x.shape))
     return {

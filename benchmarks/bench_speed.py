@@ -44,6 +44,7 @@ from napari_unet_att.inference.denoising import denoise, effective_overlap, plan
 from napari_unet_att.model import networks
 from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization
+from napari_unet_att.model.receptive_field import receptive_field
 from napari_unet_att.runtime.device import reuse_freed_memory
 
 
@@ -184,7 +185,7 @@ def plan_stats(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig) -> di
     """
     cfg = resolve_tiles(shape, denoiser, cfg, torch.device("cpu"))
     tile = tile_shape_for(shape, cfg)
-    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    wanted = cfg.overlap if cfg.overlap is not None else receptive_field(denoiser.arch)
     overlap = effective_overlap(shape, tile, wanted)
     tiles = plan_tiles(shape, tile, overlap)
     computed = len(tiles) * math.prod(tile)

@@ -361,6 +361,20 @@ def existing_ddp_section(doc: Path) -> str | None:
     return DDP_HEADING + (rest if nxt < 0 else rest[:nxt]).rstrip() + "\n"
 
 
+#: Everything after this line in an existing page is written by hand and kept as it is.
+HAND_WRITTEN_MARKER = "<!-- hand-written below: kept by make_performance_doc.py -->"
+
+
+def existing_hand_written(doc: Path) -> str | None:
+    """The hand-written end of an existing page (from :data:`HAND_WRITTEN_MARKER` on), kept verbatim."""
+    if not doc.exists():
+        return None
+    text = doc.read_text()
+    if HAND_WRITTEN_MARKER not in text:
+        return None
+    return HAND_WRITTEN_MARKER + text.split(HAND_WRITTEN_MARKER, 1)[1].rstrip() + "\n"
+
+
 def render(results: Path, doc: Path, notes: str | None) -> str:
     speed, deepcad, mem, train, prof = (load(results, n) for n in ("speed", "deepcad", "memory", "train", "profile"))
     parts = [
@@ -384,6 +398,9 @@ def render(results: Path, doc: Path, notes: str | None) -> str:
         parts.append(render_targets(speed, deepcad, prof, mem))
     if notes:
         parts.append(Path(notes).read_text().rstrip() + "\n")
+    hand_written = existing_hand_written(doc)
+    if hand_written:
+        parts.append(hand_written)
     return "\n".join(parts)
 
 

@@ -116,7 +116,7 @@ def test_plan_tiles_cover_exactly(shape, tile, overlap):
 def test_auto_tiles_fit_the_budget_with_receptive_field_overlap():
     import torch
 
-    from napari_unet_att.model import networks
+    from napari_unet_att import model as networks
     from napari_unet_att.runtime import resources
 
     rf = networks.receptive_field("unet_att")
@@ -157,7 +157,7 @@ def test_auto_tiles_pick_the_fitting_plan_with_least_work():
 
     import torch
 
-    from napari_unet_att.model import networks
+    from napari_unet_att import model as networks
 
     den = make(networks.build_network("unet_att", 8))
     rf = networks.receptive_field("unet_att")

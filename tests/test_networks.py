@@ -12,12 +12,11 @@ from napari_unet_att.model.networks import (
     UNet3D,
     UNetAtt,
     build_network,
-    convert_reference_state_dict,
     count_parameters,
     padded_size,
-    receptive_field,
-    reference_source,
 )
+from napari_unet_att.model.receptive_field import receptive_field
+from napari_unet_att.model.reference import convert_reference_state_dict, reference_source
 
 
 def _net(arch: str, f: int = 2, seed: int = 0) -> torch.nn.Module:
@@ -138,7 +137,7 @@ def test_inference_fast_path_matches_plain_modules(arch: str, monkeypatch: pytes
     x = torch.rand(1, 1, 16, 24, 20, generator=gen)
     outs = []
     for fast in (True, False):
-        monkeypatch.setattr(networks, "CPU_FAST_PATH", fast)
+        net.set_cpu_fast_path(fast)
         with torch.inference_mode():
             outs.append(net(x))
     assert outs[0].abs().max() > 0

@@ -44,6 +44,3 @@ class CheckpointError(UserError, ValueError):
 class ResourceError(UserError, RuntimeError):
     """A request would exceed the memory or disk that is available."""
 
-
-class Cancelled(UserError):
-    """The user stopped the run."""

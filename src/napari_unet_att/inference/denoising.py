@@ -41,9 +41,9 @@ from .. import stackio as tio
 from ..augment import TTA_ORDER, d4_inverse, d4_transform
 from ..config import InferConfig, InferEvent, run_to_end
 from ..errors import InputError, ResourceError
-from ..model import networks
 from ..model.denoiser import Denoiser
 from ..model.normalization import Normalization, stack_statistics
+from ..model.receptive_field import receptive_field
 from ..modes import View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
@@ -103,7 +103,7 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
         return cfg
     t, y, x = (int(s) for s in shape)
     budget = _budget_bytes(cfg, device)
-    o = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    o = cfg.overlap if cfg.overlap is not None else receptive_field(denoiser.arch)
     # Candidate tile widths: whole frames, then halves down to MIN_TILE_XY, each with the
     # fewest tiles along t that fit. The plan that computes the fewest voxels (overlaps
     # included) wins among those keeping MIN_CONTEXT_T frames of temporal context (a network
@@ -462,7 +462,7 @@ def _check_host_memory(stack: Any, denoiser: Denoiser, cfg: InferConfig, device:
     views, _, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
     vshape = views[0].shape
     tile = tile_shape_for(vshape, cfg)
-    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    wanted = cfg.overlap if cfg.overlap is not None else receptive_field(denoiser.arch)
     tiles = plan_tiles(vshape, tile, effective_overlap(vshape, tile, wanted))
     capacity = accumulator_frames(tiles, cfg.batch_size, len(views))
     out_bytes = 0 if out is not None else int(np.prod(out_shape)) * _output_dtype(stack, cfg).itemsize
@@ -526,7 +526,7 @@ def iter_denoise(
     if cfg.half_rate and denoiser.mode == "temporal":
         return (yield from _iter_half_rate(stack, denoiser, cfg, out))
     views, _, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
-    device = devmod.resolve_device(cfg.device)
+    device = devmod.configure_process(devmod.resolve_device(cfg.device))
     cfg = resolve_tiles(views[0].shape, denoiser, cfg, device)
     _check_host_memory(stack, denoiser, cfg, device, out)
     norm = _choose_norm(stack, denoiser, cfg)
@@ -632,7 +632,7 @@ def _run(
     views, combine, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
     vshape = views[0].shape
     tile = tile_shape_for(vshape, cfg)
-    wanted = cfg.overlap if cfg.overlap is not None else networks.receptive_field(denoiser.arch)
+    wanted = cfg.overlap if cfg.overlap is not None else receptive_field(denoiser.arch)
     overlap = effective_overlap(vshape, tile, wanted)
     tiles = plan_tiles(vshape, tile, overlap)
     wsum = weight_sums(vshape, tiles, overlap)

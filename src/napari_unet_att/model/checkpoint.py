@@ -1,37 +1,23 @@
-"""One-file model checkpoints, loaded safely, and import of the reference tools' weights.
+"""Model files: one-file checkpoints of ours (save, load, resume state) and the reference tools' weights.
 
-A checkpoint (``.pt``) is a ``torch.save`` of a dict that holds only tensors and plain Python
-types, so it is always read with ``torch.load(weights_only=True)``: a file crafted to run
-code when unpickled is refused, never executed. Layout (``FORMAT_VERSION`` 1)::
-
-    magic            'napari-unet-att'
-    format_version   1
-    state_dict       {name: tensor}
-    arch, base_channels, preset, mode, flip_backward
-    normalization    {'offset': float, 'scale': float}
-    train_shape      [T, Y, X] or None
-    train_config     resolved TrainConfig (dict)
-    provenance       package / torch versions, creation time, sources, ...
-    step             optimiser steps
-    training_state   optional, for resuming: optimizer / scaler state, RNG states, elapsed
-                     time, loss history (whatever the trainer stores, as tensors / plain types)
-    checksum         optional 'sha256:<hex>' of everything above (tensor bytes included), so a
-                     flipped byte is caught; files written before it existed load without it
+A checkpoint (``.pt``) is a ``torch.save`` of a dict of tensors and plain Python types, laid out
+as :mod:`~napari_unet_att.model.checkpoint_format` describes and checked there when loaded.
 
 Files are serialised in memory, then written atomically (temporary file in the same folder,
 fsync, rename), so a full disk is an ``OSError`` we report, never a half-written file. Weights or
 normalisation that are not finite are refused both when saving and when loading.
+
+Every file is read by :func:`~napari_unet_att.model.safe_loading.safe_load`. Weights of the
+reference tools (UNet-Att, DeepCAD-RT, DeepBID) are converted by
+:mod:`~napari_unet_att.model.reference`; :func:`import_reference` and :func:`load_any` (ours, a
+reference tool's, or a bioimage.io package of ours) build the :class:`Denoiser` from them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io as _pyio
 import os
-import pickletools
-import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,16 +28,22 @@ import torch
 from .. import __version__
 from ..errors import CheckpointError, InputError, ResourceError
 from ..provenance import timestamp
-from ..stackio import atomic_file, looks_like_text
+from ..runtime.device import configure_process, resolve_device
+from ..stackio import atomic_file
 from . import networks
+from .checkpoint_format import (
+    FORMAT_VERSION,
+    MAGIC,
+    CheckpointFields,
+    check_checkpoint,
+    check_training_state,
+    content_checksum,
+    is_checkpoint,
+)
 from .denoiser import Denoiser
 from .normalization import Normalization
-
-MAGIC = "napari-unet-att"
-FORMAT_VERSION = 1
-CHECKPOINT_EXT = ".pt"
-_REQUIRED = ("state_dict", "arch", "base_channels", "mode", "normalization")
-_SCAN_BYTES = 64 * 2**20  # pickle streams precede tensor data: enough to find every global
+from .reference import convert_reference_state_dict, reference_normalization, reference_provenance, reference_source
+from .safe_loading import CHECKPOINT_EXT, safe_load
 
 PathLike = str | os.PathLike
 
@@ -84,7 +76,7 @@ def save_checkpoint(path: PathLike, denoiser: Denoiser, training_state: dict[str
         Unwritable folder, full disk (an existing file at ``path`` is then left as it was).
     """
     path = Path(path)
-    ckpt = _to_dict(denoiser)
+    ckpt = checkpoint_dict(denoiser)
     bad = _nonfinite(ckpt["state_dict"])
     if bad or not _finite_norm(ckpt["normalization"]):
         what = f"weights ({', '.join(bad[:3])})" if bad else f"normalisation {ckpt['normalization']}"
@@ -96,39 +88,11 @@ def save_checkpoint(path: PathLike, denoiser: Denoiser, training_state: dict[str
     # torch.save into memory first: torch reports a full disk as a RuntimeError from its zip
     # writer; a plain write raises OSError(ENOSPC), which atomic_file reports and cleans up.
     buffer = _pyio.BytesIO()
-    with atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:  # which fsyncs the file and its folder
         torch.save(ckpt, buffer)
         with open(tmp, "wb") as fh:
             fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
     return path
-
-
-def content_checksum(ckpt: Mapping[str, Any]) -> str:
-    """``'sha256:<hex>'`` over every entry but ``checksum``: keys, plain values, tensor dtypes, shapes, bytes."""
-    h = hashlib.sha256()
-    _feed(h, {k: v for k, v in ckpt.items() if k != "checksum"})
-    return "sha256:" + h.hexdigest()
-
-
-def _feed(h: Any, obj: Any) -> None:
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().to("cpu").contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(obj, Mapping):
-        h.update(b"{%d" % len(obj))
-        for k in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
-            h.update(repr(k).encode())
-            _feed(h, obj[k])
-    elif isinstance(obj, list | tuple):
-        h.update(b"[%d" % len(obj))
-        for v in obj:
-            _feed(h, v)
-    else:
-        h.update(f"{type(obj).__name__}:{obj!r}".encode())
 
 
 def _nonfinite(state: Mapping[str, Any]) -> list[str]:
@@ -145,7 +109,8 @@ def _finite_norm(norm: Any) -> bool:
     return True
 
 
-def _to_dict(den: Denoiser) -> dict[str, Any]:
+def checkpoint_dict(den: Denoiser) -> dict[str, Any]:
+    """What a checkpoint of ``den`` stores (without ``training_state`` and ``checksum``): the one place that says so."""
     prov = dict(den.provenance)
     prov.setdefault("package", f"napari-unet-att {__version__}")
     prov.setdefault("torch", torch.__version__)
@@ -200,217 +165,14 @@ def _plain(obj: Any, strict: bool = False) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# safe loading and error diagnosis
+# loading ours
 # ----------------------------------------------------------------------------------------------
-def _safe_load(path: PathLike) -> Any:
-    """``torch.load(weights_only=True)`` with a :class:`CheckpointError` naming the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"model file not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; expected a model file ({CHECKPOINT_EXT} or .pth)")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes); expected a model file")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing foreign pickles
-            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise
-    except Exception as exc:  # torch raises many types for bad files; diagnose from the bytes instead
-        raise _diagnose(path, exc) from None
+def target_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device``; a name is resolved and the process configured for it."""
+    return device if isinstance(device, torch.device) else configure_process(resolve_device(str(device)))
 
 
-def _diagnose(path: Path, exc: Exception) -> CheckpointError:
-    with open(path, "rb") as fh:
-        data = fh.read(_SCAN_BYTES)
-    unsafe = _unsafe_globals(path, data)
-    if unsafe:
-        return CheckpointError(
-            f"{path} contains executable code / Python objects ({', '.join(unsafe[:5])}) and was NOT loaded. "
-            "Only plain weight files are accepted; if you trust its origin, re-save just the weights "
-            "(torch.save(model.state_dict(), ...)) and import that."
-        )
-    if data.startswith(b"PK\x03\x04"):
-        return CheckpointError(f"{path} is a truncated or corrupted PyTorch file ({_brief(exc)}); "
-                               "it may not have been saved completely or was damaged in transfer")
-    if _is_plain_pickle(data):
-        return CheckpointError(f"{path} is a plain Python pickle, not a PyTorch checkpoint; expected a model file "
-                               f"saved by napari-unet-att ({CHECKPOINT_EXT}) or a reference tool's .pth")
-    if looks_like_text(data[:4096]):
-        return CheckpointError(f"{path} is a text file, not a model; expected a {CHECKPOINT_EXT} / .pth weights file")
-    return CheckpointError(f"{path} is not a PyTorch checkpoint, or it is corrupted (starts with {data[:8]!r}; "
-                           f"{_brief(exc)})")
-
-
-def _brief(exc: Exception) -> str:
-    """``Type: first sentence`` of an exception (torch's messages run to paragraphs)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # weights-only refusals bury the actual reason ("Unsupported operand 192") in later lines
-    reason = next((ln for ln in lines if ln.lower().startswith(("unsupported", "trying to load"))), None)
-    text = reason or (lines[0] if lines else "")
-    text = text.split(". ")[0][:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# Globals found in legacy (pre-zip) torch files that the weights-only unpickler accepts.
-_LEGACY_SAFE = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.bytearray")
-
-
-def _unsafe_globals(path: Path, data: bytes) -> list[str]:
-    """Globals referenced by the file's pickle(s) that ``weights_only`` refuses (never executed)."""
-    if zipfile.is_zipfile(path):
-        try:  # torch's own list: exactly what weights_only refused
-            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-        except Exception:
-            return []
-    return [n for n in _pickle_globals(data) if not n.startswith(_LEGACY_SAFE)]
-
-
-def _pickle_globals(data: bytes, max_pickles: int = 6) -> list[str]:
-    """Every ``module.name`` a pickle stream would import, found without executing it.
-
-    Legacy (pre-zip) torch files are several pickles in a row, so up to ``max_pickles`` are read.
-    """
-    found: list[str] = []
-    stream = _pyio.BytesIO(data)
-    for _ in range(max_pickles):
-        if stream.tell() >= len(data):
-            break
-        strings: list[str] = []
-        try:
-            for op, arg, _pos in pickletools.genops(stream):
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
-                    strings.append(str(arg))
-        except Exception:  # not (or no longer) a pickle: stop scanning
-            break
-    return found
-
-
-def _is_plain_pickle(data: bytes) -> bool:
-    """A complete pickle stream without globals (a pickled dict/list of plain values)."""
-    try:
-        ops = list(pickletools.genops(_pyio.BytesIO(data)))
-    except Exception:
-        return False
-    return bool(ops) and ops[-1][0].name == "STOP"
-
-
-# ----------------------------------------------------------------------------------------------
-# our checkpoints
-# ----------------------------------------------------------------------------------------------
-def is_checkpoint(obj: Any) -> bool:
-    """True for a loaded object carrying this package's magic string."""
-    return isinstance(obj, Mapping) and obj.get("magic") == MAGIC
-
-
-def _check_ours(obj: Any, path: Path) -> Mapping[str, Any]:
-    if not is_checkpoint(obj):
-        hint = ""
-        if isinstance(obj, Mapping) and networks.reference_source(obj) != "unknown":
-            hint = (f"; it looks like {networks.reference_source(obj)} weights: import it as a reference model "
-                    "(load_any / import_reference)")
-        kind = f"a {type(obj).__name__}"
-        if isinstance(obj, Mapping):
-            keys = sorted(map(str, obj))
-            more = ", ..." if len(keys) > 3 else ""
-            kind += f" with {len(keys)} key(s): " + ", ".join(keys[:3]) + more
-        raise CheckpointError(f"{path} is not a napari-unet-att checkpoint (it holds {kind}){hint}")
-    version = obj.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path} has an invalid format version {version!r}; the file is damaged")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer napari-unet-att (checkpoint format {version}; this "
-                              f"version reads format {FORMAT_VERSION} and older); update napari-unet-att")
-    missing = [k for k in _REQUIRED if k not in obj]
-    if missing:
-        raise CheckpointError(f"{path} is an incomplete checkpoint: missing {', '.join(missing)}")
-    stored = obj.get("checksum")
-    if stored is not None and stored != content_checksum(obj):
-        raise CheckpointError(f"{path} is corrupted: its content does not match the checksum stored in it (damaged "
-                              "on disk or in transfer, or edited); use another copy of the model")
-    return obj
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointFields:
-    """The metadata of one of our checkpoints, each field checked for type and range."""
-
-    arch: str
-    base_channels: int
-    preset: str
-    mode: str
-    flip_backward: bool
-    norm: Normalization
-    train_shape: tuple[int, int, int] | None
-    train_config: dict[str, Any]
-    provenance: dict[str, Any]
-    step: int
-
-    @classmethod
-    def parse(cls, ck: Mapping[str, Any], path: Path) -> CheckpointFields:
-        """Validate ``ck`` (a loaded checkpoint dict); one :class:`CheckpointError` names the bad field."""
-        def bad(field: str, expected: str) -> CheckpointError:
-            return CheckpointError(f"{path}: invalid {field} {_short(ck.get(field))}; expected {expected}; the file "
-                                   "is damaged or was not written by napari-unet-att")
-
-        from ..config import MODES
-
-        if not isinstance(ck["arch"], str) or ck["arch"] not in networks.ARCHS:
-            raise CheckpointError(f"{path}: unknown network architecture {_short(ck['arch'])}; expected one of: "
-                                  f"{', '.join(networks.ARCHS)}")
-        if not _is_int(ck["base_channels"]) or ck["base_channels"] < 1:
-            raise bad("base_channels", "a positive integer")
-        if not isinstance(ck["mode"], str) or ck["mode"] not in MODES:
-            raise bad("mode", f"one of {', '.join(MODES)}")
-        try:
-            norm = Normalization.from_dict(ck["normalization"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: invalid normalisation {_short(ck['normalization'])}; expected a finite "
-                                  "offset and scale > 0; the model file is damaged (not the input)") from None
-        shape = ck.get("train_shape")
-        if shape is not None and not (isinstance(shape, list | tuple) and len(shape) == 3
-                                      and all(_is_int(n) and n > 0 for n in shape)):
-            raise bad("train_shape", "[T, Y, X] of positive integers or None")
-        step = ck.get("step", 0)
-        if not _is_int(step) or step < 0:
-            raise bad("step", "a non-negative integer")
-        for field in ("train_config", "provenance"):
-            if ck.get(field) is not None and not isinstance(ck[field], Mapping):
-                raise bad(field, "a dict")
-        if not isinstance(ck.get("flip_backward", False), bool):
-            raise bad("flip_backward", "True or False")
-        if not isinstance(ck.get("preset", "custom"), str):
-            raise bad("preset", "a preset name")
-        return cls(
-            arch=ck["arch"], base_channels=int(ck["base_channels"]), preset=ck.get("preset", "custom"),
-            mode=ck["mode"], flip_backward=ck.get("flip_backward", False), norm=norm,
-            train_shape=None if shape is None else tuple(int(n) for n in shape),
-            train_config=dict(ck.get("train_config") or {}), provenance=dict(ck.get("provenance") or {}),
-            step=int(step),
-        )
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _short(x: Any) -> str:
-    text = repr(x)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _device(device: Any) -> torch.device:
-    from ..runtime.device import resolve_device
-
-    return device if isinstance(device, torch.device) else resolve_device(str(device))
-
-
-def _build(arch: Any, base_channels: Any, state: Any, path: Path) -> torch.nn.Module:
+def build_from_state(arch: Any, base_channels: Any, state: Any, path: Path) -> torch.nn.Module:
     """Build the network and load ``state`` strictly, with errors naming ``path``."""
     try:
         net = networks.build_network(arch, base_channels)
@@ -433,10 +195,10 @@ def _build(arch: Any, base_channels: Any, state: Any, path: Path) -> torch.nn.Mo
 
 
 def _denoiser_from_ours(obj: Mapping[str, Any], path: Path, device: Any) -> Denoiser:
-    f = CheckpointFields.parse(_check_ours(obj, path), path)
-    net = _build(f.arch, f.base_channels, obj["state_dict"], path)
+    f = CheckpointFields.parse(check_checkpoint(obj, path), path)
+    net = build_from_state(f.arch, f.base_channels, obj["state_dict"], path)
     return Denoiser(
-        net=net.to(_device(device)).eval(), arch=f.arch, base_channels=f.base_channels, preset=f.preset,
+        net=net.to(target_device(device)).eval(), arch=f.arch, base_channels=f.base_channels, preset=f.preset,
         mode=f.mode, norm=f.norm, flip_backward=f.flip_backward, train_shape=f.train_shape,
         train_config=f.train_config, provenance=f.provenance, step=f.step,
     )
@@ -453,7 +215,7 @@ def load_checkpoint(path: PathLike, device: Any = "cpu") -> Denoiser:
         weights that do not match the stored architecture.
     """
     path = Path(path)
-    return _denoiser_from_ours(_safe_load(path), path, device)
+    return _denoiser_from_ours(safe_load(path), path, device)
 
 
 def load_training_state(path: PathLike, complete: bool = False) -> dict[str, Any] | None:
@@ -463,112 +225,28 @@ def load_training_state(path: PathLike, complete: bool = False) -> dict[str, Any
     resume) also requires every one of them.
     """
     path = Path(path)
-    ck = _check_ours(_safe_load(path), path)
+    ck = check_checkpoint(safe_load(path), path)
     state = ck.get("training_state")
-    return None if state is None else _check_training_state(state, path, complete)
-
-
-# key: (check, what is expected); the trainer uses exactly these
-_STATE_FIELDS: dict[str, tuple[Any, str]] = {
-    "optimizer": (lambda v: isinstance(v, Mapping) and isinstance(v.get("state"), Mapping)
-                  and isinstance(v.get("param_groups"), list | tuple), "an optimiser state dict"),
-    "sampler": (lambda v: isinstance(v, Mapping) and isinstance(v.get("bit_generator"), Mapping),
-                "a sampler state"),
-    "torch_rng": (lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.ndim == 1,
-                  "a uint8 RNG state tensor"),
-    "step": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
-    "elapsed_s": (lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
-    "schedule": (lambda v: isinstance(v, list | tuple) and len(v) == 4 and _is_int(v[0]) and _is_number(v[1])
-                 and (v[2] is None or _is_int(v[2])) and (v[3] is None or _is_number(v[3])),
-                 "[base step, base seconds, max steps, max seconds]"),
-}
-
-
-def _check_training_state(state: Any, path: Path, complete: bool) -> dict[str, Any]:
-    """The resume state, every field the trainer reads checked (one line names the first bad one)."""
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: the training state is a {type(state).__name__}, not a dict; the file is "
-                              "damaged: start a new run with --init from it instead of --resume")
-    for key, (ok, expected) in _STATE_FIELDS.items():
-        if (key in state or complete) and (key not in state or not ok(state[key])):
-            found = "missing" if key not in state else _short(state[key])
-            raise CheckpointError(f"{path}: the training state's {key} is {found}; expected {expected}; the file "
-                                  "is damaged: start a new run with --init from it instead of --resume")
-    for key in ("scaler", "history"):
-        if state.get(key) is not None and not isinstance(state[key], Mapping):
-            raise CheckpointError(f"{path}: the training state's {key} is {_short(state[key])}; expected a dict")
-    return dict(state)
+    return None if state is None else check_training_state(state, path, complete)
 
 
 # ----------------------------------------------------------------------------------------------
-# reference weights (UNet-Att, DeepCAD-RT, DeepBID)
+# reference weights (UNet-Att, DeepCAD-RT, DeepBID) and any model file
 # ----------------------------------------------------------------------------------------------
-_NORM_KEYS = (("norm_offset", "norm_scale"), ("offset", "scale"), ("mean", "std"))
-
-
-def _flatten(d: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
-    out = {} if out is None else out
-    if isinstance(d, Mapping):
-        for k, v in d.items():
-            if isinstance(v, Mapping):
-                _flatten(v, out)
-            else:
-                out.setdefault(str(k), v)
-    return out
-
-
-def _reference_normalization(path: Path) -> tuple[Normalization, dict[str, Any]]:
-    """Normalisation from a ``para.yaml`` beside the weights, else 'use the input's own'."""
-    para = path.parent / "para.yaml"
-    notes: dict[str, Any] = {}
-    if para.is_file():
-        notes["para_yaml"] = str(para)
-        try:
-            import yaml
-
-            flat = _flatten(yaml.safe_load(para.read_text(encoding="utf-8", errors="replace")))
-        except Exception as exc:  # a damaged / foreign yaml must not block the import
-            flat = {}
-            notes["para_yaml_error"] = _brief(exc)
-        if "fmap" in flat:
-            notes["para_yaml_fmap"] = flat["fmap"]
-        for off_key, scale_key in _NORM_KEYS:
-            off, scale = flat.get(off_key), flat.get(scale_key)
-            if _is_number(off) and _is_number(scale) and float(scale) > 0:
-                notes["normalization"] = "model"
-                return Normalization(float(off), float(scale)), notes
-    notes["normalization"] = "input"
-    notes["normalization_note"] = ("the reference tools do not store their normalisation: normalise each input "
-                                   "with its own statistics (they subtract the stack mean or minimum)")
-    return Normalization(0.0, 1.0), notes
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(float(x))
-
-
 def _denoiser_from_reference(obj: Any, path: Path, device: Any) -> Denoiser:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}; expected a state dict of UNet-Att / "
                               "DeepCAD-RT weights or DeepBID's {'params': state_dict}")
     try:
-        source = networks.reference_source(obj)
-        arch, base_channels, state = networks.convert_reference_state_dict(obj)
+        source = reference_source(obj)
+        arch, base_channels, state = convert_reference_state_dict(obj)
     except (CheckpointError, InputError, ResourceError) as exc:  # ResourceError: an absurd width
         raise CheckpointError(f"{path}: {exc}") from None
-    net = _build(arch, base_channels, state, path)
-    norm, notes = _reference_normalization(path)
-    provenance = {
-        "source": f"{source} weights imported from {path.name}",
-        "reference_tool": source,
-        "imported_from": str(path),
-        "created": timestamp(),
-        "package": f"napari-unet-att {__version__}",
-        "torch": torch.__version__,
-        **notes,
-    }
-    return Denoiser(net=net.to(_device(device)).eval(), arch=arch, base_channels=base_channels, preset="imported",
-                    mode="temporal", norm=norm, provenance=provenance)
+    net = build_from_state(arch, base_channels, state, path)
+    norm, notes = reference_normalization(path)
+    return Denoiser(net=net.to(target_device(device)).eval(), arch=arch, base_channels=base_channels,
+                    preset="imported", mode="temporal", norm=norm,
+                    provenance=reference_provenance(source, path, notes))
 
 
 def import_reference(path: PathLike, device: Any = "cpu") -> Denoiser:
@@ -585,7 +263,7 @@ def import_reference(path: PathLike, device: Any = "cpu") -> Denoiser:
         As :func:`load_checkpoint`, or when the weights match no known layout.
     """
     path = Path(path)
-    obj = _safe_load(path)
+    obj = safe_load(path)
     if is_checkpoint(obj):
         return _denoiser_from_ours(obj, path, device)
     return _denoiser_from_reference(obj, path, device)
@@ -602,7 +280,7 @@ def load_any(path: PathLike, device: Any = "cpu") -> Denoiser:
 
     if zoo.is_package(path):
         return zoo.load_package(path, device)
-    obj = _safe_load(path)
+    obj = safe_load(path)
     if is_checkpoint(obj):
         return _denoiser_from_ours(obj, path, device)
     try:
@@ -622,6 +300,7 @@ __all__ = [
     "load_checkpoint",
     "load_training_state",
     "save_checkpoint",
-    "CheckpointFields",
-    "content_checksum",
+    "build_from_state",
+    "checkpoint_dict",
+    "target_device",
 ]

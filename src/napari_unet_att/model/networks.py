@@ -1,5 +1,11 @@
 """The two denoising networks: UNet-Att (3D UNet++ with attention gates) and the plain 3D UNet.
 
+Read in this order: the CPU convolution kernels (:func:`conv3d`), the building blocks, the
+attention gate (:class:`AttentionGate`), padding and cropping, the networks (:class:`UNetAtt`,
+:class:`UNet3D`) and their factory (:func:`build_network`). Their receptive field is traced in
+:mod:`~napari_unet_att.model.receptive_field`; the reference tools' weights are converted in
+:mod:`~napari_unet_att.model.reference`.
+
 Both map ``(B, 1, T, Y, X)`` float32 to the same shape, for any T, Y, X: the input is padded
 at the far end of each axis (reflect where the axis is long enough, else replicate) to a
 multiple of 8 and to the minimum size the network needs, and the output is cropped back.
@@ -8,18 +14,29 @@ Upsampled tensors are resized to their skip connection's exact size, never by a 
 
 Module and parameter names are those of the reference code (``UNet2_attention`` of
 ZjjDh/UNet-Att, ``UNet3D`` of cabooster/DeepCAD-RT, ``UNet_3D`` of shenblin/DeepBID), so their
-state dicts load after stripping the ``Generator.`` prefix: see :func:`convert_reference_state_dict`.
+state dicts load after stripping the ``Generator.`` prefix (see
+:func:`~napari_unet_att.model.reference.convert_reference_state_dict`).
 Interpolation modes also match the references (trilinear with ``align_corners=True`` in the
 UNet-Att decoder, ``align_corners=False`` inside the gates, nearest in the plain UNet), so
 imported weights compute what they computed in the reference code.
+
+On CPU inference the networks call oneDNN directly instead of the modules (:func:`conv3d`):
+the same math, several times faster. Each network holds that switch, ``cpu_fast_path``
+(:meth:`~_PaddedNet.set_cpu_fast_path`, :meth:`~_PaddedNet.without_cpu_fast_path`): off, every
+layer runs as a plain module call, which forward hooks see and TorchScript traces portably.
+
+Why one file of over 450 lines: :mod:`napari_unet_att.zoo` copies this file verbatim into
+every bioimage.io package as the architecture source, which zoo tools import on their own
+(without this package), so everything a network needs to run must live here; the fallbacks
+below for ``errors`` and ``runtime.resources`` exist for that standalone use.
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,14 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 try:
-    from ..errors import CheckpointError, InputError
-except ImportError:  # run as a standalone file: the architecture source of a bioimage.io package (zoo.py)
+    from ..errors import InputError
+except ImportError:  # run as a standalone file: the architecture source of a bioimage.io package (zoo)
 
     class InputError(ValueError):  # type: ignore[no-redef]
         """The input is not what the network needs."""
-
-    class CheckpointError(ValueError):  # type: ignore[no-redef]
-        """Weights that match no known layout."""
 
 ARCHS: tuple[str, ...] = ("unet_att", "unet3d")
 
@@ -47,18 +61,13 @@ MIN_SIZE: dict[str, int] = {"unet_att": 16, "unet3d": 8}
 
 
 # ----------------------------------------------------------------------------------------------
-# building blocks (names follow the reference code so state-dict keys match)
+# CPU kernels
 # ----------------------------------------------------------------------------------------------
-#: Switch for the CPU fast path of :func:`conv3d` (benchmarks turn it off to measure the gain).
-CPU_FAST_PATH = True
-
-
-def _cpu_fast_path(x: torch.Tensor) -> bool:
-    """Whether to call oneDNN directly: CPU float32, oneDNN available and enabled, switch on."""
-    # Inference only: with autograd the layout conversions' backward costs more than oneDNN
-    # saves (measured: fwd+bwd of a 2x32x64x64 f=8 batch 10% slower with the fast path).
+def _cpu_fast_path(enabled: bool, x: torch.Tensor) -> bool:
+    """Whether to call oneDNN directly: switch ``enabled``, CPU float32 inference, oneDNN available and on."""
+    # Inference only: with autograd the layout conversions' backward costs more than oneDNN saves.
     return (
-        CPU_FAST_PATH
+        enabled
         and not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -67,17 +76,18 @@ def _cpu_fast_path(x: torch.Tensor) -> bool:
     )
 
 
-def conv3d(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
-    """Apply ``conv`` to ``x``: same math as ``conv(x)``, faster on CPU.
+def conv3d(x: torch.Tensor, conv: nn.Conv3d, fast_path: bool = True) -> torch.Tensor:
+    """Apply ``conv`` to ``x``: same math as ``conv(x)``, faster on CPU (unless ``fast_path`` is False).
 
     On CPU, ``F.conv3d`` picks ATen's slow im2col kernel for batch 1 whenever
     ``C * T * Y <= 20480`` (a heuristic written for 2D images), which covers most of a 128 x 128
-    tile's layers and runs 3-10x slower than oneDNN; so 3x3x3 convs call oneDNN directly.
+    tile's layers and runs several times slower than oneDNN (figures in docs/performance.md,
+    "Measurements behind the code"); so 3x3x3 convs call oneDNN directly.
     1x1x1 convs become one matrix product over channels-last voxels, which beats both conv
     kernels. Both paths support autograd. Elsewhere (CUDA, other dtypes, oneDNN disabled with
     ``torch.backends.mkldnn.flags(enabled=False)``) this is plain ``conv(x)``.
     """
-    if not _cpu_fast_path(x):
+    if not _cpu_fast_path(fast_path, x):
         return conv(x)
     w, b = conv.weight, conv.bias
     if w.ndim == 5:  # channels-last weights are markedly faster in oneDNN; a no-op when already so
@@ -88,8 +98,13 @@ def conv3d(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
     return torch.mkldnn_convolution(x, w, b, conv.padding, conv.stride, conv.dilation, conv.groups)
 
 
+# ----------------------------------------------------------------------------------------------
+# building blocks (names follow the reference code so state-dict keys match)
+# ----------------------------------------------------------------------------------------------
 class _ConvUnit(nn.Sequential):
     """Conv3d 3x3x3 (padding 1, bias) + ReLU; the reference's ``SingleConv`` with order 'cr'."""
+
+    cpu_fast_path = True  # set per network by _PaddedNet.set_cpu_fast_path
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -98,7 +113,7 @@ class _ConvUnit(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place: a fresh conv output, and saves an activation-sized allocation per conv.
-        return torch.relu_(conv3d(x, self.conv))
+        return torch.relu_(conv3d(x, self.conv, self.cpu_fast_path))
 
 
 class _DoubleConv(nn.Sequential):
@@ -131,6 +146,8 @@ class _Encoder(nn.Module):
 class _Decoder(nn.Module):
     """A decoder node's double conv; the joining (upsample + concat) is done by the network."""
 
+    cpu_fast_path = True
+
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.basic_module = _DoubleConv(c_in, c_out, encoder=False)
@@ -143,7 +160,7 @@ class _Decoder(nn.Module):
         which is the largest tensor of a node (its memory sets the tile size that fits).
         """
         first, second = self.basic_module.SingleConv1, self.basic_module.SingleConv2
-        if len(parts) > 1 and _cpu_fast_path(parts[0]):
+        if len(parts) > 1 and _cpu_fast_path(self.cpu_fast_path, parts[0]):
             x = torch.relu_(_conv3d_split(parts, first.conv))
         elif len(parts) > 1:
             if torch.is_grad_enabled() and parts[0].device.type == "cpu":
@@ -159,9 +176,9 @@ class _ChannelsLastGrad(torch.autograd.Function):
 
     The backward of ``cat`` yields channel slices of the (channels-last) gradient of the
     conv that reads it; such slices are in neither memory format, and the CPU backward of the
-    trilinear resize and of batch norm then take slow generic kernels (measured: 87 ms instead
-    of 13 ms for one resize of a 2x16x32x64x64 patch). One copy into channels-last order puts
-    them back on their vectorised kernels: a ``fast`` training step runs 1.3-1.7x faster.
+    trilinear resize and of batch norm then take slow generic kernels. One copy into
+    channels-last order puts them back on their vectorised kernels, which makes a CPU training
+    step markedly faster (figures in docs/performance.md, "Measurements behind the code").
     """
 
     @staticmethod
@@ -190,14 +207,27 @@ def _conv3d_split(parts: Sequence[torch.Tensor], conv: nn.Conv3d) -> torch.Tenso
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# the attention gate
+# ----------------------------------------------------------------------------------------------
 class AttentionGate(nn.Module):
     """Additive attention gate A(x | g) of UNet-Att (reference ``AttentionBlock``, 'concat_attention').
 
-    ``theta = conv_x(x)`` (C -> 2C, 3x3x3, stride 2, no padding, no bias); ``g`` (2C channels, one
-    level down) is resized trilinearly to theta's size with no learned projection;
-    ``alpha = sigmoid(sig_conv(relu(theta + g)))`` is resized back to x's size;
+    A skip connection ``x`` (C channels) is weighted voxel by voxel by ``alpha`` in [0, 1],
+    computed from ``x`` and the gating signal ``g``, the next level's features, which say
+    where structure is: ``theta = conv_x(x)`` (C -> 2C, 3x3x3, stride 2, no padding, no bias);
+    ``g`` (2C channels, one level down) is resized trilinearly to theta's size with no learned
+    projection; ``alpha = sigmoid(sig_conv(relu(theta + g)))`` is resized back to x's size;
     the output is ``W(alpha * x)`` with ``W`` = Conv3d(C -> C, 1x1x1) + BatchNorm3d.
+    :class:`UNetAtt` gates every skip it reads.
+
+    Parameters
+    ----------
+    channels : int
+        Channels C of ``x``; ``g`` has 2C.
     """
+
+    cpu_fast_path = True
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -207,20 +237,21 @@ class AttentionGate(nn.Module):
         self.sig_conv = nn.Conv3d(2 * c, 1, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        theta = conv3d(x, self.conv_x)
+        fast = self.cpu_fast_path
+        theta = conv3d(x, self.conv_x, fast)
         # align_corners=False: what the reference's F.upsample(..., mode='trilinear') defaults to.
         g = _resize(g, theta.shape[2:], align_corners=False)
         f = theta.add_(g).relu_()  # theta is a fresh conv output: in place is safe
-        alpha = torch.sigmoid_(conv3d(f, self.sig_conv))
+        alpha = torch.sigmoid_(conv3d(f, self.sig_conv, fast))
         alpha = _resize(alpha, x.shape[2:], align_corners=False)
         conv, bn = self.W
-        if not self.training and bn.running_mean is not None and _cpu_fast_path(x):
+        if not self.training and bn.running_mean is not None and _cpu_fast_path(fast, x):
             # Eval-mode BatchNorm is a per-channel affine map: folded into the 1x1x1 conv it
             # saves a pass over (and an allocation of) a full-resolution C-channel tensor.
             w, b = _fold_batch_norm(conv, bn)
             y = F.linear((alpha * x).permute(0, 2, 3, 4, 1), w, b)
             return y.permute(0, 4, 1, 2, 3)  # a channels-last view, no copy
-        return bn(conv3d(alpha * x, conv))
+        return bn(conv3d(alpha * x, conv, fast))
 
 
 def _fold_batch_norm(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,6 +318,22 @@ class _PaddedNet(nn.Module):
     """Pads the input to a size the network can take, runs :meth:`_forward_valid`, crops back."""
 
     arch: str = ""
+    cpu_fast_path = True
+
+    def set_cpu_fast_path(self, enabled: bool) -> _PaddedNet:
+        """Switch the CPU fast path (oneDNN called directly, :func:`conv3d`) of every layer; returns self.
+
+        Off, every layer is a plain module call: what forward hooks see and what a TorchScript
+        trace can run on any device. Results are the same either way (to float rounding).
+        """
+        for m in self.modules():
+            if hasattr(type(m), "cpu_fast_path"):
+                m.cpu_fast_path = bool(enabled)
+        return self
+
+    def without_cpu_fast_path(self) -> _PaddedNet:
+        """A copy of this network with the CPU fast path off (this one, possibly in use elsewhere, is untouched)."""
+        return copy.deepcopy(self).set_cpu_fast_path(False)
 
     def _channels_last_weights(self) -> None:
         """Store conv weights channels-last (what oneDNN runs fastest; values and names unchanged)."""
@@ -349,7 +396,7 @@ class UNetAtt(_PaddedNet):
 
     arch = "unet_att"
 
-    def __init__(self, base_channels: int = 16) -> None:
+    def __init__(self, base_channels: int = 16, cpu_fast_path: bool = True) -> None:
         super().__init__()
         f = self.base_channels = _check_base_channels(base_channels)
         self.encoders = _make_encoders(f)
@@ -366,6 +413,7 @@ class UNetAtt(_PaddedNet):
         self.attentionblocks = nn.ModuleList([AttentionGate(c) for c in (f, 2 * f, 4 * f, f, 2 * f, f)])
         self.final_conv = nn.Conv3d(f, 1, kernel_size=1)
         self._channels_last_weights()
+        self.set_cpu_fast_path(cpu_fast_path)
 
     def _forward_valid(self, x: torch.Tensor) -> torch.Tensor:
         # Locals are dropped as soon as the last node that reads them is built: under inference
@@ -400,7 +448,7 @@ class UNetAtt(_PaddedNet):
         del a00, a01, a02, x12
         total.add_(x03)  # in place is safe under autograd too: an addition saves no tensors
         del x03
-        return conv3d(total.div_(3), self.final_conv)
+        return conv3d(total.div_(3), self.final_conv, self.cpu_fast_path)
 
 
 def _join(*parts: torch.Tensor) -> list[torch.Tensor]:
@@ -419,13 +467,14 @@ class UNet3D(_PaddedNet):
 
     arch = "unet3d"
 
-    def __init__(self, base_channels: int = 16) -> None:
+    def __init__(self, base_channels: int = 16, cpu_fast_path: bool = True) -> None:
         super().__init__()
         f = self.base_channels = _check_base_channels(base_channels)
         self.encoders = _make_encoders(f)
         self.decoders = nn.ModuleList([_Decoder(12 * f, 4 * f), _Decoder(6 * f, 2 * f), _Decoder(3 * f, f)])
         self.final_conv = nn.Conv3d(f, 1, kernel_size=1)
         self._channels_last_weights()
+        self.set_cpu_fast_path(cpu_fast_path)
 
     def _forward_valid(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -434,13 +483,13 @@ class UNet3D(_PaddedNet):
             skips.append(x)
         for decoder, skip in zip(self.decoders, reversed(skips[:-1]), strict=True):
             x = decoder([skip, F.interpolate(x, size=skip.shape[2:], mode="nearest")])
-        return conv3d(x, self.final_conv)
+        return conv3d(x, self.final_conv, self.cpu_fast_path)
 
 
-_BUILDERS: dict[str, Callable[[int], nn.Module]] = {"unet_att": UNetAtt, "unet3d": UNet3D}
+_BUILDERS: dict[str, Callable[..., _PaddedNet]] = {"unet_att": UNetAtt, "unet3d": UNet3D}
 
 
-def build_network(arch: str, base_channels: int) -> nn.Module:
+def build_network(arch: str, base_channels: int, cpu_fast_path: bool = True) -> _PaddedNet:
     """Build an untrained network.
 
     Parameters
@@ -449,6 +498,8 @@ def build_network(arch: str, base_channels: int) -> nn.Module:
         Network family.
     base_channels : int
         First-level channel count ``f`` (levels have f, 2f, 4f, 8f).
+    cpu_fast_path : bool
+        Call oneDNN directly on CPU inference (see :meth:`_PaddedNet.set_cpu_fast_path`).
 
     Raises
     ------
@@ -459,7 +510,7 @@ def build_network(arch: str, base_channels: int) -> nn.Module:
         builder = _BUILDERS[arch]
     except (KeyError, TypeError):
         raise InputError(f"unknown network architecture {arch!r}; expected one of: {', '.join(ARCHS)}") from None
-    return builder(check_width(arch, base_channels))
+    return builder(check_width(arch, base_channels), cpu_fast_path=cpu_fast_path)
 
 
 MAX_BASE_CHANNELS = 512  # the presets use 8 and 16; the reference tools 16 to 64
@@ -502,264 +553,3 @@ def check_width(arch: str, base_channels: Any) -> int:
 def count_parameters(net: nn.Module) -> int:
     """Number of learnable parameters (BatchNorm affine weights included, running stats not)."""
     return sum(p.numel() for p in net.parameters())
-
-
-# ----------------------------------------------------------------------------------------------
-# receptive field: exact index bookkeeping along one axis
-# ----------------------------------------------------------------------------------------------
-class _Support:
-    """For each voxel ``i`` of a 1-D feature axis, the input interval ``[lo[i], hi[i]]`` it depends on.
-
-    Every op of the network is a fixed pattern of input indices per output index (conv
-    taps, pooling windows, interpolation neighbours with non-zero weight), computed here
-    exactly as PyTorch computes it; merging branches (concat, add, multiply) is the union.
-    Kernels are isotropic, so one axis describes all three.
-    """
-
-    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
-        self.lo, self.hi = lo, hi
-
-    @classmethod
-    def identity(cls, n: int) -> _Support:
-        i = np.arange(n)
-        return cls(i.copy(), i.copy())
-
-    def __len__(self) -> int:
-        return len(self.lo)
-
-    def gather(self, reads: list[list[int]]) -> _Support:
-        """Output voxel ``k`` depends on input voxels ``reads[k]``."""
-        lo = np.array([min(self.lo[r] for r in rs) for rs in reads])
-        hi = np.array([max(self.hi[r] for r in rs) for rs in reads])
-        return _Support(lo, hi)
-
-    def conv(self, k: int = 3, stride: int = 1, pad: int = 1) -> _Support:
-        n = len(self)
-        n_out = (n + 2 * pad - k) // stride + 1
-        reads = [[j for j in range(o * stride - pad, o * stride - pad + k) if 0 <= j < n] for o in range(n_out)]
-        return self.gather(reads)  # zero padding adds no dependence
-
-    def pool(self) -> _Support:
-        return self.conv(k=2, stride=2, pad=0)
-
-    def nearest(self, n_out: int) -> _Support:
-        n = len(self)
-        return self.gather([[min(int(math.floor(o * n / n_out)), n - 1)] for o in range(n_out)])
-
-    def linear(self, n_out: int, align_corners: bool) -> _Support:
-        """Neighbours read by 1-D linear interpolation (one axis of trilinear), as ATen computes them."""
-        n = len(self)
-        reads = []
-        for o in range(n_out):
-            if align_corners:
-                src = o * (n - 1) / (n_out - 1) if n_out > 1 else 0.0
-            else:
-                src = max((o + 0.5) * n / n_out - 0.5, 0.0)
-            i0 = min(int(src), n - 1)
-            i1 = min(i0 + 1, n - 1)
-            reads.append([i0, i1] if src - i0 > 0 else [i0])
-        return self.gather(reads)
-
-    def union(*parts: _Support) -> _Support:
-        return _Support(np.minimum.reduce([p.lo for p in parts]), np.maximum.reduce([p.hi for p in parts]))
-
-
-def _double(s: _Support) -> _Support:
-    return s.conv().conv()
-
-
-def _gate(x: _Support, g: _Support) -> _Support:
-    theta = x.conv(k=3, stride=2, pad=0)
-    f = theta.union(g.linear(len(theta), align_corners=False))
-    alpha = f.linear(len(x), align_corners=False)  # sig_conv is 1x1x1
-    return x.union(alpha)  # W is 1x1x1, BatchNorm per voxel in eval
-
-
-def _trace_unet_att(n: int) -> _Support:
-    x00 = _double(_Support.identity(n))
-    x10 = _double(x00.pool())
-    x20 = _double(x10.pool())
-    x30 = _double(x20.pool())
-
-    def up(a: _Support, like: _Support) -> _Support:
-        return a.linear(len(like), align_corners=True)
-
-    a00, a10, a20 = _gate(x00, x10), _gate(x10, x20), _gate(x20, x30)
-    x01 = _double(a00.union(up(x10, x00)))
-    x11 = _double(a10.union(up(x20, x10)))
-    x21 = _double(a20.union(up(x30, x20)))
-    a01, a11 = _gate(x01, x11), _gate(x11, x21)
-    x02 = _double(a00.union(a01, up(x11, x01)))
-    x12 = _double(a10.union(a11, up(x21, x11)))
-    a02 = _gate(x02, x12)
-    x03 = _double(a00.union(a01, a02, up(x12, x02)))
-    return x01.union(x02, x03)
-
-
-def _trace_unet3d(n: int) -> _Support:
-    s = _Support.identity(n)
-    skips = []
-    for level in range(4):
-        s = _double(s.pool() if level else s)
-        skips.append(s)
-    for skip in reversed(skips[:-1]):
-        s = _double(skip.union(s.nearest(len(skip))))
-    return s
-
-
-@functools.cache
-def receptive_field(arch: str) -> int:
-    """Receptive field of a network, in voxels per axis (the same on T, Y and X).
-
-    Computed, not guessed: every layer's index pattern along one axis (3x3x3 conv taps,
-    2x2x2 pooling windows, the gates' unpadded stride-2 convs, interpolation neighbours with
-    non-zero weight, indexed exactly as PyTorch does) is traced through the network's graph
-    for a 256-voxel axis (see :class:`_Support`), giving for each output voxel ``i`` the input
-    interval ``[i - left_i, i + right_i]`` it can depend on. The result is
-    ``max(left) + max(right) + 1``: the context needed on both sides together, which bounds
-    both each voxel's dependence and the width of the output's response to one input voxel.
-
-    Values: 103 for 'unet3d' (max one-sided context 51). 145 for 'unet_att' (72 per side): its
-    gates resize ``g`` from n/2 to n/2 - 1 voxels (unpadded stride-2 conv), so the grid drifts
-    along the axis and voxels near one end of a tile see up to 72 voxels towards the other end;
-    mid-axis voxels need 131. These are hard bounds; a trained net's effective field is much
-    narrower (most weight within a few tens of voxels), so blended tile overlaps can be smaller.
-
-    Raises
-    ------
-    InputError
-        For an unknown ``arch``.
-    """
-    tracers = {"unet_att": _trace_unet_att, "unet3d": _trace_unet3d}
-    if arch not in tracers:
-        raise InputError(f"unknown network architecture {arch!r}; expected one of: {', '.join(ARCHS)}")
-    n = 256  # long enough for the deepest level to be periodic; the result is the same for any n >= 128
-    s = tracers[arch](n)
-    i = np.arange(n)
-    # Border clipping only shrinks supports, so the maxima over the whole axis are the bounds.
-    return int((i - s.lo).max() + (s.hi - i).max() + 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# reference checkpoints
-# ----------------------------------------------------------------------------------------------
-_FIRST_CONV = "encoders.0.basic_module.SingleConv1.conv.weight"
-_FIRST_LEVEL_OUT = "encoders.0.basic_module.SingleConv2.conv.weight"
-_PREFIXES = ("module.", "Generator.", "net_g.")
-_WRAPPERS = ("params", "params_ema", "state_dict", "model_state_dict")
-
-
-def _strip_prefixes(state: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
-    """Remove ``module.`` / ``Generator.`` prefixes (in any nesting) common to all keys."""
-    stripped: list[str] = []
-    out = dict(state)
-    changed = True
-    while changed and out:
-        changed = False
-        for p in _PREFIXES:
-            if all(k.startswith(p) for k in out):
-                out = {k[len(p) :]: v for k, v in out.items()}
-                stripped.append(p)
-                changed = True
-    return out, stripped
-
-
-def _unwrap(state: object) -> Mapping[str, object]:
-    if not isinstance(state, Mapping) or not state:
-        raise CheckpointError(f"expected a non-empty state dict (name -> tensor); got {type(state).__name__}")
-    # Lenient: also accept a BasicSR / training wrapper that the caller did not unwrap.
-    for key in _WRAPPERS:
-        if key in state and isinstance(state[key], Mapping) and not isinstance(state[key], torch.Tensor):
-            return _unwrap(state[key])
-    bad = [k for k in state if not isinstance(k, str)]
-    if bad:
-        raise CheckpointError(f"state dict keys must be strings; found {bad[:3]!r}")
-    return state
-
-
-def _brief(names: Sequence[str], limit: int = 5) -> str:
-    names = sorted(names)
-    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def reference_source(state: Mapping[str, object]) -> str:
-    """Which tool a state dict most likely comes from: 'UNet-Att', 'DeepCAD-RT', 'DeepBID' or 'unknown'.
-
-    UNet-Att has attention gates; DeepCAD-RT saves the plain UNet under ``Generator.``;
-    DeepBID (BasicSR) saves it without a prefix.
-    """
-    try:
-        inner, stripped = _strip_prefixes(_unwrap(state))
-    except CheckpointError:
-        return "unknown"
-    if any(k.startswith("attentionblocks.") for k in inner):
-        return "UNet-Att"
-    if _FIRST_CONV not in inner:
-        return "unknown"
-    return "DeepCAD-RT" if "Generator." in stripped else "DeepBID"
-
-
-def convert_reference_state_dict(state: Mapping[str, object]) -> tuple[str, int, dict[str, torch.Tensor]]:
-    """Turn a reference tool's state dict into ``(arch, base_channels, state)`` for :func:`build_network`.
-
-    Accepts DeepCAD-RT and UNet-Att files (keys prefixed ``Generator.``), DeepBID ones (the
-    ``params`` dict, no prefix) and this package's own networks' state dicts. The architecture
-    comes from the keys (attention gates or not), ``base_channels`` from the first level's
-    weight shapes; every key and shape is then checked against a freshly built network.
-    Our module names equal the references', so the only mapping is prefix stripping.
-
-    Raises
-    ------
-    CheckpointError
-        When the dict matches no known layout: names the missing / unexpected keys or the
-        mismatched shapes.
-    """
-    inner, _ = _strip_prefixes(_unwrap(state))
-    arch = "unet_att" if any(k.startswith("attentionblocks.") for k in inner) else "unet3d"
-    first, level = inner.get(_FIRST_CONV), inner.get(_FIRST_LEVEL_OUT)
-    if not isinstance(first, torch.Tensor) or not isinstance(level, torch.Tensor):
-        raise CheckpointError(
-            "not a UNet-Att / DeepCAD-RT / DeepBID state dict: no first-level conv weights "
-            f"({_FIRST_CONV!r}); keys start with: {_brief(list(inner), 4)}"
-        )
-    if first.ndim != 5 or level.ndim != 5 or first.shape[1] != 1:
-        raise CheckpointError(
-            f"first conv weight has shape {tuple(first.shape)}; expected (f/2, 1, 3, 3, 3) "
-            "for a single-channel 3D network"
-        )
-    base_channels = int(level.shape[0])
-    net = build_network(arch, base_channels)
-    expected = net.state_dict()
-    out = _match_keys(inner, expected, arch, base_channels)
-    return arch, base_channels, out
-
-
-def _match_keys(
-    inner: Mapping[str, object], expected: Mapping[str, torch.Tensor], arch: str, base_channels: int
-) -> dict[str, torch.Tensor]:
-    """Check ``inner`` against ``expected`` key by key and shape by shape."""
-    # BatchNorm's step counter is absent from files written by old torch versions: harmless.
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = [k for k in expected if k not in inner and k not in optional]
-    unexpected = [k for k in inner if k not in expected]
-    what = f"{arch} with base_channels={base_channels}"
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {_brief(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_brief(unexpected)}")
-        raise CheckpointError(f"state dict does not match {what}: " + "; ".join(parts))
-    wrong = []
-    out: dict[str, torch.Tensor] = {}
-    for k, ref in expected.items():
-        v = inner.get(k, ref)
-        if not isinstance(v, torch.Tensor):
-            raise CheckpointError(f"state dict entry {k!r} is a {type(v).__name__}, not a tensor")
-        if tuple(v.shape) != tuple(ref.shape):
-            wrong.append(f"{k} {tuple(v.shape)} (expected {tuple(ref.shape)})")
-        out[k] = v
-    if wrong:
-        raise CheckpointError(f"state dict does not match {what}: wrong shape for {_brief(wrong, 3)}")
-    return out

@@ -97,8 +97,3 @@ def pool_statistics(stats: list[tuple[float, float, int]]) -> Normalization:
     if not sd > 1e-12 * max(1.0, abs(mean)):
         raise InputError(f"the data are constant (every value is {mean:g}); there is no signal or noise to learn from")
     return Normalization(float(mean), sd)
-
-
-def fit_normalization(stacks) -> Normalization:
-    """Pooled normalisation over one or several stacks (one streaming pass each)."""
-    return pool_statistics([stack_statistics(s) for s in stacks])

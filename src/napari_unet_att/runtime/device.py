@@ -2,6 +2,8 @@
 
 Everything else asks this module for a ``torch.device`` and an autocast context, so the
 CUDA path (AMP, cudnn autotune, pinned memory) is exercised by the same code as the CPU one.
+A job names its device with :func:`resolve_device` (no side effects) and then sets the process
+up for it with :func:`configure_process` (threads, cudnn, the current CUDA device).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def available_devices() -> list[str]:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn a user's device choice into a ``torch.device``.
+    """Turn a user's device choice into a ``torch.device`` (changing no setting: see :func:`configure_process`).
 
     Parameters
     ----------
@@ -47,7 +49,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
-        configure_cpu_threads()
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -55,11 +56,24 @@ def resolve_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
-        torch.backends.cudnn.benchmark = True  # fixed tile shapes: autotuning pays off
-        if dev.index is not None:
-            torch.cuda.set_device(dev)  # NCCL and default allocations follow the chosen GPU
         return dev
     raise InputError(f"unknown device {name!r}; expected one of {', '.join(DEVICE_CHOICES)} or 'cuda:N'")
+
+
+def configure_process(device: torch.device) -> torch.device:
+    """Set this process up to run jobs on ``device`` (from :func:`resolve_device`); returns ``device``.
+
+    CPU: one intra-op thread per core (:func:`configure_cpu_threads`). CUDA: cudnn autotuning on
+    (tiles have fixed shapes, so it pays off) and, for ``cuda:N``, GPU N made the current device
+    (NCCL and default allocations follow it).
+    """
+    if device.type == "cpu":
+        configure_cpu_threads()
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if device.index is not None:
+            torch.cuda.set_device(device)
+    return device
 
 
 def configure_cpu_threads() -> int:
@@ -83,9 +97,9 @@ def amp_dtype(device: torch.device, training: bool = False) -> torch.dtype | Non
     """The autocast dtype to use on ``device``, or None for full precision.
 
     On CUDA: bf16 where the GPU supports it (no loss scaling needed), else fp16. On CPU: bf16
-    for training steps on CPUs with native bf16 (measured here: a ``fast`` step 1.4x faster,
-    ``unet3d`` 2.4x, and the same PSNR after 300 steps, 33.93 vs 33.85 dB), else none: without
-    hardware bf16, and for inference (whose float32 oneDNN path it would bypass), it is slower.
+    for training steps on CPUs with native bf16 (faster at the same PSNR: docs/performance.md,
+    "Measurements behind the code"), else none: without hardware bf16, and for inference
+    (whose float32 oneDNN path it would bypass), it is slower.
     """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -155,13 +169,13 @@ def reuse_freed_memory(device: torch.device) -> Iterator[None]:
     """Keep the CPU memory that tensors free inside the process while a job runs (glibc only).
 
     glibc returns every block of 32 MB or more to the system when it is freed, and the next
-    tensor of that size page-faults its memory back in: a UNet-Att forward pass on a
-    64 x 128 x 128 tile took 530,000 page faults and spent 22% of its CPU time in the kernel
-    (measured: 3.55 s per forward pass, 2.05 s with this context). Inside it, large blocks come
-    from the heap (``M_MMAP_MAX`` = 0), freed memory stays there for the next tile
+    tensor of that size page-faults its memory back in: a UNet-Att forward pass spends a large
+    part of its CPU time in the kernel's page-fault handler. Inside this context, large blocks
+    come from the heap (``M_MMAP_MAX`` = 0), freed memory stays there for the next tile
     (``M_TRIM_THRESHOLD``) and threads started meanwhile share that heap (``M_ARENA_MAX`` = 1).
-    The cost is the heap's fragmentation: that tile's peak RSS went from 988 to 1,087 MB, and
-    stayed there over 16 tiles of mixed sizes. glibc's default settings are put back, and the
+    The cost is the heap's fragmentation, a somewhat higher peak RSS (the memory estimates'
+    factors include it; figures for both in docs/performance.md, "Measurements behind the
+    code"). glibc's default settings are put back, and the
     retained memory handed back (``malloc_trim``), when the last job using this ends (glibc's
     dynamic mmap threshold then stays at the value it had reached). Elsewhere (CUDA, other C
     libraries) this does nothing.

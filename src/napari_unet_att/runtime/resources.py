@@ -12,36 +12,11 @@ multiply that by the padded tile / patch volume and a calibrated factor:
 - ``TRAIN_FACTOR``: the same for a training step (forward with autograd, backward, Adam):
   every activation is kept for the backward pass, and gradients of the same size appear.
 
-Calibration (CPU, float32, two threads; peak RSS from ``resource.getrusage`` in a fresh process
-minus the RSS before the pass; ratio = peak / summed hooked layer outputs of the plain modules).
-Inference rows were re-measured after decoder nodes stopped materialising their concatenation
-and the forward pass started dropping each tensor after its last use; the training rows come
-from ``python scripts/robustness_report.py --calibrate``:
-
-==========  ====  ==============  =====  ==========
-job         arch  f, tile / patch ratio  factor used
-==========  ====  ==============  =====  ==========
-inference   att   8, 400x128x128  0.76   0.95
-inference   att   8, 128^3        0.90   0.95
-inference   att   16, 128^3       0.77   0.95
-inference   att   16, 64x128x128  0.79   0.95
-inference   att   16, 64x256x256  0.74   0.95
-inference   3d    16, 128^3       1.24   1.3
-inference   3d    16, 256x128x128 1.21   1.3
-training    att   16, 64^3 x1     4.00   4.2
-training    att   16, 32x64x64    3.81   4.2
-training    3d    16, 32x64x64 x2 3.71   4.0
-==========  ====  ==============  =====  ==========
-
-The inference factors in use are higher than that table: since jobs keep freed memory in
-the heap (:func:`~napari_unet_att.runtime.device.reuse_freed_memory`), its fragmentation adds to the
-peak. Re-measured on whole ``infer.denoise`` runs of 128 x 128 stacks (two threads, peak
-``RssAnon`` above the RSS before the job, minus the output array), the passes needed
-1.13-1.26x the old unet_att estimate (``fast`` tiles of 64, 136 and 200 frames, ``paper`` 64)
-and 1.18x the unet3d one (136 frames): the factors were raised by 1.3x.
-The hooks miss UNet3D's upsampling, hence its larger factor. Small tiles
-carry a fixed overhead (allocator, oneDNN scratch) of a few tens of MB: ``FIXED_OVERHEAD``.
-The factors are the largest ratio rounded up, so estimates err on the safe side.
+The factors are calibrated on CPU (float32), measured peaks over the hooked sums, rounded up
+so that estimates err on the safe side; the calibration runs and their history are in
+docs/performance.md ("Memory-estimate calibration"). UNet3D's factor is larger because its
+upsampling is not hooked. Small tiles carry a fixed overhead (allocator, oneDNN scratch) that
+does not scale with the tile: ``FIXED_OVERHEAD``.
 """
 
 from __future__ import annotations
@@ -56,16 +31,16 @@ import torch
 from ..errors import ResourceError
 from ..stackio import format_bytes
 
-#: Peak inference memory / summed hooked layer outputs, per architecture (calibrated on CPU, module docstring).
+#: Peak inference memory / summed hooked layer outputs, per architecture (calibration: docs/performance.md).
 INFER_FACTOR: dict[str, float] = {"unet_att": 1.25, "unet3d": 1.65}
 #: Peak training-step memory / summed hooked layer outputs, per architecture.
 TRAIN_FACTOR: dict[str, float] = {"unet_att": 4.2, "unet3d": 4.0}
-#: Allocator / kernel scratch that does not scale with the tile (measured: 20-40 MB).
+#: Allocator / kernel scratch that does not scale with the tile (measured at a few tens of MB).
 FIXED_OVERHEAD = 64 * 2**20
 #: Fraction of the available memory a job may plan to use (the rest is for the OS, napari, caches).
 USABLE_FRACTION = 0.9
 _FLOAT_BYTES = 4
-_HOOKED = ("_ConvUnit", "MaxPool3d", "AttentionGate", "Upsample")
+_HOOKED = ("_ConvUnit", "MaxPool3d", "AttentionGate")
 _PROBE = 32  # probe edge: a multiple of 8 and >= every architecture's minimum size
 
 
@@ -84,24 +59,20 @@ def activation_elements(arch: str, base_channels: int) -> float:
     conv unit, pooling and attention-gate output. Layer outputs scale with the voxel count
     (each level holds 1/8 of the voxels of the one above), so the ratio holds for any size.
     """
-    from ..model import networks
+    from ..model.networks import build_network
 
-    net = networks.build_network(arch, int(base_channels)).eval()
+    # The fast path would bypass the module calls that the hooks count, whatever path inference takes.
+    net = build_network(arch, int(base_channels), cpu_fast_path=False).eval()
     total = [0]
 
     def hook(_module, _inp, out) -> None:
         total[0] += out.numel()
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if type(m).__name__ in _HOOKED]
-    fast_path = networks.CPU_FAST_PATH
-    networks.CPU_FAST_PATH = False  # count the plain modules' outputs, whatever path inference takes
-    try:
-        with torch.inference_mode():
-            net(torch.zeros(1, 1, _PROBE, _PROBE, _PROBE))
-    finally:
-        networks.CPU_FAST_PATH = fast_path
-        for h in handles:
-            h.remove()
+    with torch.inference_mode():
+        net(torch.zeros(1, 1, _PROBE, _PROBE, _PROBE))
+    for h in handles:
+        h.remove()
     return total[0] / _PROBE**3
 
 

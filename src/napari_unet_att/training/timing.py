@@ -16,7 +16,7 @@ import torch
 
 from ..config import TrainConfig, get_preset
 from ..model.networks import build_network
-from ..runtime.device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
+from ..runtime.device import autocast, configure_process, grad_scaler, resolve_device, reuse_freed_memory, to_device
 
 
 def measure_step_seconds(cfg: TrainConfig, steps: int = 2) -> float:
@@ -41,7 +41,7 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 2) -> float:
 
     rcfg = cfg.resolved()
     preset = get_preset(rcfg["preset"])
-    device = resolve_device(rcfg["device"])
+    device = configure_process(resolve_device(rcfg["device"]))
     net = build_network(preset.arch, preset.base_channels).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)
     scaler = grad_scaler(device, rcfg["amp"])

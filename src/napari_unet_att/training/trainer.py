@@ -32,7 +32,7 @@ from ..model.normalization import Normalization, pool_statistics, stack_statisti
 from ..model.pretrained import load_model
 from ..modes import check_stack_for_mode, max_patch_for
 from ..provenance import timestamp
-from ..runtime.device import autocast, grad_scaler, resolve_device, reuse_freed_memory, to_device
+from ..runtime.device import autocast, configure_process, grad_scaler, resolve_device, reuse_freed_memory, to_device
 from ..runtime.distributed import all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
@@ -273,7 +273,7 @@ class Trainer:
         per_stack, pooled = self._normalizations()
         if self.resume is None:
             den.norm = pooled
-        device = resolve_device(rcfg["device"])
+        device = configure_process(resolve_device(rcfg["device"]))
         # Refuse a patch that clearly cannot fit before any work starts.
         check_training_memory(rcfg["patch_t"], rcfg["patch_xy"], rcfg["batch_size"], den.arch, den.base_channels,
                               device)
