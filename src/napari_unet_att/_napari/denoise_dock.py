@@ -264,7 +264,8 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         """Denoise ``layer`` (default: the chosen input) in a worker; returns the worker or None."""
         from napari.qt.threading import create_worker
 
-        from ..inference.denoising import iter_denoise, iter_denoise_file
+        from ..inference.denoising import iter_denoise
+        from ..inference.files import iter_denoise_file
 
         if C.worker_busy(self.worker):
             return self.worker
@@ -316,7 +317,7 @@ class DenoiseWidget(C.DockTabsMixin, QWidget):
         if text:
             out = Path(text)
             if src is not None:
-                from ..inference.denoising import check_not_input
+                from ..inference.files import check_not_input
 
                 check_not_input(src, out)
             return out
