@@ -492,6 +492,38 @@ def test_denoise_file_atomic_on_error_and_cancel(tmp_path):
     assert threading.active_count() == baseline
 
 
+def test_denoise_array_to_file_matches_in_memory(tmp_path):
+    """An in-memory stack (a layer with no file behind it) streamed into a file: the result's shape and
+    dtype (a mirrored model's merged output is (T, N, N)), the same values as in memory, atomic on cancel."""
+    from napari_unet_att.stackio import io as tio
+
+    rng = np.random.default_rng(15)
+    x = (rng.random((20, 32, 16)) * 1000).astype(np.uint16)
+    for den, c in [(make(AddXRamp()), cfg(output_dtype="input")),
+                   (make(AddXRamp(), mode="mirrored", flip=True), cfg(mirrored_output="merged"))]:
+        target = tmp_path / f"out_{den.mode}.tif"
+        gen = infer.iter_denoise_to_file(x, target, den, c, source="movie.tif")
+        events = []
+        while True:
+            try:
+                events.append(next(gen))
+            except StopIteration as stop:
+                assert stop.value == target
+                break
+        assert events and events[-1].done == events[-1].total
+        want = infer.denoise(x, den, c)
+        got = tifffile.imread(target)
+        assert got.shape == ((20, 16, 16) if den.mode == "mirrored" else x.shape) == want.shape
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        meta = tio.read_metadata(target)
+        assert meta["source"] == "movie.tif" and f"mode '{den.mode}'" in meta["denoiser"]
+    gen = infer.iter_denoise_to_file(x, tmp_path / "cancelled.tif", make(Identity()), cfg())
+    next(gen)
+    gen.close()
+    assert not (tmp_path / "cancelled.tif").exists()
+
+
 # --------------------------------------------------------------------------- real network
 
 

@@ -151,8 +151,8 @@ def effective_overlap(shape: Sequence[int], tile: int | Sequence[int], overlap: 
 
     0 on an axis that fits in one tile (no neighbour to blend with); otherwise the requested
     overlap, capped at half a tile. The cap keeps the step positive and the work bounded:
-    UNet-Att's receptive field (131 voxels) exceeds the default 128-frame tile, and an
-    uncapped overlap would mean a step of one frame (~100x the compute). Beyond half a tile
+    UNet-Att's receptive field (145 voxels) exceeds a 128-frame tile, so an uncapped overlap
+    would leave no step forward at all. Beyond half a tile
     every voxel is covered by three or more tiles for little gain, since a trained net's
     effective field is much narrower than its theoretical one.
     """
