@@ -1,7 +1,7 @@
 """Peak memory of file-to-file denoising versus file size (issue: scale/speed).
 
 Writes uint16 TIFF recordings chunk by chunk (never whole in RAM; ``tifffile.memmap``), then
-denoises each with :func:`napari_unet_att.inference.denoising.denoise_file` in a fresh subprocess and reports
+denoises each with :func:`napari_unet_att.inference.files.denoise_file` in a fresh subprocess and reports
 that process's memory:
 
 - ``peak RSS``: ``VmHWM`` (= ``ru_maxrss``, what ``/usr/bin/time -v`` reports as "Maximum
@@ -115,7 +115,7 @@ def make_net(kind: str) -> Any:
 def child(in_path: str, out_path: str, kind: str, output_dtype: str) -> None:
     """Denoise ``in_path`` to ``out_path`` and print one JSON line with the memory figures."""
     from napari_unet_att.config import InferConfig
-    from napari_unet_att.inference.denoising import denoise_file
+    from napari_unet_att.inference.files import denoise_file
 
     den = make_net(kind)
     baseline = _status_kib("VmRSS")

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, InferEvent
 from napari_unet_att.errors import InputError
-from napari_unet_att.inference import denoising as infer
+from napari_unet_att.inference import accumulate, denoising
+from napari_unet_att.inference import tiles as tiling
 from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization
 
@@ -171,8 +173,8 @@ def test_auto_tiles_pick_the_fitting_plan_with_least_work():
 
     # Every other width with its longest fitting tile (and enough frames) does at least as much work.
     for xy in (512, 256, 128, 64):
-        longest = infer._longest_tile(shape[0], (xy, xy), budget * 1e9, den, 1)
-        tile_t = infer._fewest_tiles_length(shape[0], longest, rf)
+        longest = tiling._longest_tile(shape[0], (xy, xy), budget * 1e9, den, 1)
+        tile_t = tiling._fewest_tiles_length(shape[0], longest, rf)
         if tile_t >= infer.MIN_CONTEXT_T:
             assert work(chosen) <= work((tile_t, xy, xy)), (chosen, xy, tile_t)
     assert chosen[0] >= infer.MIN_CONTEXT_T
@@ -196,7 +198,7 @@ def test_blend_window_ramps_and_borders():
 
 
 def test_ramp_partition_of_unity_and_smooth():
-    r = infer._ramp(10)
+    r = tiling._ramp(10)
     assert np.allclose(r + r[::-1], 1.0)
     assert (r > 0).all() and (r < 1).all() and (np.diff(r) > 0).all()
     sums = infer.weight_sums((40, 8, 8), infer.plan_tiles((40, 8, 8), (10, 8, 8), 4), 4)
@@ -385,7 +387,7 @@ def test_rolling_accumulator_bounded(monkeypatch):
             capacities.append(capacity)
             super().__init__(capacity, frame_shape)
 
-    monkeypatch.setattr(infer, "RollingAccumulator", Spy)
+    monkeypatch.setattr(accumulate, "RollingAccumulator", Spy)
     x = np.random.default_rng(9).random((200, 16, 16), dtype=np.float32)
     y = infer.denoise(x, make(Identity()), cfg(tile_t=16, overlap=6))
     np.testing.assert_allclose(y, x, atol=1e-6)
@@ -488,6 +490,38 @@ def test_denoise_file_atomic_on_error_and_cancel(tmp_path):
     gen.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
     assert threading.active_count() == baseline
+
+
+def test_denoise_array_to_file_matches_in_memory(tmp_path):
+    """An in-memory stack (a layer with no file behind it) streamed into a file: the result's shape and
+    dtype (a mirrored model's merged output is (T, N, N)), the same values as in memory, atomic on cancel."""
+    from napari_unet_att.stackio import io as tio
+
+    rng = np.random.default_rng(15)
+    x = (rng.random((20, 32, 16)) * 1000).astype(np.uint16)
+    for den, c in [(make(AddXRamp()), cfg(output_dtype="input")),
+                   (make(AddXRamp(), mode="mirrored", flip=True), cfg(mirrored_output="merged"))]:
+        target = tmp_path / f"out_{den.mode}.tif"
+        gen = infer.iter_denoise_to_file(x, target, den, c, source="movie.tif")
+        events = []
+        while True:
+            try:
+                events.append(next(gen))
+            except StopIteration as stop:
+                assert stop.value == target
+                break
+        assert events and events[-1].done == events[-1].total
+        want = infer.denoise(x, den, c)
+        got = tifffile.imread(target)
+        assert got.shape == ((20, 16, 16) if den.mode == "mirrored" else x.shape) == want.shape
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        meta = tio.read_metadata(target)
+        assert meta["source"] == "movie.tif" and f"mode '{den.mode}'" in meta["denoiser"]
+    gen = infer.iter_denoise_to_file(x, tmp_path / "cancelled.tif", make(Identity()), cfg())
+    next(gen)
+    gen.close()
+    assert not (tmp_path / "cancelled.tif").exists()
 
 
 # --------------------------------------------------------------------------- real network
@@ -602,7 +636,7 @@ def test_half_rate_ensemble_is_the_mean_of_full_and_half_rate_passes(tmp_path):
 def test_every_other_frame_view_reads_like_a_strided_slice():
     x = np.arange(11 * 2 * 3).reshape(11, 2, 3)
     for parity in (0, 1):
-        view, ref = infer._EveryOther(x, parity), x[parity::2]
+        view, ref = denoising._EveryOther(x, parity), x[parity::2]
         assert view.shape == ref.shape
         for a, b in [(0, 0), (0, None), (1, 3), (2, 2), (3, 100), (4, 1)]:
             np.testing.assert_array_equal(view[a:b], ref[a:b])

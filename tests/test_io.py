@@ -229,8 +229,8 @@ def _mapped(path) -> bool:
 
 
 def test_reading_and_denoising_a_tiff_maps_no_input_pages(tmp_path):
+    from napari_unet_att import inference as infer
     from napari_unet_att.config import InferConfig
-    from napari_unet_att.inference import denoising as infer
     from napari_unet_att.model.denoiser import Denoiser
     from napari_unet_att.model.normalization import Normalization
 

@@ -15,9 +15,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from napari_unet_att import inference as infer
 from napari_unet_att import stackio as tio
 from napari_unet_att.config import InferConfig
-from napari_unet_att.inference import denoising as infer
 from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization, pool_statistics, stack_statistics
 from napari_unet_att.modes import extract_pair

@@ -177,7 +177,7 @@ def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from .inference.denoising import iter_denoise_file
+    from .inference.files import iter_denoise_file
     from .model.pretrained import load_model
     from .runtime.distributed import shard
     from .stackio import read_stack

@@ -192,7 +192,8 @@ class DenoiseWidget(BaseDock):
 
     def denoise(self, layer: Any = None) -> Any:
         """Denoise ``layer`` (default: the chosen input) in a worker; returns the worker or None."""
-        from ..inference.denoising import iter_denoise, iter_denoise_file
+        from ..inference.denoising import iter_denoise
+        from ..inference.files import iter_denoise_file, iter_denoise_to_file
 
         if worker_busy(self.worker):
             return self.worker
@@ -212,7 +213,7 @@ class DenoiseWidget(BaseDock):
             elif (src := streamable_source(layer, stack)) is not None:
                 gen = iter_denoise_file(src, out_path, den, cfg)
             else:
-                gen = _iter_denoise_to(stack, out_path, den, cfg)
+                gen = iter_denoise_to_file(stack, out_path, den, cfg)
         except UserError as exc:
             report_error(exc, "denoising")
             return None
@@ -229,7 +230,7 @@ class DenoiseWidget(BaseDock):
         if text:
             out = Path(text)
             if src is not None:
-                from ..inference.denoising import check_not_input
+                from ..inference.files import check_not_input
 
                 check_not_input(src, out)
             return out
@@ -348,22 +349,6 @@ class DenoiseWidget(BaseDock):
         if layer not in self.plot_layers:
             self.plot_layers.append(layer)
         return y_offset + scale[0] * rgb.shape[0]
-
-
-def _iter_denoise_to(stack: Any, out_path: Path, den: Any, cfg: InferConfig) -> Any:
-    """Stream an in-memory (or lazy) layer through the model into a file; returns the path.
-
-    (:func:`~napari_unet_att.inference.denoising.iter_denoise_file` needs a TIFF path; a layer made in the
-    session has none, so its array is the source here.) To be replaced by the engine's own
-    to-disk generator (inference/files.py, issue 12).
-    """
-    from ..inference.denoising import iter_denoise
-    from ..stackio import output_stack
-
-    dtype = np.float32 if cfg.output_dtype == "float32" else np.dtype(stack.dtype)
-    with output_stack(out_path, tuple(stack.shape), dtype, metadata={"denoiser": den.describe()}) as out:
-        yield from iter_denoise(stack, den, cfg, out=out)
-    return Path(out_path)
 
 
 def _evaluate_job(denoised: Any, reference: Any, raw: Any, masks: Any, ssim: bool) -> tuple[dict, Any]:

@@ -1,0 +1,101 @@
+"""Denoising into files: a stack streamed through the model into a TIFF (or zarr) that appears only once
+everything succeeded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from ..config import InferConfig, InferEvent, run_to_end
+from ..errors import InputError
+from ..model.denoiser import Denoiser
+from ..stackio import output_stack, read_stack
+from ..stackio.outputs import same_file
+from .denoising import DenoiseJob
+
+
+def check_not_input(in_path: str | Path, out_path: str | Path) -> None:
+    """Refuse an output path that is the input file itself (it would be replaced by the result)."""
+    if same_file(Path(in_path), Path(out_path)):  # the same path, a link to it, or a hard link
+        raise InputError(f"the output {out_path} would overwrite the input {in_path}; choose another output path")
+
+
+def iter_denoise_to_file(
+    stack: Any,
+    out_path: str | Path,
+    denoiser: Denoiser,
+    cfg: InferConfig | None = None,
+    source: str | Path | None = None,
+) -> Generator[InferEvent, None, Path]:
+    """Stream a ``(T, Y, X)`` array (in memory or lazy) through the model into a file, atomically.
+
+    Finished frames are written to ``out_path`` as they complete and dropped from the process's
+    memory (:func:`~napari_unet_att.stackio.output_stack`: a TIFF, or zarr for a ``.zarr`` path), so
+    peak memory does not grow with the file; the file only appears once everything succeeded: an error
+    or closing this generator leaves no (partial) output.
+
+    Parameters
+    ----------
+    stack : array-like (T, Y, X)
+        What :func:`~napari_unet_att.inference.denoising.iter_denoise` takes.
+    out_path : str or Path
+        The output file. Its shape is the result's (``(T, N, N)`` for a mirrored model's merged
+        output), its dtype float32 or, with ``cfg.output_dtype == 'input'``, the input's.
+    denoiser, cfg
+        As for :func:`~napari_unet_att.inference.denoising.iter_denoise`.
+    source : str or Path, optional
+        The input's file, recorded in the output's metadata.
+
+    Yields
+    ------
+    InferEvent
+        :func:`~napari_unet_att.inference.denoising.iter_denoise`'s progress.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    job = DenoiseJob.create(stack, denoiser, cfg)
+    meta: dict[str, Any] = {"denoiser": denoiser.describe()}
+    if source is not None:
+        meta["source"] = str(source)
+    with output_stack(out_path, job.out_shape, job.dtype, metadata=meta) as out:
+        yield from job.run(out)
+    return Path(out_path)
+
+
+def iter_denoise_file(
+    in_path: str | Path,
+    out_path: str | Path,
+    denoiser: Denoiser,
+    cfg: InferConfig | None = None,
+    channel: int | None = None,
+    axes: str | None = None,
+) -> Generator[InferEvent, None, Path]:
+    """Stream a TIFF through the model into another TIFF, atomically (:func:`iter_denoise_to_file`).
+
+    The input is read lazily (positioned reads of each tile), so peak memory does not grow with the
+    file. Returns ``out_path``. ``channel`` and ``axes`` are
+    :func:`~napari_unet_att.stackio.read_stack`'s.
+    """
+    check_not_input(in_path, out_path)
+    stack = read_stack(in_path, channel=channel, lazy=True, axes=axes)
+    return (yield from iter_denoise_to_file(stack, out_path, denoiser, cfg, source=in_path))
+
+
+def denoise_file(
+    in_path: str | Path,
+    out_path: str | Path,
+    denoiser: Denoiser,
+    cfg: InferConfig | None = None,
+    channel: int | None = None,
+    progress: Callable[[InferEvent], Any] | None = None,
+    axes: str | None = None,
+) -> Path:
+    """Blocking :func:`iter_denoise_file`."""
+    return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel, axes), progress)
+
+
+__all__ = ["check_not_input", "denoise_file", "iter_denoise_file", "iter_denoise_to_file"]
