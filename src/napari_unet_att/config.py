@@ -174,15 +174,6 @@ class TrainConfig:
             d["steps"] = DEFAULT_STEPS
         return ResolvedTrainConfig(**d)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`ResolvedTrainConfig.as_dict` output, ignoring unknown keys (older/newer files)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if isinstance(kw.get("preview_frames"), list):
-            kw["preview_frames"] = tuple(kw["preview_frames"])
-        return cls(**kw)
-
 
 @dataclass(frozen=True)
 class ResolvedTrainConfig:

@@ -6,11 +6,8 @@
 widget runs it in ``thread_worker``; both stop it with :meth:`Trainer.stop`, which ends the loop
 cleanly after the current step and still saves and returns the model.
 
-A run is set up (:meth:`Trainer._setup`: :mod:`~napari_unet_att.training.start`,
-:mod:`~napari_unet_att.training.resume`), then loops over optimiser steps (:meth:`Trainer._step`,
-loss in :mod:`~napari_unet_att.training.loss`, learning rate and budget in
-:mod:`~napari_unet_att.training.schedule`), validating, checkpointing
-(:mod:`~napari_unet_att.training.saving`) and previewing between them (:meth:`Trainer._after_step`).
+A run is set up (``_setup``: modules ``start`` and ``resume``), then loops over optimiser steps
+(``_step``: ``loss``, ``schedule``), validating, checkpointing (``saving``) and previewing after each.
 """
 
 from __future__ import annotations
@@ -159,17 +156,14 @@ class Trainer:
         return self._stop.is_set()
 
     # -- set-up ---------------------------------------------------------------------------
-    def _new_budget(self) -> bool:
-        """The request gives a budget of its own (a resume without one continues the stored one)."""
-        return self.cfg.steps is not None or self.cfg.seconds is not None
-
     def _build(self) -> tuple[ResolvedTrainConfig, dict[str, Any] | None, list[str]]:
         """Model, config and optional training state, from scratch, --init or --resume."""
         rcfg = self.cfg.resolved()
         state = None
         notes: list[str] = []
         if self.resume is not None:
-            den, rcfg, state, note = load_resume(self.resume, rcfg, self._new_budget())
+            new_budget = self.cfg.steps is not None or self.cfg.seconds is not None
+            den, rcfg, state, note = load_resume(self.resume, rcfg, new_budget)
             notes.append(note)
         elif self.init is not None:
             den, rcfg, self.parent, note = denoiser_from_weights(self.init, rcfg, lr_given=self.cfg.lr is not None)
@@ -210,7 +204,8 @@ class Trainer:
         den.train_config = rcfg.as_dict()
         den.flip_backward = bool(rcfg.flip_backward)
         den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
-        continuing = state is not None and not self._new_budget()
+        # A resume without a new budget continues the stored schedule; anything else starts a new one.
+        continuing = state is not None and self.cfg.steps is None and self.cfg.seconds is None
         budget = Budget.plan(rcfg, state["schedule"] if continuing else None, step, elapsed_before)
         return _Run(rcfg, den, net, model, opt, scaler, device, env, train_s, val_batches, budget, continuing,
                     step, elapsed_before, notes + fitted + list(getattr(train_s, "notices", [])), start_step=step)
