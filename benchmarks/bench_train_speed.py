@@ -30,8 +30,8 @@ from napari_unet_att.config import PRESETS
 from napari_unet_att.model.networks import build_network
 from napari_unet_att.model.normalization import Normalization
 from napari_unet_att.runtime.device import amp_dtype, autocast, to_device
+from napari_unet_att.training.loss import loss_fn
 from napari_unet_att.training.sampler import PatchSampler
-from napari_unet_att.training.trainer import loss_fn
 
 PARTS = ("sample", "to_device", "forward", "backward", "optimizer")
 

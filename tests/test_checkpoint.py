@@ -29,7 +29,7 @@ def _denoiser(arch: str = "unet_att", f: int = 4) -> Denoiser:
     return Denoiser(
         net=net, arch=arch, base_channels=f, preset="fast", mode="mirrored", norm=Normalization(123.5, 45.25),
         flip_backward=True, train_shape=(40, 64, 32),
-        train_config=TrainConfig(mode="mirrored", steps=5, preview_frames=(0, 4)).resolved(),
+        train_config=TrainConfig(mode="mirrored", steps=5, preview_frames=(0, 4)).resolved().as_dict(),
         provenance={"sources": ["a.tif"], "seed": np.int64(3)}, step=17,
     )
 

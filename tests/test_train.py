@@ -118,7 +118,7 @@ def test_constant_stack_is_refused():
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
-    from napari_unet_att.training.trainer import _lr_factor
+    from napari_unet_att.training.schedule import lr_factor as _lr_factor
 
     fr = np.linspace(0.0, 1.0, 2001)
     f = np.array([_lr_factor(x) for x in fr])

@@ -44,7 +44,7 @@ if a.lr_floor is not None or a.warmup is not None:
     import napari_unet_att.training.trainer as _train
 
     sched = {k: v for k, v in (("floor", a.lr_floor), ("warmup", a.warmup)) if v is not None}
-    _train._lr_factor = functools.partial(_train._lr_factor, **sched)
+    _train.lr_factor = functools.partial(_train.lr_factor, **sched)
 torch.set_num_threads(2)
 sim = simulate(n_frames=400, size=128, photons=a.photons, motion_std=0, seed=0)
 noisy, clean = sim.noisy, sim.clean.astype(np.float32)

@@ -1,5 +1,7 @@
 """Command line: ``napari-unet-att {train,denoise,evaluate,info,export,demo}``.
 
+The arguments are :mod:`napari_unet_att.cli_args`; this module runs the commands.
+
 Every subcommand builds the same config objects as the napari widgets and calls the same
 engine functions. A :class:`~napari_unet_att.errors.UserError` ends the command with one line on
 stderr and exit code 2 (a traceback only with ``--debug``); outputs are written atomically, so
@@ -19,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import MODE_HELP, MODES, PRESETS, InferConfig, TrainConfig, run_to_end
+from .cli_args import build_parser
+from .config import InferConfig, TrainConfig, run_to_end
 from .errors import InputError, UserError
 from .runtime.signals import Interrupted, StopSignals, signal_name
 
@@ -31,7 +33,6 @@ _MEMORY_HINTS = {
     "denoise": "use smaller tiles (--tile-t) or a smaller --memory-gb",
     "evaluate": "the stacks (and ROI image) must fit in memory together; evaluate a shorter crop of them",
 }
-DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
 
@@ -92,7 +93,7 @@ def _expand_inputs(args: argparse.Namespace) -> None:
 # -- train ---------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .runtime.distributed import dist_env, shutdown
-    from .training.trainer import FINAL_NAME, Trainer
+    from .training import FINAL_NAME, Trainer
 
     cfg = TrainConfig(
         mode=args.mode, preset=args.preset, steps=args.steps, seconds=args.seconds, patch_t=args.patch_t,
@@ -102,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _expand_inputs(args)
     stacks = _read_inputs(args.inputs, args.channel, args.axes)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
-    total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved()["steps"])
+    total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved().steps)
     bar = _LazyBar(total if total else 100, "train", "step" if total else "%", percent=not total)
     state = {"last": 0}
 
@@ -156,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _saved_note(trainer: Any, out: str) -> str:
     """What an interrupted training run left behind, for the one line the user sees."""
-    from .training.trainer import LAST_NAME
+    from .training import LAST_NAME
 
     if trainer.saved is not None:
         return f"the model trained so far (step {trainer.denoiser.step}) is saved in {trainer.saved}"
@@ -291,123 +292,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- parser --------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="napari-unet-att",
-        description="Self-supervised UNet-Att denoising of two-photon calcium-imaging time-lapses.",
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model on one or more noisy stacks (no clean data needed)")
-    t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks (T, Y, X), or folders of them")
-    t.add_argument("--mode", choices=MODES, default="temporal",
-                   help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
-    t.add_argument("--preset", choices=list(PRESETS), default="fast",
-                   help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
-    t.add_argument("--out", required=True, help="output directory (model.pt and checkpoint-last.pt)")
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--seconds", type=float, help="training time budget")
-    budget.add_argument("--steps", type=int, help="training step budget (default 2000)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    t.add_argument("--no-amp", action="store_true",
-                   help="train in float32 (default: mixed precision on CUDA and on CPUs with native bfloat16)")
-    t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt")
-    t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth), "
-                                  "or 'generalist': fine-tune the shipped pretrained model for --mode")
-    t.add_argument("--patch-t", type=int, help="patch frames (network input)")
-    t.add_argument("--patch-xy", type=int, help="patch rows = columns (network input)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--channel", type=int, help="channel index for multichannel stacks")
-    t.add_argument("--axes", help="the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ "
-                                   "files that call their frames channels or slices)")
-    t.add_argument("--flip-backward", action="store_true",
-                   help="mirrored mode: backward lines are stored x-reversed in the file")
-    t.add_argument("--checkpoint-every", type=int, default=200, help="steps between periodic checkpoints")
-    t.set_defaults(func=cmd_train)
-
-    d = sub.add_parser("denoise", help="apply a model to one or more stacks")
-    d.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks, or folders of them")
-    d.add_argument("--model", required=True,
-                   help="checkpoint (ours, or a reference tool's .pth), or 'generalist': the shipped pretrained "
-                        "model for --mode, no training needed")
-    d.add_argument("--mode", choices=("temporal", "mirrored"), default="temporal",
-                   help="with --model generalist: which shipped model (mirrored: a raw (T, 2N, N) bidirectional "
-                        "scan); a checkpoint file brings its own mode")
-    d.add_argument("--out", required=True, help="output TIFF (one input) or directory (several)")
-    d.add_argument("--device", default="auto")
-    d.add_argument("--float32", action="store_true", help="write float32 (default: the input's dtype, clipped)")
-    d.add_argument("--overwrite", action="store_true",
-                   help="replace outputs that exist already (default: refuse, as the napari dock does)")
-    d.add_argument("--input-norm", action="store_true",
-                   help="normalise with the input's own statistics instead of the model's")
-    d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
-    d.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
-                   help="average over this many flips / rotations of each frame (N times slower; 8: ~+0.3 dB)")
-    d.add_argument("--half-rate", action="store_true",
-                   help="temporal models: also denoise even and odd frames apart (the rate they were trained at) "
-                        "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
-    d.add_argument("--memory-gb", type=float,
-                   help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
-    d.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (GPU)")
-    d.add_argument("--channel", type=int)
-    d.add_argument("--axes", help="the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ "
-                                   "files that call their frames channels or slices)")
-    d.set_defaults(func=cmd_denoise)
-
-    e = sub.add_parser("evaluate", help="print JSON metrics of a denoised stack against a reference")
-    e.add_argument("denoised")
-    e.add_argument("--reference", help="clean or high-SNR reference stack (same shape)")
-    e.add_argument("--raw", help="the raw stack, to report its metrics beside the denoised ones")
-    e.add_argument("--rois", help="ROIs for trace correlations: a 2D integer label image (Y, X) (.tif, .npy; 0 = "
-                                  "background) or a napari Shapes export (.csv)")
-    e.add_argument("--per-frame", action="store_true", help="include per-frame lists")
-    e.add_argument("--channel", type=int)
-    e.add_argument("--axes", help="the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ "
-                                   "files that call their frames channels or slices)")
-    e.set_defaults(func=cmd_evaluate)
-
-    i = sub.add_parser("info", help="describe a checkpoint")
-    i.add_argument("model", help="checkpoint, or 'generalist'")
-    i.add_argument("--mode", choices=("temporal", "mirrored"), default="temporal",
-                   help="with 'generalist': which shipped model")
-    i.set_defaults(func=cmd_info)
-
-    x = sub.add_parser("export", help="write a model as a BioImage Model Zoo package (bioimage.io, .zip)")
-    x.add_argument("model", help="checkpoint (ours, or a reference tool's .pth with stored statistics), or "
-                                 "'generalist'")
-    x.add_argument("--mode", choices=("temporal", "mirrored"), default="temporal",
-                   help="with 'generalist': which shipped model")
-    x.add_argument("--format", choices=("bioimageio",), default="bioimageio", help="package format")
-    x.add_argument("--out", required=True, help="output package, NAME.zip")
-    x.add_argument("--sample", help="TIFF to cut the package's test input from (default: the shipped sample)")
-    x.add_argument("--channel", type=int, help="channel of --sample")
-    x.add_argument("--min-tile", type=int, default=64,
-                   help="smallest valid tile per axis (t, y, x) in the package; a multiple of 8")
-    x.add_argument("--name", help="model name in the package")
-    x.set_defaults(func=cmd_export)
-
-    m = sub.add_parser("demo", help="the main job on the shipped sample data: the pretrained generalists against "
-                                     "the best 3D Gaussian, scored with the ground truth")
-    m.add_argument("--out", default=DEMO_OUT, help=f"output directory (default: ./{DEMO_OUT})")
-    m.add_argument("--train-seconds", type=float, default=0.0,
-                   help="fine-tune each generalist on its sample for this long first (default: zero-shot)")
-    m.add_argument("--device", default="auto")
-    m.set_defaults(func=cmd_demo)
-    return p
+COMMANDS = {"train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate, "info": cmd_info,
+            "export": cmd_export, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         with StopSignals() as args.stop_signals:
-            code = int(args.func(args) or 0)
+            code = int(COMMANDS[args.command](args) or 0)
         sys.stdout.flush()  # a piped stdout is block-buffered: a closed pipe shows up here, not at exit
         return code
     except UserError as exc:

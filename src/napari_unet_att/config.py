@@ -78,6 +78,29 @@ def check_mode(mode: str) -> str:
 
 # Seeds feed torch and numpy, and each distributed rank adds 1000 x its rank to it.
 MAX_SEED = 2**32 - 1 - 2**20
+DEFAULT_STEPS = 2000  # the step budget of a run given neither steps nor seconds
+DEFAULT_CHECKPOINT_EVERY = 200  # steps between periodic checkpoints
+WIDGET_PREVIEW_EVERY = 25  # the train widget's first-use preview interval (the engine's default is none)
+TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)  # test-time augmentation: how many D4 flips of (y, x) to average
+DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``: the CLI and the widgets read their defaults here.
+
+    Examples
+    --------
+    >>> field_default(TrainConfig, "seed")
+    0
+    """
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
 @dataclass
@@ -85,7 +108,7 @@ class TrainConfig:
     """Everything a training run needs besides the data.
 
     ``None`` for patch / batch / lr means "the preset's default". A run stops at
-    whichever of ``steps`` / ``seconds`` comes first; with neither, 2000 steps.
+    whichever of ``steps`` / ``seconds`` comes first; with neither, :data:`DEFAULT_STEPS`.
     """
 
     mode: str = "temporal"
@@ -111,7 +134,7 @@ class TrainConfig:
     swap: bool = True  # swap input / target with p = 0.5
     augment: bool = True  # random D4 transform of the (y, x) plane
     flip_backward: bool = False  # mirrored: backward lines stored x-mirrored by the acquisition software
-    checkpoint_every: int = 200  # steps between periodic checkpoints (0: only the final one)
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between periodic checkpoints (0: only the final one)
     preview_every: int = 0  # steps between previews (0: none)
     preview_frames: tuple[int, int] | None = None  # (start, stop) frames of the first stack for the preview
     log_every: int = 1
@@ -140,25 +163,64 @@ class TrainConfig:
         if not 0.0 <= self.val_fraction < 0.5:
             raise InputError(f"val_fraction must be within [0, 0.5), got {self.val_fraction}")
 
-    def resolved(self) -> dict[str, Any]:
-        """The config with preset defaults filled in (what is stored in checkpoints)."""
+    def resolved(self) -> ResolvedTrainConfig:
+        """The config with preset defaults and the default budget filled in (what checkpoints store)."""
         p = get_preset(self.preset)
         d = dataclasses.asdict(self)
         for k in ("patch_t", "patch_xy", "batch_size", "lr"):
             if d[k] is None:
                 d[k] = getattr(p, k)
         if d["steps"] is None and d["seconds"] is None:
-            d["steps"] = 2000
-        return d
+            d["steps"] = DEFAULT_STEPS
+        return ResolvedTrainConfig(**d)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`resolved` output, ignoring unknown keys (older/newer files)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if isinstance(kw.get("preview_frames"), list):
-            kw["preview_frames"] = tuple(kw["preview_frames"])
-        return cls(**kw)
+
+@dataclass(frozen=True)
+class ResolvedTrainConfig:
+    """A :class:`TrainConfig` with the preset's patch, batch and learning rate filled in.
+
+    What the trainer reads, and (as :meth:`as_dict`) what checkpoints store as ``train_config``.
+    The fields are :class:`TrainConfig`'s, in the same order; ``steps`` is only ``None`` when
+    ``seconds`` is set. It has no defaults: it is only made by :meth:`TrainConfig.resolved` (and
+    changed with :func:`dataclasses.replace`).
+    """
+
+    mode: str
+    preset: str
+    steps: int | None
+    seconds: float | None
+    patch_t: int
+    patch_xy: int
+    batch_size: int
+    lr: float
+    seed: int
+    device: str
+    amp: bool
+    accumulate: int
+    l1_weight: float
+    val_fraction: float
+    val_every: int
+    val_patches: int
+    swap: bool
+    augment: bool
+    flip_backward: bool
+    checkpoint_every: int
+    preview_every: int
+    preview_frames: tuple[int, int] | None
+    log_every: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain dict stored in checkpoints (``train_config``) and provenance."""
+        return dataclasses.asdict(self)
+
+    def merged(self, stored: dict[str, Any]) -> ResolvedTrainConfig:
+        """This config with the values of ``stored`` (a checkpoint's ``train_config``) on top.
+
+        Keys this version does not know (a newer file) are ignored; keys an older file lacks keep
+        this config's values.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v for k, v in stored.items() if k in names})
 
 
 @dataclass
@@ -185,12 +247,12 @@ class InferConfig:
     normalization: Literal["model", "input"] = "model"  # stats stored in the model, or the input's own
     mirrored_output: Literal["interleaved", "merged"] = "interleaved"  # mirrored models on (T, 2N, N) input
     prefetch: bool = True
-    tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): 1, 2, 4 or 8
+    tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): one of TTA_CHOICES
     keep_mean: bool = True  # shift each output frame to the input frame's mean (infer.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
 
     def __post_init__(self) -> None:
-        if self.tta not in (1, 2, 4, 8):
+        if self.tta not in TTA_CHOICES:
             raise InputError(f"tta must be 1, 2, 4 or 8 (flips of the frame averaged), got {self.tta!r}")
         if (self.tile_t is not None and self.tile_t < 8) or self.max_tile_xy < 16:
             raise InputError(f"tiles too small: tile_t={self.tile_t} (>= 8), max_tile_xy={self.max_tile_xy} (>= 16)")

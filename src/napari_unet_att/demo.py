@@ -19,15 +19,13 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .config import InferConfig, TrainConfig
+from .config import DEMO_OUT, InferConfig, TrainConfig
 from .evaluation.baselines import best_gaussian
 from .evaluation.metrics import frame_mean_shift_pct, psnr, ssim_frames, trace_correlation
 from .inference.denoising import denoise
 from .model.pretrained import load_model, pretrained_path
 from .modes import merge_directions
 from .stackio import read_stack, samples, write_stack
-
-DEFAULT_OUT = "napari-unet-att-demo"
 
 
 def _summary(x: np.ndarray, clean: np.ndarray, rois: np.ndarray | None, brightness_of: np.ndarray) -> dict[str, Any]:
@@ -45,7 +43,7 @@ def _model(mode: str, train_seconds: float, noisy: np.ndarray, out: Path, device
     """The shipped generalist, or one fine-tuned from it on ``noisy`` for ``train_seconds``."""
     if train_seconds <= 0:
         return load_model("generalist", mode=mode), str(pretrained_path(mode))
-    from .training.trainer import FINAL_NAME, train
+    from .training import FINAL_NAME, train
 
     log(f"fine-tuning the {mode} generalist on the sample for {train_seconds:g} s ...")
     run = out / f"finetuned-{mode}"
@@ -92,7 +90,7 @@ def _case(name: str, mode: str, noisy_name: str, clean_name: str, rois_name: str
 
 
 def run_demo(
-    out_dir: str | Path = DEFAULT_OUT,
+    out_dir: str | Path = DEMO_OUT,
     train_seconds: float = 0.0,
     device: str = "auto",
     log: Callable[[str], None] = print,

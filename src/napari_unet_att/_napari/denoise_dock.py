@@ -9,7 +9,7 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 from superqt import QCollapsible
 
-from ..config import InferConfig, InferEvent
+from ..config import TTA_CHOICES, InferConfig, InferEvent
 from ..errors import InputError, UserError
 from .dialogs import report_error
 from .dock import BaseDock, device_choices
@@ -46,7 +46,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
         Field("max_tile_xy", INT, "Max tile y/x", bounds=(16, 4096), default=d.max_tile_xy),
         Field("norm_source", CHOICE, "Normalisation", choices=("model", "input"), setting="normalization"),
         # test-time augmentation: N flips / rotations averaged, N times slower
-        Field("tta", CHOICE, "Flips averaged (N x slower)", choices=("1", "2", "4", "8"), setting=None),
+        Field("tta", CHOICE, "Flips averaged (N x slower)", choices=tuple(str(n) for n in TTA_CHOICES), setting=None),
         Field("half_rate", CHECK, text="half-rate ensemble (temporal models; 2x slower, a little better)",
               setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),

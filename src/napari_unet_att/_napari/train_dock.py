@@ -9,7 +9,16 @@ import numpy as np
 from qtpy.QtWidgets import QFormLayout, QWidget
 from superqt import QCollapsible
 
-from ..config import MODE_HELP, MODES, PRESETS, TrainConfig, TrainEvent
+from ..config import (
+    DEFAULT_CHECKPOINT_EVERY,
+    MODE_HELP,
+    MODES,
+    PRESETS,
+    WIDGET_PREVIEW_EVERY,
+    ResolvedTrainConfig,
+    TrainConfig,
+    TrainEvent,
+)
 from ..errors import UserError
 from .dialogs import report_error
 from .dock import BaseDock, device_choices
@@ -30,8 +39,6 @@ _STEP_SECONDS: dict[tuple, float] = {}  # measured seconds per step, by settings
 # The dock's literal defaults, gathered here (TrainConfig holds the engine's own).
 #: A budget in minutes: what a step costs differs 10-fold between machines (Estimate time says).
 DEFAULT_BUDGET = (5, "minutes")
-DEFAULT_PREVIEW_EVERY = 25  # steps between live previews
-CHECKPOINT_EVERY = 200  # steps between checkpoints when a checkpoint folder is given
 
 
 def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...]]:
@@ -68,7 +75,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...]]:
         Field("augment", CHECK, text="random flips / rotations", default=d.augment),
         Field("flip_backward", CHECK, text="backward lines stored x-mirrored (mirrored mode)", default=False),
         Field("preview_every", INT, "Preview every (steps)", bounds=(0, 100_000), special="off",
-              default=DEFAULT_PREVIEW_EVERY),
+              default=WIDGET_PREVIEW_EVERY),
         Field("val_every", INT, "Validate every (steps)", bounds=(1, 100_000), default=d.val_every),
         Field("checkpoint_dir", TEXT, "Checkpoint folder", text="(none: model kept in memory)", default="",
               browse=("dir", "Checkpoint folder", "")),
@@ -77,12 +84,6 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...]]:
         Field("init_from_loaded", CHECK, text="start from the loaded model's weights", setting=None),
     )
     return main, advanced
-
-
-def _resolved(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings a preset fills in, by name (every ``TrainConfig.resolved()`` read of the dock)."""
-    r = cfg.resolved()
-    return {k: r[k] for k in ("mode", "preset", "patch_t", "patch_xy", "batch_size", "device", "amp")}
 
 
 class TrainWidget(BaseDock):
@@ -169,7 +170,7 @@ class TrainWidget(BaseDock):
             patch_xy=v["patch_xy"] or None, batch_size=v["batch"] or None, lr=v["lr"] or None, seed=v["seed"],
             device=v["device"], swap=v["swap"], augment=v["augment"], flip_backward=v["flip_backward"],
             val_every=v["val_every"], preview_every=v["preview_every"], preview_frames=self._preview_frames,
-            checkpoint_every=CHECKPOINT_EVERY if v["checkpoint_dir"].strip() else 0,
+            checkpoint_every=DEFAULT_CHECKPOINT_EVERY if v["checkpoint_dir"].strip() else 0,
         )
 
     def _init_source(self, cfg: TrainConfig) -> str | None:
@@ -184,14 +185,14 @@ class TrainWidget(BaseDock):
         return None
 
     @staticmethod
-    def _check_fit(stack: Any, r: dict[str, Any]) -> None:
+    def _check_fit(stack: Any, r: ResolvedTrainConfig) -> None:
         """Refuse a layer the mode / patch (resolved settings ``r``) cannot use before a worker starts.
 
         A resumed run keeps its stored mode and patch, which the trainer checks itself.
         """
         from ..modes import check_stack_for_mode
 
-        check_stack_for_mode(tuple(stack.shape), r["mode"], r["patch_t"], r["patch_xy"])
+        check_stack_for_mode(tuple(stack.shape), r.mode, r.patch_t, r.patch_xy)
 
     def update_check(self, *_: Any) -> bool:
         """Check the chosen layer against the mode and patch size; show the verdict. Returns ok."""
@@ -199,15 +200,15 @@ class TrainWidget(BaseDock):
         self.mode_help.setText(MODE_HELP.get(mode, ""))
         self.preset_help.setText(PRESETS[self.preset.currentText()].description)
         try:
-            r = _resolved(self.train_config())
+            r = self.train_config().resolved()
             stack = layer_stack(self.layer.value)
             self._check_fit(stack, r)
         except UserError as exc:
             show_verdict(self.check_label, f"✗ {exc}", ok=False)
             return False
         shape = " x ".join(map(str, stack.shape))
-        show_verdict(self.check_label, f"✓ {shape} stack fits {mode} mode with {r['patch_t']} x {r['patch_xy']} "
-                                       f"x {r['patch_xy']} patches", ok=True)
+        show_verdict(self.check_label, f"✓ {shape} stack fits {mode} mode with {r.patch_t} x {r.patch_xy} "
+                                       f"x {r.patch_xy} patches", ok=True)
         return True
 
     def _not_more_data(self, layer: Any) -> bool:
@@ -216,8 +217,8 @@ class TrainWidget(BaseDock):
 
     # -- time estimate -------------------------------------------------------------------
     def _estimate_key(self, cfg: TrainConfig) -> tuple:
-        r = _resolved(cfg)
-        return (r["preset"], r["patch_t"], r["patch_xy"], r["batch_size"], r["device"], r["amp"])
+        r = cfg.resolved()
+        return (r.preset, r.patch_t, r.patch_xy, r.batch_size, r.device, r.amp)
 
     def estimate(self) -> Any:
         """Time a few training steps of the current settings in a worker; returns it (None if invalid).
@@ -276,7 +277,7 @@ class TrainWidget(BaseDock):
             resume = self.resume.text().strip() or None
             if resume is None:
                 for one in stacks:
-                    self._check_fit(one, _resolved(cfg))
+                    self._check_fit(one, cfg.resolved())
             # the layer chosen above is the one previewed
             self._preview_frames = _preview_window(self.viewer, layer, stacks[0].shape[0])
             cfg.preview_frames = self._preview_frames

@@ -29,7 +29,8 @@ from scipy import ndimage
 
 from ..config import TrainConfig, TrainEvent
 from ..evaluation.simulator import simulate
-from .trainer import LAST_NAME, Trainer
+from .saving import LAST_NAME
+from .trainer import Trainer
 
 PRETRAIN_SEED0 = 1_000_000  # benchmarks and tests use seeds below 100000
 _INT16_SHIFT = 1000.0  # int16 recordings are simulated with this offset, then shifted down past zero

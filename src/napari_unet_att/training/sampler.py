@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -361,3 +362,40 @@ class PatchSampler:
             self._rng.bit_generator.state = copy.deepcopy(state["bit_generator"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"the stored sampler state is not usable ({e}); start the run afresh") from None
+
+
+class Prefetcher:
+    """Draws the next training batches in a thread while the model works on the current ones.
+
+    :attr:`state` is the sampler's state *before* the prefetched batches, the one checkpoints
+    save, so a resumed run draws exactly the batches the interrupted one would have.
+
+    Parameters
+    ----------
+    sampler : PatchSampler
+        The training sampler (its stream continues from its current state).
+    batch_size : int
+        Patches per batch.
+    n_batches : int
+        Batches per optimiser step (gradient accumulation).
+    """
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, n_batches: int) -> None:
+        self._sampler, self._batch_size, self._n = sampler, batch_size, n_batches
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="unet-att-sampler")
+        self._submit()
+
+    def _submit(self) -> None:
+        self.state = self._sampler.state()
+        self._pending = self._pool.submit(lambda: [self._sampler.sample(self._batch_size) for _ in range(self._n)])
+
+    def next(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The next step's batches (waiting for them if needed); starts drawing the ones after."""
+        batches = self._pending.result()
+        self._submit()
+        return batches
+
+    def close(self) -> None:
+        """Drop the pending batches and end the thread."""
+        self._pending.cancel()
+        self._pool.shutdown(wait=True)

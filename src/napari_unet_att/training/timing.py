@@ -14,9 +14,10 @@ import time
 import numpy as np
 import torch
 
-from ..config import TrainConfig, get_preset
+from ..config import DEFAULT_STEPS, TrainConfig, get_preset
 from ..model.networks import build_network
 from ..runtime.device import autocast, configure_process, grad_scaler, resolve_device, reuse_freed_memory, to_device
+from .loss import loss_fn
 
 
 def measure_step_seconds(cfg: TrainConfig, steps: int = 2) -> float:
@@ -37,28 +38,26 @@ def measure_step_seconds(cfg: TrainConfig, steps: int = 2) -> float:
     float
         Seconds per optimiser step.
     """
-    from .trainer import loss_fn  # local: train imports much more than this needs at import time
-
     rcfg = cfg.resolved()
-    preset = get_preset(rcfg["preset"])
-    device = configure_process(resolve_device(rcfg["device"]))
+    preset = get_preset(rcfg.preset)
+    device = configure_process(resolve_device(rcfg.device))
     net = build_network(preset.arch, preset.base_channels).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)
-    scaler = grad_scaler(device, rcfg["amp"])
-    shape = (rcfg["batch_size"], 1, rcfg["patch_t"], rcfg["patch_xy"], rcfg["patch_xy"])
+    scaler = grad_scaler(device, rcfg.amp)
+    shape = (rcfg.batch_size, 1, rcfg.patch_t, rcfg.patch_xy, rcfg.patch_xy)
     gen = torch.Generator().manual_seed(0)
     x = to_device(torch.randn(shape, generator=gen), device)
     y = to_device(torch.randn(shape, generator=gen), device)
-    accum = max(1, int(rcfg.get("accumulate", 1)))
+    accum = max(1, int(rcfg.accumulate))
     times = []
     with reuse_freed_memory(device):  # as the training loop runs (it changes CPU step times)
         for i in range(max(1, steps) + 1):
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             for _ in range(accum):
-                with autocast(device, rcfg["amp"], training=True):
+                with autocast(device, rcfg.amp, training=True):
                     pred = net(x)
-                scaler.scale(loss_fn(pred, y, rcfg["l1_weight"]) / accum).backward()
+                scaler.scale(loss_fn(pred, y, rcfg.l1_weight) / accum).backward()
             scaler.step(opt)
             scaler.update()
             if device.type == "cuda":
@@ -81,7 +80,7 @@ def describe_budget(step_s: float, steps: int | None = None, seconds: float | No
     rate = f"{step_s:.2g} s/step" if step_s >= 0.1 else f"{1.0 / step_s:.0f} steps/s"
     if seconds is not None:
         return f"{_duration(seconds)} is about {int(seconds / step_s)} steps here ({rate})"
-    n = 2000 if steps is None else int(steps)
+    n = DEFAULT_STEPS if steps is None else int(steps)
     return f"{n} steps take about {_duration(n * step_s)} here ({rate})"
 
 

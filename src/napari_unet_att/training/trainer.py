@@ -5,118 +5,76 @@
 :class:`~napari_unet_att.model.denoiser.Denoiser`. The CLI drains it with a progress bar, the napari
 widget runs it in ``thread_worker``; both stop it with :meth:`Trainer.stop`, which ends the loop
 cleanly after the current step and still saves and returns the model.
+
+A run is set up (``_setup``: modules ``start`` and ``resume``), then loops over optimiser steps
+(``_step``: ``loss``, ``schedule``), validating, checkpointing (``saving``) and previewing after each.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import __version__
-from ..config import InferConfig, TrainConfig, TrainEvent, get_preset, run_to_end
-from ..errors import CheckpointError, InputError, UserError
-from ..model.checkpoint import CHECKPOINT_EXT, load_checkpoint, load_training_state, save_checkpoint
+from ..config import InferConfig, ResolvedTrainConfig, TrainConfig, TrainEvent, run_to_end
+from ..errors import InputError, UserError
 from ..model.denoiser import Denoiser
-from ..model.networks import build_network, count_parameters
-from ..model.normalization import Normalization, pool_statistics, stack_statistics
-from ..model.pretrained import load_model
-from ..modes import check_stack_for_mode, max_patch_for
-from ..provenance import timestamp
+from ..model.networks import count_parameters
 from ..runtime.device import autocast, configure_process, grad_scaler, resolve_device, reuse_freed_memory, to_device
-from ..runtime.distributed import all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
+from ..runtime.distributed import DistEnv, all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
-from .sampler import PatchSampler
+from .loss import loss_fn
+from .resume import load_resume, restore_state
+from .sampler import PatchSampler, Prefetcher
+from .saving import FINAL_NAME, LAST_NAME, CheckpointWriter, run_provenance, training_state, weights_finite
+from .schedule import Budget, lr_factor
+from .start import denoiser_from_weights, fit_patch, make_optimizer, make_samplers, new_denoiser, normalizations
 
-FINAL_NAME = "model" + CHECKPOINT_EXT
-LAST_NAME = "checkpoint-last" + CHECKPOINT_EXT
-_MIN_PATCH_T, _MIN_PATCH_XY = 4, 16
+__all__ = ["FINAL_NAME", "LAST_NAME", "Trainer", "iter_train", "train"]
 
-
-def loss_fn(pred: torch.Tensor, target: torch.Tensor, l1_weight: float) -> torch.Tensor:
-    """``w * L1 + (1 - w) * MSE`` in float32 (autocast outputs are upcast first)."""
-    pred = pred.float()
-    return l1_weight * torch.nn.functional.l1_loss(pred, target) + (1.0 - l1_weight) * torch.nn.functional.mse_loss(
-        pred, target
-    )
-
-
-def _fit_patch(cfg: dict[str, Any], shapes: Sequence[tuple[int, ...]], mode: str) -> list[str]:
-    """Shrink the patch to the smallest stack if needed; return notices for the user."""
-    notes = []
-    for shape in shapes:
-        mt, mxy = max_patch_for(shape, mode)
-        if mt < _MIN_PATCH_T or mxy < _MIN_PATCH_XY:
-            # Let the mode check produce the specific message (frames or rows missing, and how many).
-            check_stack_for_mode(shape, mode, max(_MIN_PATCH_T, min(cfg["patch_t"], mt)), _MIN_PATCH_XY)
-            raise InputError(
-                f"stack of shape {tuple(shape)} is too small for {mode!r} training: it allows patches of at most "
-                f"{mt} x {mxy} x {mxy} (t, y, x) but at least {_MIN_PATCH_T} x {_MIN_PATCH_XY} x {_MIN_PATCH_XY} "
-                "are needed"
-            )
-        if cfg["patch_t"] > mt or cfg["patch_xy"] > mxy:
-            new_t, new_xy = min(cfg["patch_t"], mt), min(cfg["patch_xy"], mxy)
-            notes.append(
-                f"patch {cfg['patch_t']}x{cfg['patch_xy']}x{cfg['patch_xy']} does not fit a {tuple(shape)} stack in "
-                f"{mode!r} mode; using {new_t}x{new_xy}x{new_xy}"
-            )
-            cfg["patch_t"], cfg["patch_xy"] = new_t, new_xy
-    for shape in shapes:
-        check_stack_for_mode(shape, mode, cfg["patch_t"], cfg["patch_xy"])
-    return notes
-
-
-def _weights_finite(net: torch.nn.Module) -> bool:
-    """True if every parameter and buffer (BatchNorm statistics too) is finite."""
-    return all(bool(torch.isfinite(t).all()) for t in net.state_dict().values() if t.is_floating_point())
-
-
-_WARMUP = 0.05  # share of the budget over which the learning rate ramps up
-# Fine-tuning (--init) scales the preset's learning rate. Measured (an intermediate `fast` generalist,
-# 150 steps on a held-out 300 x 96 x 96 recording at 2 photons/pixel, warm-up and cosine to zero;
-# zero-shot 33.97 dB): factor 0.1 36.08 dB, 0.25 36.50, 1.0 37.03. The pretrained start does not need
-# smaller steps: a few minutes of fine-tuning are short, and the schedule's warm-up and decay to zero
-# already keep the first and last steps small.
-FINETUNE_LR_FACTOR = 1.0
-# Gradient norms of the `fast` network are ~0.3-6 in normal steps (measured); rare spikes (162 seen at
-# step 5 of a 32 x 64 x 64 run, inf with 8 x 16 x 16 patches at lr 2e-3) are clipped or skipped.
+# Gradient norms above this are clipped (docs/performance.md, "Training schedule", has the measured range).
 GRAD_CLIP = 10.0
 MAX_SKIPPED_STEPS = 20  # updates in a row with non-finite gradients before the run is called diverged
 
 
-def _parent_record(init: Any, den: Denoiser) -> dict[str, Any]:
-    """What a fine-tuned model records about the model it started from."""
-    prov = den.provenance
-    return {
-        "model": str(init), "arch": den.arch, "base_channels": den.base_channels, "mode": den.mode,
-        "steps": int(den.step), "source": prov.get("source"), "created": prov.get("created"),
-        "trained_on": prov.get("trained_on", prov.get("sources")),
-    }
+@dataclass
+class _Run:
+    """What :meth:`Trainer._setup` builds and the loop works with."""
 
+    rcfg: ResolvedTrainConfig
+    den: Denoiser
+    net: torch.nn.Module  # the plain module that is saved
+    model: torch.nn.Module  # ``net``, wrapped by DistributedDataParallel under torchrun
+    opt: torch.optim.Optimizer
+    scaler: Any
+    device: torch.device
+    env: DistEnv
+    train_sampler: PatchSampler
+    val_batches: list[tuple[np.ndarray, np.ndarray]]
+    budget: Budget
+    continuing: bool  # a resume without a new budget: the stored schedule goes on
+    step: int
+    elapsed_before: float  # training seconds of the run before this process took it over
+    notes: list[str] = field(default_factory=list)
+    start_step: int = 0
+    t0: float = 0.0
+    prefetch: Prefetcher | None = None
+    # Set when the weights must not be saved: after a divergence (whatever the last step left is
+    # garbage) or a failed save (the disk is full: the earlier checkpoint is the one to keep).
+    no_save: str = ""
 
-def _lr_factor(fraction: float, floor: float = 0.0, warmup: float = _WARMUP) -> float:
-    """Learning-rate multiplier at ``fraction`` of the budget: a linear warm-up over the first
-    ``warmup`` (5%), then a cosine decay to ``floor`` (0), so any budget ends with the smallest steps.
-    ``floor`` and ``warmup`` exist for the schedule experiments (benchmarks/experiments).
-
-    The targets are as noisy as the inputs, so the last steps' gradient noise sets how far the
-    weights end from a good solution; the warm-up keeps Adam's first, badly scaled steps from
-    throwing the unnormalised network off. Measured (`fast`, 600 steps, 2-photon simulation,
-    PSNR): cosine to 0.1 x lr 34.03 dB, to 0 34.60 dB, with the warm-up and lr 2e-3 34.86 dB.
-    """
-    f = min(max(fraction, 0.0), 1.0)
-    warm = min(1.0, (f + 0.1 * warmup) / warmup) if warmup > 0 else 1.0  # the first step moves (0.1 x lr)
-    return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
+    def elapsed(self, ahead_s: float = 0.0) -> float:
+        """Training seconds of the whole run so far, plus ``ahead_s``."""
+        return self.elapsed_before + time.perf_counter() - self.t0 + ahead_s
 
 
 class Trainer:
@@ -169,12 +127,16 @@ class Trainer:
         self.parent: dict[str, Any] | None = None
         self._skipped = 0  # consecutive updates skipped for non-finite gradients
         self._stop = threading.Event()
-        self._started = time.time()
+        self._writer = CheckpointWriter(self.out_dir) if self.out_dir is not None else None
         self.denoiser: Denoiser | None = None
         self.history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
         self._in_loop = False  # between the first step and the end of the final save
-        self.last_saved_step: int | None = None  # step of the checkpoint-last.pt this run wrote
         self.saved: Path | None = None  # the final model written by this run, if any
+
+    @property
+    def last_saved_step(self) -> int | None:
+        """Step of the ``checkpoint-last.pt`` this run wrote (None: none yet)."""
+        return self._writer.last_saved_step if self._writer is not None else None
 
     def stop(self) -> None:
         """Ask the loop to end after the current step; the model is still saved and returned."""
@@ -194,51 +156,59 @@ class Trainer:
         return self._stop.is_set()
 
     # -- set-up ---------------------------------------------------------------------------
-    def _build(self) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    def _build(self) -> tuple[ResolvedTrainConfig, dict[str, Any] | None, list[str]]:
         """Model, config and optional training state, from scratch, --init or --resume."""
         rcfg = self.cfg.resolved()
         state = None
         notes: list[str] = []
         if self.resume is not None:
-            den = load_checkpoint(self.resume)
-            state = load_training_state(self.resume, complete=True)
-            if state is None:
-                raise InputError(f"{self.resume} holds no training state (it is a final model); start a new "
-                                 "run from its weights instead (--init in the CLI, 'start from the loaded "
-                                 "model's weights' in the widget)")
-            old = dict(den.train_config)
-            # Continue the same run: the stored settings win, except the budget and device just given.
-            keep = ("device", "checkpoint_every", "preview_every", "preview_frames")
-            if self.cfg.steps is not None or self.cfg.seconds is not None:
-                keep += ("steps", "seconds")
-            for k in keep:
-                old[k] = rcfg[k]
-            rcfg = {**rcfg, **old}
-            notes.append(f"resuming from {self.resume} at step {den.step}")
+            new_budget = self.cfg.steps is not None or self.cfg.seconds is not None
+            den, rcfg, state, note = load_resume(self.resume, rcfg, new_budget)
+            notes.append(note)
         elif self.init is not None:
-            den = load_model(self.init, mode=rcfg["mode"], preset=rcfg["preset"])
-            self.parent = _parent_record(self.init, den)
-            # The new model's history starts here; only how it normalises its input carries over.
-            den.provenance = {k: v for k, v in den.provenance.items() if k == "normalization"}
-            den.mode = rcfg["mode"]
-            if self.cfg.lr is None:  # fine-tuning rate (FINETUNE_LR_FACTOR: measured, see there)
-                rcfg["lr"] = rcfg["lr"] * FINETUNE_LR_FACTOR
-            notes.append(f"starting from the weights of {self.init} ({den.arch}, f={den.base_channels}), "
-                         f"learning rate {rcfg['lr']:g}")
+            den, rcfg, self.parent, note = denoiser_from_weights(self.init, rcfg, lr_given=self.cfg.lr is not None)
+            notes.append(note)
         else:
-            p = get_preset(rcfg["preset"])
-            net = build_network(p.arch, p.base_channels)
-            den = Denoiser(net, p.arch, p.base_channels, rcfg["preset"], rcfg["mode"], Normalization(0.0, 1.0))
-        if den.mode != rcfg["mode"]:
-            raise InputError(f"the checkpoint was trained in {den.mode!r} mode but {rcfg['mode']!r} was requested")
+            den = new_denoiser(rcfg)
+        if den.mode != rcfg.mode:
+            raise InputError(f"the checkpoint was trained in {den.mode!r} mode but {rcfg.mode!r} was requested")
         self.denoiser = den
         return rcfg, state, notes
 
-    def _normalizations(self) -> tuple[list[Normalization], Normalization]:
-        """Per-stack normalisation for sampling, and the pooled one stored with the model."""
-        stats = [stack_statistics(s) for s in self.stacks]
-        per_stack = [pool_statistics([s]) for s in stats]
-        return per_stack, pool_statistics(stats)
+    def _setup(self) -> _Run:
+        """Build the model, check the data and the memory, and restore a resumed run's state."""
+        torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
+        rcfg, state, notes = self._build()
+        den = self.denoiser
+        assert den is not None
+        if self.out_dir is not None and dist_env().is_main:
+            check_train_out(self.out_dir, count_parameters(den.net))
+        rcfg, fitted = fit_patch(rcfg, [tuple(s.shape) for s in self.stacks])
+        per_stack, pooled = normalizations(self.stacks)
+        if self.resume is None:
+            den.norm = pooled
+        device = configure_process(resolve_device(rcfg.device))
+        # Refuse a patch that clearly cannot fit before any work starts.
+        check_training_memory(rcfg.patch_t, rcfg.patch_xy, rcfg.batch_size, den.arch, den.base_channels, device)
+        env = init_process_group(device)
+        net = den.net.to(device)
+        net.train()
+        model = wrap_model(net, device, env)
+        opt = make_optimizer(net, rcfg)
+        scaler = grad_scaler(device, rcfg.amp)
+        train_s, val_s = make_samplers(self.stacks, per_stack, rcfg, self.targets, env.rank)
+        val_batches = val_s.validation_batches(rcfg.val_patches, rcfg.batch_size)
+        step, elapsed_before = 0, 0.0
+        if state is not None:
+            step, elapsed_before, self.history = restore_state(self.resume, state, opt, scaler, train_s, self.history)
+        den.train_config = rcfg.as_dict()
+        den.flip_backward = bool(rcfg.flip_backward)
+        den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
+        # A resume without a new budget continues the stored schedule; anything else starts a new one.
+        continuing = state is not None and self.cfg.steps is None and self.cfg.seconds is None
+        budget = Budget.plan(rcfg, state["schedule"] if continuing else None, step, elapsed_before)
+        return _Run(rcfg, den, net, model, opt, scaler, device, env, train_s, val_batches, budget, continuing,
+                    step, elapsed_before, notes + fitted + list(getattr(train_s, "notices", [])), start_step=step)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> Generator[TrainEvent, None, Denoiser]:
@@ -261,207 +231,110 @@ class Trainer:
                 with contextlib.suppress(OSError):
                     self.out_dir.rmdir()
 
-    def _run(self) -> Generator[TrainEvent, None, Denoiser]:  # noqa: C901 - one linear loop reads best
-        torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
-        rcfg, state, notes = self._build()
-        den = self.denoiser
-        assert den is not None
-        if self.out_dir is not None and dist_env().is_main:
-            check_train_out(self.out_dir, count_parameters(den.net))
-        mode = rcfg["mode"]
-        notes += _fit_patch(rcfg, [tuple(s.shape) for s in self.stacks], mode)
-        per_stack, pooled = self._normalizations()
-        if self.resume is None:
-            den.norm = pooled
-        device = configure_process(resolve_device(rcfg["device"]))
-        # Refuse a patch that clearly cannot fit before any work starts.
-        check_training_memory(rcfg["patch_t"], rcfg["patch_xy"], rcfg["batch_size"], den.arch, den.base_channels,
-                              device)
-        env = init_process_group(device)
-        net = den.net.to(device)
-        net.train()
-        model = wrap_model(net, device, env)  # DDP under torchrun; `net` stays the plain module we save
-        opt = torch.optim.Adam(net.parameters(), lr=rcfg["lr"], betas=(0.9, 0.999))
-        scaler = grad_scaler(device, rcfg["amp"])
-        sampler_kw = dict(
-            mode=mode, patch_t=rcfg["patch_t"], patch_xy=rcfg["patch_xy"], val_fraction=rcfg["val_fraction"],
-            flip_backward=rcfg["flip_backward"], targets=self.targets,
-        )
-        # Each rank draws its own patch stream (the distributed sampler of random-patch training);
-        # validation patches are the same on every rank.
-        train_s = PatchSampler(self.stacks, per_stack, split="train", swap=rcfg["swap"], augment=rcfg["augment"],
-                               seed=rcfg["seed"] + 1000 * env.rank, **sampler_kw)
-        val_s = PatchSampler(self.stacks, per_stack, split="val", swap=False, augment=False, seed=rcfg["seed"] + 1,
-                             **sampler_kw)
-        val_batches = val_s.validation_batches(rcfg["val_patches"], rcfg["batch_size"])
-        step, elapsed_before = 0, 0.0
-        if state is not None:
-            # load_training_state checked each field's type; these catch what only the objects can
-            # (an optimiser state for other parameters, an RNG state of the wrong size).
-            try:
-                opt.load_state_dict(state["optimizer"])
-                if state.get("scaler"):
-                    scaler.load_state_dict(state["scaler"])
-                train_s.set_state(state["sampler"])
-                torch.set_rng_state(state["torch_rng"])
-                self.history = {k: list(v) for k, v in (state.get("history") or self.history).items()}
-            except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-                raise CheckpointError(f"{self.resume}: its training state does not fit this run "
-                                      f"({type(exc).__name__}: {str(exc)[:120]}); start a new run with --init from "
-                                      "it instead of --resume") from None
-            step = int(state["step"])
-            elapsed_before = float(state.get("elapsed_s", 0.0))
-        den.train_config = rcfg
-        den.flip_backward = bool(rcfg["flip_backward"])
-        den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
-        # The budget and lr schedule: a resume without a new budget continues the interrupted run's
-        # schedule exactly (same result as an uninterrupted run); a new budget starts a new segment.
-        continuing = state is not None and self.cfg.steps is None and self.cfg.seconds is None
-        if continuing:
-            base_step, base_elapsed = int(state["schedule"][0]), float(state["schedule"][1])
-            max_steps, max_seconds = state["schedule"][2], state["schedule"][3]
-        else:
-            base_step, base_elapsed = step, elapsed_before
-            max_steps = rcfg["steps"] + step if rcfg["steps"] is not None else None
-            max_seconds = rcfg["seconds"]
-        start_step = step
-        t0 = time.perf_counter()
-        if env.is_main:
-            for note in notes + list(getattr(train_s, "notices", [])):
-                yield TrainEvent(step, max_steps, float("nan"), message=note, history=self.history)
-
-        def progress(ahead_s: float = 0.0) -> tuple[float, bool]:
-            """Budget fraction and stop request, agreed by all ranks (time differs between them).
-
-            ``ahead_s`` counts that much more time as spent: with the duration of one step, a
-            fraction >= 1 means the next step would end past a time budget.
-            """
-            fs = (step - base_step) / (max_steps - base_step) if max_steps else 0.0
-            run_s = elapsed_before + time.perf_counter() - t0 - base_elapsed + ahead_s
-            ft = run_s / max_seconds if max_seconds else 0.0
-            frac, stop = all_max([min(1.0, max(fs, ft)), float(self._stop.is_set())], env)
-            return frac, stop > 0
-
+    def _run(self) -> Generator[TrainEvent, None, Denoiser]:
+        run = self._setup()
+        run.t0 = time.perf_counter()
+        if run.env.is_main:
+            for note in run.notes:
+                yield TrainEvent(run.step, run.budget.max_steps, float("nan"), message=note, history=self.history)
         # Sampling runs one batch ahead in a thread so reading patches overlaps the model's work.
-        # The sampler state saved in checkpoints is the one *before* the prefetched batch, so a
-        # resumed run draws exactly the batches the interrupted one would have.
-        pool = ThreadPoolExecutor(1, thread_name_prefix="unet-att-sampler")
-        accum = max(1, int(rcfg.get("accumulate", 1)))
-
-        def submit():
-            st = train_s.state()
-            return st, pool.submit(lambda: [train_s.sample(rcfg["batch_size"]) for _ in range(accum)])
-
-        sampler_state, pending = submit()
-
-        def make_state() -> dict[str, Any]:
-            return {
-                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "sampler": sampler_state,
-                "torch_rng": torch.get_rng_state(), "step": step,
-                "elapsed_s": elapsed_before + time.perf_counter() - t0, "history": self.history,
-                "schedule": [base_step, base_elapsed, max_steps, max_seconds],
-            }
-
-        # Set when the weights must not be saved: after a divergence (whatever the last step left is
-        # garbage) or a failed save (the disk is full: the earlier checkpoint is the one to keep).
-        no_save = ""
+        run.prefetch = Prefetcher(run.train_sampler, run.rcfg.batch_size, max(1, int(run.rcfg.accumulate)))
         self._in_loop = True
+        with reuse_freed_memory(run.device):  # no page faults for every step's fresh activations
+            try:
+                yield from self._loop(run)
+            finally:
+                self._finish(run)
+        return run.den
+
+    def _loop(self, run: _Run) -> Generator[TrainEvent, None, None]:
         budget_spent = False  # set when the budget cannot fit another step
         step_began = time.perf_counter()
-        with reuse_freed_memory(device):  # no page faults for every step's fresh activations
-            try:
-                while True:
-                    # Checked again here (not only after the step) so a stop() made while the consumer
-                    # held the last event takes effect before another step starts. A new budget makes
-                    # at least one step, so even `seconds=1e-9` ends with a model.
-                    frac, stop = progress()
-                    if budget_spent or stop or (frac >= 1.0 and (step > start_step or continuing)):
-                        break
-                    for g in opt.param_groups:
-                        g["lr"] = rcfg["lr"] * _lr_factor(frac)
-                    batches = pending.result()
-                    sampler_state, pending = submit()
-                    opt.zero_grad(set_to_none=True)
-                    total = 0.0
-                    for inp, tgt in batches:  # gradient accumulation: `accum` batches per optimiser step
-                        x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
-                        with autocast(device, rcfg["amp"], training=True):
-                            pred = model(x)
-                        loss = loss_fn(pred, y, rcfg["l1_weight"]) / accum
-                        scaler.scale(loss).backward()
-                        total += float(loss.item())
-                    if not np.isfinite(total):
-                        no_save = "diverged"
-                        raise InputError(f"training diverged at step {step + 1} (loss {total}) with learning "
-                                         f"rate {rcfg['lr']:g}; no model was written from it"
-                                         f"{self._kept_note()}; try a lower learning rate (--lr) or check the "
-                                         "data for extreme values")
-                    if self._clip_or_skip(opt, scaler, net, step):
-                        scaler.step(opt)
-                    scaler.update()
-                    step += 1
-                    den.step = step
-                    # A time budget ends at the last step that fits it, not one step past it (on a slow
-                    # CPU a step takes seconds: `--seconds 60` ran 78 s), and then reports 100%.
-                    # The first step's time includes one-off warm-up: the last step's predicts the next.
-                    now = time.perf_counter()
-                    step_s = now - step_began if step - start_step > 1 else 0.0
-                    step_began = now
-                    frac, stop = progress(ahead_s=step_s if max_seconds else 0.0)
-                    budget_spent = frac >= 1.0
-                    done = budget_spent or stop
-                    log_now = step % rcfg["log_every"] == 0 or done
-                    loss_now = all_mean(total, env) if log_now else total
-                    self.history["step"].append(step)
-                    self.history["loss"].append(loss_now)
-                    val_loss = None
-                    if step % rcfg["val_every"] == 0 or done:
-                        val_loss = self._validate(net, val_batches, device, rcfg)
-                        self.history["val_step"].append(step)
-                        self.history["val_loss"].append(val_loss)
-                    ckpt = None
-                    if (env.is_main and self.out_dir is not None and rcfg["checkpoint_every"]
-                            and step % rcfg["checkpoint_every"] == 0):
-                        try:
-                            ckpt = self._save(LAST_NAME, make_state())
-                        except UserError as exc:
-                            no_save = "save failed"
-                            raise type(exc)(f"could not save the checkpoint of step {step}: {exc}"
-                                            f"{self._kept_note()}") from None
-                    preview = None
-                    if env.is_main and rcfg["preview_every"] and (step % rcfg["preview_every"] == 0 or done):
-                        preview = self._preview(rcfg, device)
-                    if env.is_main and (log_now or ckpt or preview is not None):
-                        elapsed = time.perf_counter() - t0
-                        rate = (step - start_step) / max(elapsed, 1e-9)
-                        eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
-                        yield TrainEvent(
-                            step, max_steps, loss_now, val_loss, rate, elapsed_before + elapsed, eta, frac,
-                            preview, str(ckpt) if ckpt else None, history=self.history,
-                        )
-            finally:
-                pending.cancel()
-                pool.shutdown(wait=True)
-                net.eval()
-                den.provenance = self._provenance(rcfg, elapsed_before + time.perf_counter() - t0)
-                if env.is_main and self.out_dir is not None and step > start_step and not no_save:
-                    # Runs on normal end, on stop(), on a signal and when the consumer closes the
-                    # generator: a trained model is never lost. Rank 0 alone writes; never NaN weights.
-                    if not _weights_finite(net):
-                        raise InputError(f"training diverged by step {step}: the weights are no longer finite "
-                                         f"(NaN / inf); no model was written{self._kept_note()}; try a lower "
-                                         "learning rate (--lr)")
-                    self._save(LAST_NAME, make_state())
-                    self.saved = self._save(FINAL_NAME, make_state())
-                self._in_loop = False
-                barrier(env)
-        return den
+        while True:
+            # Checked again here (not only after the step) so a stop() made while the consumer
+            # held the last event takes effect before another step starts. A new budget makes
+            # at least one step, so even `seconds=1e-9` ends with a model.
+            frac, stop = self._progress(run)
+            if budget_spent or stop or (frac >= 1.0 and (run.step > run.start_step or run.continuing)):
+                return
+            loss = self._step(run, frac)
+            # A time budget ends at the last step that fits it, not one step past it (on a slow
+            # CPU a step takes seconds: `--seconds 60` ran 78 s), and then reports 100%.
+            # The first step's time includes one-off warm-up: the last step's predicts the next.
+            now = time.perf_counter()
+            step_s = now - step_began if run.step - run.start_step > 1 else 0.0
+            step_began = now
+            frac, stop = self._progress(run, ahead_s=step_s if run.budget.max_seconds else 0.0)
+            budget_spent = frac >= 1.0
+            event = self._after_step(run, loss, frac, done=budget_spent or stop)
+            if event is not None:
+                yield event
+
+    def _progress(self, run: _Run, ahead_s: float = 0.0) -> tuple[float, bool]:
+        """Budget fraction and stop request, agreed by all ranks (time differs between them).
+
+        ``ahead_s`` counts that much more time as spent: with the duration of one step, a
+        fraction >= 1 means the next step would end past a time budget.
+        """
+        frac = run.budget.fraction(run.step, run.elapsed(ahead_s))
+        frac, stop = all_max([frac, float(self._stop.is_set())], run.env)
+        return frac, stop > 0
+
+    def _step(self, run: _Run, frac: float) -> float:
+        """One optimiser step at ``frac`` of the budget; returns its (local) training loss."""
+        rcfg, opt = run.rcfg, run.opt
+        for g in opt.param_groups:
+            g["lr"] = rcfg.lr * lr_factor(frac)
+        batches = run.prefetch.next()
+        accum = len(batches)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for inp, tgt in batches:  # gradient accumulation: `accum` batches per optimiser step
+            x, y = to_device(torch.from_numpy(inp), run.device), to_device(torch.from_numpy(tgt), run.device)
+            with autocast(run.device, rcfg.amp, training=True):
+                pred = run.model(x)
+            loss = loss_fn(pred, y, rcfg.l1_weight) / accum
+            run.scaler.scale(loss).backward()
+            total += float(loss.item())
+        if not np.isfinite(total):
+            run.no_save = "diverged"
+            raise InputError(f"training diverged at step {run.step + 1} (loss {total}) with learning rate "
+                             f"{rcfg.lr:g}; no model was written from it{self._kept_note()}; try a lower learning "
+                             "rate (--lr) or check the data for extreme values")
+        if self._clip_or_skip(opt, run.scaler, run.net, run.step):
+            run.scaler.step(opt)
+        run.scaler.update()
+        run.step += 1
+        run.den.step = run.step
+        return total
+
+    def _after_step(self, run: _Run, loss: float, frac: float, done: bool) -> TrainEvent | None:
+        """Log, validate, checkpoint and preview after a step; the event to yield, if any."""
+        rcfg, step, env = run.rcfg, run.step, run.env
+        log_now = step % rcfg.log_every == 0 or done
+        loss_now = all_mean(loss, env) if log_now else loss
+        self.history["step"].append(step)
+        self.history["loss"].append(loss_now)
+        val_loss = None
+        if step % rcfg.val_every == 0 or done:
+            val_loss = self._validate(run)
+            self.history["val_step"].append(step)
+            self.history["val_loss"].append(val_loss)
+        ckpt = self._checkpoint(run)
+        preview = None
+        if env.is_main and rcfg.preview_every and (step % rcfg.preview_every == 0 or done):
+            preview = self._preview(run)
+        if not (env.is_main and (log_now or ckpt or preview is not None)):
+            return None
+        elapsed = time.perf_counter() - run.t0
+        rate = (step - run.start_step) / max(elapsed, 1e-9)
+        eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
+        return TrainEvent(step, run.budget.max_steps, loss_now, val_loss, rate, run.elapsed_before + elapsed, eta,
+                          frac, preview, str(ckpt) if ckpt else None, history=self.history)
 
     def _kept_note(self) -> str:
         """'; <out>/checkpoint-last.pt (step N) is kept' when an earlier periodic checkpoint exists."""
-        if self.last_saved_step is None or self.out_dir is None:
-            return ""
-        return f"; {self.out_dir / LAST_NAME} (step {self.last_saved_step}) is kept"
+        return self._writer.kept_note() if self._writer is not None else ""
 
     def _clip_or_skip(self, opt: torch.optim.Optimizer, scaler: Any, net: torch.nn.Module, step: int) -> bool:
         """Clip the gradient norm to :data:`GRAD_CLIP`; False (skip this update) if it is not finite.
@@ -482,68 +355,70 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         return False
 
-    def _validate(self, net: torch.nn.Module, batches, device: torch.device, rcfg: dict[str, Any]) -> float:
+    def _validate(self, run: _Run) -> float:
         """Mean loss on the held-out patches (eval mode, no gradients)."""
+        net = run.net
         net.eval()
         losses = []
         with torch.inference_mode():
-            for inp, tgt in batches:
-                x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
-                with autocast(device, rcfg["amp"]):
+            for inp, tgt in run.val_batches:
+                x, y = to_device(torch.from_numpy(inp), run.device), to_device(torch.from_numpy(tgt), run.device)
+                with autocast(run.device, run.rcfg.amp):
                     pred = net(x)
-                losses.append(float(loss_fn(pred, y, rcfg["l1_weight"]).item()))
+                losses.append(float(loss_fn(pred, y, run.rcfg.l1_weight).item()))
         net.train()
         return float(np.mean(losses))
 
-    def _preview(self, rcfg: dict[str, Any], device: torch.device) -> np.ndarray:
+    def _preview(self, run: _Run) -> np.ndarray:
         """The current model's output on the preview frames of the first stack (input units)."""
         from ..inference.denoising import denoise  # local: infer imports nothing from train, keep the graph one-way
 
         stack = self.stacks[0]
-        f0, f1 = rcfg["preview_frames"] or (0, min(stack.shape[0], 16))
+        f0, f1 = run.rcfg.preview_frames or (0, min(stack.shape[0], 16))
         f0, f1 = max(0, int(f0)), min(stack.shape[0], int(f1))
         if f1 - f0 < 1:
             raise InputError(f"preview frames {f0}..{f1} are outside the stack's {stack.shape[0]} frames")
-        self.denoiser.net.eval()
+        run.den.net.eval()
         try:
-            out = denoise(stack[f0:f1], self.denoiser, InferConfig(device=str(device), amp=rcfg["amp"]))
+            out = denoise(stack[f0:f1], run.den, InferConfig(device=str(run.device), amp=run.rcfg.amp))
         finally:
-            self.denoiser.net.train()
+            run.den.net.train()
         return out
 
-    def _provenance(self, rcfg: dict[str, Any], elapsed: float) -> dict[str, Any]:
-        den = self.denoiser
-        prov = dict(den.provenance) if den is not None else {}
-        prov.update(
-            {
-                "package": f"napari-unet-att {__version__}",
-                "torch": torch.__version__,
-                "created": timestamp(),
-                "sources": [str(s) for s in self.sources],
-                "shapes": [list(map(int, s.shape)) for s in self.stacks],
-                "seed": int(rcfg["seed"]),
-                "train_seconds": round(float(elapsed), 2),
-            }
-        )
-        if self.init is not None:
-            prov["init"] = str(self.init)
-            prov["parent"] = self.parent
-        prov.setdefault("source", "napari-unet-att training")
-        return prov
+    # -- saving ---------------------------------------------------------------------------
+    def _training_state(self, run: _Run) -> dict[str, Any]:
+        return training_state(run.opt, run.scaler, run.prefetch.state, run.step, run.elapsed(), self.history,
+                              run.budget)
 
-    def _save(self, name: str, training_state: dict[str, Any]) -> Path:
-        assert self.out_dir is not None and self.denoiser is not None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        # Temporary files of saves interrupted by a kill are never results: clear them.
-        for stale in self.out_dir.glob(f".{name}.*.tmp"):
-            if stale.stat().st_mtime < self._started:
-                stale.unlink(missing_ok=True)
-        path = self.out_dir / name
-        save_checkpoint(path, self.denoiser, training_state=training_state)
-        if name == LAST_NAME:
-            self.last_saved_step = int(self.denoiser.step)
-        return path
+    def _checkpoint(self, run: _Run) -> Path | None:
+        """Write ``checkpoint-last.pt`` every ``checkpoint_every`` steps (rank 0); its path when written."""
+        every = run.rcfg.checkpoint_every
+        if not (run.env.is_main and self._writer is not None and every and run.step % every == 0):
+            return None
+        try:
+            return self._writer.save(LAST_NAME, run.den, self._training_state(run))
+        except UserError as exc:
+            run.no_save = "save failed"
+            raise type(exc)(f"could not save the checkpoint of step {run.step}: {exc}{self._kept_note()}") from None
 
+    def _finish(self, run: _Run) -> None:
+        """End the run: stop the sampling thread, record the provenance and save the final model.
+
+        Runs on normal end, on stop(), on a signal and when the consumer closes the generator: a
+        trained model is never lost. Rank 0 alone writes; never NaN weights.
+        """
+        run.prefetch.close()
+        run.net.eval()
+        run.den.provenance = run_provenance(run.den, self.sources, self.stacks, run.rcfg.seed, run.elapsed(),
+                                            self.init, self.parent)
+        if run.env.is_main and self._writer is not None and run.step > run.start_step and not run.no_save:
+            if not weights_finite(run.net):
+                raise InputError(f"training diverged by step {run.step}: the weights are no longer finite (NaN / "
+                                 f"inf); no model was written{self._kept_note()}; try a lower learning rate (--lr)")
+            self._writer.save(LAST_NAME, run.den, self._training_state(run))
+            self.saved = self._writer.save(FINAL_NAME, run.den, self._training_state(run))
+        self._in_loop = False
+        barrier(run.env)
 
 def iter_train(
     stacks: Sequence[Any],

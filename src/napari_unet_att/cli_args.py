@@ -1,0 +1,148 @@
+"""The command line's arguments: one sub-parser per command of :mod:`napari_unet_att.cli`.
+
+Defaults come from the config dataclasses (:func:`~napari_unet_att.config.field_default`), so the
+command line, the widgets and the engine agree on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import __version__
+from .config import (
+    DEFAULT_STEPS,
+    DEMO_OUT,
+    MODE_HELP,
+    MODES,
+    PRESETS,
+    TTA_CHOICES,
+    InferConfig,
+    TrainConfig,
+    field_default,
+)
+
+GENERALIST_MODES = ("temporal", "mirrored")  # modes with a shipped generalist model
+AXES_HELP = ("the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ files that call their "
+             "frames channels or slices)")
+
+
+def _train_args(t: argparse.ArgumentParser) -> None:
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks (T, Y, X), or folders of them")
+    t.add_argument("--mode", choices=MODES, default=field_default(TrainConfig, "mode"),
+                   help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
+    t.add_argument("--preset", choices=list(PRESETS), default=field_default(TrainConfig, "preset"),
+                   help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    t.add_argument("--out", required=True, help="output directory (model.pt and checkpoint-last.pt)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, help="training time budget")
+    budget.add_argument("--steps", type=int, help=f"training step budget (default {DEFAULT_STEPS})")
+    t.add_argument("--seed", type=int, default=field_default(TrainConfig, "seed"))
+    t.add_argument("--device", default=field_default(TrainConfig, "device"), help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (default: mixed precision on CUDA and on CPUs with native bfloat16)")
+    t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt")
+    t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth), "
+                                  "or 'generalist': fine-tune the shipped pretrained model for --mode")
+    t.add_argument("--patch-t", type=int, help="patch frames (network input)")
+    t.add_argument("--patch-xy", type=int, help="patch rows = columns (network input)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--channel", type=int, help="channel index for multichannel stacks")
+    t.add_argument("--axes", help=AXES_HELP)
+    t.add_argument("--flip-backward", action="store_true",
+                   help="mirrored mode: backward lines are stored x-reversed in the file")
+    t.add_argument("--checkpoint-every", type=int, default=field_default(TrainConfig, "checkpoint_every"),
+                   help="steps between periodic checkpoints")
+
+
+def _denoise_args(d: argparse.ArgumentParser) -> None:
+    d.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks, or folders of them")
+    d.add_argument("--model", required=True,
+                   help="checkpoint (ours, or a reference tool's .pth), or 'generalist': the shipped pretrained "
+                        "model for --mode, no training needed")
+    d.add_argument("--mode", choices=GENERALIST_MODES, default=GENERALIST_MODES[0],
+                   help="with --model generalist: which shipped model (mirrored: a raw (T, 2N, N) bidirectional "
+                        "scan); a checkpoint file brings its own mode")
+    d.add_argument("--out", required=True, help="output TIFF (one input) or directory (several)")
+    d.add_argument("--device", default=field_default(InferConfig, "device"))
+    d.add_argument("--float32", action="store_true", help="write float32 (default: the input's dtype, clipped)")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist already (default: refuse, as the napari dock does)")
+    d.add_argument("--input-norm", action="store_true",
+                   help="normalise with the input's own statistics instead of the model's")
+    d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
+    d.add_argument("--tta", type=int, default=field_default(InferConfig, "tta"), choices=TTA_CHOICES,
+                   help="average over this many flips / rotations of each frame (N times slower; 8: ~+0.3 dB)")
+    d.add_argument("--half-rate", action="store_true",
+                   help="temporal models: also denoise even and odd frames apart (the rate they were trained at) "
+                        "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
+    d.add_argument("--memory-gb", type=float,
+                   help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
+    d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),
+                   help="tiles per forward pass (GPU)")
+    d.add_argument("--channel", type=int)
+    d.add_argument("--axes", help=AXES_HELP)
+
+
+def _evaluate_args(e: argparse.ArgumentParser) -> None:
+    e.add_argument("denoised")
+    e.add_argument("--reference", help="clean or high-SNR reference stack (same shape)")
+    e.add_argument("--raw", help="the raw stack, to report its metrics beside the denoised ones")
+    e.add_argument("--rois", help="ROIs for trace correlations: a 2D integer label image (Y, X) (.tif, .npy; 0 = "
+                                  "background) or a napari Shapes export (.csv)")
+    e.add_argument("--per-frame", action="store_true", help="include per-frame lists")
+    e.add_argument("--channel", type=int)
+    e.add_argument("--axes", help=AXES_HELP)
+
+
+def _info_args(i: argparse.ArgumentParser) -> None:
+    i.add_argument("model", help="checkpoint, or 'generalist'")
+    i.add_argument("--mode", choices=GENERALIST_MODES, default=GENERALIST_MODES[0],
+                   help="with 'generalist': which shipped model")
+
+
+def _export_args(x: argparse.ArgumentParser) -> None:
+    x.add_argument("model", help="checkpoint (ours, or a reference tool's .pth with stored statistics), or "
+                                 "'generalist'")
+    x.add_argument("--mode", choices=GENERALIST_MODES, default=GENERALIST_MODES[0],
+                   help="with 'generalist': which shipped model")
+    x.add_argument("--format", choices=("bioimageio",), default="bioimageio", help="package format")
+    x.add_argument("--out", required=True, help="output package, NAME.zip")
+    x.add_argument("--sample", help="TIFF to cut the package's test input from (default: the shipped sample)")
+    x.add_argument("--channel", type=int, help="channel of --sample")
+    x.add_argument("--min-tile", type=int, default=64,
+                   help="smallest valid tile per axis (t, y, x) in the package; a multiple of 8")
+    x.add_argument("--name", help="model name in the package")
+
+
+def _demo_args(m: argparse.ArgumentParser) -> None:
+    m.add_argument("--out", default=DEMO_OUT, help=f"output directory (default: ./{DEMO_OUT})")
+    m.add_argument("--train-seconds", type=float, default=0.0,
+                   help="fine-tune each generalist on its sample for this long first (default: zero-shot)")
+    m.add_argument("--device", default="auto")
+
+
+# command: (help, its arguments); the handlers are :data:`napari_unet_att.cli.COMMANDS`
+SUBCOMMANDS = {
+    "train": ("train a model on one or more noisy stacks (no clean data needed)", _train_args),
+    "denoise": ("apply a model to one or more stacks", _denoise_args),
+    "evaluate": ("print JSON metrics of a denoised stack against a reference", _evaluate_args),
+    "info": ("describe a checkpoint", _info_args),
+    "export": ("write a model as a BioImage Model Zoo package (bioimage.io, .zip)", _export_args),
+    "demo": ("the main job on the shipped sample data: the pretrained generalists against the best 3D Gaussian, "
+             "scored with the ground truth", _demo_args),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-unet-att`` parser; ``args.command`` names the sub-command chosen."""
+    p = argparse.ArgumentParser(
+        prog="napari-unet-att",
+        description="Self-supervised UNet-Att denoising of two-photon calcium-imaging time-lapses.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_args) in SUBCOMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text))
+    return p
