@@ -22,15 +22,6 @@ MAX_LINES = 450
 # module that is no longer long fails too, so this list stays true.
 LONG_MODULES: dict[str, str] = {
     "model/networks.py": "copied whole into bioimage.io packages as the architecture source, so it must stay one file",
-    # PLACEHOLDERS (issue 12): being split on the other restructuring branches; remove each when its split merges
-    "_napari/common.py": "placeholder: split on branch r12-napari",
-    "_napari/denoise_dock.py": "placeholder: split on branch r12-napari",
-    "_napari/train_dock.py": "placeholder: split on branch r12-napari",
-    "inference/denoising.py": "placeholder: split on branch r12-inference",
-    "model/checkpoint.py": "placeholder: split on branch r12-model",
-    "stackio/io.py": "placeholder: split on branch r12-stackio",
-    "training/trainer.py": "placeholder: split on branch r12-training",
-    "zoo.py": "placeholder: becomes the zoo/ package on branch r12-model",
 }
 GUI_PACKAGES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt")
 

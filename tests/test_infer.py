@@ -495,7 +495,7 @@ def test_denoise_file_atomic_on_error_and_cancel(tmp_path):
 def test_denoise_array_to_file_matches_in_memory(tmp_path):
     """An in-memory stack (a layer with no file behind it) streamed into a file: the result's shape and
     dtype (a mirrored model's merged output is (T, N, N)), the same values as in memory, atomic on cancel."""
-    from napari_unet_att.stackio import io as tio
+    from napari_unet_att import stackio as tio
 
     rng = np.random.default_rng(15)
     x = (rng.random((20, 32, 16)) * 1000).astype(np.uint16)

@@ -420,6 +420,7 @@ class Trainer:
         self._in_loop = False
         barrier(run.env)
 
+
 def iter_train(
     stacks: Sequence[Any],
     cfg: TrainConfig,
@@ -432,14 +433,9 @@ def iter_train(
     return (yield from Trainer(stacks, cfg, out_dir, resume, init, sources).run())
 
 
-def train(
-    stacks: Sequence[Any],
-    cfg: TrainConfig,
-    out_dir: str | os.PathLike | None = None,
-    resume: str | os.PathLike | None = None,
-    init: str | os.PathLike | None = None,
-    progress: Callable[[TrainEvent], None] | None = None,
-) -> Denoiser:
+def train(stacks: Sequence[Any], cfg: TrainConfig, out_dir: str | os.PathLike | None = None,
+          resume: str | os.PathLike | None = None, init: str | os.PathLike | None = None,
+          progress: Callable[[TrainEvent], None] | None = None) -> Denoiser:
     """Train to the end of the budget and return the model (blocking).
 
     Examples
