@@ -102,8 +102,8 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
         "",
         "`python benchmarks/bench_speed.py --repeats 2 --sweep-preset fast --bf16 paper fast` : "
         f"untrained networks (speed does not depend on the "
-        f"weights) denoise a {shape} uint16 stack with `infer.denoise` and the default `InferConfig` "
-        "(automatic tiles from the 1 GB memory budget, `infer.resolve_tiles`: whole 128 x 128 frames here, "
+        f"weights) denoise a {shape} uint16 stack with `inference.denoise` and the default `InferConfig` "
+        "(automatic tiles from the 1 GB memory budget, `inference.tiles.resolve_tiles`: whole 128 x 128 frames here, "
         "overlap = receptive field capped at half a tile on split axes). "
         f"{_load_note(speed)}.",
         "",
@@ -220,7 +220,8 @@ def render_targets(
     n = 1
     auto = sweep.get("auto")
     if auto and one and base:
-        line = (f"{n}. **Tile length and overlap (infer.py, resources).** For the `{speed['sweep']['preset']}` preset "
+        line = (f"{n}. **Tile length and overlap (inference/tiles.py, runtime/resources.py).** For the "
+                f"`{speed['sweep']['preset']}` preset "
                 f"the automatic choice was tile_t = {auto['tile_t']} ({auto['n_tiles']} tiles, "
                 f"{100 * auto['overlap_share']:.0f}% of the computed voxels are overlap): one 400-frame tile ran "
                 f"{one['frames_per_s'] / auto['frames_per_s']:.2f}x faster than that")
@@ -245,7 +246,7 @@ def render_targets(
         bn = share.get("aten::native_batch_norm", 0.0)
         relu = share.get("aten::clamp_min_", 0.0)
         out.append(
-            f"{n}. **Non-convolution work (networks.py).** Convolutions take only {100 * conv:.0f}% of a `fast` "
+            f"{n}. **Non-convolution work (model/networks.py).** Convolutions take only {100 * conv:.0f}% of a `fast` "
             f"forward pass; `torch.cat` of channels-last tensors takes {100 * cat:.0f}% (an element-interleaving "
             f"copy in that layout), trilinear upsampling {100 * up:.0f}%, in-place ReLU {100 * relu:.0f}%, the "
             f"gates' BatchNorm {100 * bn:.0f}%. Decoder concatenations are no longer materialised on this path "
@@ -263,7 +264,8 @@ def render_targets(
         items = ", ".join(f"`{k}` {v['frames_per_s'] / pr[k]['frames_per_s']:.2f}x" for k, v in bf.items() if k in pr)
         bl = speed["conv_limit"]["bf16_channels_last_gflops"]
         out.append(
-            f"{n}. **bfloat16 on CPUs with AMX / AVX512-BF16 (device.py, networks.py).** This CPU runs a bf16 "
+            f"{n}. **bfloat16 on CPUs with AMX / AVX512-BF16 (runtime/device.py, model/networks.py).** "
+            "This CPU runs a bf16 "
             f"conv3d at {bl:.0f} GFLOP/s against {lim:.0f} in float32; whole-network inference in bf16 was "
             f"{items} faster than float32. Training already uses bf16 autocast on such CPUs "
             "(`device.amp_dtype(..., training=True)`; same PSNR per step as float32, docs/benchmarks.md). "
@@ -275,7 +277,7 @@ def render_targets(
     big = max((mem or {}).get("rows", []), key=lambda r: r["file_mib"], default=None)
     if big and big["peak_file_mib"] > big["file_mib"] / 2:
         out.append(
-            f"{n}. **Mapped file pages (io.py, infer.py).** With a {big['file_mib']:.0f} MiB input, the process's "
+            f"{n}. **Mapped file pages (stackio/, inference/).** With a {big['file_mib']:.0f} MiB input, the process's "
             f"own memory stayed at {big['peak_anon_mib']:.0f} MiB but its RSS peaked at {big['peak_rss_mib']:.0f} "
             f"MiB: {big['peak_file_mib']:.0f} MiB of pages of the memory-mapped input and output TIFFs. The kernel "
             "can drop them, but `top`, `ru_maxrss` and container memory accounting show them, and users will read "
@@ -299,9 +301,9 @@ def render_memory(mem: dict[str, Any]) -> str:
         "",
         f"`python benchmarks/bench_memory.py --runs {runs}` : "
         "uint16 TIFFs written chunk by chunk, denoised file-to-file with "
-        f"`infer.denoise_file` (output dtype '{mem['output_dtype']}') in a fresh subprocess. *Peak RSS* is "
+        f"`inference.denoise_file` (output dtype '{mem['output_dtype']}') in a fresh subprocess. *Peak RSS* is "
         "`VmHWM` (= `ru_maxrss`; `/usr/bin/time -v` agrees): everything the process ever had resident, file "
-        "pages included. The input is read with positioned reads (`io.TiffArray`, no memory map) and written "
+        "pages included. The input is read with positioned reads (`stackio.TiffArray`, no memory map) and written "
         "output frames are flushed and dropped from the output's memory map (`madvise(MADV_DONTNEED)`), so "
         "neither file adds to it; *peak file* (sampled every 50 ms, `RssFile`) is then mostly shared libraries. "
         "*Peak anonymous* (sampled) is the process's own memory. *Baseline* is the RSS after imports and model "

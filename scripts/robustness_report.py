@@ -242,9 +242,9 @@ def denoise_kills(work: Path, n: int, seed: int) -> dict:
 _CALIBRATE = r"""
 import json, resource, sys
 import torch
-from napari_unet_att import resources
+from napari_unet_att.runtime import resources
 from napari_unet_att.model.networks import build_network
-from napari_unet_att.runtime.resources import _padded
+from napari_unet_att.runtime.resources import padded_shape
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 kind, arch, f, t, y, x, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(int, sys.argv[4:8])
@@ -267,7 +267,7 @@ else:
     est = resources.estimate_training_memory(t, y, arch, f, b)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
 vox = b
-for n in _padded((t, y, x), arch):
+for n in padded_shape((t, y, x), arch):
     vox *= n
 print(json.dumps({"job": kind, "arch": arch, "f": f, "shape": [t, y, x], "batch": b, "peak": peak,
                   "ratio": peak / (4 * elem * vox), "estimate": est}))

@@ -229,7 +229,7 @@ class InferConfig:
 
     ``tile_t=None`` (the default) picks the tile automatically: the width (whole frames up to
     ``max_tile_xy``, or halves of it) and length whose plan fits ``memory_gb`` and computes the
-    fewest voxels, overlaps included (``infer.resolve_tiles``; default budget: 1 GB of host
+    fewest voxels, overlaps included (``inference.tiles.resolve_tiles``; default budget: 1 GB of host
     memory on CPU, which bounds the process near 1.3 GB for any file; on a GPU the smaller of
     8 GB and half its free memory), so short stacks run as one tile with no overlap work at all.
     The overlap defaults to the network's receptive field on every axis that is actually split
@@ -248,7 +248,7 @@ class InferConfig:
     mirrored_output: Literal["interleaved", "merged"] = "interleaved"  # mirrored models on (T, 2N, N) input
     prefetch: bool = True
     tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): one of TTA_CHOICES
-    keep_mean: bool = True  # shift each output frame to the input frame's mean (infer.keep_frame_means)
+    keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.denoising.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
 
     def __post_init__(self) -> None:

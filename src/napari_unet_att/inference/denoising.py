@@ -163,7 +163,7 @@ def iter_denoise(
     Parameters
     ----------
     stack : array-like (T, Y, X)
-        numpy array, ``io.TiffArray`` (what ``io.read_stack`` returns for plain TIFFs),
+        numpy array, ``stackio.TiffArray`` (what ``stackio.read_stack`` returns for plain TIFFs),
         ``np.memmap``, zarr or dask array; only tile regions are read.
     denoiser : Denoiser
         Model and metadata. A ``'mirrored'`` model given a ``(T, 2N, N)`` stack denoises the
@@ -174,7 +174,7 @@ def iter_denoise(
     cfg : InferConfig, optional
         Tiling, device, batch, output dtype, normalisation source, prefetch.
     out : array-like, optional
-        Destination supporting ``out[t0:t1] = block`` (e.g. from ``io.output_stack``); frame
+        Destination supporting ``out[t0:t1] = block`` (e.g. from ``stackio.output_stack``); frame
         blocks are written as soon as they are final. Integer destinations are always clipped.
 
     Yields

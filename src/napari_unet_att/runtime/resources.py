@@ -44,7 +44,7 @@ _HOOKED = ("_ConvUnit", "MaxPool3d", "AttentionGate")
 _PROBE = 32  # probe edge: a multiple of 8 and >= every architecture's minimum size
 
 
-def _padded(shape: Sequence[int], arch: str) -> tuple[int, int, int]:
+def padded_shape(shape: Sequence[int], arch: str) -> tuple[int, int, int]:
     from ..model.networks import padded_size
 
     t, y, x = (int(n) for n in shape)
@@ -89,7 +89,7 @@ def estimate_inference_memory(tile_shape: Sequence[int], arch: str, base_channel
     Includes the padded input and output tensors and the weights; not the data around it
     (see :func:`estimate_denoise_memory`).
     """
-    vox = math.prod(_padded(tile_shape, arch)) * int(batch)
+    vox = math.prod(padded_shape(tile_shape, arch)) * int(batch)
     acts = INFER_FACTOR.get(arch, 2.5) * activation_elements(arch, int(base_channels)) * vox
     return int(_FLOAT_BYTES * (acts + 2 * vox) + _param_bytes(arch, base_channels) + FIXED_OVERHEAD)
 
@@ -102,7 +102,7 @@ def estimate_training_memory(
     Activations kept for the backward pass and their gradients (``TRAIN_FACTOR``), input and
     target batches, and weights + gradients + Adam's two moment buffers (4x the parameters).
     """
-    vox = math.prod(_padded((patch_t, patch_xy, patch_xy), arch)) * int(batch)
+    vox = math.prod(padded_shape((patch_t, patch_xy, patch_xy), arch)) * int(batch)
     acts = TRAIN_FACTOR.get(arch, 4.2) * activation_elements(arch, int(base_channels)) * vox
     return int(_FLOAT_BYTES * (acts + 3 * vox) + 4 * _param_bytes(arch, base_channels) + FIXED_OVERHEAD)
 
