@@ -175,7 +175,7 @@ def test_importing_the_package_is_cheap():
 
 
 def test_the_readme_uses_only_public_names():
-    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
     used = set(re.findall(r"\bnua\.(\w+)", section))
     assert used, "the README's Python API section should show the package's names"

@@ -302,7 +302,6 @@ class DenoiseWidget(BaseDock):
             report_error(exc, "evaluation")
             return None
         self._eval_layers = (den_layer, raw_layer, ref_layer)
-        self._eval_masks = masks
         self._set_running(True)
         self.status.setText("evaluating…")
         self.eval_worker = run_function(_evaluate_job, *args, returned=self._on_evaluated,
