@@ -326,3 +326,14 @@ def test_generalist_zoo_prediction_equals_ours_at_any_brightness(generalist, tin
         ours = zoo.engine_output(den, rec)
         assert np.abs(ours - rec).max() > 0.5 * gain  # the comparison is not between two copies of the input
         np.testing.assert_allclose(zoo_out, ours, rtol=1e-4, atol=1e-4 * float(rec.std()))
+
+
+def test_citations_are_the_source_papers():
+    # titles and DOIs as printed on the papers' first pages (DeepBID: PhotoniX; UNet-Att prints no DOI)
+    by_doi = {c.get("doi"): c["text"] for c in zoo.CITATIONS}
+    assert "Surmounting photon limits and motion artifacts" in by_doi["10.1186/s43074-023-00117-0"]
+    assert "Reinforcing neuron extraction" in by_doi["10.1038/s41592-021-01225-0"]
+    assert "Real-time denoising" in by_doi["10.1038/s41587-022-01450-8"]
+    unet_att = next(c for c in zoo.CITATIONS if "UNet-Att" in c["text"] and "doi" not in c)
+    assert "self-supervised denoising and recovery model for two-photon microscopic image" in unet_att["text"]
+    assert unet_att["url"] == "https://github.com/ZjjDh/UNet-Att"
