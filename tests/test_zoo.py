@@ -244,13 +244,96 @@ def test_widget_exports_beside_save_and_loads_the_package(make_napari_viewer, tr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported.zip", "m.pt"]
 
 
-def test_a_model_normalising_by_each_input_is_fixed_to_the_sample(trained, tmp_path):
-    import dataclasses
+def test_widget_export_runs_in_a_worker_and_a_failure_leaves_nothing(make_napari_viewer, trained, tmp_path,
+                                                                     monkeypatch, qtbot):
+    import threading
 
-    own = dataclasses.replace(trained, provenance={"normalization": "input"})  # as the generalists do
-    sample = np.random.default_rng(4).poisson(50.0, (40, 40, 40)).astype(np.uint16)
-    out = zoo.export_bioimageio(own, tmp_path / "g.zip", sample=sample, min_size=MIN)
-    den = zoo.load_package(out)
-    assert den.provenance.get("normalization") != "input"
-    assert abs(den.norm.offset - sample.mean()) < 1e-3 * sample.mean() and abs(den.norm.scale - sample.std()) < 0.01
-    assert "its sample's" in den.provenance["zoo_normalization"]
+    import bioimageio.spec
+
+    from napari_unet_att._napari import TrainWidget
+
+    errors, infos, threads = [], [], []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    monkeypatch.setattr("napari.utils.notifications.show_info", infos.append)
+    gate, real = threading.Event(), zoo.export_bioimageio
+
+    def held_export(den, out, sample=None, **_):
+        threads.append(threading.current_thread())
+        assert gate.wait(60)
+        return real(den, out, sample, min_size=MIN)
+
+    monkeypatch.setattr(zoo, "export_bioimageio", held_export)
+    w = TrainWidget(make_napari_viewer())
+    w.load_model(save_checkpoint(tmp_path / "m.pt", trained))
+    monkeypatch.setattr("napari_unet_att._napari.model_panel.ask_save_path", lambda *a: str(tmp_path / "pkg"))
+    w.export_btn.click()  # returns at once: the export waits on the gate in its worker
+    assert w.models.exporting and not w.export_btn.isEnabled() and "exporting" in w.status.text()
+    assert w.export_model(tmp_path / "second") is None and "already running" in errors[-1]
+    gate.set()
+    qtbot.waitUntil(lambda: not w.models.exporting, timeout=120_000)
+    assert threads and threads[0] is not threading.main_thread()
+    assert (tmp_path / "pkg.zip").is_file() and w.export_btn.isEnabled()
+    assert "exported" in w.status.text() and any("pkg.zip" in str(m) for m in infos)
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bioimageio.spec, "save_bioimageio_package", no_space)
+    before = _files(tmp_path)
+    assert w.export_model(tmp_path / "full") is None
+    assert "No space left" in errors[-1] and "failed" in w.status.text()
+    assert _files(tmp_path) == before and w.export_btn.isEnabled()  # no partial zip, the button is back
+
+
+@pytest.fixture(scope="module")
+def generalist(tiny_sim, tmp_path_factory):
+    """The shipped temporal generalist (normalises every input by its own statistics) and its package."""
+    from napari_unet_att.model.pretrained import load_model
+
+    den = load_model("generalist", mode="temporal")
+    assert den.provenance.get("normalization") == "input"
+    out = tmp_path_factory.mktemp("zoo-gen") / "generalist.zip"
+    return den, zoo.export_bioimageio(den, out, sample=tiny_sim.noisy, min_size=MIN)
+
+
+def test_generalist_package_normalises_each_input_by_its_own_statistics(generalist):
+    from bioimageio.spec import load_description
+
+    den, package = generalist
+    descr = load_description(package, perform_io_checks=True)
+    assert descr.validation_summary.status == "valid-format", descr.validation_summary.format()
+    assert descr.weights.pytorch_state_dict.architecture.callable == "UNetAttPerInput"
+    assert [p.id for p in descr.inputs[0].preprocessing] == ["ensure_dtype"]  # no fixed sample statistics
+    assert {p.id for p in descr.outputs[0].postprocessing} <= {"ensure_dtype"}  # the spec adds the output dtype
+    back = zoo.load_package(package)  # re-imported, it still normalises by each input
+    assert back.provenance.get("normalization") == "input" and back.norm == den.norm
+
+
+@pytest.mark.parametrize("weight_format", ["pytorch_state_dict", "torchscript"])
+def test_generalist_zoo_prediction_equals_ours_at_any_brightness(generalist, tiny_sim, weight_format):
+    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
+
+    den, package = generalist
+    assert bioimageio_core.test_model(package, weight_format=weight_format, devices=["cpu"]).status == "passed"
+    pp = create_prediction_pipeline(load_description(package), weight_format=weight_format, devices=["cpu"])
+    base = np.asarray(tiny_sim.noisy[:24, :32, :24], dtype=np.float32)
+    for gain, offset in ((1.0, 0.0), (7.0, 1500.0)):  # a recording far brighter than the test sample
+        rec = base * np.float32(gain) + np.float32(offset)
+        sample = Sample(members={"raw": Tensor.from_numpy(rec[None, None], dims=("batch", "channel", "time", "y",
+                                                                                 "x"))}, stat={}, id="r")
+        got = pp.predict_sample_without_blocking(sample, skip_input_padding=True, skip_output_cropping=True)
+        zoo_out = got.members["denoised"].data.transpose("batch", "channel", "time", "y", "x").values[0, 0]
+        ours = zoo.engine_output(den, rec)
+        assert np.abs(ours - rec).max() > 0.5 * gain  # the comparison is not between two copies of the input
+        np.testing.assert_allclose(zoo_out, ours, rtol=1e-4, atol=1e-4 * float(rec.std()))
+
+
+def test_citations_are_the_source_papers():
+    # titles and DOIs as printed on the papers' first pages (DeepBID: PhotoniX; UNet-Att prints no DOI)
+    by_doi = {c.get("doi"): c["text"] for c in zoo.CITATIONS}
+    assert "Surmounting photon limits and motion artifacts" in by_doi["10.1186/s43074-023-00117-0"]
+    assert "Reinforcing neuron extraction" in by_doi["10.1038/s41592-021-01225-0"]
+    assert "Real-time denoising" in by_doi["10.1038/s41587-022-01450-8"]
+    unet_att = next(c for c in zoo.CITATIONS if "UNet-Att" in c["text"] and "doi" not in c)
+    assert "self-supervised denoising and recovery model for two-photon microscopic image" in unet_att["text"]
+    assert unet_att["url"] == "https://github.com/ZjjDh/UNet-Att"

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 from ..errors import InputError, UserError
 from .dialogs import ask_open_path, ask_save_path, report_error
 from .layers import layer_stack
+from .workers import run_function, stop_worker, worker_busy
 
 CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.tar);;All files (*)"
 EXPORT_TIP = ("Write the model as a bioimage.io package (.zip) that deepImageJ, ilastik, QuPath and "
@@ -85,6 +86,8 @@ class ModelPanel:
         self.load_btn.clicked.connect(self._ask_load)
         self.row.addWidget(self.load_btn)
         self.save_btn = self.export_btn = None
+        self.export_worker: Any = None  # the export in progress, run off the GUI thread
+        self._exported: Path | None = None
         if files:
             self.save_btn = QPushButton("Save model…")
             self.save_btn.clicked.connect(self._ask_save)
@@ -96,10 +99,16 @@ class ModelPanel:
                 self.row.addWidget(button)
 
     def enable_files(self, on: bool) -> None:
-        """Enable or disable Save and Export."""
-        for button in (self.save_btn, self.export_btn):
-            if button is not None:
-                button.setEnabled(on)
+        """Enable or disable Save and Export (Export stays disabled while an export runs)."""
+        if self.save_btn is not None:
+            self.save_btn.setEnabled(on)
+        if self.export_btn is not None:
+            self.export_btn.setEnabled(on and not self.exporting)
+
+    @property
+    def exporting(self) -> bool:
+        """True while an export runs in its worker."""
+        return worker_busy(self.export_worker)
 
     def load(self, viewer: Any, path: str | Path) -> Any:
         """Load a checkpoint (ours or a reference tool's) as ``viewer``'s current model; None on failure."""
@@ -130,28 +139,62 @@ class ModelPanel:
         self.status.setText(f"model saved to {out}")
         return out
 
-    def export(self, path: str | Path) -> Path | None:
-        """Export the model as a BioImage Model Zoo package (atomic; ``.zip`` appended when missing).
+    def export(self, path: str | Path, wait: bool = True, timeout_s: float = 3600.0) -> Path | None:
+        """Export the model as a BioImage Model Zoo package in a worker (atomic; ``.zip`` appended when missing).
 
-        The test input is cut from the sample layer when it is large enough, else from the
-        shipped sample recording (see :func:`napari_unet_att.zoo.export_bioimageio`).
+        The Export button is disabled until the worker ends; the status line and a notification
+        say how it ended. The test input is cut from the sample layer when it is large enough,
+        else from the shipped sample recording (see :func:`napari_unet_att.zoo.export_bioimageio`).
+
+        Parameters
+        ----------
+        wait : bool
+            Wait for the export (processing Qt events) and return its result; the button does
+            not wait, and the GUI stays responsive.
+
+        Returns
+        -------
+        Path or None
+            The package, once written (``wait``); None when it failed, there is no model, an
+            export is already running, or without ``wait``.
         """
-        from ..zoo import export_bioimageio
+        from .. import zoo
 
         den = self.model()
         if den is None:
             report_error(InputError("no model to export: train one or load a checkpoint first"), "exporting")
             return None
-        out = _with_suffix(path, ".zip")
-        self.status.setText(f"exporting to {out} …")
-        try:
-            export_bioimageio(den, out, sample=export_sample(self.sample_layer() if self.sample_layer else None))
-        except (UserError, OSError) as exc:
-            report_error(exc, "exporting the model")
-            self.status.setText(f"export failed: {exc}")
+        if self.exporting:
+            report_error(InputError("an export is already running; wait for it to finish"), "exporting")
             return None
+        out = _with_suffix(path, ".zip")
+        sample = export_sample(self.sample_layer() if self.sample_layer else None)
+        self._exported = None
+        if self.export_btn is not None:
+            self.export_btn.setEnabled(False)
+        self.status.setText(f"exporting to {out} …")
+        self.export_worker = run_function(zoo.export_bioimageio, den, out, sample, returned=self._on_exported,
+                                          errored=self._on_export_error, finished=self._on_export_finished)
+        if not wait:
+            return None
+        stop_worker(self.export_worker, timeout_s)
+        return self._exported
+
+    def _on_exported(self, out: Path) -> None:
+        from napari.utils.notifications import show_info
+
+        self._exported = Path(out)
         self.status.setText(f"model exported to {out}")
-        return out
+        show_info(f"model exported to {out}")
+
+    def _on_export_error(self, exc: BaseException) -> None:
+        # export_bioimageio writes atomically: a failed export leaves no (partial) zip behind
+        report_error(exc, "exporting the model")
+        self.status.setText(f"export failed: {exc}")
+
+    def _on_export_finished(self) -> None:
+        if self.export_btn is not None:  # Export follows Save, which the dock keeps in step with its runs
+            self.export_btn.setEnabled(self.save_btn is not None and self.save_btn.isEnabled())
 
     # The dialogs are looked up here at each click (tests answer them by patching this module).
     def _ask_load(self) -> None:
@@ -167,7 +210,7 @@ class ModelPanel:
     def _ask_export(self) -> None:
         path = ask_save_path(self.owner, "Export to BioImage Model Zoo", "bioimage.io packages (*.zip)")
         if path:
-            self.owner.export_model(path)
+            self.owner.export_model(path, wait=False)
 
 
 def _with_suffix(path: str | Path, suffix: str) -> Path:

@@ -309,7 +309,8 @@ class TrainWidget(BaseDock):
             self.trainer.stop()
 
     def _workers(self) -> tuple[Any, ...]:
-        return (self.worker, self.estimate_worker)  # timing takes a few steps: wait rather than leave it running
+        # timing takes a few steps and an export a few seconds: wait rather than leave them running
+        return (self.worker, self.estimate_worker, self.models.export_worker)
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
@@ -404,13 +405,15 @@ class TrainWidget(BaseDock):
         """Save the current model (atomic; ``.pt`` appended when missing)."""
         return self.models.save(path)
 
-    def export_model(self, path: str | Path) -> Path | None:
-        """Export the current model as a BioImage Model Zoo package (atomic; ``.zip`` appended when missing).
+    def export_model(self, path: str | Path, wait: bool = True) -> Path | None:
+        """Export the current model as a BioImage Model Zoo package in a worker (atomic; ``.zip`` appended).
 
         The test input is cut from the selected layer when it is large enough, else from the
-        shipped sample recording (see :func:`napari_unet_att.zoo.export_bioimageio`).
+        shipped sample recording (see :func:`napari_unet_att.zoo.export_bioimageio`). With
+        ``wait`` (scripts, tests) the result is returned; the button does not wait (see
+        :meth:`.model_panel.ModelPanel.export`).
         """
-        return self.models.export(path)
+        return self.models.export(path, wait=wait)
 
     def _on_model_changed(self, entry: tuple[Any, str] | None) -> None:
         if entry is not None:

@@ -486,6 +486,38 @@ class UNet3D(_PaddedNet):
         return conv3d(x, self.final_conv, self.cpu_fast_path)
 
 
+
+class _StandardizedPerInput:
+    """Mixin: the network between a standardisation by each input's own statistics and its inverse.
+
+    napari-unet-att runs models that normalise every recording by its own mean and standard
+    deviation (the pretrained generalists) as ``net((x - mean) / sd) * sd + mean``. bioimage.io's
+    processing steps can standardise per input but cannot map the output back with the *input's*
+    statistics (``scale_mean_variance`` would force the output's own std to the noisy input's),
+    so the packages of such models run these classes instead of the plain networks: same state
+    dict, same numbers as napari-unet-att on one tile. Statistics per batch item over
+    (C, T, Y, X) in float64, population std, scale 1 for a constant input (as
+    ``inference.denoising.choose_norm``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, x.dim()))
+        x64 = x.double()
+        mean = x64.mean(dim=dims, keepdim=True)
+        sd = x64.std(dim=dims, keepdim=True, correction=0)
+        sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        mean, sd = mean.to(x.dtype), sd.to(x.dtype)
+        return super().forward((x - mean) / sd) * sd + mean  # type: ignore[misc]
+
+
+class UNetAttPerInput(_StandardizedPerInput, UNetAtt):
+    """:class:`UNetAtt` that standardises each input by its own mean and std and maps the output back."""
+
+
+class UNet3DPerInput(_StandardizedPerInput, UNet3D):
+    """:class:`UNet3D` that standardises each input by its own mean and std and maps the output back."""
+
+
 _BUILDERS: dict[str, Callable[..., _PaddedNet]] = {"unet_att": UNetAtt, "unet3d": UNet3D}
 
 

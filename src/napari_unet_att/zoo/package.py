@@ -5,7 +5,9 @@
 (format 0.5): ``pytorch_state_dict`` weights whose architecture is this package's own
 ``model/networks.py`` (copied verbatim, with its sha256) and traced ``torchscript`` weights; axes
 ``(batch, channel, time, y, x)`` with the network's size multiple and a halo
-(:func:`tile_geometry`); our normalisation as pre / post-processing in the input's units; a
+(:func:`tile_geometry`); our normalisation in the input's units: the model's stored statistics as
+pre / post-processing, or, for models that normalise every input by its own statistics (the
+generalists), inside the network (``networks.UNetAttPerInput`` / ``UNet3DPerInput``); a
 test input (:func:`test_input`) with the output our engine gives for it (:func:`engine_output`);
 a cover (raw | denoised); the documentation (:mod:`.readme`); citations; and our checkpoint
 metadata under ``config.napari_unet_att``. Zipping and validating is :mod:`.export`.
@@ -13,7 +15,6 @@ metadata under ``config.napari_unet_att``. Zipping and validating is :mod:`.expo
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 import warnings
@@ -28,7 +29,6 @@ from ..errors import InputError
 from ..model import networks
 from ..model.checkpoint import checkpoint_dict
 from ..model.denoiser import Denoiser
-from ..model.normalization import Normalization, stack_statistics
 from ..model.receptive_field import receptive_field
 from .readme import documentation
 
@@ -43,16 +43,20 @@ _CLASS = {"unet_att": "UNetAtt", "unet3d": "UNet3D"}
 _INSTALL_HINT = 'install the optional extra: pip install "napari-unet-att[bioimageio]"'
 
 CITATIONS: tuple[dict[str, str], ...] = (
-    {"text": "UNet-Att: a 3D UNet++ with attention gates for self-supervised denoising of two-photon "
-             "calcium imaging (reference implementation)", "url": "https://github.com/ZjjDh/UNet-Att"},
+    # titles and authors from the papers' first pages (shared/seeds); UNet-Att's paper prints no DOI,
+    # so it is cited by its code repository, the address the paper gives
+    {"text": "Lu Y., Ying Y., Lin C., Wang Y., Jin J., Jiang X., Shuai J., Li X., Zhong J. UNet-Att: a "
+             "self-supervised denoising and recovery model for two-photon microscopic image (2024)",
+     "url": "https://github.com/ZjjDh/UNet-Att"},
     {"text": "Li X. et al. Reinforcing neuron extraction and spike inference in calcium imaging using deep "
              "self-supervised denoising (DeepCAD). Nature Methods 18, 1395-1400 (2021)",
      "doi": "10.1038/s41592-021-01225-0"},
     {"text": "Li X. et al. Real-time denoising enables high-sensitivity fluorescence time-lapse imaging beyond "
              "the shot-noise limit (DeepCAD-RT). Nature Biotechnology 41, 282-292 (2023)",
      "doi": "10.1038/s41587-022-01450-8"},
-    {"text": "DeepBID: self-supervised denoising of bidirectional-scan two-photon recordings "
-             "(mirrored-scan pairs; reference implementation)", "url": "https://github.com/shenblin/DeepBID"},
+    {"text": "Shen B. et al. Surmounting photon limits and motion artifacts for biological dynamics imaging via "
+             "dual-perspective self-supervised learning (DeepBID). PhotoniX (2024)",
+     "doi": "10.1186/s43074-023-00117-0", "url": "https://github.com/shenblin/DeepBID"},
 )
 
 
@@ -176,9 +180,23 @@ def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
     return np.asarray(denoise(stack, den, cfg), dtype=np.float32)
 
 
+def per_input(den: Denoiser) -> bool:
+    """Whether ``den`` normalises every input by its own statistics (generalists; inference's ``choose_norm``)."""
+    return den.provenance.get("normalization") == "input"
+
+
+def _callable(den: Denoiser) -> str:
+    """The package's architecture class in ``networks.py``: the plain network, or its per-input variant."""
+    return _CLASS[den.arch] + ("PerInput" if per_input(den) else "")
+
+
 def _trace(den: Denoiser, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """TorchScript of the network, traced on the portable path (plain convs, any device)."""
+    """TorchScript of the package's network, traced on the portable path (plain convs, any device)."""
     net = den.net.without_cpu_fast_path().to("cpu").eval()  # oneDNN calls would tie the trace to the CPU
+    if per_input(den):
+        wrapped = getattr(networks, _callable(den))(base_channels=den.base_channels, cpu_fast_path=False)
+        wrapped.load_state_dict(net.state_dict())
+        net = wrapped.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.trace(net, example, check_trace=False)
@@ -196,35 +214,37 @@ def _cover(raw: np.ndarray, denoised: np.ndarray, path: Path) -> None:
     mpimg.imsave(path, np.kron(img, np.ones((rep, rep))), cmap="gray", vmin=0, vmax=1)
 
 
-def _fixed_to(den: Denoiser, sample: Any) -> Denoiser:
-    """A model that normalises each input by its own statistics, fixed to ``sample``'s for the package.
+def _intensity_steps(v: Any, den: Denoiser, test_in: np.ndarray) -> tuple[list[Any], list[Any], float]:
+    """Pre- and post-processing of the package and the intensity unit of its tolerance.
 
-    The zoo's pre-processing can standardise per input, but its post-processing cannot map the
-    output back with the *input's* statistics the way our engine does, so the package carries
-    fixed ones: those of the sample (the recording the package is made for; ``--sample``).
+    Stored statistics: ``fixed_zero_mean_unit_variance`` and its inverse ``scale_linear``. Each
+    input's own statistics: the network standardises and maps back itself (``*PerInput``), so
+    float32 is all the pre-processing (the spec's per-sample ``zero_mean_unit_variance`` has no
+    post-processing that undoes it with the input's statistics: see ``networks._StandardizedPerInput``).
     """
-    mean, sd, _ = stack_statistics(sample)
-    prov = {k: val for k, val in den.provenance.items() if k != "normalization"}
-    prov["zoo_normalization"] = (f"napari-unet-att normalises every recording by its own mean and std; this "
-                                 f"package fixes them to its sample's (mean {mean:.6g}, std {sd:.6g}): export "
-                                 "again with --sample for recordings of another brightness")
-    return dataclasses.replace(den, norm=Normalization(mean, sd if sd > 0 else 1.0), provenance=prov)
+    as_float = v.EnsureDtypeDescr(kwargs=v.EnsureDtypeKwargs(dtype="float32"))
+    if per_input(den):
+        return [as_float], [], float(np.std(test_in, dtype=np.float64)) or 1.0
+    off, scale = float(den.norm.offset), float(den.norm.scale)
+    pre = v.FixedZeroMeanUnitVarianceDescr(kwargs=v.FixedZeroMeanUnitVarianceKwargs(mean=off, std=scale))
+    return [as_float, pre], [v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=scale, offset=off))], scale
 
 
 def build_description(den: Denoiser, folder: Path, sample: Any = None,
                       min_size: int = DEFAULT_MIN_SIZE, name: str | None = None) -> Any:
     """Write a package's files into ``folder`` and return its ``bioimageio.spec`` ModelDescr (not yet zipped).
 
+    A model that normalises every input by its own statistics (the generalists) is packaged with
+    the network that does so itself (:func:`_callable`) and no intensity pre / post-processing;
+    any other model with its stored statistics as ``fixed_zero_mean_unit_variance`` and its inverse.
+
     Raises
     ------
     InputError
-        ``bioimageio.spec`` missing, a model normalised with each input's own statistics (not
-        expressible as the zoo's pre / post-processing), an invalid ``min_size`` or sample.
+        ``bioimageio.spec`` missing, an invalid ``min_size`` or sample.
     """
     _, v = bioimageio_spec()
     sample = default_sample(den) if sample is None else sample
-    if den.provenance.get("normalization") == "input":
-        den = _fixed_to(den, sample)
     geometry = tile_geometry(den.arch, min_size)
     size, step, halo = geometry
     name = name or f"napari-unet-att {den.preset} {den.mode}"
@@ -258,21 +278,16 @@ def build_description(den: Denoiser, folder: Path, sample: Any = None,
                 v.SpaceOutputAxisWithHalo(id=v.AxisId("y"), size=ref("y"), halo=halo),
                 v.SpaceOutputAxisWithHalo(id=v.AxisId("x"), size=ref("x"), halo=halo)]
 
-    off, scale = float(den.norm.offset), float(den.norm.scale)
+    pre, post, scale = _intensity_steps(v, den, test_in)
     inputs = [v.InputTensorDescr(
         id=tid_in, axes=in_axes(), description="noisy recording, in its own intensity units",
         test_tensor=v.FileDescr(source=folder / "test_input.npy"),
-        data=v.IntervalOrRatioDataDescr(type="float32"),
-        preprocessing=[
-            v.EnsureDtypeDescr(kwargs=v.EnsureDtypeKwargs(dtype="float32")),
-            v.FixedZeroMeanUnitVarianceDescr(kwargs=v.FixedZeroMeanUnitVarianceKwargs(mean=off, std=scale)),
-        ],
+        data=v.IntervalOrRatioDataDescr(type="float32"), preprocessing=pre,
     )]
     outputs = [v.OutputTensorDescr(
         id=tid_out, axes=out_axes(), description="denoised recording, in the input's intensity units",
         test_tensor=v.FileDescr(source=folder / "test_output.npy"),
-        data=v.IntervalOrRatioDataDescr(type="float32"),
-        postprocessing=[v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=scale, offset=off))],
+        data=v.IntervalOrRatioDataDescr(type="float32"), postprocessing=post,
     )]
     torch_version = v.Version(torch.__version__.split("+")[0])
     weights = v.WeightsDescr(
@@ -280,7 +295,7 @@ def build_description(den: Denoiser, folder: Path, sample: Any = None,
             source=folder / "weights.pt", sha256=v.Sha256(_sha256(folder / "weights.pt")),
             architecture=v.ArchitectureFromFileDescr(
                 source=folder / "networks.py", sha256=v.Sha256(_sha256(folder / "networks.py")),
-                callable=v.Identifier(_CLASS[den.arch]), kwargs={"base_channels": int(den.base_channels)}),
+                callable=v.Identifier(_callable(den)), kwargs={"base_channels": int(den.base_channels)}),
             pytorch_version=torch_version),
         torchscript=v.TorchscriptWeightsDescr(
             source=folder / "weights_torchscript.pt", sha256=v.Sha256(_sha256(folder / "weights_torchscript.pt")),
@@ -317,6 +332,7 @@ __all__ = [
     "build_description",
     "default_sample",
     "engine_output",
+    "per_input",
     "test_input",
     "tile_geometry",
 ]

@@ -12,10 +12,27 @@ def _ground_truth_note(prov: dict) -> str:
     return "; no clean ground truth was used"
 
 
+def _normalisation_notes(den: Denoiser) -> tuple[str, str]:
+    """The Training section's normalisation line and the Inputs section's sentence on intensities."""
+    if den.provenance.get("normalization") == "input":  # the generalists (package.per_input)
+        return ("- normalisation: every input by its own mean and standard deviation (as napari-unet-att "
+                "runs this model), done inside the network (`UNetAttPerInput` / `UNet3DPerInput` in "
+                "networks.py: standardise, denoise, map back), so the package has no intensity pre- or "
+                "post-processing and fits recordings of any brightness",
+                "the network standardises each input by its own mean and standard deviation and maps its output "
+                "back with them, so the output has the units of the input (tiling tools compute these statistics "
+                "per tile)")
+    return (f"- normalisation stored with the model: offset {den.norm.offset:.6g}, scale {den.norm.scale:.6g} "
+            "(input units)",
+            "the preprocessing subtracts the offset and divides by the scale, the postprocessing multiplies back "
+            "and adds the offset, so the output has the units of the input")
+
+
 def documentation(den: Denoiser, geometry: tuple[int, int, int], name: str) -> str:
     """The README.md of ``den``'s package; ``geometry`` is ``(min_size, step, halo)`` (``package.tile_geometry``)."""
     min_size, step, halo = geometry
     prov = den.provenance
+    norm_line, units = _normalisation_notes(den)
     sources = ", ".join(map(str, prov.get("sources", []))) or prov.get("source", "unknown")
     shape = "x".join(map(str, den.train_shape)) if den.train_shape else "unknown"
     mirrored = ""
@@ -40,15 +57,13 @@ self-supervision mode `{den.mode}`).
 
 - data: {prov.get('trained_on', sources)} (first stack {shape}){_ground_truth_note(prov)}
 - steps: {den.step}; created {prov.get('created', 'unknown')}; torch {prov.get('torch', 'unknown')}
-- normalisation stored with the model: offset {den.norm.offset:.6g}, scale {den.norm.scale:.6g}
-  (input units){chr(10) + '- ' + prov['zoo_normalization'] if 'zoo_normalization' in prov else ''}
+{norm_line}
 
 ## Inputs and outputs
 
 Input `raw` and output `denoised` are (batch, channel, time, y, x) float32 in the recording's own
-intensity units (photon counts / detector units): the preprocessing subtracts the offset and divides
-by the scale, the postprocessing multiplies back and adds the offset, so the output has the units
-of the input. Each of time, y and x must be {min_size} + n x {step} voxels (the network pools three
+intensity units (photon counts / detector units): {units}.
+Each of time, y and x must be {min_size} + n x {step} voxels (the network pools three
 times by 2); the halo of {halo} voxels per side is the network's receptive field (one side), capped
 at a quarter of the smallest tile as napari-unet-att caps tile overlaps.
 
