@@ -7,11 +7,14 @@ Usage::
 Opens the simulated temporal sample, docks both widgets, trains briefly (or, by default,
 loads ``sample_data/temporal_fast.pt`` when it exists), denoises, evaluates against the
 ground truth with the sample's ROIs, and saves whole-window PNGs to ``docs/images/``.
+The docks start from their defaults: settings remembered on this machine are not read.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-checkpoint", action="store_true", help="denoise with the briefly trained model")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    # the docks' defaults, not this machine's remembered settings (a stale patch size once showed)
+    os.environ["NAPARI_UNET_ATT_CONFIG_DIR"] = tempfile.mkdtemp(prefix="unet-att-screenshots-")
 
     import napari
 

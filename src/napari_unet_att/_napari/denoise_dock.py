@@ -14,7 +14,7 @@ from ..errors import InputError, UserError
 from .dialogs import report_error
 from .dock import BaseDock, device_choices
 from .form import BUTTON, CHECK, CHOICE, INT, LAYER, NOTE, TEXT, Field
-from .layers import LayerCombo, layer_stack, roi_masks, source_path, streamable_source
+from .layers import AXES_FIELD, LayerCombo, layer_stack, roi_masks, source_path, streamable_source
 from .layout import scroll_layout, wrap_label
 from .model_panel import MODELS, ModelPanel, describe, unproxy
 from .plots import PlotCanvas, plot_metrics, plot_placement, plot_traces
@@ -37,6 +37,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
     d = InferConfig()
     main = (
         Field("layer", LAYER, "Input"),
+        AXES_FIELD,
         Field("device", CHOICE, "Device", choices=device_choices),
         Field("output_dtype", CHOICE, "Output type", choices=("float32", "input")),
     )
@@ -206,7 +207,7 @@ class DenoiseWidget(BaseDock):
             if layer is None:
                 raise InputError("no image layer to denoise: open a time-lapse first")
             cfg = self.infer_config()
-            stack = layer_stack(layer)
+            stack = layer_stack(layer, self.axes.text())
             out_path = self._output_path(layer) if self.stream.isChecked() else None
             if out_path is None:
                 gen = iter_denoise(stack, den, cfg)
@@ -272,10 +273,8 @@ class DenoiseWidget(BaseDock):
         meta = {**dict(layer.metadata), "unet_att": self._run_info}
         meta.pop("metrics", None)  # the input's metrics do not describe the output
         kwargs: dict[str, Any] = {"name": f"{layer.name}_denoised", "metadata": meta, "colormap": "gray"}
-        if result.ndim == layer.ndim:
-            kwargs.update(scale=layer.scale, translate=layer.translate)
-        if tuple(result.shape) == tuple(layer.data.shape):
-            kwargs["contrast_limits"] = list(layer.contrast_limits)
+        if tuple(result.shape) == tuple(layer.data.shape):  # the layer's axes (a stack reordered by Axes is not)
+            kwargs.update(scale=layer.scale, translate=layer.translate, contrast_limits=list(layer.contrast_limits))
         self.result_layer = self.viewer.add_image(result, **kwargs)
         self.eval_denoised.value = self.result_layer
         if self.eval_raw.optional and result.shape == layer.data.shape:

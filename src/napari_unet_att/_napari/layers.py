@@ -10,11 +10,18 @@ from magicgui.widgets import ComboBox, Select
 from qtpy.QtWidgets import QWidget
 
 from ..errors import ChannelChoiceError, InputError, LayoutError, UserError
+from .form import TEXT, Field
 
 NONE_CHOICE = "(none)"
 #: The widgets have no channel selector: napari's layer context menu splits channels into layers.
 SPLIT_HINT = ("In napari, right-click the layer and choose Split RGB (or Split Stack for channels), then "
               "select one of the new layers.")
+#: Both docks' "Axes" field (the CLI's ``--axes``): for layers whose shape misleads the guess, e.g. an
+#: ImageJ file that calls its frames channels, or a stack stored time-last (Y, X, T).
+AXES_FIELD = Field("axes", TEXT, "Axes", text="auto (from the shape), or e.g. CTYX, YXT", default="",
+                   tip="when the layer's shape misleads: one letter per axis of the layer from T (time), Z, C, S, "
+                   "Y, X, e.g. CTYX for a (1, 100, Y, X) layer whose frames are labelled channels, YXT for a "
+                   "stack stored time-last; empty: guessed from the shape. Applies to every layer the dock reads.")
 #: The layer events a :class:`LayerCombo` follows.
 _LAYER_EVENTS = ("inserted", "removed", "reordered", "renamed")
 
@@ -95,16 +102,31 @@ class LayerCombo:
         return self.combo.changed
 
 
-def layer_stack(layer: Any) -> Any:
+def user_axes(text: str | None) -> str | None:
+    """The Axes field's letters, or None for "auto" (empty, or the word auto)."""
+    text = (text or "").strip()
+    return None if text.lower() in ("", "auto") else text
+
+
+def layer_stack(layer: Any, axes: str | None = None) -> Any:
     """A layer's data as a ``(T, Y, X)`` stack, validated by :func:`napari_unet_att.stackio.as_timelapse`.
 
     The data stay lazy (memory map / dask). The engine's message is kept; it names the layer
-    instead of "array", and where it asks for a channel it says how to get one in napari.
+    instead of "array", where it asks for a channel it says how to get one in napari, and where
+    the guessed axes may be wrong it names the dock's Axes field.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image or None
+    axes : str, optional
+        The Axes field: one letter per axis of the layer (see :func:`napari_unet_att.stackio.check_axes`);
+        empty or "auto": guessed from the shape.
 
     Raises
     ------
     InputError
-        No layer, a multiscale layer, or data that are not a single-channel time-lapse.
+        No layer, a multiscale layer, axes that do not fit the layer, or data that are not a
+        single-channel time-lapse.
     """
     from ..stackio import as_timelapse
 
@@ -112,13 +134,37 @@ def layer_stack(layer: Any) -> Any:
         raise InputError("no image layer selected: open a time-lapse first (File > Open or drag a TIFF in)")
     if getattr(layer, "multiscale", False):
         raise InputError(f"layer {layer.name!r} is multiscale; a single-resolution (T, Y, X) layer is needed")
+    letters = user_axes(axes)
     try:
-        return as_timelapse(layer.data)
+        return as_timelapse(layer.data, axes=letters)
     except LayoutError as exc:
         msg = f"layer {layer.name!r}: {exc.detail}"
         if isinstance(exc, ChannelChoiceError):
             msg = f"{msg}. {SPLIT_HINT}"
+        hint = _axes_hint(layer) if letters is None else None
+        if hint:
+            msg = f"{msg.rstrip('.')}. {hint}"
         raise InputError(msg) from None
+
+
+def _axes_hint(layer: Any) -> str | None:
+    """How the Axes field may fix a refused layer whose longest non-image axis is not the first one
+    (the guess takes the first as time): an ImageJ file that calls its frames channels or slices.
+
+    None for layers the guess may well have read right: under 4 axes, RGB, not intensities, or
+    time already on the first axis.
+    """
+    shape, dtype = tuple(layer.data.shape), np.dtype(layer.data.dtype)
+    if len(shape) < 4 or shape[-1] <= 4 or getattr(layer, "rgb", False) or dtype.kind not in "iuf":
+        return None
+    lead = len(shape) - 2
+    t = max(range(lead), key=lambda i: shape[i])
+    if t == 0:
+        return None
+    others = iter("CZS")
+    example = "".join("T" if i == t else next(others) for i in range(lead)) + "YX"
+    return (f"If its {shape[t]} frames are labelled channels or slices, set Axes to {example!r} (one letter per "
+            "axis, T for time).")
 
 
 def roi_masks(layer: Any, shape_yx: tuple[int, ...]) -> np.ndarray:
@@ -159,7 +205,8 @@ def streamable_source(layer: Any, stack: Any) -> Path | None:
 
     A file whose header mislabels its axes (frames called channels or slices) is shown by our
     reader as it is stored, and the layer works as a time-lapse; the file itself would be
-    refused when read again, so such a layer streams from its array instead.
+    refused when read again, so such a layer streams from its array instead. A stack the
+    dock's Axes field reordered can have the file's shape (Y = X = T): one frame of each is compared.
     """
     from ..stackio import read_stack
 
@@ -167,7 +214,8 @@ def streamable_source(layer: Any, stack: Any) -> Path | None:
     if src is None:
         return None
     try:
-        same = tuple(read_stack(src, lazy=True).shape) == tuple(stack.shape)
+        again = read_stack(src, lazy=True)
+        same = tuple(again.shape) == tuple(stack.shape) and np.array_equal(np.asarray(again[0]), np.asarray(stack[0]))
     except UserError:
         return None
     return src if same else None

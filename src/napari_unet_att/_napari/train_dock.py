@@ -23,7 +23,7 @@ from ..errors import UserError
 from .dialogs import report_error
 from .dock import BaseDock, device_choices
 from .form import BUTTON, CHECK, CHOICE, FLOAT, INT, LAYER, NOTE, TEXT, Field
-from .layers import LayerCombo, layer_stack, put_image
+from .layers import AXES_FIELD, LayerCombo, layer_stack, put_image
 from .layout import scroll_layout, show_verdict, wrap_label
 from .model_panel import MODELS, ModelPanel, describe
 from .plots import LossPlot
@@ -48,6 +48,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...]]:
         Field("layer", LAYER, "Layer"),
         Field("more_layers", LAYER, "Also train on", tip="more recordings for the same model (ctrl/shift-click "
               "to pick several); the layer above is the one previewed"),
+        AXES_FIELD,
         Field("mode", CHOICE, "Mode", choices=MODES),
         Field("mode_help", NOTE, small=True),
         Field("check_label", NOTE),
@@ -154,6 +155,7 @@ class TrainWidget(BaseDock):
             w.valueChanged.connect(self._show_estimate)
         for w in (self.patch_t, self.patch_xy):
             w.valueChanged.connect(self.update_check)
+        self.axes.textChanged.connect(self.update_check)
         self.estimate_btn.clicked.connect(lambda: self.estimate())
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
@@ -201,7 +203,7 @@ class TrainWidget(BaseDock):
         self.preset_help.setText(PRESETS[self.preset.currentText()].description)
         try:
             r = self.train_config().resolved()
-            stack = layer_stack(self.layer.value)
+            stack = layer_stack(self.layer.value, self.axes.text())
             self._check_fit(stack, r)
         except UserError as exc:
             show_verdict(self.check_label, f"✗ {exc}", ok=False)
@@ -273,7 +275,7 @@ class TrainWidget(BaseDock):
         try:
             cfg = self.train_config()
             layers = [layer, *(other for other in self.more_layers.value if other is not layer)]
-            stacks = [layer_stack(one) for one in layers]
+            stacks = [layer_stack(one, self.axes.text()) for one in layers]
             resume = self.resume.text().strip() or None
             if resume is None:
                 for one in stacks:
@@ -353,7 +355,7 @@ class TrainWidget(BaseDock):
             return
         scale = np.asarray(layer.scale)
         translate = np.asarray(layer.translate, dtype=float).copy()
-        if data.ndim == len(scale):
+        if tuple(data.shape[1:]) == tuple(layer.data.shape[1:]):  # the layer's axes (not reordered by Axes)
             translate[0] += self._preview_frames[0] * scale[0]
         else:
             scale, translate = None, None
