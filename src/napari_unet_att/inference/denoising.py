@@ -68,11 +68,49 @@ def check_inputs(stack: Any, cfg: InferConfig, out: Any) -> None:
 
 
 def choose_norm(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> Normalization:
-    """The model's stored statistics, or the input's own (one streaming pass) when asked to."""
+    """The model's stored statistics (checked against a sample of the stack: :func:`check_model_norm`),
+    or the input's own (one streaming pass) when asked to."""
     if cfg.normalization == "input" or denoiser.provenance.get("normalization") == "input":
         mean, sd, _ = stack_statistics(stack)
         return Normalization(mean, sd if sd > 0 else 1.0)  # a constant stack: identity scale
+    check_model_norm(stack, denoiser.norm)
     return denoiser.norm
+
+
+# A model sees its training data at unit spread; input that its stored statistics map this many times
+# farther off (or closer together) is outside anything it learned: its output is flat or garbage.
+NORM_MISMATCH = 1e3
+_SAMPLE_FRAMES, _SAMPLE_PIXELS = 8, 1 << 18  # the sample read to check it: a few frames, strided
+
+
+def sample_statistics(stack: Any) -> tuple[float, float]:
+    """Mean and standard deviation of a few frames spread over ``stack`` (pixels strided; float64)."""
+    t, y, x = (int(n) for n in stack.shape)
+    stride = max(1, int(np.ceil(np.sqrt(y * x / _SAMPLE_PIXELS))))
+    frames = np.unique(np.linspace(0, t - 1, min(t, _SAMPLE_FRAMES)).astype(int))
+    sample = np.concatenate([np.asarray(stack[i : i + 1])[0, ::stride, ::stride].astype(np.float64).ravel()
+                             for i in frames])
+    return float(sample.mean()), float(sample.std())
+
+
+def check_model_norm(stack: Any, norm: Normalization) -> None:
+    """Refuse a stack that ``norm`` (a model's stored statistics) maps far outside the model's range.
+
+    The model was trained on its data normalised to mean 0 and spread 1; a stack in other units
+    (scaled by 1e30, or stored as 0..1 floats for a model of raw counts) would reach it with a spread
+    or offset :data:`NORM_MISMATCH` times off, and the result is a flat image. Ordinary data are
+    never changed by this check: it reads a sample and either passes or raises.
+    """
+    mean, sd = sample_statistics(stack)
+    spread, level = sd / norm.scale, abs(mean - norm.offset) / norm.scale
+    if not (spread > NORM_MISMATCH or 0 < spread < 1 / NORM_MISMATCH or level > NORM_MISMATCH):
+        return
+    raise InputError(
+        f"the model's stored normalisation (offset {norm.offset:g}, scale {norm.scale:g}, from its training data) "
+        f"maps this stack (mean {mean:g}, spread {sd:g}) to a spread of {spread:.3g} around {level:.3g} instead "
+        "of about 1 around 0: its output would be meaningless (flat); normalise with the stack's own statistics "
+        "instead (CLI --input-norm, the denoise dock's Normalisation 'input', InferConfig(normalization='input'))"
+    )
 
 
 def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
@@ -388,4 +426,5 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     return out
 
 
-__all__ = ["DenoiseJob", "check_inputs", "choose_norm", "denoise", "iter_denoise", "keep_frame_means", "output_dtype"]
+__all__ = ["DenoiseJob", "check_inputs", "check_model_norm", "choose_norm", "denoise", "iter_denoise",
+           "keep_frame_means", "output_dtype"]

@@ -19,11 +19,9 @@ from ..model.denoiser import Denoiser
 from ..model.networks import build_network
 from ..model.normalization import Normalization, pool_statistics, stack_statistics
 from ..model.pretrained import load_model
-from ..modes import check_stack_for_mode, max_patch_for
+from ..modes import MIN_PATCH_T, MIN_PATCH_XY, check_stack_for_mode, max_patch_for
 from .sampler import PatchSampler
 from .schedule import FINETUNE_LR_FACTOR
-
-MIN_PATCH_T, MIN_PATCH_XY = 4, 16
 
 
 def new_denoiser(rcfg: ResolvedTrainConfig) -> Denoiser:
@@ -81,7 +79,8 @@ def fit_patch(rcfg: ResolvedTrainConfig, shapes: Sequence[tuple[int, ...]]) -> t
         mt, mxy = max_patch_for(shape, mode)
         if mt < MIN_PATCH_T or mxy < MIN_PATCH_XY:
             # Let the mode check produce the specific message (frames or rows missing, and how many).
-            check_stack_for_mode(shape, mode, max(MIN_PATCH_T, min(rcfg.patch_t, mt)), MIN_PATCH_XY)
+            check_stack_for_mode(shape, mode, max(MIN_PATCH_T, min(rcfg.patch_t, mt)), MIN_PATCH_XY, MIN_PATCH_T,
+                                 MIN_PATCH_XY)
             raise InputError(
                 f"stack of shape {tuple(shape)} is too small for {mode!r} training: it allows patches of at most "
                 f"{mt} x {mxy} x {mxy} (t, y, x) but at least {MIN_PATCH_T} x {MIN_PATCH_XY} x {MIN_PATCH_XY} "
@@ -95,7 +94,7 @@ def fit_patch(rcfg: ResolvedTrainConfig, shapes: Sequence[tuple[int, ...]]) -> t
             )
             rcfg = dataclasses.replace(rcfg, patch_t=new_t, patch_xy=new_xy)
     for shape in shapes:
-        check_stack_for_mode(shape, mode, rcfg.patch_t, rcfg.patch_xy)
+        check_stack_for_mode(shape, mode, rcfg.patch_t, rcfg.patch_xy, MIN_PATCH_T, MIN_PATCH_XY)
     return rcfg, notes
 
 
