@@ -102,40 +102,44 @@ SMALL_SHAPES = [(t, y, x) for t in (2, 3, 5, 7, 8, 9, 12) for y, x in ((8, 8), (
 
 @pytest.mark.parametrize("mode", ["temporal", "mirrored", "rowsplit"])
 def test_patch_advice_can_be_followed(mode):
-    """What the training checks advise (patch_t <= N, patch_xy <= N) is accepted once followed: by the
-    check the train dock runs and by the trainer (before: a 5-frame stack was advised patch_t <= 2,
-    which the trainer refused with the same advice)."""
-    from napari_unet_att.modes import MIN_PATCH_T, MIN_PATCH_XY, check_stack_for_mode
+    """What the trainer and the train dock's check advise (patch_t <= N, patch_xy <= N) is accepted once
+    followed (before: a 3-frame stack was advised patch_t <= 1, and refused again with patch_t = 1)."""
+    from napari_unet_att.modes import check_stack_for_mode
     from napari_unet_att.training.start import fit_patch
+
+    def dock_then_trainer(rcfg, shape):
+        check_stack_for_mode(shape, mode, rcfg.patch_t, rcfg.patch_xy)
+        fit_patch(rcfg, [shape])
 
     advised = 0
     for shape in SMALL_SHAPES:
-        rcfg = TrainConfig(mode=mode).resolved()
-        for _ in range(3):  # the preset's patch, then the advice (frames, then rows) followed
-            try:
-                check_stack_for_mode(shape, mode, rcfg.patch_t, rcfg.patch_xy, MIN_PATCH_T, MIN_PATCH_XY)
-            except InputError as exc:
-                found = re.search(r"(patch_t|patch_xy) <= (\d+)", str(exc))
-                if found is None:
-                    break  # refused without advice: the stack does not suit the mode, or is too small
-                advised += 1
-                rcfg = rcfg.merged({found.group(1): int(found.group(2))})
-                continue
-            fit_patch(rcfg, [shape])  # accepted by the dock's check: the trainer accepts it too
-            break
-        else:
-            pytest.fail(f"{shape}: advice followed twice and still refused")
+        for check in (dock_then_trainer, lambda rcfg, shape: fit_patch(rcfg, [shape])):
+            rcfg = TrainConfig(mode=mode).resolved()
+            for _ in range(3):  # the preset's patch, then the advice (frames, then rows) followed
+                try:
+                    check(rcfg, shape)
+                    break
+                except InputError as exc:
+                    found = re.search(r"(patch_t|patch_xy) <= (\d+)", str(exc))
+                    if found is None:
+                        break  # refused without advice: the stack does not suit the mode at all
+                    assert int(found.group(2)) < getattr(rcfg, found.group(1)), f"{shape}: {exc}"
+                    advised += 1
+                    rcfg = rcfg.merged({found.group(1): int(found.group(2))})
+            else:
+                pytest.fail(f"{shape}: advice followed twice and still refused")
     assert advised  # the loop did meet advice to follow
 
 
-def test_stack_too_short_says_so_instead_of_advising_patch_t_1(tmp_path, capsys):
+def test_following_the_patch_advice_trains(tmp_path, capsys):
     p = tmp_path / "short.tif"
     write_stack(p, np.random.default_rng(0).poisson(20, (3, 32, 32)).astype(np.uint16))
-    for extra in ([], ["--patch-t", "1"]):  # before: "use patch_t <= 1", then the same advice again
-        code, lines = _cli(["train", p, "--steps", "1", "--out", tmp_path / "o", "--device", "cpu", *extra], capsys)
-        assert code == 2
-        assert "too short for temporal mode" in lines[-1] and "at least 8 frames" in lines[-1], lines
-        assert "patch_t <=" not in lines[-1]
+    argv = ["train", p, "--steps", "1", "--out", tmp_path / "o", "--device", "cpu"]
+    code, lines = _cli(argv, capsys)
+    assert code == 2 and "use a smaller patch (patch_t <= 1)" in lines[-1], lines
+    code, lines = _cli([*argv, "--patch-t", "1"], capsys)  # before: the same advice again
+    assert code == 0, lines
+    assert ck.load_checkpoint(tmp_path / "o" / "model.pt").train_config["patch_t"] == 1
 
 
 # -- 3. any intensity scale trains ------------------------------------------------------------------
@@ -218,3 +222,29 @@ def test_time_budget_counts_the_set_up(tiny_sim, monkeypatch):
     assert clock[0] <= cfg.seconds  # set-up and training together (before: 5 s + 9 steps = 14 s)
     assert events[-1].step >= 3 and events[-1].fraction == 1.0
     assert np.isfinite(events[-1].loss)
+
+
+def test_train_dock_refuses_a_resume_in_another_mode(make_napari_viewer, qtbot, tiny_sim, tmp_path, monkeypatch):
+    """The dock shows a mode: resuming a run of another mode with it is refused, with the run's mode named."""
+    from napari_unet_att import _napari as common
+    from napari_unet_att._napari import TrainWidget
+    from napari_unet_att.training import train
+
+    train([tiny_sim.noisy], TrainConfig(mode="rowsplit", steps=1, patch_t=8, patch_xy=16, batch_size=1,
+                                        device="cpu"), out_dir=tmp_path / "run")
+    shown: list[str] = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: shown.append(str(msg)))
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    w.patch_t.setValue(8)
+    w.patch_xy.setValue(16)
+    w.budget.setValue(1)
+    w.budget_unit.setCurrentText("steps")
+    w.device.setCurrentText("cpu")
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    w.resume.setText(str(tmp_path / "run" / "checkpoint-last.pt"))
+    worker = w.start()  # the form's mode is 'temporal'
+    if worker is not None:
+        qtbot.waitUntil(lambda: not common.worker_busy(worker), timeout=60_000)
+    assert shown and "'temporal'" in shown[-1] and "'rowsplit'" in shown[-1], shown
+    assert w.start_btn.isEnabled() and not w.stop_btn.isEnabled()

@@ -38,9 +38,6 @@ from .config import check_mode
 from .errors import InputError
 
 Triple = tuple[int, int, int]
-# The smallest training patch (network-input frames, rows = columns): a stack that cannot give one is
-# too small to train on (training.start.fit_patch), and no advice ever suggests less.
-MIN_PATCH_T, MIN_PATCH_XY = 4, 16
 Slices = tuple[slice, slice, slice]
 
 
@@ -74,14 +71,9 @@ def raw_frames_per_patch(mode: str, patch_t: int) -> int:
     return patch_t if mode == "mirrored" else 2 * patch_t
 
 
-def check_stack_for_mode(
-    shape: Sequence[int], mode: str, patch_t: int, patch_xy: int, min_t: int = 1, min_xy: int = 1
-) -> None:
+def check_stack_for_mode(shape: Sequence[int], mode: str, patch_t: int, patch_xy: int) -> None:
     """Raise :class:`InputError` saying what is wrong if ``mode`` cannot cut ``(patch_t, patch_xy, patch_xy)``
     patches (network-input voxels) from a stack of ``shape``.
-
-    ``min_t`` / ``min_xy`` are the smallest patch the caller accepts (training: ``MIN_PATCH_T`` /
-    ``MIN_PATCH_XY``): a smaller patch is never advised; the message says the stack is too small instead.
     """
     check_mode(mode)
     t, y, x = _shape3(shape)
@@ -104,21 +96,18 @@ def check_stack_for_mode(
             f"rowsplit needs an even patch_xy (each half of a patch holds patch_xy/2 rows of one frame), "
             f"got {patch_xy}; use {max(2, patch_xy - 1)}"
         )
-    _check_frames(t, mode, patch_t, found, min_t)
+    _check_frames(t, mode, patch_t, found)
     _, yn, xn = network_input_shape(shape, mode)
     if min(yn, xn) < patch_xy:
         largest = min(yn, xn) - (min(yn, xn) % 2 if mode == "rowsplit" else 0)
-        rows = 2 * min_xy if mode == "mirrored" else min_xy
-        advice = (f"use a smaller patch (patch_xy <= {largest})" if largest >= max(min_xy, 1) else
-                  f"the frames are too small for {mode} mode, which needs frames of at least {rows} x {min_xy} "
-                  "pixels (rows x columns)")
+        advice = f"use a smaller patch (patch_xy <= {largest})" if largest >= 1 else "the frames are too small"
         raise InputError(
             f"a {patch_xy}x{patch_xy} patch does not fit the {yn}x{xn} (rows x columns) images that {mode} mode "
             f"gives the network for a stack of shape ({t}, {y}, {x}); {advice}"
         )
 
 
-def _check_frames(t: int, mode: str, patch_t: int, found: str, min_t: int = 1) -> None:
+def _check_frames(t: int, mode: str, patch_t: int, found: str) -> None:
     need = raw_frames_per_patch(mode, patch_t)
     if t >= need:
         return
@@ -128,9 +117,7 @@ def _check_frames(t: int, mode: str, patch_t: int, found: str, min_t: int = 1) -
         "rowsplit": "each network frame is built from a pair of frames 2k, 2k+1",
     }[mode]
     largest = t if mode == "mirrored" else t // 2
-    advice = (f"use a smaller patch (patch_t <= {largest})" if largest >= max(min_t, 1) else
-              f"the stack is too short for {mode} mode, which needs at least "
-              f"{raw_frames_per_patch(mode, max(min_t, 1))} frames")
+    advice = f"use a smaller patch (patch_t <= {largest})" if largest >= 1 else f"{mode} mode needs more frames"
     raise InputError(
         f"{mode} mode needs at least {need} frames for patch_t={patch_t} ({why}), {found} with {t} frames; {advice}"
     )

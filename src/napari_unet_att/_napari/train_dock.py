@@ -190,9 +190,9 @@ class TrainWidget(BaseDock):
 
         A resumed run keeps its stored mode and patch, which the trainer checks itself.
         """
-        from ..modes import MIN_PATCH_T, MIN_PATCH_XY, check_stack_for_mode
+        from ..modes import check_stack_for_mode
 
-        check_stack_for_mode(tuple(stack.shape), r.mode, r.patch_t, r.patch_xy, MIN_PATCH_T, MIN_PATCH_XY)
+        check_stack_for_mode(tuple(stack.shape), r.mode, r.patch_t, r.patch_xy)
 
     def update_check(self, *_: Any) -> bool:
         """Check the chosen layer against the mode and patch size; show the verdict. Returns ok."""

@@ -77,7 +77,7 @@ def choose_norm(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> Normalizati
 
 # A model sees its training data at unit spread; input that its stored statistics map this many times
 # farther off (or closer together) is outside anything it learned: its output is flat or garbage.
-NORM_MISMATCH = 1e3
+NORM_MISMATCH = 1e5
 _SAMPLE_TILES = 8  # the sample that checks it: the first frame of this many tiles spread over the plan
 
 
