@@ -54,9 +54,10 @@ def check_resume_request(
     if clash:
         pairs = ", ".join(f"{_OPTION.get(k, '--' + k.replace('_', '-'))} {getattr(cfg, k)!r} (the run has "
                           f"{getattr(stored, k)!r})" for k in clash)
-        raise InputError(f"{path} continues a run whose settings are fixed, but {pairs} was asked for; leave "
-                         f"{'this option' if len(clash) == 1 else 'these options'} out to resume it, or start a new "
-                         "run from its weights (--init in the CLI, 'start from the loaded model's weights' in the "
+        one = len(clash) == 1
+        raise InputError(f"{path} continues a run whose settings are fixed, but {pairs} {'was' if one else 'were'} "
+                         f"asked for; leave {'this option' if one else 'these options'} out to resume it, or start a "
+                         "new run from its weights (--init in the CLI, 'start from the loaded model's weights' in the "
                          "widget)")
 
 
