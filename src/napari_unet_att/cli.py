@@ -91,18 +91,37 @@ def _expand_inputs(args: argparse.Namespace) -> None:
 
 
 # -- train ---------------------------------------------------------------------------------
+# TrainConfig field -> the train option that sets it (None: not given) and the field's value then.
+_TRAIN_OPTIONS = {
+    "mode": ("mode", None), "preset": ("preset", None), "seed": ("seed", None), "steps": ("steps", None),
+    "seconds": ("seconds", None), "patch_t": ("patch_t", None), "patch_xy": ("patch_xy", None),
+    "batch_size": ("batch_size", None), "lr": ("lr", None), "flip_backward": ("flip_backward", False),
+    "amp": ("no_amp", False),
+}
+
+
+def train_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
+    """The run's :class:`TrainConfig` from the train options, and the settings the user gave."""
+    given = {name for name, (dest, unset) in _TRAIN_OPTIONS.items() if getattr(args, dest) != unset}
+    d = TrainConfig()
+    cfg = TrainConfig(
+        mode=args.mode or d.mode, preset=args.preset or d.preset, steps=args.steps, seconds=args.seconds,
+        patch_t=args.patch_t, patch_xy=args.patch_xy, batch_size=args.batch_size, lr=args.lr,
+        seed=d.seed if args.seed is None else args.seed, device=args.device, flip_backward=args.flip_backward,
+        checkpoint_every=args.checkpoint_every, amp=not args.no_amp,
+    )
+    return cfg, given
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .runtime.distributed import dist_env, shutdown
     from .training import FINAL_NAME, Trainer
 
-    cfg = TrainConfig(
-        mode=args.mode, preset=args.preset, steps=args.steps, seconds=args.seconds, patch_t=args.patch_t,
-        patch_xy=args.patch_xy, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-        flip_backward=args.flip_backward, checkpoint_every=args.checkpoint_every, amp=not args.no_amp,
-    )
+    cfg, given = train_config(args)
     _expand_inputs(args)
     stacks = _read_inputs(args.inputs, args.channel, args.axes)
-    trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs)
+    trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs,
+                      given=given)
     total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved().steps)
     bar = _LazyBar(total if total else 100, "train", "step" if total else "%", percent=not total)
     state = {"last": 0}
@@ -122,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             post["val"] = f"{ev.val_loss:.4f}"
         bar.set_postfix(post, refresh=not total)  # percent mode moves bar.n by hand: redraw here
 
-    gen = trainer.run()
+    gen = trainer.run(started=args.started)  # a --seconds budget bounds the whole command
     # The first SIGINT / SIGTERM inside the loop ends the current step and saves (the loop's own
     # stop); one before the loop, or a second one, interrupts (Interrupted, handled by main).
     args.stop_signals.cooperate(trainer.request_stop)
@@ -298,7 +317,9 @@ COMMANDS = {"train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         with StopSignals() as args.stop_signals:
             code = int(COMMANDS[args.command](args) or 0)

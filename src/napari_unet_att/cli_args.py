@@ -28,19 +28,24 @@ AXES_HELP = ("the files' axes, one letter each, e.g. TYX, when their header is w
 
 def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF stacks (T, Y, X), or folders of them")
-    t.add_argument("--mode", choices=MODES, default=field_default(TrainConfig, "mode"),
-                   help="; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
-    t.add_argument("--preset", choices=list(PRESETS), default=field_default(TrainConfig, "preset"),
-                   help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    # mode, preset and seed default to None here (TrainConfig's default is filled in by the command),
+    # so a resumed run can tell an option the user gave from one left out (cli.train_config).
+    t.add_argument("--mode", choices=MODES,
+                   help=f"(default {field_default(TrainConfig, 'mode')}) "
+                        + "; ".join(f"{k}: {v}" for k, v in MODE_HELP.items()))
+    t.add_argument("--preset", choices=list(PRESETS),
+                   help=f"(default {field_default(TrainConfig, 'preset')}) "
+                        + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     t.add_argument("--out", required=True, help="output directory (model.pt and checkpoint-last.pt)")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="training time budget")
     budget.add_argument("--steps", type=int, help=f"training step budget (default {DEFAULT_STEPS})")
-    t.add_argument("--seed", type=int, default=field_default(TrainConfig, "seed"))
+    t.add_argument("--seed", type=int, help=f"random seed (default {field_default(TrainConfig, 'seed')})")
     t.add_argument("--device", default=field_default(TrainConfig, "device"), help="auto, cpu, cuda or cuda:N")
     t.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: mixed precision on CUDA and on CPUs with native bfloat16)")
-    t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt")
+    t.add_argument("--resume", help="continue a run from its checkpoint-last.pt / model.pt (with its own mode, "
+                                    "preset, patch, batch and seed; a new --steps / --seconds / --lr may be given)")
     t.add_argument("--init", help="start from weights of a checkpoint (ours, DeepCAD-RT, DeepBID or UNet-Att .pth), "
                                   "or 'generalist': fine-tune the shipped pretrained model for --mode")
     t.add_argument("--patch-t", type=int, help="patch frames (network input)")

@@ -267,6 +267,7 @@ class TrainWidget(BaseDock):
     # -- run -----------------------------------------------------------------------------
     def start(self) -> Any:
         """Start training in a worker thread; returns the worker (None if it could not start)."""
+        from ..training.resume import given_settings
         from ..training.trainer import Trainer
 
         if self.running:
@@ -283,8 +284,10 @@ class TrainWidget(BaseDock):
             # the layer chosen above is the one previewed
             self._preview_frames = _preview_window(self.viewer, layer, stacks[0].shape[0])
             cfg.preview_frames = self._preview_frames
+            # The form always shows a mode and a preset: a resumed run must have the ones shown.
             self.trainer = Trainer(stacks, cfg, out_dir=self.checkpoint_dir.text().strip() or None, resume=resume,
-                                   init=self._init_source(cfg), sources=[one.name for one in layers])
+                                   init=self._init_source(cfg), sources=[one.name for one in layers],
+                                   given=given_settings(cfg, always=("mode", "preset")))
         except UserError as exc:
             report_error(exc, "training")
             return None

@@ -39,7 +39,7 @@ from ..config import InferConfig, InferEvent, run_to_end
 from ..errors import InputError, ResourceError
 from ..model.denoiser import Denoiser
 from ..model.normalization import Normalization, stack_statistics
-from ..modes import Triple, View, split_views
+from ..modes import Slices, Triple, View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
 from ..stackio import to_output_dtype
@@ -73,6 +73,43 @@ def choose_norm(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> Normalizati
         mean, sd, _ = stack_statistics(stack)
         return Normalization(mean, sd if sd > 0 else 1.0)  # a constant stack: identity scale
     return denoiser.norm
+
+
+# A model sees its training data at unit spread; input that its stored statistics map this many times
+# farther off (or closer together) is outside anything it learned: its output is flat or garbage.
+NORM_MISMATCH = 1e5
+_SAMPLE_TILES = 8  # the sample that checks it: the first frame of this many tiles spread over the plan
+
+
+def sample_statistics(view: View, tiles: Sequence[Slices]) -> tuple[float, float]:
+    """Mean and standard deviation (float64) of the first frame of a few ``tiles`` spread over ``view``.
+
+    Only tile regions are read, as by the denoising itself.
+    """
+    picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), _SAMPLE_TILES)).astype(int))
+    sample = np.concatenate([view.read((slice(t.start, t.start + 1), y, x)).astype(np.float64).ravel()
+                             for t, y, x in (tiles[i] for i in picks)])
+    return float(sample.mean()), float(sample.std())
+
+
+def check_model_norm(view: View, tiles: Sequence[Slices], norm: Normalization) -> None:
+    """Refuse input that ``norm`` (a model's stored statistics) maps far outside the model's range.
+
+    The model was trained on its data normalised to mean 0 and spread 1; a stack in other units
+    (scaled by 1e30, or stored as 0..1 floats for a model of raw counts) would reach it with a spread
+    or offset :data:`NORM_MISMATCH` times off, and the result is a flat image. Ordinary data are
+    never changed by this check: it reads a sample of ``view``'s ``tiles`` and passes or raises.
+    """
+    mean, sd = sample_statistics(view, tiles)
+    spread, level = sd / norm.scale, abs(mean - norm.offset) / norm.scale
+    if not (spread > NORM_MISMATCH or 0 < spread < 1 / NORM_MISMATCH or level > NORM_MISMATCH):
+        return
+    raise InputError(
+        f"the model's stored normalisation (offset {norm.offset:g}, scale {norm.scale:g}, from its training data) "
+        f"maps this stack (mean {mean:g}, spread {sd:g}) to a spread of {spread:.3g} around {level:.3g} instead "
+        "of about 1 around 0: its output would be meaningless (flat); normalise with the stack's own statistics "
+        "instead (CLI --input-norm, the denoise dock's Normalisation 'input', InferConfig(normalization='input'))"
+    )
 
 
 def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
@@ -223,6 +260,8 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     plan = build_plan(job.view_shape, cfg, job.denoiser.arch)
     _check_host_memory(job, cfg, plan, device, in_memory=out is None)
     norm = choose_norm(job.stack, job.denoiser, cfg)
+    if norm is job.denoiser.norm:
+        check_model_norm(job.views[0], plan.tiles, norm)
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
         try:
@@ -388,4 +427,5 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     return out
 
 
-__all__ = ["DenoiseJob", "check_inputs", "choose_norm", "denoise", "iter_denoise", "keep_frame_means", "output_dtype"]
+__all__ = ["DenoiseJob", "check_inputs", "check_model_norm", "choose_norm", "denoise", "iter_denoise",
+           "keep_frame_means", "output_dtype"]

@@ -8,6 +8,8 @@ import numpy as np
 
 from ..errors import InputError
 
+RELATIVE_SPREAD = 1e-12  # a spread (sd) below this share of the mean's magnitude is rounding: constant data
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -88,12 +90,18 @@ def pool_statistics(stats: list[tuple[float, float, int]]) -> Normalization:
     Raises
     ------
     InputError
-        If the pooled data are constant (nothing to denoise).
+        If the pooled data are constant (nothing to denoise), or beyond float32.
     """
     n = sum(k for _, _, k in stats)
     mean = sum(m * k for m, _, k in stats) / n
     var = sum(k * (sd * sd + (m - mean) ** 2) for m, sd, k in stats) / n
     sd = float(np.sqrt(var))
-    if not sd > 1e-12 * max(1.0, abs(mean)):
+    # Relative to the data's own level, never to 1: a stack whose values are all ~1e-30 but vary is
+    # data (any unit is allowed); only a spread at the rounding error of its mean is none.
+    if not sd > RELATIVE_SPREAD * abs(mean):
         raise InputError(f"the data are constant (every value is {mean:g}); there is no signal or noise to learn from")
+    f32 = np.finfo(np.float32)
+    if not (f32.tiny <= sd and abs(mean) + sd <= f32.max):  # the network computes in float32 (or less)
+        raise InputError(f"the data's values (mean {mean:g}, spread {sd:g}) are outside what float32 computation "
+                         f"can represent ({f32.tiny:g} to {f32.max:g}); rescale them first")
     return Normalization(float(mean), sd)

@@ -19,6 +19,9 @@ WARMUP = 0.05  # share of the budget over which the learning rate ramps up
 # smaller steps (measured, docs/performance.md), as the warm-up and the decay to zero already keep the
 # first and last steps small.
 FINETUNE_LR_FACTOR = 1.0
+# A set-up longer than the time budget still leaves this share of it to train (at least one step
+# is always made): the schedule needs a positive length.
+MIN_TRAIN_FRACTION = 1e-3
 
 
 def lr_factor(fraction: float, floor: float = 0.0, warmup: float = WARMUP) -> float:
@@ -69,17 +72,24 @@ class Budget:
     max_seconds: float | None
 
     @classmethod
-    def plan(cls, rcfg: ResolvedTrainConfig, stored: Sequence[Any] | None, step: int, elapsed_s: float) -> Budget:
+    def plan(cls, rcfg: ResolvedTrainConfig, stored: Sequence[Any] | None, step: int, elapsed_s: float,
+             setup_s: float = 0.0) -> Budget:
         """The budget of a run starting at ``step`` / ``elapsed_s``.
 
         ``stored`` is the ``schedule`` of a resumed run's training state when no new budget was
         given: the run then continues that schedule exactly (the same result as an uninterrupted
-        run). Otherwise (a new run, or a resume with a new budget) a new segment starts here.
+        run). Otherwise (a new run, or a resume with a new budget) a new segment starts here; a
+        time budget bounds the whole command, so the ``setup_s`` seconds spent before training
+        (reading the data, its statistics, building the model) are taken off its training time.
+        The schedule then spans the time left, warm-up included.
         """
         if stored is not None:
             return cls(int(stored[0]), float(stored[1]), stored[2], stored[3])
         max_steps = rcfg.steps + step if rcfg.steps is not None else None
-        return cls(step, elapsed_s, max_steps, rcfg.seconds)
+        seconds = rcfg.seconds
+        if seconds is not None:
+            seconds = max(seconds - max(setup_s, 0.0), MIN_TRAIN_FRACTION * seconds)
+        return cls(step, elapsed_s, max_steps, seconds)
 
     def fraction(self, step: int, elapsed_s: float) -> float:
         """Share of the budget spent at ``step`` after ``elapsed_s`` training seconds (at most 1)."""

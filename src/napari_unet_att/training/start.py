@@ -23,7 +23,7 @@ from ..modes import check_stack_for_mode, max_patch_for
 from .sampler import PatchSampler
 from .schedule import FINETUNE_LR_FACTOR
 
-MIN_PATCH_T, MIN_PATCH_XY = 4, 16
+MIN_PATCH_T, MIN_PATCH_XY = 4, 16  # the smallest patch an automatic shrink goes to
 
 
 def new_denoiser(rcfg: ResolvedTrainConfig) -> Denoiser:
@@ -79,9 +79,13 @@ def fit_patch(rcfg: ResolvedTrainConfig, shapes: Sequence[tuple[int, ...]]) -> t
     mode, notes = rcfg.mode, []
     for shape in shapes:
         mt, mxy = max_patch_for(shape, mode)
-        if mt < MIN_PATCH_T or mxy < MIN_PATCH_XY:
+        # Only a patch that must shrink is held to the minimum: one that fits is used as given, so the
+        # advice below (a patch of at most mt x mxy) works when followed.
+        if (rcfg.patch_t > mt and mt < MIN_PATCH_T) or (rcfg.patch_xy > mxy and mxy < MIN_PATCH_XY):
             # Let the mode check produce the specific message (frames or rows missing, and how many).
-            check_stack_for_mode(shape, mode, max(MIN_PATCH_T, min(rcfg.patch_t, mt)), MIN_PATCH_XY)
+            # (What fits is passed as given, what does not as the minimum: the message is about the latter.)
+            check_stack_for_mode(shape, mode, rcfg.patch_t if rcfg.patch_t <= mt else max(MIN_PATCH_T, mt),
+                                 rcfg.patch_xy if rcfg.patch_xy <= mxy else max(MIN_PATCH_XY, mxy))
             raise InputError(
                 f"stack of shape {tuple(shape)} is too small for {mode!r} training: it allows patches of at most "
                 f"{mt} x {mxy} x {mxy} (t, y, x) but at least {MIN_PATCH_T} x {MIN_PATCH_XY} x {MIN_PATCH_XY} "

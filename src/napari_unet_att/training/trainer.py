@@ -16,7 +16,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import InferConfig, ResolvedTrainConfig, TrainConfig, TrainEvent, run_to_end
+from ..config import ResolvedTrainConfig, TrainConfig, TrainEvent, run_to_end
 from ..errors import InputError, UserError
 from ..model.denoiser import Denoiser
 from ..model.networks import count_parameters
@@ -33,6 +33,7 @@ from ..runtime.distributed import DistEnv, all_max, all_mean, barrier, dist_env,
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
 from .loss import loss_fn
+from .monitor import preview_output, validation_loss
 from .resume import load_resume, restore_state
 from .sampler import PatchSampler, Prefetcher
 from .saving import FINAL_NAME, LAST_NAME, CheckpointWriter, run_provenance, training_state, weights_finite
@@ -68,6 +69,7 @@ class _Run:
     start_step: int = 0
     t0: float = 0.0
     prefetch: Prefetcher | None = None
+    save_s: float = 0.0  # how long the last checkpoint save took (the end of a time budget saves twice)
     # Set when the weights must not be saved: after a divergence (whatever the last step left is
     # garbage) or a failed save (the disk is full: the earlier checkpoint is the one to keep).
     no_save: str = ""
@@ -101,6 +103,9 @@ class Trainer:
         Clean twins of ``stacks`` (simulations only): targets are read from them instead of the
         noisy data (see :class:`~napari_unet_att.training.sampler.PatchSampler`); used to pretrain the
         generalist models, never for a user's recording.
+    given : collection of str, optional
+        With ``resume``: the settings of ``cfg`` the user chose, which must agree with the run's
+        (default: those that differ from :class:`TrainConfig`'s defaults).
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class Trainer:
         init: str | os.PathLike | None = None,
         sources: Sequence[str] | None = None,
         targets: Sequence[Any] | None = None,
+        given: Collection[str] | None = None,
     ) -> None:
         if not stacks:
             raise InputError("no training data given")
@@ -124,6 +130,7 @@ class Trainer:
         self.init = init
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
         self.targets = list(targets) if targets is not None else None
+        self.given = given
         self.parent: dict[str, Any] | None = None
         self._skipped = 0  # consecutive updates skipped for non-finite gradients
         self._stop = threading.Event()
@@ -162,8 +169,8 @@ class Trainer:
         state = None
         notes: list[str] = []
         if self.resume is not None:
-            new_budget = self.cfg.steps is not None or self.cfg.seconds is not None
-            den, rcfg, state, note = load_resume(self.resume, rcfg, new_budget)
+            shapes = [tuple(s.shape) for s in self.stacks]
+            den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes)
             notes.append(note)
         elif self.init is not None:
             den, rcfg, self.parent, note = denoiser_from_weights(self.init, rcfg, lr_given=self.cfg.lr is not None)
@@ -175,8 +182,12 @@ class Trainer:
         self.denoiser = den
         return rcfg, state, notes
 
-    def _setup(self) -> _Run:
-        """Build the model, check the data and the memory, and restore a resumed run's state."""
+    def _setup(self, origin: float) -> _Run:
+        """Build the model, check the data and the memory, and restore a resumed run's state.
+
+        A new time budget counts from ``origin`` (a ``time.perf_counter()``): what the set-up took
+        is taken off the training time.
+        """
         torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
         rcfg, state, notes = self._build()
         den = self.denoiser
@@ -206,24 +217,28 @@ class Trainer:
         den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
         # A resume without a new budget continues the stored schedule; anything else starts a new one.
         continuing = state is not None and self.cfg.steps is None and self.cfg.seconds is None
-        budget = Budget.plan(rcfg, state["schedule"] if continuing else None, step, elapsed_before)
+        budget = Budget.plan(rcfg, state["schedule"] if continuing else None, step, elapsed_before,
+                             setup_s=time.perf_counter() - origin)
         return _Run(rcfg, den, net, model, opt, scaler, device, env, train_s, val_batches, budget, continuing,
                     step, elapsed_before, notes + fitted + list(getattr(train_s, "notices", [])), start_step=step)
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> Generator[TrainEvent, None, Denoiser]:
+    def run(self, started: float | None = None) -> Generator[TrainEvent, None, Denoiser]:
         """Train; yields progress events, returns the trained :class:`Denoiser`.
 
         The output folder is checked (a folder, writable) and locked against a second run before
         anything else, and checked for room for the checkpoints once the network's size is known.
+        A time budget bounds the whole run from ``started`` (a ``time.perf_counter()``, e.g. when a
+        command began; default: now), set-up and final save included.
         """
+        origin = time.perf_counter() if started is None else started
         lock, created = None, False
         if self.out_dir is not None and dist_env().is_main:  # rank 0 alone writes
             created = not self.out_dir.exists()
             check_train_out(self.out_dir)
             lock = OutputLock(self.out_dir).acquire()
         try:
-            return (yield from self._run())
+            return (yield from self._run(origin))
         finally:
             if lock is not None:
                 lock.release()
@@ -231,8 +246,8 @@ class Trainer:
                 with contextlib.suppress(OSError):
                     self.out_dir.rmdir()
 
-    def _run(self) -> Generator[TrainEvent, None, Denoiser]:
-        run = self._setup()
+    def _run(self, origin: float) -> Generator[TrainEvent, None, Denoiser]:
+        run = self._setup(origin)
         run.t0 = time.perf_counter()
         if run.env.is_main:
             for note in run.notes:
@@ -264,11 +279,18 @@ class Trainer:
             now = time.perf_counter()
             step_s = now - step_began if run.step - run.start_step > 1 else 0.0
             step_began = now
-            frac, stop = self._progress(run, ahead_s=step_s if run.budget.max_seconds else 0.0)
+            frac, stop = self._progress(run, ahead_s=self._end_s(run, step_s) if run.budget.max_seconds else 0.0)
             budget_spent = frac >= 1.0
             event = self._after_step(run, loss, frac, done=budget_spent or stop)
             if event is not None:
                 yield event
+
+    @staticmethod
+    def _end_s(run: _Run, step_s: float) -> float:
+        """Seconds another step and the end of the run would take: that step, the final validation (its
+        forward passes, about a third of a step's work each) and the two final saves."""
+        val_s = step_s * len(run.val_batches) / (3 * max(1, int(run.rcfg.accumulate)))
+        return step_s + val_s + 2 * run.save_s
 
     def _progress(self, run: _Run, ahead_s: float = 0.0) -> tuple[float, bool]:
         """Budget fraction and stop request, agreed by all ranks (time differs between them).
@@ -317,13 +339,13 @@ class Trainer:
         self.history["loss"].append(loss_now)
         val_loss = None
         if step % rcfg.val_every == 0 or done:
-            val_loss = self._validate(run)
+            val_loss = validation_loss(run.net, run.val_batches, run.device, rcfg)
             self.history["val_step"].append(step)
             self.history["val_loss"].append(val_loss)
         ckpt = self._checkpoint(run)
         preview = None
         if env.is_main and rcfg.preview_every and (step % rcfg.preview_every == 0 or done):
-            preview = self._preview(run)
+            preview = preview_output(self.stacks[0], run.den, rcfg, run.device)
         if not (env.is_main and (log_now or ckpt or preview is not None)):
             return None
         elapsed = time.perf_counter() - run.t0
@@ -355,40 +377,17 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         return False
 
-    def _validate(self, run: _Run) -> float:
-        """Mean loss on the held-out patches (eval mode, no gradients)."""
-        net = run.net
-        net.eval()
-        losses = []
-        with torch.inference_mode():
-            for inp, tgt in run.val_batches:
-                x, y = to_device(torch.from_numpy(inp), run.device), to_device(torch.from_numpy(tgt), run.device)
-                with autocast(run.device, run.rcfg.amp):
-                    pred = net(x)
-                losses.append(float(loss_fn(pred, y, run.rcfg.l1_weight).item()))
-        net.train()
-        return float(np.mean(losses))
-
-    def _preview(self, run: _Run) -> np.ndarray:
-        """The current model's output on the preview frames of the first stack (input units)."""
-        from ..inference.denoising import denoise  # local: infer imports nothing from train, keep the graph one-way
-
-        stack = self.stacks[0]
-        f0, f1 = run.rcfg.preview_frames or (0, min(stack.shape[0], 16))
-        f0, f1 = max(0, int(f0)), min(stack.shape[0], int(f1))
-        if f1 - f0 < 1:
-            raise InputError(f"preview frames {f0}..{f1} are outside the stack's {stack.shape[0]} frames")
-        run.den.net.eval()
-        try:
-            out = denoise(stack[f0:f1], run.den, InferConfig(device=str(run.device), amp=run.rcfg.amp))
-        finally:
-            run.den.net.train()
-        return out
-
     # -- saving ---------------------------------------------------------------------------
     def _training_state(self, run: _Run) -> dict[str, Any]:
         return training_state(run.opt, run.scaler, run.prefetch.state, run.step, run.elapsed(), self.history,
                               run.budget)
+
+    def _save(self, run: _Run, name: str) -> Path:
+        """Write ``name`` (rank 0), timed: a time budget keeps room for the final saves."""
+        t = time.perf_counter()
+        path = self._writer.save(name, run.den, self._training_state(run))
+        run.save_s = time.perf_counter() - t
+        return path
 
     def _checkpoint(self, run: _Run) -> Path | None:
         """Write ``checkpoint-last.pt`` every ``checkpoint_every`` steps (rank 0); its path when written."""
@@ -396,7 +395,7 @@ class Trainer:
         if not (run.env.is_main and self._writer is not None and every and run.step % every == 0):
             return None
         try:
-            return self._writer.save(LAST_NAME, run.den, self._training_state(run))
+            return self._save(run, LAST_NAME)
         except UserError as exc:
             run.no_save = "save failed"
             raise type(exc)(f"could not save the checkpoint of step {run.step}: {exc}{self._kept_note()}") from None
@@ -415,8 +414,8 @@ class Trainer:
             if not weights_finite(run.net):
                 raise InputError(f"training diverged by step {run.step}: the weights are no longer finite (NaN / "
                                  f"inf); no model was written{self._kept_note()}; try a lower learning rate (--lr)")
-            self._writer.save(LAST_NAME, run.den, self._training_state(run))
-            self.saved = self._writer.save(FINAL_NAME, run.den, self._training_state(run))
+            self._save(run, LAST_NAME)
+            self.saved = self._save(run, FINAL_NAME)
         self._in_loop = False
         barrier(run.env)
 
