@@ -243,34 +243,22 @@ def test_denoise_killed_then_run_again_leaves_no_temp(tmp_path, model, capsys):
 
 # -- 3. napari: the reader, the denoise dock -------------------------------------------------
 PLUGIN = "napari-unet-att"
-DENOISE = "Denoise and evaluate"
-
-
-@pytest.fixture(scope="module")
-def gui(qapp) -> tuple[Any, Any]:
-    import napari
-
-    viewer = napari.Viewer(show=False)
-    dock = viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE)[1]
-    yield viewer, dock
-    dock.shutdown()
-    viewer.close()
 
 
 @pytest.fixture
-def dock(gui, tiny_denoiser) -> Any:
+def gui(make_napari_viewer, tiny_denoiser) -> tuple[Any, Any]:
+    """A viewer with the denoise dock, the dock set to stream with a tiny current model."""
     from napari_unet_att._napari import model_panel as C
+    from napari_unet_att._napari.denoise_dock import DenoiseWidget
 
-    viewer, w = gui
-    viewer.layers.clear()
+    viewer = make_napari_viewer()
+    w = DenoiseWidget(viewer)
     C.MODELS.set(viewer, tiny_denoiser, "test model")  # the dock switches to the current model
     w.device.setCurrentText("cpu")
     w.stream.setChecked(True)
-    w.out_path.setText("")
-    yield w
-    w.stream.setChecked(False)
+    yield viewer, w
+    w.shutdown()
     C.MODELS.forget(viewer)
-    viewer.layers.clear()
 
 
 @pytest.fixture
@@ -284,10 +272,10 @@ def notes(monkeypatch) -> list[tuple[str, str]]:
     return shown
 
 
-def test_reader_and_dock_say_which_series_they_use(gui, dock, tmp_path, qtbot, monkeypatch):
+def test_reader_and_dock_say_which_series_they_use(gui, tmp_path, qtbot, monkeypatch):
     from napari.utils.notifications import notification_manager
 
-    viewer, _ = gui
+    viewer, dock = gui
     path = _two_series(tmp_path / "multi.tif")
     with pytest.warns(InputWarning, match="holds 2 image series"):  # napari shows warnings as notifications
         [layer] = viewer.open(str(path), plugin=PLUGIN)
@@ -303,9 +291,9 @@ def test_reader_and_dock_say_which_series_they_use(gui, dock, tmp_path, qtbot, m
 
 
 @pytest.mark.parametrize("case", ["no_room", "folder", "under_file"])
-def test_dock_checks_the_stream_output_before_starting(gui, dock, tmp_path, notes, monkeypatch, case):
+def test_dock_checks_the_stream_output_before_starting(gui, tmp_path, notes, monkeypatch, case):
     """As the CLI: refused at once, with one notification naming the file; no worker, no file."""
-    viewer, _ = gui
+    viewer, dock = gui
     layer = viewer.add_image(FIRST, name="movie")
     out = tmp_path / "o.tif"
     if case == "no_room":

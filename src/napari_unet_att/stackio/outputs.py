@@ -59,6 +59,7 @@ def ensure_writable_folder(folder: PathLike, what: str, file: Path | None = None
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    remove_stale_temps(folder / "write-probe")  # probes of runs killed in the instant they existed
     probe = temp_name(folder / "write-probe")
     try:
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
