@@ -45,7 +45,6 @@ class ResourceError(UserError, RuntimeError):
     """A request would exceed the memory or disk that is available."""
 
 
-
 class InputWarning(UserWarning):
     """An input was used with a choice the user did not make (e.g. the first of several image series).
 
