@@ -11,19 +11,21 @@ a failed or interrupted command leaves no partial file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .cli_args import build_parser
 from .config import InferConfig, TrainConfig, run_to_end
-from .errors import InputError, UserError
+from .errors import InputError, InputWarning, UserError
 from .runtime.signals import Interrupted, StopSignals, signal_name
 
 EXIT_USER_ERROR = 2
@@ -77,10 +79,10 @@ class _LazyBar:
             self._bar.close()
 
 
-def _read_inputs(paths: Sequence[str], channel: int | None, axes: str | None = None) -> list:
+def _read_inputs(paths: Sequence[str], channel: int | None, axes: str | None = None, series: int | None = None) -> list:
     from .stackio import read_stack
 
-    return [read_stack(p, channel=channel, lazy=True, axes=axes) for p in paths]
+    return [read_stack(p, channel=channel, lazy=True, axes=axes, series=series) for p in paths]
 
 
 def _expand_inputs(args: argparse.Namespace) -> None:
@@ -119,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg, given = train_config(args)
     _expand_inputs(args)
-    stacks = _read_inputs(args.inputs, args.channel, args.axes)
+    stacks = _read_inputs(args.inputs, args.channel, args.axes, args.series)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs,
                       given=given)
     total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved().steps)
@@ -212,8 +214,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     outs = _output_paths(args.inputs, args.out)
     # Every output checked before the first is written: none is an input, no two collide, the
     # folders are writable and the disk holds all of them.
-    sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True, axes=args.axes), args.float32)
-             for p in args.inputs]
+    sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True, axes=args.axes, series=args.series),
+                           args.float32) for p in args.inputs]
     check_denoise_outputs(args.inputs, outs, overwrite=args.overwrite, nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
@@ -228,7 +230,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=True)
 
         try:
-            run_to_end(iter_denoise_file(src, dst, den, cfg, channel=args.channel, axes=args.axes), show)
+            run_to_end(iter_denoise_file(src, dst, den, cfg, channel=args.channel, axes=args.axes,
+                                         series=args.series), show)
         finally:
             bar.close()
         print(json.dumps({"input": src, "output": str(dst), "seconds": round(time.perf_counter() - t0, 2)}))
@@ -243,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .stackio import read_stack
 
     def read(path: str) -> np.ndarray:
-        return np.asarray(read_stack(path, channel=args.channel, lazy=True, axes=args.axes))
+        return np.asarray(read_stack(path, channel=args.channel, lazy=True, axes=args.axes, series=args.series))
 
     den = read(args.denoised)
     ref = read(args.reference) if args.reference else None
@@ -315,13 +318,34 @@ COMMANDS = {"train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate
             "export": cmd_export, "demo": cmd_demo}
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Print the engine's :class:`InputWarning` as one line (``napari-unet-att CMD: warning: ...``).
+
+    Each message once (a file read twice in a run is reported once), whatever ``PYTHONWARNINGS``
+    says: it tells the user what was done with their data, like an error does.
+    """
+    with warnings.catch_warnings():
+        other = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *rest: Any) -> None:
+            if issubclass(category, InputWarning):
+                print(f"napari-unet-att {command}: warning: {message}", file=sys.stderr)
+            else:
+                other(message, category, *rest)
+
+        warnings.showwarning = show
+        warnings.simplefilter("default", InputWarning)
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
     args.started = started
     try:
-        with StopSignals() as args.stop_signals:
+        with StopSignals() as args.stop_signals, _warnings_as_lines(args.command):
             code = int(COMMANDS[args.command](args) or 0)
         sys.stdout.flush()  # a piped stdout is block-buffered: a closed pipe shows up here, not at exit
         return code

@@ -24,6 +24,8 @@ from .config import (
 GENERALIST_MODES = ("temporal", "mirrored")  # modes with a shipped generalist model
 AXES_HELP = ("the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ files that call their "
              "frames channels or slices)")
+SERIES_HELP = ("the image series to read from TIFFs that hold several (OME / Micro-Manager positions); default 0, "
+               "with a warning naming the others")
 
 
 def _train_args(t: argparse.ArgumentParser) -> None:
@@ -54,6 +56,7 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--lr", type=float)
     t.add_argument("--channel", type=int, help="channel index for multichannel stacks")
     t.add_argument("--axes", help=AXES_HELP)
+    t.add_argument("--series", type=int, help=SERIES_HELP)
     t.add_argument("--flip-backward", action="store_true",
                    help="mirrored mode: backward lines are stored x-reversed in the file")
     t.add_argument("--checkpoint-every", type=int, default=field_default(TrainConfig, "checkpoint_every"),
@@ -87,6 +90,7 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="tiles per forward pass (GPU)")
     d.add_argument("--channel", type=int)
     d.add_argument("--axes", help=AXES_HELP)
+    d.add_argument("--series", type=int, help=SERIES_HELP)
 
 
 def _evaluate_args(e: argparse.ArgumentParser) -> None:
@@ -98,6 +102,7 @@ def _evaluate_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--per-frame", action="store_true", help="include per-frame lists")
     e.add_argument("--channel", type=int)
     e.add_argument("--axes", help=AXES_HELP)
+    e.add_argument("--series", type=int, help=SERIES_HELP)
 
 
 def _info_args(i: argparse.ArgumentParser) -> None:

@@ -44,3 +44,9 @@ class CheckpointError(UserError, ValueError):
 class ResourceError(UserError, RuntimeError):
     """A request would exceed the memory or disk that is available."""
 
+
+class InputWarning(UserWarning):
+    """An input was used with a choice the user did not make (e.g. the first of several image series).
+
+    The CLI prints it as one line; napari shows it as a warning notification.
+    """

@@ -208,7 +208,7 @@ class DenoiseWidget(BaseDock):
                 raise InputError("no image layer to denoise: open a time-lapse first")
             cfg = self.infer_config()
             stack = layer_stack(layer, self.axes.text())
-            out_path = self._output_path(layer) if self.stream.isChecked() else None
+            out_path = self._output_path(layer, stack, cfg) if self.stream.isChecked() else None
             if out_path is None:
                 gen = iter_denoise(stack, den, cfg)
             elif (src := streamable_source(layer, stack)) is not None:
@@ -225,21 +225,27 @@ class DenoiseWidget(BaseDock):
         self.status.setText(f"denoising {layer.name}…")
         return self._launch(gen, layer, 0, f"UNet-Att denoising {layer.name}")
 
-    def _output_path(self, layer: Any) -> Path:
+    def _output_path(self, layer: Any, stack: Any, cfg: InferConfig) -> Path:
+        """The file to stream to, checked as the CLI checks its outputs, before the worker starts.
+
+        Not the input, a writable folder, room on the disk
+        (:func:`~napari_unet_att.stackio.outputs.check_denoise_outputs`). A file chosen in the field may be
+        replaced (its file dialog asked); the default one never is.
+        """
+        from ..stackio.outputs import check_denoise_outputs, output_nbytes
+
         text = self.out_path.text().strip()
         src = source_path(layer)
         if text:
             out = Path(text)
-            if src is not None:
-                from ..inference.files import check_not_input
-
-                check_not_input(src, out)
-            return out
-        if src is None:
+        elif src is None:
             raise InputError(f"layer {layer.name!r} has no file behind it: choose an output file to stream to")
-        out = src.with_name(f"{src.stem}_denoised.tif")
-        if out.exists():
-            raise InputError(f"{out} exists already; choose another output file (results are never overwritten)")
+        else:
+            out = src.with_name(f"{src.stem}_denoised.tif")
+            if out.exists():
+                raise InputError(f"{out} exists already; choose another output file (results are never overwritten)")
+        nbytes = output_nbytes(stack, cfg.output_dtype == "float32")
+        check_denoise_outputs([src] if src is not None else [], [out], overwrite=True, nbytes=[nbytes])
         return out
 
     def cancel(self) -> None:

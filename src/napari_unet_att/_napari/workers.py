@@ -52,7 +52,7 @@ def drain(gen: Any, cancel: threading.Event) -> Generator[Any, None, Any]:
 
 
 def start_worker(worker: Any) -> Any:
-    """Start a napari worker and mark it busy until its ``finished`` signal.
+    """Start a napari worker and mark it busy until its ``finished`` signal; show its input warnings.
 
     ``worker.is_running`` is False until the thread pool actually runs the job (napari
     queues the start while an event loop runs), so "is it done?" is answered by
@@ -64,8 +64,24 @@ def start_worker(worker: Any) -> Any:
         worker.unet_att_busy = False
 
     worker.finished.connect(_done)
+    worker.warned.connect(relay_input_warning)
     worker.start()
     return worker
+
+
+def relay_input_warning(args: tuple) -> None:
+    """Show an engine :class:`~napari_unet_att.errors.InputWarning` raised in a worker as a napari notification.
+
+    Workers catch the warnings of their thread and only emit them (``warned``): napari's own relay
+    is not connected in every version, and a note such as "series 0 of 3 is read" would be lost.
+    Other warnings stay as napari handles them. napari's manager shows each message once.
+    """
+    from napari.utils.notifications import notification_manager
+
+    from ..errors import InputWarning
+
+    if len(args) >= 4 and isinstance(args[1], type) and issubclass(args[1], InputWarning):
+        notification_manager.receive_warning(*args)
 
 
 def run_function(func: Callable[..., Any], *args: Any, returned: Callable[[Any], Any],

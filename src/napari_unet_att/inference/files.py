@@ -73,15 +73,16 @@ def iter_denoise_file(
     cfg: InferConfig | None = None,
     channel: int | None = None,
     axes: str | None = None,
+    series: int | None = None,
 ) -> Generator[InferEvent, None, Path]:
     """Stream a TIFF through the model into another TIFF, atomically (:func:`iter_denoise_to_file`).
 
     The input is read lazily (positioned reads of each tile), so peak memory does not grow with the
-    file. Returns ``out_path``. ``channel`` and ``axes`` are
+    file. Returns ``out_path``. ``channel``, ``axes`` and ``series`` are
     :func:`~napari_unet_att.stackio.read_stack`'s.
     """
     check_not_input(in_path, out_path)
-    stack = read_stack(in_path, channel=channel, lazy=True, axes=axes)
+    stack = read_stack(in_path, channel=channel, lazy=True, axes=axes, series=series)
     return (yield from iter_denoise_to_file(stack, out_path, denoiser, cfg, source=in_path))
 
 
@@ -93,9 +94,10 @@ def denoise_file(
     channel: int | None = None,
     progress: Callable[[InferEvent], Any] | None = None,
     axes: str | None = None,
+    series: int | None = None,
 ) -> Path:
     """Blocking :func:`iter_denoise_file`."""
-    return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel, axes), progress)
+    return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel, axes, series), progress)
 
 
 __all__ = ["check_not_input", "denoise_file", "iter_denoise_file", "iter_denoise_to_file"]

@@ -5,14 +5,21 @@ into place only once complete (``fsync`` first, so a crash never leaves a partia
 the real name). The checks here run before any work starts: the folder exists and is a
 folder (:func:`check_folder`), the disk has room (:func:`check_space`); a failed write
 becomes a user-facing error (:func:`write_error`).
+
+A temporary file's name says which process on which machine writes it (:func:`temp_name`), so
+the next write of the same output removes what a killed (``SIGKILL``, power cut) writer left
+(:func:`remove_stale_temps`) and never the file of a run still going.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,9 +92,69 @@ def write_error(exc: OSError, path: Path) -> Exception:
     return InputError(f"could not write {path}: {exc.strerror or exc}")
 
 
+# What follows ".NAME." in a temporary file's name: host id, process id, random part.
+_OWNER = re.compile(r"(?P<host>[0-9a-f]{8})\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
+
+
+def host_id() -> str:
+    """Eight hex digits naming this machine (a process id only means something on its own host)."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
 def temp_name(path: Path) -> Path:
-    """A hidden, unique name beside ``path`` (same filesystem, so ``os.replace`` is an atomic rename)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """A hidden, unique name beside ``path`` naming its writer: ``.NAME.HOST.PID.RANDOM.tmp``.
+
+    Beside ``path``, so on the same file system and ``os.replace`` is an atomic rename; the host
+    and process ids let a later run tell a file left by a killed writer from one being written.
+    """
+    return path.with_name(f".{path.name}.{host_id()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine; True when that cannot be told (a file is never
+    taken from a live writer)."""
+    if pid <= 0 or pid == os.getpid() or os.name != "posix":  # on Windows os.kill(pid, 0) would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, run by another user
+        return True
+    return True
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Remove the temporary files (or zarr folders) that killed writers of ``path`` left beside it.
+
+    Only names made by :func:`temp_name` for ``path`` whose process has ended on this machine:
+    the file of a live run (another run writing the same output, or this process) is kept, and
+    so is one written from another machine, whose processes cannot be seen from here. Files of
+    older versions (no owner in the name) are left alone. Called before the disk-space checks:
+    a killed run's output-sized file must not make the next run refuse for lack of room.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    path = Path(path)
+    prefix, host, removed = f".{path.name}.", host_id(), []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:  # a missing or unreadable folder: the checks that follow say so
+        return removed
+    for entry in entries:
+        owner = _OWNER.fullmatch(entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
+        if owner is None or owner["host"] != host or process_alive(int(owner["pid"])):
+            continue
+        with contextlib.suppress(OSError):  # gone already (another run cleaned it) or not ours to remove
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def check_folder(path: Path) -> None:
@@ -121,11 +188,13 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_file(path: PathLike) -> Iterator[Path]:
     """Yield a reserved temporary file beside ``path``; rename it into place if the block succeeds.
 
+    Temporary files that killed writers of ``path`` left are removed first (:func:`remove_stale_temps`).
     On any error the temporary file is removed and an existing ``path`` is left untouched;
     an ``OSError`` becomes :class:`ResourceError` (disk full) or :class:`InputError`.
     """
     path = Path(path)
     check_folder(path)
+    remove_stale_temps(path)
     tmp = temp_name(path)
     try:
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # honours the umask

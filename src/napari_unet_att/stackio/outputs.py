@@ -10,7 +10,8 @@ same functions:
   kernel when the process dies, so a killed run never leaves a stale lock behind);
 - :func:`check_denoise_outputs` - one output per input: none is an input, no two are the same
   file, an existing file is refused unless ``overwrite``, the folders are writable and the disk
-  has room for all of them together.
+  has room for all of them together (once the temporary files of killed earlier runs writing
+  them are removed: :func:`~.atomic.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..errors import InputError, ResourceError
 from . import atomic
-from .atomic import format_bytes, temp_name, write_error
+from .atomic import format_bytes, remove_stale_temps, temp_name, write_error
 
 PathLike = str | os.PathLike
 
@@ -44,22 +45,27 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def ensure_writable_folder(folder: PathLike, what: str) -> Path:
-    """Create ``folder`` if needed and prove it writable by creating and removing a hidden file."""
+def ensure_writable_folder(folder: PathLike, what: str, file: Path | None = None) -> Path:
+    """Create ``folder`` if needed and prove it writable by creating and removing a hidden file.
+
+    ``file``, when given, is the file to be written there, named in the errors.
+    """
     folder = Path(folder)
     for parent in (folder, *folder.parents):
         if parent.exists() and not parent.is_dir():
-            raise InputError(f"cannot use {folder} as {what}: {parent} is a file, not a folder")
+            subject = f"write {file}" if file is not None else f"use {folder} as {what}"
+            raise InputError(f"cannot {subject}: {parent} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create {what} {folder}: {exc.strerror or exc}") from None
+    remove_stale_temps(folder / "write-probe")  # probes of runs killed in the instant they existed
     probe = temp_name(folder / "write-probe")
     try:
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         probe.unlink()
     except OSError as exc:
-        raise write_error(exc, folder / "x") from None
+        raise write_error(exc, file if file is not None else folder / "x") from None
     return folder
 
 
@@ -219,11 +225,13 @@ def check_denoise_outputs(
             raise InputError(f"the output {out} is a folder; expected a .tif file name")
     folders: dict[Path, int] = {}
     for k, out in enumerate(outs):
-        ensure_writable_folder(out.parent, "the output folder")
+        ensure_writable_folder(out.parent, "the output folder", file=out)
+        remove_stale_temps(out)  # what a killed earlier run left is free space for this one
         folders[out.parent] = folders.get(out.parent, 0) + (int(nbytes[k]) if nbytes is not None else 0)
+    what = outs[0].name if len(outs) == 1 else f"{len(outs)} output file(s)"
     for folder, need in folders.items():
         if need:
-            check_free_space(folder, need, f"{len(outs)} output file(s)")
+            check_free_space(folder, need, what)
     return outs
 
 

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import struct  # tifffile lets struct.error through for files cut inside the header
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..errors import InputError
+from ..errors import InputError, InputWarning
 from .axes import as_timelapse, check_axes, frame_chunks, to_timelapse
 from .tiffarray import TiffArray
 
@@ -51,7 +52,9 @@ def _capture_tifffile_log() -> Iterator[_LogCapture]:
         logger.removeHandler(handler)
 
 
-def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True, axes: str | None = None) -> np.ndarray:
+def read_stack(
+    path: PathLike, channel: int | None = None, lazy: bool = True, axes: str | None = None, series: int | None = None
+) -> np.ndarray:
     """Open a TIFF (or a zarr array) time-lapse as a ``(T, Y, X)`` array.
 
     Parameters
@@ -67,6 +70,10 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True, ax
         One letter per axis of the file's data (e.g. ``'TYX'``), replacing the axes its header
         declares: ImageJ files in the wild often call their frames channels (``CYX``) or slices
         (``ZYX``). See :func:`check_axes`.
+    series : int, optional
+        Which image series of a TIFF holding several (OME / Micro-Manager positions, pages of
+        different shapes) to read. Default: series 0, with an :class:`~napari_unet_att.errors.InputWarning`
+        naming the others when there are several (an ImageJ hyperstack is one series).
 
     Returns
     -------
@@ -76,31 +83,37 @@ def read_stack(path: PathLike, channel: int | None = None, lazy: bool = True, ax
     Raises
     ------
     InputError
-        Missing file, not a TIFF, truncated / corrupt TIFF.
+        Missing file, not a TIFF, truncated / corrupt TIFF, no such series.
     LayoutError
         (an ``InputError``) A readable file whose data are not a time-lapse: its subject is
         ``'file NAME'`` (``'array'`` for zarr), its message gives the shape, axes and dtype found.
     """
     path, user_axes = Path(path), axes
     if path.suffix.lower() == ".zarr" and path.is_dir():
+        if series not in (None, 0):
+            raise InputError(f"{path} is a zarr array, which has no image series to choose; series is for TIFF files")
         return _read_zarr(path, channel, lazy, user_axes)
     check_readable_file(path)
     size = path.stat().st_size
     with _capture_tifffile_log() as log:
         try:
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                axes, shape = series.axes, tuple(series.shape)
-                _check_complete(tif, series, path, size, log.messages)
-                raw = _raw_layout(tif, series)
+                index, note = choose_series(tif.series, series, path)
+                chosen = tif.series[index]
+                axes, shape = chosen.axes, tuple(chosen.shape)
+                _check_complete(tif, chosen, path, size, log.messages)
+                raw = _raw_layout(tif, chosen)
         except InputError:
             raise
         except tifffile.TiffFileError as exc:
             raise InputError(not_tiff_message(path, exc)) from None
         except (EOFError, OSError, ValueError, IndexError, KeyError, struct.error) as exc:
             raise InputError(f"{path} is a truncated or corrupted TIFF file ({type(exc).__name__}: {exc})") from None
+    if note:  # before the layout checks: a refusal of series 0 is clearer knowing the others exist
+        # Located here, not at the caller: a file read twice in one run is then reported once.
+        warnings.warn(note, InputWarning, stacklevel=1)
     what = f"file {path.name}"
-    arr = _open_pixels(path, raw, shape)
+    arr = _open_pixels(path, raw, shape, index)
     out = to_timelapse(arr, check_axes(user_axes, shape, what) if user_axes else axes, channel, what)
     if lazy:
         return out
@@ -140,6 +153,42 @@ def looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def choose_series(found: Sequence[Any], series: int | None, path: Path) -> tuple[int, str | None]:
+    """The index of the series to read and, when it was not chosen among several, a note saying so.
+
+    Raises
+    ------
+    InputError
+        ``series`` is not one of the file's series (the message lists them).
+    """
+    n = len(found)
+    if not n:
+        raise InputError(f"{path} is a truncated or corrupted TIFF file: no image series in it")
+    if series is None:
+        if n == 1:
+            return 0, None
+        return 0, (f"file {path.name} holds {n} image series ({_describe_series(found)}); series 0 is read, "
+                   f"not the others (choose one with series = 0..{n - 1})")
+    if isinstance(series, bool) or not isinstance(series, int | np.integer) or not 0 <= series < n:
+        held = f"{n} ({_describe_series(found)}); choose series = 0..{n - 1}" if n > 1 else "a single one, series 0"
+        raise InputError(f"file {path.name} has no image series {series!r}: it holds {held}")
+    return int(series), None
+
+
+def _describe_series(found: Sequence[Any], most: int = 6) -> str:
+    """``0: (10, 64, 64) TYX uint16, 1-3: (5, 32, 32) TYX uint16``: runs of alike series grouped."""
+    runs: list[list[Any]] = []
+    for i, s in enumerate(found):
+        desc = f"{tuple(s.shape)} {s.axes} {getattr(s.dtype, 'name', s.dtype)}"
+        if runs and runs[-1][2] == desc:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i, desc])
+    parts = [f"{a}: {d}" if a == b else f"{a}-{b}: {d}" for a, b, d in runs]
+    more = f", … {len(parts) - most} more" if len(parts) > most else ""
+    return ", ".join(parts[:most]) + more
 
 
 def _check_complete(tif: tifffile.TiffFile, series: Any, path: Path, size: int, log: list[str]) -> None:
@@ -186,19 +235,19 @@ def _raw_layout(tif: tifffile.TiffFile, series: Any) -> tuple[int, np.dtype] | N
     return int(offset), np.dtype(tif.byteorder + dtype.char)  # the file's byte order, converted when read
 
 
-def _open_pixels(path: Path, raw: tuple[int, np.dtype] | None, shape: tuple[int, ...]) -> Any:
-    """Positioned reads when the pixels are one uncompressed block, else a dask array over zarr."""
+def _open_pixels(path: Path, raw: tuple[int, np.dtype] | None, shape: tuple[int, ...], series: int = 0) -> Any:
+    """Positioned reads when the pixels are one uncompressed block, else a dask array over zarr (of ``series``)."""
     if raw is not None:
         return TiffArray(path, raw[0], shape, raw[1])
     try:
         import dask.array as da
         import zarr
 
-        store = tifffile.imread(path, aszarr=True, series=0)
+        store = tifffile.imread(path, aszarr=True, series=series)
         z = zarr.open(store, mode="r")
         return da.from_zarr(z, chunks=frame_chunks(z.shape, z.dtype))
     except Exception:  # exotic layouts zarr cannot express: read it plainly (small files in practice)
-        return tifffile.imread(path, series=0)
+        return tifffile.imread(path, series=series)
 
 
 def _read_zarr(path: Path, channel: int | None, lazy: bool, axes: str | None = None) -> Any:

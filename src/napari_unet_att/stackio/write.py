@@ -22,7 +22,16 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError
-from .atomic import atomic_file, check_folder, check_space, replace_dir, reserve_blocks, temp_name, write_error
+from .atomic import (
+    atomic_file,
+    check_folder,
+    check_space,
+    remove_stale_temps,
+    replace_dir,
+    reserve_blocks,
+    temp_name,
+    write_error,
+)
 from .axes import NATIVE_DTYPES, frame_chunks
 from .metadata import METADATA_KEY, provenance_json, tiff_metadata
 
@@ -147,6 +156,7 @@ def write_stack(
     imagej, bigtiff, axes = _layout(shape, out_dtype)
     md = tiff_metadata(metadata, imagej, axes)
     check_folder(path)
+    remove_stale_temps(path)  # before measuring the free space a killed run's temporary file takes
     check_space(path.parent, math.prod(shape) * out_dtype.itemsize, path)
     data: Any = _blocks(arr, out_dtype) if len(shape) > 2 else _cast(np.asarray(arr), out_dtype)
     with atomic_file(path) as tmp:
@@ -182,6 +192,7 @@ def output_stack(
     shape = tuple(int(n) for n in shape)
     dtype = np.dtype(dtype).newbyteorder("=")
     check_folder(path)
+    remove_stale_temps(path)  # a killed run's full-size temporary file (TIFF or zarr) goes before the space check
     check_space(path.parent, math.prod(shape) * dtype.itemsize, path)
     if path.suffix.lower() == ".zarr":
         with _zarr_output(path, shape, dtype, metadata) as z:
