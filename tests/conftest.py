@@ -37,3 +37,14 @@ def tiny_denoiser():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def notes(monkeypatch) -> list[tuple[str, str]]:
+    """Every napari notification the widgets send: ``(level, text)``."""
+    import napari.utils.notifications as nn
+
+    shown: list[tuple[str, str]] = []
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(nn, f"show_{level}", lambda msg, level=level: shown.append((level, str(msg))))
+    return shown

@@ -261,17 +261,6 @@ def gui(make_napari_viewer, tiny_denoiser) -> tuple[Any, Any]:
     C.MODELS.forget(viewer)
 
 
-@pytest.fixture
-def notes(monkeypatch) -> list[tuple[str, str]]:
-    """Every napari notification the dock sends: ``(level, text)``."""
-    import napari.utils.notifications as nn
-
-    shown: list[tuple[str, str]] = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(nn, f"show_{level}", lambda msg, level=level: shown.append((level, str(msg))))
-    return shown
-
-
 def test_reader_and_dock_say_which_series_they_use(gui, tmp_path, qtbot, monkeypatch):
     from napari.utils.notifications import notification_manager
 

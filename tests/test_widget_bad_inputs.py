@@ -67,17 +67,6 @@ def _reset(viewer: Any, docks: dict[str, Any]) -> None:
     den.stream.setChecked(False)
 
 
-@pytest.fixture
-def notes(monkeypatch) -> list[tuple[str, str]]:
-    """Every napari notification the widgets send: ``(level, text)``."""
-    import napari.utils.notifications as nn
-
-    shown: list[tuple[str, str]] = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(nn, f"show_{level}", lambda msg, level=level: shown.append((level, str(msg))))
-    return shown
-
-
 @dataclass
 class Ctx:
     """What a driver needs, and what it saw."""
