@@ -49,6 +49,8 @@ import _bad_inputs as bi  # noqa: E402
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 LAST = "checkpoint-last.pt"
+#: Everything after this line in an existing docs/robustness.md is written by hand and kept as it is.
+HAND_WRITTEN_MARKER = "<!-- hand-written below: kept by robustness_report.py -->"
 
 
 def cli(*args: object, timeout: float = 300, fault: str | None = None, folder: Path | None = None) -> tuple[int, str]:
@@ -360,6 +362,10 @@ def write_report(path: Path, rows: list[dict], widget_summary: str, tk: dict, dk
             lines.append(f"| {c['job']} | {c['arch']} | {c['f']} | {'x'.join(map(str, c['shape']))} | {c['batch']} | "
                          f"{c['peak'] / 1e6:.0f} MB | {c['estimate'] / 1e6:.0f} MB | {c['ratio']:.2f} |")
         lines.append("")
+    # Sections after the marker are written by hand (what a human checked): kept verbatim.
+    old = path.read_text() if path.exists() else ""
+    if HAND_WRITTEN_MARKER in old:
+        lines += [HAND_WRITTEN_MARKER + old.split(HAND_WRITTEN_MARKER, 1)[1].rstrip(), ""]
     path.write_text("\n".join(lines))
 
 
