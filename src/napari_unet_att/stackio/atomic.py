@@ -157,6 +157,14 @@ def remove_stale_temps(path: PathLike) -> list[Path]:
     return removed
 
 
+def prepare_output(path: Path, nbytes: int) -> None:
+    """Before writing ``nbytes`` to ``path``: its folder exists, killed writers' temporary files of
+    ``path`` are gone (they would count against the free space), and the disk has room."""
+    check_folder(path)
+    remove_stale_temps(path)
+    check_space(path.parent, nbytes, path)
+
+
 def check_folder(path: Path) -> None:
     """Refuse an output path whose folder is missing or is a file, saying which."""
     folder = path.parent

@@ -24,9 +24,7 @@ import tifffile
 from ..errors import InputError
 from .atomic import (
     atomic_file,
-    check_folder,
-    check_space,
-    remove_stale_temps,
+    prepare_output,
     replace_dir,
     reserve_blocks,
     temp_name,
@@ -155,9 +153,7 @@ def write_stack(
     out_dtype = _resolve_output_dtype(dtype, input_dtype, np.dtype(arr.dtype))
     imagej, bigtiff, axes = _layout(shape, out_dtype)
     md = tiff_metadata(metadata, imagej, axes)
-    check_folder(path)
-    remove_stale_temps(path)  # before measuring the free space a killed run's temporary file takes
-    check_space(path.parent, math.prod(shape) * out_dtype.itemsize, path)
+    prepare_output(path, math.prod(shape) * out_dtype.itemsize)
     data: Any = _blocks(arr, out_dtype) if len(shape) > 2 else _cast(np.asarray(arr), out_dtype)
     with atomic_file(path) as tmp:
         tifffile.imwrite(tmp, data, shape=shape, dtype=out_dtype, imagej=imagej, bigtiff=bigtiff,
@@ -191,9 +187,7 @@ def output_stack(
     path = Path(path)
     shape = tuple(int(n) for n in shape)
     dtype = np.dtype(dtype).newbyteorder("=")
-    check_folder(path)
-    remove_stale_temps(path)  # a killed run's full-size temporary file (TIFF or zarr) goes before the space check
-    check_space(path.parent, math.prod(shape) * dtype.itemsize, path)
+    prepare_output(path, math.prod(shape) * dtype.itemsize)
     if path.suffix.lower() == ".zarr":
         with _zarr_output(path, shape, dtype, metadata) as z:
             yield z
