@@ -45,6 +45,7 @@ from napari_unet_att.modes import merge_directions  # noqa: E402
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []
 ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment, not in the engine)
+CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
 
 def emit(row: dict) -> None:
@@ -67,7 +68,7 @@ def score(case: str, method: str, x: np.ndarray, clean: np.ndarray, inp: np.ndar
 
 
 def generalist(mode: str):
-    return load_model("generalist", mode=mode)
+    return load_model(CANDIDATE.get(mode, "generalist"), mode=mode)
 
 
 def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
@@ -216,7 +217,7 @@ def cmd_finetune(a) -> None:
     from napari_unet_att.training.trainer import train
 
     sim = simulate(n_frames=400, size=128, photons=2.0, motion_std=0.0, motion="walk", seed=0)
-    init = None if a.scratch else "generalist"
+    init = None if a.scratch else CANDIDATE.get("temporal", "generalist")
     t0 = time.perf_counter()
     den = train([sim.noisy], TrainConfig(mode="temporal", preset="fast", seconds=a.seconds, device="cpu"),
                 init=init)
@@ -245,7 +246,10 @@ def main(argv=None) -> int:
     ap.add_argument("--save", help="finetune: write the denoised stack here")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--ensemble", action="store_true", help="also score the full + half-rate ensemble")
+    ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
+                    help="score this model file in place of the shipped generalist of MODE (e.g. a run's checkpoint)")
     a = ap.parse_args(argv)
+    CANDIDATE.update(c.split("=", 1) for c in a.candidate)
     global ENSEMBLE
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:

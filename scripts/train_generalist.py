@@ -25,6 +25,11 @@ from napari_unet_att.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet_att.model.pretrained import FAMILY_DESCRIPTION, pretrained_path
 from napari_unet_att.training.pretraining import pretrain, pretraining_shape
 
+TARGET_TEXT = {
+    "pair": "the simulator's clean twin of the self-supervised target view (same pairs as fine-tuning)",
+    "same": "the simulator's clean twin of the input frames themselves (supervised denoising at the full frame rate)",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=96, help="rows = columns of each recording (physical)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target-view", choices=["pair", "same"], default="pair",
+                    help="pair: clean twin of the self-supervised target (default); same: clean twin of the "
+                         "input frames (supervised, full frame rate; temporal only)")
+    ap.add_argument("--init", default=None, help="weights to start the first round from (e.g. generalist)")
     ap.add_argument("--install", action="store_true", help="copy the finished model into the package")
     a = ap.parse_args(argv)
 
@@ -57,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {ev.step} loss {ev.loss:.4f} {ev.steps_per_s:.2f} steps/s "
                   f"fraction {ev.fraction:.3f} lr-phase", flush=True)
 
-    final = pretrain(cfg, a.out, pool=a.pool, round_steps=a.round_steps, shape=shape, on_event=show)
+    final = pretrain(cfg, a.out, pool=a.pool, round_steps=a.round_steps, shape=shape, on_event=show,
+                     target_view=a.target_view, init=a.init)
     if not final.exists():
         print(f"stopped before the budget ended; run the same command again to continue ({a.out})")
         return 0
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained_on": FAMILY_DESCRIPTION,
         "recordings": f"{den.step // a.round_steps + 1} rounds of {a.pool} simulated {shape} recordings "
                       f"(seeds from napari_unet_att.training.pretraining.PRETRAIN_SEED0 = 1000000 up)",
-        "targets": "the simulator's clean twin of the self-supervised target view (same pairs as fine-tuning)",
+        "targets": TARGET_TEXT[a.target_view],
         "command": "python scripts/train_generalist.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])),
         "steps": int(den.step),
     })

@@ -34,6 +34,23 @@ def test_clean_twins_replace_the_targets_at_the_same_place():
         PatchSampler([sim.noisy], norm, "temporal", 4, 16, targets=[sim.clean[:-1]])
 
 
+def test_same_view_targets_are_the_clean_input_frames():
+    sim = simulate(n_frames=32, size=32, photons=2.0, seed=5)
+    norm = Normalization(100.0, 10.0)
+    s = PatchSampler([sim.noisy], norm, "temporal", 4, 16, swap=True, augment=True, seed=2, targets=[sim.clean],
+                     target_view="same")
+    for _ in range(6):
+        inp, tgt = s.sample(1)
+        pos = s.last_positions[0]
+        noisy_in, noisy_tgt = extract_pair(sim.noisy, "temporal", pos.t0, pos.y0, pos.x0, 4, 16)
+        clean_in, clean_tgt = extract_pair(sim.clean, "temporal", pos.t0, pos.y0, pos.x0, 4, 16)
+        want_in, want_tgt = (noisy_tgt, clean_tgt) if pos.swapped else (noisy_in, clean_in)
+        np.testing.assert_allclose(inp[0, 0], d4_transform(norm.apply(want_in), pos.k), atol=1e-5)
+        np.testing.assert_allclose(tgt[0, 0], d4_transform(norm.apply(want_tgt), pos.k), atol=1e-5)
+    with pytest.raises(InputError, match="target_view"):
+        PatchSampler([sim.noisy], norm, "temporal", 4, 16, targets=[sim.clean], target_view="next")
+
+
 def test_ar_motion_sits_between_drift_and_jitter():
     def lag1(kind: str) -> float:
         s = _motion(np.random.default_rng(0), 4000, 1.0, kind, 10.0)[:, 0]
@@ -70,6 +87,14 @@ def test_pretraining_runs_in_resumable_rounds(tmp_path):
                       val_every=1000, checkpoint_every=0)
     final = pretraining.pretrain(cfg, tmp_path, pool=2, round_steps=2, shape=(24, 24, 24), log=lambda s: None)
     assert final.exists() and load_checkpoint(final).step == 4
+    # supervised (same-view) rounds start from given weights and see every frame (each one stored twice)
+    same = pretraining.pretrain(cfg, tmp_path / "same", pool=1, round_steps=2, shape=(24, 24, 24),
+                                log=lambda s: None, target_view="same", init=final)
+    den = load_checkpoint(same)
+    assert den.step == 4 and den.provenance["parent"]["model"] == str(final)
+    assert [list(s) for s in den.provenance["shapes"]] == [[48, 24, 24]]
+    with pytest.raises(ValueError, match="temporal"):
+        pretraining.pretrain(TrainConfig(mode="mirrored", steps=2), tmp_path / "m", target_view="same")
     # a finished run does nothing more when started again
     assert pretraining.pretrain(cfg, tmp_path, pool=2, round_steps=2, shape=(24, 24, 24), log=lambda s: None) == final
     assert load_checkpoint(final).step == 4

@@ -138,6 +138,8 @@ def pretrain(
     shape: tuple[int, int, int] | None = None,
     log: Callable[[str], None] = print,
     on_event: Callable[[TrainEvent], None] | None = None,
+    target_view: str = "pair",
+    init: str | os.PathLike | None = None,
 ) -> Path:
     """Train a generalist in rounds of fresh simulated recordings; resumes from ``out_dir`` if it holds a run.
 
@@ -151,12 +153,21 @@ def pretrain(
         Recordings per round, and optimiser steps before the next round's pool replaces them.
     shape : (T, Y, X), optional
         Physical size of each recording (default :func:`pretraining_shape`).
+    target_view : {'pair', 'same'}
+        ``'pair'``: the clean twin of the self-supervised target view (the task fine-tuning continues).
+        ``'same'``: the clean twin of the very frames the network sees (supervised denoising; temporal
+        mode only): the network may use the current frame, which matters under fast motion, and sees
+        frames at the full rate, as at inference, instead of every other one.
+    init : path, optional
+        Start the first round from these weights (e.g. a generalist trained with the other target view).
 
     Returns
     -------
     Path
         The final ``model.pt``.
     """
+    if target_view == "same" and cfg.mode != "temporal":
+        raise ValueError("target_view='same' is for temporal models")
     out = Path(out_dir)
     shape = shape or pretraining_shape(cfg.mode)
     last = out / LAST_NAME
@@ -170,9 +181,12 @@ def pretrain(
         log(f"round {r}: {pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
         # a resumed run continues the stored schedule: no new budget
         run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
-        trainer = Trainer([rec.noisy for rec in recs], run_cfg, out_dir=out, resume=resume,
+        noisy, clean = [rec.noisy for rec in recs], [rec.clean for rec in recs]
+        if target_view == "same":  # every frame twice: the temporal pair's input view is then the full-rate movie
+            noisy, clean = [np.repeat(a, 2, axis=0) for a in noisy], [np.repeat(a, 2, axis=0) for a in clean]
+        trainer = Trainer(noisy, run_cfg, out_dir=out, resume=resume, init=init if resume is None else None,
                           sources=[f"pretraining round {r} recording {i}" for i in range(pool)],
-                          targets=[rec.clean for rec in recs])
+                          targets=clean, target_view=target_view)
         for ev in trainer.run():
             if on_event is not None:
                 on_event(ev)

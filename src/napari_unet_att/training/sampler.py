@@ -211,6 +211,11 @@ class PatchSampler:
         The minimiser of the MSE is the same as with the noisy target (noise is zero-mean and independent
         of the input), but the gradient carries no target noise, so pretraining on simulations converges
         several times faster. Normalised with the noisy stack's statistics.
+    target_view : {'pair', 'same'}
+        With ``targets``: ``'pair'`` reads the clean twin of the *target* view (the self-supervised task,
+        with less noise); ``'same'`` reads the clean twin of the *input* view itself (plain supervised
+        denoising: the network may use every frame and row it sees, the current one included, which
+        no self-supervised pair allows).
 
     Attributes
     ----------
@@ -234,8 +239,11 @@ class PatchSampler:
         flip_backward: bool = False,
         seed: int = 0,
         targets: Sequence[Any] | None = None,
+        target_view: str = "pair",
     ) -> None:
         check_mode(mode)
+        if target_view not in ("pair", "same"):
+            raise InputError(f"target_view must be 'pair' or 'same', got {target_view!r}")
         if split not in SPLITS:
             raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         if not 0.0 <= val_fraction < 0.5:
@@ -249,6 +257,7 @@ class PatchSampler:
         self.targets = None if targets is None else list(targets)
         if self.targets is not None and [tuple(t.shape) for t in self.targets] != [tuple(s.shape) for s in self.stacks]:
             raise InputError("clean targets must match the noisy stacks one to one, with the same shapes")
+        self.target_view = target_view
         self.mode, self.patch_t, self.patch_xy = mode, int(patch_t), int(patch_xy)
         self.split, self.val_fraction, self.seed = split, float(val_fraction), int(seed)
         self.swap, self.augment = bool(swap), bool(augment)
@@ -315,7 +324,10 @@ class PatchSampler:
         inp, tgt = extract_pair(self.stacks[pos.stack], *where)
         if self.targets is not None:  # the same views of the clean twin replace the noisy targets
             clean_inp, clean_tgt = extract_pair(self.targets[pos.stack], *where)
-            inp, tgt = (tgt, clean_inp) if pos.swapped else (inp, clean_tgt)
+            if self.target_view == "same":  # supervised: the clean version of what the network sees
+                inp, tgt = (tgt, clean_tgt) if pos.swapped else (inp, clean_inp)
+            else:
+                inp, tgt = (tgt, clean_inp) if pos.swapped else (inp, clean_tgt)
         elif pos.swapped:
             inp, tgt = tgt, inp
         norm = self.norms[pos.stack]

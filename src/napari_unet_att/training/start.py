@@ -116,7 +116,7 @@ def make_optimizer(net: torch.nn.Module, rcfg: ResolvedTrainConfig) -> torch.opt
 
 def make_samplers(
     stacks: Sequence[Any], per_stack: Sequence[Normalization], rcfg: ResolvedTrainConfig,
-    targets: Sequence[Any] | None, rank: int,
+    targets: Sequence[Any] | None, rank: int, target_view: str = "pair",
 ) -> tuple[PatchSampler, PatchSampler]:
     """The training and validation patch samplers.
 
@@ -124,7 +124,7 @@ def make_samplers(
     training); the validation patches are the same on every rank.
     """
     kw = dict(mode=rcfg.mode, patch_t=rcfg.patch_t, patch_xy=rcfg.patch_xy, val_fraction=rcfg.val_fraction,
-              flip_backward=rcfg.flip_backward, targets=targets)
+              flip_backward=rcfg.flip_backward, targets=targets, target_view=target_view)
     train_s = PatchSampler(stacks, per_stack, split="train", swap=rcfg.swap, augment=rcfg.augment,
                            seed=rcfg.seed + 1000 * rank, **kw)
     val_s = PatchSampler(stacks, per_stack, split="val", swap=False, augment=False, seed=rcfg.seed + 1, **kw)

@@ -103,6 +103,8 @@ class Trainer:
         Clean twins of ``stacks`` (simulations only): targets are read from them instead of the
         noisy data (see :class:`~napari_unet_att.training.sampler.PatchSampler`); used to pretrain the
         generalist models, never for a user's recording.
+    target_view : {'pair', 'same'}
+        With ``targets``: which view's clean twin is the target (see ``PatchSampler``).
     given : collection of str, optional
         With ``resume``: the settings of ``cfg`` the user chose, which must agree with the run's
         (default: those that differ from :class:`TrainConfig`'s defaults).
@@ -118,6 +120,7 @@ class Trainer:
         sources: Sequence[str] | None = None,
         targets: Sequence[Any] | None = None,
         given: Collection[str] | None = None,
+        target_view: str = "pair",
     ) -> None:
         if not stacks:
             raise InputError("no training data given")
@@ -130,6 +133,7 @@ class Trainer:
         self.init = init
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
         self.targets = list(targets) if targets is not None else None
+        self.target_view = target_view
         self.given = given
         self.parent: dict[str, Any] | None = None
         self._skipped = 0  # consecutive updates skipped for non-finite gradients
@@ -207,7 +211,7 @@ class Trainer:
         model = wrap_model(net, device, env)
         opt = make_optimizer(net, rcfg)
         scaler = grad_scaler(device, rcfg.amp)
-        train_s, val_s = make_samplers(self.stacks, per_stack, rcfg, self.targets, env.rank)
+        train_s, val_s = make_samplers(self.stacks, per_stack, rcfg, self.targets, env.rank, self.target_view)
         val_batches = val_s.validation_batches(rcfg.val_patches, rcfg.batch_size)
         step, elapsed_before = 0, 0.0
         if state is not None:
