@@ -8,9 +8,13 @@ Prints steps/s and the share of time spent outside forward + backward + optimise
 sampling and host-to-device copy), plus a rough training GFLOP/s (3 x the forward convolution
 FLOPs per step, the usual forward + two backward products).
 
+``--float32`` turns autocast off (what ``--no-amp`` does in training): the precision of CPUs without
+native bfloat16, on any CPU. ``--threads N`` sets the intra-op threads (default: one per core).
+
 Example::
 
     python benchmarks/bench_train_speed.py --steps 5 --json train_speed.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_speed.py --presets fast --float32 --threads 1
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ from napari_unet_att.training.sampler import PatchSampler
 PARTS = ("sample", "to_device", "forward", "backward", "optimizer")
 
 
-def time_steps(preset: str, stack: np.ndarray, steps: int, warmup: int = 1) -> dict[str, Any]:
-    """Time ``steps`` training steps of ``preset`` (after ``warmup`` untimed ones), part by part."""
+def time_steps(preset: str, stack: np.ndarray, steps: int, warmup: int = 1, amp: bool = True) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``preset`` (after ``warmup`` untimed ones), part by part.
+
+    ``amp=False``: no autocast (float32), as ``TrainConfig(amp=False)``.
+    """
     p = PRESETS[preset]
     torch.manual_seed(0)
     net = build_network(p.arch, p.base_channels).train()
@@ -52,7 +59,7 @@ def time_steps(preset: str, stack: np.ndarray, steps: int, warmup: int = 1) -> d
         t.append(time.perf_counter())
         x, y = to_device(torch.from_numpy(inp), device), to_device(torch.from_numpy(tgt), device)
         t.append(time.perf_counter())
-        with autocast(device, True, training=True):  # what Trainer does: bf16 on CPUs with native bf16
+        with autocast(device, amp, training=True):  # what Trainer does: bf16 on CPUs with native bf16
             pred = net(x)
         loss = loss_fn(pred, y, 0.5)
         t.append(time.perf_counter())
@@ -69,7 +76,7 @@ def time_steps(preset: str, stack: np.ndarray, steps: int, warmup: int = 1) -> d
     fwd = conv_flops(net, (p.patch_t, p.patch_xy, p.patch_xy)) * p.batch_size
     return {
         "preset": preset,
-        "precision": str(amp_dtype(device, training=True) or "float32").replace("torch.", ""),
+        "precision": str((amp and amp_dtype(device, training=True)) or "float32").replace("torch.", ""),
         "patch": [p.patch_t, p.patch_xy, p.patch_xy],
         "batch_size": p.batch_size,
         "steps": steps,
@@ -87,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per preset (after 1 warm-up step)")
     ap.add_argument("--shape", nargs=3, type=int, default=[400, 128, 128], metavar=("T", "Y", "X"))
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--float32", action="store_true", help="no autocast: train in float32 (as --no-amp)")
+    ap.add_argument("--threads", type=int, help="intra-op threads (default: one per core)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(args.threads or cores)
     info = machine_info()
     stack = make_stack(args.shape)
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, load {info['load_avg'][0]:.1f}")
@@ -96,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"{'bwd s':>6} {'opt ms':>7} {'outside%':>8} {'GFLOP/s':>8}")
     rows = []
     for name in args.presets:
-        r = time_steps(name, stack, args.steps)
+        r = time_steps(name, stack, args.steps, amp=not args.float32)
         rows.append(r)
         q = r["parts_s_per_step"]
         print(f"{name:8} {'x'.join(map(str, r['patch'])):>10} {r['batch_size']:5d} {r['steps_per_s']:8.3f} "

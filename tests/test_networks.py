@@ -144,6 +144,35 @@ def test_inference_fast_path_matches_plain_modules(arch: str, monkeypatch: pytes
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cpu_training_path_matches_plain_modules(arch: str) -> None:
+    # float32 CPU training (pointwise convs and the gates' one-channel resize as matrix products,
+    # the gates' BatchNorm on contiguous tensors) against every layer as a plain module call.
+    x = torch.rand(2, 1, 8, 16, 16)
+    outs, grads = [], []
+    for fast in (True, False):
+        net = _net(arch, 2).train().set_cpu_fast_path(fast)
+        y = net(x)
+        y.square().mean().backward()
+        outs.append(y.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize(("src", "dst"), [((7, 15, 15), (16, 32, 32)), ((4, 8, 8), (4, 8, 8)), ((1, 3, 2), (5, 4, 7))])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_separable_resize_matches_interpolate(src: tuple, dst: tuple, align_corners: bool) -> None:
+    a = torch.rand(2, 1, *src, dtype=torch.float64, requires_grad=True)
+    g = torch.rand(2, 1, *dst, dtype=torch.float64)
+    ref = networks._resize(a, dst, align_corners)
+    (ref_grad,) = torch.autograd.grad(ref, a, g)
+    out = networks._resize_separable(a, dst, align_corners)
+    (grad,) = torch.autograd.grad(out, a, g)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+
+
 class _PlainGrad(torch.autograd.Function):
     """What autograd would do without networks._ChannelsLastGrad: pass the gradient on as is."""
 

@@ -21,7 +21,8 @@ UNet-Att decoder, ``align_corners=False`` inside the gates, nearest in the plain
 imported weights compute what they computed in the reference code.
 
 On CPU inference the networks call oneDNN directly instead of the modules (:func:`conv3d`):
-the same math, several times faster. Each network holds that switch, ``cpu_fast_path``
+the same math, several times faster; a float32 CPU training step takes a few shortcuts of its own
+(:func:`_cpu_train_path`). Each network holds the switch for both, ``cpu_fast_path``
 (:meth:`~_PaddedNet.set_cpu_fast_path`, :meth:`~_PaddedNet.without_cpu_fast_path`): off, every
 layer runs as a plain module call, which forward hooks see and TorchScript traces portably.
 
@@ -34,6 +35,7 @@ below for ``errors`` and ``runtime.resources`` exist for that standalone use.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -76,6 +78,36 @@ def _cpu_fast_path(enabled: bool, x: torch.Tensor) -> bool:
     )
 
 
+def _cpu_train_path(enabled: bool, x: torch.Tensor) -> bool:
+    """Whether to take the float32 CPU *training* shortcuts: switch ``enabled``, autograd on, float32, no autocast.
+
+    The shortcuts (1x1x1 convs as matrix products, the gates' one-channel resize as three; see
+    :class:`AttentionGate`) keep the math and make a float32 training step faster, and its
+    result independent of the thread count. Autocast (bf16, CUDA) and oneDNN disabled keep the
+    plain modules.
+    """
+    return (
+        enabled
+        and torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not _autocast_on(x.device.type)
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.backends.mkldnn.enabled)
+    )
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _is_pointwise(conv: nn.Conv3d) -> bool:
+    return conv.kernel_size == (1, 1, 1) and conv.stride == (1, 1, 1) and conv.groups == 1
+
+
 def conv3d(x: torch.Tensor, conv: nn.Conv3d, fast_path: bool = True) -> torch.Tensor:
     """Apply ``conv`` to ``x``: same math as ``conv(x)``, faster on CPU (unless ``fast_path`` is False).
 
@@ -84,18 +116,20 @@ def conv3d(x: torch.Tensor, conv: nn.Conv3d, fast_path: bool = True) -> torch.Te
     tile's layers and runs several times slower than oneDNN (figures in docs/performance.md,
     "Measurements behind the code"); so 3x3x3 convs call oneDNN directly.
     1x1x1 convs become one matrix product over channels-last voxels, which beats both conv
-    kernels. Both paths support autograd. Elsewhere (CUDA, other dtypes, oneDNN disabled with
+    kernels. Both paths support autograd. In a float32 CPU training step (:func:`_cpu_train_path`)
+    1x1x1 convs are that matrix product too: ``conv(x)`` would pick ATen's slow kernel on one
+    thread (and a contiguous output that costs a copy per decoder node), oneDNN on more.
+    Elsewhere (CUDA, other dtypes, autocast in training, oneDNN disabled with
     ``torch.backends.mkldnn.flags(enabled=False)``) this is plain ``conv(x)``.
     """
+    if _is_pointwise(conv) and (_cpu_fast_path(fast_path, x) or _cpu_train_path(fast_path, x)):
+        y = F.linear(x.permute(0, 2, 3, 4, 1), conv.weight.flatten(1), conv.bias)
+        return y.permute(0, 4, 1, 2, 3)  # a channels-last view, no copy
     if not _cpu_fast_path(fast_path, x):
         return conv(x)
-    w, b = conv.weight, conv.bias
-    if w.ndim == 5:  # channels-last weights are markedly faster in oneDNN; a no-op when already so
-        w = w.contiguous(memory_format=torch.channels_last_3d)
-    if conv.kernel_size == (1, 1, 1) and conv.stride == (1, 1, 1) and conv.groups == 1:
-        y = F.linear(x.permute(0, 2, 3, 4, 1), w.flatten(1), b)
-        return y.permute(0, 4, 1, 2, 3)  # a channels-last view, no copy
-    return torch.mkldnn_convolution(x, w, b, conv.padding, conv.stride, conv.dilation, conv.groups)
+    # channels-last weights are markedly faster in oneDNN; a no-op when already so
+    w = conv.weight.contiguous(memory_format=torch.channels_last_3d)
+    return torch.mkldnn_convolution(x, w, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,8 +277,17 @@ class AttentionGate(nn.Module):
         g = _resize(g, theta.shape[2:], align_corners=False)
         f = theta.add_(g).relu_()  # theta is a fresh conv output: in place is safe
         alpha = torch.sigmoid_(conv3d(f, self.sig_conv, fast))
-        alpha = _resize(alpha, x.shape[2:], align_corners=False)
         conv, bn = self.W
+        if _cpu_train_path(fast, x):
+            # A float32 CPU training step: the one-channel resize as three small matrix products,
+            # whose backward is far faster than the resize's; the 1x1x1 conv as one too, into a
+            # contiguous tensor, on which BatchNorm's batch statistics are ~100x more precise than
+            # on a channels-last one (whose CPU kernel sums in plain float32); the output goes back
+            # to channels-last, the layout of the decoder that reads it.
+            alpha = _resize_separable(alpha, x.shape[2:], align_corners=False)
+            y = bn(_pointwise_contiguous(alpha * x, conv))
+            return y.contiguous(memory_format=torch.channels_last_3d)
+        alpha = _resize(alpha, x.shape[2:], align_corners=False)
         if not self.training and bn.running_mean is not None and _cpu_fast_path(fast, x):
             # Eval-mode BatchNorm is a per-channel affine map: folded into the 1x1x1 conv it
             # saves a pass over (and an allocation of) a full-resolution C-channel tensor.
@@ -271,6 +314,44 @@ def _fold_batch_norm(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor,
 def _resize(x: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
     """Trilinear resize of ``x`` to spatial ``size``."""
     return F.interpolate(x, size=tuple(size), mode="trilinear", align_corners=align_corners)
+
+
+def _pointwise_contiguous(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    """The 1x1x1 ``conv(x)`` of a channels-last ``x`` as one batched matrix product, output contiguous."""
+    b, c = x.shape[:2]
+    voxels = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).transpose(1, 2)  # (B, C, voxels), no copy
+    w = conv.weight.flatten(1).expand(b, -1, -1)
+    y = torch.bmm(w, voxels) if conv.bias is None else torch.baddbmm(conv.bias.view(1, -1, 1), w, voxels)
+    return y.view(b, -1, *x.shape[2:])
+
+
+@functools.lru_cache(maxsize=64)
+def _interp_matrix(n_in: int, n_out: int, align_corners: bool, dtype: torch.dtype) -> torch.Tensor:
+    """``(n_out, n_in)`` weights of 1D linear interpolation to ``n_out`` points, as ``F.interpolate`` places them."""
+    dst = torch.arange(n_out, dtype=torch.float64)
+    if align_corners:
+        src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        src = ((dst + 0.5) * (n_in / n_out) - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    frac = src - i0
+    rows = torch.arange(n_out)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m.index_put_((rows, i0), 1.0 - frac, accumulate=True)
+    m.index_put_((rows, i1), frac, accumulate=True)
+    return m.to(dtype)
+
+
+def _resize_separable(x: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    """:func:`_resize` of a one-channel ``x`` as one matrix product per axis (same weights, float rounding aside)."""
+    b, _, t, y, w = x.shape
+    nt, ny, nw = (int(n) for n in size)
+    mt, my, mw = (_interp_matrix(i, o, align_corners, x.dtype) for i, o in zip((t, y, w), (nt, ny, nw), strict=True))
+    v = x.reshape(b * t * y, w) @ mw.t()
+    v = my @ v.view(b * t, y, nw)
+    v = mt @ v.view(b, t, ny * nw)
+    return v.view(b, 1, nt, ny, nw)
 
 
 def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -321,7 +402,7 @@ class _PaddedNet(nn.Module):
     cpu_fast_path = True
 
     def set_cpu_fast_path(self, enabled: bool) -> _PaddedNet:
-        """Switch the CPU fast path (oneDNN called directly, :func:`conv3d`) of every layer; returns self.
+        """Switch the CPU fast paths (:func:`conv3d`, :func:`_cpu_train_path`) of every layer; returns self.
 
         Off, every layer is a plain module call: what forward hooks see and what a TorchScript
         trace can run on any device. Results are the same either way (to float rounding).
