@@ -219,16 +219,22 @@ def cmd_finetune(a) -> None:
     sim = simulate(n_frames=400, size=128, photons=2.0, motion_std=0.0, motion="walk", seed=0)
     init = None if a.scratch else CANDIDATE.get("temporal", "generalist")
     t0 = time.perf_counter()
-    den = train([sim.noisy], TrainConfig(mode="temporal", preset="fast", seconds=a.seconds, device="cpu"),
+    den = train([sim.noisy], TrainConfig(mode="temporal", preset="fast", seconds=a.seconds, device="cpu",
+                                           lr=a.lr),
                 init=init)
     took = time.perf_counter() - t0
     out, s = run_model(sim.noisy, den)
     raw = sim.noisy.astype(np.float32)
     what = "from scratch" if a.scratch else "generalist +"
-    score("2 ph, none, seed 0 (400x128x128)", f"fast temporal, {what} {a.seconds:g} s", out, sim.clean, raw,
+    lr = f", lr {a.lr:g}" if a.lr else ""
+    score("2 ph, none, seed 0 (400x128x128)", f"fast temporal, {what} {a.seconds:g} s{lr}", out, sim.clean, raw,
           sim.labels(), note=f"{den.step} steps in {took:.0f} s; {sim.noisy.shape[0] / s:.1f} frames/s")
     if a.save:
         tifffile.imwrite(a.save, out)
+    if a.save_model:
+        from napari_unet_att.model.checkpoint import save_checkpoint
+
+        save_checkpoint(a.save_model, den)
 
 
 def main(argv=None) -> int:
@@ -241,9 +247,11 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--lr", type=float, help="finetune: learning rate (default: the engine's choice)")
     ap.add_argument("--scratch", action="store_true", help="finetune: train from random weights instead")
     ap.add_argument("--model", help="purenoise: also a model file (e.g. a fine-tuned one)")
     ap.add_argument("--save", help="finetune: write the denoised stack here")
+    ap.add_argument("--save-model", help="finetune: write the fine-tuned model here (e.g. for purenoise --model)")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--ensemble", action="store_true", help="also score the full + half-rate ensemble")
     ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
