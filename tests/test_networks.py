@@ -120,8 +120,8 @@ def test_cpu_fast_path_matches_plain_modules(arch: str) -> None:
             y.square().mean().backward()
         outs.append(y.detach())
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(outs[0], outs[1], rtol=2e-3, atol=5e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -147,8 +147,10 @@ def test_inference_fast_path_matches_plain_modules(arch: str, monkeypatch: pytes
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cpu_training_path_matches_plain_modules(arch: str) -> None:
     # float32 CPU training (pointwise convs and the gates' one-channel resize as matrix products,
-    # the gates' BatchNorm on contiguous tensors) against every layer as a plain module call.
-    x = torch.rand(2, 1, 8, 16, 16)
+    # the gates' BatchNorm on contiguous tensors) against every layer as a plain module call. The
+    # plain path's own float32 error (channels-last BatchNorm, ~3e-4 relative on 2 threads) sets the
+    # tolerance; a wrong resize or conv would be off by ~1e-1.
+    x = torch.rand(2, 1, 8, 16, 16, generator=torch.Generator().manual_seed(3))
     outs, grads = [], []
     for fast in (True, False):
         net = _net(arch, 2).train().set_cpu_fast_path(fast)
@@ -156,8 +158,25 @@ def test_cpu_training_path_matches_plain_modules(arch: str) -> None:
         y.square().mean().backward()
         outs.append(y.detach())
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(outs[0], outs[1], rtol=2e-3, atol=5e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-5)
+
+
+def test_gate_training_path_matches_plain_modules() -> None:
+    # One gate with a gating signal strong enough that alpha varies from voxel to voxel, so a resize
+    # placed differently (e.g. align_corners) or a wrong pointwise conv shows.
+    from napari_unet_att.model.networks import AttentionGate
+
+    gen = torch.Generator().manual_seed(4)
+    x, g = torch.randn(2, 4, 10, 14, 12, generator=gen), 3.0 * torch.randn(2, 8, 5, 7, 6, generator=gen)
+    outs = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        gate = AttentionGate(4).train()
+        gate.cpu_fast_path = fast
+        outs.append(gate(x.contiguous(memory_format=torch.channels_last_3d), g))
+    assert outs[0].std() > 0.1
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize(("src", "dst"), [((7, 15, 15), (16, 32, 32)), ((4, 8, 8), (4, 8, 8)), ((1, 3, 2), (5, 4, 7))])

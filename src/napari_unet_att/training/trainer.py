@@ -95,8 +95,7 @@ class Trainer:
         A checkpoint of ours with training state: continues that run (same model, optimiser,
         data stream); the budget of ``cfg`` counts from the resumed step / time.
     init : str or Path, optional
-        Start from the weights of a checkpoint (ours or a reference tool's); the architecture
-        is the checkpoint's.
+        Start from the weights of a checkpoint (ours or a reference tool's), keeping its architecture.
     sources : sequence of str, optional
         Names of the stacks (file paths, layer names) recorded in the provenance.
     targets : sequence of array-like, optional
