@@ -45,6 +45,7 @@ from napari_unet_att.modes import merge_directions  # noqa: E402
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []
 ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment, not in the engine)
+INFER: dict = {}  # --tta / --half-rate: inference options for every model run
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
 
@@ -73,7 +74,7 @@ def generalist(mode: str):
 
 def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
-    out = denoise(stack, den, InferConfig(device="cpu", **kw))
+    out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}))
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 
@@ -254,10 +255,13 @@ def main(argv=None) -> int:
     ap.add_argument("--save-model", help="finetune: write the fine-tuned model here (e.g. for purenoise --model)")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--ensemble", action="store_true", help="also score the full + half-rate ensemble")
+    ap.add_argument("--tta", type=int, default=1, help="test-time flips averaged by every model run (1, 2, 4, 8)")
+    ap.add_argument("--half-rate", action="store_true", help="every temporal model run with the half-rate ensemble")
     ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
                     help="score this model file in place of the shipped generalist of MODE (e.g. a run's checkpoint)")
     a = ap.parse_args(argv)
     CANDIDATE.update(c.split("=", 1) for c in a.candidate)
+    INFER.update(tta=a.tta, half_rate=a.half_rate)
     global ENSEMBLE
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:

@@ -107,21 +107,29 @@ def test_eval_is_deterministic_and_batch_independent(arch: str) -> None:
     torch.testing.assert_close(a[1:], single, rtol=1e-5, atol=1e-6)
 
 
+def _forward_backward(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output and all parameter gradients of ``mean(net(x) ** 2)``."""
+    y = net(x)
+    y.square().mean().backward()
+    return y.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
+def _assert_runs_agree(a: tuple, b: tuple) -> None:
+    torch.testing.assert_close(a[0], b[0], rtol=2e-3, atol=5e-5)
+    torch.testing.assert_close(a[1], b[1], rtol=1e-2, atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cpu_fast_path_matches_plain_modules(arch: str) -> None:
     # eval: train-mode BatchNorm on one tiny sample amplifies float rounding differences
     net = _net(arch, 2).eval()
     x = torch.rand(1, 1, 8, 16, 16)
-    outs, grads = [], []
+    runs = []
     for enabled in (True, False):
         net.zero_grad()
         with torch.backends.mkldnn.flags(enabled=enabled):
-            y = net(x)
-            y.square().mean().backward()
-        outs.append(y.detach())
-        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
-    torch.testing.assert_close(outs[0], outs[1], rtol=2e-3, atol=5e-5)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-5)
+            runs.append(_forward_backward(net, x))
+    _assert_runs_agree(*runs)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -151,15 +159,7 @@ def test_cpu_training_path_matches_plain_modules(arch: str) -> None:
     # plain path's own float32 error (channels-last BatchNorm, ~3e-4 relative on 2 threads) sets the
     # tolerance; a wrong resize or conv would be off by ~1e-1.
     x = torch.rand(2, 1, 8, 16, 16, generator=torch.Generator().manual_seed(3))
-    outs, grads = [], []
-    for fast in (True, False):
-        net = _net(arch, 2).train().set_cpu_fast_path(fast)
-        y = net(x)
-        y.square().mean().backward()
-        outs.append(y.detach())
-        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
-    torch.testing.assert_close(outs[0], outs[1], rtol=2e-3, atol=5e-5)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-5)
+    _assert_runs_agree(*(_forward_backward(_net(arch, 2).train().set_cpu_fast_path(fast), x) for fast in (True, False)))
 
 
 def test_gate_training_path_matches_plain_modules() -> None:

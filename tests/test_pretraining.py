@@ -18,35 +18,26 @@ from napari_unet_att.training import pretraining
 from napari_unet_att.training.sampler import PatchSampler
 
 
-def test_clean_twins_replace_the_targets_at_the_same_place():
+@pytest.mark.parametrize("view", ["pair", "same"])
+def test_clean_twins_replace_the_targets_at_the_same_place(view: str):
+    # 'pair': the clean twin of the self-supervised target view; 'same': of the input view itself
     sim = simulate(n_frames=32, size=32, photons=2.0, seed=5)
     norm = Normalization(100.0, 10.0)
-    s = PatchSampler([sim.noisy], norm, "temporal", 4, 16, swap=True, augment=True, seed=1, targets=[sim.clean])
+    s = PatchSampler([sim.noisy], norm, "temporal", 4, 16, swap=True, augment=True, seed=1, targets=[sim.clean],
+                     target_view=view)
     for _ in range(6):
         inp, tgt = s.sample(1)
         pos = s.last_positions[0]
         noisy_in, noisy_tgt = extract_pair(sim.noisy, "temporal", pos.t0, pos.y0, pos.x0, 4, 16)
         clean_in, clean_tgt = extract_pair(sim.clean, "temporal", pos.t0, pos.y0, pos.x0, 4, 16)
-        want_in, want_tgt = (noisy_tgt, clean_in) if pos.swapped else (noisy_in, clean_tgt)
+        if view == "pair":
+            want_in, want_tgt = (noisy_tgt, clean_in) if pos.swapped else (noisy_in, clean_tgt)
+        else:
+            want_in, want_tgt = (noisy_tgt, clean_tgt) if pos.swapped else (noisy_in, clean_in)
         np.testing.assert_allclose(inp[0, 0], d4_transform(norm.apply(want_in), pos.k), atol=1e-5)
         np.testing.assert_allclose(tgt[0, 0], d4_transform(norm.apply(want_tgt), pos.k), atol=1e-5)
     with pytest.raises(InputError, match="one to one"):
         PatchSampler([sim.noisy], norm, "temporal", 4, 16, targets=[sim.clean[:-1]])
-
-
-def test_same_view_targets_are_the_clean_input_frames():
-    sim = simulate(n_frames=32, size=32, photons=2.0, seed=5)
-    norm = Normalization(100.0, 10.0)
-    s = PatchSampler([sim.noisy], norm, "temporal", 4, 16, swap=True, augment=True, seed=2, targets=[sim.clean],
-                     target_view="same")
-    for _ in range(6):
-        inp, tgt = s.sample(1)
-        pos = s.last_positions[0]
-        noisy_in, noisy_tgt = extract_pair(sim.noisy, "temporal", pos.t0, pos.y0, pos.x0, 4, 16)
-        clean_in, clean_tgt = extract_pair(sim.clean, "temporal", pos.t0, pos.y0, pos.x0, 4, 16)
-        want_in, want_tgt = (noisy_tgt, clean_tgt) if pos.swapped else (noisy_in, clean_in)
-        np.testing.assert_allclose(inp[0, 0], d4_transform(norm.apply(want_in), pos.k), atol=1e-5)
-        np.testing.assert_allclose(tgt[0, 0], d4_transform(norm.apply(want_tgt), pos.k), atol=1e-5)
     with pytest.raises(InputError, match="target_view"):
         PatchSampler([sim.noisy], norm, "temporal", 4, 16, targets=[sim.clean], target_view="next")
 
