@@ -10,6 +10,7 @@ read. The best 3D Gaussian (its sigma chosen with the ground truth) runs beside 
     python benchmarks/bench_generalist.py realnext            # real noise: denoise even frames, MSE to next odd
     python benchmarks/bench_generalist.py purenoise           # flat Poisson: invented structure, borders
     python benchmarks/bench_generalist.py finetune --seconds 600 [--scratch]   # generalist + N CPU seconds
+    python benchmarks/bench_generalist.py score --model ft.pt --tta 4 --half-rate  # a model file on that recording
 
 Rows are Markdown; ``--json FILE`` also writes them as JSON.
 """
@@ -213,11 +214,25 @@ def cmd_purenoise(a) -> None:
                       f"interior {edge:+.3f}, mean {y.mean():.2f} (input {x.mean():.2f})"})
 
 
+def _finetune_recording():
+    """The 10-minute benchmark recording (400 x 128 x 128, 2 photons/pixel, no motion, seed 0)."""
+    return simulate(n_frames=400, size=128, photons=2.0, motion_std=0.0, motion="walk", seed=0)
+
+
+def cmd_score(a) -> None:
+    """A model file (e.g. ``finetune --save-model``) on the fine-tuning recording, with ``--tta`` / ``--half-rate``."""
+    sim = _finetune_recording()
+    out, s = run_model(sim.noisy, load_model(a.model))
+    opts = f"tta {INFER['tta']}, half-rate {INFER['half_rate']}"
+    score("2 ph, none, seed 0 (400x128x128)", f"model {a.model}, {opts}", out, sim.clean,
+          sim.noisy.astype(np.float32), sim.labels(), note=f"{sim.noisy.shape[0] / s:.1f} frames/s")
+
+
 def cmd_finetune(a) -> None:
     """The generalist fine-tuned for ``--seconds`` on the benchmark recording (or a model from scratch)."""
     from napari_unet_att.training.trainer import train
 
-    sim = simulate(n_frames=400, size=128, photons=2.0, motion_std=0.0, motion="walk", seed=0)
+    sim = _finetune_recording()
     init = None if a.scratch else CANDIDATE.get("temporal", "generalist")
     t0 = time.perf_counter()
     den = train([sim.noisy], TrainConfig(mode="temporal", preset="fast", seconds=a.seconds, device="cpu",
@@ -240,7 +255,8 @@ def cmd_finetune(a) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=["zeroshot", "mirrored", "realnoise", "realnext", "purenoise", "finetune"])
+    ap.add_argument("case", choices=["zeroshot", "mirrored", "realnoise", "realnext", "purenoise", "finetune",
+                                       "score"])
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 2.0, 5.0])
     ap.add_argument("--motion", nargs="+", default=["none", "jitter", "ar"],
                     choices=["none", "walk", "ar", "jitter"])
@@ -250,7 +266,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--lr", type=float, help="finetune: learning rate (default: the engine's choice)")
     ap.add_argument("--scratch", action="store_true", help="finetune: train from random weights instead")
-    ap.add_argument("--model", help="purenoise: also a model file (e.g. a fine-tuned one)")
+    ap.add_argument("--model", help="purenoise: also this model file; score: the model file to score")
     ap.add_argument("--save", help="finetune: write the denoised stack here")
     ap.add_argument("--save-model", help="finetune: write the fine-tuned model here (e.g. for purenoise --model)")
     ap.add_argument("--json", help="also write the rows as JSON")
