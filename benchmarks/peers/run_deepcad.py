@@ -68,7 +68,8 @@ def main() -> None:
     from deepcad.network import Network_3D_Unet  # noqa: E402 - after the patch, as the package imports torch
     from deepcad.test_collection import testing_class
 
-    threads = len(os.sched_getaffinity(0))
+    # OMP_NUM_THREADS wins (so a benchmark can give the peer the same threads as ours), else every usable core
+    threads = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="deepcad-bench-") as tmp:
         data_dir, model_root, out_dir = (os.path.join(tmp, d) for d in ("data", "pth", "results"))

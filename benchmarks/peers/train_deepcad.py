@@ -90,7 +90,9 @@ def main() -> None:
 
     random.seed(args.seed)  # its augmentation draws from Python's random; shuffle and init from torch
     torch.manual_seed(args.seed)
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    # OMP_NUM_THREADS wins (so a benchmark can give the peer the same threads as ours), else every usable core
+    threads = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
     stack = tifffile.imread(args.input)
     if stack.ndim != 3:
         raise SystemExit(f"expected a (T, Y, X) stack, got {stack.shape}")
