@@ -86,7 +86,7 @@ def run_setting(args: argparse.Namespace, photons: float, motion: float) -> list
             cfg = TrainConfig(mode=mode, preset=preset, seconds=args.seconds, seed=args.seed, device="cpu",
                               checkpoint_every=0)
             t0 = time.perf_counter()
-            den = train([noisy], cfg)
+            den = train([noisy], cfg, init=args.init)
             t_train = time.perf_counter() - t0
             icfg = InferConfig(device="cpu", mirrored_output="interleaved")
             t1 = time.perf_counter()
@@ -116,8 +116,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--photons", type=float, nargs="+", default=[1.0, 2.0, 5.0])
     p.add_argument("--motion", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--motion-kind", choices=["walk", "jitter"], default="walk",
-                   help="walk: slow drift (AR(1), ~1 s correlation); jitter: independent shift every frame")
+    p.add_argument("--motion-kind", choices=["walk", "ar", "jitter"], default="walk",
+                   help="walk: slow drift (AR(1), ~1 s correlation); ar: AR(1) with rho 0.5; "
+                        "jitter: an independent shift every frame")
     p.add_argument("--bidirectional", action="store_true", help="simulate (T, 2N, N) bidirectional recordings")
     p.add_argument("--presets", nargs="+", default=["fast", "paper", "unet3d"])
     p.add_argument("--modes", nargs="+", default=["temporal", "rowsplit", "mirrored"])
@@ -125,6 +126,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=400)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start every model from these weights (e.g. generalist: the mode's own)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = p.parse_args()
     print(f"# machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
