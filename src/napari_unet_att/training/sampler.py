@@ -324,10 +324,10 @@ class PatchSampler:
         inp, tgt = extract_pair(self.stacks[pos.stack], *where)
         if self.targets is not None:  # the same views of the clean twin replace the noisy targets
             clean_inp, clean_tgt = extract_pair(self.targets[pos.stack], *where)
-            if self.target_view == "same":  # supervised: the clean version of what the network sees
-                inp, tgt = (tgt, clean_tgt) if pos.swapped else (inp, clean_inp)
-            else:
-                inp, tgt = (tgt, clean_inp) if pos.swapped else (inp, clean_tgt)
+            if pos.swapped:
+                inp, clean_inp, clean_tgt = tgt, clean_tgt, clean_inp
+            # 'same': supervised, the clean version of what the network sees
+            tgt = clean_inp if self.target_view == "same" else clean_tgt
         elif pos.swapped:
             inp, tgt = tgt, inp
         norm = self.norms[pos.stack]
