@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=192, help="frames of each pretraining recording")
     ap.add_argument("--size", type=int, default=96, help="rows = columns of each recording (physical)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--patch-t", type=int, default=None,
+                    help="frames per training patch (network input; default: the preset's)")
+    ap.add_argument("--batch", type=int, default=None, help="patches per step (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-view", choices=["pair", "same"], default="pair",
                     help="pair: clean twin of the self-supervised target (default); same: clean twin of the "
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     cfg = TrainConfig(mode=a.mode, preset=a.preset, steps=a.steps, seconds=a.seconds, lr=a.lr, seed=a.seed,
+                      patch_t=a.patch_t, batch_size=a.batch,
                       l1_weight=0.0, val_every=1000, checkpoint_every=0)
     shape = pretraining_shape(a.mode, a.frames, a.size)
     t0 = time.time()
