@@ -266,6 +266,10 @@ def cmd_finetune(a) -> None:
     lr += f", batch {a.batch}" if a.batch else ""
     score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", f"fast temporal, {what} {a.seconds:g} s{lr}", out,
           sim.clean, raw, sim.labels(), note=f"{den.step} steps in {took:.0f} s; {sim.noisy.shape[0] / s:.1f} frames/s")
+    if a.gaussian:
+        sigma, gauss, _ = best_gaussian(sim.noisy, sim.clean)
+        score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", "best 3D Gaussian", gauss, sim.clean, raw,
+              sim.labels(), note=f"sigma {tuple(sigma)}")
     if a.save:
         tifffile.imwrite(a.save, out)
     if a.save_model:
@@ -292,6 +296,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, help="finetune: patches per step (default: the preset's)")
     ap.add_argument("--finetune", type=float, default=0.0,
                     help="realnoise / realnext: also fine-tune the generalist for this many seconds on each movie")
+    ap.add_argument("--gaussian", action="store_true", help="finetune: also score the best 3D Gaussian")
     ap.add_argument("--scratch", action="store_true", help="finetune: train from random weights instead")
     ap.add_argument("--model", help="purenoise: also this model file; score: the model file to score")
     ap.add_argument("--save", help="finetune: write the denoised stack here")

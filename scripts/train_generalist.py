@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped before the budget ended; run the same command again to continue ({a.out})")
         return 0
     den = load_checkpoint(final)
+    den.train_shape = shape  # one physical recording (same-view training stores each frame twice)
     den.provenance.update({
         "source": "napari-unet-att generalist pretraining",
         "normalization": "input",  # each recording is normalised by its own statistics, as in training
