@@ -54,6 +54,9 @@ def test_read_imagej_hyperstack_channel_and_squeeze(tmp_path):
     with pytest.raises(InputError, match=r"3 channels.*channel = 0\.\.2") as e:
         tio.read_stack(p)
     assert "TCYX" in str(e.value) and "(6, 3, 8, 9)" in str(e.value)  # tifffile already drops Z=1
+    assert e.value.axis == 1  # where the channels are: the widgets say how napari can take one from there
+    back = pickle.loads(pickle.dumps(e.value))  # as a worker process hands it back
+    assert (type(back), str(back), back.axis) == (type(e.value), str(e.value), 1)
     out = tio.read_stack(p, channel=2)
     assert out.shape == (6, 8, 9)
     np.testing.assert_array_equal(np.asarray(out), a[:, 0, 2])

@@ -34,7 +34,18 @@ class LayoutError(InputError):
 
 
 class ChannelChoiceError(LayoutError):
-    """Data with several channels (or RGB samples) and no channel chosen."""
+    """Data with several channels (or RGB samples) and no channel chosen.
+
+    ``axis`` is the index of the channel (or sample) axis in the data as given, so that a front
+    end can say how to take one channel with its own tools (napari splits some axes, not others).
+    """
+
+    def __init__(self, subject: str, detail: str, axis: int | None = None) -> None:
+        super().__init__(subject, detail)
+        self.axis = axis
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.subject, self.detail, self.axis))
 
 
 class CheckpointError(UserError, ValueError):
