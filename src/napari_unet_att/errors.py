@@ -52,6 +52,14 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, truncated, foreign, unsafe or of an unknown version."""
 
 
+class TrainingStateError(CheckpointError):
+    """A checkpoint's training state is damaged or does not fit the run: it cannot be resumed.
+
+    Its weights may still be good, so a front end can say how to start a new run from them
+    instead, in its own terms (see :mod:`napari_unet_att.wording`).
+    """
+
+
 class ResourceError(UserError, RuntimeError):
     """A request would exceed the memory or disk that is available."""
 
