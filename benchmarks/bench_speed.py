@@ -41,10 +41,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from napari_unet_att.config import PRESETS, InferConfig
 from napari_unet_att.inference import denoise, effective_overlap, plan_tiles, resolve_tiles, tile_shape_for
-from napari_unet_att.model import networks
+from napari_unet_att.model import networks, receptive_field
 from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization
-from napari_unet_att.model.receptive_field import receptive_field
 from napari_unet_att.runtime.device import reuse_freed_memory
 
 

@@ -142,6 +142,25 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def _exported_names(package: str) -> set[str]:
+    """The names a package lists in ``__all__``: the top level's as imported (it builds the list from its lazy
+    table, and imports cheaply), a subpackage's read from its ``__init__.py`` (importing it would import torch)."""
+    if package == PACKAGE:
+        return set(napari_unet_att.__all__)
+    for node in _parse(package).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            return {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+    return set()
+
+
+def test_no_package_exports_a_name_that_is_also_its_submodule():
+    """``pkg.name`` must mean one thing: with a submodule ``pkg/name.py`` and a function ``name`` re-exported
+    by ``pkg/__init__.py``, it is the module or the function depending on what was imported first."""
+    clashes = sorted(f"{package}.{name}" for package in MODULES if _is_package(package)
+                     for name in _exported_names(package) if f"{package}.{name}" in MODULES)
+    assert not clashes, f"names that are both a submodule and an exported object (rename the module): {clashes}"
+
+
 def test_modules_are_short():
     long = {
         str(path.relative_to(SRC)): n

@@ -91,8 +91,9 @@ def test_resume_refuses_conflicts_in_python_too(sim, rowsplit_run, tmp_path):
 
     trainer = Trainer([sim.noisy], TrainConfig(mode="mirrored", steps=1, **TINY_CFG), out_dir=tmp_path / "r",
                       resume=rowsplit_run)
-    with pytest.raises(InputError, match=r"--mode 'mirrored' \(the run has 'rowsplit'\)"):
+    with pytest.raises(InputError, match=r"mode='mirrored' \(the run has 'rowsplit'\)") as exc:
         next(trainer.run())
+    assert "--" not in str(exc.value)  # the Python API's words (init=), not the command line's
 
 
 # -- 2. patch advice that can be followed -----------------------------------------------------------

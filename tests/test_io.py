@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 from pathlib import Path
 
 import dask.array as da
@@ -53,6 +54,9 @@ def test_read_imagej_hyperstack_channel_and_squeeze(tmp_path):
     with pytest.raises(InputError, match=r"3 channels.*channel = 0\.\.2") as e:
         tio.read_stack(p)
     assert "TCYX" in str(e.value) and "(6, 3, 8, 9)" in str(e.value)  # tifffile already drops Z=1
+    assert e.value.axis == 1  # where the channels are: the widgets say how napari can take one from there
+    back = pickle.loads(pickle.dumps(e.value))  # as a worker process hands it back
+    assert (type(back), str(back), back.axis) == (type(e.value), str(e.value), 1)
     out = tio.read_stack(p, channel=2)
     assert out.shape == (6, 8, 9)
     np.testing.assert_array_equal(np.asarray(out), a[:, 0, 2])
@@ -382,11 +386,31 @@ def test_write_full_disk_leaves_old_file_and_no_temp(monkeypatch, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def _space_message(what: str, folder: Path, has: str) -> str:
+    """The one wording of a refusal for lack of room (a regex): what, where, needed, free, what to do."""
+    return (rf"^not enough disk space for {re.escape(what)} in {re.escape(str(folder))}: it needs about "
+            rf"[0-9.]+ [MG]B and {has}; free some space there or choose another folder$")
+
+
 def test_write_refuses_early_when_space_is_short(monkeypatch, tmp_path):
     monkeypatch.setattr(atomic, "free_bytes", lambda d: 10)
-    with pytest.raises(ResourceError, match="not enough disk space"):
+    with pytest.raises(ResourceError, match=_space_message("o.tif", tmp_path, r"0\.0 MB is free")):
         tio.write_stack(tmp_path / "o.tif", np.ones((4, 8, 8), np.float32))
     assert os.listdir(tmp_path) == []
+
+
+def test_every_space_check_words_its_refusal_alike(monkeypatch, tmp_path):
+    """The check before one file is written and the checks of a run's outputs (before any work) say the same."""
+    from napari_unet_att.stackio.outputs import check_denoise_outputs, check_train_out
+
+    monkeypatch.setattr(atomic, "free_bytes", lambda d: 2**20)
+    free = r"1\.0 MB is free"
+    with pytest.raises(ResourceError, match=_space_message("o.tif", tmp_path, free)):
+        check_denoise_outputs([tmp_path / "in.tif"], [tmp_path / "o.tif"], nbytes=[2**20])
+    with pytest.raises(ResourceError, match=_space_message("the model and its checkpoints", tmp_path / "run", free)):
+        check_train_out(tmp_path / "run", n_parameters=10**6)
+    with pytest.raises(ResourceError, match=_space_message("o.tif", tmp_path, free)):
+        tio.write_stack(tmp_path / "o.tif", np.ones((4, 8, 8), np.float32))
 
 
 def test_write_unwritable_or_missing_folder(monkeypatch, tmp_path):
@@ -448,7 +472,8 @@ def test_output_stack_full_disk_on_reserve(monkeypatch, tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "posix_fallocate", no_space, raising=False)
-    with pytest.raises(ResourceError, match="not enough disk space"):
+    with pytest.raises(ResourceError, match=_space_message("o.tif", tmp_path, r"the file system refused to reserve "
+                                                                              r"it \(full, or over quota\)")):
         with tio.output_stack(tmp_path / "o.tif", (4, 8, 8), np.float32):
             pass
     assert os.listdir(tmp_path) == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_unet_att.errors import CheckpointError, InputError
-from napari_unet_att.model import networks
+from napari_unet_att.model import networks, receptive_field
 from napari_unet_att.model.networks import (
     ARCHS,
     UNet3D,
@@ -15,7 +15,6 @@ from napari_unet_att.model.networks import (
     count_parameters,
     padded_size,
 )
-from napari_unet_att.model.receptive_field import receptive_field
 from napari_unet_att.model.reference import convert_reference_state_dict, reference_source
 
 

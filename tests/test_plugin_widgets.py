@@ -11,6 +11,7 @@ import pytest
 from napari_unet_att import _napari as _common
 from napari_unet_att._napari import DenoiseWidget, TrainWidget, denoise_selected_layer
 from napari_unet_att._napari import denoise_dock as _denoise
+from napari_unet_att.errors import UserError
 
 PLUGIN = "napari-unet-att"
 WAIT_MS = 60_000
@@ -195,6 +196,57 @@ def test_training_error_is_reported_and_widget_recovers(viewer, qtbot, tiny_sim,
     _wait_done(qtbot, worker)
     assert shown and "missing.pt" in shown[-1]
     assert w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
+
+
+def test_resume_refusals_name_the_docks_controls_not_cli_options(viewer, qtbot, tiny_sim, tiny_denoiser, tmp_path,
+                                                                  monkeypatch):
+    """The trainer's refusals to resume, shown in the dock, say what to do with the dock's controls."""
+    from napari_unet_att._napari.wording import TRAIN_DOCK_WORDING
+    from napari_unet_att.config import TrainConfig
+    from napari_unet_att.model.checkpoint import save_checkpoint
+    from napari_unet_att.training.resume import check_resume_request
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    final = save_checkpoint(tmp_path / "final.pt", tiny_denoiser)  # no training state: cannot be resumed
+    w = TrainWidget(viewer)
+    _tiny_train_settings(w)
+    w.init_pretrained.setChecked(False)
+    viewer.add_image(tiny_sim.noisy, name="movie")
+    w.resume.setText(str(final))
+    _wait_done(qtbot, w.start())
+    assert "holds no training state" in shown[-1]
+    assert "load it with Load model…, clear Resume and tick 'start from the loaded model's weights'" in shown[-1]
+
+    assert w.load_model(final) is not None
+    w.init_from_loaded.setChecked(True)  # and Resume still set
+    assert w.start() is None
+    assert shown[-1].startswith("Resume continues a run and 'start from the loaded model's weights' starts a new one")
+
+    with pytest.raises(UserError) as exc:  # the settings a resumed run fixes, as the dock names them
+        check_resume_request(final, TrainConfig(mode="rowsplit").resolved(), TrainConfig(mode="mirrored", patch_xy=16),
+                             {"mode", "preset", "patch_xy"}, [(24, 32, 32)], TRAIN_DOCK_WORDING)
+    shown.append(str(exc.value))
+    assert "Mode 'mirrored' (the run has 'rowsplit'), Patch y/x 16 (the run has" in shown[-1]
+    assert "set them back to the run's values to resume it" in shown[-1]
+    assert not any("--" in msg for msg in shown), shown
+
+
+def test_the_docks_wording_names_controls_that_exist(viewer):
+    """Each control the refusals name is on the training dock, under that name."""
+    from napari_unet_att._napari import train_dock
+    from napari_unet_att._napari.wording import TRAIN_DOCK_WORDING
+
+    shown, row = set(), ""
+    for f in (f for part in train_dock._fields() for f in part):
+        row = f.label or (row if f.joined else "")
+        shown |= {f.label, f.text, f"{row} {f.prefix}"}
+    w = TrainWidget(viewer)
+    shown.add(w.load_btn.text())
+    words = TRAIN_DOCK_WORDING
+    named = {*words.names.values(), words.resume, words.init}
+    assert {name.strip("'") for name in named} <= shown
+    assert "Load model…" in words.start_from_weights and "Load model…" in shown
 
 
 def test_removing_the_input_layer_stops_training(viewer, qtbot, tiny_sim, monkeypatch):

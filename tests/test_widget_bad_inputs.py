@@ -356,9 +356,33 @@ def test_layer_messages_name_the_layer_and_say_how_to_split(gui):
         C.layer_stack(rgb)
     msg = str(exc.value)
     assert msg.startswith("layer 'colour movie': found shape (4, 16, 16, 3)") and "Split RGB" in msg
+    assert "Split Stack" not in msg  # napari shows Split Stack only for layers that are not RGB
     with pytest.raises(UserError, match="no image layer selected"):
         C.layer_stack(None)
     assert C.layer_stack(viewer.add_image(bi.make_arrays()["int8"][0])).dtype == np.int16  # exact, as the CLI
+
+
+def test_the_channel_hint_names_what_napari_can_split(gui):
+    """napari's Split Stack splits the first axis: offered only where the channels are; elsewhere (time first,
+    as in (T, C, Y, X)) it would give one layer per frame, so the hint takes the channel in the console, and
+    what it says to type gives a layer the dock accepts."""
+    viewer, docks = gui
+    _reset(viewer, docks)
+    tcyx = np.arange(6 * 2 * 16 * 16, dtype=np.uint16).reshape(6, 2, 16, 16)
+    movie = viewer.add_image(tcyx, name="two colours")
+    with pytest.raises(UserError) as exc:
+        C.layer_stack(movie)
+    msg = str(exc.value)
+    assert "2 channels" in msg and "Split Stack splits the first axis only" in msg and "axis 1" in msg
+    typed = "viewer.add_image(viewer.layers['two colours'].data[:, 0])"
+    assert typed in msg
+    added = eval(typed, {"viewer": viewer})  # what the user is told to type in napari's console
+    np.testing.assert_array_equal(np.asarray(C.layer_stack(added)), tcyx[:, 0])
+
+    ctyx = viewer.add_image(np.moveaxis(tcyx, 1, 0), name="channels first")
+    with pytest.raises(UserError) as exc:
+        C.layer_stack(ctyx, "CTYX")
+    assert "choose Split Stack (it splits the first axis, here the channels)" in str(exc.value)
 
 
 def test_reader_keeps_viewable_tiffs_and_notes_why(files, gui):

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_args import build_parser
+from .cli_args import TRAIN_WORDING, build_parser
 from .config import InferConfig, TrainConfig, run_to_end
 from .errors import InputError, InputWarning, UserError
 from .runtime.signals import Interrupted, StopSignals, signal_name
@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _expand_inputs(args)
     stacks = _read_inputs(args.inputs, args.channel, args.axes, args.series)
     trainer = Trainer(stacks, cfg, out_dir=args.out, resume=args.resume, init=args.init, sources=args.inputs,
-                      given=given)
+                      given=given, wording=TRAIN_WORDING)
     total = cfg.steps if cfg.steps is not None else (None if cfg.seconds else cfg.resolved().steps)
     bar = _LazyBar(total if total else 100, "train", "step" if total else "%", percent=not total)
     state = {"last": 0}

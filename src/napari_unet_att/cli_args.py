@@ -20,12 +20,24 @@ from .config import (
     TrainConfig,
     field_default,
 )
+from .wording import Wording
 
 GENERALIST_MODES = ("temporal", "mirrored")  # modes with a shipped generalist model
 AXES_HELP = ("the files' axes, one letter each, e.g. TYX, when their header is wrong (ImageJ files that call their "
              "frames channels or slices)")
 SERIES_HELP = ("the image series to read from TIFFs that hold several (OME / Micro-Manager positions); default 0, "
                "with a warning naming the others")
+
+
+def option_name(setting: str) -> str:
+    """The ``train`` option that sets a TrainConfig field: ``patch_t`` -> ``--patch-t``."""
+    return "--" + setting.replace("_", "-")
+
+
+#: The command line's words in the trainer's refusals to resume a run: its options.
+TRAIN_WORDING = Wording(resume="--resume", init="--init", start_from_weights="start a new run from its weights with "
+                        "--init", names={"amp": "--no-amp"}, name_style=option_name, assign=" ",
+                        leave_out=("leave this option out", "leave these options out"))
 
 
 def _train_args(t: argparse.ArgumentParser) -> None:

@@ -34,11 +34,30 @@ class LayoutError(InputError):
 
 
 class ChannelChoiceError(LayoutError):
-    """Data with several channels (or RGB samples) and no channel chosen."""
+    """Data with several channels (or RGB samples) and no channel chosen.
+
+    ``axis`` is the index of the channel (or sample) axis in the data as given, so that a front
+    end can say how to take one channel with its own tools (napari splits some axes, not others).
+    """
+
+    def __init__(self, subject: str, detail: str, axis: int | None = None) -> None:
+        super().__init__(subject, detail)
+        self.axis = axis
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.subject, self.detail, self.axis))
 
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, truncated, foreign, unsafe or of an unknown version."""
+
+
+class TrainingStateError(CheckpointError):
+    """A checkpoint's training state is damaged or does not fit the run: it cannot be resumed.
+
+    Its weights may still be good, so a front end can say how to start a new run from them
+    instead, in its own terms (see :mod:`napari_unet_att.wording`).
+    """
 
 
 class ResourceError(UserError, RuntimeError):

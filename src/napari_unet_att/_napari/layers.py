@@ -13,9 +13,6 @@ from ..errors import ChannelChoiceError, InputError, LayoutError, UserError
 from .form import TEXT, Field
 
 NONE_CHOICE = "(none)"
-#: The widgets have no channel selector: napari's layer context menu splits channels into layers.
-SPLIT_HINT = ("In napari, right-click the layer and choose Split RGB (or Split Stack for channels), then "
-              "select one of the new layers.")
 #: Both docks' "Axes" field (the CLI's ``--axes``): for layers whose shape misleads the guess, e.g. an
 #: ImageJ file that calls its frames channels, or a stack stored time-last (Y, X, T).
 AXES_FIELD = Field("axes", TEXT, "Axes", text="auto (from the shape), or e.g. CTYX, YXT", default="",
@@ -112,8 +109,8 @@ def layer_stack(layer: Any, axes: str | None = None) -> Any:
     """A layer's data as a ``(T, Y, X)`` stack, validated by :func:`napari_unet_att.stackio.as_timelapse`.
 
     The data stay lazy (memory map / dask). The engine's message is kept; it names the layer
-    instead of "array", where it asks for a channel it says how to get one in napari, and where
-    the guessed axes may be wrong it names the dock's Axes field.
+    instead of "array", where it asks for a channel it says how to get one in napari
+    (:func:`channel_hint`), and where the guessed axes may be wrong it names the dock's Axes field.
 
     Parameters
     ----------
@@ -140,11 +137,40 @@ def layer_stack(layer: Any, axes: str | None = None) -> Any:
     except LayoutError as exc:
         msg = f"layer {layer.name!r}: {exc.detail}"
         if isinstance(exc, ChannelChoiceError):
-            msg = f"{msg}. {SPLIT_HINT}"
+            msg = f"{msg}. {channel_hint(layer, exc.axis)}"
         hint = _axes_hint(layer) if letters is None else None
         if hint:
             msg = f"{msg.rstrip('.')}. {hint}"
         raise InputError(msg) from None
+
+
+def channel_hint(layer: Any, axis: int | None) -> str:
+    """How to make one channel of ``layer`` a layer of its own with what napari offers.
+
+    The docks have no channel selector. napari's layer context menu has Split RGB for an RGB(A)
+    layer (its last axis) and, for any other image, Split Stack, which always splits the first
+    axis: right when the channels are there, wrong when it is time, as in (T, C, Y, X) data
+    (it would give one layer per frame). For channels on another axis napari's console can take one.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+    axis : int or None
+        The channel (or RGB sample) axis of ``layer.data``, from
+        :class:`~napari_unet_att.errors.ChannelChoiceError`; None if unknown.
+    """
+    last = len(layer.data.shape) - 1
+    if getattr(layer, "rgb", False) and axis in (None, last):
+        return "Right-click the layer, choose Split RGB, then select one of the new layers."
+    if axis == 0:
+        return ("Right-click the layer, choose Split Stack (it splits the first axis, here the channels), then "
+                "select one of the new layers.")
+    if axis is None:
+        return "Make one channel a layer of its own first (napari's Split Stack splits the first axis only)."
+    index = ", ".join([":"] * axis + ["0"])
+    return (f"napari's Split Stack splits the first axis only, not the channels (axis {axis}): in napari's console "
+            f"(the >_ button) type viewer.add_image(viewer.layers[{layer.name!r}].data[{index}]) for channel 0, then "
+            "select the new layer.")
 
 
 def _axes_hint(layer: Any) -> str | None:

@@ -269,6 +269,7 @@ class TrainWidget(BaseDock):
         """Start training in a worker thread; returns the worker (None if it could not start)."""
         from ..training.resume import given_settings
         from ..training.trainer import Trainer
+        from .wording import TRAIN_DOCK_WORDING
 
         if self.running:
             return self.worker
@@ -281,13 +282,12 @@ class TrainWidget(BaseDock):
             if resume is None:
                 for one in stacks:
                     self._check_fit(one, cfg.resolved())
-            # the layer chosen above is the one previewed
-            self._preview_frames = _preview_window(self.viewer, layer, stacks[0].shape[0])
+            self._preview_frames = _preview_window(self.viewer, layer, stacks[0].shape[0])  # previews the chosen layer
             cfg.preview_frames = self._preview_frames
             # The form always shows a mode and a preset: a resumed run must have the ones shown.
             self.trainer = Trainer(stacks, cfg, out_dir=self.checkpoint_dir.text().strip() or None, resume=resume,
                                    init=self._init_source(cfg), sources=[one.name for one in layers],
-                                   given=given_settings(cfg, always=("mode", "preset")))
+                                   given=given_settings(cfg, always=("mode", "preset")), wording=TRAIN_DOCK_WORDING)
         except UserError as exc:
             report_error(exc, "training")
             return None

@@ -21,8 +21,8 @@ import torch
 
 from ..config import InferConfig
 from ..errors import InputError
+from ..model._receptive_field import receptive_field
 from ..model.denoiser import Denoiser
-from ..model.receptive_field import receptive_field
 from ..modes import Slices, Triple
 from ..runtime import resources as res
 

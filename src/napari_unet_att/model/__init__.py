@@ -3,7 +3,7 @@ that pairs one with its normalisation, and model files.
 
 - :mod:`.networks`: the two networks, their blocks and :class:`~.networks.AttentionGate`;
   :func:`build_network` makes one;
-- :mod:`.receptive_field`: how far an output voxel sees (tile overlaps, package halos);
+- :mod:`._receptive_field` (:func:`receptive_field`): how far an output voxel sees (tile overlaps, package halos);
 - :mod:`.normalization`: intensity normalisation stored with a model;
 - :mod:`.denoiser`: :class:`Denoiser`, a network with everything needed to apply it;
 - :mod:`.checkpoint`: our model files (save, load, resume state), :func:`load_any` for any model file;
@@ -13,12 +13,12 @@ that pairs one with its normalisation, and model files.
 - :mod:`.pretrained`: the shipped generalist models, and :func:`load_model` by name or path.
 """
 
+from ._receptive_field import receptive_field
 from .checkpoint import import_reference, load_any, load_checkpoint, save_checkpoint
 from .denoiser import Denoiser
 from .networks import ARCHS, AttentionGate, UNet3D, UNetAtt, build_network, count_parameters
 from .normalization import Normalization
 from .pretrained import load_model
-from .receptive_field import receptive_field
 
 __all__ = [
     "ARCHS",

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TrainingStateError
 from . import networks
 from .normalization import Normalization
 from .reference import reference_source
@@ -194,18 +194,26 @@ _STATE_FIELDS: dict[str, tuple[Any, str]] = {
 
 
 def check_training_state(state: Any, path: Path, complete: bool) -> dict[str, Any]:
-    """The resume state, every field the trainer reads checked (one line names the first bad one)."""
+    """The resume state, every field the trainer reads checked (one line names the first bad one).
+
+    Raises
+    ------
+    TrainingStateError
+        A missing or wrong field. The message says what is wrong only: what to do instead (start a
+        new run from the weights) is for the resuming caller to say, in its front end's words.
+    """
     if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: the training state is a {type(state).__name__}, not a dict; the file is "
-                              "damaged: start a new run with --init from it instead of --resume")
+        raise TrainingStateError(f"{path}: the training state is a {type(state).__name__}, not a dict; the file is "
+                                 "damaged")
     for key, (ok, expected) in _STATE_FIELDS.items():
         if (key in state or complete) and (key not in state or not ok(state[key])):
             found = "missing" if key not in state else _short(state[key])
-            raise CheckpointError(f"{path}: the training state's {key} is {found}; expected {expected}; the file "
-                                  "is damaged: start a new run with --init from it instead of --resume")
+            raise TrainingStateError(f"{path}: the training state's {key} is {found}; expected {expected}; the "
+                                     "file is damaged")
     for key in ("scaler", "history"):
         if state.get(key) is not None and not isinstance(state[key], Mapping):
-            raise CheckpointError(f"{path}: the training state's {key} is {_short(state[key])}; expected a dict")
+            raise TrainingStateError(f"{path}: the training state's {key} is {_short(state[key])}; expected a dict; "
+                                     "the file is damaged")
     return dict(state)
 
 

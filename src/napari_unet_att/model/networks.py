@@ -3,7 +3,7 @@
 Read in this order: the CPU convolution kernels (:func:`conv3d`), the building blocks, the
 attention gate (:class:`AttentionGate`), padding and cropping, the networks (:class:`UNetAtt`,
 :class:`UNet3D`) and their factory (:func:`build_network`). Their receptive field is traced in
-:mod:`~napari_unet_att.model.receptive_field`; the reference tools' weights are converted in
+:func:`~napari_unet_att.model.receptive_field`; the reference tools' weights are converted in
 :mod:`~napari_unet_att.model.reference`.
 
 Both map ``(B, 1, T, Y, X)`` float32 to the same shape, for any T, Y, X: the input is padded

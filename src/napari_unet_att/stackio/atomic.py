@@ -3,8 +3,9 @@
 :func:`atomic_file` writes to a hidden temporary file in the destination folder and renames it
 into place only once complete (``fsync`` first, so a crash never leaves a partial file under
 the real name). The checks here run before any work starts: the folder exists and is a
-folder (:func:`check_folder`), the disk has room (:func:`check_space`); a failed write
-becomes a user-facing error (:func:`write_error`).
+folder (:func:`check_folder`), the disk has room (:func:`check_space`, also used by
+:mod:`.outputs` for training and denoising outputs, so every refusal for lack of room reads the same,
+:func:`not_enough_space`); a failed write becomes a user-facing error (:func:`write_error`).
 
 A temporary file's name says which process on which machine writes it (:func:`temp_name`), so
 the next write of the same output removes what a killed (``SIGKILL``, power cut) writer left
@@ -52,14 +53,59 @@ def free_bytes(directory: Path) -> int | None:
         return None
 
 
-def check_space(directory: Path, nbytes: int, path: Path) -> None:
-    """Refuse to write ``nbytes`` to ``path`` in ``directory`` when the disk lacks room (1 % + 1 MB margin)."""
-    free = free_bytes(directory)
-    need = int(nbytes * 1.01) + 2**20
+def space_needed(nbytes: int) -> int:
+    """Free bytes to ask for before writing about ``nbytes``.
+
+    1 % more for what a size estimate leaves out (file headers, metadata, the file system's
+    blocks) and 1 MB more so that even a tiny file is not written onto a full disk.
+    """
+    return int(nbytes * 1.01) + 2**20
+
+
+def not_enough_space(what: str, folder: Path, need: int, free: int | None) -> ResourceError:
+    """The one refusal for a disk without room, whichever check found it.
+
+    Parameters
+    ----------
+    what : str
+        What was to be written (a file name, "the model and its checkpoints", "2 output file(s)").
+    folder : Path
+        Where it was to be written.
+    need : int
+        Bytes needed (margins included).
+    free : int or None
+        Bytes free there; None when the file system refused to reserve the space (full, or the
+        user's quota is used up, which the free space does not show).
+    """
+    has = (f"{format_bytes(free, fine=True)} is free" if free is not None
+           else "the file system refused to reserve it (full, or over quota)")
+    return ResourceError(f"not enough disk space for {what} in {folder}: it needs about "
+                         f"{format_bytes(need, fine=True)} and {has}; free some space there or choose another folder")
+
+
+def check_space(folder: PathLike, nbytes: int, what: str) -> None:
+    """Refuse to write about ``nbytes`` (``what``) into ``folder`` when its disk lacks room.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        The folder written into (it must exist).
+    nbytes : int
+        The size of what is written; :func:`space_needed` adds the margins.
+    what : str
+        Names it in the message.
+
+    Raises
+    ------
+    ResourceError
+        Less free space than :func:`space_needed`; nothing is refused when the free space cannot
+        be told.
+    """
+    folder = Path(folder)
+    free = free_bytes(folder)
+    need = space_needed(nbytes)
     if free is not None and free < need:
-        raise ResourceError(f"not enough disk space to write {path}: it needs about {format_bytes(need, fine=True)} "
-                            f"and {directory} has {format_bytes(free, fine=True)} free; free some space or choose "
-                            "another folder")
+        raise not_enough_space(what, folder, need, free)
 
 
 def reserve_blocks(tmp: Path, path: Path) -> None:
@@ -75,8 +121,7 @@ def reserve_blocks(tmp: Path, path: Path) -> None:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-            size = format_bytes(os.fstat(fd).st_size, fine=True)
-            raise ResourceError(f"not enough disk space to write {path} ({size})") from None
+            raise not_enough_space(path.name, path.parent, os.fstat(fd).st_size, None) from None
         # EINVAL / EOPNOTSUPP: the filesystem cannot preallocate; go on without
     finally:
         os.close(fd)
@@ -162,7 +207,7 @@ def prepare_output(path: Path, nbytes: int) -> None:
     ``path`` are gone (they would count against the free space), and the disk has room."""
     check_folder(path)
     remove_stale_temps(path)
-    check_space(path.parent, nbytes, path)
+    check_space(path.parent, nbytes, path.name)
 
 
 def check_folder(path: Path) -> None:

@@ -190,7 +190,7 @@ def _select_channel(arr: Any, axes: str, channel: int | None, what: str, found: 
     kind = "RGB(A) samples" if axes[i] == "S" else "channels"
     if channel is None:
         raise ChannelChoiceError(what, f"{found}: {n} {kind}; choose one with channel = 0..{n - 1} (a single-channel "
-                                       "(T, Y, X) time-lapse is expected)")
+                                       "(T, Y, X) time-lapse is expected)", axis=i)
     if not isinstance(channel, int | np.integer) or not 0 <= int(channel) < n:
         raise LayoutError(what, f"{found}: channel {channel!r} does not exist; expected 0..{n - 1}")
     index = tuple(int(channel) if j == i else slice(None) for j in range(len(axes)))

@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ResourceError
-from . import atomic
-from .atomic import format_bytes, remove_stale_temps, temp_name, write_error
+from ..errors import InputError
+from .atomic import check_space, remove_stale_temps, temp_name, write_error
 
 PathLike = str | os.PathLike
 
@@ -32,7 +31,6 @@ LOCK_NAME = ".napari-unet-att.lock"
 # Names that say "file": a folder called model.pt or x.png is never what the user meant.
 FILE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz",
                            ".zarr", ".h5", ".json", ".yaml", ".txt", ".zip", ".csv"})
-_MARGIN = 2**20
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -69,16 +67,6 @@ def ensure_writable_folder(folder: PathLike, what: str, file: Path | None = None
     return folder
 
 
-def check_free_space(folder: PathLike, nbytes: int, what: str) -> None:
-    """Refuse when ``folder``'s file system has less than ``nbytes`` (plus 1 MB) free."""
-    free = atomic.free_bytes(Path(folder))
-    need = int(nbytes) + _MARGIN
-    if free is not None and free < need:
-        raise ResourceError(f"not enough disk space for {what} in {folder}: about {format_bytes(need, fine=True)} is "
-                            f"needed and {format_bytes(free, fine=True)} is free; free some space or choose another "
-                            "folder")
-
-
 # -- training ------------------------------------------------------------------------------
 def checkpoint_bytes(n_parameters: int) -> int:
     """Size of one checkpoint with training state: weights + Adam's two moments, float32, + slack."""
@@ -112,7 +100,7 @@ def check_train_out(out_dir: PathLike, n_parameters: int | None = None) -> Path:
                          f"into a folder: give a folder name (e.g. {out.with_suffix('')})")
     ensure_writable_folder(out, "the training output folder")
     if n_parameters is not None:
-        check_free_space(out, 3 * checkpoint_bytes(n_parameters), "the model and its checkpoints")
+        check_space(out, 3 * checkpoint_bytes(n_parameters), "the model and its checkpoints")
     return out
 
 
@@ -231,7 +219,7 @@ def check_denoise_outputs(
     what = outs[0].name if len(outs) == 1 else f"{len(outs)} output file(s)"
     for folder, need in folders.items():
         if need:
-            check_free_space(folder, need, what)
+            check_space(folder, need, what)
     return outs
 
 
@@ -243,5 +231,5 @@ def output_nbytes(stack: Any, float32: bool) -> int:
     return int(np.prod(stack.shape)) * item
 
 
-__all__ = ["LOCK_NAME", "OutputLock", "check_denoise_outputs", "check_free_space", "check_train_out",
+__all__ = ["LOCK_NAME", "OutputLock", "check_denoise_outputs", "check_train_out",
            "checkpoint_bytes", "ensure_writable_folder", "output_nbytes", "same_file"]

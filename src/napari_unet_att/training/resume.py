@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from ..config import ResolvedTrainConfig, TrainConfig, field_default
-from ..errors import CheckpointError, InputError
+from ..errors import InputError, TrainingStateError
 from ..model.checkpoint import load_checkpoint, load_training_state
 from ..model.denoiser import Denoiser
+from ..wording import PYTHON_WORDING, Wording
 from .sampler import PatchSampler
 from .start import fit_patch
 
@@ -22,9 +23,6 @@ RESUME_OVERRIDES = ("device", "checkpoint_every", "preview_every", "preview_fram
 # Settings a resumed run takes from the request when the user gave them: they change how the rest of
 # the run is computed or reported, not what it is (the budget, a new learning rate, mixed precision).
 RESUME_CHANGEABLE = ("steps", "seconds", "lr", "amp", "val_every", "val_patches", "log_every")
-# How the CLI spells a setting, for the one-line refusal of a conflicting one.
-_OPTION = {"patch_t": "--patch-t", "patch_xy": "--patch-xy", "batch_size": "--batch-size", "amp": "--no-amp",
-           "flip_backward": "--flip-backward"}
 
 
 def given_settings(cfg: TrainConfig, always: Collection[str] = ()) -> set[str]:
@@ -34,14 +32,22 @@ def given_settings(cfg: TrainConfig, always: Collection[str] = ()) -> set[str]:
             if getattr(cfg, f.name) != field_default(TrainConfig, f.name)} | set(always)
 
 
+def check_one_start(resume: object, init: object, wording: Wording = PYTHON_WORDING) -> None:
+    """Refuse a run asked both to continue a checkpoint (``resume``) and to start from weights (``init``)."""
+    if resume is not None and init is not None:
+        raise InputError(f"{wording.resume} continues a run and {wording.init} starts a new one from weights: use "
+                         "one, not both")
+
+
 def check_resume_request(
     path: str | os.PathLike, stored: ResolvedTrainConfig, cfg: TrainConfig, given: Collection[str],
-    shapes: Sequence[tuple[int, ...]],
+    shapes: Sequence[tuple[int, ...]], wording: Wording = PYTHON_WORDING,
 ) -> None:
     """Refuse settings the user gave that the resumed run fixes otherwise (its mode, preset, patch...).
 
     A patch the user gave is compared as the run would use it: shrunk to the stacks, as the
-    original run's was (so the command that started the run resumes it unchanged).
+    original run's was (so the command that started the run resumes it unchanged). The refusal
+    names the settings and what to do in ``wording``, the words of the front end that shows it.
     """
     fixed = [f.name for f in dataclasses.fields(cfg)
              if f.name in given and f.name not in RESUME_OVERRIDES + RESUME_CHANGEABLE]
@@ -52,18 +58,16 @@ def check_resume_request(
         asked.update({k: getattr(fitted, k) for k in ("patch_t", "patch_xy") if k in asked})
     clash = [k for k, v in asked.items() if v != getattr(stored, k)]
     if clash:
-        pairs = ", ".join(f"{_OPTION.get(k, '--' + k.replace('_', '-'))} {getattr(cfg, k)!r} (the run has "
-                          f"{getattr(stored, k)!r})" for k in clash)
+        pairs = ", ".join(f"{wording.request(k, getattr(cfg, k))} (the run has {getattr(stored, k)!r})" for k in clash)
         one = len(clash) == 1
         raise InputError(f"{path} continues a run whose settings are fixed, but {pairs} {'was' if one else 'were'} "
-                         f"asked for; leave {'this option' if one else 'these options'} out to resume it, or start a "
-                         "new run from its weights (--init in the CLI, 'start from the loaded model's weights' in the "
-                         "widget)")
+                         f"asked for; {wording.leave_out[0 if one else 1]} to resume it, or "
+                         f"{wording.start_from_weights} instead")
 
 
 def load_resume(
     path: str | os.PathLike, cfg: TrainConfig, given: Collection[str] | None = None,
-    shapes: Sequence[tuple[int, ...]] = (),
+    shapes: Sequence[tuple[int, ...]] = (), wording: Wording = PYTHON_WORDING,
 ) -> tuple[Denoiser, ResolvedTrainConfig, dict[str, Any], str]:
     """The model, settings and training state of the run saved in ``path``.
 
@@ -79,6 +83,8 @@ def load_resume(
         replace the stored ones.
     shapes : sequence of tuple
         The shapes of the stacks to train on (to compare a given patch as the run would use it).
+    wording : Wording
+        The words of the front end that shows a refusal (its settings, how to start from weights).
 
     Returns
     -------
@@ -88,13 +94,17 @@ def load_resume(
     """
     given = given_settings(cfg) if given is None else set(given)
     den = load_checkpoint(path)
-    state = load_training_state(path, complete=True)
+    try:
+        state = load_training_state(path, complete=True)
+    except TrainingStateError as exc:  # the weights loaded above: a new run can still start from them
+        raise TrainingStateError(f"{exc}, so the run cannot be resumed; {wording.start_from_weights} "
+                                 "instead") from None
     if state is None:
-        raise InputError(f"{path} holds no training state (it is a final model); start a new run from its weights "
-                         "instead (--init in the CLI, 'start from the loaded model's weights' in the widget)")
+        raise InputError(f"{path} holds no training state (it is a final model); {wording.start_from_weights} "
+                         "instead")
     rcfg = cfg.resolved()
     stored = rcfg.merged(dict(den.train_config))
-    check_resume_request(path, stored, cfg, given, shapes)
+    check_resume_request(path, stored, cfg, given, shapes, wording)
     keep = RESUME_OVERRIDES + tuple(k for k in RESUME_CHANGEABLE if k in given and getattr(cfg, k) is not None)
     if cfg.steps is not None or cfg.seconds is not None:  # a new budget replaces the stored one whole
         keep += ("steps", "seconds")
@@ -104,12 +114,13 @@ def load_resume(
 
 def restore_state(
     path: str | os.PathLike, state: dict[str, Any], opt: torch.optim.Optimizer, scaler: Any, sampler: PatchSampler,
-    history: dict[str, list],
+    history: dict[str, list], wording: Wording = PYTHON_WORDING,
 ) -> tuple[int, float, dict[str, list]]:
     """Load ``state`` into the optimiser, scaler, sampler and torch RNG; return step, seconds and history.
 
     ``load_training_state`` checked each field's type; this catches what only the objects can (an
-    optimiser state for other parameters, an RNG state of the wrong size).
+    optimiser state for other parameters, an RNG state of the wrong size). A refusal says what to
+    do in ``wording``.
     """
     try:
         opt.load_state_dict(state["optimizer"])
@@ -119,6 +130,6 @@ def restore_state(
         torch.set_rng_state(state["torch_rng"])
         history = {k: list(v) for k, v in (state.get("history") or history).items()}
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: its training state does not fit this run ({type(exc).__name__}: "
-                              f"{str(exc)[:120]}); start a new run with --init from it instead of --resume") from None
+        raise TrainingStateError(f"{path}: its training state does not fit this run ({type(exc).__name__}: "
+                                 f"{str(exc)[:120]}); {wording.start_from_weights} instead") from None
     return int(state["step"]), float(state.get("elapsed_s", 0.0)), history

@@ -32,9 +32,10 @@ from ..runtime.device import autocast, configure_process, grad_scaler, resolve_d
 from ..runtime.distributed import DistEnv, all_max, all_mean, barrier, dist_env, init_process_group, wrap_model
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
+from ..wording import PYTHON_WORDING, Wording
 from .loss import loss_fn
 from .monitor import preview_output, validation_loss
-from .resume import load_resume, restore_state
+from .resume import check_one_start, load_resume, restore_state
 from .sampler import PatchSampler, Prefetcher
 from .saving import FINAL_NAME, LAST_NAME, CheckpointWriter, run_provenance, training_state, weights_finite
 from .schedule import Budget, lr_factor
@@ -107,6 +108,8 @@ class Trainer:
     given : collection of str, optional
         With ``resume``: the settings of ``cfg`` the user chose, which must agree with the run's
         (default: those that differ from :class:`TrainConfig`'s defaults).
+    wording : Wording
+        The words of the front end that shows a refusal to resume (:mod:`napari_unet_att.wording`).
     """
 
     def __init__(
@@ -120,11 +123,11 @@ class Trainer:
         targets: Sequence[Any] | None = None,
         given: Collection[str] | None = None,
         target_view: str = "pair",
+        wording: Wording = PYTHON_WORDING,
     ) -> None:
         if not stacks:
             raise InputError("no training data given")
-        if resume is not None and init is not None:
-            raise InputError("use either --resume (continue a run) or --init (start from weights), not both")
+        check_one_start(resume, init, wording)
         self.stacks = list(stacks)
         self.cfg = cfg
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -133,7 +136,7 @@ class Trainer:
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
         self.targets = list(targets) if targets is not None else None
         self.target_view = target_view
-        self.given = given
+        self.given, self.wording = given, wording
         self.parent: dict[str, Any] | None = None
         self._skipped = 0  # consecutive updates skipped for non-finite gradients
         self._stop = threading.Event()
@@ -173,7 +176,7 @@ class Trainer:
         notes: list[str] = []
         if self.resume is not None:
             shapes = [tuple(s.shape) for s in self.stacks]
-            den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes)
+            den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes, self.wording)
             notes.append(note)
         elif self.init is not None:
             den, rcfg, self.parent, note = denoiser_from_weights(self.init, rcfg, lr_given=self.cfg.lr is not None)
@@ -214,7 +217,8 @@ class Trainer:
         val_batches = val_s.validation_batches(rcfg.val_patches, rcfg.batch_size)
         step, elapsed_before = 0, 0.0
         if state is not None:
-            step, elapsed_before, self.history = restore_state(self.resume, state, opt, scaler, train_s, self.history)
+            step, elapsed_before, self.history = restore_state(self.resume, state, opt, scaler, train_s, self.history,
+                                                               self.wording)
         den.train_config = rcfg.as_dict()
         den.flip_backward = bool(rcfg.flip_backward)
         den.train_shape = tuple(int(n) for n in self.stacks[0].shape)
@@ -423,14 +427,9 @@ class Trainer:
         barrier(run.env)
 
 
-def iter_train(
-    stacks: Sequence[Any],
-    cfg: TrainConfig,
-    out_dir: str | os.PathLike | None = None,
-    resume: str | os.PathLike | None = None,
-    init: str | os.PathLike | None = None,
-    sources: Sequence[str] | None = None,
-) -> Generator[TrainEvent, None, Denoiser]:
+def iter_train(stacks: Sequence[Any], cfg: TrainConfig, out_dir: str | os.PathLike | None = None,
+               resume: str | os.PathLike | None = None, init: str | os.PathLike | None = None,
+               sources: Sequence[str] | None = None) -> Generator[TrainEvent, None, Denoiser]:
     """Generator form of :class:`Trainer` (see there): yields events, returns the model."""
     return (yield from Trainer(stacks, cfg, out_dir, resume, init, sources).run())
 

@@ -27,9 +27,9 @@ import torch
 
 from ..errors import InputError
 from ..model import networks
+from ..model._receptive_field import receptive_field
 from ..model.checkpoint import checkpoint_dict
 from ..model.denoiser import Denoiser
-from ..model.receptive_field import receptive_field
 from .readme import documentation
 
 #: Key of our metadata in the package's ``config``; its presence marks a package as ours.

@@ -6,6 +6,11 @@ bioimage.io package (:mod:`napari_unet_att.zoo`) come from it. Every layer of
 :mod:`~napari_unet_att.model.networks` is mirrored here by its index pattern, so a change to a
 network's graph must be repeated in its tracer (``tests/test_networks.py`` checks the bound
 against a measured impulse response).
+
+The module's name is private so that it does not shadow the function: ``napari_unet_att.model``
+re-exports :func:`receptive_field`, and a module of the same name would make
+``napari_unet_att.model.receptive_field`` the module or the function depending on what was
+imported first.
 """
 
 from __future__ import annotations
