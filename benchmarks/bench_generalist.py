@@ -183,7 +183,7 @@ def cmd_realnext(a) -> None:
         def mse(x, odd=odd):
             return float(np.mean((x - odd) ** 2))
 
-        best = min(((st, sxy) for st in (0.5, 1, 2, 3, 4) for sxy in (0.5, 0.75, 1.0, 1.5, 2.0)),
+        best = min(((st, sxy) for st in (0.5, 1, 1.5, 2, 3, 4) for sxy in (0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)),
                    key=lambda s: mse(gaussian3d(even, (s[0], s[1], s[1]))))
         gauss = gaussian3d(even, (best[0], best[1], best[1]))
         out, _ = run_model(even, den)

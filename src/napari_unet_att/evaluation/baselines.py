@@ -19,9 +19,10 @@ from . import metrics
 __all__ = ["DEFAULT_SIGMAS", "DEFAULT_WINDOWS", "best_gaussian", "best_moving_mean", "gaussian3d", "moving_mean"]
 
 # (sigma_t, sigma_xy) pairs: temporal smoothing matters most for calcium data (transients decay over ~20 frames at
-# 30 Hz), spatial smoothing only up to ~the PSF size
+# 30 Hz; slow, photon-starved movies want sigma_t past 8), spatial smoothing only up to ~the PSF size
 DEFAULT_SIGMAS: tuple[tuple[float, float], ...] = tuple(
-    (st, sxy) for st in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0) for sxy in (0.0, 0.5, 0.75, 1.0, 1.5, 2.0)
+    (st, sxy) for st in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0)
+    for sxy in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 )
 DEFAULT_WINDOWS: tuple[int, ...] = (1, 3, 5, 7, 9, 11, 15, 21, 31, 41, 61)
 _SEARCH_FRAMES = 100  # the searches score about this many frames
