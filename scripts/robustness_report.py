@@ -225,7 +225,7 @@ def denoise_kills(work: Path, n: int, seed: int) -> dict:
     intact = kills = 0
     for _ in range(n):
         before = _temps(work)
-        proc = _start("denoise", src, "--model", model, "--out", out, "--tile-t", "8")
+        proc = _start("denoise", src, "--model", model, "--out", out, "--tile-t", "8", "--overwrite")
         if not _wait(lambda b=before: bool(_temps(work) - b), proc):
             proc.kill()
             proc.wait()
