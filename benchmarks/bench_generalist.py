@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import edge_mask, edge_psnr  # noqa: E402 - benchmarks folder
 
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
-from napari_unet_att.evaluation.baselines import best_gaussian, gaussian3d  # noqa: E402
+from napari_unet_att.evaluation.baselines import DEFAULT_SIGMAS, best_gaussian, gaussian3d  # noqa: E402
 from napari_unet_att.evaluation.metrics import (  # noqa: E402
     frame_mean_shift_pct,
     psnr,
@@ -150,12 +150,15 @@ def _real_clean(name: str, photons: float, seed: int) -> tuple[np.ndarray, np.nd
     return noisy.astype(np.uint16), (lam * 10.0 + 100.0).astype(np.float32)
 
 
-def _finetuned(noisy: np.ndarray, seconds: float):
-    """The temporal generalist fine-tuned (self-supervised, as a user would) on ``noisy`` for ``seconds``."""
+def _finetuned(noisy: np.ndarray, seconds: float, scratch: bool = False, **settings):
+    """The temporal generalist fine-tuned (self-supervised, as a user would) on ``noisy`` for ``seconds``.
+
+    ``scratch``: from random weights instead; ``settings``: other :class:`TrainConfig` fields (lr, patch_t...).
+    """
     from napari_unet_att.training.trainer import train
 
-    return train([noisy], TrainConfig(mode="temporal", preset="fast", seconds=seconds, device="cpu"),
-                 init=CANDIDATE.get("temporal", "generalist"))
+    return train([noisy], TrainConfig(mode="temporal", preset="fast", seconds=seconds, device="cpu", **settings),
+                 init=None if scratch else CANDIDATE.get("temporal", "generalist"))
 
 
 def cmd_realnoise(a) -> None:
@@ -183,9 +186,8 @@ def cmd_realnext(a) -> None:
         def mse(x, odd=odd):
             return float(np.mean((x - odd) ** 2))
 
-        best = min(((st, sxy) for st in (0.5, 1, 1.5, 2, 3, 4) for sxy in (0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)),
-                   key=lambda s: mse(gaussian3d(even, (s[0], s[1], s[1]))))
-        gauss = gaussian3d(even, (best[0], best[1], best[1]))
+        best = min(DEFAULT_SIGMAS, key=lambda s: mse(gaussian3d(even, s)))  # the grid of best_gaussian, by MSE
+        gauss = gaussian3d(even, best)
         out, _ = run_model(even, den)
         whole, _ = run_model(movie, den)
         inp = even.astype(np.float32)
@@ -249,14 +251,9 @@ def cmd_score(a) -> None:
 
 def cmd_finetune(a) -> None:
     """The generalist fine-tuned for ``--seconds`` on the benchmark recording (or a model from scratch)."""
-    from napari_unet_att.training.trainer import train
-
     sim = _finetune_recording(a.ft_seed)
-    init = None if a.scratch else CANDIDATE.get("temporal", "generalist")
     t0 = time.perf_counter()
-    den = train([sim.noisy], TrainConfig(mode="temporal", preset="fast", seconds=a.seconds, device="cpu",
-                                           lr=a.lr, patch_t=a.patch_t, batch_size=a.batch),
-                init=init)
+    den = _finetuned(sim.noisy, a.seconds, a.scratch, lr=a.lr, patch_t=a.patch_t, batch_size=a.batch)
     took = time.perf_counter() - t0
     out, s = run_model(sim.noisy, den)
     raw = sim.noisy.astype(np.float32)
