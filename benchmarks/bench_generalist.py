@@ -30,6 +30,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import edge_mask, edge_psnr  # noqa: E402 - benchmarks folder
 
+from napari_unet_att.cli_args import smoothing_arg  # noqa: E402
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
 from napari_unet_att.evaluation.baselines import DEFAULT_SIGMAS, best_gaussian, gaussian3d  # noqa: E402
 from napari_unet_att.evaluation.metrics import (  # noqa: E402
@@ -47,6 +48,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "real-data"
 ROWS: list[dict] = []
 ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment, not in the engine)
 INFER: dict = {}  # --tta / --half-rate: inference options for every model run
+SMOOTHING: list[str] = []  # the last model run's output smoothing, in words
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
 
@@ -74,8 +76,11 @@ def generalist(mode: str):
 
 
 def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
+    """The model's output and seconds taken; the output smoothing it chose goes to SMOOTHING (for notes)."""
     t0 = time.perf_counter()
-    out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}))
+    said = []
+    out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
+    SMOOTHING[:] = [e.message.split(": ", 1)[1] for e in said if e.message.startswith("output smoothing")] or ["none"]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 
@@ -89,8 +94,12 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     g = score(case, "best 3D Gaussian", view(gauss), clean, raw, masks, note=f"sigma {tuple(sigma)}")
     out, s = run_model(noisy, den, mirrored_output="merged")
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
-              note=f"{noisy.shape[0] / s:.1f} frames/s")
+              note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}")
     print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
+    if INFER.get("smoothing") != "off" and not SMOOTHING[0].startswith("none"):
+        bare, _ = run_model(noisy, den, mirrored_output="merged", smoothing="off")
+        b = score(case, f"generalist {den.mode}, output smoothing off", bare, clean, raw, masks)
+        print(f"<!-- {case}: smoothing gave {m['psnr'] - b['psnr']:+.2f} dB -->", flush=True)
     if ENSEMBLE and den.mode == "temporal":
         half = np.empty_like(out)
         half[0::2], half[1::2] = run_model(noisy[0::2], den)[0], run_model(noisy[1::2], den)[0]
@@ -189,14 +198,16 @@ def cmd_realnext(a) -> None:
         best = min(DEFAULT_SIGMAS, key=lambda s: mse(gaussian3d(even, s)))  # the grid of best_gaussian, by MSE
         gauss = gaussian3d(even, best)
         out, _ = run_model(even, den)
+        said = f"smoothing {SMOOTHING[0]}"
         whole, _ = run_model(movie, den)
         inp = even.astype(np.float32)
         rows = [("raw even frames", inp, ""), ("best 3D Gaussian", gauss, f"sigma {best}"),
-                ("generalist temporal (zero-shot)", out, "")]
+                ("generalist temporal (zero-shot)", out, said)]
         if a.finetune:  # trained on the even frames only: the odd frames it is scored on stay unseen
             tuned = _finetuned(even, a.finetune)
-            rows.append((f"generalist + {a.finetune:g} s fine-tuning on the even frames", run_model(even, tuned)[0],
-                         f"{tuned.step} steps"))
+            x = run_model(even, tuned)[0]
+            rows.append((f"generalist + {a.finetune:g} s fine-tuning on the even frames", x,
+                         f"{tuned.step} steps; smoothing {SMOOTHING[0]}"))
         for method, x, note in rows:
             row = {"case": f"{name} next-frame MSE", "method": method, "psnr": mse(x), "edge_psnr": "",
                    "ssim": "", "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(x, inp), "note": note}
@@ -221,8 +232,10 @@ def cmd_purenoise(a) -> None:
     dens = [("generalist temporal (zero-shot)", generalist("temporal"))]
     if a.model:
         dens.append((f"model {a.model}", load_model(a.model)))
+    said = {}
     for name, den in dens:
         out[name] = run_model(noisy, den)[0]
+        said[name] = f"; smoothing {SMOOTHING[0]}"
     for name, y in out.items():
         tm = y.mean(axis=0)
         border = np.ones_like(tm, bool)
@@ -232,7 +245,7 @@ def cmd_purenoise(a) -> None:
         emit({"case": "flat Poisson 2 ph", "method": name, "psnr": "", "edge_psnr": "", "ssim": "",
               "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(y, x),
               "note": f"temporal mean: lag-1/2/3 autocorrelation {lags}, std {tm.std():.3f}, 4-px border minus "
-                      f"interior {edge:+.3f}, mean {y.mean():.2f} (input {x.mean():.2f})"})
+                      f"interior {edge:+.3f}, mean {y.mean():.2f} (input {x.mean():.2f}){said.get(name, '')}"})
 
 
 def _finetune_recording(seed: int = 0):
@@ -246,7 +259,8 @@ def cmd_score(a) -> None:
     out, s = run_model(sim.noisy, load_model(a.model))
     opts = f"tta {INFER['tta']}, half-rate {INFER['half_rate']}"
     score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", f"model {a.model}, {opts}", out, sim.clean,
-          sim.noisy.astype(np.float32), sim.labels(), note=f"{sim.noisy.shape[0] / s:.1f} frames/s")
+          sim.noisy.astype(np.float32), sim.labels(),
+          note=f"{sim.noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}")
 
 
 def cmd_finetune(a) -> None:
@@ -262,7 +276,8 @@ def cmd_finetune(a) -> None:
     lr += f", patch_t {a.patch_t}" if a.patch_t else ""
     lr += f", batch {a.batch}" if a.batch else ""
     score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", f"fast temporal, {what} {a.seconds:g} s{lr}", out,
-          sim.clean, raw, sim.labels(), note=f"{den.step} steps in {took:.0f} s; {sim.noisy.shape[0] / s:.1f} frames/s")
+          sim.clean, raw, sim.labels(), note=f"{den.step} steps in {took:.0f} s; {sim.noisy.shape[0] / s:.1f} "
+          f"frames/s; smoothing {SMOOTHING[0]}")
     if a.gaussian:
         sigma, gauss, _ = best_gaussian(sim.noisy, sim.clean)
         score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", "best 3D Gaussian", gauss, sim.clean, raw,
@@ -302,11 +317,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ensemble", action="store_true", help="also score the full + half-rate ensemble")
     ap.add_argument("--tta", type=int, default=1, help="test-time flips averaged by every model run (1, 2, 4, 8)")
     ap.add_argument("--half-rate", action="store_true", help="every temporal model run with the half-rate ensemble")
+    ap.add_argument("--smoothing", default="auto", type=smoothing_arg,
+                    help="every model run's output smoothing (auto, off, T,XY; as denoise --smoothing)")
     ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
                     help="score this model file in place of the shipped generalist of MODE (e.g. a run's checkpoint)")
     a = ap.parse_args(argv)
     CANDIDATE.update(c.split("=", 1) for c in a.candidate)
-    INFER.update(tta=a.tta, half_rate=a.half_rate)
+    INFER.update(tta=a.tta, half_rate=a.half_rate, smoothing=a.smoothing)
     global ENSEMBLE
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:

@@ -49,6 +49,26 @@ def test_denoise_keeps_shape_and_dtype(files, model, capsys):
     assert tifffile.imread(out32).dtype == np.float32
 
 
+def test_denoise_smoothing_option(files, model, capsys):
+    from napari_unet_att.inference.smoothing import smooth
+
+    outs = {}
+    for setting in ("off", "3,0.5", "auto"):
+        out = files / f"smooth_{setting}.tif"
+        assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out), "--float32",
+                     "--smoothing", setting]) == 0
+        outs[setting] = tifffile.imread(out)
+    want = smooth(outs["off"], 3.0, 0.5)
+    want += (outs["off"].mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(outs["3,0.5"], want, rtol=1e-4, atol=1e-2)
+    said = capsys.readouterr()
+    assert "output smoothing: Gaussian sigma 3 frames, 0.5 px (as given)" in said.out + said.err
+    with pytest.raises(SystemExit):
+        main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(files / "x.tif"),
+              "--smoothing", "strong"])
+    assert "expected auto, off or two sigmas" in capsys.readouterr().err
+
+
 def test_denoise_several_files_into_directory(files, model):
     outdir = files / "many"
     args = ["denoise", str(files / "noisy.tif"), str(files / "clean.tif"), "--model", str(model), "--out", str(outdir)]

@@ -313,6 +313,9 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     second = viewer.layers[-1]
     assert second is not out and second.name != "movie_denoised" and second.data.dtype == np.uint16
     assert viewer.layers["movie_denoised"] is out  # the first result is still there
+    assert w.smoothing.isChecked() and w.infer_config().smoothing == "auto"
+    w.smoothing.setChecked(False)
+    assert w.infer_config().smoothing == "off"
     w.tta.setCurrentText("2")
     assert w.infer_config().tta == 2
     _wait_done(qtbot, w.denoise(layer))

@@ -29,6 +29,17 @@ SERIES_HELP = ("the image series to read from TIFFs that hold several (OME / Mic
                "with a warning naming the others")
 
 
+def smoothing_arg(text: str) -> str | tuple[float, float]:
+    """``--smoothing``: 'auto', 'off' or 'T,XY' (two sigmas); checked by InferConfig."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        t, xy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or two sigmas T,XY (e.g. 4,0), got {text!r}") from None
+    return (t, xy)
+
+
 def option_name(setting: str) -> str:
     """The ``train`` option that sets a TrainConfig field: ``patch_t`` -> ``--patch-t``."""
     return "--" + setting.replace("_", "-")
@@ -96,6 +107,10 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--half-rate", action="store_true",
                    help="temporal models: also denoise even and odd frames apart (the rate they were trained at) "
                         "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
+    d.add_argument("--smoothing", type=smoothing_arg, default=field_default(InferConfig, "smoothing"),
+                   help="Gaussian smoothing of the output: 'auto' (temporal models: the amount that best predicts "
+                        "the odd frames from the even ones, none when the field of view moves), 'off', or "
+                        "'T,XY' (sigma in frames, pixels: the same on every file)")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),

@@ -250,6 +250,9 @@ class InferConfig:
     tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): one of TTA_CHOICES
     keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.denoising.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
+    # Gaussian smoothing of the output: 'auto' (temporal models: chosen on the recording, none when it moves;
+    # inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels)
+    smoothing: str | tuple[float, float] = "auto"
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_CHOICES:
@@ -262,6 +265,21 @@ class InferConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.memory_gb is not None and not (math.isfinite(self.memory_gb) and self.memory_gb > 0):
             raise InputError(f"memory_gb must be a finite number > 0, got {self.memory_gb}")
+        self._check_smoothing()
+
+    def _check_smoothing(self) -> None:
+        s = self.smoothing
+        if isinstance(s, str):
+            if s not in ("auto", "off"):
+                raise InputError(f"smoothing must be 'auto', 'off' or (sigma_t, sigma_xy), got {s!r}")
+            return
+        try:
+            pair = tuple(float(v) for v in s)
+        except (TypeError, ValueError):
+            pair = ()
+        if len(pair) != 2 or not all(math.isfinite(v) and 0 <= v <= 64 for v in pair):
+            raise InputError(f"smoothing sigmas must be two numbers from 0 to 64 (frames, pixels), got {s!r}")
+        self.smoothing = pair
 
 
 @dataclass

@@ -50,6 +50,8 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
         Field("tta", CHOICE, "Flips averaged (N x slower)", choices=tuple(str(n) for n in TTA_CHOICES), setting=None),
         Field("half_rate", CHECK, text="half-rate ensemble (temporal models; 2x slower, a little better)",
               setting=None),
+        Field("smoothing", CHECK, text="smooth over time where the recording is still (amount chosen on it)",
+              default=d.smoothing == "auto", setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
         Field("out_path", TEXT, "Output file", text="output .tif (default: <input>_denoised.tif beside the input)",
               setting=None, browse=("save", "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)")),
@@ -149,7 +151,8 @@ class DenoiseWidget(BaseDock):
         return InferConfig(device=self.device.currentText(), tile_t=self.tile_t.value() or None,
                            max_tile_xy=self.max_tile_xy.value(), output_dtype=self.output_dtype.currentText(),
                            normalization=self.norm_source.currentText(), tta=int(self.tta.currentText()),
-                           half_rate=self.half_rate.isChecked())
+                           half_rate=self.half_rate.isChecked(),
+                           smoothing="auto" if self.smoothing.isChecked() else "off")
 
     # -- model ---------------------------------------------------------------------------
     @property

@@ -45,6 +45,7 @@ from ..runtime import resources as res
 from ..stackio import to_output_dtype
 from .accumulate import BlendedSums, accumulator_frames
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
+from .smoothing import Smoothing, TemporalSmoother, iter_smoothing
 from .tiles import TilePlan, build_plan, resolve_tiles
 
 # ---------------------------------------------------------------------------------------------- checks and choices
@@ -187,9 +188,13 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
+        # for 'auto' smoothing the model runs alone on part of a calibration block
+        sub = dataclasses.replace(self.cfg, smoothing="off", half_rate=False, output_dtype="float32")
+        smoothing = yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
+                                              lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run())
         if self.half_rate:
-            return (yield from _iter_half_rate(self, out))
-        return (yield from _iter_tiled(self, out))
+            return (yield from _iter_half_rate(self, out, smoothing))
+        return (yield from _iter_tiled(self, out, smoothing))
 
 
 def iter_denoise(
@@ -252,7 +257,7 @@ def denoise(
 # ---------------------------------------------------------------------------------------------- tiled passes
 
 
-def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
+def _iter_tiled(job: DenoiseJob, out: Any, smoothing: Smoothing = Smoothing()) -> Generator[InferEvent, None, Any]:
     """Plan, check memory, choose the normalisation, then run; after an out-of-memory error, run again
     with the next smaller configuration (:func:`~napari_unet_att.inference.batches.smaller_config`)."""
     device = devmod.configure_process(devmod.resolve_device(job.cfg.device))
@@ -265,7 +270,7 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
         try:
-            return (yield from _run(job, cfg, plan, target, norm, device))
+            return (yield from _run(job, cfg, plan, _FrameWriter(job, norm, target, smoothing), device))
         except OutOfMemory as exc:
             res.free_accelerator_cache()
             smaller = smaller_config(cfg, plan.tile)
@@ -302,7 +307,7 @@ def _check_host_memory(job: DenoiseJob, cfg: InferConfig, plan: TilePlan, device
 
 
 def _run(
-    job: DenoiseJob, cfg: InferConfig, plan: TilePlan, target: Any, norm: Normalization, device: torch.device
+    job: DenoiseJob, cfg: InferConfig, plan: TilePlan, write: _FrameWriter, device: torch.device
 ) -> Generator[InferEvent, None, Any]:
     """One pass of the whole plan: batches through the network, blended, finished frames written to
     ``target`` (raises :class:`~napari_unet_att.inference.batches.OutOfMemory`)."""
@@ -311,7 +316,6 @@ def _run(
     # A batch's outputs are added, then the frames before the next batch's first tile are final.
     flush_at = [b[0][0][0].start for b in batches[1:]] + [plan.shape[0]]
     sums = BlendedSums(plan, cfg.batch_size, len(views))
-    write = _FrameWriter(job, norm, target)
     n_tasks = len(plan.tiles) * len(views)
     net = job.denoiser.net.to(device)  # in place: the model stays on the device for the next call
     was_training = net.training
@@ -319,7 +323,7 @@ def _run(
     t_start, done = time.perf_counter(), 0
     with devmod.reuse_freed_memory(device):
         try:  # the finally also runs when the consumer closes the generator (cancel)
-            with BatchReader(views, batches, norm, cfg.prefetch) as reader:
+            with BatchReader(views, batches, write.norm, cfg.prefetch) as reader:
                 for batch, x, stop in zip(batches, reader, flush_at, strict=True):
                     y = forward(net, x, device, cfg.amp, cfg.tta)
                     for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
@@ -333,16 +337,19 @@ def _run(
                                      eta_s=elapsed * (n_tasks - done) / done)
         finally:
             net.train(was_training)
-    return target
+    write.finish()
+    return write.target
 
 
 class _FrameWriter:
     """Finished frames of every view, from normalised model units to the output: each frame's mean kept
-    (``cfg.keep_mean``), normalisation undone, views restored and combined, dtype converted, written."""
+    (``cfg.keep_mean``), normalisation undone, views restored and combined, smoothed (``smoothing``, which
+    holds back the last frames until the kernel's reach has arrived), dtype converted, written."""
 
-    def __init__(self, job: DenoiseJob, norm: Normalization, target: Any) -> None:
+    def __init__(self, job: DenoiseJob, norm: Normalization, target: Any, smoothing: Smoothing) -> None:
         self.job, self.norm, self.target = job, norm, target
         self.target_dtype = np.dtype(getattr(target, "dtype", job.dtype))
+        self.smoother = TemporalSmoother(smoothing, job.out_shape[0]) if smoothing.active else None
 
     def __call__(self, start: int, stop: int, blocks: list[np.ndarray]) -> None:
         job, norm = self.job, self.norm
@@ -353,11 +360,20 @@ class _FrameWriter:
                 z = keep_frame_means(z, norm.apply(view.read((slice(start, stop), slice(0, y), slice(0, x)))))
             done.append(view.restore(norm.invert(z)))
         block = job.combine(done)
-        if job.cfg.output_dtype == "input":
-            block = to_output_dtype(block, np.dtype(job.stack.dtype))
+        for first, final in [(start, block)] if self.smoother is None else self.smoother.push(start, block):
+            self._write(first, final)
+
+    def finish(self) -> None:
+        """Write the frames the smoothing still holds (none once the last frame has arrived)."""
+        for first, final in [] if self.smoother is None else self.smoother.finish():
+            self._write(first, final)
+
+    def _write(self, start: int, block: np.ndarray) -> None:
+        if self.job.cfg.output_dtype == "input":
+            block = to_output_dtype(block, np.dtype(self.job.stack.dtype))
         if self.target_dtype.kind in "iub":  # never let a float block wrap around in an integer destination
             block = to_output_dtype(block, self.target_dtype)
-        self.target[start:stop] = block
+        self.target[start : start + len(block)] = block
 
 
 # ---------------------------------------------------------------------------------------------- half-rate ensemble
@@ -384,7 +400,7 @@ class _EveryOther:
         return np.asarray(self.stack[(slice(first, last), *rest)])[::2]
 
 
-def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
+def _iter_half_rate(job: DenoiseJob, out: Any, smoothing: Smoothing) -> Generator[InferEvent, None, Any]:
     """Temporal models: the mean of the full-rate result and of even and odd frames denoised apart.
 
     A temporal model is trained on frames two apart (even -> odd), so the full-rate stack shows it
@@ -398,7 +414,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
         raise InputError(f"the half-rate ensemble needs at least 6 frames (3 per half), found {t}; turn it off")
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
-    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32")
+    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off")
     shares = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75))  # (share of the work, progress before the pass)
     units = 1000
     results = []
@@ -416,6 +432,8 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     full[0::2] += results[1]
     full[1::2] += results[2]
     full *= 0.5
+    if smoothing.active:
+        ((_, full),) = TemporalSmoother(smoothing, t).push(0, full)
     if job.cfg.output_dtype == "input":
         full = to_output_dtype(full, np.dtype(stack.dtype))
     if out is None:

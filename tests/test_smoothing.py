@@ -1,0 +1,151 @@
+"""Output smoothing chosen on the recording (inference.smoothing) and its place in the denoising job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage
+
+from napari_unet_att import inference as infer
+from napari_unet_att.config import InferConfig
+from napari_unet_att.errors import InputError
+from napari_unet_att.inference import smoothing as sm
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.normalization import Normalization
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+def identity(mode: str = "temporal") -> Denoiser:
+    return Denoiser(net=Identity(), arch="unet_att", base_channels=8, preset="custom", mode=mode,
+                    norm=Normalization(0.0, 1.0))
+
+
+def cells(shape: tuple[int, int], rng: np.random.Generator, n: int = 12) -> np.ndarray:
+    """A still image of ``n`` blurred blobs on a dim background."""
+    img = np.zeros(shape, np.float32)
+    img[rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)] = 400.0
+    return ndimage.gaussian_filter(img, 2.0) + 2.0
+
+
+def still_scene(rng: np.random.Generator, t: int = 64, size: int = 48) -> np.ndarray:
+    """A still scene with slowly varying brightness, noise-free (what smoothing over time helps)."""
+    slow = 1 + 0.3 * np.sin(np.arange(t) / 15.0)
+    return cells((size, size), rng)[None] * slow[:, None, None]
+
+
+def still_recording(rng: np.random.Generator, t: int = 64, size: int = 48) -> np.ndarray:
+    """Poisson noise on :func:`still_scene`."""
+    return rng.poisson(still_scene(rng, t, size)).astype(np.float32)
+
+
+def moving_recording(rng: np.random.Generator, t: int = 64, size: int = 48) -> np.ndarray:
+    """The still scene shifted by 1.5 px (random direction) every frame, nearly noise-free."""
+    scene = cells((size + 16, size + 16), rng)
+    shifts = rng.normal(0, 1.5, (t, 2))
+    return np.stack([ndimage.shift(scene, s, mode="nearest")[8:-8, 8:-8] for s in shifts]).astype(np.float32)
+
+
+@pytest.mark.parametrize(("sigma_t", "sigma_xy"), [(2.0, 0.5), (0.0, 0.5), (6.0, 0.0), (0.5, 0.0)])
+@pytest.mark.parametrize("block", [1, 7, 40, 200])
+def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_kept(sigma_t, sigma_xy, block, rng):
+    x = rng.normal(10, 3, (103, 8, 9)).astype(np.float32)
+    want = sm.smooth(x, sigma_t, sigma_xy)
+    want += (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    smoother = sm.TemporalSmoother(sm.Smoothing(sigma_t, sigma_xy), len(x))
+    parts = []
+    for t0 in range(0, len(x), block):
+        parts += smoother.push(t0, x[t0 : t0 + block])
+    parts += smoother.finish()
+    assert [p[0] for p in parts] == sorted(p[0] for p in parts)
+    got = np.concatenate([p[1] for p in parts])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="in order"):
+        sm.TemporalSmoother(sm.Smoothing(1.0, 0.0), 10).push(3, x[:2])
+
+
+def test_a_still_noisy_recording_gets_smoothed_over_time(rng):
+    raw = still_recording(rng)
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2])  # the even frames "denoised" by an identity
+    assert choice.active and choice.sigma_t >= 2.0, choice
+    assert choice.shift_px is not None and choice.shift_px < sm.MAX_STILL_SHIFT
+    assert "chosen on the recording" in choice.describe()
+
+
+def test_a_moving_recording_is_not_smoothed(rng):
+    raw = moving_recording(rng)
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2])
+    assert not choice.active
+    assert choice.shift_px > 1.0 and "moves" in choice.describe()
+
+
+def test_a_fast_signal_without_noise_is_not_smoothed(rng):
+    # a still scene whose brightness jumps at random every two frames, no noise: each even frame predicts the
+    # odd one after it exactly, any average over time predicts it worse
+    scene = cells((48, 48), rng)
+    frames = scene[None] * np.repeat(rng.uniform(0.2, 2.0, 32), 2)[:, None, None]
+    choice = sm.choose_smoothing(frames[0::2], frames[1::2])
+    assert choice.shift_px < sm.MAX_STILL_SHIFT and not choice.active, choice
+
+
+def test_calibration_block_is_central_even_and_bounded():
+    t, y, x = sm.calibration_block((1001, 700, 40))
+    assert t.stop - t.start == sm.CALIBRATION_FRAMES and t.start % 2 == 0
+    assert y.stop - y.start == sm.CALIBRATION_XY and x == slice(0, 40)
+    assert sm.calibration_block((15, 8, 8))[0] == slice(0, 14)
+
+
+def test_smoothing_setting_is_checked():
+    assert InferConfig(smoothing=[2, 0.5]).smoothing == (2.0, 0.5)
+    for bad in ("on", (1.0,), (-1.0, 0.0), (float("nan"), 0.0), ("a", "b")):
+        with pytest.raises(InputError, match="smoothing"):
+            InferConfig(smoothing=bad)
+
+
+def test_denoise_applies_the_smoothing_it_reports(tmp_path, rng):
+    raw = still_recording(rng, t=40, size=32)
+    events = []
+    auto = infer.denoise(raw, identity(), InferConfig(device="cpu"), progress=events.append)
+    said = [e.message for e in events if e.message.startswith("output smoothing")]
+    assert len(said) == 1 and "chosen on the recording" in said[0]
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2])  # an identity model: the same calibration by hand
+    want = sm.smooth(raw, choice.sigma_t, choice.sigma_xy)
+    want += (raw.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(auto, want, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(infer.denoise(raw, identity(), InferConfig(device="cpu", smoothing="off")), raw)
+    # streamed file to file, tiles shorter than the kernel's reach: the same result
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, raw)
+    given = InferConfig(device="cpu", smoothing=(3.0, 0.5), tile_t=8, overlap=2)
+    out = infer.denoise_file(path, tmp_path / "out.tif", identity(), given)
+    want = sm.smooth(raw, 3.0, 0.5)
+    want += (raw.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(tifffile.imread(out), want, rtol=1e-5, atol=1e-3)
+
+
+def test_auto_smoothing_leaves_mirrored_models_and_short_stacks_alone(rng):
+    raw = still_recording(rng, t=20, size=32)
+    for stack, den in ((raw, identity("mirrored")), (raw[:12], identity())):
+        events = []
+        out = infer.denoise(stack, den, InferConfig(device="cpu"), progress=events.append)
+        assert not any(e.message.startswith("output smoothing") for e in events)
+        np.testing.assert_allclose(out, stack)  # an identity model: nothing smoothed
+
+
+def test_mirrored_scan_smoothing_is_chosen_from_forward_to_backward_lines(rng):
+    scene = still_scene(rng, t=40, size=32)  # (T, N, N) physical frames
+    scan = rng.poisson(np.repeat(scene, 2, axis=1)).astype(np.float32)  # each line scanned twice, own noise
+    events = []
+    out = infer.denoise(scan, identity("mirrored"), InferConfig(device="cpu"), progress=events.append)
+    choice = sm.choose_smoothing(scan[:, 0::2], scan[:, 1::2], step=1, check_motion=False)
+    assert choice.active
+    assert [e.message for e in events if e.message.startswith("output smoothing")] == [choice.describe()]
+    want = sm.smooth(scan, choice.sigma_t, choice.sigma_xy)  # the interleaved output, smoothed as a whole
+    want += (scan.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3)
