@@ -308,6 +308,7 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     np.testing.assert_allclose(out.scale, layer.scale)
     np.testing.assert_allclose(out.translate, layer.translate)
     assert out.metadata["origin"] == "test" and "unet_att" in out.metadata
+    assert out.metadata["unet_att"]["smoothing"].startswith(("Gaussian sigma", "none"))  # what was chosen
     w.output_dtype.setCurrentText("input")
     _wait_done(qtbot, w.denoise(layer))
     second = viewer.layers[-1]

@@ -109,8 +109,8 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
     d.add_argument("--smoothing", type=smoothing_arg, default=field_default(InferConfig, "smoothing"),
                    help="Gaussian smoothing of the output: 'auto' (temporal models: the amount that best predicts "
-                        "the odd frames from the even ones, none when the field of view moves), 'off', or "
-                        "'T,XY' (sigma in frames, pixels: the same on every file)")
+                        "the odd frames from the even ones, none when the field of view moves or for mirrored-scan "
+                        "models), 'off', or 'T,XY' (sigma in frames, pixels: the same on every file)")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),

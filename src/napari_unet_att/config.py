@@ -251,7 +251,7 @@ class InferConfig:
     keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.denoising.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
     # Gaussian smoothing of the output: 'auto' (temporal models: chosen on the recording, none when it moves;
-    # inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels)
+    # inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels) for any model
     smoothing: str | tuple[float, float] = "auto"
 
     def __post_init__(self) -> None:

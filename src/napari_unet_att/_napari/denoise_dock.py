@@ -50,7 +50,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
         Field("tta", CHOICE, "Flips averaged (N x slower)", choices=tuple(str(n) for n in TTA_CHOICES), setting=None),
         Field("half_rate", CHECK, text="half-rate ensemble (temporal models; 2x slower, a little better)",
               setting=None),
-        Field("smoothing", CHECK, text="smooth over time where the recording is still (amount chosen on it)",
+        Field("smoothing", CHECK, text="smooth where still (temporal models; chosen on the data)",
               default=d.smoothing == "auto", setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
         Field("out_path", TEXT, "Output file", text="output .tif (default: <input>_denoised.tif beside the input)",
@@ -265,6 +265,14 @@ class DenoiseWidget(BaseDock):
         self.eval_btn.setEnabled(not running)
 
     def _on_event(self, ev: InferEvent) -> None:
+        if ev.message:  # the output smoothing chosen, an out-of-memory retry
+            from napari.utils.notifications import show_info
+
+            from ..inference.smoothing import SAID
+
+            show_info(ev.message)
+            if ev.message.startswith(SAID):  # recorded in the result layer's metadata
+                self._run_info["smoothing"] = ev.message[len(SAID):]
         self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
         self.status.setText(f"tiles {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s, "
                             f"ETA {format_seconds(ev.eta_s)}")

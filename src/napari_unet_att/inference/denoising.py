@@ -188,13 +188,15 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
-        # for 'auto' smoothing the model runs alone on part of a calibration block
-        sub = dataclasses.replace(self.cfg, smoothing="off", half_rate=False, output_dtype="float32")
-        smoothing = yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
-                                              lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run())
         if self.half_rate:
-            return (yield from _iter_half_rate(self, out, smoothing))
-        return (yield from _iter_tiled(self, out, smoothing))
+            return (yield from _iter_half_rate(self, out))
+        return (yield from _iter_tiled(self, out))
+
+    def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
+        """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
+        sub = dataclasses.replace(self.cfg, smoothing="off", half_rate=False, output_dtype="float32")
+        return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
+                                          lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run()))
 
 
 def iter_denoise(
@@ -257,7 +259,7 @@ def denoise(
 # ---------------------------------------------------------------------------------------------- tiled passes
 
 
-def _iter_tiled(job: DenoiseJob, out: Any, smoothing: Smoothing = Smoothing()) -> Generator[InferEvent, None, Any]:
+def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     """Plan, check memory, choose the normalisation, then run; after an out-of-memory error, run again
     with the next smaller configuration (:func:`~napari_unet_att.inference.batches.smaller_config`)."""
     device = devmod.configure_process(devmod.resolve_device(job.cfg.device))
@@ -267,6 +269,7 @@ def _iter_tiled(job: DenoiseJob, out: Any, smoothing: Smoothing = Smoothing()) -
     norm = choose_norm(job.stack, job.denoiser, cfg)
     if norm is job.denoiser.norm:
         check_model_norm(job.views[0], plan.tiles, norm)
+    smoothing = yield from job.choose_smoothing()
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
         try:
@@ -337,14 +340,13 @@ def _run(
                                      eta_s=elapsed * (n_tasks - done) / done)
         finally:
             net.train(was_training)
-    write.finish()
-    return write.target
+    return write.target  # (the smoother let out its last frames with the last block)
 
 
 class _FrameWriter:
     """Finished frames of every view, from normalised model units to the output: each frame's mean kept
-    (``cfg.keep_mean``), normalisation undone, views restored and combined, smoothed (``smoothing``, which
-    holds back the last frames until the kernel's reach has arrived), dtype converted, written."""
+    (``cfg.keep_mean``), normalisation undone, views restored and combined, smoothed (frames held back until
+    the kernel's reach has arrived), dtype converted, written."""
 
     def __init__(self, job: DenoiseJob, norm: Normalization, target: Any, smoothing: Smoothing) -> None:
         self.job, self.norm, self.target = job, norm, target
@@ -361,11 +363,6 @@ class _FrameWriter:
             done.append(view.restore(norm.invert(z)))
         block = job.combine(done)
         for first, final in [(start, block)] if self.smoother is None else self.smoother.push(start, block):
-            self._write(first, final)
-
-    def finish(self) -> None:
-        """Write the frames the smoothing still holds (none once the last frame has arrived)."""
-        for first, final in [] if self.smoother is None else self.smoother.finish():
             self._write(first, final)
 
     def _write(self, start: int, block: np.ndarray) -> None:
@@ -400,7 +397,7 @@ class _EveryOther:
         return np.asarray(self.stack[(slice(first, last), *rest)])[::2]
 
 
-def _iter_half_rate(job: DenoiseJob, out: Any, smoothing: Smoothing) -> Generator[InferEvent, None, Any]:
+def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     """Temporal models: the mean of the full-rate result and of even and odd frames denoised apart.
 
     A temporal model is trained on frames two apart (even -> odd), so the full-rate stack shows it
@@ -414,6 +411,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any, smoothing: Smoothing) -> Generato
         raise InputError(f"the half-rate ensemble needs at least 6 frames (3 per half), found {t}; turn it off")
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
+    smoothing = yield from job.choose_smoothing()
     sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off")
     shares = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75))  # (share of the work, progress before the pass)
     units = 1000

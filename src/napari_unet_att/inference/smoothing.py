@@ -1,4 +1,4 @@
-"""Smoothing a temporal model's output over time, the amount chosen on the recording itself.
+"""Smoothing a model's output over time (and a little in space), the amount chosen on the recording itself.
 
 Where the field of view is still and photons are few, the best estimate of a pixel averages many frames:
 a 3D Gaussian with ``sigma_t`` 4 to 10 frames beats the pretrained generalist there, and the generalist's
@@ -14,6 +14,11 @@ The choice is only made for still recordings. When the field of view moves, the 
 own (which cannot see the frame in between) is a much poorer estimate than the full-rate one and profits
 from smoothing that blurs the full-rate output; a frame-to-frame shift of the even frames' result above
 :data:`MAX_STILL_SHIFT` therefore turns smoothing off.
+
+The chosen smoothing is applied to the output as it streams out (:class:`TemporalSmoother`), and every frame
+keeps its mean. Mirrored-scan models are not calibrated: their result on the forward lines predicts the backward
+lines of the same frames, but that calibrates one direction's result, and the merged output (both directions
+averaged, half the noise) came out over-smoothed (docs/benchmarks.md); an explicit smoothing works for any model.
 """
 
 from __future__ import annotations
@@ -30,15 +35,17 @@ from skimage.registration import phase_cross_correlation
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
 
-__all__ = ["CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_STILL_SHIFT", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
-           "TemporalSmoother", "calibration_block", "choose_smoothing", "frame_shifts", "iter_smoothing", "smooth"]
+__all__ = ["CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
+           "TemporalSmoother", "calibration_block", "choose_smoothing", "frame_shifts", "iter_smoothing", "smooth",
+           "smooth_t", "smooth_xy"]
 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
-CALIBRATION_FRAMES = 96  # raw frames of the calibration block (its even half goes through the model)
+CALIBRATION_FRAMES = 80  # raw frames of the calibration block (its even half goes through the model)
 CALIBRATION_XY = 128  # the block's largest height and width (a central crop)
 MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above which smoothing stays off
-TRUNCATE = 4.0  # the Gaussian kernel reaches TRUNCATE * sigma frames either way
+SAID = "output smoothing: "  # how every description starts (the docks and benchmarks look for it)
+TRUNCATE = 3.0  # the Gaussian kernel reaches TRUNCATE * sigma frames either way (99.7% of its weight)
 
 
 @dataclass(frozen=True)
@@ -67,36 +74,46 @@ class Smoothing:
     def describe(self) -> str:
         """One line for progress messages and logs."""
         if not self.active:
-            return f"output smoothing: none ({self.reason})"
-        return (f"output smoothing: Gaussian sigma {self.sigma_t:g} frames, {self.sigma_xy:g} px ({self.reason})")
+            return f"{SAID}none ({self.reason})"
+        return f"{SAID}Gaussian sigma {self.sigma_t:g} frames, {self.sigma_xy:g} px ({self.reason})"
 
 
-def calibration_block(shape: tuple[int, int, int], lines: int = 1) -> tuple[slice, slice, slice]:
+def calibration_block(shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
     """The central block of a ``(T, Y, X)`` stack that calibration reads: at most :data:`CALIBRATION_FRAMES`
-    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` lines and columns, the columns
-    centred exactly (so that a crop of x-mirrored lines is the mirror of the crop). ``lines`` rows make one
-    line (2: a bidirectional scan's forward and backward pass), and the block holds whole lines.
-    """
+    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` pixels each way."""
     t, y, x = shape
-    y //= lines
     nt = min(t - t % 2, CALIBRATION_FRAMES)
-    ny, nx = min(y, CALIBRATION_XY), min(x, CALIBRATION_XY - (x - CALIBRATION_XY) % 2)
+    ny, nx = min(y, CALIBRATION_XY), min(x, CALIBRATION_XY)
     t0, y0, x0 = (t - nt) // 2 // 2 * 2, (y - ny) // 2, (x - nx) // 2
-    return slice(t0, t0 + nt), slice(lines * y0, lines * (y0 + ny)), slice(x0, x0 + nx)
+    return slice(t0, t0 + nt), slice(y0, y0 + ny), slice(x0, x0 + nx)
 
 
 def frame_shifts(frames: np.ndarray) -> np.ndarray:
-    """``(n - 1, 2)`` shifts ``(dy, dx)`` in pixels between consecutive frames (phase correlation, 1/20 px)."""
+    """``(n - 1, 2)`` shifts ``(dy, dx)`` in pixels between consecutive frames (phase correlation, 1/20 px; each
+    frame's own mean removed first, so that brightness changes do not count)."""
+    centred = [f - f.mean(dtype=np.float64) for f in np.asarray(frames, np.float64)]
     return np.array([phase_cross_correlation(a, b, upsample_factor=20, normalization=None)[0]
-                     for a, b in zip(frames[:-1], frames[1:], strict=True)], dtype=np.float64).reshape(-1, 2)
+                     for a, b in zip(centred[:-1], centred[1:], strict=True)], dtype=np.float64).reshape(-1, 2)
 
 
 def smooth(stack: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
     """``stack`` (float32) smoothed by a Gaussian of ``sigma_t`` frames and ``sigma_xy`` pixels, mirrored at the
     edges (scipy's 'reflect'); ``stack`` itself when both are 0."""
-    if sigma_t <= 0 and sigma_xy <= 0:
+    return smooth_xy(smooth_t(stack, sigma_t), sigma_xy)
+
+
+def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
+    """The time axis of :func:`smooth` alone."""
+    if sigma_t <= 0:
         return stack
-    return ndimage.gaussian_filter(stack, (sigma_t, sigma_xy, sigma_xy), mode="reflect", truncate=TRUNCATE)
+    return ndimage.gaussian_filter1d(stack, sigma_t, axis=0, mode="reflect", truncate=TRUNCATE)
+
+
+def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
+    """The frame axes of :func:`smooth` alone (each frame on its own)."""
+    if sigma_xy <= 0:
+        return stack
+    return ndimage.gaussian_filter(stack, (0, sigma_xy, sigma_xy), mode="reflect", truncate=TRUNCATE)
 
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray, step: int = 2, check_motion: bool = True
@@ -108,16 +125,16 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray, step: int = 2, ch
     ----------
     estimate : ndarray (n, Y, X)
         The model's output from part of the recording: the even frames ``0, 2, ...`` of the calibration block
-        denoised on their own (temporal models), or its forward lines (mirrored-scan models).
+        denoised on their own.
     target : ndarray (n, Y, X)
         What the model was trained to predict from that part, raw, in the same intensity units: the odd
-        frames ``1, 3, ...``, or the backward lines (x-mirrored like the model's view of them).
+        frames ``1, 3, ...``.
     step : int
         Output frames per frame of ``estimate``: the smoothing of ``s`` of its frames is ``step * s`` frames
         of the output.
     check_motion : bool
         Measure the shifts between consecutive frames of ``estimate`` and smooth nothing above
-        :data:`MAX_STILL_SHIFT` (the temporal case, whose estimate sees half the frames).
+        :data:`MAX_STILL_SHIFT` (an estimate from half the frames is a poor guide under motion).
 
     Returns
     -------
@@ -127,14 +144,24 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray, step: int = 2, ch
     n = min(len(estimate), len(target))
     if n < 8:
         return Smoothing(reason=f"calibration needs 8 frames, found {n}")
-    estimate = np.asarray(estimate[:n], np.float32)
-    target = np.asarray(target[:n], np.float32)
+    # one affine rescaling of both (which changes no ranking) keeps products finite at any intensity scale
+    offset = float(np.mean(estimate[:n], dtype=np.float64))
+    scale = float(np.std(estimate[:n], dtype=np.float64))
+    if not (np.isfinite(scale) and scale > 0):
+        return Smoothing(reason="the model's result is flat")
+    estimate = ((np.asarray(estimate[:n], np.float64) - offset) / scale).astype(np.float32)
+    target = ((np.asarray(target[:n], np.float64) - offset) / scale).astype(np.float32)
     shift = float(np.sqrt(np.mean(np.sum(frame_shifts(estimate) ** 2, axis=1))))
+    if not np.isfinite(shift):
+        return Smoothing(reason="the frames of the model's result could not be registered")
     if check_motion and shift > MAX_STILL_SHIFT:
         return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames {step} "
                          "apart")
-    errors = {(st, sxy): float(np.mean((smooth(estimate, st / step, sxy) - target) ** 2, dtype=np.float64))
-              for st in SIGMAS_T for sxy in SIGMAS_XY}
+    errors = {}
+    for st in SIGMAS_T:
+        along_t = smooth_t(estimate, st / step)
+        for sxy in SIGMAS_XY:
+            errors[st, sxy] = float(np.mean((smooth_xy(along_t, sxy) - target) ** 2, dtype=np.float64))
     (st, sxy), best = min(errors.items(), key=lambda kv: kv[1])
     gain = 10 * np.log10(errors[(0.0, 0.0)] / best) if best > 0 else 0.0
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower")
@@ -145,30 +172,24 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
                    ) -> Generator[InferEvent, None, Smoothing]:
     """The :class:`Smoothing` that ``setting`` (``InferConfig.smoothing``) asks for on ``stack``, yielding progress.
 
-    'auto' runs ``run_model`` (the model, no smoothing, float32 output) on part of :func:`calibration_block`
-    and lets :func:`choose_smoothing` pick: a temporal model on the even frames, predicting the odd ones; a
-    mirrored-scan model on the forward lines of a ``(T, 2N, N)`` scan, predicting the backward lines of the same
-    frames (so motion cannot mislead it). A smoothing in use is announced in an event's message.
+    'auto' on a temporal model runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
+    :func:`calibration_block` and lets :func:`choose_smoothing` pick how the result best predicts the odd frames.
+    A smoothing in use is announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
-    t, y, x = (int(n) for n in stack.shape)
-    mirrored = denoiser.mode == "mirrored" and y == 2 * x
+    t = int(stack.shape[0])
     if setting != "auto":
         smoothing = Smoothing(*setting, reason="as given")
-    elif denoiser.mode != "temporal" and not mirrored:
-        return Smoothing(reason="chosen on the recording for temporal and mirrored-scan models only")
+    elif denoiser.mode != "temporal":
+        return Smoothing(reason="chosen on the recording for temporal models only")
     elif t < 16:
         return Smoothing(reason=f"too few frames to choose it ({t}, 16 needed)")
     else:
-        block = np.asarray(stack[calibration_block((t, y, x), lines=2 if mirrored else 1)], np.float32)
-        if mirrored:
-            part, target = block[:, 0::2], block[:, 1::2, ::-1] if denoiser.flip_backward else block[:, 1::2]
-        else:
-            part, target = block[0::2], block[1::2]
-        estimate = yield from _announced(run_model(np.ascontiguousarray(part)),
+        block = np.asarray(stack[calibration_block(tuple(int(n) for n in stack.shape))], np.float32)
+        estimate = yield from _announced(run_model(np.ascontiguousarray(block[0::2])),
                                          "choosing the output smoothing on a block of the recording")
-        smoothing = choose_smoothing(estimate, target, step=1 if mirrored else 2, check_motion=not mirrored)
+        smoothing = choose_smoothing(estimate, block[1::2])
     yield InferEvent(done=0, total=1, message=smoothing.describe())
     return smoothing
 
@@ -220,9 +241,8 @@ class TemporalSmoother:
             return []
         # held starts r frames before the first frame to emit (or at the stack's start, where the filter's own
         # mirroring is the edge rule, as for a whole stack) and ends r frames after the last (or at the stack's end)
-        sm = smooth(self.held, self.s.sigma_t, self.s.sigma_xy)
         lo, hi = self.done - self.base, ready - self.base
-        out = sm[lo:hi]
+        out = smooth_xy(smooth_t(self.held, self.s.sigma_t)[lo:hi], self.s.sigma_xy)  # frames: only those emitted
         means = self.held[lo:hi].mean(axis=(1, 2), dtype=np.float64)
         out += (means - out.mean(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None, None]
         first = self.done

@@ -1,0 +1,46 @@
+"""What the output smoothing ('auto', inference/smoothing.py) costs: denoising time with it off and on.
+
+The shipped temporal generalist denoises a still and a moving simulated recording (400 x 128 x 128, 2 photons), the
+two settings alternated in one process so that the machine's drift hits both alike; the best of ``--repeats`` runs
+is kept. Run it alone (e.g. under ``flock``): on a shared 2-core machine its figures mean little otherwise.
+
+    python benchmarks/experiments/smoothing_cost.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from napari_unet_att.config import InferConfig
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.model.pretrained import load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=400)
+    a = ap.parse_args()
+    den = load_model("generalist", mode="temporal")
+    stacks = {"still": simulate(n_frames=a.frames, size=128, photons=2.0, seed=0).noisy,
+              "moving (jitter, 1 px)": simulate(n_frames=a.frames, size=128, photons=2.0, seed=0, motion="jitter",
+                                                motion_std=1.0).noisy}
+    denoise(stacks["still"][:64], den, InferConfig(device="cpu"))  # warm-up: first-call allocations
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(a.repeats):
+        for name, x in stacks.items():
+            for setting in ("off", "auto"):
+                t0 = time.perf_counter()
+                denoise(x, den, InferConfig(device="cpu", smoothing=setting))
+                dt = time.perf_counter() - t0
+                best[name, setting] = min(dt, best.get((name, setting), dt))
+    for name in stacks:
+        off, auto = best[name, "off"], best[name, "auto"]
+        print(f"{name}: off {off:.2f} s ({a.frames / off:.1f} frames/s), auto {auto:.2f} s "
+              f"({a.frames / auto:.1f} frames/s): {100 * (auto / off - 1):+.1f}%")
+
+
+if __name__ == "__main__":
+    main()
