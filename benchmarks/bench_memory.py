@@ -112,8 +112,9 @@ def make_net(kind: str) -> Any:
     return Denoiser(networks.build_network(p.arch, p.base_channels), p.arch, p.base_channels, kind, "temporal", norm)
 
 
-def child(in_path: str, out_path: str, kind: str, output_dtype: str) -> None:
+def child(in_path: str, out_path: str, kind: str, output_dtype: str, smoothing: str = "auto") -> None:
     """Denoise ``in_path`` to ``out_path`` and print one JSON line with the memory figures."""
+    from napari_unet_att.cli_args import smoothing_arg
     from napari_unet_att.config import InferConfig
     from napari_unet_att.inference.files import denoise_file
 
@@ -126,7 +127,8 @@ def child(in_path: str, out_path: str, kind: str, output_dtype: str) -> None:
         if ev.done == ev.total or ev.done % 25 == 0:
             print(f"tile {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s", file=sys.stderr, flush=True)
 
-    denoise_file(in_path, out_path, den, InferConfig(device="cpu", output_dtype=output_dtype), progress=progress)
+    cfg = InferConfig(device="cpu", output_dtype=output_dtype, smoothing=smoothing_arg(smoothing))
+    denoise_file(in_path, out_path, den, cfg, progress=progress)
     seconds = time.perf_counter() - t0
     sampler.stop()
     print("CHILD " + json.dumps({
@@ -142,14 +144,15 @@ def child(in_path: str, out_path: str, kind: str, output_dtype: str) -> None:
 # --------------------------------------------------------------------------- parent
 
 
-def measure(kind: str, frames: int, size: int, workdir: Path, output_dtype: str) -> dict[str, Any]:
+def measure(kind: str, frames: int, size: int, workdir: Path, output_dtype: str, smoothing: str = "auto"
+            ) -> dict[str, Any]:
     """Write the input, denoise it in a subprocess (under ``/usr/bin/time -v`` when present), delete both files."""
     src, dst = workdir / f"in_{kind}_{frames}.tif", workdir / f"out_{kind}_{frames}.tif"
     try:
         t0 = time.perf_counter()
         nbytes = write_tiff(src, frames, size)
         write_s = time.perf_counter() - t0
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", str(src), str(dst), kind, output_dtype]
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", str(src), str(dst), kind, output_dtype, smoothing]
         timefile = workdir / "time-v.txt"
         timer = ["/usr/bin/time", "-v", "-o", str(timefile)] if os.path.exists("/usr/bin/time") else []
         # stderr is inherited: the child's progress lines show up live
@@ -165,7 +168,7 @@ def measure(kind: str, frames: int, size: int, workdir: Path, output_dtype: str)
                 res["time_v_maxrss_mib"] = int(ln.rsplit(":", 1)[1]) / 1024
         res.update({"net": kind, "shape": [frames, size, size], "file_mib": nbytes / MiB,
                     "out_file_mib": dst.stat().st_size / MiB if dst.exists() else None, "write_s": write_s,
-                    "output_dtype": output_dtype})
+                    "output_dtype": output_dtype, "smoothing": smoothing})
         return res
     finally:
         for p in (src, dst):
@@ -187,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--output-dtype", default="input", choices=["input", "float32"],
                     help="'input' keeps the output uint16 (same size as the input file)")
     ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--child", nargs=4, metavar=("IN", "OUT", "NET", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument("--smoothing", default="auto",
+                    help="the output smoothing (auto, off, or T,XY: e.g. 8,0.5 for the largest kernel 'auto' picks)")
+    ap.add_argument("--child", nargs=5, metavar=("IN", "OUT", "NET", "DTYPE", "SMOOTHING"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(*args.child)
@@ -199,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         for spec in args.runs:
             kind, frames, size = parse_run(spec, args.size)
-            r = measure(kind, frames, size, workdir, args.output_dtype)
+            r = measure(kind, frames, size, workdir, args.output_dtype, args.smoothing)
             rows.append(r)
             print(f"{kind:8} {'x'.join(map(str, r['shape'])):>16} {r['file_mib']:9.0f} {r['baseline_mib']:9.0f} "
                   f"{r['peak_rss_mib']:9.0f} {r['peak_anon_mib']:9.0f} {r['peak_file_mib']:9.0f} "

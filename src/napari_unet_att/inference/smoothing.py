@@ -45,6 +45,7 @@ CALIBRATION_FRAMES = 80  # raw frames of the calibration block (its even half go
 CALIBRATION_XY = 128  # the block's largest height and width (a central crop)
 MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above which smoothing stays off
 SAID = "output smoothing: "  # how every description starts (the docks and benchmarks look for it)
+EMIT_FRAMES = 16  # frames smoothed at a time (bounds the filter's temporaries)
 TRUNCATE = 3.0  # the Gaussian kernel reaches TRUNCATE * sigma frames either way (99.7% of its weight)
 
 
@@ -237,16 +238,18 @@ class TemporalSmoother:
         r = self.s.radius
         end = self.base + len(self.held)
         ready = end if final else end - r  # frames whose whole kernel has arrived
-        if ready <= self.done:
-            return []
-        # held starts r frames before the first frame to emit (or at the stack's start, where the filter's own
-        # mirroring is the edge rule, as for a whole stack) and ends r frames after the last (or at the stack's end)
-        lo, hi = self.done - self.base, ready - self.base
-        out = smooth_xy(smooth_t(self.held, self.s.sigma_t)[lo:hi], self.s.sigma_xy)  # frames: only those emitted
-        means = self.held[lo:hi].mean(axis=(1, 2), dtype=np.float64)
-        out += (means - out.mean(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None, None]
-        first = self.done
-        self.done = ready
-        keep_from = max(ready - r, self.base) - self.base  # the next frame's kernel reaches r frames back
+        parts = []
+        # a few frames at a time, each with the r frames either side that its kernel reaches (or the stack's
+        # edge, where the filter's own mirroring is the edge rule, as for a whole stack): temporaries stay small
+        for first in range(self.done, ready, EMIT_FRAMES):
+            last = min(first + EMIT_FRAMES, ready)
+            lo, hi = max(first - r, self.base), min(last + r, end)
+            window = smooth_t(self.held[lo - self.base : hi - self.base], self.s.sigma_t)
+            out = smooth_xy(np.array(window[first - lo : last - lo], np.float32), self.s.sigma_xy)
+            means = self.held[first - self.base : last - self.base].mean(axis=(1, 2), dtype=np.float64)
+            out += (means - out.mean(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None, None]
+            parts.append((first, out))
+        self.done = max(self.done, ready)
+        keep_from = max(self.done - r, self.base) - self.base  # the next frame's kernel reaches r frames back
         self.held, self.base = self.held[keep_from:], self.base + keep_from
-        return [(first, out)]
+        return parts
