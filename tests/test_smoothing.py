@@ -147,3 +147,11 @@ def test_the_choice_does_not_depend_on_the_intensity_scale(scale, rng):
     assert (scaled.sigma_t, scaled.sigma_xy) == (base.sigma_t, base.sigma_xy) and base.active
     flat = sm.choose_smoothing(np.full((16, 8, 8), 3.0, np.float32), raw[1:33:2, :8, :8])
     assert not flat.active and "flat" in flat.reason
+
+
+def test_half_rate_ensemble_is_smoothed_like_any_output(rng):
+    raw = still_recording(rng, t=40, size=32)
+    plain = infer.denoise(raw, identity(), InferConfig(device="cpu", smoothing=(3.0, 0.5), half_rate=True))
+    want = sm.smooth(raw, 3.0, 0.5)  # an identity model: the ensemble is the input itself
+    want += (raw.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-3)

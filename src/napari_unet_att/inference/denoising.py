@@ -431,7 +431,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     full[1::2] += results[2]
     full *= 0.5
     if smoothing.active:
-        ((_, full),) = TemporalSmoother(smoothing, t).push(0, full)
+        full = np.concatenate([part for _, part in TemporalSmoother(smoothing, t).push(0, full)])
     if job.cfg.output_dtype == "input":
         full = to_output_dtype(full, np.dtype(stack.dtype))
     if out is None:
