@@ -41,6 +41,7 @@ from napari_unet_att.evaluation.metrics import (  # noqa: E402
 )
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
+from napari_unet_att.inference.smoothing import SAID  # noqa: E402
 from napari_unet_att.model.pretrained import load_model  # noqa: E402
 from napari_unet_att.modes import merge_directions  # noqa: E402
 
@@ -80,7 +81,7 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     said = []
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
-    SMOOTHING[:] = [e.message.split(": ", 1)[1] for e in said if e.message.startswith("output smoothing")] or ["none"]
+    SMOOTHING[:] = [e.message[len(SAID):] for e in said if e.message.startswith(SAID)] or ["none"]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 

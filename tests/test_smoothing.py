@@ -26,6 +26,12 @@ def identity(mode: str = "temporal") -> Denoiser:
                     norm=Normalization(0.0, 1.0))
 
 
+def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
+    """What the engine should give: ``x`` smoothed as a whole, then each frame shifted back to ``x``'s mean."""
+    want = sm.smooth(x, sigma_t, sigma_xy)
+    return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+
+
 def cells(shape: tuple[int, int], rng: np.random.Generator, n: int = 12) -> np.ndarray:
     """A still image of ``n`` blurred blobs on a dim background."""
     img = np.zeros(shape, np.float32)
@@ -55,13 +61,11 @@ def moving_recording(rng: np.random.Generator, t: int = 64, size: int = 48) -> n
 @pytest.mark.parametrize("block", [1, 7, 40, 200])
 def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_kept(sigma_t, sigma_xy, block, rng):
     x = rng.normal(10, 3, (103, 8, 9)).astype(np.float32)
-    want = sm.smooth(x, sigma_t, sigma_xy)
-    want += (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    want = smoothed(x, sigma_t, sigma_xy)
     smoother = sm.TemporalSmoother(sm.Smoothing(sigma_t, sigma_xy), len(x))
     parts = []
     for t0 in range(0, len(x), block):
         parts += smoother.push(t0, x[t0 : t0 + block])
-    parts += smoother.finish()
     assert [p[0] for p in parts] == sorted(p[0] for p in parts)
     got = np.concatenate([p[1] for p in parts])
     np.testing.assert_allclose(got, want, atol=1e-4)
@@ -115,8 +119,7 @@ def test_denoise_applies_the_smoothing_it_reports(tmp_path, rng):
     said = [e.message for e in events if e.message.startswith("output smoothing")]
     assert len(said) == 1 and "chosen on the recording" in said[0]
     choice = sm.choose_smoothing(raw[0::2], raw[1::2])  # an identity model: the same calibration by hand
-    want = sm.smooth(raw, choice.sigma_t, choice.sigma_xy)
-    want += (raw.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    want = smoothed(raw, choice.sigma_t, choice.sigma_xy)
     np.testing.assert_allclose(auto, want, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(infer.denoise(raw, identity(), InferConfig(device="cpu", smoothing="off")), raw)
     # streamed file to file, tiles shorter than the kernel's reach: the same result
@@ -124,8 +127,7 @@ def test_denoise_applies_the_smoothing_it_reports(tmp_path, rng):
     tifffile.imwrite(path, raw)
     given = InferConfig(device="cpu", smoothing=(3.0, 0.5), tile_t=8, overlap=2)
     out = infer.denoise_file(path, tmp_path / "out.tif", identity(), given)
-    want = sm.smooth(raw, 3.0, 0.5)
-    want += (raw.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    want = smoothed(raw, 3.0, 0.5)
     np.testing.assert_allclose(tifffile.imread(out), want, rtol=1e-5, atol=1e-3)
 
 
@@ -152,6 +154,5 @@ def test_the_choice_does_not_depend_on_the_intensity_scale(scale, rng):
 def test_half_rate_ensemble_is_smoothed_like_any_output(rng):
     raw = still_recording(rng, t=40, size=32)
     plain = infer.denoise(raw, identity(), InferConfig(device="cpu", smoothing=(3.0, 0.5), half_rate=True))
-    want = sm.smooth(raw, 3.0, 0.5)  # an identity model: the ensemble is the input itself
-    want += (raw.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    want = smoothed(raw, 3.0, 0.5)  # an identity model: the ensemble is the input itself
     np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-3)

@@ -15,6 +15,7 @@ from .config import (
     MODE_HELP,
     MODES,
     PRESETS,
+    SMOOTHING_CHOICES,
     TTA_CHOICES,
     InferConfig,
     TrainConfig,
@@ -31,7 +32,7 @@ SERIES_HELP = ("the image series to read from TIFFs that hold several (OME / Mic
 
 def smoothing_arg(text: str) -> str | tuple[float, float]:
     """``--smoothing``: 'auto', 'off' or 'T,XY' (two sigmas); checked by InferConfig."""
-    if text in ("auto", "off"):
+    if text in SMOOTHING_CHOICES:
         return text
     try:
         t, xy = (float(v) for v in text.split(","))

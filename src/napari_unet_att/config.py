@@ -82,6 +82,7 @@ DEFAULT_STEPS = 2000  # the step budget of a run given neither steps nor seconds
 DEFAULT_CHECKPOINT_EVERY = 200  # steps between periodic checkpoints
 WIDGET_PREVIEW_EVERY = 25  # the train widget's first-use preview interval (the engine's default is none)
 TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)  # test-time augmentation: how many D4 flips of (y, x) to average
+SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 
 
@@ -248,7 +249,7 @@ class InferConfig:
     mirrored_output: Literal["interleaved", "merged"] = "interleaved"  # mirrored models on (T, 2N, N) input
     prefetch: bool = True
     tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): one of TTA_CHOICES
-    keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.denoising.keep_frame_means)
+    keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.frame_means.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
     # Gaussian smoothing of the output: 'auto' (temporal models: chosen on the recording, none when it moves;
     # inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels) for any model
@@ -270,7 +271,7 @@ class InferConfig:
     def _check_smoothing(self) -> None:
         s = self.smoothing
         if isinstance(s, str):
-            if s not in ("auto", "off"):
+            if s not in SMOOTHING_CHOICES:
                 raise InputError(f"smoothing must be 'auto', 'off' or (sigma_t, sigma_xy), got {s!r}")
             return
         try:

@@ -45,6 +45,7 @@ from ..runtime import resources as res
 from ..stackio import to_output_dtype
 from .accumulate import BlendedSums, accumulator_frames
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
+from .frame_means import keep_frame_means
 from .smoothing import Smoothing, TemporalSmoother, iter_smoothing
 from .tiles import TilePlan, build_plan, resolve_tiles
 
@@ -111,23 +112,6 @@ def check_model_norm(view: View, tiles: Sequence[Slices], norm: Normalization) -
         "of about 1 around 0: its output would be meaningless (flat); normalise with the stack's own statistics "
         "instead (CLI --input-norm, the denoise dock's Normalisation 'input', InferConfig(normalization='input'))"
     )
-
-
-def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
-    """Shift every output frame so that its mean equals the input frame's mean (in place).
-
-    Noise is zero-mean, so the mean of a recorded frame is the clean frame's mean up to its own
-    noise, which averages over the whole frame (0.8% of the mean for 128 x 128 pixels at 1 photon,
-    far below a pixel's or an ROI's noise). A network's output has no such guarantee: skewed
-    low-photon noise, an L1 loss (the median sits below the mean), unseen brightness levels and
-    frame-wide brightness changes between the paired frames all shift it, and a shifted baseline F
-    corrupts every dF/F computed from the result. Matching the means frame by frame removes the bias
-    without touching the spatial structure.
-    """
-    axes = (1, 2)
-    out += (inp.mean(axis=axes, dtype=np.float64) - out.mean(axis=axes, dtype=np.float64)).astype(
-        np.float32)[:, None, None]
-    return out
 
 
 def output_dtype(stack: Any, cfg: InferConfig) -> np.dtype:

@@ -34,6 +34,7 @@ from skimage.registration import phase_cross_correlation
 
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
+from .frame_means import keep_frame_means
 
 __all__ = ["CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
            "TemporalSmoother", "calibration_block", "choose_smoothing", "frame_shifts", "iter_smoothing", "smooth",
@@ -117,10 +118,11 @@ def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
     return ndimage.gaussian_filter(stack, (0, sigma_xy, sigma_xy), mode="reflect", truncate=TRUNCATE)
 
 
-def choose_smoothing(estimate: np.ndarray, target: np.ndarray, step: int = 2, check_motion: bool = True
-                     ) -> Smoothing:
+def choose_smoothing(estimate: np.ndarray, target: np.ndarray) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
-    independent ``target`` best (mean squared error); with ``check_motion``, none when the field of view moves.
+    independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
+    ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
+    guide).
 
     Parameters
     ----------
@@ -130,17 +132,11 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray, step: int = 2, ch
     target : ndarray (n, Y, X)
         What the model was trained to predict from that part, raw, in the same intensity units: the odd
         frames ``1, 3, ...``.
-    step : int
-        Output frames per frame of ``estimate``: the smoothing of ``s`` of its frames is ``step * s`` frames
-        of the output.
-    check_motion : bool
-        Measure the shifts between consecutive frames of ``estimate`` and smooth nothing above
-        :data:`MAX_STILL_SHIFT` (an estimate from half the frames is a poor guide under motion).
 
     Returns
     -------
     Smoothing
-        Sigmas in frames of the output and pixels.
+        Sigmas in frames of the output (two per frame of ``estimate``) and pixels.
     """
     n = min(len(estimate), len(target))
     if n < 8:
@@ -155,12 +151,11 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray, step: int = 2, ch
     shift = float(np.sqrt(np.mean(np.sum(frame_shifts(estimate) ** 2, axis=1))))
     if not np.isfinite(shift):
         return Smoothing(reason="the frames of the model's result could not be registered")
-    if check_motion and shift > MAX_STILL_SHIFT:
-        return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames {step} "
-                         "apart")
+    if shift > MAX_STILL_SHIFT:
+        return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames 2 apart")
     errors = {}
     for st in SIGMAS_T:
-        along_t = smooth_t(estimate, st / step)
+        along_t = smooth_t(estimate, st / 2)  # the estimate's frames are two output frames apart
         for sxy in SIGMAS_XY:
             errors[st, sxy] = float(np.mean((smooth_xy(along_t, sxy) - target) ** 2, dtype=np.float64))
     (st, sxy), best = min(errors.items(), key=lambda kv: kv[1])
@@ -211,9 +206,10 @@ def _announced(gen: Generator[InferEvent, None, Any], message: str) -> Generator
 class TemporalSmoother:
     """Apply a :class:`Smoothing` to frame blocks that arrive in order, each frame's mean kept.
 
-    :meth:`push` takes the next block ``(start, block)`` and returns the blocks that are final (every frame
-    within :attr:`Smoothing.radius` of them has arrived); :meth:`finish` returns the rest. Only the last
-    ``2 * radius`` frames are held back, so streamed outputs stay O(block).
+    :meth:`push` takes the next block ``(start, block)`` and returns the frames that are final (every frame
+    within :attr:`Smoothing.radius` of them has arrived; all of them once the stack's last frame has), in parts
+    of :data:`EMIT_FRAMES`. At most ``radius`` frames are held back besides the block, so streamed outputs stay
+    O(block).
     """
 
     def __init__(self, smoothing: Smoothing, n_frames: int) -> None:
@@ -230,10 +226,6 @@ class TemporalSmoother:
         self.held = block if self.held is None else np.concatenate([self.held, block])
         return self._emit(final=start + len(block) >= self.n)
 
-    def finish(self) -> list[tuple[int, np.ndarray]]:
-        """Everything still held (the stack's last frames)."""
-        return self._emit(final=True) if self.held is not None and self.done < self.base + len(self.held) else []
-
     def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
         r = self.s.radius
         end = self.base + len(self.held)
@@ -246,9 +238,7 @@ class TemporalSmoother:
             lo, hi = max(first - r, self.base), min(last + r, end)
             window = smooth_t(self.held[lo - self.base : hi - self.base], self.s.sigma_t)
             out = smooth_xy(np.array(window[first - lo : last - lo], np.float32), self.s.sigma_xy)
-            means = self.held[first - self.base : last - self.base].mean(axis=(1, 2), dtype=np.float64)
-            out += (means - out.mean(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None, None]
-            parts.append((first, out))
+            parts.append((first, keep_frame_means(out, self.held[first - self.base : last - self.base])))
         self.done = max(self.done, ready)
         keep_from = max(self.done - r, self.base) - self.base  # the next frame's kernel reaches r frames back
         self.held, self.base = self.held[keep_from:], self.base + keep_from
