@@ -41,6 +41,7 @@ from napari_unet_att.evaluation.metrics import (  # noqa: E402
 )
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
+from napari_unet_att.inference.registration import SAID as REG_SAID  # noqa: E402
 from napari_unet_att.inference.smoothing import SAID  # noqa: E402
 from napari_unet_att.model.pretrained import load_model  # noqa: E402
 from napari_unet_att.modes import merge_directions  # noqa: E402
@@ -50,6 +51,7 @@ ROWS: list[dict] = []
 ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment, not in the engine)
 INFER: dict = {}  # --tta / --half-rate: inference options for every model run
 SMOOTHING: list[str] = []  # the last model run's output smoothing, in words
+REGISTRATION: list[str] = []  # the last model run's frame registration, in words
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
 
@@ -82,6 +84,7 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     said = []
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
     SMOOTHING[:] = [e.message[len(SAID):] for e in said if e.message.startswith(SAID)] or ["none"]
+    REGISTRATION[:] = [e.message[len(REG_SAID):] for e in said if e.message.startswith(REG_SAID)] or ["none"]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 
@@ -95,8 +98,13 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     g = score(case, "best 3D Gaussian", view(gauss), clean, raw, masks, note=f"sigma {tuple(sigma)}")
     out, s = run_model(noisy, den, mirrored_output="merged")
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
-              note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}")
+              note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; registration {REGISTRATION[0]}")
     print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
+    if INFER.get("registration") != "off" and not REGISTRATION[0].startswith("none"):
+        fixed, _ = run_model(noisy, den, mirrored_output="merged", registration="off")
+        r = score(case, f"generalist {den.mode}, registration off", fixed, clean, raw, masks,
+                  note=f"smoothing {SMOOTHING[0]}")
+        print(f"<!-- {case}: registration gave {m['psnr'] - r['psnr']:+.2f} dB -->", flush=True)
     if INFER.get("smoothing") != "off" and not SMOOTHING[0].startswith("none"):
         bare, _ = run_model(noisy, den, mirrored_output="merged", smoothing="off")
         b = score(case, f"generalist {den.mode}, output smoothing off", bare, clean, raw, masks)
@@ -320,11 +328,13 @@ def main(argv=None) -> int:
     ap.add_argument("--half-rate", action="store_true", help="every temporal model run with the half-rate ensemble")
     ap.add_argument("--smoothing", default="auto", type=smoothing_arg,
                     help="every model run's output smoothing (auto, off, T,XY; as denoise --smoothing)")
+    ap.add_argument("--registration", default="auto", choices=("auto", "off"),
+                    help="every model run's frame registration (as denoise --registration)")
     ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
                     help="score this model file in place of the shipped generalist of MODE (e.g. a run's checkpoint)")
     a = ap.parse_args(argv)
     CANDIDATE.update(c.split("=", 1) for c in a.candidate)
-    INFER.update(tta=a.tta, half_rate=a.half_rate, smoothing=a.smoothing)
+    INFER.update(tta=a.tta, half_rate=a.half_rate, smoothing=a.smoothing, registration=a.registration)
     global ENSEMBLE
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:

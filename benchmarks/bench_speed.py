@@ -279,7 +279,7 @@ def run(
                               "unet3d_gflop_per_patch": {str(n): conv_flops(unet3d, (n, n, n)) / 1e9 for n in (64,)}}
     # the tiled network pass alone: the output smoothing's cost (calibration, filter) is measured on its own by
     # benchmarks/experiments/smoothing_cost.py, and on an untrained network its choice would mean nothing
-    cfg = InferConfig(device="cpu", smoothing="off")
+    cfg = InferConfig(device="cpu", smoothing="off", registration="off")
     print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, smoothing off (tile_t={cfg.tile_t}), "
           f"best of {repeats}")
     print(f"{'preset':8} {'tile_t':>6} {'tiles':>5} {'overlap%':>8} {'frames/s':>9} {'GFLOP/s':>8} {'useful':>7} "
@@ -309,7 +309,8 @@ def run(
             if done is not None and ov is None and tt in (None, done["tile_t"]):
                 r = dict(result["presets"][sweep_preset])  # already timed above with the same settings
             else:
-                r = time_denoise(stack, den, InferConfig(device="cpu", tile_t=tt, overlap=ov, smoothing="off"), repeats)
+                r = time_denoise(stack, den, InferConfig(device="cpu", tile_t=tt, overlap=ov, smoothing="off",
+                                                                      registration="off"), repeats)
             r["spec"], r["requested_overlap"] = str(spec), ov
             rows.append(r)
             print(f"{spec:>6} {r['n_tiles']:5d} {r['overlap'][0]:7d} {100 * r['overlap_share']:8.1f} "

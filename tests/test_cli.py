@@ -152,3 +152,22 @@ def test_demo_scores_the_generalists_on_held_out_samples(tmp_path, capsys):
         assert isinstance(r["gain_over_gaussian_db"], float)
     assert 0.0 < report["temporal"]["unet_att"]["trace_r"] <= 1.0
     assert (tmp_path / "demo" / "metrics.json").exists() and (tmp_path / "demo" / "temporal_denoised.tif").exists()
+
+
+def test_denoise_registration_option(files, model, tmp_path, capsys):
+    sim = simulate(n_frames=40, size=32, photons=5.0, motion_std=1.5, motion="jitter", seed=5)
+    src = tmp_path / "moving.tif"
+    tifffile.imwrite(src, sim.noisy)
+    outs = {}
+    for setting in ("auto", "off"):
+        out = tmp_path / f"reg_{setting}.tif"
+        assert main(["denoise", str(src), "--model", str(model), "--out", str(out), "--float32",
+                     "--registration", setting]) == 0
+        said = capsys.readouterr()
+        assert ("frame registration: " in said.out + said.err) is (setting == "auto")
+        assert ("moved back" in said.out + said.err) is (setting == "auto")
+        outs[setting] = tifffile.imread(out)
+    assert outs["auto"].shape == outs["off"].shape == sim.noisy.shape
+    assert not np.allclose(outs["auto"], outs["off"])
+    with pytest.raises(SystemExit):
+        main(["denoise", str(src), "--model", str(model), "--registration", "sometimes"])

@@ -71,8 +71,9 @@ def make(net: torch.nn.Module, mode: str = "temporal", norm: Normalization | Non
 
 
 def cfg(**kw) -> InferConfig:
-    # keep_mean and smoothing off: these tests compare the tiling machinery with the bare network's output
-    base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False, keep_mean=False, smoothing="off")
+    # keep_mean, smoothing and registration off: these tests compare the tiling machinery with the bare network's output
+    base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False, keep_mean=False, smoothing="off",
+                registration="off")
     base.update(kw)
     return InferConfig(**base)
 

@@ -309,6 +309,7 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     np.testing.assert_allclose(out.translate, layer.translate)
     assert out.metadata["origin"] == "test" and "unet_att" in out.metadata
     assert out.metadata["unet_att"]["smoothing"].startswith(("Gaussian sigma", "none"))  # what was chosen
+    assert out.metadata["unet_att"]["registration"].startswith("none (")  # a still simulation: not registered
     w.output_dtype.setCurrentText("input")
     _wait_done(qtbot, w.denoise(layer))
     second = viewer.layers[-1]
@@ -317,6 +318,9 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     assert w.smoothing.isChecked() and w.infer_config().smoothing == "auto"
     w.smoothing.setChecked(False)
     assert w.infer_config().smoothing == "off"
+    assert w.registration.isChecked() and w.infer_config().registration == "auto"
+    w.registration.setChecked(False)
+    assert w.infer_config().registration == "off"
     w.tta.setCurrentText("2")
     assert w.infer_config().tta == 2
     _wait_done(qtbot, w.denoise(layer))

@@ -15,6 +15,7 @@ from .config import (
     MODE_HELP,
     MODES,
     PRESETS,
+    REGISTRATION_CHOICES,
     SMOOTHING_CHOICES,
     TTA_CHOICES,
     InferConfig,
@@ -112,6 +113,9 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="Gaussian smoothing of the output: 'auto' (temporal models: the amount that best predicts "
                         "the odd frames from the even ones, none when the field of view moves or for mirrored-scan "
                         "models), 'off', or 'T,XY' (sigma in frames, pixels: the same on every file)")
+    d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
+                   help="'auto': where frames move fast, register them by whole pixels before denoising and move "
+                        "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),

@@ -82,6 +82,7 @@ DEFAULT_STEPS = 2000  # the step budget of a run given neither steps nor seconds
 DEFAULT_CHECKPOINT_EVERY = 200  # steps between periodic checkpoints
 WIDGET_PREVIEW_EVERY = 25  # the train widget's first-use preview interval (the engine's default is none)
 TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)  # test-time augmentation: how many D4 flips of (y, x) to average
+REGISTRATION_CHOICES = ("auto", "off")  # InferConfig.registration's settings
 SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 
@@ -254,6 +255,9 @@ class InferConfig:
     # Gaussian smoothing of the output: 'auto' (temporal models: chosen on the recording, none when it moves;
     # inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels) for any model
     smoothing: str | tuple[float, float] = "auto"
+    # rigid registration of fast-moving frames before denoising, each result frame moved back: 'auto' (where
+    # the frames move; inference.registration) or 'off'
+    registration: str = "auto"
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_CHOICES:
@@ -267,6 +271,8 @@ class InferConfig:
         if self.memory_gb is not None and not (math.isfinite(self.memory_gb) and self.memory_gb > 0):
             raise InputError(f"memory_gb must be a finite number > 0, got {self.memory_gb}")
         self._check_smoothing()
+        if self.registration not in REGISTRATION_CHOICES:
+            raise InputError(f"registration must be 'auto' or 'off', got {self.registration!r}")
 
     def _check_smoothing(self) -> None:
         s = self.smoothing

@@ -52,6 +52,8 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
               setting=None),
         Field("smoothing", CHECK, text="smooth where still (temporal models; chosen on the data)",
               default=d.smoothing == "auto", setting=None),
+        Field("registration", CHECK, text="register fast-moving frames (whole pixels, moved back after)",
+              default=d.registration == "auto", setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
         Field("out_path", TEXT, "Output file", text="output .tif (default: <input>_denoised.tif beside the input)",
               setting=None, browse=("save", "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)")),
@@ -152,7 +154,8 @@ class DenoiseWidget(BaseDock):
                            max_tile_xy=self.max_tile_xy.value(), output_dtype=self.output_dtype.currentText(),
                            normalization=self.norm_source.currentText(), tta=int(self.tta.currentText()),
                            half_rate=self.half_rate.isChecked(),
-                           smoothing="auto" if self.smoothing.isChecked() else "off")
+                           smoothing="auto" if self.smoothing.isChecked() else "off",
+                           registration="auto" if self.registration.isChecked() else "off")
 
     # -- model ---------------------------------------------------------------------------
     @property
@@ -265,14 +268,15 @@ class DenoiseWidget(BaseDock):
         self.eval_btn.setEnabled(not running)
 
     def _on_event(self, ev: InferEvent) -> None:
-        if ev.message:  # the output smoothing chosen, an out-of-memory retry
+        if ev.message:  # the registration and output smoothing chosen, an out-of-memory retry
             from napari.utils.notifications import show_info
 
-            from ..inference.smoothing import SAID
+            from ..inference import registration, smoothing
 
             show_info(ev.message)
-            if ev.message.startswith(SAID):  # recorded in the result layer's metadata
-                self._run_info["smoothing"] = ev.message[len(SAID):]
+            for key, said in (("registration", registration.SAID), ("smoothing", smoothing.SAID)):
+                if ev.message.startswith(said):  # recorded in the result layer's metadata
+                    self._run_info[key] = ev.message[len(said):]
         self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
         self.status.setText(f"tiles {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s, "
                             f"ETA {format_seconds(ev.eta_s)}")

@@ -45,7 +45,8 @@ from ..runtime import resources as res
 from ..stackio import to_output_dtype
 from .accumulate import BlendedSums, accumulator_frames
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
-from .frame_means import keep_frame_means
+from .frame_means import keep_frame_means, to_target
+from .registration import MovedBack, RegisteredStack, iter_registration
 from .smoothing import Smoothing, TemporalSmoother, iter_smoothing
 from .tiles import TilePlan, build_plan, resolve_tiles
 
@@ -172,13 +173,24 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
+        if self.cfg.registration != "off":  # refuse what cannot run before the registration reads the stack
+            _checked_plan(self, out, norm_pass=False)
+        registration = yield from iter_registration(self.cfg.registration, self.denoiser.mode, self.stack)
+        if registration.active:  # the same job on the registered frames, each result frame moved back
+            target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
+            canvas = RegisteredStack(self.stack, registration)
+            sub = dataclasses.replace(self.cfg, registration="off", output_dtype="float32")
+            moved_back = MovedBack(target, canvas, self.cfg.keep_mean, self.cfg.output_dtype, in_memory=out is None)
+            yield from DenoiseJob.unchecked(canvas, self.denoiser, sub).run(moved_back)
+            return target
         if self.half_rate:
             return (yield from _iter_half_rate(self, out))
         return (yield from _iter_tiled(self, out))
 
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
-        sub = dataclasses.replace(self.cfg, smoothing="off", half_rate=False, output_dtype="float32")
+        sub = dataclasses.replace(self.cfg, smoothing="off", registration="off", half_rate=False,
+                                  output_dtype="float32")
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
                                           lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run()))
 
@@ -246,13 +258,7 @@ def denoise(
 def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     """Plan, check memory, choose the normalisation, then run; after an out-of-memory error, run again
     with the next smaller configuration (:func:`~napari_unet_att.inference.batches.smaller_config`)."""
-    device = devmod.configure_process(devmod.resolve_device(job.cfg.device))
-    cfg = resolve_tiles(job.view_shape, job.denoiser, job.cfg, device)
-    plan = build_plan(job.view_shape, cfg, job.denoiser.arch)
-    _check_host_memory(job, cfg, plan, device, in_memory=out is None)
-    norm = choose_norm(job.stack, job.denoiser, cfg)
-    if norm is job.denoiser.norm:
-        check_model_norm(job.views[0], plan.tiles, norm)
+    device, cfg, plan, norm = _checked_plan(job, out)
     smoothing = yield from job.choose_smoothing()
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
@@ -273,6 +279,22 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
                    f"retrying with batch {smaller.batch_size} of {new[0]}x{new[1]}x{new[2]} tiles")
             cfg = smaller
             yield InferEvent(done=0, total=len(plan.tiles) * len(job.views), message=msg)
+
+
+def _checked_plan(job: DenoiseJob, out: Any, norm_pass: bool = True) -> tuple[torch.device, InferConfig, TilePlan,
+                                                                               Normalization | None]:
+    """The device, tiles, plan and normalisation of ``job``, after the checks that refuse it before any work:
+    host memory and (a model's stored normalisation) the input's intensity scale. ``norm_pass=False``: no
+    normalisation (None) where it would take a pass over the input's statistics."""
+    device = devmod.configure_process(devmod.resolve_device(job.cfg.device))
+    cfg = resolve_tiles(job.view_shape, job.denoiser, job.cfg, device)
+    plan = build_plan(job.view_shape, cfg, job.denoiser.arch)
+    _check_host_memory(job, cfg, plan, device, in_memory=out is None or getattr(out, "in_memory", False))
+    input_norm = cfg.normalization == "input" or job.denoiser.provenance.get("normalization") == "input"
+    norm = choose_norm(job.stack, job.denoiser, cfg) if norm_pass or not input_norm else None
+    if norm is job.denoiser.norm:
+        check_model_norm(job.views[0], plan.tiles, norm)
+    return device, cfg, plan, norm
 
 
 def _check_host_memory(job: DenoiseJob, cfg: InferConfig, plan: TilePlan, device: torch.device,
@@ -350,10 +372,7 @@ class _FrameWriter:
             self._write(first, final)
 
     def _write(self, start: int, block: np.ndarray) -> None:
-        if self.job.cfg.output_dtype == "input":
-            block = to_output_dtype(block, np.dtype(self.job.stack.dtype))
-        if self.target_dtype.kind in "iub":  # never let a float block wrap around in an integer destination
-            block = to_output_dtype(block, self.target_dtype)
+        block = to_target(block, self.job.cfg.output_dtype, np.dtype(self.job.stack.dtype), self.target_dtype)
         self.target[start : start + len(block)] = block
 
 
@@ -396,7 +415,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
     smoothing = yield from job.choose_smoothing()
-    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off")
+    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off", registration="off")
     shares = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75))  # (share of the work, progress before the pass)
     units = 1000
     results = []

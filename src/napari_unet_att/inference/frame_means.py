@@ -1,14 +1,18 @@
-"""What every output frame keeps: its input frame's mean brightness (a shifted baseline F corrupts dF/F).
+"""What every output frame keeps: its input frame's mean brightness (a shifted baseline F corrupts dF/F), and
+its destination's value range.
 
 Used on the model's output (:mod:`.denoising`, ``InferConfig.keep_mean``) and again after the output smoothing
-(:mod:`.smoothing`), which must not move a frame's mean either.
+(:mod:`.smoothing`) and after moving registered frames back (:mod:`.registration`), which must not move a frame's
+mean either.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["keep_frame_means"]
+from ..stackio import to_output_dtype
+
+__all__ = ["keep_frame_means", "to_target"]
 
 
 def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
@@ -26,3 +30,13 @@ def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
     out += (inp.mean(axis=axes, dtype=np.float64) - out.mean(axis=axes, dtype=np.float64)).astype(
         np.float32)[:, None, None]
     return out
+
+
+def to_target(block: np.ndarray, output_dtype: str, input_dtype: np.dtype, target_dtype: np.dtype) -> np.ndarray:
+    """Finished float frames as written: the input's dtype (clipped) when ``output_dtype`` is 'input'
+    (``InferConfig.output_dtype``), and clipped to an integer destination's range (never wrapped)."""
+    if output_dtype == "input":
+        block = to_output_dtype(block, input_dtype)
+    if target_dtype.kind in "iub":
+        block = to_output_dtype(block, target_dtype)
+    return block

@@ -1,0 +1,273 @@
+"""Registering a moving recording before denoising it, and moving the result back.
+
+A denoiser of time-lapses gets most of its gain from neighbouring frames; when the brain moves from one
+frame to the next, a pixel's neighbours in time show other tissue and both the network and any temporal
+filter fall back on the frame alone (docs/benchmarks.md: under per-frame motion of 1 px the pretrained
+generalist gained 0.2 to 1.3 dB over the best Gaussian, 2.6 to 3.7 dB once the frames were registered).
+Every two-photon pipeline registers frames before analysis; here the denoiser does it for itself, and the
+user's geometry is kept: every output frame is moved back to where its input frame was.
+
+- **Estimation** (:func:`estimate_shifts`): two templates from disjoint frames of a central block, registered
+  among themselves, then every frame (streamed, a chunk at a time) cross-correlated with both, after spatial
+  smoothing that keeps the correlation peak above the photon noise; sub-pixel peaks, rigid shifts. A frame whose
+  two answers disagree was matched to noise, not structure; a recording with too many of those (pure noise, no
+  structure) is not registered at all.
+- **Only whole pixels** are applied: an integer move keeps the noise of every pixel as it was recorded (any
+  interpolation would blur it, and a network trained on independent noise then sees correlated noise), and
+  moving back restores every input pixel's position exactly. The residual, below half a pixel, is motion the
+  network copes with.
+- **Only a moving field of view** is registered (:func:`choose_registration`): below :data:`MIN_MOTION` px RMS
+  rounding would move few frames, and those mostly on estimation noise. Slow drift is registered too (a
+  version that moved only the fast part of the motion, leaving the drift, was worse on every motion kind).
+- The registered stack is a lazy view, :class:`RegisteredStack`: each frame placed on a canvas large enough
+  for every move, the margins filled with the frame's nearest edge pixels, read a region at a time like any
+  input; :class:`MovedBack` crops each finished frame back to its place (and keeps its mean) on the way to the
+  output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import InferEvent
+from .frame_means import keep_frame_means, to_target
+
+__all__ = ["MIN_FRAMES", "SAID", "MovedBack", "RegisteredStack", "Registration", "choose_registration",
+           "estimate_shifts", "iter_registration"]
+
+SAID = "frame registration: "  # how every description starts (the dock and benchmarks look for it)
+MIN_FRAMES = 16  # fewer frames: nothing to register against
+TEMPLATE_FRAMES = 100  # frames of the central block that make the template
+TEMPLATE_ROUNDS = 3  # register the block to its mean, re-average, ...
+MAX_XY = 256  # correlate at most this central crop of each frame (enough structure, 4x cheaper at 512)
+SMOOTH_PX = 1.5  # Gaussian smoothing before correlating: the peak must rise above the photon noise
+CHUNK = 64  # frames read and correlated at a time
+AGREE_PX = 1.0  # a frame's shifts against the two templates must agree this well (px, each axis)
+MIN_MATCHED = 0.8  # fraction of the frames that must be matched for any to be moved
+MIN_MOTION = 0.3  # px RMS of the estimated shifts below which nothing is moved (still: 0.05-0.10 px measured)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """How each frame is moved before denoising: ``moves[t] = (dy, dx)`` whole pixels by which frame ``t``'s
+    content sits displaced (the frame is moved by ``-moves[t]`` to register it, and its result back); None
+    when nothing moves.
+
+    ``motion_px`` is the RMS of the estimated shifts about their median (None when not estimated), ``reason``
+    says in a few words why.
+    """
+
+    moves: np.ndarray | None = None
+    motion_px: float | None = None
+    reason: str = "off"
+
+    @property
+    def active(self) -> bool:
+        """Whether any frame is moved."""
+        return self.moves is not None and bool(np.any(self.moves))
+
+    @property
+    def margin(self) -> np.ndarray:
+        """``(2,)`` extra rows and columns of the canvas (the range of the moves)."""
+        return np.ptp(self.moves, axis=0).astype(int) if self.active else np.zeros(2, int)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``(T, 2)`` where each frame's top-left corner sits on the canvas."""
+        return (self.moves.max(axis=0) - self.moves).astype(int)
+
+    def describe(self) -> str:
+        """One line for progress messages and logs."""
+        if not self.active:
+            return f"{SAID}none ({self.reason})"
+        moved = float(np.mean(np.any(self.moves != 0, axis=1)))
+        return (f"{SAID}{moved:.0%} of the frames moved by whole pixels (up to {int(np.abs(self.moves).max())} px) "
+                f"and moved back after denoising ({self.reason})")
+
+
+# ---------------------------------------------------------------------------------------------- estimation
+
+
+def _read(stack: Any, start: int, stop: int) -> np.ndarray:
+    """Frames ``[start, stop)`` of ``stack`` as correlated: float32, the central crop of at most :data:`MAX_XY`
+    (the only region read), smoothed, each frame's mean removed."""
+    _, y, x = (int(n) for n in stack.shape)
+    cy, cx = min(y, MAX_XY), min(x, MAX_XY)
+    crop = np.asarray(stack[start:stop, (y - cy) // 2 : (y - cy) // 2 + cy, (x - cx) // 2 : (x - cx) // 2 + cx],
+                      np.float64)
+    # one scaling for the chunk keeps any intensity scale (1e-30 .. 1e30) finite in the products below
+    scale = float(np.max(np.abs(crop))) or 1.0
+    out = ndimage.gaussian_filter((crop / scale).astype(np.float32), (0, SMOOTH_PX, SMOOTH_PX))
+    return out - out.mean(axis=(1, 2), keepdims=True)
+
+
+def _peak(corr: np.ndarray) -> np.ndarray:
+    """Sub-pixel ``(dy, dx)`` of the maximum of a circular cross-correlation (parabola through the peak)."""
+    n_y, n_x = corr.shape
+    i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    out = []
+    for k, n, line in ((i, n_y, corr[:, j]), (j, n_x, corr[i, :])):
+        lo, mid, hi = line[(k - 1) % n], line[k], line[(k + 1) % n]
+        den = lo - 2 * mid + hi
+        frac = 0.5 * (lo - hi) / den if den < 0 else 0.0
+        out.append((k + n // 2) % n - n // 2 + float(np.clip(frac, -0.5, 0.5)))
+    return np.array(out)
+
+
+def _shifts_to(frames: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` sub-pixel displacement of each prepared frame's content relative to ``template``."""
+    ref = np.conj(np.fft.rfft2(template))
+    corr = np.fft.irfft2(np.fft.rfft2(frames) * ref, s=template.shape)
+    return np.array([_peak(c) for c in corr]).reshape(-1, 2)
+
+
+def _template(block: np.ndarray) -> np.ndarray:
+    """The mean of ``block`` (prepared frames) after registering them to their own mean, a few rounds."""
+    template = block.mean(axis=0)
+    for _ in range(TEMPLATE_ROUNDS):
+        moves = np.rint(_shifts_to(block, template)).astype(int)
+        template = np.mean([np.roll(f, tuple(-m), axis=(0, 1)) for f, m in zip(block, moves, strict=True)], axis=0)
+    return template
+
+
+def estimate_shifts(stack: Any) -> Generator[InferEvent, None, np.ndarray]:
+    """``(T, 2)`` sub-pixel rigid displacement ``(dy, dx)`` of each frame's content, yielding progress; NaN for
+    frames that could not be matched reliably.
+
+    Two templates are made from disjoint frames (even and odd) of the central :data:`TEMPLATE_FRAMES`, and every
+    frame is matched to both: where the two answers differ by more than :data:`AGREE_PX` (noise matched to noise,
+    a frame without structure) the frame's shift is NaN. The stack is read once more, :data:`CHUNK` frames at a
+    time (file-backed stacks stream).
+    """
+    t = int(stack.shape[0])
+    t0 = max(0, (t - TEMPLATE_FRAMES) // 2)
+    block = _read(stack, t0, t0 + TEMPLATE_FRAMES)
+    first, second = _template(block[0::2]), _template(block[1::2])
+    offset = _shifts_to(second[None], first)[0]  # where the second template sits relative to the first
+    shifts = np.empty((t, 2))
+    for start in range(0, t, CHUNK):
+        frames = _read(stack, start, start + CHUNK)
+        a, b = _shifts_to(frames, first), _shifts_to(frames, second) + offset
+        agree = np.all(np.abs(a - b) <= AGREE_PX, axis=1)
+        shifts[start : start + CHUNK] = np.where(agree[:, None], 0.5 * (a + b), np.nan)
+        yield InferEvent(done=min(start + CHUNK, t), total=t)
+    return shifts
+
+
+def choose_registration(shifts: np.ndarray) -> Registration:
+    """The whole-pixel moves for estimated ``shifts`` ``(T, 2)``: rounded, relative to their median (the typical
+    frame stays put); none when they are small (:data:`MIN_MOTION` px RMS) or when fewer than
+    :data:`MIN_MATCHED` of the frames were matched (NaN rows: frames not matched stay where they are)."""
+    shifts = np.asarray(shifts, np.float64)
+    matched = np.all(np.isfinite(shifts), axis=1)
+    if matched.mean() < MIN_MATCHED:
+        return Registration(reason=f"only {matched.mean():.0%} of the frames matched a template reliably")
+    centred = shifts - np.median(shifts[matched], axis=0)
+    centred[~matched] = 0.0
+    rms = float(np.sqrt(np.mean(np.sum(centred**2, axis=1))))
+    if rms < MIN_MOTION:
+        return Registration(motion_px=rms, reason=f"still: {rms:.2f} px RMS motion")
+    # the template sits at some sub-pixel position; round about the shifts' common fractional part (their
+    # circular mean), so that frames displaced by whole pixels from each other are told apart exactly
+    phase = np.angle(np.mean(np.exp(2j * np.pi * centred), axis=0)) / (2 * np.pi)
+    moves = np.rint(centred - phase).astype(int)
+    moves -= np.rint(np.median(moves, axis=0)).astype(int)
+    return Registration(moves, rms, reason=f"{rms:.2f} px RMS motion")
+
+
+def iter_registration(setting: str, denoiser_mode: str, stack: Any) -> Generator[InferEvent, None, Registration]:
+    """The :class:`Registration` that ``setting`` (``InferConfig.registration``) asks for on ``stack``, yielding
+    progress; a registration in use (or a skipped one) is announced in an event's message.
+
+    Bidirectional ``(T, 2N, N)`` stacks of a mirrored-scan model are not registered (their rows are two
+    directions of one frame; a move by an odd number of rows would swap them).
+    """
+    if setting == "off":
+        return Registration(reason="off")
+    t, y, x = (int(n) for n in stack.shape)
+    if denoiser_mode == "mirrored" and y == 2 * x:
+        reg = Registration(reason="not for the bidirectional layout")
+    elif t < MIN_FRAMES:
+        reg = Registration(reason=f"too few frames ({t}, {MIN_FRAMES} needed)")
+    else:
+        shifts = yield from estimate_shifts(stack)
+        reg = choose_registration(shifts)
+    yield InferEvent(done=0, total=1, message=reg.describe())
+    return reg
+
+
+# ---------------------------------------------------------------------------------------------- views
+
+
+def _frames(key: Any, n: int) -> tuple[int, int, bool]:
+    """Frame range ``[start, stop)`` of a time index (a slice of step 1 or an int) and whether it was an int."""
+    if isinstance(key, slice):
+        start, stop, step = key.indices(n)
+        if step != 1:
+            raise TypeError(f"index time with a contiguous slice, got {key!r}")
+        return start, max(start, stop), False
+    i = int(key) + (n if int(key) < 0 else 0)
+    return i, i + 1, True
+
+
+class RegisteredStack:
+    """``stack`` with every frame moved by ``-moves[t]`` onto a canvas that holds all of them: shape
+    ``(T, Y + margin_y, X + margin_x)``; margins take the frame's nearest edge pixels. Read lazily, a region at
+    a time (one read of the frames' union box per request)."""
+
+    def __init__(self, stack: Any, registration: Registration) -> None:
+        self.stack, self.reg = stack, registration
+        t, y, x = (int(n) for n in stack.shape)
+        self.frame = (y, x)
+        self.offsets = registration.offsets
+        self.shape = (t, y + int(registration.margin[0]), x + int(registration.margin[1]))
+        self.dtype = np.dtype(stack.dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = (key if isinstance(key, tuple) else (key,)) + (slice(None),) * 2
+        t0, t1, single = _frames(key[0], self.shape[0])
+        picks = []
+        for axis in (1, 2):
+            k = key[axis]
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                raise TypeError(f"index the canvas with contiguous slices, got {k!r}")
+            lo, hi, _ = k.indices(self.shape[axis])
+            # source pixel of every canvas pixel, per frame; the edge pixel where the frame does not reach
+            picks.append(np.clip(np.arange(lo, max(lo, hi))[None, :] - self.offsets[t0:t1, axis - 1, None], 0,
+                                 self.frame[axis - 1] - 1))
+        (ry, rx), n = picks, t1 - t0
+        if n == 0 or ry.size == 0 or rx.size == 0:
+            return np.empty((n, ry.shape[1], rx.shape[1]), self.dtype)[0 if single else slice(None)]
+        by, bx = (int(ry.min()), int(ry.max()) + 1), (int(rx.min()), int(rx.max()) + 1)
+        raw = np.asarray(self.stack[t0:t1, by[0] : by[1], bx[0] : bx[1]])
+        out = raw[np.arange(n)[:, None, None], (ry - by[0])[:, :, None], (rx - bx[0])[:, None, :]]
+        return out[0] if single else out
+
+
+class MovedBack:
+    """A destination for finished canvas frames of :class:`RegisteredStack`: ``self[t0:t1] = block`` crops each
+    frame back to its place, keeps its input frame's mean (``keep_mean``), converts to the destination
+    (``output_dtype`` as ``InferConfig.output_dtype``) and writes ``target[t0:t1]``."""
+
+    def __init__(self, target: Any, canvas: RegisteredStack, keep_mean: bool, output_dtype: str,
+                 in_memory: bool) -> None:
+        self.target, self.canvas, self.keep_mean, self.output_dtype = target, canvas, keep_mean, output_dtype
+        self.shape, self.dtype, self.ndim = canvas.shape, np.dtype(np.float32), 3
+        self.in_memory = in_memory  # the memory check counts an in-memory target
+
+    def __setitem__(self, key: slice, block: np.ndarray) -> None:
+        t0, t1, _ = _frames(key, self.shape[0])
+        y, x = self.canvas.frame
+        out = np.empty((t1 - t0, y, x), np.float32)
+        for i, (oy, ox) in enumerate(self.canvas.offsets[t0:t1]):
+            out[i] = block[i, oy : oy + y, ox : ox + x]
+        if self.keep_mean:
+            out = keep_frame_means(out, np.asarray(self.canvas.stack[t0:t1], np.float32))
+        self.target[t0:t1] = to_target(out, self.output_dtype, self.canvas.dtype,
+                                       np.dtype(getattr(self.target, "dtype", np.float32)))

@@ -1,0 +1,180 @@
+"""Registering fast-moving recordings before denoising (inference.registration) and moving the result back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage
+
+from napari_unet_att import inference as infer
+from napari_unet_att.config import InferConfig, run_to_end
+from napari_unet_att.errors import InputError
+from napari_unet_att.inference import registration as rg
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.normalization import Normalization
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+class TimeMean(torch.nn.Module):
+    """Every frame of a tile replaced by the tile's mean over time (a caricature of a temporal denoiser)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2, keepdim=True).expand_as(x).clone()
+
+
+def model(net: torch.nn.Module, mode: str = "temporal") -> Denoiser:
+    return Denoiser(net=net, arch="unet_att", base_channels=8, preset="custom", mode=mode,
+                    norm=Normalization(0.0, 1.0))
+
+
+def scene(rng: np.random.Generator, size: int, n: int = 30) -> np.ndarray:
+    img = np.zeros((size, size), np.float32)
+    img[rng.integers(0, size, n), rng.integers(0, size, n)] = 600.0
+    return ndimage.gaussian_filter(img, 2.0) + 5.0
+
+
+def moving(rng: np.random.Generator, shifts: np.ndarray, size: int = 48, noisy: bool = False) -> np.ndarray:
+    """A still scene whose content is displaced by ``shifts[t]`` in frame ``t`` (cropped from a larger canvas)."""
+    big = scene(rng, size + 16)
+    frames = np.stack([ndimage.shift(big, s, order=1, mode="nearest")[8:-8, 8:-8] for s in shifts])
+    return (rng.poisson(frames) if noisy else frames).astype(np.float32)
+
+
+def jitter(rng: np.random.Generator, t: int, std: float = 1.5) -> np.ndarray:
+    return np.rint(rng.normal(0, std, (t, 2)))
+
+
+def test_shifts_are_estimated_from_noisy_frames(rng):
+    true = rng.normal(0, 1.5, (64, 2))
+    est = run_to_end(rg.estimate_shifts(moving(rng, true, noisy=True)))
+    est -= np.median(est - true, axis=0)  # relative to an arbitrary template position
+    assert np.sqrt(np.mean((est - true) ** 2)) < 0.3
+
+
+def test_only_a_moving_field_of_view_is_registered(rng):
+    still = rg.choose_registration(rng.normal(0, 0.1, (64, 2)) + 7.0)  # estimation noise about any position
+    assert not still.active and "still" in still.reason
+    for shifts in (jitter(rng, 64), np.stack([np.linspace(-3, 3, 64), np.linspace(2, -2, 64)], axis=1)):
+        reg = rg.choose_registration(shifts + 0.2)
+        assert reg.active and reg.motion_px > rg.MIN_MOTION
+        rest = shifts - reg.moves  # what the moves leave: under half a pixel from one common position
+        assert np.ptp(rest, axis=0).max() <= 1.0
+        assert np.all(np.median(reg.moves, axis=0) == 0)  # the typical frame stays put
+    assert not rg.choose_registration(np.full((64, 2), np.nan)).active
+
+
+def reference_canvas(stack: np.ndarray, reg: rg.Registration) -> np.ndarray:
+    """Every frame placed at its offset on the canvas, margins the nearest edge pixel (np.pad 'edge')."""
+    my, mx = reg.margin
+    out = []
+    for f, (oy, ox) in zip(stack, reg.offsets, strict=True):
+        out.append(np.pad(f, ((oy, my - oy), (ox, mx - ox)), mode="edge"))
+    return np.stack(out)
+
+
+def test_registered_stack_reads_any_region_like_the_whole_canvas(rng):
+    stack = rng.normal(size=(20, 12, 10)).astype(np.float32)
+    reg = rg.Registration(rng.integers(-3, 4, (20, 2)), 1.0, "test")
+    canvas = rg.RegisteredStack(stack, reg)
+    whole = reference_canvas(stack, reg)
+    assert canvas.shape == whole.shape and canvas.dtype == stack.dtype
+    for key in [(slice(None),), (slice(3, 9), slice(0, 5), slice(2, 16)), (slice(18, 30), slice(4, 17)),
+                (5,), (slice(0, 0),), (slice(2, 6), slice(None), slice(15, 16))]:
+        np.testing.assert_array_equal(canvas[key], whole[key])
+
+
+def test_registered_frames_are_still_and_the_result_moves_back_exactly(rng):
+    shifts = jitter(rng, 48)
+    stack = moving(rng, shifts)
+    reg = rg.choose_registration(run_to_end(rg.estimate_shifts(stack)))
+    assert reg.active
+    canvas = np.asarray(rg.RegisteredStack(stack, reg)[:])
+    m = int(np.abs(shifts).max()) * 2 + 1  # away from the filled margins, every frame shows the same content
+    inner = canvas[:, m:-m, m:-m]
+    assert np.abs(inner - inner[0]).max() < 1e-3 * inner.max()
+    # an identity model through the whole job, tiled: the output is the input, pixel for pixel
+    for cfg in (InferConfig(device="cpu", smoothing="off"),
+                InferConfig(device="cpu", smoothing="off", tile_t=8, max_tile_xy=24, overlap=4)):
+        events = []
+        out = infer.denoise(stack, model(Identity()), cfg, progress=events.append)
+        np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)
+        said = [e.message for e in events if e.message.startswith(rg.SAID)]
+        assert len(said) == 1 and "moved back" in said[0]
+
+
+def test_registration_lets_a_temporal_model_use_the_frames_around(rng):
+    shifts = jitter(rng, 40)
+    clean = moving(rng, shifts)
+    noisy = rng.poisson(clean).astype(np.float32)
+    errors = {}
+    for setting in ("off", "auto"):
+        out = infer.denoise(noisy, model(TimeMean()), InferConfig(device="cpu", smoothing="off",
+                                                                  registration=setting))
+        errors[setting] = float(np.mean((out - clean) ** 2))
+        np.testing.assert_allclose(out.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), rtol=1e-5)  # means kept
+    assert errors["auto"] < 0.5 * errors["off"]
+
+
+def test_still_recordings_and_registration_off_are_denoised_as_before(rng):
+    still = np.repeat(scene(rng, 40)[None], 32, axis=0)
+    noisy = rng.poisson(still).astype(np.float32)
+    for stack in (noisy, moving(rng, jitter(rng, 32))):
+        events = []
+        out = infer.denoise(stack, model(TimeMean()), InferConfig(device="cpu", smoothing="off", registration="off"),
+                            progress=events.append)
+        assert not any(e.message.startswith(rg.SAID) for e in events)
+        plain = stack.mean(axis=0, keepdims=True) + (stack.mean(axis=(1, 2)) - stack.mean())[:, None, None]
+        np.testing.assert_allclose(out, plain, rtol=1e-4, atol=1e-2)
+    events = []
+    infer.denoise(noisy, model(TimeMean()), InferConfig(device="cpu", smoothing="off"), progress=events.append)
+    said = [e.message for e in events if e.message.startswith(rg.SAID)]
+    assert len(said) == 1 and said[0].startswith(f"{rg.SAID}none (still: 0.0")
+
+
+def test_bidirectional_layout_and_short_stacks_are_not_registered(rng):
+    events = []
+    infer.denoise(rng.normal(size=(20, 16, 8)).astype(np.float32), model(Identity(), "mirrored"),
+                  InferConfig(device="cpu", smoothing="off"), progress=events.append)
+    assert any("not for the bidirectional layout" in e.message for e in events)
+    events = []
+    infer.denoise(moving(rng, jitter(rng, 10)), model(Identity()), InferConfig(device="cpu"), progress=events.append)
+    assert any("too few frames" in e.message for e in events)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_any_intensity_scale_registers_the_same(rng, scale):
+    stack = moving(rng, jitter(rng, 32))
+    base = rg.choose_registration(run_to_end(rg.estimate_shifts(stack)))
+    scaled = rg.choose_registration(run_to_end(rg.estimate_shifts(stack * np.float32(scale))))
+    np.testing.assert_array_equal(scaled.moves, base.moves)
+
+
+def test_registration_setting_is_checked():
+    with pytest.raises(InputError, match="registration"):
+        InferConfig(registration="yes")
+
+
+def test_file_output_in_the_input_dtype_is_moved_back(tmp_path, rng):
+    stack = np.clip(moving(rng, jitter(rng, 40)), 0, 65535).astype(np.uint16)
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, stack)
+    infer.denoise_file(src, dst, model(Identity()), InferConfig(device="cpu", smoothing="off", output_dtype="input",
+                                                                tile_t=8, overlap=2))
+    out = tifffile.imread(dst)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, stack)
+
+
+def test_half_rate_ensemble_of_a_registered_stack_moves_back(rng):
+    stack = moving(rng, jitter(rng, 40))
+    events = []
+    out = infer.denoise(stack, model(Identity()), InferConfig(device="cpu", smoothing="off", half_rate=True),
+                        progress=events.append)
+    assert any(e.message.startswith(rg.SAID) and "moved back" in e.message for e in events)
+    np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)  # an identity model: the input itself
