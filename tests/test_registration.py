@@ -137,14 +137,52 @@ def test_still_recordings_and_registration_off_are_denoised_as_before(rng):
     assert len(said) == 1 and said[0].startswith(f"{rg.SAID}none (still: 0.0")
 
 
-def test_bidirectional_layout_and_short_stacks_are_not_registered(rng):
-    events = []
-    infer.denoise(rng.normal(size=(20, 16, 8)).astype(np.float32), model(Identity(), "mirrored"),
-                  InferConfig(device="cpu", smoothing="off"), progress=events.append)
-    assert any("not for the bidirectional layout" in e.message for e in events)
+def test_short_stacks_are_not_registered(rng):
     events = []
     infer.denoise(moving(rng, jitter(rng, 10)), model(Identity()), InferConfig(device="cpu"), progress=events.append)
     assert any("too few frames" in e.message for e in events)
+
+
+def bidirectional(frames: np.ndarray, flip: bool) -> np.ndarray:
+    """A ``(T, 2N, N)`` scan of physical frames ``(T, N, N)``: each line twice, the backward copy a little
+    different (its own noise) and x-reversed on disk when ``flip``."""
+    out = np.repeat(frames, 2, axis=1)
+    out[:, 1::2] *= 1.05
+    if flip:
+        out[:, 1::2] = out[:, 1::2, ::-1]
+    return out
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_bidirectional_canvas_moves_lines_by_direction(rng, flip):
+    stack = bidirectional(rng.normal(size=(12, 10, 10)).astype(np.float32), flip)
+    reg = rg.Registration(rng.integers(-2, 3, (12, 2)), 1.0, "test")
+    canvas = rg.RegisteredStack(stack, reg, bidirectional=True, flip=flip)
+    # the reference: each direction in physical orientation, placed like a plain frame, interleaved back
+    square = rg.Registration(np.vstack([reg.moves, reg.moves.max(axis=0) - reg.margin.max()]), 1.0, "test")
+    fwd = reference_canvas(np.concatenate([stack[:, 0::2], stack[:1, 0::2]]), square)[:-1]  # margins made equal
+    back = reference_canvas(np.concatenate([stack[:, 1::2], stack[:1, 1::2]])[..., ::-1 if flip else 1], square)[:-1]
+    want = np.empty((12, 2 * fwd.shape[1], fwd.shape[2]), np.float32)
+    want[:, 0::2], want[:, 1::2] = fwd, back[..., ::-1] if flip else back
+    assert canvas.shape == want.shape
+    for key in [(slice(None),), (slice(2, 7), slice(3, 15), slice(1, 9)), (4, slice(0, 1))]:
+        np.testing.assert_array_equal(canvas[key], want[key])
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_mirrored_models_register_bidirectional_scans_and_move_them_back(rng, flip):
+    stack = bidirectional(moving(rng, jitter(rng, 40), size=32), flip)
+    den = model(Identity(), "mirrored")
+    den.flip_backward = flip
+    for output, want in (("interleaved", stack), ("merged", None)):
+        events = []
+        out = infer.denoise(stack, den, InferConfig(device="cpu", smoothing="off", mirrored_output=output),
+                            progress=events.append)
+        assert any(e.message.startswith(rg.SAID) and "moved back" in e.message for e in events)
+        if want is None:  # both directions of each line averaged, in the physical orientation
+            back = stack[:, 1::2, ::-1] if flip else stack[:, 1::2]
+            want = 0.5 * (stack[:, 0::2] + back)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e30])
@@ -178,3 +216,32 @@ def test_half_rate_ensemble_of_a_registered_stack_moves_back(rng):
                         progress=events.append)
     assert any(e.message.startswith(rg.SAID) and "moved back" in e.message for e in events)
     np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)  # an identity model: the input itself
+
+
+def train_messages(stack: np.ndarray, **settings) -> tuple[list[str], Denoiser]:
+    from napari_unet_att.config import TrainConfig
+    from napari_unet_att.training import iter_train
+
+    cfg = TrainConfig(steps=2, patch_t=8, patch_xy=16, batch_size=1, device="cpu", **settings)
+    gen, msgs = iter_train([stack], cfg), []
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return msgs, stop.value
+        if getattr(ev, "message", None):
+            msgs.append(ev.message)
+
+
+def test_training_registers_a_moving_recording_unless_told_not_to(rng):
+    stack = moving(rng, jitter(rng, 48), size=32)
+    msgs, den = train_messages(stack)
+    said = [m for m in msgs if rg.SAID in m]
+    assert len(said) == 1 and "to train on" in said[0]
+    assert den.train_shape[1] > 32 and den.train_config["registration"] == "auto"  # trained on the canvas
+    msgs, den = train_messages(stack, registration="off")
+    assert not any(rg.SAID in m for m in msgs) and den.train_shape == stack.shape
+    msgs, den = train_messages(np.repeat(stack[:1], 48, axis=0))  # still: trained on as it is
+    assert not any(rg.SAID in m for m in msgs) and den.train_shape == (48, 32, 32)
+    with pytest.raises(InputError, match="registration"):
+        train_messages(stack, registration="on")

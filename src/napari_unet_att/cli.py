@@ -110,7 +110,7 @@ def train_config(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
         mode=args.mode or d.mode, preset=args.preset or d.preset, steps=args.steps, seconds=args.seconds,
         patch_t=args.patch_t, patch_xy=args.patch_xy, batch_size=args.batch_size, lr=args.lr,
         seed=d.seed if args.seed is None else args.seed, device=args.device, flip_backward=args.flip_backward,
-        checkpoint_every=args.checkpoint_every, amp=not args.no_amp,
+        checkpoint_every=args.checkpoint_every, amp=not args.no_amp, registration=args.registration,
     )
     return cfg, given
 

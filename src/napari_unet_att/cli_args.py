@@ -84,6 +84,9 @@ def _train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--series", type=int, help=SERIES_HELP)
     t.add_argument("--flip-backward", action="store_true",
                    help="mirrored mode: backward lines are stored x-reversed in the file")
+    t.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(TrainConfig, "registration"),
+                   help="'auto': where frames move, train on them registered by whole pixels (as denoise does by "
+                        "default), so that a temporal pair shows the same tissue; 'off': train on them as they are")
     t.add_argument("--checkpoint-every", type=int, default=field_default(TrainConfig, "checkpoint_every"),
                    help="steps between periodic checkpoints")
 

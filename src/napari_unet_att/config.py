@@ -136,6 +136,9 @@ class TrainConfig:
     swap: bool = True  # swap input / target with p = 0.5
     augment: bool = True  # random D4 transform of the (y, x) plane
     flip_backward: bool = False  # mirrored: backward lines stored x-mirrored by the acquisition software
+    # 'auto': a moving recording is registered by whole pixels first (inference.registration), so that the
+    # frames of a temporal pair show the same tissue; 'off': train on the frames as they are
+    registration: str = "auto"
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between periodic checkpoints (0: only the final one)
     preview_every: int = 0  # steps between previews (0: none)
     preview_frames: tuple[int, int] | None = None  # (start, stop) frames of the first stack for the preview
@@ -164,6 +167,8 @@ class TrainConfig:
             raise InputError(f"l1_weight must be within [0, 1], got {self.l1_weight}")
         if not 0.0 <= self.val_fraction < 0.5:
             raise InputError(f"val_fraction must be within [0, 0.5), got {self.val_fraction}")
+        if self.registration not in REGISTRATION_CHOICES:
+            raise InputError(f"registration must be 'auto' or 'off', got {self.registration!r}")
 
     def resolved(self) -> ResolvedTrainConfig:
         """The config with preset defaults and the default budget filled in (what checkpoints store)."""
@@ -206,6 +211,7 @@ class ResolvedTrainConfig:
     swap: bool
     augment: bool
     flip_backward: bool
+    registration: str
     checkpoint_every: int
     preview_every: int
     preview_frames: tuple[int, int] | None

@@ -232,7 +232,7 @@ def split_views(
     A mirrored-scan model on a ``(T, 2N, N)`` stack sees its forward and backward lines as two
     ``(T, N, N)`` views (the backward ones x-mirrored back when ``flip_backward``); the results are
     interleaved back into ``(T, 2N, N)``, or averaged into ``(T, N, N)`` when ``mirrored_output`` is
-    ``'merged'``. Any other model sees the whole stack.
+    ``'merged'`` (in the forward lines' orientation: the physical one). Any other model sees the whole stack.
     """
     shape = tuple(int(s) for s in stack.shape)
     t, y, x = shape
@@ -240,8 +240,8 @@ def split_views(
         return [View(stack, shape)], (lambda blocks: blocks[0]), shape  # type: ignore[return-value]
     half = (t, x, x)
     views = [View(stack, half, 0, False), View(stack, half, 1, bool(flip_backward))]
-    if mirrored_output == "merged":
-        return views, (lambda b: 0.5 * (b[0] + b[1])), half
+    if mirrored_output == "merged":  # averaged in the physical orientation (backward lines x-reversed back)
+        return views, (lambda b: 0.5 * (b[0] + (b[1][..., ::-1] if flip_backward else b[1]))), half
 
     def interleave(blocks: list[np.ndarray]) -> np.ndarray:
         out = np.empty((blocks[0].shape[0], y, x), dtype=np.float32)

@@ -175,13 +175,13 @@ class DenoiseJob:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
         if self.cfg.registration != "off":  # refuse what cannot run before the registration reads the stack
             _checked_plan(self, out, norm_pass=False)
-        registration = yield from iter_registration(self.cfg.registration, self.denoiser.mode, self.stack)
+        two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
+        registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
-            canvas = RegisteredStack(self.stack, registration)
+            back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
             sub = dataclasses.replace(self.cfg, registration="off", output_dtype="float32")
-            moved_back = MovedBack(target, canvas, self.cfg.keep_mean, self.cfg.output_dtype, in_memory=out is None)
-            yield from DenoiseJob.unchecked(canvas, self.denoiser, sub).run(moved_back)
+            yield from DenoiseJob.unchecked(back.canvas, self.denoiser, sub).run(back)
             return target
         if self.half_rate:
             return (yield from _iter_half_rate(self, out))

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from ..config import ResolvedTrainConfig, get_preset
+from ..config import ResolvedTrainConfig, get_preset, run_to_end
 from ..errors import InputError
+from ..inference.registration import RegisteredStack, iter_registration
 from ..model.denoiser import Denoiser
 from ..model.networks import build_network
 from ..model.normalization import Normalization, pool_statistics, stack_statistics
@@ -129,3 +130,28 @@ def make_samplers(
                            seed=rcfg.seed + 1000 * rank, **kw)
     val_s = PatchSampler(stacks, per_stack, split="val", swap=False, augment=False, seed=rcfg.seed + 1, **kw)
     return train_s, val_s
+
+
+def register_stacks(stacks: Sequence[Any], rcfg: ResolvedTrainConfig, sources: Sequence[str]
+                    ) -> tuple[list[Any], list[str]]:
+    """Each stack registered by whole pixels where its field of view moves (``rcfg.registration`` 'auto'; the
+    same choice as at inference, :mod:`~napari_unet_att.inference.registration`), with a note per stack.
+
+    The frames of a temporal pair are two frames apart: when the brain moves between them the target shows
+    other tissue and the network learns to blur. Registered, the pair shows the same tissue to within half a
+    pixel, and the trained model meets registered frames again at inference (where registration is on by
+    default).
+    """
+    if rcfg.registration == "off":
+        return list(stacks), []
+    out, notes = [], []
+    for stack, source in zip(stacks, sources, strict=True):
+        if isinstance(stack, RegisteredStack):  # registered by an earlier set-up of the same run
+            out.append(stack)
+            continue
+        two = rcfg.mode == "mirrored" and stack.shape[1] == 2 * stack.shape[2]  # a bidirectional scan
+        reg = run_to_end(iter_registration("auto", stack, two, rcfg.flip_backward))
+        out.append(RegisteredStack(stack, reg, two, rcfg.flip_backward) if reg.active else stack)
+        if reg.active:
+            notes.append(f"{source}: {reg.describe(then='to train on')}")
+    return out, notes

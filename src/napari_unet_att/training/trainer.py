@@ -39,7 +39,15 @@ from .resume import check_one_start, load_resume, restore_state
 from .sampler import PatchSampler, Prefetcher
 from .saving import FINAL_NAME, LAST_NAME, CheckpointWriter, run_provenance, training_state, weights_finite
 from .schedule import Budget, lr_factor
-from .start import denoiser_from_weights, fit_patch, make_optimizer, make_samplers, new_denoiser, normalizations
+from .start import (
+    denoiser_from_weights,
+    fit_patch,
+    make_optimizer,
+    make_samplers,
+    new_denoiser,
+    normalizations,
+    register_stacks,
+)
 
 __all__ = ["FINAL_NAME", "LAST_NAME", "Trainer", "iter_train", "train"]
 
@@ -195,7 +203,11 @@ class Trainer:
         is taken off the training time.
         """
         torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
+        registered: list[str] = []
+        if self.targets is None:  # clean targets (pretraining) would have to move alike
+            self.stacks, registered = register_stacks(self.stacks, self.cfg.resolved(), self.sources)
         rcfg, state, notes = self._build()
+        notes += registered
         den = self.denoiser
         assert den is not None
         if self.out_dir is not None and dist_env().is_main:
