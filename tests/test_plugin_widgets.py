@@ -85,6 +85,10 @@ def test_mode_check_shown_before_start(viewer, tiny_sim):
     assert not w.update_check()
     assert "2N" in w.check_label.text()  # says what is expected: rows == 2 x columns
     assert "temporal" in w.mode_help.text() or "backward" in w.mode_help.text()
+    w.mode.setCurrentText("temporal")
+    assert w.registration.isChecked() and w.train_config().registration == "auto"
+    w.registration.setChecked(False)
+    assert w.train_config().registration == "off"
 
 
 def test_training_run_reports_progress_plots_and_previews(viewer, qtbot, tiny_sim, monkeypatch):

@@ -75,6 +75,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...]]:
         Field("swap", CHECK, text="swap input / target (p = 0.5)", default=d.swap),
         Field("augment", CHECK, text="random flips / rotations", default=d.augment),
         Field("flip_backward", CHECK, text="backward lines stored x-mirrored (mirrored mode)", default=False),
+        Field("registration", CHECK, text="register moving frames", default=d.registration == "auto", setting=None),
         Field("preview_every", INT, "Preview every (steps)", bounds=(0, 100_000), special="off",
               default=WIDGET_PREVIEW_EVERY),
         Field("val_every", INT, "Validate every (steps)", bounds=(1, 100_000), default=d.val_every),
@@ -171,6 +172,7 @@ class TrainWidget(BaseDock):
             mode=v["mode"], preset=v["preset"], steps=steps, seconds=seconds, patch_t=v["patch_t"] or None,
             patch_xy=v["patch_xy"] or None, batch_size=v["batch"] or None, lr=v["lr"] or None, seed=v["seed"],
             device=v["device"], swap=v["swap"], augment=v["augment"], flip_backward=v["flip_backward"],
+            registration="auto" if self.registration.isChecked() else "off",
             val_every=v["val_every"], preview_every=v["preview_every"], preview_frames=self._preview_frames,
             checkpoint_every=DEFAULT_CHECKPOINT_EVERY if v["checkpoint_dir"].strip() else 0,
         )
@@ -188,10 +190,8 @@ class TrainWidget(BaseDock):
 
     @staticmethod
     def _check_fit(stack: Any, r: ResolvedTrainConfig) -> None:
-        """Refuse a layer the mode / patch (resolved settings ``r``) cannot use before a worker starts.
-
-        A resumed run keeps its stored mode and patch, which the trainer checks itself.
-        """
+        """Refuse a layer the mode / patch (resolved settings ``r``) cannot use before a worker starts (a resumed
+        run keeps its stored mode and patch, which the trainer checks itself)."""
         from ..modes import check_stack_for_mode
 
         check_stack_for_mode(tuple(stack.shape), r.mode, r.patch_t, r.patch_xy)

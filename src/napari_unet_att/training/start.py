@@ -132,17 +132,18 @@ def make_samplers(
     return train_s, val_s
 
 
-def register_stacks(stacks: Sequence[Any], rcfg: ResolvedTrainConfig, sources: Sequence[str]
-                    ) -> tuple[list[Any], list[str]]:
+def register_stacks(stacks: Sequence[Any], rcfg: ResolvedTrainConfig, sources: Sequence[str],
+                    targets: Sequence[Any] | None = None) -> tuple[list[Any], list[str]]:
     """Each stack registered by whole pixels where its field of view moves (``rcfg.registration`` 'auto'; the
-    same choice as at inference, :mod:`~napari_unet_att.inference.registration`), with a note per stack.
+    same choice as at inference, :mod:`~napari_unet_att.inference.registration`), with a note per stack moved.
+    Not with clean ``targets`` (pretraining): they would have to move alike.
 
     The frames of a temporal pair are two frames apart: when the brain moves between them the target shows
     other tissue and the network learns to blur. Registered, the pair shows the same tissue to within half a
     pixel, and the trained model meets registered frames again at inference (where registration is on by
     default).
     """
-    if rcfg.registration == "off":
+    if rcfg.registration == "off" or targets is not None:
         return list(stacks), []
     out, notes = [], []
     for stack, source in zip(stacks, sources, strict=True):

@@ -33,21 +33,14 @@ from ..runtime.distributed import DistEnv, all_max, all_mean, barrier, dist_env,
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
 from ..wording import PYTHON_WORDING, Wording
+from . import start
 from .loss import loss_fn
 from .monitor import preview_output, validation_loss
 from .resume import check_one_start, load_resume, restore_state
 from .sampler import PatchSampler, Prefetcher
 from .saving import FINAL_NAME, LAST_NAME, CheckpointWriter, run_provenance, training_state, weights_finite
 from .schedule import Budget, lr_factor
-from .start import (
-    denoiser_from_weights,
-    fit_patch,
-    make_optimizer,
-    make_samplers,
-    new_denoiser,
-    normalizations,
-    register_stacks,
-)
+from .start import denoiser_from_weights, fit_patch, make_optimizer, make_samplers, new_denoiser, normalizations
 
 __all__ = ["FINAL_NAME", "LAST_NAME", "Trainer", "iter_train", "train"]
 
@@ -178,10 +171,11 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def _build(self) -> tuple[ResolvedTrainConfig, dict[str, Any] | None, list[str]]:
-        """Model, config and optional training state, from scratch, --init or --resume."""
+        """The data registered where it moves, the model, config and optional training state (from scratch,
+        --init or --resume)."""
         rcfg = self.cfg.resolved()
         state = None
-        notes: list[str] = []
+        self.stacks, notes = start.register_stacks(self.stacks, rcfg, self.sources, self.targets)
         if self.resume is not None:
             shapes = [tuple(s.shape) for s in self.stacks]
             den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes, self.wording)
@@ -197,17 +191,12 @@ class Trainer:
         return rcfg, state, notes
 
     def _setup(self, origin: float) -> _Run:
-        """Build the model, check the data and the memory, and restore a resumed run's state.
-
-        A new time budget counts from ``origin`` (a ``time.perf_counter()``): what the set-up took
+        """Register moving recordings, build the model, check the data and the memory, and restore a resumed
+        run's state. A new time budget counts from ``origin`` (a ``time.perf_counter()``): what the set-up took
         is taken off the training time.
         """
         torch.manual_seed(self.cfg.seed)  # before building: the initial weights depend on it
-        registered: list[str] = []
-        if self.targets is None:  # clean targets (pretraining) would have to move alike
-            self.stacks, registered = register_stacks(self.stacks, self.cfg.resolved(), self.sources)
         rcfg, state, notes = self._build()
-        notes += registered
         den = self.denoiser
         assert den is not None
         if self.out_dir is not None and dist_env().is_main:

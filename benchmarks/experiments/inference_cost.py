@@ -1,10 +1,11 @@
-"""What the output smoothing ('auto', inference/smoothing.py) costs: denoising time with it off and on.
+"""What the choices made on the recording cost: denoising time with the output smoothing ('auto',
+inference/smoothing.py) and the frame registration ('auto', inference/registration.py) off, and on.
 
 The shipped temporal generalist denoises a still and a moving simulated recording (400 x 128 x 128, 2 photons), the
-two settings alternated in one process so that the machine's drift hits both alike; the best of ``--repeats`` runs
+settings alternated in one process so that the machine's drift hits them alike; the best of ``--repeats`` runs
 is kept. Run it alone (e.g. under ``flock``): on a shared 2-core machine its figures mean little otherwise.
 
-    python benchmarks/experiments/smoothing_cost.py --repeats 5
+    python benchmarks/experiments/inference_cost.py --repeats 5
 """
 
 from __future__ import annotations
@@ -28,18 +29,23 @@ def main() -> None:
               "moving (jitter, 1 px)": simulate(n_frames=a.frames, size=128, photons=2.0, seed=0, motion="jitter",
                                                 motion_std=1.0).noisy}
     denoise(stacks["still"][:64], den, InferConfig(device="cpu"))  # warm-up: first-call allocations
+    settings = {"both off": dict(smoothing="off", registration="off"),
+                "smoothing auto": dict(smoothing="auto", registration="off"),
+                "registration auto": dict(smoothing="off", registration="auto"),
+                "default (both auto)": dict(smoothing="auto", registration="auto")}
     best: dict[tuple[str, str], float] = {}
     for _ in range(a.repeats):
         for name, x in stacks.items():
-            for setting in ("off", "auto"):
+            for label, kw in settings.items():
                 t0 = time.perf_counter()
-                denoise(x, den, InferConfig(device="cpu", smoothing=setting))
+                denoise(x, den, InferConfig(device="cpu", **kw))
                 dt = time.perf_counter() - t0
-                best[name, setting] = min(dt, best.get((name, setting), dt))
+                best[name, label] = min(dt, best.get((name, label), dt))
     for name in stacks:
-        off, auto = best[name, "off"], best[name, "auto"]
-        print(f"{name}: off {off:.2f} s ({a.frames / off:.1f} frames/s), auto {auto:.2f} s "
-              f"({a.frames / auto:.1f} frames/s): {100 * (auto / off - 1):+.1f}%")
+        off = best[name, "both off"]
+        print(f"{name}: both off {off:.2f} s ({a.frames / off:.1f} frames/s)" + "".join(
+            f"; {label} {best[name, label]:.2f} s ({100 * (best[name, label] / off - 1):+.1f}%)"
+            for label in list(settings)[1:]))
 
 
 if __name__ == "__main__":
