@@ -60,7 +60,10 @@ def test_shifts_are_estimated_from_noisy_frames(rng):
 def test_only_a_moving_field_of_view_is_registered(rng):
     still = rg.choose_registration(rng.normal(0, 0.1, (64, 2)) + 7.0)  # estimation noise about any position
     assert not still.active and "still" in still.reason
-    for shifts in (jitter(rng, 64), np.stack([np.linspace(-3, 3, 64), np.linspace(2, -2, 64)], axis=1)):
+    drift = np.stack([np.linspace(-3, 3, 64), np.linspace(2, -2, 64)], axis=1)  # 6 px, smoothly
+    slow = rg.choose_registration(drift)
+    assert not slow.active and "slow" in slow.reason  # the network follows it; whole pixels would make jumps
+    for shifts in (jitter(rng, 64), drift + jitter(rng, 64, 0.6)):
         reg = rg.choose_registration(shifts + 0.2)
         assert reg.active and reg.motion_px > rg.MIN_MOTION
         rest = shifts - reg.moves  # what the moves leave: under half a pixel from one common position
