@@ -52,9 +52,21 @@ def jitter(rng: np.random.Generator, t: int, std: float = 1.5) -> np.ndarray:
 
 def test_shifts_are_estimated_from_noisy_frames(rng):
     true = rng.normal(0, 1.5, (64, 2))
-    est = run_to_end(rg.estimate_shifts(moving(rng, true, noisy=True)))
+    est, noise = run_to_end(rg.estimate_shifts(moving(rng, true, noisy=True)))
     est -= np.median(est - true, axis=0)  # relative to an arbitrary template position
-    assert np.sqrt(np.mean((est - true) ** 2)) < 0.3
+    error = np.sqrt(np.mean(np.sum((est - true) ** 2, axis=1)))
+    assert error < 0.3 and 0 < noise < error
+
+
+def test_the_estimates_error_is_measured_on_the_frames():
+    from napari_unet_att.evaluation.simulator import simulate
+
+    for photons in (0.3, 3.0):
+        sim = simulate(n_frames=64, size=64, photons=photons, motion_std=1.0, motion="jitter", seed=2)
+        est, noise = run_to_end(rg.estimate_shifts(sim.noisy))
+        est -= np.nanmedian(est - sim.shifts, axis=0)
+        error = np.sqrt(np.nanmean(np.sum((est - sim.shifts) ** 2, axis=1)))
+        assert 0.5 * error < noise < 1.5 * error, (photons, error, noise)  # measured on the frames' halves
 
 
 def test_only_a_moving_field_of_view_is_registered(rng):
@@ -70,6 +82,9 @@ def test_only_a_moving_field_of_view_is_registered(rng):
         assert np.ptp(rest, axis=0).max() <= 1.0
         assert np.all(np.median(reg.moves, axis=0) == 0)  # the typical frame stays put
     assert not rg.choose_registration(np.full((64, 2), np.nan)).active
+    # shifts that cannot be measured to whole pixels are not rounded; noise is taken off the motion
+    assert "cannot be measured" in rg.choose_registration(jitter(rng, 64), noise=0.5).reason
+    assert not rg.choose_registration(rng.normal(0, 0.3, (64, 2)), noise=0.29).active
 
 
 def reference_canvas(stack: np.ndarray, reg: rg.Registration) -> np.ndarray:
@@ -95,7 +110,7 @@ def test_registered_stack_reads_any_region_like_the_whole_canvas(rng):
 def test_registered_frames_are_still_and_the_result_moves_back_exactly(rng):
     shifts = jitter(rng, 48)
     stack = moving(rng, shifts)
-    reg = rg.choose_registration(run_to_end(rg.estimate_shifts(stack)))
+    reg = rg.choose_registration(*run_to_end(rg.estimate_shifts(stack)))
     assert reg.active
     canvas = np.asarray(rg.RegisteredStack(stack, reg)[:])
     m = int(np.abs(shifts).max()) * 2 + 1  # away from the filled margins, every frame shows the same content
@@ -191,8 +206,8 @@ def test_mirrored_models_register_bidirectional_scans_and_move_them_back(rng, fl
 @pytest.mark.parametrize("scale", [1e-30, 1e30])
 def test_any_intensity_scale_registers_the_same(rng, scale):
     stack = moving(rng, jitter(rng, 32))
-    base = rg.choose_registration(run_to_end(rg.estimate_shifts(stack)))
-    scaled = rg.choose_registration(run_to_end(rg.estimate_shifts(stack * np.float32(scale))))
+    base = rg.choose_registration(*run_to_end(rg.estimate_shifts(stack)))
+    scaled = rg.choose_registration(*run_to_end(rg.estimate_shifts(stack * np.float32(scale))))
     np.testing.assert_array_equal(scaled.moves, base.moves)
 
 

@@ -2,8 +2,8 @@
 
 A denoiser of time-lapses gets most of its gain from neighbouring frames; when the brain moves from one
 frame to the next, a pixel's neighbours in time show other tissue and both the network and any temporal
-filter fall back on the frame alone (docs/benchmarks.md: under per-frame motion of 1 px the pretrained
-generalist gained 0.2 to 1.3 dB over the best Gaussian, 2.6 to 3.7 dB once the frames were registered).
+filter fall back on the frame alone (docs/benchmarks.md: under jitter and AR(1) motion of 1 px the pretrained
+generalist gained +0.2 to +1.3 dB over the best Gaussian, +4.4 to +5.5 dB once the frames were registered).
 Every two-photon pipeline registers frames before analysis; here the denoiser does it for itself, and the
 user's geometry is kept: every output frame is moved back to where its input frame was.
 
@@ -16,12 +16,15 @@ user's geometry is kept: every output frame is moved back to where its input fra
   interpolation would blur it, and a network trained on independent noise then sees correlated noise), and
   moving back restores every input pixel's position exactly. The residual, below half a pixel, is motion the
   network copes with.
-- **Only a field of view that moves from frame to frame** is registered (:func:`choose_registration`): below
-  :data:`MIN_MOTION` px RMS rounding would move few frames, and those mostly on estimation noise; below
-  :data:`MIN_STEP` px RMS between consecutive frames (slow drift) the network already follows the motion, and
-  whole-pixel moves turn the smooth drift into jumps (measured on a slow drift of 1 px: +0.50 / +0.11 dB at 1
-  photon, +0.02 at 2, -0.67 at 5). Where it registers, it moves by the whole estimated shift (a version that moved
-  only the fast part, leaving the slow part, was worse in 10 of 14 cases, by up to 0.7 dB).
+- **Only a field of view that moves from frame to frame, measurably** is registered (:func:`choose_registration`):
+  the estimates' own error is measured (the two halves of each frame matched apart) and taken off; above
+  :data:`MAX_NOISE` px nothing is moved (rounding would move frames by the noise: a still 64 x 64 recording at 0.2
+  photons had 28% of its frames moved before this check), below :data:`MIN_MOTION` px RMS of motion beyond the
+  noise rounding would move few frames, and below :data:`MIN_STEP` px RMS between consecutive frames (slow drift)
+  the network already follows the motion and whole-pixel moves turn the smooth drift into jumps (measured on a
+  slow drift of 1 px, two seeds: +0.50 / +0.11 dB at 1 photon, +0.02 / +0.13 at 2, -0.67 / -0.05 at 5). Where it
+  registers, it moves by the whole estimated shift (a version that moved only the fast part, leaving the slow
+  part, was worse in 10 of 14 cases, by up to 0.7 dB).
 - **Bidirectional scans** (a mirrored-scan model's ``(T, 2N, N)`` input) are registered on their physical
   frames (both directions of each line averaged); every line moves with its direction (rows by twice the shift,
   backward lines stored x-reversed the other way in x) on a canvas that stays ``(T, 2M, M)``.
@@ -58,6 +61,7 @@ CHUNK = 64  # frames read and correlated at a time
 AGREE_PX = 1.0  # a frame's shifts against the two templates must agree this well (px, each axis)
 MIN_MATCHED = 0.8  # fraction of the frames that must be matched for any to be moved
 MIN_STEP = 0.5  # px RMS between consecutive frames below which nothing is moved (slow drift)
+MAX_NOISE = 0.3  # px RMS error of a shift estimate above which rounding it would move frames by the noise
 MIN_MOTION = 0.3  # px RMS of the estimated shifts below which nothing is moved (still: 0.05-0.10 px measured)
 
 
@@ -104,12 +108,12 @@ class Registration:
 
 def _read(stack: Any, start: int, stop: int) -> np.ndarray:
     """Frames ``[start, stop)`` of ``stack`` as correlated: float32, the central crop of at most :data:`MAX_XY`
-    (the only region read), band-passed and tapered to zero at the edges.
+    (the only region read), band-passed.
 
     The band-pass (a Gaussian of :data:`SMOOTH_PX` minus one of :data:`BACKGROUND_PX`) keeps the cells' and
     vessels' scale: finer is photon noise, coarser is the background whose slopes, like the frame's edges in a
     circular correlation, pull every peak towards no shift (a 2-px shift of a 64 x 64 frame measured 1.4 px
-    without them). The taper (a Hann window over :data:`TAPER` of each side) removes the edges.
+    without them and the taper of :func:`_shifts_to`).
     """
     _, y, x = (int(n) for n in stack.shape)
     cy, cx = min(y, MAX_XY), min(x, MAX_XY)
@@ -120,8 +124,7 @@ def _read(stack: Any, start: int, stop: int) -> np.ndarray:
     crop = (crop / scale).astype(np.float32)
     out = (ndimage.gaussian_filter(crop, (0, SMOOTH_PX, SMOOTH_PX))
            - ndimage.gaussian_filter(crop, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest"))
-    out *= _taper(cy)[:, None] * _taper(cx)[None, :]
-    return out - out.mean(axis=(1, 2), keepdims=True)
+    return out
 
 
 def _taper(n: int) -> np.ndarray:
@@ -147,10 +150,26 @@ def _peak(corr: np.ndarray) -> np.ndarray:
 
 
 def _shifts_to(frames: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """``(n, 2)`` sub-pixel displacement of each prepared frame's content relative to ``template``."""
-    ref = np.conj(np.fft.rfft2(template))
-    corr = np.fft.irfft2(np.fft.rfft2(frames) * ref, s=template.shape)
+    """``(n, 2)`` sub-pixel displacement of each prepared frame's content relative to ``template`` (both tapered
+    to zero at their edges first: a Hann window over :data:`TAPER` of each side)."""
+    window = _taper(template.shape[0])[:, None] * _taper(template.shape[1])[None, :]
+
+    def tapered(x: np.ndarray) -> np.ndarray:
+        x = x * window
+        return x - x.mean(axis=(-2, -1), keepdims=True)
+
+    ref = np.conj(np.fft.rfft2(tapered(template)))
+    corr = np.fft.irfft2(np.fft.rfft2(tapered(frames)) * ref, s=template.shape)
     return np.array([_peak(c) for c in corr]).reshape(-1, 2)
+
+
+def _halves_noise(frames: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """``(n,)`` squared difference ``|d|^2`` of each frame's shift measured on its left and on its right half (disjoint
+    pixels, independent noise, the same rigid shift): its mean is four times the variance of a whole-frame
+    estimate's noise (each half has twice the whole frame's)."""
+    h = template.shape[1] // 2
+    d = _shifts_to(frames[..., :h], template[:, :h]) - _shifts_to(frames[..., h:], template[:, h:])
+    return np.sum(d**2, axis=1)
 
 
 def _template(block: np.ndarray) -> np.ndarray:
@@ -166,45 +185,55 @@ def _template(block: np.ndarray) -> np.ndarray:
     return template
 
 
-def estimate_shifts(stack: Any) -> Generator[InferEvent, None, np.ndarray]:
-    """``(T, 2)`` sub-pixel rigid displacement ``(dy, dx)`` of each frame's content, yielding progress; NaN for
-    frames that could not be matched reliably.
+def estimate_shifts(stack: Any) -> Generator[InferEvent, None, tuple[np.ndarray, float]]:
+    """``(T, 2)`` sub-pixel rigid displacement ``(dy, dx)`` of each frame's content, NaN for frames that could not
+    be matched reliably, and the RMS error of an estimate (px, both axes together), yielding progress.
 
     Two templates are made from disjoint frames (even and odd) of the central :data:`TEMPLATE_FRAMES`, and every
     frame is matched to both: where the two answers differ by more than :data:`AGREE_PX` (noise matched to noise,
-    a frame without structure) the frame's shift is NaN. The stack is read once more, :data:`CHUNK` frames at a
-    time (file-backed stacks stream).
+    a frame without structure) the frame's shift is NaN. The error is measured on the frames themselves: the
+    left and right halves of each frame, matched apart, differ by the noise alone (:func:`_halves_noise`). The
+    stack is read once more, :data:`CHUNK` frames at a time (file-backed stacks stream).
     """
     t = int(stack.shape[0])
     t0 = max(0, (t - TEMPLATE_FRAMES) // 2)
     block = _read(stack, t0, t0 + TEMPLATE_FRAMES)
     first, second = _template(block[0::2]), _template(block[1::2])
     offset = _shifts_to(second[None], first)[0]  # where the second template sits relative to the first
-    shifts = np.empty((t, 2))
+    shifts, halves = np.empty((t, 2)), np.empty(t)
     for start in range(0, t, CHUNK):
         frames = _read(stack, start, start + CHUNK)
         a, b = _shifts_to(frames, first), _shifts_to(frames, second) + offset
         agree = np.all(np.abs(a - b) <= AGREE_PX, axis=1)
         shifts[start : start + CHUNK] = np.where(agree[:, None], 0.5 * (a + b), np.nan)
+        halves[start : start + CHUNK] = _halves_noise(frames, first)
         yield InferEvent(done=min(start + CHUNK, t), total=t)
-    return shifts
+    matched = np.isfinite(shifts).all(axis=1)
+    noise = float(np.sqrt(np.median(halves[matched]) / 4)) if matched.any() else float("inf")
+    return shifts, noise
 
 
-def choose_registration(shifts: np.ndarray) -> Registration:
+def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
     """The whole-pixel moves for estimated ``shifts`` ``(T, 2)``: rounded, relative to their median (the typical
-    frame stays put); none when they are small (:data:`MIN_MOTION` px RMS) or when fewer than
-    :data:`MIN_MATCHED` of the frames were matched (NaN rows: frames not matched stay where they are)."""
+    frame stays put); none when fewer than :data:`MIN_MATCHED` of the frames were matched (NaN rows: frames not
+    matched stay where they are), when the estimates' own error ``noise`` (px RMS) is too large to round them
+    (:data:`MAX_NOISE`), or when the motion beyond that error is small (:data:`MIN_MOTION` px RMS) or slow
+    (:data:`MIN_STEP` px RMS from frame to frame)."""
     shifts = np.asarray(shifts, np.float64)
     matched = np.all(np.isfinite(shifts), axis=1)
     if matched.mean() < MIN_MATCHED:
         return Registration(reason=f"only {matched.mean():.0%} of the frames matched a template reliably")
+    if not noise <= MAX_NOISE:
+        return Registration(reason=f"the shifts cannot be measured to whole pixels: {noise:.2f} px RMS error")
     centred = shifts - np.median(shifts[matched], axis=0)
     centred[~matched] = 0.0
-    rms = float(np.sqrt(np.mean(np.sum(centred**2, axis=1))))
+    # the estimates' noise adds its variance to the motion's, twice to the changes between frames
+    rms = float(np.sqrt(max(np.mean(np.sum(centred**2, axis=1)) - noise**2, 0.0)))
     if rms < MIN_MOTION:
         return Registration(motion_px=rms, reason=f"still: {rms:.2f} px RMS motion")
     steps = np.diff(shifts, axis=0)
-    step = float(np.sqrt(np.nanmean(np.sum(steps**2, axis=1)))) if np.isfinite(steps).all(axis=1).any() else 0.0
+    step2 = np.nanmean(np.sum(steps**2, axis=1)) if np.isfinite(steps).all(axis=1).any() else 0.0
+    step = float(np.sqrt(max(step2 - 2 * noise**2, 0.0)))
     if step < MIN_STEP:
         return Registration(motion_px=rms, reason=f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS "
                                                   "motion")
@@ -230,8 +259,8 @@ def iter_registration(setting: str, stack: Any, bidirectional: bool = False,
     if t < MIN_FRAMES:
         reg = Registration(reason=f"too few frames ({t}, {MIN_FRAMES} needed)")
     else:
-        shifts = yield from estimate_shifts(_Physical(stack, flip) if bidirectional else stack)
-        reg = choose_registration(shifts)
+        shifts, noise = yield from estimate_shifts(_Physical(stack, flip) if bidirectional else stack)
+        reg = choose_registration(shifts, noise)
     yield InferEvent(done=0, total=1, message=reg.describe())
     return reg
 
