@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import fft as sfft
 from scipy import ndimage
 
 from ..config import InferConfig, InferEvent
@@ -122,9 +123,8 @@ def _read(stack: Any, start: int, stop: int) -> np.ndarray:
     # one scaling for the chunk keeps any intensity scale (1e-30 .. 1e30) finite in the products below
     scale = float(np.max(np.abs(crop))) or 1.0
     crop = (crop / scale).astype(np.float32)
-    out = (ndimage.gaussian_filter(crop, (0, SMOOTH_PX, SMOOTH_PX))
-           - ndimage.gaussian_filter(crop, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest"))
-    return out
+    return (ndimage.gaussian_filter(crop, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0)
+            - ndimage.gaussian_filter(crop, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest", truncate=3.0))
 
 
 def _taper(n: int) -> np.ndarray:
@@ -158,8 +158,8 @@ def _shifts_to(frames: np.ndarray, template: np.ndarray) -> np.ndarray:
         x = x * window
         return x - x.mean(axis=(-2, -1), keepdims=True)
 
-    ref = np.conj(np.fft.rfft2(tapered(template)))
-    corr = np.fft.irfft2(np.fft.rfft2(tapered(frames)) * ref, s=template.shape)
+    ref = np.conj(sfft.rfft2(tapered(template).astype(np.float32)))
+    corr = sfft.irfft2(sfft.rfft2(tapered(frames).astype(np.float32)) * ref, s=template.shape)
     return np.array([_peak(c) for c in corr]).reshape(-1, 2)
 
 
@@ -344,13 +344,18 @@ class RegisteredStack:
         parity = rows % r
         ry = np.clip(rows[None, :] - r * self.offsets[t0:t1, 0, None], parity, y - r + parity)
         ox_fwd, ox_back = self.column_offsets(t0, t1)
-        rx = np.clip(cols[None, None, :] - np.where(parity[None, :, None] == 1, ox_back[:, None, None],
-                                                    ox_fwd[:, None, None]), 0, x - 1)
-        if n == 0 or rows.size == 0 or cols.size == 0:
-            return np.empty((n, rows.size, cols.size), self.dtype)[0 if single else slice(None)]
-        by, bx = (int(ry.min()), int(ry.max()) + 1), (int(rx.min()), int(rx.max()) + 1)
-        raw = np.asarray(self.stack[t0:t1, by[0] : by[1], bx[0] : bx[1]])
-        out = raw[np.arange(n)[:, None, None], (ry - by[0])[:, :, None], rx - bx[0]]
+        rx_fwd, rx_back = (np.clip(cols[None, :] - o[:, None], 0, x - 1) for o in (ox_fwd, ox_back))
+        out = np.empty((n, rows.size, cols.size), self.dtype)
+        if out.size:
+            by = int(ry.min()), int(ry.max()) + 1
+            bx = int(min(rx_fwd.min(), rx_back.min())), int(max(rx_fwd.max(), rx_back.max())) + 1
+            raw = np.asarray(self.stack[t0:t1, by[0] : by[1], bx[0] : bx[1]])
+            back = parity == 1  # rows of backward lines (none unless bidirectional)
+            for i in range(n):  # one frame at a time: two 1-D gathers, no (n, Y, X) index arrays
+                picked = np.take(raw[i], ry[i] - by[0], axis=0)
+                out[i] = np.take(picked, rx_fwd[i] - bx[0], axis=1)
+                if self.flip and back.any():
+                    out[i, back] = np.take(picked[back], rx_back[i] - bx[0], axis=1)
         return out[0] if single else out
 
 
