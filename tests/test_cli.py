@@ -155,7 +155,7 @@ def test_demo_scores_the_generalists_on_held_out_samples(tmp_path, capsys):
 
 
 def test_denoise_registration_option(files, model, tmp_path, capsys):
-    sim = simulate(n_frames=40, size=32, photons=5.0, motion_std=1.5, motion="jitter", seed=5)
+    sim = simulate(n_frames=40, size=64, photons=5.0, motion_std=1.5, motion="jitter", seed=5)
     src = tmp_path / "moving.tif"
     tifffile.imwrite(src, sim.noisy)
     outs = {}
