@@ -296,6 +296,22 @@ def test_closing_the_viewer_mid_training_leaves_no_thread_and_no_warning(make_na
     assert not [m for m in warnings_shown if "removed" in str(m)], warnings_shown
 
 
+def test_denoise_registers_a_moving_layer_and_lines_the_result_up(viewer, qtbot, tiny_denoiser):
+    from napari_unet_att.evaluation.simulator import simulate
+
+    sim = simulate(n_frames=40, size=64, photons=5.0, motion_std=1.5, motion="jitter", seed=5)
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    layer = viewer.add_image(sim.noisy, name="moving")
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    w.model_choice.setCurrentText(_denoise.CURRENT_MODEL)
+    _wait_done(qtbot, w.denoise(layer))
+    out = viewer.layers["moving_denoised"]
+    assert out.data.shape == layer.data.shape
+    assert "moved back" in out.metadata["unet_att"]["registration"]  # what was done, kept with the result
+    np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), sim.noisy.mean(axis=(1, 2)), rtol=1e-4)
+
+
 def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, tiny_denoiser):
     w = DenoiseWidget(viewer)
     w.device.setCurrentText("cpu")
