@@ -263,3 +263,16 @@ def test_training_registers_a_moving_recording_unless_told_not_to(rng):
     assert not any(rg.SAID in m for m in msgs) and den.train_shape == (48, 32, 32)
     with pytest.raises(InputError, match="registration"):
         train_messages(stack, registration="on")
+
+
+def test_a_resumed_run_keeps_the_registration_it_started_with(rng, tmp_path):
+    from napari_unet_att.config import TrainConfig
+    from napari_unet_att.training import LAST_NAME, train
+
+    stack = moving(rng, jitter(rng, 48), size=32)
+    settings = dict(patch_t=8, patch_xy=16, batch_size=1, device="cpu")
+    first = train([stack], TrainConfig(steps=2, registration="off", **settings), out_dir=tmp_path / "run")
+    assert first.train_shape == stack.shape
+    resumed = train([stack], TrainConfig(steps=4, **settings), out_dir=tmp_path / "run",
+                    resume=tmp_path / "run" / LAST_NAME)  # the default is 'auto': the stored 'off' wins
+    assert resumed.train_shape == stack.shape and resumed.train_config["registration"] == "off"

@@ -175,7 +175,7 @@ class Trainer:
         --init or --resume)."""
         rcfg = self.cfg.resolved()
         state = None
-        self.stacks, notes = start.register_stacks(self.stacks, rcfg, self.sources, self.targets)
+        self.stacks, notes = start.register_stacks(self.stacks, rcfg, self.sources, self.targets, self.resume)
         if self.resume is not None:
             shapes = [tuple(s.shape) for s in self.stacks]
             den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes, self.wording)
