@@ -42,7 +42,6 @@ from ..model.normalization import Normalization, stack_statistics
 from ..modes import Slices, Triple, View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
-from ..stackio import to_output_dtype
 from .accumulate import BlendedSums, accumulator_frames
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
@@ -435,14 +434,12 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     full *= 0.5
     if smoothing.active:
         full = np.concatenate([part for _, part in TemporalSmoother(smoothing, t).push(0, full)])
-    if job.cfg.output_dtype == "input":
-        full = to_output_dtype(full, np.dtype(stack.dtype))
+    in_dtype = np.dtype(stack.dtype)
     if out is None:
-        return full
-    out_dtype = np.dtype(getattr(out, "dtype", full.dtype))
+        return to_target(full, job.cfg.output_dtype, in_dtype, full.dtype)
+    out_dtype = np.dtype(getattr(out, "dtype", job.dtype))
     for t0 in range(0, t, 64):
-        block = full[t0 : t0 + 64]
-        out[t0 : t0 + 64] = to_output_dtype(block, out_dtype) if out_dtype.kind in "iub" else block
+        out[t0 : t0 + 64] = to_target(full[t0 : t0 + 64], job.cfg.output_dtype, in_dtype, out_dtype)
     return out
 
 
