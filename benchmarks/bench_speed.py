@@ -280,7 +280,7 @@ def run(
     # the tiled network pass alone: the costs of the output smoothing (calibration, filter) and of the frame
     # registration (estimation) are measured on their own by benchmarks/experiments/inference_cost.py, and on an
     # untrained network the smoothing's choice would mean nothing
-    cfg = InferConfig(device="cpu", smoothing="off", registration="off")
+    cfg = InferConfig(device="cpu", smoothing="off", registration="off", keep_average="off")
     print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, smoothing and registration off "
           f"(tile_t={cfg.tile_t}), "
           f"best of {repeats}")
@@ -312,7 +312,7 @@ def run(
                 r = dict(result["presets"][sweep_preset])  # already timed above with the same settings
             else:
                 r = time_denoise(stack, den, InferConfig(device="cpu", tile_t=tt, overlap=ov, smoothing="off",
-                                                                      registration="off"), repeats)
+                                                                      registration="off", keep_average="off"), repeats)
             r["spec"], r["requested_overlap"] = str(spec), ov
             rows.append(r)
             print(f"{spec:>6} {r['n_tiles']:5d} {r['overlap'][0]:7d} {100 * r['overlap_share']:8.1f} "

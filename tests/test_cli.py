@@ -171,3 +171,21 @@ def test_denoise_registration_option(files, model, tmp_path, capsys):
     assert not np.allclose(outs["auto"], outs["off"])
     with pytest.raises(SystemExit):
         main(["denoise", str(src), "--model", str(model), "--registration", "sometimes"])
+
+
+def test_denoise_keep_average_option(model, tmp_path, capsys):
+    sim = simulate(n_frames=120, size=32, photons=2.0, seed=6)
+    src = tmp_path / "long.tif"
+    tifffile.imwrite(src, sim.noisy)
+    outs = {}
+    for setting in ("auto", "off"):
+        out = tmp_path / f"avg_{setting}.tif"
+        assert main(["denoise", str(src), "--model", str(model), "--out", str(out), "--float32",
+                     "--keep-average", setting]) == 0
+        said = capsys.readouterr()
+        assert ("time average: restored" in said.out + said.err) is (setting == "auto")
+        outs[setting] = tifffile.imread(out)
+    assert not np.allclose(outs["auto"], outs["off"])
+    np.testing.assert_allclose(outs["auto"].mean(axis=(1, 2)), outs["off"].mean(axis=(1, 2)), atol=1e-2)
+    with pytest.raises(SystemExit):
+        main(["denoise", str(src), "--model", str(model), "--keep-average", "always"])

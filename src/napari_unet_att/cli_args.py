@@ -12,6 +12,7 @@ from . import __version__
 from .config import (
     DEFAULT_STEPS,
     DEMO_OUT,
+    KEEP_AVERAGE_CHOICES,
     MODE_HELP,
     MODES,
     PRESETS,
@@ -119,6 +120,10 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")
+    d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),
+                   help="'auto': temporal models, 100+ frames: where the output's average over time (per pixel, "
+                        "~500-frame chunks) misses the input's by more than the noise, put the difference back "
+                        "(still fine detail a pretrained model blurs); 'off': the model's output as is")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),

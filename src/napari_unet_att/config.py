@@ -83,6 +83,7 @@ DEFAULT_CHECKPOINT_EVERY = 200  # steps between periodic checkpoints
 WIDGET_PREVIEW_EVERY = 25  # the train widget's first-use preview interval (the engine's default is none)
 TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)  # test-time augmentation: how many D4 flips of (y, x) to average
 REGISTRATION_CHOICES = ("auto", "off")  # InferConfig.registration's settings
+KEEP_AVERAGE_CHOICES = ("auto", "off")  # InferConfig.keep_average's settings
 SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 
@@ -264,6 +265,9 @@ class InferConfig:
     # rigid registration of fast-moving frames before denoising, each result frame moved back: 'auto' (where
     # the frames move; inference.registration) or 'off'
     registration: str = "auto"
+    # each pixel's time average: 'auto' (temporal models, >= 100 frames: still detail the output lost, put back
+    # where it exceeds the noise; inference.averages) or 'off'
+    keep_average: str = "auto"
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_CHOICES:
@@ -279,6 +283,8 @@ class InferConfig:
         self._check_smoothing()
         if self.registration not in REGISTRATION_CHOICES:
             raise InputError(f"registration must be 'auto' or 'off', got {self.registration!r}")
+        if self.keep_average not in KEEP_AVERAGE_CHOICES:
+            raise InputError(f"keep_average must be 'auto' or 'off', got {self.keep_average!r}")
 
     def _check_smoothing(self) -> None:
         s = self.smoothing

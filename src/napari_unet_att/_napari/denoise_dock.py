@@ -54,6 +54,8 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
               default=d.smoothing == "auto", setting=None),
         Field("registration", CHECK, text="register fast-moving frames (whole pixels, moved back after)",
               default=d.registration == "auto", setting=None),
+        Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
+              default=d.keep_average == "auto", setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
         Field("out_path", TEXT, "Output file", text="output .tif (default: <input>_denoised.tif beside the input)",
               setting=None, browse=("save", "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)")),
@@ -155,7 +157,8 @@ class DenoiseWidget(BaseDock):
                            normalization=self.norm_source.currentText(), tta=int(self.tta.currentText()),
                            half_rate=self.half_rate.isChecked(),
                            smoothing="auto" if self.smoothing.isChecked() else "off",
-                           registration="auto" if self.registration.isChecked() else "off")
+                           registration="auto" if self.registration.isChecked() else "off",
+                           keep_average="auto" if self.keep_average.isChecked() else "off")
 
     # -- model ---------------------------------------------------------------------------
     @property
@@ -268,13 +271,14 @@ class DenoiseWidget(BaseDock):
         self.eval_btn.setEnabled(not running)
 
     def _on_event(self, ev: InferEvent) -> None:
-        if ev.message:  # the registration and output smoothing chosen, an out-of-memory retry
+        if ev.message:  # the registration, output smoothing and time averages chosen, an out-of-memory retry
             from napari.utils.notifications import show_info
 
-            from ..inference import registration, smoothing
+            from ..inference import averages, registration, smoothing
 
             show_info(ev.message)
-            for key, said in (("registration", registration.SAID), ("smoothing", smoothing.SAID)):
+            for key, said in (("registration", registration.SAID), ("smoothing", smoothing.SAID),
+                              ("keep_average", averages.SAID)):
                 if ev.message.startswith(said):  # recorded in the result layer's metadata
                     self._run_info[key] = ev.message[len(said):]
         self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))

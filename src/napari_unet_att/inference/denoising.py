@@ -1,28 +1,23 @@
 """Denoising a whole stack: the job worked out once, then tiles in batches through the network.
 
-The reference tools hard-crop overlapping tiles (visible seams), stretch or rescale the
-output (absolute intensities lost, brightness jumps), drop trailing frames and load whole
-stacks as float32. Here instead:
+The reference tools hard-crop overlapping tiles (visible seams), stretch or rescale the output (absolute
+intensities lost, brightness jumps), drop trailing frames and load whole stacks as float32. Here instead:
 
-- tiles cover the stack exactly and their overlaps are blended, so there are no seams
-  (:mod:`~napari_unet_att.inference.tiles`);
-- the model's normalisation is undone, so the output is in the input's intensity units;
-  integer output is clipped, never wrapped;
-- tiles are read one region at a time (``io.TiffArray``, numpy memmap, zarr and dask inputs
-  stream; a TIFF input is read with positioned reads, never mapped) and the weighted sums live
-  in a rolling window of frames that is flushed to the output as soon as no later tile touches
-  it (:mod:`~napari_unet_att.inference.accumulate`), so memory is O(tile) rather than O(stack);
-- a job whose estimated memory exceeds what the machine has is refused before it starts
-  (:mod:`~napari_unet_att.runtime.resources`); an accelerator out-of-memory error restarts the job with
-  a smaller batch, then smaller tiles, and says so (see :func:`iter_denoise`).
+- tiles cover the stack exactly and their overlaps are blended: no seams (:mod:`.tiles`);
+- the model's normalisation is undone, so the output is in the input's intensity units (integers clipped);
+- tiles are read one region at a time (``io.TiffArray``, numpy memmap, zarr and dask inputs stream; a TIFF is
+  read with positioned reads, never mapped) and the weighted sums live in a rolling window of frames that is
+  flushed to the output as soon as no later tile touches it (:mod:`.accumulate`): memory O(tile), not O(stack);
+- a job whose estimated memory exceeds what the machine has is refused before it starts (:mod:`..runtime.resources`);
+  an accelerator out-of-memory error restarts the job with a smaller batch, then smaller tiles, and says so.
 
-The data flow: :class:`DenoiseJob` checks the inputs and works out the views the model sees, the
-output's shape and dtype (once); :meth:`DenoiseJob.run` resolves the tiles, builds the
-:class:`~napari_unet_att.inference.tiles.TilePlan`, checks memory, picks the normalisation, then reads
-batches of tiles (:mod:`~napari_unet_att.inference.batches`), blends their outputs and writes finished
-frames. :func:`iter_denoise` is a generator of :class:`~napari_unet_att.config.InferEvent` that
-``return``s the result (napari's ``thread_worker`` and the CLI drain the same code); :func:`denoise` is
-the blocking wrapper. Files: :mod:`~napari_unet_att.inference.files`.
+The data flow: :class:`DenoiseJob` checks the inputs and works out the views the model sees, the output's shape
+and dtype (once); :meth:`DenoiseJob.run` resolves the tiles, builds the :class:`~.tiles.TilePlan`, checks memory,
+picks the normalisation, then reads batches of tiles (:mod:`.batches`), blends their outputs and writes finished
+frames, smoothed (:mod:`.smoothing`); then each pixel's time average is kept (:mod:`.averages`).
+:func:`iter_denoise` is a generator of :class:`~napari_unet_att.config.InferEvent` that ``return``s the result
+(napari's ``thread_worker`` and the CLI drain the same code); :func:`denoise` is the blocking wrapper. Files:
+:mod:`.files`.
 """
 
 from __future__ import annotations
@@ -43,6 +38,7 @@ from ..modes import Slices, Triple, View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
 from .accumulate import BlendedSums, accumulator_frames
+from .averages import iter_keep_average
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
 from .registration import MovedBack, RegisteredStack, iter_registration
@@ -53,8 +49,7 @@ from .tiles import TilePlan, build_plan, resolve_tiles
 
 
 def check_inputs(stack: Any, cfg: InferConfig, out: Any) -> None:
-    """Refuse what cannot be denoised: not a non-empty ``(T, Y, X)`` array, unknown options, an ``out``
-    that cannot take frame blocks."""
+    """Refuse what cannot be denoised: not a non-empty (T, Y, X) array, unknown options, ``out`` not sliceable."""
     shape = getattr(stack, "shape", None)
     if shape is None or len(shape) != 3:
         raise InputError(f"expected a (T, Y, X) time-lapse, got an array of shape {shape}; "
@@ -172,6 +167,13 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
+        result = yield from self._result(out)
+        yield from iter_keep_average(self.cfg.keep_average, self.denoiser.mode, self.stack, result,
+                                     self.cfg.output_dtype)
+        return result
+
+    def _result(self, out: Any) -> Generator[InferEvent, None, Any]:
+        """The output before :mod:`.averages` (registered, half-rate or tiled)."""
         if self.cfg.registration != "off":  # refuse what cannot run before the registration reads the stack
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
@@ -179,7 +181,7 @@ class DenoiseJob:
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
-            sub = dataclasses.replace(self.cfg, registration="off", output_dtype="float32")
+            sub = dataclasses.replace(self.cfg, registration="off", output_dtype="float32", keep_average="off")
             yield from DenoiseJob.unchecked(back.canvas, self.denoiser, sub).run(back)
             return target
         if self.half_rate:
@@ -189,7 +191,7 @@ class DenoiseJob:
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
         sub = dataclasses.replace(self.cfg, smoothing="off", registration="off", half_rate=False,
-                                  output_dtype="float32")
+                                  output_dtype="float32", keep_average="off")
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
                                           lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run()))
 
@@ -414,7 +416,8 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
     smoothing = yield from job.choose_smoothing()
-    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off", registration="off")
+    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off", registration="off",
+                              keep_average="off")
     shares = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75))  # (share of the work, progress before the pass)
     units = 1000
     results = []

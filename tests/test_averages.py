@@ -1,0 +1,148 @@
+"""Each pixel's time average kept (inference.averages): still detail a model blurred away is put back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet_att import inference as infer
+from napari_unet_att.config import InferConfig, run_to_end
+from napari_unet_att.errors import InputError
+from napari_unet_att.inference import averages as av
+from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.model.normalization import Normalization
+
+
+class Blur(torch.nn.Module):
+    """A 5 x 5 mean over each frame: fine still structure is lost, as a pretrained model loses it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.full((1, 1, 1, 5, 5), 1 / 25, dtype=x.dtype)
+        return torch.nn.functional.conv3d(torch.nn.functional.pad(x, (2, 2, 2, 2, 0, 0), mode="replicate"), k)
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+def model(net: torch.nn.Module, mode: str = "temporal") -> Denoiser:
+    return Denoiser(net=net, arch="unet_att", base_channels=8, preset="custom", mode=mode,
+                    norm=Normalization(0.0, 1.0))
+
+
+def recording(rng: np.random.Generator, t: int = 160, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Still fine structure (single bright pixels on a background) under Poisson noise; (noisy, clean)."""
+    clean = np.full((size, size), 20.0, np.float32)
+    clean[rng.integers(0, size, 40), rng.integers(0, size, 40)] = 80.0
+    clean = np.broadcast_to(clean, (t, size, size)).astype(np.float32)
+    return rng.poisson(clean).astype(np.float32), clean
+
+
+def off(**kw) -> InferConfig:
+    return InferConfig(device="cpu", smoothing="off", registration="off", **kw)
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((np.asarray(a, np.float64) - b) ** 2))
+
+
+def test_shrinkage_keeps_a_mean_beyond_the_noise_and_drops_one_within_it(rng):
+    n = 200
+    res = rng.normal(0, 1, (n, 1, 2000))
+    res[:, :, :1000] += 0.7  # 10x the mean's noise (1 / sqrt(200))
+    kept = av.shrunk_means(res.sum(0)[None], (res ** 2).sum(0)[None], np.array([n]))[0, 0]
+    assert abs(kept[:1000].mean() - 0.7) < 0.03  # almost whole
+    assert np.sqrt(np.mean(kept[1000:] ** 2)) < 0.5 / np.sqrt(n)  # well under the raw mean's noise
+
+
+def test_chunks_and_their_interpolation():
+    assert list(av.chunk_edges(100)) == [0, 100] and list(av.chunk_edges(700)) == [0, 700]
+    edges = av.chunk_edges(2000)
+    assert len(edges) == 5 and edges[0] == 0 and edges[-1] == 2000 and np.all(np.diff(edges) > 400)
+    images = np.stack([np.array([[0.0, 2.0]]), np.array([[4.0, 2.0]])]).astype(np.float32)
+    corr = av.AverageCorrection(images, np.array([10.0, 30.0]), 1.0, 1.0)
+    frames = av.correction_frames(corr, 0, 40)
+    assert np.allclose(frames.mean(axis=(1, 2)), 0, atol=1e-6)  # frame means untouched
+    assert np.allclose(frames[:11, 0, 1] - frames[:11, 0, 0], 2.0)  # constant before the first centre
+    assert np.allclose(frames[20, 0, 1] - frames[20, 0, 0], 0.0)  # halfway
+    assert np.allclose(frames[30:, 0, 1] - frames[30:, 0, 0], -2.0)
+
+
+def test_still_detail_a_model_blurred_comes_back(rng):
+    noisy, clean = recording(rng)
+    den = model(Blur())
+    said = []
+    kept = infer.denoise(noisy, den, off(), progress=said.append)
+    bare = infer.denoise(noisy, den, off(keep_average="off"))
+    assert mse(kept, clean) < 0.2 * mse(bare, clean)  # the bright pixels are back
+    assert mse(kept, clean) < 0.5 * mse(noisy, clean)  # with far less noise than the raw frames
+    assert np.allclose(kept.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), atol=1e-3)  # frame means kept
+    assert any(e.message.startswith(av.SAID + "restored") for e in said)
+
+
+def test_a_model_that_misses_nothing_is_left_alone(rng):
+    noisy, _ = recording(rng)
+    out = infer.denoise(noisy, model(Identity()), off())
+    assert np.array_equal(out, noisy)
+
+
+def test_a_drifting_baseline_is_followed_chunk_by_chunk(rng):
+    t = 2048
+    clean = np.full((t, 16, 16), 20.0, np.float32)
+    clean[:, 8, 8] = np.linspace(20, 220, t)  # a pixel that brightens slowly (the blur spreads it)
+    noisy = rng.poisson(clean).astype(np.float32)
+    den = model(Blur())
+    kept = infer.denoise(noisy, den, off())
+    bare = infer.denoise(noisy, den, off(keep_average="off"))
+    for part in (slice(300, 500), slice(1500, 1700)):  # between chunk centres: linear, as the drift
+        assert mse(kept[part, 8, 8], clean[part, 8, 8]) < 0.1 * mse(bare[part, 8, 8], clean[part, 8, 8])
+
+
+def test_integer_file_output_is_corrected_in_place(tmp_path, rng):
+    noisy, clean = recording(rng)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, noisy.astype(np.uint16))
+    dst = tmp_path / "out.tif"
+    infer.denoise_file(src, dst, model(Blur()), off(output_dtype="input"))
+    out = tifffile.imread(dst)
+    bare = infer.denoise(noisy.astype(np.uint16), model(Blur()), off(output_dtype="input", keep_average="off"))
+    assert out.dtype == np.uint16 and mse(out, clean) < 0.2 * mse(bare, clean)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_the_correction_does_not_depend_on_the_intensity_scale(scale, rng):
+    noisy, _ = recording(rng)
+    den = model(Blur())
+    ref = infer.denoise(noisy, den, off(normalization="input"))
+    out = infer.denoise((noisy * scale).astype(np.float32), den, off(normalization="input"))
+    assert np.all(np.isfinite(out)) and np.allclose(out / scale, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_mirrored_models_short_stacks_and_off_are_left_alone(rng):
+    noisy, _ = recording(rng, t=60)
+    said = []
+    blurred = infer.denoise(noisy, model(Blur()), off(keep_average="off"))
+    assert np.array_equal(infer.denoise(noisy, model(Blur()), off(), progress=said.append), blurred)
+    assert any("too few frames" in e.message for e in said if e.message.startswith(av.SAID))
+    said.clear()
+    infer.denoise(recording(rng, t=120)[0], model(Blur()), off(keep_average="off"), progress=said.append)
+    assert not any(e.message.startswith(av.SAID) for e in said)
+    why = run_to_end(av.iter_keep_average("auto", "mirrored", noisy, noisy.copy(), "float32"))
+    assert why is None
+
+
+def test_registered_and_half_rate_outputs_are_corrected_on_the_input_grid(rng):
+    noisy, clean = recording(rng)
+    den = model(Blur())
+    bare = infer.denoise(noisy, den, off(keep_average="off"))
+    for cfg in (off(half_rate=True), InferConfig(device="cpu", smoothing="off")):
+        assert mse(infer.denoise(noisy, den, cfg), clean) < 0.2 * mse(bare, clean)
+
+
+def test_setting_is_checked():
+    with pytest.raises(InputError, match="keep_average"):
+        InferConfig(keep_average="sometimes")
