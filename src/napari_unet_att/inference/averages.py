@@ -35,12 +35,12 @@ import numpy as np
 from ..config import InferEvent
 from .frame_means import to_target
 
-__all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SHRINK", "AverageCorrection", "chunk_edges", "correction_frames",
-           "iter_keep_average", "residual_sums", "shrunk_means"]
+__all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SHRINK", "AverageCorrection", "block_frames", "chunk_edges",
+           "correction_frames", "iter_keep_average", "residual_sums", "shrunk_means"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
 CHUNK = 512  # frames averaged together on long recordings (a few hundred: noise / 500, yet follows drift)
-BLOCK = 64  # frames read at a time (bounds the passes' temporaries)
+BLOCK = 1 << 14  # pixels read at a time (whole frames, at least one): the passes' temporaries stay small
 SHRINK = 2.0  # how far beyond its noise a mean must be to be kept (see above)
 SAID = "time average: "  # how every description starts (the docks and benchmarks look for it)
 
@@ -69,19 +69,26 @@ def chunk_edges(n_frames: int) -> np.ndarray:
     return np.linspace(0, n_frames, n + 1).round().astype(int)
 
 
+def block_frames(shape: tuple[int, ...]) -> int:
+    """Frames per read: :data:`BLOCK` pixels, at least one frame."""
+    return max(1, BLOCK // max(1, int(np.prod(shape[1:]))))
+
+
 def residual_sums(stack: Any, result: Any, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per chunk, the sum over frames of ``stack - result`` and of its square (float64, ``(chunks, Y, X)``).
 
-    Both are read :data:`BLOCK` frames at a time, never whole.
+    Both are read :func:`block_frames` frames at a time, never whole.
     """
     shape = (len(edges) - 1, *(int(n) for n in stack.shape[1:]))
     s1, s2 = np.zeros(shape), np.zeros(shape)
+    step = block_frames(stack.shape)
     for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        for t0 in range(int(lo), int(hi), BLOCK):
-            t1 = min(t0 + BLOCK, int(hi))
-            r = np.asarray(stack[t0:t1], np.float64) - np.asarray(result[t0:t1], np.float64)
-            s1[k] += r.sum(axis=0)
-            s2[k] += np.square(r).sum(axis=0)
+        for t0 in range(int(lo), int(hi), step):
+            t1 = min(t0 + step, int(hi))
+            r = np.array(stack[t0:t1], np.float32)
+            r -= np.asarray(result[t0:t1], np.float32)
+            s1[k] += r.sum(axis=0, dtype=np.float64)
+            s2[k] += np.square(r, dtype=np.float64).sum(axis=0)  # float64: no overflow at any intensity scale
     return s1, s2
 
 
@@ -165,8 +172,9 @@ def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_d
                              float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))))
     yield InferEvent(done=t, total=2 * t)
     in_dtype, out_dtype = np.dtype(stack.dtype), np.dtype(result.dtype)
-    for t0 in range(0, t, BLOCK):
-        t1 = min(t0 + BLOCK, t)
+    step = block_frames(stack.shape)
+    for t0 in range(0, t, step):
+        t1 = min(t0 + step, t)
         block = np.asarray(result[t0:t1], np.float32) + correction_frames(corr, t0, t1)
         result[t0:t1] = to_target(block, output_dtype, in_dtype, out_dtype)
     yield InferEvent(done=2 * t, total=2 * t, message=corr.describe())
