@@ -40,6 +40,7 @@ from napari_unet_att.evaluation.metrics import (  # noqa: E402
     trace_correlation,
 )
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
+from napari_unet_att.inference.averages import SAID as AVG_SAID  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
 from napari_unet_att.inference.registration import SAID as REG_SAID  # noqa: E402
 from napari_unet_att.inference.smoothing import SAID  # noqa: E402
@@ -52,6 +53,7 @@ ENSEMBLE = False  # --ensemble: also score the half-rate ensemble (an experiment
 INFER: dict = {}  # --tta / --half-rate: inference options for every model run
 SMOOTHING: list[str] = []  # the last model run's output smoothing, in words
 REGISTRATION: list[str] = []  # the last model run's frame registration, in words
+AVERAGE: list[str] = []  # the last model run's time averages, in words
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
 
@@ -85,6 +87,7 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
     SMOOTHING[:] = [e.message[len(SAID):] for e in said if e.message.startswith(SAID)] or ["none"]
     REGISTRATION[:] = [e.message[len(REG_SAID):] for e in said if e.message.startswith(REG_SAID)] or ["none"]
+    AVERAGE[:] = [e.message[len(AVG_SAID):] for e in said if e.message.startswith(AVG_SAID)] or ["off"]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 
@@ -98,8 +101,13 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     g = score(case, "best 3D Gaussian", view(gauss), clean, raw, masks, note=f"sigma {tuple(sigma)}")
     out, s = run_model(noisy, den, mirrored_output="merged")
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
-              note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; registration {REGISTRATION[0]}")
+              note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; registration {REGISTRATION[0]}; "
+                   f"time average {AVERAGE[0]}")
     print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
+    if INFER.get("keep_average") != "off" and AVERAGE[0].startswith("restored"):
+        plain, _ = run_model(noisy, den, mirrored_output="merged", keep_average="off")
+        k = score(case, f"generalist {den.mode}, time average off", plain, clean, raw, masks)
+        print(f"<!-- {case}: the time average gave {m['psnr'] - k['psnr']:+.2f} dB -->", flush=True)
     if INFER.get("registration") != "off" and not REGISTRATION[0].startswith("none"):
         fixed, _ = run_model(noisy, den, mirrored_output="merged", registration="off")
         r = score(case, f"generalist {den.mode}, registration off", fixed, clean, raw, masks,
@@ -207,16 +215,17 @@ def cmd_realnext(a) -> None:
         best = min(DEFAULT_SIGMAS, key=lambda s: mse(gaussian3d(even, s)))  # the grid of best_gaussian, by MSE
         gauss = gaussian3d(even, best)
         out, _ = run_model(even, den)
-        said = f"smoothing {SMOOTHING[0]}"
+        said = f"smoothing {SMOOTHING[0]}; time average {AVERAGE[0]}"
+        plain, _ = run_model(even, den, keep_average="off")
         whole, _ = run_model(movie, den)
         inp = even.astype(np.float32)
         rows = [("raw even frames", inp, ""), ("best 3D Gaussian", gauss, f"sigma {best}"),
-                ("generalist temporal (zero-shot)", out, said)]
+                ("generalist temporal (zero-shot)", out, said), ("generalist, time average off", plain, "")]
         if a.finetune:  # trained on the even frames only: the odd frames it is scored on stay unseen
             tuned = _finetuned(even, a.finetune)
             x = run_model(even, tuned)[0]
             rows.append((f"generalist + {a.finetune:g} s fine-tuning on the even frames", x,
-                         f"{tuned.step} steps; smoothing {SMOOTHING[0]}"))
+                         f"{tuned.step} steps; smoothing {SMOOTHING[0]}; time average {AVERAGE[0]}"))
         for method, x, note in rows:
             row = {"case": f"{name} next-frame MSE", "method": method, "psnr": mse(x), "edge_psnr": "",
                    "ssim": "", "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(x, inp), "note": note}
@@ -238,13 +247,14 @@ def cmd_purenoise(a) -> None:
     noisy = (rng.poisson(2.0, (a.frames // 2, a.size, a.size)) * 20 + 100).astype(np.uint16)
     x = noisy.astype(np.float32)
     out = {"raw": x, "Gaussian (6, 0.75, 0.75)": gaussian3d(noisy, (6.0, 0.75, 0.75))}
-    dens = [("generalist temporal (zero-shot)", generalist("temporal"))]
+    dens = [("generalist temporal (zero-shot)", generalist("temporal"), {}),
+            ("generalist, time average off", generalist("temporal"), {"keep_average": "off"})]
     if a.model:
-        dens.append((f"model {a.model}", load_model(a.model)))
+        dens.append((f"model {a.model}", load_model(a.model), {}))
     said = {}
-    for name, den in dens:
-        out[name] = run_model(noisy, den)[0]
-        said[name] = f"; smoothing {SMOOTHING[0]}"
+    for name, den, kw in dens:
+        out[name] = run_model(noisy, den, **kw)[0]
+        said[name] = f"; smoothing {SMOOTHING[0]}; time average {AVERAGE[0]}"
     for name, y in out.items():
         tm = y.mean(axis=0)
         border = np.ones_like(tm, bool)
@@ -269,7 +279,7 @@ def cmd_score(a) -> None:
     opts = f"tta {INFER['tta']}, half-rate {INFER['half_rate']}"
     score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", f"model {a.model}, {opts}", out, sim.clean,
           sim.noisy.astype(np.float32), sim.labels(),
-          note=f"{sim.noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}")
+          note=f"{sim.noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; time average {AVERAGE[0]}")
 
 
 def cmd_finetune(a) -> None:
@@ -286,7 +296,7 @@ def cmd_finetune(a) -> None:
     lr += f", batch {a.batch}" if a.batch else ""
     score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", f"fast temporal, {what} {a.seconds:g} s{lr}", out,
           sim.clean, raw, sim.labels(), note=f"{den.step} steps in {took:.0f} s; {sim.noisy.shape[0] / s:.1f} "
-          f"frames/s; smoothing {SMOOTHING[0]}")
+          f"frames/s; smoothing {SMOOTHING[0]}; time average {AVERAGE[0]}")
     if a.gaussian:
         sigma, gauss, _ = best_gaussian(sim.noisy, sim.clean)
         score(f"2 ph, none, seed {a.ft_seed} (400x128x128)", "best 3D Gaussian", gauss, sim.clean, raw,
@@ -330,11 +340,14 @@ def main(argv=None) -> int:
                     help="every model run's output smoothing (auto, off, T,XY; as denoise --smoothing)")
     ap.add_argument("--registration", default="auto", choices=("auto", "off"),
                     help="every model run's frame registration (as denoise --registration)")
+    ap.add_argument("--keep-average", default="auto", choices=("auto", "off"),
+                    help="every model run's time averages (as denoise --keep-average)")
     ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
                     help="score this model file in place of the shipped generalist of MODE (e.g. a run's checkpoint)")
     a = ap.parse_args(argv)
     CANDIDATE.update(c.split("=", 1) for c in a.candidate)
-    INFER.update(tta=a.tta, half_rate=a.half_rate, smoothing=a.smoothing, registration=a.registration)
+    INFER.update(tta=a.tta, half_rate=a.half_rate, smoothing=a.smoothing, registration=a.registration,
+                 keep_average=a.keep_average)
     global ENSEMBLE
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from scipy import ndimage
 
 from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, run_to_end
@@ -146,3 +147,34 @@ def test_registered_and_half_rate_outputs_are_corrected_on_the_input_grid(rng):
 def test_setting_is_checked():
     with pytest.raises(InputError, match="keep_average"):
         InferConfig(keep_average="sometimes")
+
+
+def drifting(rng: np.random.Generator, t: int = 200, size: int = 48) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fine still structure drifting slowly (2.5 px over the recording) under Poisson noise; (noisy, clean, shifts)."""
+    big = np.full((size + 16, size + 16), 20.0)
+    big[rng.integers(0, size + 16, 120), rng.integers(0, size + 16, 120)] = 120.0
+    big = ndimage.gaussian_filter(big, 0.7)
+    shifts = np.stack([np.linspace(-1.25, 1.25, t), np.linspace(1.0, -1.0, t)], axis=1)
+    clean = np.stack([ndimage.shift(big, s, order=3, mode="nearest")[8:-8, 8:-8] for s in shifts]).astype(np.float32)
+    return rng.poisson(clean).astype(np.float32), clean, shifts
+
+
+def test_under_drift_the_average_is_taken_along_the_tissue(rng):
+    noisy, clean, shifts = drifting(rng)
+    blurred = infer.denoise(noisy, model(Blur()), off(keep_average="off"))
+    errors = {}
+    for name, along in (("in place", None), ("along", shifts)):
+        out = blurred.copy()
+        run_to_end(av.iter_keep_average("auto", "temporal", noisy, out, "float32", along))
+        errors[name] = mse(out, clean)
+    assert errors["along"] < 0.6 * errors["in place"] < 0.6 * mse(blurred, clean)
+
+
+def test_denoise_follows_the_drift_it_measured(rng):
+    noisy, clean, _ = drifting(rng)
+    said = []
+    out = infer.denoise(noisy, model(Blur()), InferConfig(device="cpu", smoothing="off"), progress=said.append)
+    messages = [e.message for e in said if e.message]
+    assert any("slow" in m for m in messages)  # not registered: the network follows a slow drift
+    assert any(m.startswith(av.SAID) and "along the measured motion" in m for m in messages)
+    assert mse(out, clean) < 0.6 * mse(infer.denoise(noisy, model(Blur()), off(keep_average="off")), clean)

@@ -20,6 +20,11 @@ drifting ones, for 0.02 dB less on average.
 A second pass adds the correction (interpolated in time between chunk centres, so that drift and bleaching
 over thousands of frames are followed) to every frame, each frame's mean kept.
 
+Where the field of view was seen to move (:mod:`.registration` measured the shifts: slow drift, or fast motion
+whose frames were registered, denoised and moved back), each frame's residual is moved by its sub-pixel shift
+before it is averaged, and the correction is moved back with the frame: the average is taken along the tissue,
+not across it. Under slow drift (1 px) that gave +0.7 dB more than averaging in place, under jitter +0.6 to +0.8.
+
 Only temporal models (whose output lies on the input's pixel grid) and stacks of at least :data:`MIN_FRAMES`
 frames: on 10 frames the average's own noise cost more than the detail gained.
 """
@@ -31,12 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..config import InferEvent
 from .frame_means import to_target
 
 __all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SHRINK", "AverageCorrection", "block_frames", "chunk_edges",
-           "correction_frames", "iter_keep_average", "residual_sums", "shrunk_means"]
+           "correction_frames", "iter_keep_average", "moved", "residual_sums", "shrunk_means"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
 CHUNK = 512  # frames averaged together on long recordings (a few hundred: noise / 500, yet follows drift)
@@ -49,18 +55,21 @@ SAID = "time average: "  # how every description starts (the docks and benchmark
 class AverageCorrection:
     """What is added to each output frame: ``images[k]`` at frame ``centres[k]``, linear in between.
 
-    ``changed`` is the share of pixels with a non-zero correction, ``rms`` the correction's RMS in output units.
+    ``changed`` is the share of pixels with a non-zero correction, ``rms`` the correction's RMS in output units;
+    ``shifts`` ``(T, 2)``: where the tissue sits in each frame (the images are in its frame; None: still).
     """
 
     images: np.ndarray  # (chunks, Y, X) float32
     centres: np.ndarray  # (chunks,) float64, in frames
     changed: float
     rms: float
+    shifts: np.ndarray | None = None
 
     def describe(self) -> str:
         """One line for progress messages and logs."""
+        along = ", averaged along the measured motion" if self.shifts is not None else ""
         return (f"{SAID}restored where the output's average missed the input's by more than the noise "
-                f"({100 * self.changed:.0f}% of pixels, RMS {self.rms:.3g})")
+                f"({100 * self.changed:.0f}% of pixels, RMS {self.rms:.3g}{along})")
 
 
 def chunk_edges(n_frames: int) -> np.ndarray:
@@ -74,8 +83,19 @@ def block_frames(shape: tuple[int, ...]) -> int:
     return max(1, BLOCK // max(1, int(np.prod(shape[1:]))))
 
 
-def residual_sums(stack: Any, result: Any, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per chunk, the sum over frames of ``stack - result`` and of its square (float64, ``(chunks, Y, X)``).
+def moved(frames: np.ndarray, by: np.ndarray | None) -> np.ndarray:
+    """``frames`` ``(n, Y, X)``, each moved by ``by[i] = (dy, dx)`` pixels (linear interpolation, edges extended);
+    ``frames`` itself when ``by`` is None."""
+    if by is None:
+        return frames
+    return np.stack([ndimage.shift(f, d, order=1, mode="nearest") if np.any(d) else f
+                     for f, d in zip(frames, np.asarray(by, np.float64), strict=True)])
+
+
+def residual_sums(stack: Any, result: Any, edges: np.ndarray, shifts: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk, the sum over frames of ``stack - result`` and of its square (float64, ``(chunks, Y, X)``); with
+    ``shifts`` ``(T, 2)``, each frame's residual is first moved by ``-shifts[t]`` (into the tissue's frame).
 
     Both are read :func:`block_frames` frames at a time, never whole.
     """
@@ -87,6 +107,7 @@ def residual_sums(stack: Any, result: Any, edges: np.ndarray) -> tuple[np.ndarra
             t1 = min(t0 + step, int(hi))
             r = np.array(stack[t0:t1], np.float32)
             r -= np.asarray(result[t0:t1], np.float32)
+            r = moved(r, None if shifts is None else -np.asarray(shifts[t0:t1]))
             s1[k] += r.sum(axis=0, dtype=np.float64)
             s2[k] += np.square(r, dtype=np.float64).sum(axis=0)  # float64: no overflow at any intensity scale
     return s1, s2
@@ -106,7 +127,8 @@ def shrunk_means(s1: np.ndarray, s2: np.ndarray, counts: np.ndarray) -> np.ndarr
 
 
 def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
-    """The correction of frames ``t0 .. t1 - 1`` ``(t1 - t0, Y, X)``, each with its spatial mean removed."""
+    """The correction of frames ``t0 .. t1 - 1`` ``(t1 - t0, Y, X)``, each moved with its frame (``corr.shifts``)
+    and with its spatial mean removed."""
     t = np.arange(t0, t1, dtype=np.float64)
     if len(corr.centres) == 1:
         out = np.repeat(corr.images[:1], len(t), axis=0)
@@ -115,6 +137,7 @@ def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
         lo = np.minimum(pos.astype(int), len(corr.centres) - 2)
         w = (pos - lo).astype(np.float32)[:, None, None]
         out = (1 - w) * corr.images[lo] + w * corr.images[lo + 1]
+    out = moved(out, None if corr.shifts is None else corr.shifts[t0:t1])
     out -= out.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]  # frame means stay
     return out
 
@@ -132,8 +155,8 @@ def _applies(setting: str, mode: str, stack: Any, result: Any) -> str | None:
     return None
 
 
-def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_dtype: str
-                      ) -> Generator[InferEvent, None, AverageCorrection | None]:
+def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_dtype: str,
+                      shifts: np.ndarray | None = None) -> Generator[InferEvent, None, AverageCorrection | None]:
     """Correct ``result`` (the written output of ``stack``, modified in place) by the shrunk residual average.
 
     Parameters
@@ -146,6 +169,8 @@ def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_d
         The input and the finished output (numpy, memory-mapped TIFF or zarr: read and written by frame blocks).
     output_dtype : str
         ``InferConfig.output_dtype``: the corrected frames are converted (and clipped) as the first pass's were.
+    shifts : ndarray (T, 2), optional
+        Where the tissue sits in each frame (``Registration.shifts``): the averages are taken along it.
 
     Yields
     ------
@@ -165,11 +190,11 @@ def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_d
     t = int(stack.shape[0])
     yield InferEvent(done=0, total=2 * t)
     edges = chunk_edges(t)
-    s1, s2 = residual_sums(stack, result, edges)
+    s1, s2 = residual_sums(stack, result, edges, shifts)
     images = shrunk_means(s1, s2, np.diff(edges))
     del s1, s2
     corr = AverageCorrection(images, (edges[:-1] + edges[1:] - 1) / 2.0, float(np.mean(images != 0)),
-                             float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))))
+                             float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))), shifts)
     yield InferEvent(done=t, total=2 * t)
     in_dtype, out_dtype = np.dtype(stack.dtype), np.dtype(result.dtype)
     step = block_frames(stack.shape)

@@ -41,7 +41,7 @@ from .accumulate import BlendedSums, accumulator_frames
 from .averages import iter_keep_average
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
-from .registration import MovedBack, RegisteredStack, iter_registration
+from .registration import MovedBack, RegisteredStack, Registration, iter_registration
 from .smoothing import Smoothing, TemporalSmoother, iter_smoothing
 from .tiles import TilePlan, build_plan, resolve_tiles
 
@@ -167,17 +167,17 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
-        result = yield from self._result(out)
-        yield from iter_keep_average(self.cfg.keep_average, self.denoiser.mode, self.stack, result,
-                                     self.cfg.output_dtype)
-        return result
-
-    def _result(self, out: Any) -> Generator[InferEvent, None, Any]:
-        """The output before :mod:`.averages` (registered, half-rate or tiled)."""
         if self.cfg.registration != "off":  # refuse what cannot run before the registration reads the stack
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
+        result = yield from self._result(out, registration, two, flip)
+        yield from iter_keep_average(self.cfg.keep_average, self.denoiser.mode, self.stack, result,
+                                     self.cfg.output_dtype, registration.shifts)  # averaged along the motion
+        return result
+
+    def _result(self, out: Any, registration: Registration, two: bool, flip: bool) -> Generator[InferEvent, None, Any]:
+        """The output before :mod:`.averages`: registered, half-rate or tiled."""
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)

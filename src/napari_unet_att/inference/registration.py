@@ -74,12 +74,14 @@ class Registration:
     when nothing moves.
 
     ``motion_px`` is the RMS of the estimated shifts about their median, the estimates' own error taken off (None
-    when not estimated), ``reason`` says in a few words why.
+    when not estimated), ``reason`` says in a few words why. ``shifts`` ``(T, 2)`` are the estimated sub-pixel
+    shifts about their median (frames not matched: 0) where motion was measured, moved or not (slow drift).
     """
 
     moves: np.ndarray | None = None
     motion_px: float | None = None
     reason: str = "off"
+    shifts: np.ndarray | None = None
 
     @property
     def active(self) -> bool:
@@ -237,13 +239,13 @@ def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
     step = float(np.sqrt(max(step2 - 2 * noise**2, 0.0)))
     if step < MIN_STEP:
         return Registration(motion_px=rms, reason=f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS "
-                                                  "motion")
+                                                  "motion", shifts=centred)
     # the template sits at some sub-pixel position; round about the shifts' common fractional part (their
     # circular mean), so that frames displaced by whole pixels from each other are told apart exactly
     phase = np.angle(np.mean(np.exp(2j * np.pi * centred), axis=0)) / (2 * np.pi)
     moves = np.rint(centred - phase).astype(int)
     moves -= np.rint(np.median(moves, axis=0)).astype(int)
-    return Registration(moves, rms, reason=f"{rms:.2f} px RMS motion")
+    return Registration(moves, rms, reason=f"{rms:.2f} px RMS motion", shifts=centred)
 
 
 def iter_registration(setting: str, stack: Any, bidirectional: bool = False,
