@@ -25,8 +25,9 @@ whose frames were registered, denoised and moved back), each frame's residual is
 before it is averaged, and the correction is moved back with the frame: the average is taken along the tissue,
 not across it. Under slow drift (1 px) that gave +0.7 dB more than averaging in place, under jitter +0.6 to +0.8.
 
-Only temporal models (whose output lies on the input's pixel grid) and stacks of at least :data:`MIN_FRAMES`
-frames: on 10 frames the average's own noise cost more than the detail gained.
+Any model whose output lies on the input's pixel grid, or on its physical frames (a mirrored-scan model's merged
+output of a bidirectional scan: compared with both directions of each line averaged), and stacks of at least
+:data:`MIN_FRAMES` frames: on 10 frames the average's own noise cost more than the detail gained.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from scipy import ndimage
 
 from ..config import InferEvent
 from .frame_means import to_target
+from .registration import PhysicalFrames
 
 __all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SHRINK", "AverageCorrection", "block_frames", "chunk_edges",
            "correction_frames", "iter_keep_average", "moved", "residual_sums", "shrunk_means"]
@@ -142,12 +144,10 @@ def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
     return out
 
 
-def _applies(setting: str, mode: str, stack: Any, result: Any) -> str | None:
+def _applies(setting: str, stack: Any, result: Any) -> str | None:
     """Why the time average is not kept (None: it is)."""
     if setting == "off":
         return "off"
-    if mode != "temporal":
-        return "temporal models only"
     if tuple(result.shape) != tuple(stack.shape):
         return "the output is not on the input's pixel grid"
     if int(stack.shape[0]) < MIN_FRAMES:
@@ -155,22 +155,25 @@ def _applies(setting: str, mode: str, stack: Any, result: Any) -> str | None:
     return None
 
 
-def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_dtype: str,
-                      shifts: np.ndarray | None = None) -> Generator[InferEvent, None, AverageCorrection | None]:
+def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, shifts: np.ndarray | None = None,
+                      bidirectional: bool = False, flip: bool = False
+                      ) -> Generator[InferEvent, None, AverageCorrection | None]:
     """Correct ``result`` (the written output of ``stack``, modified in place) by the shrunk residual average.
 
     Parameters
     ----------
     setting : str
-        ``InferConfig.keep_average``: 'auto' (temporal models, at least :data:`MIN_FRAMES` frames) or 'off'.
-    mode : str
-        The model's mode.
+        ``InferConfig.keep_average``: 'auto' (at least :data:`MIN_FRAMES` frames) or 'off'.
     stack, result : array-like (T, Y, X)
         The input and the finished output (numpy, memory-mapped TIFF or zarr: read and written by frame blocks).
     output_dtype : str
         ``InferConfig.output_dtype``: the corrected frames are converted (and clipped) as the first pass's were.
     shifts : ndarray (T, 2), optional
         Where the tissue sits in each frame (``Registration.shifts``): the averages are taken along it.
+    bidirectional, flip : bool
+        ``stack`` is the ``(T, 2N, N)`` scan of a mirrored-scan model (backward lines x-reversed when ``flip``):
+        a merged ``(T, N, N)`` result is compared with the physical frames; an interleaved one line by line,
+        in place (the physical shifts do not apply to single lines).
 
     Yields
     ------
@@ -182,7 +185,11 @@ def iter_keep_average(setting: str, mode: str, stack: Any, result: Any, output_d
     AverageCorrection or None
         None when nothing was done (the reason is in an event's message).
     """
-    why = _applies(setting, mode, stack, result)
+    if bidirectional and tuple(result.shape) != tuple(stack.shape):
+        stack = PhysicalFrames(stack, flip)
+    elif bidirectional:
+        shifts = None
+    why = _applies(setting, stack, result)
     if why is not None:
         if setting != "off":
             yield InferEvent(done=0, total=1, message=f"{SAID}not kept ({why})")

@@ -172,8 +172,8 @@ class DenoiseJob:
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
         result = yield from self._result(out, registration, two, flip)
-        yield from iter_keep_average(self.cfg.keep_average, self.denoiser.mode, self.stack, result,
-                                     self.cfg.output_dtype, registration.shifts)  # averaged along the motion
+        yield from iter_keep_average(self.cfg.keep_average, self.stack, result, self.cfg.output_dtype,
+                                     registration.shifts, two, flip)  # averaged along the measured motion
         return result
 
     def _result(self, out: Any, registration: Registration, two: bool, flip: bool) -> Generator[InferEvent, None, Any]:

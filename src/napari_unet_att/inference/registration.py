@@ -48,8 +48,8 @@ from scipy import ndimage
 from ..config import InferConfig, InferEvent
 from .frame_means import keep_frame_means, to_target
 
-__all__ = ["MIN_FRAMES", "SAID", "MovedBack", "RegisteredStack", "Registration", "choose_registration",
-           "estimate_shifts", "iter_registration"]
+__all__ = ["MIN_FRAMES", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
+           "choose_registration", "estimate_shifts", "iter_registration"]
 
 SAID = "frame registration: "  # how every description starts (the dock and benchmarks look for it)
 MIN_FRAMES = 16  # fewer frames: nothing to register against
@@ -262,7 +262,7 @@ def iter_registration(setting: str, stack: Any, bidirectional: bool = False,
     if t < MIN_FRAMES:
         reg = Registration(reason=f"too few frames ({t}, {MIN_FRAMES} needed)")
     else:
-        shifts, noise = yield from estimate_shifts(_Physical(stack, flip) if bidirectional else stack)
+        shifts, noise = yield from estimate_shifts(PhysicalFrames(stack, flip) if bidirectional else stack)
         reg = choose_registration(shifts, noise)
     yield InferEvent(done=0, total=1, message=reg.describe())
     return reg
@@ -290,16 +290,17 @@ def _span(key: Any, n: int) -> np.ndarray:
     return np.arange(lo, max(lo, hi))
 
 
-class _Physical:
+class PhysicalFrames:
     """The physical frames ``(T, N, N)`` of a bidirectional ``(T, 2N, N)`` stack: both directions of each line
-    averaged (backward lines x-reversed first when ``flip``); read by :func:`_read` only."""
+    averaged (backward lines x-reversed first when ``flip``), float32; read by frame range or by
+    ``(t, y, x)`` slices of step 1."""
 
     def __init__(self, stack: Any, flip: bool) -> None:
         t, y, x = (int(n) for n in stack.shape)
-        self.stack, self.flip, self.shape = stack, flip, (t, y // 2, x)
+        self.stack, self.flip, self.shape, self.dtype = stack, flip, (t, y // 2, x), np.dtype(stack.dtype)
 
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        t, y, x = key
+    def __getitem__(self, key: slice | tuple[slice, slice, slice]) -> np.ndarray:
+        t, y, x = key if isinstance(key, tuple) else (key, slice(0, self.shape[1]), slice(0, self.shape[2]))
         raw = np.asarray(self.stack[t, 2 * y.start : 2 * y.stop], np.float32)
         back = raw[:, 1::2, ::-1] if self.flip else raw[:, 1::2]
         return 0.5 * (raw[:, 0::2, x] + back[..., x])
