@@ -277,11 +277,11 @@ def run(
     result: dict[str, Any] = {"machine": info, "shape": list(shape), "repeats": repeats, "conv_limit": limit,
                               "presets": {}, "sweep": None,
                               "unet3d_gflop_per_patch": {str(n): conv_flops(unet3d, (n, n, n)) / 1e9 for n in (64,)}}
-    # the tiled network pass alone: the costs of the output smoothing (calibration, filter) and of the frame
-    # registration (estimation) are measured on their own by benchmarks/experiments/inference_cost.py, and on an
-    # untrained network the smoothing's choice would mean nothing
+    # the tiled network pass alone: the costs of the output smoothing (calibration, filter), the frame
+    # registration (estimation) and the time averages (two passes over the output) are measured on their own by
+    # benchmarks/experiments/inference_cost.py, and on an untrained network the smoothing's choice would mean nothing
     cfg = InferConfig(device="cpu", smoothing="off", registration="off", keep_average="off")
-    print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, smoothing and registration off "
+    print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, smoothing, registration, averages off "
           f"(tile_t={cfg.tile_t}), "
           f"best of {repeats}")
     print(f"{'preset':8} {'tile_t':>6} {'tiles':>5} {'overlap%':>8} {'frames/s':>9} {'GFLOP/s':>8} {'useful':>7} "

@@ -103,7 +103,8 @@ def render_speed(speed: dict[str, Any], deepcad: dict[str, Any] | None) -> str:
         "`python benchmarks/bench_speed.py --repeats 2 --sweep-preset fast --bf16 paper fast` : "
         f"untrained networks (speed does not depend on the "
         f"weights) denoise a {shape} uint16 stack with `inference.denoise` and the default `InferConfig`, output "
-        "smoothing off (its cost: docs/benchmarks.md, tenth session) "
+        "smoothing, frame registration and time averages off (their costs: docs/benchmarks.md, tenth to twelfth "
+        "sessions, `benchmarks/experiments/inference_cost.py`) "
         "(automatic tiles from the 1 GB memory budget, `inference.tiles.resolve_tiles`: whole 128 x 128 frames here, "
         "overlap = receptive field capped at half a tile on split axes). "
         f"{_load_note(speed)}.",
