@@ -135,6 +135,20 @@ def test_short_stacks_off_and_results_off_the_grid_are_left_alone(rng):
     why = run_to_end(av.iter_keep_average("auto", noisy, noisy[:, :16].copy(), "float32"))
     assert why is None  # not on the input's grid
 
+    class WriteOnly:  # what iter_denoise accepts as out: slice assignment only
+        def __init__(self, shape):
+            self.shape, self.dtype, self.frames = shape, np.dtype(np.float32), np.zeros(shape, np.float32)
+
+        def __setitem__(self, key, value):
+            self.frames[key] = value
+
+    long, _ = recording(rng)
+    sink = WriteOnly(long.shape)
+    said.clear()
+    infer.denoise(long, model(Blur()), off(), out=sink, progress=said.append)
+    assert np.array_equal(sink.frames, infer.denoise(long, model(Blur()), off(keep_average="off")))
+    assert any("cannot be read back" in e.message for e in said)
+
 
 def test_registered_and_half_rate_outputs_are_corrected_on_the_input_grid(rng):
     noisy, clean = recording(rng)

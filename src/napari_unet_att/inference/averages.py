@@ -150,6 +150,8 @@ def _applies(setting: str, stack: Any, result: Any) -> str | None:
         return "off"
     if tuple(result.shape) != tuple(stack.shape):
         return "the output is not on the input's pixel grid"
+    if not hasattr(result, "__getitem__"):
+        return "the destination cannot be read back"
     if int(stack.shape[0]) < MIN_FRAMES:
         return f"too few frames ({int(stack.shape[0])}, {MIN_FRAMES} needed)"
     return None
