@@ -121,7 +121,7 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")
     d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),
-                   help="'auto': temporal models, 100+ frames: where the output's average over time (per pixel, "
+                   help="'auto' (100+ frames): where the output's average over time (per pixel, "
                         "~500-frame chunks) misses the input's by more than the noise, put the difference back "
                         "(still fine detail a pretrained model blurs); 'off': the model's output as is")
     d.add_argument("--memory-gb", type=float,

@@ -265,7 +265,8 @@ class InferConfig:
     # rigid registration of fast-moving frames before denoising, each result frame moved back: 'auto' (where
     # the frames move; inference.registration) or 'off'
     registration: str = "auto"
-    # each pixel's time average: 'auto' (temporal models, >= 100 frames: still detail the output lost, put back
+    # each pixel's time average: 'auto' (>= 100 frames, results on the input's grid or its physical frames: still
+    # detail the output lost, put back
     # where it exceeds the noise; inference.averages) or 'off'
     keep_average: str = "auto"
 

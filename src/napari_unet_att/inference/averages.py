@@ -5,7 +5,7 @@ A pretrained model must tell structure from noise in a few dozen frames. Fine st
 with the noise around it. The recording knows better: a pixel's average over hundreds of frames has a
 hundredth of one frame's noise variance and no blur. On the thunder mouse movie the temporal mean of the
 generalist's output was off the input's by 89 counts^2 (mean squared), the best Gaussian's by 20;
-on the same movie with Poisson noise at known truth, putting the missing average back gave +1.9 to +2.6 dB
+on the same movie with Poisson noise at known truth, putting the missing average back gave +1.8 to +2.5 dB
 (docs/benchmarks.md, twelfth session).
 
 After the output is written, one pass reads it back beside the input and sums each pixel's residual
