@@ -266,8 +266,7 @@ class InferConfig:
     # the frames move; inference.registration) or 'off'
     registration: str = "auto"
     # each pixel's time average: 'auto' (>= 100 frames, results on the input's grid or its physical frames: still
-    # detail the output lost, put back
-    # where it exceeds the noise; inference.averages) or 'off'
+    # detail the output lost, put back where it exceeds the noise; inference.averages) or 'off'
     keep_average: str = "auto"
 
     def __post_init__(self) -> None:
