@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="pair: clean twin of the self-supervised target (default); same: clean twin of the "
                          "input frames (supervised, full frame rate; temporal only)")
     ap.add_argument("--init", default=None, help="weights to start the first round from (e.g. generalist)")
+    ap.add_argument("--first-round", type=int, default=0,
+                    help="draw the recordings from this round on (continuing a generalist with --init: fresh "
+                         "recordings, not its parent's again)")
     ap.add_argument("--install", action="store_true", help="copy the finished model into the package")
     a = ap.parse_args(argv)
 
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"fraction {ev.fraction:.3f} lr-phase", flush=True)
 
     final = pretrain(cfg, a.out, pool=a.pool, round_steps=a.round_steps, shape=shape, on_event=show,
-                     target_view=a.target_view, init=a.init)
+                     target_view=a.target_view, init=a.init, first_round=a.first_round)
     if not final.exists():
         print(f"stopped before the budget ended; run the same command again to continue ({a.out})")
         return 0
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         "source": "napari-unet-att generalist pretraining",
         "normalization": "input",  # each recording is normalised by its own statistics, as in training
         "trained_on": FAMILY_DESCRIPTION,
-        "recordings": f"{den.step // a.round_steps + 1} rounds of {a.pool} simulated {shape} recordings "
+        "recordings": f"{den.step // a.round_steps + 1} rounds (from round {a.first_round}) of {a.pool} "
+                      f"simulated {shape} recordings "
                       f"(seeds from napari_unet_att.training.pretraining.PRETRAIN_SEED0 = 1000000 up)",
         "targets": TARGET_TEXT[a.target_view],
         "command": "python scripts/train_generalist.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])),

@@ -154,38 +154,34 @@ def test_demo_scores_the_generalists_on_held_out_samples(tmp_path, capsys):
     assert (tmp_path / "demo" / "metrics.json").exists() and (tmp_path / "demo" / "temporal_denoised.tif").exists()
 
 
+def _auto_and_off(noisy, model, tmp_path, capsys, option: str) -> tuple[dict, dict]:
+    """``denoise --<option> auto`` and ``off`` on ``noisy``: the outputs and what each printed, by setting."""
+    src = tmp_path / f"{option}.tif"
+    tifffile.imwrite(src, noisy)
+    outs, said = {}, {}
+    for setting in ("auto", "off"):
+        out = tmp_path / f"{option}_{setting}.tif"
+        assert main(["denoise", str(src), "--model", str(model), "--out", str(out), "--float32", f"--{option}",
+                     setting]) == 0
+        printed = capsys.readouterr()
+        said[setting], outs[setting] = printed.out + printed.err, tifffile.imread(out)
+    with pytest.raises(SystemExit):
+        main(["denoise", str(src), "--model", str(model), f"--{option}", "sometimes"])
+    assert not np.allclose(outs["auto"], outs["off"])
+    return outs, said
+
+
 def test_denoise_registration_option(files, model, tmp_path, capsys):
     sim = simulate(n_frames=40, size=64, photons=5.0, motion_std=1.5, motion="jitter", seed=5)
-    src = tmp_path / "moving.tif"
-    tifffile.imwrite(src, sim.noisy)
-    outs = {}
+    outs, said = _auto_and_off(sim.noisy, model, tmp_path, capsys, "registration")
     for setting in ("auto", "off"):
-        out = tmp_path / f"reg_{setting}.tif"
-        assert main(["denoise", str(src), "--model", str(model), "--out", str(out), "--float32",
-                     "--registration", setting]) == 0
-        said = capsys.readouterr()
-        assert ("frame registration: " in said.out + said.err) is (setting == "auto")
-        assert ("moved back" in said.out + said.err) is (setting == "auto")
-        outs[setting] = tifffile.imread(out)
+        assert ("frame registration: " in said[setting]) is (setting == "auto")
+        assert ("moved back" in said[setting]) is (setting == "auto")
     assert outs["auto"].shape == outs["off"].shape == sim.noisy.shape
-    assert not np.allclose(outs["auto"], outs["off"])
-    with pytest.raises(SystemExit):
-        main(["denoise", str(src), "--model", str(model), "--registration", "sometimes"])
 
 
 def test_denoise_keep_average_option(model, tmp_path, capsys):
     sim = simulate(n_frames=120, size=32, photons=2.0, seed=6)
-    src = tmp_path / "long.tif"
-    tifffile.imwrite(src, sim.noisy)
-    outs = {}
-    for setting in ("auto", "off"):
-        out = tmp_path / f"avg_{setting}.tif"
-        assert main(["denoise", str(src), "--model", str(model), "--out", str(out), "--float32",
-                     "--keep-average", setting]) == 0
-        said = capsys.readouterr()
-        assert ("time average: restored" in said.out + said.err) is (setting == "auto")
-        outs[setting] = tifffile.imread(out)
-    assert not np.allclose(outs["auto"], outs["off"])
+    outs, said = _auto_and_off(sim.noisy, model, tmp_path, capsys, "keep-average")
+    assert "time average: restored" in said["auto"] and "time average: " not in said["off"]
     np.testing.assert_allclose(outs["auto"].mean(axis=(1, 2)), outs["off"].mean(axis=(1, 2)), atol=1e-2)
-    with pytest.raises(SystemExit):
-        main(["denoise", str(src), "--model", str(model), "--keep-average", "always"])

@@ -140,6 +140,7 @@ def pretrain(
     on_event: Callable[[TrainEvent], None] | None = None,
     target_view: str = "pair",
     init: str | os.PathLike | None = None,
+    first_round: int = 0,
 ) -> Path:
     """Train a generalist in rounds of fresh simulated recordings; resumes from ``out_dir`` if it holds a run.
 
@@ -160,6 +161,9 @@ def pretrain(
         frames at the full rate, as at inference, instead of every other one.
     init : path, optional
         Start the first round from these weights (e.g. a generalist trained with the other target view).
+    first_round : int
+        Draw the recordings from round ``first_round`` on: a run continuing a generalist (``init``) then
+        sees recordings its parent never saw instead of the parent's first rounds again.
 
     Returns
     -------
@@ -177,15 +181,15 @@ def pretrain(
         if _finished(state):
             break
         r = int(state.get("step", 0)) // round_steps
-        recs = make_pool(cfg.mode, r, pool, shape)
-        log(f"round {r}: {pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
+        recs = make_pool(cfg.mode, first_round + r, pool, shape)
+        log(f"round {first_round + r}: {pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
         # a resumed run continues the stored schedule: no new budget
         run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
         noisy, clean = [rec.noisy for rec in recs], [rec.clean for rec in recs]
         if target_view == "same":  # every frame twice: the temporal pair's input view is then the full-rate movie
             noisy, clean = [np.repeat(a, 2, axis=0) for a in noisy], [np.repeat(a, 2, axis=0) for a in clean]
         trainer = Trainer(noisy, run_cfg, out_dir=out, resume=resume, init=init if resume is None else None,
-                          sources=[f"pretraining round {r} recording {i}" for i in range(pool)],
+                          sources=[f"pretraining round {first_round + r} recording {i}" for i in range(pool)],
                           targets=clean, target_view=target_view)
         for ev in trainer.run():
             if on_event is not None:
