@@ -67,7 +67,7 @@ def check_resume_request(
 
 def load_resume(
     path: str | os.PathLike, cfg: TrainConfig, given: Collection[str] | None = None,
-    shapes: Sequence[tuple[int, ...]] = (), wording: Wording = PYTHON_WORDING,
+    shapes: Sequence[tuple[int, ...]] = (), wording: Wording = PYTHON_WORDING, den: Denoiser | None = None,
 ) -> tuple[Denoiser, ResolvedTrainConfig, dict[str, Any], str]:
     """The model, settings and training state of the run saved in ``path``.
 
@@ -85,6 +85,8 @@ def load_resume(
         The shapes of the stacks to train on (to compare a given patch as the run would use it).
     wording : Wording
         The words of the front end that shows a refusal (its settings, how to start from weights).
+    den : Denoiser, optional
+        The model in ``path`` if the caller loaded it already (it is not read twice).
 
     Returns
     -------
@@ -93,7 +95,7 @@ def load_resume(
         :data:`RESUME_CHANGEABLE` ones from ``cfg``), the training state and a notice for the user.
     """
     given = given_settings(cfg) if given is None else set(given)
-    den = load_checkpoint(path)
+    den = load_checkpoint(path) if den is None else den
     try:
         state = load_training_state(path, complete=True)
     except TrainingStateError as exc:  # the weights loaded above: a new run can still start from them

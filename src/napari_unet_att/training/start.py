@@ -16,7 +16,6 @@ import torch
 from ..config import ResolvedTrainConfig, get_preset, run_to_end
 from ..errors import InputError
 from ..inference.registration import RegisteredStack, iter_registration
-from ..model.checkpoint import load_checkpoint
 from ..model.denoiser import Denoiser
 from ..model.networks import build_network
 from ..model.normalization import Normalization, pool_statistics, stack_statistics
@@ -134,24 +133,20 @@ def make_samplers(
 
 
 def register_stacks(stacks: Sequence[Any], rcfg: ResolvedTrainConfig, sources: Sequence[str],
-                    targets: Sequence[Any] | None = None, resume: str | os.PathLike | None = None
+                    targets: Sequence[Any] | None = None, resumed: Denoiser | None = None
                     ) -> tuple[list[Any], list[str]]:
     """Each stack registered by whole pixels where its field of view moves (``rcfg.registration`` 'auto'; the
     same choice as at inference, :mod:`~napari_unet_att.inference.registration`), with a note per stack moved.
-    Not with clean ``targets`` (pretraining): they would have to move alike. A run resumed from ``resume`` keeps
-    the setting it was started with (runs from before the setting existed trained unregistered).
+    Not with clean ``targets`` (pretraining): they would have to move alike. A run resumed from the model
+    ``resumed`` keeps the setting it was started with (runs from before the setting existed trained
+    unregistered).
 
     The frames of a temporal pair are two frames apart: when the brain moves between them the target shows
     other tissue and the network learns to blur. Registered, the pair shows the same tissue to within half a
     pixel, and the trained model meets registered frames again at inference (where registration is on by
     default).
     """
-    setting = rcfg.registration
-    if resume is not None:
-        try:
-            setting = load_checkpoint(resume).train_config.get("registration", "off")
-        except Exception:  # noqa: BLE001 - the resume itself reports what is wrong with the file, in its words
-            pass
+    setting = rcfg.registration if resumed is None else resumed.train_config.get("registration", "off")
     if setting == "off" or targets is not None:
         return list(stacks), []
     out, notes = [], []

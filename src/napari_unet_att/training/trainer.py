@@ -26,6 +26,7 @@ import torch
 
 from ..config import ResolvedTrainConfig, TrainConfig, TrainEvent, run_to_end
 from ..errors import InputError, UserError
+from ..model.checkpoint import load_checkpoint
 from ..model.denoiser import Denoiser
 from ..model.networks import count_parameters
 from ..runtime.device import autocast, configure_process, grad_scaler, resolve_device, reuse_freed_memory, to_device
@@ -129,11 +130,9 @@ class Trainer:
         if not stacks:
             raise InputError("no training data given")
         check_one_start(resume, init, wording)
-        self.stacks = list(stacks)
-        self.cfg = cfg
+        self.stacks, self.cfg = list(stacks), cfg
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.resume = resume
-        self.init = init
+        self.resume, self.init = resume, init
         self.sources = list(sources) if sources else [f"array{i}" for i in range(len(self.stacks))]
         self.targets = list(targets) if targets is not None else None
         self.target_view = target_view
@@ -173,12 +172,13 @@ class Trainer:
     def _build(self) -> tuple[ResolvedTrainConfig, dict[str, Any] | None, list[str]]:
         """The data registered where it moves, the model, config and optional training state (from scratch,
         --init or --resume)."""
-        rcfg = self.cfg.resolved()
-        state = None
-        self.stacks, notes = start.register_stacks(self.stacks, rcfg, self.sources, self.targets, self.resume)
+        rcfg, state = self.cfg.resolved(), None
+        # a resumed run's model is read once: its registration setting decides how the stacks are registered
+        resumed = load_checkpoint(self.resume) if self.resume is not None else None
+        self.stacks, notes = start.register_stacks(self.stacks, rcfg, self.sources, self.targets, resumed)
         if self.resume is not None:
             shapes = [tuple(s.shape) for s in self.stacks]
-            den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes, self.wording)
+            den, rcfg, state, note = load_resume(self.resume, self.cfg, self.given, shapes, self.wording, resumed)
             notes.append(note)
         elif self.init is not None:
             den, rcfg, self.parent, note = denoiser_from_weights(self.init, rcfg, lr_given=self.cfg.lr is not None)
