@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_unet_att import inference as infer
-from napari_unet_att.config import InferConfig, InferEvent
+from napari_unet_att.config import POST_STEPS, InferConfig, InferEvent
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import accumulate, denoising
 from napari_unet_att.inference import tiles as tiling
@@ -645,3 +645,14 @@ def test_every_other_frame_view_reads_like_a_strided_slice():
         for a, b in [(0, 0), (0, None), (1, 3), (2, 2), (3, 100), (4, 1)]:
             np.testing.assert_array_equal(view[a:b], ref[a:b])
             np.testing.assert_array_equal(view[a:b, 0:1, 1:3], ref[a:b, 0:1, 1:3])
+
+
+def test_inner_job_settings_turn_every_post_step_off() -> None:
+    cfg = InferConfig(output_dtype="input", smoothing=(1.0, 0.5), half_rate=True, tile_t=32)
+    inner = cfg.inner()
+    assert inner.output_dtype == "float32" and inner.tile_t == 32  # the pass itself as asked
+    assert all(getattr(inner, k) == v for k, v in POST_STEPS.items())
+    assert all(getattr(cfg, k) != v for k, v in POST_STEPS.items())  # (so the test shows each one turned off)
+    canvas = cfg.inner(keep=("smoothing", "half_rate"))
+    assert canvas.smoothing == (1.0, 0.5) and canvas.half_rate and canvas.registration == "off"
+

@@ -84,6 +84,8 @@ WIDGET_PREVIEW_EVERY = 25  # the train widget's first-use preview interval (the 
 TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)  # test-time augmentation: how many D4 flips of (y, x) to average
 REGISTRATION_CHOICES = ("auto", "off")  # InferConfig.registration's settings
 KEEP_AVERAGE_CHOICES = ("auto", "off")  # InferConfig.keep_average's settings
+# InferConfig's steps around the network pass, and how an inner job turns each off (InferConfig.inner)
+POST_STEPS: dict[str, Any] = {"smoothing": "off", "registration": "off", "keep_average": "off", "half_rate": False}
 SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 
@@ -285,6 +287,16 @@ class InferConfig:
             raise InputError(f"registration must be 'auto' or 'off', got {self.registration!r}")
         if self.keep_average not in KEEP_AVERAGE_CHOICES:
             raise InputError(f"keep_average must be 'auto' or 'off', got {self.keep_average!r}")
+
+    def inner(self, keep: tuple[str, ...] = ()) -> InferConfig:
+        """The settings of a job inside a denoising job (a part of the stack, the smoothing's calibration).
+
+        Float32 out, and every step that the outer job applies to the whole result off (each of
+        :data:`POST_STEPS`), except those named in ``keep``: one list, so a new post-step is turned off
+        at every inner job at once.
+        """
+        off = {k: v for k, v in POST_STEPS.items() if k not in keep}
+        return dataclasses.replace(self, output_dtype="float32", **off)
 
     def _check_smoothing(self) -> None:
         s = self.smoothing

@@ -181,7 +181,7 @@ class DenoiseJob:
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
-            sub = dataclasses.replace(self.cfg, registration="off", output_dtype="float32", keep_average="off")
+            sub = self.cfg.inner(keep=("smoothing", "half_rate"))  # the canvas job smooths or halves as asked
             yield from DenoiseJob.unchecked(back.canvas, self.denoiser, sub).run(back)
             return target
         if self.half_rate:
@@ -190,8 +190,7 @@ class DenoiseJob:
 
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
-        sub = dataclasses.replace(self.cfg, smoothing="off", registration="off", half_rate=False,
-                                  output_dtype="float32", keep_average="off")
+        sub = self.cfg.inner()
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
                                           lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run()))
 
@@ -416,8 +415,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
     smoothing = yield from job.choose_smoothing()
-    sub = dataclasses.replace(job.cfg, half_rate=False, output_dtype="float32", smoothing="off", registration="off",
-                              keep_average="off")
+    sub = job.cfg.inner()
     shares = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75))  # (share of the work, progress before the pass)
     units = 1000
     results = []
