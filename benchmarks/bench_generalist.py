@@ -85,9 +85,9 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     said = []
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
-    SMOOTHING[:] = [e.message[len(SAID):] for e in said if e.message.startswith(SAID)] or ["none"]
-    REGISTRATION[:] = [e.message[len(REG_SAID):] for e in said if e.message.startswith(REG_SAID)] or ["none"]
-    AVERAGE[:] = [e.message[len(AVG_SAID):] for e in said if e.message.startswith(AVG_SAID)] or ["off"]
+    for notes, prefix, none in ((SMOOTHING, SAID, "none"), (REGISTRATION, REG_SAID, "none"),
+                                (AVERAGE, AVG_SAID, "off")):
+        notes[:] = [e.message[len(prefix):] for e in said if e.message.startswith(prefix)] or [none]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 
