@@ -8,12 +8,12 @@ import tifffile
 import torch
 from scipy import ndimage
 
+from _models import Identity
+from _models import make as model
 from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, run_to_end
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import averages as av
-from napari_unet_att.model.denoiser import Denoiser
-from napari_unet_att.model.normalization import Normalization
 
 
 class Blur(torch.nn.Module):
@@ -22,16 +22,6 @@ class Blur(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = torch.full((1, 1, 1, 5, 5), 1 / 25, dtype=x.dtype)
         return torch.nn.functional.conv3d(torch.nn.functional.pad(x, (2, 2, 2, 2, 0, 0), mode="replicate"), k)
-
-
-class Identity(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-
-def model(net: torch.nn.Module, mode: str = "temporal") -> Denoiser:
-    return Denoiser(net=net, arch="unet_att", base_channels=8, preset="custom", mode=mode,
-                    norm=Normalization(0.0, 1.0))
 
 
 def recording(rng: np.random.Generator, t: int = 160, size: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -13,20 +13,15 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _models import Identity, make
 from napari_unet_att import inference as infer
 from napari_unet_att.config import POST_STEPS, InferConfig, InferEvent
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import accumulate, denoising
 from napari_unet_att.inference import tiles as tiling
-from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization
 
 # --------------------------------------------------------------------------- stand-in models
-
-
-class Identity(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
 
 
 class Smooth3(torch.nn.Module):
@@ -63,11 +58,6 @@ class FailOnCall(torch.nn.Module):
         if self.calls >= self.n:
             raise RuntimeError("boom")
         return x.clone()
-
-
-def make(net: torch.nn.Module, mode: str = "temporal", norm: Normalization | None = None, flip: bool = False):
-    return Denoiser(net=net, arch="unet_att", base_channels=8, preset="custom", mode=mode,
-                    norm=norm or Normalization(0.0, 1.0), flip_backward=flip)
 
 
 def cfg(**kw) -> InferConfig:

@@ -8,17 +8,13 @@ import tifffile
 import torch
 from scipy import ndimage
 
+from _models import Identity
+from _models import make as model
 from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, run_to_end
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import registration as rg
 from napari_unet_att.model.denoiser import Denoiser
-from napari_unet_att.model.normalization import Normalization
-
-
-class Identity(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
 
 
 class TimeMean(torch.nn.Module):
@@ -26,11 +22,6 @@ class TimeMean(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=2, keepdim=True).expand_as(x).clone()
-
-
-def model(net: torch.nn.Module, mode: str = "temporal") -> Denoiser:
-    return Denoiser(net=net, arch="unet_att", base_channels=8, preset="custom", mode=mode,
-                    norm=Normalization(0.0, 1.0))
 
 
 def scene(rng: np.random.Generator, size: int, n: int = 30) -> np.ndarray:

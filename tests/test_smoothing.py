@@ -5,25 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 from scipy import ndimage
 
+from _models import Identity, make
 from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import smoothing as sm
 from napari_unet_att.model.denoiser import Denoiser
-from napari_unet_att.model.normalization import Normalization
-
-
-class Identity(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
 
 
 def identity(mode: str = "temporal") -> Denoiser:
-    return Denoiser(net=Identity(), arch="unet_att", base_channels=8, preset="custom", mode=mode,
-                    norm=Normalization(0.0, 1.0))
+    return make(Identity(), mode)
 
 
 def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
