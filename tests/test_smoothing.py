@@ -149,3 +149,55 @@ def test_half_rate_ensemble_is_smoothed_like_any_output(rng):
     plain = infer.denoise(raw, identity(), InferConfig(device="cpu", smoothing=(3.0, 0.5), half_rate=True))
     want = smoothed(raw, 3.0, 0.5)  # an identity model: the ensemble is the input itself
     np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-3)
+
+
+def drifting_scene(rng: np.random.Generator, t: int = 64, size: int = 40, speed: float = 0.35
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Sharp cells drifting ``speed`` px per frame along y and x (a linear drift), noise-free; (frames, shifts)."""
+    margin = int(np.ceil(speed * t / 2)) + 4
+    scene = ndimage.gaussian_filter(cells((size + 2 * margin, size + 2 * margin), rng, n=40), 0.0)
+    shifts = np.repeat(speed * (np.arange(t) - (t - 1) / 2)[:, None], 2, axis=1)
+    frames = np.stack([ndimage.shift(scene, s, order=3, mode="nearest")[margin:-margin, margin:-margin]
+                       for s in shifts]).astype(np.float32)
+    return frames, shifts
+
+
+@pytest.mark.parametrize("block", [5, 64])
+def test_smoothing_along_a_known_drift_keeps_moving_structure(block, rng):
+    frames, shifts = drifting_scene(rng)
+    errors = {}
+    for name, along in (("in place", None), ("along", shifts)):
+        smoother = sm.TemporalSmoother(sm.Smoothing(3.0, 0.0, shifts=along), len(frames))
+        parts = []
+        for t0 in range(0, len(frames), block):
+            parts += smoother.push(t0, frames[t0 : t0 + block])
+        got = np.concatenate([p[1] for p in parts])
+        np.testing.assert_allclose(got.mean(axis=(1, 2)), frames.mean(axis=(1, 2)), rtol=1e-5)  # means kept
+        inner = (slice(None), slice(6, -6), slice(6, -6))  # away from the edges the moves extend
+        errors[name] = float(np.mean((got[inner] - frames[inner]) ** 2))
+    # in place, a 3-frame kernel smears cells that move 1 px per 3 frames; along the drift they stay put (what
+    # is left is the linear interpolation of the moves)
+    assert errors["along"] < 0.25 * errors["in place"], errors
+
+
+def test_calibration_follows_a_known_drift_with_bounded_smoothing(rng):
+    frames, shifts = drifting_scene(rng, t=80)
+    raw = rng.poisson(frames).astype(np.float32)
+    blind = sm.choose_smoothing(raw[0::2], raw[1::2])
+    assert not blind.active and "moves" in blind.describe()  # motion not measured: left alone
+    known = sm.choose_smoothing(raw[0::2], raw[1::2], (shifts[0::2], shifts[1::2]))
+    assert known.active and 0 < known.sigma_t <= sm.MAX_SIGMA_T_ALONG, known
+
+
+def test_denoise_smooths_along_the_drift_it_measured(rng):
+    frames, _ = drifting_scene(rng, t=160, size=48, speed=0.1)  # 16 px: slow, 0.2 px between frames 2 apart
+    frames *= 5
+    raw = rng.poisson(frames).astype(np.float32)
+    events = []
+    out = infer.denoise(raw, identity(), InferConfig(device="cpu", keep_average="off"), progress=events.append)
+    said = [e.message for e in events if e.message.startswith(sm.SAID)]
+    assert len(said) == 1 and "along the measured motion" in said[0], said
+    plain = infer.denoise(raw, identity(), InferConfig(device="cpu", keep_average="off", registration="off"))
+    np.testing.assert_allclose(plain, raw)  # unmeasured motion: no smoothing (the identity's output is the input)
+    inner = (slice(None), slice(6, -6), slice(6, -6))
+    assert np.mean((out - frames)[inner] ** 2) < 0.5 * np.mean((raw - frames)[inner] ** 2)

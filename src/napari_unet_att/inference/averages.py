@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import InferEvent
 from .frame_means import to_target
-from .registration import PhysicalFrames
+from .registration import PhysicalFrames, moved
 
 __all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SHRINK", "AverageCorrection", "block_frames", "chunk_edges",
            "correction_frames", "iter_keep_average", "moved", "residual_sums", "shrunk_means"]
@@ -83,15 +82,6 @@ def chunk_edges(n_frames: int) -> np.ndarray:
 def block_frames(shape: tuple[int, ...]) -> int:
     """Frames per read: :data:`BLOCK` pixels, at least one frame."""
     return max(1, BLOCK // max(1, int(np.prod(shape[1:]))))
-
-
-def moved(frames: np.ndarray, by: np.ndarray | None) -> np.ndarray:
-    """``frames`` ``(n, Y, X)``, each moved by ``by[i] = (dy, dx)`` pixels (linear interpolation, edges extended);
-    ``frames`` itself when ``by`` is None."""
-    if by is None:
-        return frames
-    return np.stack([ndimage.shift(f, d, order=1, mode="nearest") if np.any(d) else f
-                     for f, d in zip(frames, np.asarray(by, np.float64), strict=True)])
 
 
 def residual_sums(stack: Any, result: Any, edges: np.ndarray, shifts: np.ndarray | None = None

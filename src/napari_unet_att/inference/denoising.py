@@ -14,10 +14,9 @@ intensities lost, brightness jumps), drop trailing frames and load whole stacks 
 The data flow: :class:`DenoiseJob` checks the inputs and works out the views the model sees, the output's shape
 and dtype (once); :meth:`DenoiseJob.run` resolves the tiles, builds the :class:`~.tiles.TilePlan`, checks memory,
 picks the normalisation, then reads batches of tiles (:mod:`.batches`), blends their outputs and writes finished
-frames, smoothed (:mod:`.smoothing`); then each pixel's time average is kept (:mod:`.averages`).
-:func:`iter_denoise` is a generator of :class:`~napari_unet_att.config.InferEvent` that ``return``s the result
-(napari's ``thread_worker`` and the CLI drain the same code); :func:`denoise` is the blocking wrapper. Files:
-:mod:`.files`.
+frames, smoothed (:mod:`.smoothing`); then each pixel's time average is kept (:mod:`.averages`). :func:`iter_denoise`
+is a generator of :class:`~napari_unet_att.config.InferEvent` that ``return``s the result (napari's ``thread_worker``
+and the CLI drain the same code); :func:`denoise` is the blocking wrapper. Files: :mod:`.files`.
 """
 
 from __future__ import annotations
@@ -138,6 +137,7 @@ class DenoiseJob:
     combine: Callable[[list[np.ndarray]], np.ndarray]
     out_shape: Triple
     dtype: np.dtype
+    shifts: np.ndarray | None = None  # measured sub-pixel motion left to the network: the smoothing follows it
 
     @classmethod
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
@@ -171,7 +171,9 @@ class DenoiseJob:
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
-        result = yield from self._result(out, registration, two, flip)
+        slow = not (two or registration.active) and registration.shifts is not None
+        job = dataclasses.replace(self, shifts=registration.shifts) if slow else self
+        result = yield from job._result(out, registration, two, flip)
         yield from iter_keep_average(self.cfg.keep_average, self.stack, result, self.cfg.output_dtype,
                                      registration.shifts, two, flip)  # averaged along the measured motion
         return result
@@ -191,8 +193,8 @@ class DenoiseJob:
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
         sub = self.cfg.inner()
-        return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack,
-                                          lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run()))
+        return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack, lambda block: DenoiseJob
+                                          .unchecked(block, self.denoiser, sub).run(), self.shifts))
 
 
 def iter_denoise(

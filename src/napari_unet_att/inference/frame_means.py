@@ -12,7 +12,7 @@ import numpy as np
 
 from ..stackio import to_output_dtype
 
-__all__ = ["keep_frame_means", "to_target"]
+__all__ = ["keep_frame_means", "set_frame_means", "to_target"]
 
 
 def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
@@ -26,9 +26,12 @@ def keep_frame_means(out: np.ndarray, inp: np.ndarray) -> np.ndarray:
     corrupts every dF/F computed from the result. Matching the means frame by frame removes the bias
     without touching the spatial structure.
     """
-    axes = (1, 2)
-    out += (inp.mean(axis=axes, dtype=np.float64) - out.mean(axis=axes, dtype=np.float64)).astype(
-        np.float32)[:, None, None]
+    return set_frame_means(out, inp.mean(axis=(1, 2), dtype=np.float64))
+
+
+def set_frame_means(out: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Shift every output frame so that its mean is ``means[i]`` (in place; see :func:`keep_frame_means`)."""
+    out += (means - out.mean(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None, None]
     return out
 
 

@@ -49,7 +49,7 @@ from ..config import InferConfig, InferEvent
 from .frame_means import keep_frame_means, to_target
 
 __all__ = ["MIN_FRAMES", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
-           "choose_registration", "estimate_shifts", "iter_registration"]
+           "choose_registration", "estimate_shifts", "iter_registration", "moved"]
 
 SAID = "frame registration: "  # how every description starts (the dock and benchmarks look for it)
 MIN_FRAMES = 16  # fewer frames: nothing to register against
@@ -394,3 +394,12 @@ class MovedBack:
                 out[:, p::r] = keep_frame_means(np.ascontiguousarray(out[:, p::r]), inp[:, p::r])
         self.target[t0:t1] = to_target(out, self.output_dtype, c.dtype,
                                        np.dtype(getattr(self.target, "dtype", np.float32)))
+
+
+def moved(frames: np.ndarray, by: np.ndarray | None) -> np.ndarray:
+    """``frames`` ``(n, Y, X)``, each moved by ``by[i] = (dy, dx)`` pixels (linear interpolation, edges extended);
+    ``frames`` itself when ``by`` is None."""
+    if by is None:
+        return frames
+    return np.stack([ndimage.shift(f, d, order=1, mode="nearest") if np.any(d) else f
+                     for f, d in zip(frames, np.asarray(by, np.float64), strict=True)])
