@@ -79,8 +79,11 @@ def test_pretraining_runs_in_resumable_rounds(tmp_path):
     final = pretraining.pretrain(cfg, tmp_path, pool=2, round_steps=2, shape=(24, 24, 24), log=lambda s: None)
     assert final.exists() and load_checkpoint(final).step == 4
     # supervised (same-view) rounds start from given weights and see every frame (each one stored twice)
+    said: list[str] = []  # continuing a generalist: fresh recordings from round 7 on (not the parent's again)
     same = pretraining.pretrain(cfg, tmp_path / "same", pool=1, round_steps=2, shape=(24, 24, 24),
-                                log=lambda s: None, target_view="same", init=final)
+                                log=said.append, target_view="same", init=final, first_round=7)
+    assert [s.split(":")[0] for s in said] == ["round 7", "round 8"]
+    assert "pretraining round 8 recording 0" in load_checkpoint(same).provenance["sources"]
     den = load_checkpoint(same)
     assert den.step == 4 and den.provenance["parent"]["model"] == str(final)
     assert [list(s) for s in den.provenance["shapes"]] == [[48, 24, 24]]
