@@ -171,7 +171,7 @@ class DenoiseJob:
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
-        slow = not (two or registration.active) and registration.shifts is not None
+        slow = self.denoiser.mode == "temporal" and not registration.active and registration.shifts is not None
         job = dataclasses.replace(self, shifts=registration.shifts) if slow else self
         result = yield from job._result(out, registration, two, flip)
         yield from iter_keep_average(self.cfg.keep_average, self.stack, result, self.cfg.output_dtype,
