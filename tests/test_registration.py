@@ -267,3 +267,18 @@ def test_a_resumed_run_keeps_the_registration_it_started_with(rng, tmp_path):
     resumed = train([stack], TrainConfig(steps=4, **settings), out_dir=tmp_path / "run",
                     resume=tmp_path / "run" / LAST_NAME)  # the default is 'auto': the stored 'off' wins
     assert resumed.train_shape == stack.shape and resumed.train_config["registration"] == "off"
+
+
+def test_registered_frames_are_smoothed_along_what_the_whole_pixel_moves_left(rng):
+    shifts = rng.normal(0, 1.5, (120, 2))  # sub-pixel jitter: the canvas keeps each frame's fractional part
+    clean = moving(rng, shifts)
+    noisy = rng.poisson(clean).astype(np.float32)
+    events: list = []
+    out = infer.denoise(noisy, model(Identity()), InferConfig(device="cpu", keep_average="off"),
+                        progress=events.append)
+    said = [e.message for e in events if e.message]
+    assert any(m.startswith(rg.SAID) and "moved by whole pixels" in m for m in said), said
+    assert any(m.startswith("output smoothing: Gaussian") and "along the measured motion" in m for m in said), said
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), rtol=1e-5)  # means kept
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    assert np.mean((out - clean)[inner] ** 2) < 0.5 * np.mean((noisy - clean)[inner] ** 2)

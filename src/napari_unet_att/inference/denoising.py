@@ -78,10 +78,8 @@ _SAMPLE_TILES = 8  # the sample that checks it: the first frame of this many til
 
 
 def sample_statistics(view: View, tiles: Sequence[Slices]) -> tuple[float, float]:
-    """Mean and standard deviation (float64) of the first frame of a few ``tiles`` spread over ``view``.
-
-    Only tile regions are read, as by the denoising itself.
-    """
+    """Mean and standard deviation (float64) of the first frame of a few ``tiles`` spread over ``view`` (only tile
+    regions are read, as by the denoising itself)."""
     picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), _SAMPLE_TILES)).astype(int))
     sample = np.concatenate([view.read((slice(t.start, t.start + 1), y, x)).astype(np.float64).ravel()
                              for t, y, x in (tiles[i] for i in picks)])
@@ -183,8 +181,10 @@ class DenoiseJob:
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
-            sub = self.cfg.inner(keep=("smoothing", "half_rate"))  # the canvas job smooths or halves as asked
-            yield from DenoiseJob.unchecked(back.canvas, self.denoiser, sub).run(back)
+            job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")))
+            if self.denoiser.mode == "temporal":  # its smoothing follows what the whole-pixel moves left
+                job = dataclasses.replace(job, shifts=registration.shifts - registration.moves)
+            yield from job.run(back)
             return target
         if self.half_rate:
             return (yield from _iter_half_rate(self, out))
