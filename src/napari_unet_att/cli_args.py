@@ -115,7 +115,7 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
     d.add_argument("--smoothing", type=smoothing_arg, default=field_default(InferConfig, "smoothing"),
                    help="Gaussian smoothing of the output: 'auto' (temporal models: the amount that best predicts "
-                        "the odd frames from the even ones, along a slow drift that registration measured, none "
+                        "the odd frames from the even ones, along the motion that registration measured, none "
                         "when the field of view moves otherwise or for mirrored-scan models), 'off', or 'T,XY' "
                         "(sigma in frames, pixels: the same on every file)")
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),

@@ -10,11 +10,13 @@ the smallest mean squared error wins. The odd frames' noise is independent of ev
 saw, so that error is the error against the clean signal plus a constant (the noise's variance): no
 candidate is favoured by the noise (Noise2Noise).
 
-Where the field of view drifts slowly (motion the registration measured but left to the network,
-:mod:`.registration`), the output is smoothed *along the measured motion*: every frame moved by minus its
-sub-pixel shift into the tissue's frame, smoothed there, and moved back, and the calibration does the same
-(the even frames' result moved into the tissue's frame, smoothed, moved to where each odd frame is). On
-simulated slow drift at 1 photon per pixel this gave +2.1 dB, smoothing in place only +0.9 (docs/benchmarks.md).
+Where the motion is known to a fraction of a pixel, the output of a temporal model is smoothed *along the
+measured motion*: every frame moved by minus its sub-pixel shift into the tissue's frame (on a canvas that
+keeps every recorded pixel), smoothed there, and moved back; the calibration does the same (the even frames'
+result moved into the tissue's frame, each candidate moved to where its odd frame is). That is a slow drift
+that :mod:`.registration` measured but left to the network, and the sub-pixel motion left on the canvas of a
+registered recording by its whole-pixel moves. On simulated drift at 1 photon per pixel smoothing along the
+motion gave +2.2 dB, smoothing in place at best +0.9 (docs/benchmarks.md, thirteenth session).
 Otherwise the choice is only made for still recordings. When the field of view moves, the even frames'
 result on its own (which cannot see the frame in between) is a much poorer estimate than the full-rate one
 and profits from smoothing that blurs the full-rate output; a frame-to-frame shift of the even frames'
