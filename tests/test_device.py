@@ -71,14 +71,13 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks(monkeypatch: pytest.Mo
     run = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     m = json.loads(run.stdout.strip().splitlines()[-1])
-    assert min(m["default"]) > PAGES // 4, m  # glibc's default: blocks go back
-    # The first pass in a job grows the heap to the pass's peak; after it, blocks are reused. A block
-    # may still land in a fragmented hole and fault some fresh pages (seen in CI: 4,096 faults, one
-    # 16 MiB tensor, in one of two passes), so the bound is on the later passes together: glibc's
-    # default refaults every pass in full (> PAGES / 4 each, asserted above), so three such passes
-    # fault > 3/4 PAGES.
-    assert sum(m["warm"][1:]) < PAGES // 2, m
-    assert sum(m["after"]) < PAGES // 4, m  # the outer job still holds the setting
+    assert min(m["default"]) > PAGES // 2, m  # glibc's default: blocks go back, every pass refaults them all
+    # The first pass in a job grows the heap to the pass's peak; after it, blocks are reused. A block may
+    # still land in a fragmented hole and fault some fresh pages (seen: up to 12,288 pages, 3 of the 16 MiB
+    # blocks' worth, in one pass, and 20,480 in two, in CI and in a fresh interpreter), so the later passes
+    # are held together to 2 x PAGES: under glibc's default these five passes fault ~5 x PAGES.
+    later = m["warm"][1:] + m["after"]  # the inner jobs' passes, then the outer job's (it still holds the setting)
+    assert sum(later) < 2 * PAGES, m
     assert m["released"] < m["held"] - 100, m  # the retained memory is handed back when the last job ends
     calls: list[tuple] = []
     monkeypatch.setattr(device, "_mallopt", calls.append)
