@@ -215,8 +215,9 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
 
     'auto' on a temporal model runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
     :func:`calibration_block` and lets :func:`choose_smoothing` pick how the result best predicts the odd frames.
-    With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the frames (slow drift left to the network),
-    both the choice and the smoothing follow the motion. A smoothing in use is announced in an event's message.
+    With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the frames (a slow drift left to the network,
+    or what whole-pixel registration left), both the choice and the smoothing follow the motion. A smoothing in
+    use is announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
