@@ -96,6 +96,10 @@ def test_calibration_block_is_central_even_and_bounded():
     assert t.stop - t.start == sm.CALIBRATION_FRAMES and t.start % 2 == 0 and t.start > 400
     assert y == slice(286, 286 + sm.CALIBRATION_XY) and x == slice(0, 40)
     assert sm.calibration_block((15, 8, 8))[0] == slice(0, 14)
+    # a bidirectional scan: a (T, 2M, M) block from an even row, its columns symmetric (x-reversed lines agree)
+    _, y, x = sm.calibration_block((100, 402, 201), bidirectional=True)
+    assert (y.stop - y.start, x.stop - x.start) == (254, 127) and y.start % 2 == 0 and x.start == 201 - x.stop
+    assert sm.calibration_block((100, 64, 32), bidirectional=True)[1:] == (slice(0, 64), slice(0, 32))
 
 
 def test_smoothing_setting_is_checked():
@@ -124,14 +128,39 @@ def test_denoise_applies_the_smoothing_it_reports(tmp_path, rng):
     np.testing.assert_allclose(tifffile.imread(out), want, rtol=1e-5, atol=1e-3)
 
 
-def test_auto_smoothing_leaves_mirrored_models_and_short_stacks_alone(rng):
-    raw = still_recording(rng, t=20, size=32)
-    scan = np.repeat(raw, 2, axis=1)[..., :32]  # a (T, 2N, N) bidirectional scan
-    for stack, den in ((scan, identity("mirrored")), (raw[:12], identity())):
-        events = []
-        out = infer.denoise(stack, den, InferConfig(device="cpu"), progress=events.append)
-        assert not any(e.message.startswith("output smoothing") for e in events)
-        np.testing.assert_allclose(out, stack)  # an identity model: nothing smoothed
+def test_auto_smoothing_leaves_short_stacks_alone(rng):
+    raw = still_recording(rng, t=12, size=32)
+    events = []
+    out = infer.denoise(raw, identity(), InferConfig(device="cpu"), progress=events.append)
+    assert not any(e.message.startswith(sm.SAID) for e in events)
+    np.testing.assert_allclose(out, raw)  # an identity model: nothing smoothed
+
+
+def scan_of(frames: np.ndarray, rng: np.random.Generator, flip: bool) -> np.ndarray:
+    """A bidirectional ``(T, 2N, N)`` scan of ``frames``: each line recorded twice with its own Poisson noise,
+    the backward lines stored x-reversed when ``flip``."""
+    scan = np.empty((len(frames), 2 * frames.shape[1], frames.shape[2]), np.float32)
+    scan[:, 0::2] = rng.poisson(frames)
+    scan[:, 1::2] = rng.poisson(frames[..., ::-1] if flip else frames)
+    return scan
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("output", ["merged", "interleaved"])
+def test_mirrored_scan_models_are_calibrated_across_frames_in_the_output_layout(output, flip, rng):
+    scan = scan_of(still_scene(rng, t=40, size=32), rng, flip)
+    den = make(Identity(), "mirrored", flip=flip)
+    events = []
+    cfg = InferConfig(device="cpu", mirrored_output=output, keep_average="off")
+    out = infer.denoise(scan, den, cfg, progress=events.append)
+    said = [e.message for e in events if e.message.startswith(sm.SAID)]
+    assert len(said) == 1 and "chosen on the recording" in said[0], said
+    # an identity model's output is the input in the output's layout: the calibration by hand, on the even
+    # frames' output predicting the odd frames
+    raw = infer.registration.PhysicalFrames(scan, flip)[:] if output == "merged" else scan
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2])
+    assert choice.active and out.shape == raw.shape
+    np.testing.assert_allclose(out, smoothed(raw, choice.sigma_t, choice.sigma_xy), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
@@ -201,3 +230,44 @@ def test_denoise_smooths_along_the_drift_it_measured(rng):
     np.testing.assert_allclose(plain, raw)  # unmeasured motion: no smoothing (the identity's output is the input)
     inner = (slice(None), slice(6, -6), slice(6, -6))
     assert np.mean((out - frames)[inner] ** 2) < 0.5 * np.mean((raw - frames)[inner] ** 2)
+
+
+def _centred(frames: np.ndarray) -> np.ndarray:
+    return frames - frames.mean(axis=(1, 2), keepdims=True)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_scans_interleaved_lines_are_smoothed_along_a_drift_direction_by_direction(flip, rng):
+    frames, shifts = drifting_scene(rng, t=40, size=24)
+    scan = scan_of(frames, rng, flip)
+    smoother = sm.TemporalSmoother(sm.Smoothing(2.0, 0.5, shifts=shifts, flip=flip), len(scan))
+    got = np.concatenate([p for _, p in smoother.push(0, scan[:17])] + [p for _, p in smoother.push(17, scan[17:])])
+    np.testing.assert_allclose(got.mean(axis=(1, 2)), scan.mean(axis=(1, 2)), rtol=1e-5)  # means kept
+
+    def physical(lines: np.ndarray, backward: int) -> np.ndarray:
+        return lines[..., ::-1] if flip and backward else lines
+
+    # each direction's lines, in the physical orientation, smoothed along the drift as frames are (the frame's
+    # mean is kept over both directions together: compare each direction's frames about their means)
+    for backward in (0, 1):
+        plain = sm.TemporalSmoother(sm.Smoothing(2.0, 0.5, shifts=shifts), len(scan))
+        want = np.concatenate([p for _, p in plain.push(0, physical(scan[:, backward::2], backward))])
+        np.testing.assert_allclose(_centred(physical(got[:, backward::2], backward)), _centred(want), atol=1e-3)
+
+
+def test_a_mirrored_scan_is_smoothed_along_the_drift_it_measured(rng):
+    frames, _ = drifting_scene(rng, t=160, size=48, speed=0.1)  # as above, each line scanned both ways
+    scan = scan_of(5 * frames, rng, flip=True)
+    den = make(Identity(), "mirrored", flip=True)
+    for output in ("merged", "interleaved"):
+        events = []
+        cfg = InferConfig(device="cpu", keep_average="off", mirrored_output=output)
+        out = infer.denoise(scan, den, cfg, progress=events.append)
+        said = [e.message for e in events if e.message.startswith(sm.SAID)]
+        assert len(said) == 1 and "along the measured motion" in said[0], (output, said)
+        raw = infer.registration.PhysicalFrames(scan, True)[:] if output == "merged" else scan
+        inner = (slice(None), slice(12, -12), slice(6, -6))  # (rows of the scan: two per physical row)
+        truth = 5 * frames if output == "merged" else np.repeat(5 * frames, 2, axis=1)
+        if output == "interleaved":
+            truth[:, 1::2] = truth[:, 1::2, ::-1]
+        assert np.mean((out - truth)[inner] ** 2) < 0.5 * np.mean((raw - truth)[inner] ** 2), output

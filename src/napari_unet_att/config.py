@@ -261,8 +261,8 @@ class InferConfig:
     tta: int = 1  # test-time augmentation: average over this many D4 flips of (y, x): one of TTA_CHOICES
     keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.frame_means.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
-    # Gaussian smoothing of the output: 'auto' (temporal models: chosen on the recording, along the measured
-    # motion, none when it moves otherwise; inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels)
+    # Gaussian smoothing of the output: 'auto' (chosen on the recording, along the measured motion, none when
+    # it moves otherwise; inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels)
     smoothing: str | tuple[float, float] = "auto"
     # rigid registration of fast-moving frames before denoising, each result frame moved back: 'auto' (where
     # the frames move; inference.registration) or 'off'

@@ -50,7 +50,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
         Field("tta", CHOICE, "Flips averaged (N x slower)", choices=tuple(str(n) for n in TTA_CHOICES), setting=None),
         Field("half_rate", CHECK, text="half-rate ensemble (temporal models; 2x slower, a little better)",
               setting=None),
-        Field("smoothing", CHECK, text="smooth over time (temporal models; chosen on the data)",
+        Field("smoothing", CHECK, text="smooth over time (amount chosen on the data)",
               default=d.smoothing == "auto", setting=None),
         Field("registration", CHECK, text="register fast-moving frames (whole pixels, moved back after)",
               default=d.registration == "auto", setting=None),

@@ -159,6 +159,11 @@ class DenoiseJob:
         return self.views[0].shape
 
     @property
+    def layout(self) -> str:
+        """How the output's frames lie: 'frames' (one view), or a scan's directions 'merged' or 'interleaved'."""
+        return "frames" if len(self.views) == 1 else self.cfg.mirrored_output
+
+    @property
     def half_rate(self) -> bool:
         """Whether the half-rate ensemble runs (temporal models only)."""
         return self.cfg.half_rate and self.denoiser.mode == "temporal"
@@ -169,7 +174,7 @@ class DenoiseJob:
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
-        slow = self.denoiser.mode == "temporal" and not registration.active and registration.shifts is not None
+        slow = not registration.active and registration.shifts is not None
         job = dataclasses.replace(self, shifts=registration.shifts) if slow else self
         result = yield from job._result(out, registration, two, flip)
         yield from iter_keep_average(self.cfg.keep_average, self.stack, result, self.cfg.output_dtype,
@@ -182,8 +187,7 @@ class DenoiseJob:
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
             job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")))
-            if self.denoiser.mode == "temporal":  # its smoothing follows what the whole-pixel moves left
-                job = dataclasses.replace(job, shifts=registration.shifts - registration.moves)
+            job = dataclasses.replace(job, shifts=registration.shifts - registration.moves)  # smoothed along
             yield from job.run(back)
             return target
         if self.half_rate:
@@ -194,7 +198,7 @@ class DenoiseJob:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
         sub = self.cfg.inner()
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack, lambda block: DenoiseJob
-                                          .unchecked(block, self.denoiser, sub).run(), self.shifts))
+                                          .unchecked(block, self.denoiser, sub).run(), self.shifts, self.layout))
 
 
 def iter_denoise(
@@ -268,17 +272,14 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
             return (yield from _run(job, cfg, plan, _FrameWriter(job, norm, target, smoothing), device))
         except OutOfMemory as exc:
             res.free_accelerator_cache()
-            smaller = smaller_config(cfg, plan.tile)
-            old = plan.tile
+            smaller, old = smaller_config(cfg, plan.tile), plan.tile
             if smaller is None:
-                raise ResourceError(
-                    f"out of memory on {device} even with one {old[0]}x{old[1]}x{old[2]} tile per pass; "
-                    "use the CPU (device 'cpu') or free memory used by other programs"
-                ) from exc.__cause__
+                raise ResourceError(f"out of memory on {device} even with one {old[0]}x{old[1]}x{old[2]} tile per "
+                                    "pass; use the CPU (device 'cpu') or free memory used by other programs"
+                                    ) from exc.__cause__
             plan = build_plan(job.view_shape, smaller, job.denoiser.arch)
-            new = plan.tile
-            msg = (f"out of memory on {device} with batch {cfg.batch_size} of {old[0]}x{old[1]}x{old[2]} tiles; "
-                   f"retrying with batch {smaller.batch_size} of {new[0]}x{new[1]}x{new[2]} tiles")
+            msg = (f"out of memory on {device} with batch {cfg.batch_size} of {'x'.join(map(str, old))} tiles; "
+                   f"retrying with batch {smaller.batch_size} of {'x'.join(map(str, plan.tile))} tiles")
             cfg = smaller
             yield InferEvent(done=0, total=len(plan.tiles) * len(job.views), message=msg)
 
@@ -309,12 +310,10 @@ def _check_host_memory(job: DenoiseJob, cfg: InferConfig, plan: TilePlan, device
                                       capacity, len(job.views), out_bytes)
     if device.type != "cpu":  # the network runs on the accelerator: its out-of-memory errors are retried
         est -= res.estimate_inference_memory(plan.tile, den.arch, den.base_channels, cfg.batch_size)
-    hint = "use smaller tiles (tile_t / max_tile_xy, CLI --tile-t) or a smaller batch"
-    if in_memory:
-        hint += ", or stream the result to a file (CLI denoise / iter_denoise_file)"
-    tile = plan.tile
+    hint = "use smaller tiles (tile_t / max_tile_xy, CLI --tile-t) or a smaller batch" + (
+        ", or stream the result to a file (CLI denoise / iter_denoise_file)" if in_memory else "")
     res.check_memory(est, f"denoising a {tuple(int(n) for n in job.stack.shape)} stack with tiles of "
-                     f"{tile[0]}x{tile[1]}x{tile[2]} (batch {cfg.batch_size})", "cpu", hint=hint)
+                     f"{'x'.join(map(str, plan.tile))} (batch {cfg.batch_size})", "cpu", hint=hint)
 
 
 def _run(

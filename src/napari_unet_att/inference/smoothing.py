@@ -24,9 +24,12 @@ result above :data:`MAX_STILL_SHIFT` therefore turns smoothing off where the mot
 keeps it to :data:`MAX_SIGMA_T_ALONG` frames where it was.
 
 The chosen smoothing is applied to the output as it streams out (:class:`TemporalSmoother`), and every frame
-keeps its mean. Mirrored-scan models are not calibrated: their result on the forward lines predicts the backward
-lines of the same frames, but that calibrates one direction's result, and the merged output (both directions
-averaged, half the noise) came out over-smoothed (docs/benchmarks.md); an explicit smoothing works for any model.
+keeps its mean. Mirrored-scan models are calibrated the same way, on whole frames: the even frames of the
+block (both scan directions of each) denoised on their own predict the odd frames, in the output's layout (the
+physical frames for a merged output, the raw lines for an interleaved one, whose two directions' lines move
+apart: :func:`to_tissue`). An earlier calibration within frames (one direction's result predicting the other
+direction's lines) calibrated one direction's result and over-smoothed the merged output (docs/benchmarks.md);
+across frames the prediction is made by the output itself.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from skimage.registration import phase_cross_correlation
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from .frame_means import set_frame_means
-from .registration import moved
+from .registration import PhysicalFrames, moved
 
 __all__ = ["CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T",
            "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block", "canvas_pad", "choose_smoothing",
@@ -71,7 +74,8 @@ class Smoothing:
     ``shift_px`` is the RMS frame-to-frame shift measured on the calibration block (None when none
     was measured) and ``reason`` says in a few words why this smoothing was chosen. With ``shifts``
     ``(T, 2)`` (the output's frames' sub-pixel shifts, :attr:`.registration.Registration.shifts`) the
-    output is smoothed along them: in the tissue's frame instead of the image's.
+    output is smoothed along them: in the tissue's frame instead of the image's; ``flip`` not None says that
+    the output is a bidirectional scan's interleaved lines (:func:`to_tissue`).
     """
 
     sigma_t: float = 0.0
@@ -79,6 +83,7 @@ class Smoothing:
     shift_px: float | None = None
     reason: str = "off"
     shifts: np.ndarray | None = field(default=None, compare=False, repr=False)
+    flip: bool | None = None
 
     @property
     def active(self) -> bool:
@@ -98,12 +103,20 @@ class Smoothing:
         return f"{SAID}Gaussian sigma {self.sigma_t:g} frames, {self.sigma_xy:g} px{along} ({self.reason})"
 
 
-def calibration_block(shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+def calibration_block(shape: tuple[int, int, int], bidirectional: bool = False) -> tuple[slice, slice, slice]:
     """The central block of a ``(T, Y, X)`` stack that calibration reads: at most :data:`CALIBRATION_FRAMES`
-    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` pixels each way."""
+    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` pixels each way.
+
+    ``bidirectional``: ``shape`` is a ``(T, 2N, N)`` scan; the block is one too (``2M`` rows from an even row,
+    so forward lines stay forward) and its columns sit symmetrically, so that the block of x-reversed backward
+    lines holds the same physical columns as the forward lines' block.
+    """
     t, y, x = shape
     nt = min(t - t % 2, CALIBRATION_FRAMES)
     ny, nx = min(y, CALIBRATION_XY), min(x, CALIBRATION_XY)
+    if bidirectional:  # then (y - ny) // 2 = x - nx, even
+        nx -= (x - nx) % 2
+        ny = 2 * nx
     t0, y0, x0 = (t - nt) // 2 // 2 * 2, (y - ny) // 2, (x - nx) // 2
     return slice(t0, t0 + nt), slice(y0, y0 + ny), slice(x0, x0 + nx)
 
@@ -130,22 +143,48 @@ def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
 
 
 def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
-    """The frame axes of :func:`smooth` alone (each frame on its own)."""
+    """The frame axes of :func:`smooth` alone (the last two: each frame, or each plane of a
+    :func:`to_tissue` canvas of a scan, on its own)."""
     if sigma_xy <= 0:
         return stack
-    return ndimage.gaussian_filter(stack, (0, sigma_xy, sigma_xy), mode="reflect", truncate=TRUNCATE)
+    sigma = (0.0,) * (stack.ndim - 2) + (sigma_xy, sigma_xy)
+    return ndimage.gaussian_filter(stack, sigma, mode="reflect", truncate=TRUNCATE)
 
 
-def to_tissue(frames: np.ndarray, shifts: np.ndarray, pad: int) -> np.ndarray:
+def to_tissue(frames: np.ndarray, shifts: np.ndarray, pad: int, flip: bool | None = None) -> np.ndarray:
     """``frames`` ``(n, Y, X)`` moved by minus their ``shifts`` onto a canvas ``pad`` pixels larger each way (edges
-    extended): every recorded pixel stays on the canvas, so :func:`from_tissue` gives each frame's own back."""
+    extended): every recorded pixel stays on the canvas, so :func:`from_tissue` gives each frame's own back.
+
+    ``flip`` not None: ``frames`` are the interleaved lines ``(n, 2N, N)`` of a bidirectional scan (backward
+    lines x-reversed when ``flip``) and ``shifts`` the physical frames' motion; each direction's lines move as a
+    frame of their own (the backward ones the other way in x when stored reversed): canvas ``(n, 2, Y', X')``.
+    """
+    if flip is not None:
+        return np.stack([to_tissue(lines, by, pad) for lines, by in _directions(frames, shifts, flip)], axis=1)
     return moved(np.pad(frames, ((0, 0), (pad, pad), (pad, pad)), mode="edge"), -np.asarray(shifts))
 
 
-def from_tissue(canvas: np.ndarray, shifts: np.ndarray, pad: int) -> np.ndarray:
-    """Frames of a :func:`to_tissue` canvas moved by ``shifts`` and cropped back to the frame."""
+def from_tissue(canvas: np.ndarray, shifts: np.ndarray, pad: int, flip: bool | None = None) -> np.ndarray:
+    """Frames of a :func:`to_tissue` canvas moved by ``shifts`` and cropped back to the frame (``flip`` as there:
+    the directions' lines interleaved again)."""
+    if flip is not None:
+        (fwd, by), (bwd, by_back) = _directions(canvas, shifts, flip, planes=True)
+        out = np.empty((len(canvas), 2 * (canvas.shape[2] - 2 * pad), canvas.shape[3] - 2 * pad), np.float32)
+        out[:, 0::2], out[:, 1::2] = from_tissue(fwd, by, pad), from_tissue(bwd, by_back, pad)
+        return out
     out = moved(canvas, np.asarray(shifts))
     return np.ascontiguousarray(out[:, pad : out.shape[1] - pad, pad : out.shape[2] - pad])
+
+
+def _directions(frames: np.ndarray, shifts: np.ndarray, flip: bool,
+                planes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The forward and backward lines of interleaved scan ``frames`` (or of a canvas's two ``planes``), each
+    with the shifts by which they move (x reversed for x-reversed backward lines)."""
+    shifts = np.asarray(shifts, np.float64)
+    back = shifts * np.array([1.0, -1.0]) if flip else shifts
+    if planes:
+        return [(frames[:, 0], shifts), (frames[:, 1], back)]
+    return [(frames[:, 0::2], shifts), (frames[:, 1::2], back)]
 
 
 def canvas_pad(shifts: np.ndarray) -> int:
@@ -154,7 +193,7 @@ def canvas_pad(shifts: np.ndarray) -> int:
 
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
-                     shifts: tuple[np.ndarray, np.ndarray] | None = None) -> Smoothing:
+                     shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
     independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
     ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
@@ -172,6 +211,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         The measured sub-pixel shifts of the ``estimate`` and ``target`` frames: the estimate is then moved
         into the tissue's frame (minus its shifts) and smoothed there, each candidate is moved to its target
         frame's place before it is compared, and the candidates stop at :data:`MAX_SIGMA_T_ALONG`.
+    flip : bool, optional
+        Not None: ``estimate`` and ``target`` are a bidirectional scan's interleaved lines, each direction moved
+        on its own (:func:`to_tissue`).
 
     Returns
     -------
@@ -196,12 +238,13 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
             return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames 2 apart")
     else:  # the motion is known: into the tissue's frame, and each candidate to its target frame's place
         pad = canvas_pad(np.concatenate([shifts[0][:n], shifts[1][:n]]))
-        estimate, place, shift = to_tissue(estimate, shifts[0][:n], pad), shifts[1][:n], None
+        estimate, place, shift = to_tissue(estimate, shifts[0][:n], pad, flip), shifts[1][:n], None
     errors = {}
     for st in SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]:
         along_t = smooth_t(estimate, st / 2)  # the estimate's frames are two output frames apart
         for sxy in SIGMAS_XY:
-            guess = smooth_xy(along_t, sxy) if shifts is None else from_tissue(smooth_xy(along_t, sxy), place, pad)
+            guess = smooth_xy(along_t, sxy)
+            guess = guess if shifts is None else from_tissue(guess, place, pad, flip)
             errors[st, sxy] = float(np.mean((guess - target) ** 2, dtype=np.float64))
     (st, sxy), best = min(errors.items(), key=lambda kv: kv[1])
     gain = 10 * np.log10(errors[(0.0, 0.0)] / best) if best > 0 else 0.0
@@ -210,33 +253,35 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
 
 def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack: Any,
                    run_model: Callable[[np.ndarray], Generator[InferEvent, None, np.ndarray]],
-                   shifts: np.ndarray | None = None) -> Generator[InferEvent, None, Smoothing]:
+                   shifts: np.ndarray | None = None, layout: str = "frames") -> Generator[InferEvent, None, Smoothing]:
     """The :class:`Smoothing` that ``setting`` (``InferConfig.smoothing``) asks for on ``stack``, yielding progress.
 
-    'auto' on a temporal model runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
-    :func:`calibration_block` and lets :func:`choose_smoothing` pick how the result best predicts the odd frames.
-    With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the frames (a slow drift left to the network,
-    or what whole-pixel registration left), both the choice and the smoothing follow the motion. A smoothing in
-    use is announced in an event's message.
+    'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
+    :func:`calibration_block` and lets :func:`choose_smoothing` pick how the result best predicts the odd frames,
+    in the output's ``layout``: 'frames' (the output's frames are the input's), or a mirrored-scan model's
+    ``(T, 2N, N)`` scan with its output 'merged' (the odd frames' physical frames are the target) or
+    'interleaved' (their raw lines are). With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the
+    (physical) frames (a slow drift left to the network, or what whole-pixel registration left), both the
+    choice and the smoothing follow the motion. A smoothing in use is announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
     t = int(stack.shape[0])
+    flip = denoiser.flip_backward if layout == "interleaved" else None  # (the lines of two directions)
     if setting != "auto":
         smoothing = Smoothing(*setting, reason="as given")
-    elif denoiser.mode != "temporal":
-        return Smoothing(reason="chosen on the recording for temporal models only")
     elif t < 16:
         return Smoothing(reason=f"too few frames to choose it ({t}, 16 needed)")
     else:
-        where = calibration_block(tuple(int(n) for n in stack.shape))
+        where = calibration_block(tuple(int(n) for n in stack.shape), bidirectional=layout != "frames")
         block = np.asarray(stack[where], np.float32)
         estimate = yield from _announced(run_model(np.ascontiguousarray(block[0::2])),
                                          "choosing the output smoothing on a block of the recording")
+        target = PhysicalFrames(block[1::2], denoiser.flip_backward)[:] if layout == "merged" else block[1::2]
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, block[1::2], along)
+        smoothing = choose_smoothing(estimate, target, along, flip)
     if shifts is not None and smoothing.active and smoothing.sigma_t > 0:
-        smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64))
+        smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64), flip=flip)
     yield InferEvent(done=0, total=1, message=smoothing.describe())
     return smoothing
 
@@ -279,7 +324,7 @@ class TemporalSmoother:
         block = np.asarray(block, np.float32)
         self.means = np.concatenate([self.means, block.mean(axis=(1, 2), dtype=np.float64)])
         if self.s.shifts is not None:
-            block = to_tissue(block, self.s.shifts[start : start + len(block)], self.pad)
+            block = to_tissue(block, self.s.shifts[start : start + len(block)], self.pad, self.s.flip)
         self.held = block if self.held is None else np.concatenate([self.held, block])
         return self._emit(final=start + len(block) >= self.n)
 
@@ -296,7 +341,7 @@ class TemporalSmoother:
             window = smooth_t(self.held[lo - self.base : hi - self.base], self.s.sigma_t)
             out = smooth_xy(np.array(window[first - lo : last - lo], np.float32), self.s.sigma_xy)
             if self.s.shifts is not None:
-                out = from_tissue(out, self.s.shifts[first:last], self.pad)
+                out = from_tissue(out, self.s.shifts[first:last], self.pad, self.s.flip)
             parts.append((first, set_frame_means(out, self.means[first - self.base : last - self.base])))
         self.done = max(self.done, ready)
         keep_from = max(self.done - r, self.base) - self.base  # the next frame's kernel reaches r frames back
