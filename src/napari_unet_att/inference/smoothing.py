@@ -10,7 +10,7 @@ the smallest mean squared error wins. The odd frames' noise is independent of ev
 saw, so that error is the error against the clean signal plus a constant (the noise's variance): no
 candidate is favoured by the noise (Noise2Noise).
 
-Where the motion is known to a fraction of a pixel, the output of a temporal model is smoothed *along the
+Where the motion is known to a fraction of a pixel, the output is smoothed *along the
 measured motion*: every frame moved by minus its sub-pixel shift into the tissue's frame (on a canvas that
 keeps every recorded pixel), smoothed there, and moved back; the calibration does the same (the even frames'
 result moved into the tissue's frame, each candidate moved to where its odd frame is). That is a slow drift
