@@ -193,3 +193,18 @@ def test_mirrored_scan_results_are_corrected_merged_and_interleaved(rng):
         kept = infer.denoise(noisy, den, off(mirrored_output=output))
         bare = infer.denoise(noisy, den, off(mirrored_output=output, keep_average="off"))
         assert kept.shape == truth.shape and mse(kept, truth) < 0.3 * mse(bare, truth), output
+
+
+def test_an_interleaved_scan_is_averaged_along_the_drift_direction_by_direction(rng):
+    _, physical, shifts = drifting(rng)
+    clean = np.empty((len(physical), 2 * physical.shape[1], physical.shape[2]), np.float32)
+    clean[:, 0::2], clean[:, 1::2] = physical, physical[..., ::-1]  # backward lines stored x-reversed
+    noisy = rng.poisson(clean).astype(np.float32)
+    blurred = infer.denoise(noisy, model(Blur(), mode="mirrored", flip=True), off(keep_average="off"))
+    errors = {}
+    for name, along in (("in place", None), ("along", shifts)):
+        out = blurred.copy()
+        corr = run_to_end(av.iter_keep_average("auto", noisy, out, "float32", along, bidirectional=True, flip=True))
+        assert corr.flip is True  # the interleaved lines of a scan whose backward lines are x-reversed
+        errors[name] = mse(out, clean)
+    assert errors["along"] < 0.6 * errors["in place"] < 0.6 * mse(blurred, clean), errors

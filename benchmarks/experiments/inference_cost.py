@@ -7,6 +7,7 @@ settings alternated in one process so that the machine's drift hits them alike; 
 is kept. Run it alone (e.g. under ``flock``): on a shared 2-core machine its figures mean little otherwise.
 
     python benchmarks/experiments/inference_cost.py --repeats 5
+    python benchmarks/experiments/inference_cost.py --repeats 1 --frames 1000 --size 256 --only "all off" default
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--frames", type=int, default=400)
+    ap.add_argument("--size", type=int, default=128, help="frame height and width")
+    ap.add_argument("--only", nargs="+", metavar="LABEL", help="these settings only (the first word of each label)")
     a = ap.parse_args()
     den = load_model("generalist", mode="temporal")
-    stacks = {"still": simulate(n_frames=a.frames, size=128, photons=2.0, seed=0).noisy,
-              "moving (jitter, 1 px)": simulate(n_frames=a.frames, size=128, photons=2.0, seed=0, motion="jitter",
+    stacks = {"still": simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0).noisy,
+              "moving (jitter, 1 px)": simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0, motion="jitter",
                                                 motion_std=1.0).noisy}
     denoise(stacks["still"][:64], den, InferConfig(device="cpu"))  # warm-up: first-call allocations
     settings = {"all off": dict(smoothing="off", registration="off", keep_average="off"),
@@ -35,6 +38,8 @@ def main() -> None:
                 "registration auto": dict(smoothing="off", registration="auto", keep_average="off"),
                 "time averages auto": dict(smoothing="off", registration="off", keep_average="auto"),
                 "default (all auto)": dict(smoothing="auto", registration="auto", keep_average="auto")}
+    if a.only:
+        settings = {k: v for k, v in settings.items() if k.split()[0] in a.only or k == "all off"}
     best: dict[tuple[str, str], float] = {}
     for _ in range(a.repeats):
         for name, x in stacks.items():

@@ -23,7 +23,8 @@ over thousands of frames are followed) to every frame, each frame's mean kept.
 Where the field of view was seen to move (:mod:`.registration` measured the shifts: slow drift, or fast motion
 whose frames were registered, denoised and moved back), each frame's residual is moved by its sub-pixel shift
 before it is averaged, and the correction is moved back with the frame: the average is taken along the tissue,
-not across it. Under slow drift (1 px) that gave +0.7 dB more than averaging in place, under jitter +0.6 to +0.8.
+not across it (a mirrored-scan model's interleaved output: each scan direction's lines moved on their own). Under
+slow drift (1 px) that gave +0.7 dB more than averaging in place, under jitter +0.6 to +0.8.
 
 Any model whose output lies on the input's pixel grid, or on its physical frames (a mirrored-scan model's merged
 output of a bidirectional scan: compared with both directions of each line averaged), and stacks of at least
@@ -57,7 +58,8 @@ class AverageCorrection:
     """What is added to each output frame: ``images[k]`` at frame ``centres[k]``, linear in between.
 
     ``changed`` is the share of pixels with a non-zero correction, ``rms`` the correction's RMS in output units;
-    ``shifts`` ``(T, 2)``: where the tissue sits in each frame (the images are in its frame; None: still).
+    ``shifts`` ``(T, 2)``: where the tissue sits in each frame (the images are in its frame; None: still);
+    ``flip`` not None: the output is a bidirectional scan's interleaved lines (:func:`.registration.moved`).
     """
 
     images: np.ndarray  # (chunks, Y, X) float32
@@ -65,6 +67,7 @@ class AverageCorrection:
     changed: float
     rms: float
     shifts: np.ndarray | None = None
+    flip: bool | None = None
 
     def describe(self) -> str:
         """One line for progress messages and logs."""
@@ -84,10 +87,11 @@ def block_frames(shape: tuple[int, ...]) -> int:
     return max(1, BLOCK // max(1, int(np.prod(shape[1:]))))
 
 
-def residual_sums(stack: Any, result: Any, edges: np.ndarray, shifts: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def residual_sums(stack: Any, result: Any, edges: np.ndarray, shifts: np.ndarray | None = None,
+                  flip: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per chunk, the sum over frames of ``stack - result`` and of its square (float64, ``(chunks, Y, X)``); with
-    ``shifts`` ``(T, 2)``, each frame's residual is first moved by ``-shifts[t]`` (into the tissue's frame).
+    ``shifts`` ``(T, 2)``, each frame's residual is first moved by ``-shifts[t]`` (into the tissue's frame; the
+    interleaved lines of a scan direction by direction when ``flip`` is not None).
 
     Both are read :func:`block_frames` frames at a time, never whole.
     """
@@ -99,7 +103,7 @@ def residual_sums(stack: Any, result: Any, edges: np.ndarray, shifts: np.ndarray
             t1 = min(t0 + step, int(hi))
             r = np.array(stack[t0:t1], np.float32)
             r -= np.asarray(result[t0:t1], np.float32)
-            r = moved(r, None if shifts is None else -np.asarray(shifts[t0:t1]))
+            r = moved(r, None if shifts is None else -np.asarray(shifts[t0:t1]), flip)
             s1[k] += r.sum(axis=0, dtype=np.float64)
             s2[k] += np.square(r, dtype=np.float64).sum(axis=0)  # float64: no overflow at any intensity scale
     return s1, s2
@@ -129,7 +133,7 @@ def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
         lo = np.minimum(pos.astype(int), len(corr.centres) - 2)
         w = (pos - lo).astype(np.float32)[:, None, None]
         out = (1 - w) * corr.images[lo] + w * corr.images[lo + 1]
-    out = moved(out, None if corr.shifts is None else corr.shifts[t0:t1])
+    out = moved(out, None if corr.shifts is None else corr.shifts[t0:t1], corr.flip)
     out -= out.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]  # frame means stay
     return out
 
@@ -165,7 +169,7 @@ def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, 
     bidirectional, flip : bool
         ``stack`` is the ``(T, 2N, N)`` scan of a mirrored-scan model (backward lines x-reversed when ``flip``):
         a merged ``(T, N, N)`` result is compared with the physical frames; an interleaved one line by line,
-        in place (the physical shifts do not apply to single lines).
+        each direction's lines moved on their own.
 
     Yields
     ------
@@ -177,10 +181,9 @@ def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, 
     AverageCorrection or None
         None when nothing was done (the reason is in an event's message).
     """
-    if bidirectional and tuple(result.shape) != tuple(stack.shape):
+    lines = flip if bidirectional and tuple(result.shape) == tuple(stack.shape) else None  # interleaved output
+    if bidirectional and lines is None:
         stack = PhysicalFrames(stack, flip)
-    elif bidirectional:
-        shifts = None
     why = _applies(setting, stack, result)
     if why is not None:
         if setting != "off":
@@ -189,11 +192,11 @@ def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, 
     t = int(stack.shape[0])
     yield InferEvent(done=0, total=2 * t)
     edges = chunk_edges(t)
-    s1, s2 = residual_sums(stack, result, edges, shifts)
+    s1, s2 = residual_sums(stack, result, edges, shifts, lines)
     images = shrunk_means(s1, s2, np.diff(edges))
     del s1, s2
     corr = AverageCorrection(images, (edges[:-1] + edges[1:] - 1) / 2.0, float(np.mean(images != 0)),
-                             float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))), shifts)
+                             float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))), shifts, lines)
     yield InferEvent(done=t, total=2 * t)
     in_dtype, out_dtype = np.dtype(stack.dtype), np.dtype(result.dtype)
     step = block_frames(stack.shape)

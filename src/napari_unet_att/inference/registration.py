@@ -49,7 +49,7 @@ from ..config import InferConfig, InferEvent
 from .frame_means import keep_frame_means, to_target
 
 __all__ = ["MIN_FRAMES", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
-           "choose_registration", "estimate_shifts", "iter_registration", "moved"]
+           "choose_registration", "estimate_shifts", "iter_registration", "line_shifts", "moved"]
 
 SAID = "frame registration: "  # how every description starts (the dock and benchmarks look for it)
 MIN_FRAMES = 16  # fewer frames: nothing to register against
@@ -396,10 +396,24 @@ class MovedBack:
                                        np.dtype(getattr(self.target, "dtype", np.float32)))
 
 
-def moved(frames: np.ndarray, by: np.ndarray | None) -> np.ndarray:
+def line_shifts(shifts: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """How the forward and the backward lines of a bidirectional scan move when its physical frames move by
+    ``shifts`` ``(n, 2)``: alike, except in x for backward lines stored x-reversed (``flip``)."""
+    shifts = np.asarray(shifts, np.float64)
+    return shifts, shifts * np.array([1.0, -1.0]) if flip else shifts
+
+
+def moved(frames: np.ndarray, by: np.ndarray | None, flip: bool | None = None) -> np.ndarray:
     """``frames`` ``(n, Y, X)``, each moved by ``by[i] = (dy, dx)`` pixels (linear interpolation, edges extended);
-    ``frames`` itself when ``by`` is None."""
+    ``frames`` itself when ``by`` is None. ``flip`` not None: ``frames`` are the interleaved lines ``(n, 2N, N)``
+    of a bidirectional scan and ``by`` its physical frames' motion; each direction's lines move on their own
+    (:func:`line_shifts`)."""
     if by is None:
         return frames
+    if flip is not None:
+        out = np.empty(np.shape(frames), np.result_type(frames, np.float32))
+        for rows, d in zip((slice(0, None, 2), slice(1, None, 2)), line_shifts(by, flip), strict=True):
+            out[:, rows] = moved(frames[:, rows], d)
+        return out
     return np.stack([ndimage.shift(f, d, order=1, mode="nearest") if np.any(d) else f
                      for f, d in zip(frames, np.asarray(by, np.float64), strict=True)])

@@ -46,7 +46,7 @@ from skimage.registration import phase_cross_correlation
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from .frame_means import set_frame_means
-from .registration import PhysicalFrames, moved
+from .registration import PhysicalFrames, line_shifts, moved
 
 __all__ = ["CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T",
            "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block", "canvas_pad", "choose_smoothing",
@@ -179,12 +179,9 @@ def from_tissue(canvas: np.ndarray, shifts: np.ndarray, pad: int, flip: bool | N
 def _directions(frames: np.ndarray, shifts: np.ndarray, flip: bool,
                 planes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """The forward and backward lines of interleaved scan ``frames`` (or of a canvas's two ``planes``), each
-    with the shifts by which they move (x reversed for x-reversed backward lines)."""
-    shifts = np.asarray(shifts, np.float64)
-    back = shifts * np.array([1.0, -1.0]) if flip else shifts
-    if planes:
-        return [(frames[:, 0], shifts), (frames[:, 1], back)]
-    return [(frames[:, 0::2], shifts), (frames[:, 1::2], back)]
+    with the shifts by which they move (:func:`.registration.line_shifts`)."""
+    lines = (frames[:, 0], frames[:, 1]) if planes else (frames[:, 0::2], frames[:, 1::2])
+    return list(zip(lines, line_shifts(shifts, flip), strict=True))
 
 
 def canvas_pad(shifts: np.ndarray) -> int:
