@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tifffile
+import torch
 from scipy import ndimage
 
 from _models import Identity, make
@@ -19,10 +22,19 @@ def identity(mode: str = "temporal") -> Denoiser:
     return make(Identity(), mode)
 
 
-def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
-    """What the engine should give: ``x`` smoothed as a whole, then each frame shifted back to ``x``'s mean."""
+def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float, blend: float = 0.0,
+             blend_sigma: tuple[float, float] = (0.0, 0.0), inputs: np.ndarray | None = None) -> np.ndarray:
+    """What the engine should give: ``x`` smoothed as a whole (and blended with a Gaussian of ``inputs``), then
+    each frame shifted back to ``x``'s mean."""
     want = sm.smooth(x, sigma_t, sigma_xy)
+    if blend:
+        want = (1 - blend) * want + blend * sm.smooth(inputs, *blend_sigma)
     return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+
+
+def as_chosen(x: np.ndarray, choice: sm.Smoothing) -> np.ndarray:
+    """:func:`smoothed` with ``choice``, for an identity model (its input is ``x``)."""
+    return smoothed(x, choice.sigma_t, choice.sigma_xy, choice.blend, choice.blend_sigma, x)
 
 
 def cells(shape: tuple[int, int], rng: np.random.Generator, n: int = 12) -> np.ndarray:
@@ -115,8 +127,8 @@ def test_denoise_applies_the_smoothing_it_reports(tmp_path, rng):
     auto = infer.denoise(raw, identity(), InferConfig(device="cpu"), progress=events.append)
     said = [e.message for e in events if e.message.startswith("output smoothing")]
     assert len(said) == 1 and "chosen on the recording" in said[0]
-    choice = sm.choose_smoothing(raw[0::2], raw[1::2])  # an identity model: the same calibration by hand
-    want = smoothed(raw, choice.sigma_t, choice.sigma_xy)
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2], inputs=raw[0::2])  # an identity model: by hand
+    want = as_chosen(raw, choice)
     np.testing.assert_allclose(auto, want, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(infer.denoise(raw, identity(), InferConfig(device="cpu", smoothing="off")), raw)
     # streamed file to file, tiles shorter than the kernel's reach: the same result
@@ -158,9 +170,9 @@ def test_mirrored_scan_models_are_calibrated_across_frames_in_the_output_layout(
     # an identity model's output is the input in the output's layout: the calibration by hand, on the even
     # frames' output predicting the odd frames
     raw = infer.registration.PhysicalFrames(scan, flip)[:] if output == "merged" else scan
-    choice = sm.choose_smoothing(raw[0::2], raw[1::2])
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2], inputs=raw[0::2])
     assert choice.active and out.shape == raw.shape
-    np.testing.assert_allclose(out, smoothed(raw, choice.sigma_t, choice.sigma_xy), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(out, as_chosen(raw, choice), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
@@ -271,3 +283,58 @@ def test_a_mirrored_scan_is_smoothed_along_the_drift_it_measured(rng):
         if output == "interleaved":
             truth[:, 1::2] = truth[:, 1::2, ::-1]
         assert np.mean((out - truth)[inner] ** 2) < 0.5 * np.mean((raw - truth)[inner] ** 2), output
+
+
+@pytest.mark.parametrize("block", [7, 40])
+def test_a_blend_with_the_inputs_gaussian_is_streamed_like_the_whole_stack(block, rng):
+    out = rng.normal(10, 1, (83, 8, 9)).astype(np.float32)
+    inputs = rng.normal(10, 3, out.shape).astype(np.float32)
+    choice = sm.Smoothing(1.0, 0.5, blend=0.4, blend_sigma=(2.0, 1.0))
+    assert choice.radius == 6 and "40% a Gaussian of the input (2 frames, 1 px)" in choice.describe()
+    smoother = sm.TemporalSmoother(choice, len(out), inputs)
+    parts = [p for t0 in range(0, len(out), block) for p in smoother.push(t0, out[t0 : t0 + block])]
+    got = np.concatenate([p[1] for p in parts])
+    np.testing.assert_allclose(got, smoothed(out, 1.0, 0.5, 0.4, (2.0, 1.0), inputs), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="input's frames"):
+        sm.TemporalSmoother(choice, len(out))
+
+
+def active_scene(rng: np.random.Generator, t: int = 80, size: int = 32) -> np.ndarray:
+    """Cells whose brightness changes over a few frames (fast activity), noise-free."""
+    img = np.zeros((12, size, size), np.float32)
+    img[np.arange(12), rng.integers(2, size - 2, 12), rng.integers(2, size - 2, 12)] = 300.0
+    img = ndimage.gaussian_filter(img, (0, 1.5, 1.5))
+    activity = 1.0 + np.clip(ndimage.gaussian_filter1d(rng.normal(0, 4.0, (t, 12)), 3.0, axis=0), -0.8, 3.0)
+    return 5.0 + np.einsum("ck,tc->tk", img.reshape(12, -1), activity).reshape(t, size, size)
+
+
+def test_the_calibration_blends_in_the_inputs_gaussian_where_the_model_misses_activity(rng):
+    clean = active_scene(rng).astype(np.float32)
+    raw = rng.poisson(clean).astype(np.float32)
+    blind = np.broadcast_to(clean.mean(axis=0), clean.shape)  # a model that took the activity for noise
+    missed = sm.choose_smoothing(blind[0::2], raw[1::2], inputs=raw[0::2])
+    assert missed.blend >= 0.4 and "Gaussian of the input" in missed.describe(), missed
+    exact = sm.choose_smoothing(clean[0::2], raw[1::2], inputs=raw[0::2])  # a perfect model: nothing to add
+    assert exact.blend == 0
+    along = sm.choose_smoothing(blind[0::2], raw[1::2], (np.zeros((40, 2)),) * 2, inputs=raw[0::2])
+    assert along.blend == 0  # not along a motion
+
+
+class TimeMean(torch.nn.Module):
+    """A network that takes all activity for noise: every frame of a tile is the tile's average over time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2, keepdim=True).expand_as(x).clone()
+
+
+def test_denoise_blends_the_input_in_where_the_model_misses_the_activity(rng):
+    clean = active_scene(rng, t=120).astype(np.float32)
+    raw = rng.poisson(clean).astype(np.float32)
+    cfg = InferConfig(device="cpu", keep_average="off", registration="off")
+    events = []
+    out = infer.denoise(raw, make(TimeMean()), cfg, progress=events.append)
+    said = [e.message for e in events if e.message.startswith(sm.SAID)]
+    assert len(said) == 1 and "Gaussian of the input" in said[0], said
+    flat = infer.denoise(raw, make(TimeMean()), dataclasses.replace(cfg, smoothing="off"))
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-5)  # frame means kept
+    assert np.mean((out - clean) ** 2) < 0.5 * np.mean((flat - clean) ** 2)

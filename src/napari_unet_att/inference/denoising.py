@@ -41,7 +41,7 @@ from .averages import iter_keep_average
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
 from .registration import MovedBack, RegisteredStack, Registration, iter_registration
-from .smoothing import Smoothing, TemporalSmoother, iter_smoothing
+from .smoothing import Smoothing, TemporalSmoother, iter_smoothing, layout_input
 from .tiles import TilePlan, build_plan, resolve_tiles
 
 # ---------------------------------------------------------------------------------------------- checks and choices
@@ -358,7 +358,8 @@ class _FrameWriter:
     def __init__(self, job: DenoiseJob, norm: Normalization, target: Any, smoothing: Smoothing) -> None:
         self.job, self.norm, self.target = job, norm, target
         self.target_dtype = np.dtype(getattr(target, "dtype", job.dtype))
-        self.smoother = TemporalSmoother(smoothing, job.out_shape[0]) if smoothing.active else None
+        inputs = layout_input(job.stack, job.layout, job.denoiser.flip_backward)  # (a blend reads it)
+        self.smoother = TemporalSmoother(smoothing, job.out_shape[0], inputs) if smoothing.active else None
 
     def __call__(self, start: int, stop: int, blocks: list[np.ndarray]) -> None:
         job, norm = self.job, self.norm
@@ -435,7 +436,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     full[1::2] += results[2]
     full *= 0.5
     if smoothing.active:
-        full = np.concatenate([part for _, part in TemporalSmoother(smoothing, t).push(0, full)])
+        full = np.concatenate([part for _, part in TemporalSmoother(smoothing, t, stack).push(0, full)])
     in_dtype = np.dtype(stack.dtype)
     if out is None:
         return to_target(full, job.cfg.output_dtype, in_dtype, full.dtype)

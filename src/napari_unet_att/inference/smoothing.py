@@ -48,12 +48,20 @@ from ..model.denoiser import Denoiser
 from .frame_means import set_frame_means
 from .registration import PhysicalFrames, line_shifts, moved
 
-__all__ = ["CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T",
-           "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block", "canvas_pad", "choose_smoothing",
-           "frame_shifts", "from_tissue", "iter_smoothing", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
+__all__ = ["BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT",
+           "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block", "canvas_pad",
+           "choose_smoothing", "frame_shifts", "from_tissue", "iter_smoothing", "layout_input", "smooth", "smooth_t",
+           "smooth_xy", "to_tissue"]
 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
+# Still recordings: the share of a Gaussian of the input (sigma_t frames, sigma_xy pixels) blended into the smoothed
+# output. On real noise that the pretraining never showed (the thunder movie's, spatially correlated) the model took
+# fast activity for noise and predicted the next frame worse than the best Gaussian (MSE 177.6 vs 146.8); a blend
+# chosen by the same calibration gave 150 (docs/benchmarks.md, fourteenth session); on simulations it chose none.
+BLENDS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
+BLEND_SIGMAS: tuple[tuple[float, float], ...] = ((1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (1.0, 1.0), (2.0, 1.0),
+                                                 (4.0, 1.0))
 CALIBRATION_FRAMES = 80  # raw frames of the calibration block (its even half goes through the model)
 CALIBRATION_XY = 128  # the block's largest height and width (a central crop)
 MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above which smoothing stays off
@@ -75,7 +83,9 @@ class Smoothing:
     was measured) and ``reason`` says in a few words why this smoothing was chosen. With ``shifts``
     ``(T, 2)`` (the output's frames' sub-pixel shifts, :attr:`.registration.Registration.shifts`) the
     output is smoothed along them: in the tissue's frame instead of the image's; ``flip`` not None says that
-    the output is a bidirectional scan's interleaved lines (:func:`to_tissue`).
+    the output is a bidirectional scan's interleaved lines (:func:`to_tissue`). ``blend`` > 0 (still recordings
+    only): the result is ``(1 - blend)`` times the smoothed output plus ``blend`` times the input (in the
+    output's layout) smoothed by a Gaussian of ``blend_sigma`` ``(sigma_t frames, sigma_xy pixels)``.
     """
 
     sigma_t: float = 0.0
@@ -84,22 +94,27 @@ class Smoothing:
     reason: str = "off"
     shifts: np.ndarray | None = field(default=None, compare=False, repr=False)
     flip: bool | None = None
+    blend: float = 0.0
+    blend_sigma: tuple[float, float] = (0.0, 0.0)
 
     @property
     def active(self) -> bool:
         """Whether the output changes at all."""
-        return self.sigma_t > 0 or self.sigma_xy > 0
+        return self.sigma_t > 0 or self.sigma_xy > 0 or self.blend > 0
 
     @property
     def radius(self) -> int:
         """Frames either side that an output frame depends on."""
-        return int(TRUNCATE * self.sigma_t + 0.5)
+        return int(TRUNCATE * max(self.sigma_t, self.blend_sigma[0] if self.blend > 0 else 0.0) + 0.5)
 
     def describe(self) -> str:
         """One line for progress messages and logs."""
         if not self.active:
             return f"{SAID}none ({self.reason})"
         along = ", along the measured motion" if self.shifts is not None else ""
+        if self.blend > 0:
+            bt, bxy = self.blend_sigma
+            along += f", {self.blend:.0%} a Gaussian of the input ({bt:g} frames, {bxy:g} px)"
         return f"{SAID}Gaussian sigma {self.sigma_t:g} frames, {self.sigma_xy:g} px{along} ({self.reason})"
 
 
@@ -190,7 +205,8 @@ def canvas_pad(shifts: np.ndarray) -> int:
 
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
-                     shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None) -> Smoothing:
+                     shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None,
+                     inputs: np.ndarray | None = None) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
     independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
     ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
@@ -211,6 +227,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     flip : bool, optional
         Not None: ``estimate`` and ``target`` are a bidirectional scan's interleaved lines, each direction moved
         on its own (:func:`to_tissue`).
+    inputs : ndarray (n, Y, X), optional
+        What the model saw to make ``estimate`` (the even frames, raw, in the same layout and units): without
+        ``shifts``, each candidate is also blended with Gaussians of it (:data:`BLENDS` x :data:`BLEND_SIGMAS`).
 
     Returns
     -------
@@ -225,8 +244,12 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     scale = float(np.std(estimate[:n], dtype=np.float64))
     if not (np.isfinite(scale) and scale > 0):
         return Smoothing(reason="the model's result is flat")
-    estimate = ((np.asarray(estimate[:n], np.float64) - offset) / scale).astype(np.float32)
-    target = ((np.asarray(target[:n], np.float64) - offset) / scale).astype(np.float32)
+
+    def rescaled(a: np.ndarray) -> np.ndarray:
+        return ((np.asarray(a[:n], np.float64) - offset) / scale).astype(np.float32)
+
+    estimate, target = rescaled(estimate), rescaled(target)
+    inputs = None if inputs is None else rescaled(inputs)
     if shifts is None:
         shift = float(np.sqrt(np.mean(np.sum(frame_shifts(estimate) ** 2, axis=1))))
         if not np.isfinite(shift):
@@ -236,16 +259,24 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     else:  # the motion is known: into the tissue's frame, and each candidate to its target frame's place
         pad = canvas_pad(np.concatenate([shifts[0][:n], shifts[1][:n]]))
         estimate, place, shift = to_tissue(estimate, shifts[0][:n], pad, flip), shifts[1][:n], None
+    # the input's Gaussians at half rate, as the estimate's frames are two output frames apart
+    gaussians = {} if inputs is None or shifts is not None else {g: smooth(inputs, g[0] / 2, g[1])
+                                                                 for g in BLEND_SIGMAS}
     errors = {}
     for st in SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]:
-        along_t = smooth_t(estimate, st / 2)  # the estimate's frames are two output frames apart
+        along_t = smooth_t(estimate, st / 2)
         for sxy in SIGMAS_XY:
             guess = smooth_xy(along_t, sxy)
             guess = guess if shifts is None else from_tissue(guess, place, pad, flip)
-            errors[st, sxy] = float(np.mean((guess - target) ** 2, dtype=np.float64))
-    (st, sxy), best = min(errors.items(), key=lambda kv: kv[1])
-    gain = 10 * np.log10(errors[(0.0, 0.0)] / best) if best > 0 else 0.0
-    return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower")
+            errors[st, sxy, 0.0, (0.0, 0.0)] = float(np.mean((guess - target) ** 2, dtype=np.float64))
+            for g, blurred in gaussians.items():
+                for w in BLENDS[1:]:
+                    mixed = (1 - w) * guess + w * blurred
+                    errors[st, sxy, w, g] = float(np.mean((mixed - target) ** 2, dtype=np.float64))
+    (st, sxy, w, g), best = min(errors.items(), key=lambda kv: kv[1])
+    gain = 10 * np.log10(errors[0.0, 0.0, 0.0, (0.0, 0.0)] / best) if best > 0 else 0.0
+    return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower",
+                     blend=w, blend_sigma=g)
 
 
 def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack: Any,
@@ -274,13 +305,19 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
         block = np.asarray(stack[where], np.float32)
         estimate = yield from _announced(run_model(np.ascontiguousarray(block[0::2])),
                                          "choosing the output smoothing on a block of the recording")
-        target = PhysicalFrames(block[1::2], denoiser.flip_backward)[:] if layout == "merged" else block[1::2]
+        physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, target, along, flip)
+        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2])
     if shifts is not None and smoothing.active and smoothing.sigma_t > 0:
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64), flip=flip)
     yield InferEvent(done=0, total=1, message=smoothing.describe())
     return smoothing
+
+
+def layout_input(stack: Any, layout: str, flip: bool) -> Any:
+    """``stack`` in the output's ``layout`` (as :func:`iter_smoothing`): its physical frames (a lazy
+    :class:`.registration.PhysicalFrames`) for a 'merged' output, otherwise itself."""
+    return PhysicalFrames(stack, flip) if layout == "merged" else stack
 
 
 def _announced(gen: Generator[InferEvent, None, Any], message: str) -> Generator[InferEvent, None, Any]:
@@ -303,12 +340,16 @@ class TemporalSmoother:
     within :attr:`Smoothing.radius` of them has arrived; all of them once the stack's last frame has), in parts
     of :data:`EMIT_FRAMES`. At most ``radius`` frames are held back besides the block, so streamed outputs stay
     O(block). With :attr:`Smoothing.shifts` the frames are held moved into the tissue's frame and each smoothed
-    frame is moved back to its own place.
+    frame is moved back to its own place. With :attr:`Smoothing.blend` the same frames of ``inputs`` (the input in
+    the output's layout, :func:`layout_input`; read a block at a time) are held alike.
     """
 
-    def __init__(self, smoothing: Smoothing, n_frames: int) -> None:
-        self.s, self.n = smoothing, int(n_frames)
+    def __init__(self, smoothing: Smoothing, n_frames: int, inputs: Any = None) -> None:
+        if smoothing.blend > 0 and inputs is None:
+            raise ValueError("a blend needs the input's frames beside the output's")
+        self.s, self.n, self.source = smoothing, int(n_frames), inputs
         self.held: np.ndarray | None = None  # frames [self.base, self.base + len(held)) not yet smoothed
+        self.inputs = np.zeros(0, np.float32)  # the input's frames beside them (a blend only)
         self.means = np.zeros(0)  # the held frames' own means (before any move): what each output frame keeps
         self.pad = 0 if smoothing.shifts is None else canvas_pad(smoothing.shifts)
         self.base = 0
@@ -319,6 +360,9 @@ class TemporalSmoother:
         if start != self.base + (0 if self.held is None else len(self.held)):
             raise ValueError(f"frames must arrive in order: expected {self.base}, got {start}")
         block = np.asarray(block, np.float32)
+        if self.s.blend > 0:
+            inputs = np.asarray(self.source[start : start + len(block)], np.float32)
+            self.inputs = inputs if not len(self.inputs) else np.concatenate([self.inputs, inputs])
         self.means = np.concatenate([self.means, block.mean(axis=(1, 2), dtype=np.float64)])
         if self.s.shifts is not None:
             block = to_tissue(block, self.s.shifts[start : start + len(block)], self.pad, self.s.flip)
@@ -337,10 +381,15 @@ class TemporalSmoother:
             lo, hi = max(first - r, self.base), min(last + r, end)
             window = smooth_t(self.held[lo - self.base : hi - self.base], self.s.sigma_t)
             out = smooth_xy(np.array(window[first - lo : last - lo], np.float32), self.s.sigma_xy)
+            if self.s.blend > 0:
+                bt, bxy = self.s.blend_sigma
+                blurred = smooth_t(self.inputs[lo - self.base : hi - self.base], bt)[first - lo : last - lo]
+                out = (1 - self.s.blend) * out + self.s.blend * smooth_xy(np.array(blurred, np.float32), bxy)
             if self.s.shifts is not None:
                 out = from_tissue(out, self.s.shifts[first:last], self.pad, self.s.flip)
             parts.append((first, set_frame_means(out, self.means[first - self.base : last - self.base])))
         self.done = max(self.done, ready)
         keep_from = max(self.done - r, self.base) - self.base  # the next frame's kernel reaches r frames back
         self.held, self.means, self.base = self.held[keep_from:], self.means[keep_from:], self.base + keep_from
+        self.inputs = self.inputs[keep_from:]
         return parts
