@@ -115,9 +115,10 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "and average (2x slower, ~+0.3-0.5 dB; the result is assembled in memory)")
     d.add_argument("--smoothing", type=smoothing_arg, default=field_default(InferConfig, "smoothing"),
                    help="Gaussian smoothing of the output: 'auto' (the amount under which the model's result on "
-                        "the even frames best predicts the odd ones, along the motion that registration measured "
-                        "(not for an interleaved mirrored-scan output), none when the field of view moves "
-                        "otherwise), 'off', or 'T,XY' (sigma in frames, pixels: the same on every file)")
+                        "the even frames best predicts the odd ones, along the motion that registration measured; "
+                        "on still recordings blended with a Gaussian of the input where that predicts them clearly "
+                        "better; none when the field of view moves otherwise), 'off', or 'T,XY' (sigma in frames, "
+                        "pixels: the same on every file)")
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")

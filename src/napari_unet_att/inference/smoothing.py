@@ -30,6 +30,13 @@ physical frames for a merged output, the raw lines for an interleaved one, whose
 apart: :func:`to_tissue`). An earlier calibration within frames (one direction's result predicting the other
 direction's lines) calibrated one direction's result and over-smoothed the merged output (docs/benchmarks.md);
 across frames the prediction is made by the output itself.
+
+On a still recording the calibration may also **blend in a Gaussian of the input** (:data:`BLENDS`,
+:data:`BLEND_SIGMAS`): where the model takes real activity for noise (real noise unlike any it was trained on),
+the input's own neighbours predict the next frame better than the model, and the same prediction error says so.
+The blend is taken only where it lowers that error clearly (:data:`BLEND_MIN_GAIN_DB`); on the simulations it
+never is, on the thunder movie's real noise it took 80% and the next-frame error fell from 177.6 to 151
+(the best Gaussian, chosen on those next frames: 146.8; docs/benchmarks.md, fourteenth session).
 """
 
 from __future__ import annotations
