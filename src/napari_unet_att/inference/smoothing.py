@@ -280,15 +280,19 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         for sxy in SIGMAS_XY:
             guess = smooth_xy(along_t, sxy)
             guess = guess if shifts is None else from_tissue(guess, place, pad, flip)
-            errors[st, sxy, 0.0, (0.0, 0.0)] = float(np.mean((guess - target) ** 2, dtype=np.float64))
+            miss = guess - target
+            errors[st, sxy, 0.0, (0.0, 0.0)] = plain = float(np.mean(miss**2, dtype=np.float64))
             for g, blurred in gaussians.items():
+                # the error of (1 - w) guess + w blurred is quadratic in w: three means give every w's
+                step = blurred - guess
+                cross, size = (float(np.mean(miss * step, dtype=np.float64)),
+                               float(np.mean(step**2, dtype=np.float64)))
                 for w in BLENDS[1:]:
-                    mixed = (1 - w) * guess + w * blurred
-                    errors[st, sxy, w, g] = float(np.mean((mixed - target) ** 2, dtype=np.float64))
-    plain = min((k for k in errors if k[2] == 0), key=errors.get)
+                    errors[st, sxy, w, g] = plain + 2 * w * cross + w * w * size
+    unblended = min((k for k in errors if k[2] == 0), key=errors.get)
     (st, sxy, w, g), best = min(errors.items(), key=lambda kv: kv[1])
-    if best <= 0 or 10 * np.log10(errors[plain] / best) < BLEND_MIN_GAIN_DB:
-        (st, sxy, w, g), best = plain, errors[plain]
+    if best <= 0 or 10 * np.log10(errors[unblended] / best) < BLEND_MIN_GAIN_DB:
+        (st, sxy, w, g), best = unblended, errors[unblended]
     gain = 10 * np.log10(errors[0.0, 0.0, 0.0, (0.0, 0.0)] / best) if best > 0 else 0.0
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower",
                      blend=w, blend_sigma=g)
