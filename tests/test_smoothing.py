@@ -32,9 +32,18 @@ def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float, blend: float = 0.0,
     return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
 
 
-def as_chosen(x: np.ndarray, choice: sm.Smoothing) -> np.ndarray:
-    """:func:`smoothed` with ``choice``, for an identity model (its input is ``x``)."""
-    return smoothed(x, choice.sigma_t, choice.sigma_xy, choice.blend, choice.blend_sigma, x)
+def as_chosen(x: np.ndarray, choice: sm.Smoothing, scan: bool = False) -> np.ndarray:
+    """:func:`smoothed` with ``choice``, for an identity model (its input is ``x``); a ``scan``'s interleaved lines
+    each direction on its own (the frame's mean kept over both)."""
+    if not scan:
+        return smoothed(x, choice.sigma_t, choice.sigma_xy, choice.blend, choice.blend_sigma, x)
+    want = np.empty_like(x)
+    for d in (0, 1):
+        lines = x[:, d::2]
+        want[:, d::2] = (1 - choice.blend) * sm.smooth(lines, choice.sigma_t, choice.sigma_xy)
+        if choice.blend:
+            want[:, d::2] += choice.blend * sm.smooth(lines, *choice.blend_sigma)
+    return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
 
 
 def cells(shape: tuple[int, int], rng: np.random.Generator, n: int = 12) -> np.ndarray:
@@ -170,9 +179,23 @@ def test_mirrored_scan_models_are_calibrated_across_frames_in_the_output_layout(
     # an identity model's output is the input in the output's layout: the calibration by hand, on the even
     # frames' output predicting the odd frames
     raw = infer.registration.PhysicalFrames(scan, flip)[:] if output == "merged" else scan
-    choice = sm.choose_smoothing(raw[0::2], raw[1::2], inputs=raw[0::2])
+    lines = flip if output == "interleaved" else None
+    choice = sm.choose_smoothing(raw[0::2], raw[1::2], flip=lines, inputs=raw[0::2])
     assert choice.active and out.shape == raw.shape
-    np.testing.assert_allclose(out, as_chosen(raw, choice), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(out, as_chosen(raw, choice, scan=lines is not None), rtol=1e-5, atol=1e-3)
+
+
+def test_a_scans_two_directions_are_never_smoothed_together(rng):
+    """An x-reversed backward line beside a forward line shows the mirror image: smoothing across the rows of an
+    interleaved output would ghost every cell at its mirrored column."""
+    scene = still_scene(rng, t=24, size=32)
+    scene[:, :, 16:] = 2.0  # all structure on the left half: its mirror image would land on the right
+    scan = scan_of(scene, rng, flip=True)
+    out = infer.denoise(scan, make(Identity(), "mirrored", flip=True),
+                        InferConfig(device="cpu", smoothing=(0.0, 1.0), keep_average="off", registration="off"))
+    np.testing.assert_allclose(out, as_chosen(scan, sm.Smoothing(0.0, 1.0), scan=True), rtol=1e-5, atol=1e-3)
+    ghost, cells = out[:, 0::2, 20:].mean() - 2.0, out[:, 0::2, :12].mean() - 2.0  # (above the background)
+    assert ghost < 0.1 * cells  # no mirror image on the forward lines
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
@@ -338,3 +361,32 @@ def test_denoise_blends_the_input_in_where_the_model_misses_the_activity(rng):
     flat = infer.denoise(raw, make(TimeMean()), dataclasses.replace(cfg, smoothing="off"))
     np.testing.assert_allclose(out.mean(axis=(1, 2)), raw.mean(axis=(1, 2)), rtol=1e-5)  # frame means kept
     assert np.mean((out - clean) ** 2) < 0.5 * np.mean((flat - clean) ** 2)
+
+
+def test_a_scans_x_motion_is_seen_on_its_physical_frames(rng):
+    """Backward lines stored x-reversed move the other way in x: on the interleaved lines a small x-motion of
+    the two directions cancels out; the stillness check looks at the physical frames."""
+    scene = cells((40, 56), rng)
+    frames = np.stack([ndimage.shift(scene, (0.0, 0.3 * i), mode="nearest")[4:-4, 12:-12] for i in range(40)])
+    scan = scan_of(frames.astype(np.float32) * 3, rng, flip=True)
+    choice = sm.choose_smoothing(scan[0::2], scan[1::2], flip=True)
+    assert not choice.active and "moves" in choice.reason, choice
+
+
+def test_half_rate_and_merged_outputs_blend_the_input_in_like_any_output(rng):
+    clean = active_scene(rng, t=120).astype(np.float32)
+    raw = rng.poisson(clean).astype(np.float32)
+    cfg = InferConfig(device="cpu", keep_average="off", registration="off")
+    half = infer.denoise(raw, make(TimeMean()), dataclasses.replace(cfg, half_rate=True))
+    # a scan of the same scene through a mirrored model that misses the activity, merged: its physical frames
+    scan = scan_of(clean, rng, flip=True)
+    events = []
+    merged = infer.denoise(scan, make(TimeMean(), "mirrored", flip=True),
+                           dataclasses.replace(cfg, mirrored_output="merged"), progress=events.append)
+    said = [e.message for e in events if e.message.startswith(sm.SAID)]
+    assert "Gaussian of the input" in said[0], said
+    physical = infer.registration.PhysicalFrames(scan, True)[:]
+    for out, noisy in ((half, raw), (merged, physical)):
+        flat = np.broadcast_to(noisy.mean(axis=0), noisy.shape)
+        assert np.mean((out - clean) ** 2) < 0.5 * np.mean((flat - clean) ** 2)
+        np.testing.assert_allclose(out.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), rtol=1e-5)

@@ -418,8 +418,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
     smoothing = yield from job.choose_smoothing()
     sub = job.cfg.inner()
-    shares = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75))  # (share of the work, progress before the pass)
-    units = 1000
+    shares, units = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75)), 1000  # (share of the work, progress before the pass)
     results = []
     for (share, before), part in zip(shares, (stack, _EveryOther(stack, 0), _EveryOther(stack, 1)), strict=True):
         gen = DenoiseJob.unchecked(part, job.denoiser, sub).run()
@@ -435,8 +434,9 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     full[0::2] += results[1]
     full[1::2] += results[2]
     full *= 0.5
-    if smoothing.active:
-        full = np.concatenate([part for _, part in TemporalSmoother(smoothing, t, stack).push(0, full)])
+    if smoothing.active:  # in blocks, as streamed (the smoother's copies and the input's frames stay small)
+        smoother = TemporalSmoother(smoothing, t, stack)
+        full = np.concatenate([p for t0 in range(0, t, 64) for _, p in smoother.push(t0, full[t0 : t0 + 64])])
     in_dtype = np.dtype(stack.dtype)
     if out is None:
         return to_target(full, job.cfg.output_dtype, in_dtype, full.dtype)

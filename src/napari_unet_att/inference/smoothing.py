@@ -132,7 +132,8 @@ class Smoothing:
 
 def calibration_block(shape: tuple[int, int, int], bidirectional: bool = False) -> tuple[slice, slice, slice]:
     """The central block of a ``(T, Y, X)`` stack that calibration reads: at most :data:`CALIBRATION_FRAMES`
-    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` pixels each way.
+    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` pixels each way (a scan: ``2M`` rows
+    of ``M <= CALIBRATION_XY`` columns).
 
     ``bidirectional``: ``shape`` is a ``(T, 2N, N)`` scan; the block is one too (``2M`` rows from an even row,
     so forward lines stay forward) and its columns sit symmetrically, so that the block of x-reversed backward
@@ -262,29 +263,32 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
 
     estimate, target = rescaled(estimate), rescaled(target)
     inputs = None if inputs is None else rescaled(inputs)
-    if shifts is None:
-        shift = float(np.sqrt(np.mean(np.sum(frame_shifts(estimate) ** 2, axis=1))))
+    if shifts is None:  # (a scan's lines: on its physical frames, where its directions' x-moves do not cancel)
+        physical = estimate if flip is None else 0.5 * (estimate[:, 0::2] + estimate[:, 1::2, ::-1 if flip else 1])
+        shift = float(np.sqrt(np.mean(np.sum(frame_shifts(physical) ** 2, axis=1))))
         if not np.isfinite(shift):
             return Smoothing(reason="the frames of the model's result could not be registered")
         if shift > MAX_STILL_SHIFT:
             return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames 2 apart")
+        pad, place = 0, np.zeros((n, 2))  # a scan's lines are still smoothed direction by direction
+        estimate = estimate if flip is None else to_tissue(estimate, place, pad, flip)
     else:  # the motion is known: into the tissue's frame, and each candidate to its target frame's place
         pad = canvas_pad(np.concatenate([shifts[0][:n], shifts[1][:n]]))
         estimate, place, shift = to_tissue(estimate, shifts[0][:n], pad, flip), shifts[1][:n], None
     # the input's Gaussians at half rate, as the estimate's frames are two output frames apart
-    gaussians = {} if inputs is None or shifts is not None else {g: smooth(inputs, g[0] / 2, g[1])
-                                                                 for g in BLEND_SIGMAS}
+    planes = None if inputs is None or shifts is not None else _planes(inputs, flip)
+    gaussians = {} if planes is None else {g: smooth(planes, g[0] / 2, g[1]) for g in BLEND_SIGMAS}
     errors = {}
     for st in SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]:
         along_t = smooth_t(estimate, st / 2)
         for sxy in SIGMAS_XY:
             guess = smooth_xy(along_t, sxy)
-            guess = guess if shifts is None else from_tissue(guess, place, pad, flip)
+            guess = guess if shifts is None and flip is None else from_tissue(guess, place, pad, flip)
             miss = guess - target
             errors[st, sxy, 0.0, (0.0, 0.0)] = plain = float(np.mean(miss**2, dtype=np.float64))
             for g, blurred in gaussians.items():
                 # the error of (1 - w) guess + w blurred is quadratic in w: three means give every w's
-                step = blurred - guess
+                step = (blurred if flip is None else from_tissue(blurred, place, pad, flip)) - guess
                 cross, size = (float(np.mean(miss * step, dtype=np.float64)),
                                float(np.mean(step**2, dtype=np.float64)))
                 for w in BLENDS[1:]:
@@ -327,10 +331,17 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
         smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2])
-    if shifts is not None and smoothing.active and smoothing.sigma_t > 0:
-        smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64), flip=flip)
+    if smoothing.active:  # (the lines of a scan's two directions are smoothed apart, with or without a motion)
+        along = shifts is not None and smoothing.sigma_t > 0
+        smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
     yield InferEvent(done=0, total=1, message=smoothing.describe())
     return smoothing
+
+
+def _planes(frames: np.ndarray, flip: bool | None) -> np.ndarray:
+    """``frames`` as smoothed without a motion: a scan's interleaved lines (``flip`` not None) as two planes, one
+    per direction (:func:`to_tissue` without moves), so that no smoothing mixes the two directions' lines."""
+    return frames if flip is None else to_tissue(frames, np.zeros((len(frames), 2)), 0, flip)
 
 
 def layout_input(stack: Any, layout: str, flip: bool) -> Any:
@@ -380,13 +391,22 @@ class TemporalSmoother:
             raise ValueError(f"frames must arrive in order: expected {self.base}, got {start}")
         block = np.asarray(block, np.float32)
         if self.s.blend > 0:
-            inputs = np.asarray(self.source[start : start + len(block)], np.float32)
+            inputs = self._to_canvas(np.asarray(self.source[start : start + len(block)], np.float32), start)
             self.inputs = inputs if not len(self.inputs) else np.concatenate([self.inputs, inputs])
         self.means = np.concatenate([self.means, block.mean(axis=(1, 2), dtype=np.float64)])
-        if self.s.shifts is not None:
-            block = to_tissue(block, self.s.shifts[start : start + len(block)], self.pad, self.s.flip)
+        block = self._to_canvas(block, start)
         self.held = block if self.held is None else np.concatenate([self.held, block])
         return self._emit(final=start + len(block) >= self.n)
+
+    def _shifts(self, start: int, stop: int) -> np.ndarray:
+        """The moves of frames ``[start, stop)`` into the tissue's frame (none without a motion)."""
+        return np.zeros((stop - start, 2)) if self.s.shifts is None else self.s.shifts[start:stop]
+
+    def _to_canvas(self, frames: np.ndarray, start: int) -> np.ndarray:
+        """Frames as they are held: moved into the tissue's frame, a scan's lines as two planes (:func:`to_tissue`)."""
+        if self.s.shifts is None and self.s.flip is None:
+            return frames
+        return to_tissue(frames, self._shifts(start, start + len(frames)), self.pad, self.s.flip)
 
     def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
         r = self.s.radius
@@ -404,8 +424,8 @@ class TemporalSmoother:
                 bt, bxy = self.s.blend_sigma
                 blurred = smooth_t(self.inputs[lo - self.base : hi - self.base], bt)[first - lo : last - lo]
                 out = (1 - self.s.blend) * out + self.s.blend * smooth_xy(np.array(blurred, np.float32), bxy)
-            if self.s.shifts is not None:
-                out = from_tissue(out, self.s.shifts[first:last], self.pad, self.s.flip)
+            if self.s.shifts is not None or self.s.flip is not None:
+                out = from_tissue(out, self._shifts(first, last), self.pad, self.s.flip)
             parts.append((first, set_frame_means(out, self.means[first - self.base : last - self.base])))
         self.done = max(self.done, ready)
         keep_from = max(self.done - r, self.base) - self.base  # the next frame's kernel reaches r frames back
