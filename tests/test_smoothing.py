@@ -179,7 +179,7 @@ def test_mirrored_scan_models_are_calibrated_across_frames_in_the_output_layout(
     # an identity model's output is the input in the output's layout: the calibration by hand, on the even
     # frames' output predicting the odd frames
     raw = infer.registration.PhysicalFrames(scan, flip)[:] if output == "merged" else scan
-    lines = flip if output == "interleaved" else None
+    lines = True if output == "interleaved" and flip else None  # (x-reversed lines: direction by direction)
     choice = sm.choose_smoothing(raw[0::2], raw[1::2], flip=lines, inputs=raw[0::2])
     assert choice.active and out.shape == raw.shape
     np.testing.assert_allclose(out, as_chosen(raw, choice, scan=lines is not None), rtol=1e-5, atol=1e-3)

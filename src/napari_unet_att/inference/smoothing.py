@@ -318,7 +318,12 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
     if setting == "off":
         return Smoothing(reason="off")
     t = int(stack.shape[0])
-    flip = denoiser.flip_backward if layout == "interleaved" else None  # (the lines of two directions)
+    # An interleaved output's lines are smoothed direction by direction (as two planes, :func:`to_tissue`) along a
+    # motion, and where backward lines are stored x-reversed (beside a forward line, a backward one shows the
+    # mirror image); otherwise smoothing across its rows averages the two directions' results of a line, as a
+    # merged output does.
+    scan = layout == "interleaved" and (shifts is not None or denoiser.flip_backward)
+    flip = denoiser.flip_backward if scan else None
     if setting != "auto":
         smoothing = Smoothing(*setting, reason="as given")
     elif t < 16:
@@ -331,7 +336,7 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
         smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2])
-    if smoothing.active:  # (the lines of a scan's two directions are smoothed apart, with or without a motion)
+    if smoothing.active:
         along = shifts is not None and smoothing.sigma_t > 0
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
     yield InferEvent(done=0, total=1, message=smoothing.describe())
