@@ -264,20 +264,22 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     estimate, target = rescaled(estimate), rescaled(target)
     inputs = None if inputs is None else rescaled(inputs)
     if shifts is None:  # (a scan's lines: on its physical frames, where its directions' x-moves do not cancel)
-        physical = estimate if flip is None else 0.5 * (estimate[:, 0::2] + estimate[:, 1::2, ::-1 if flip else 1])
+        physical = estimate if flip is None else PhysicalFrames(estimate, flip)[:]
         shift = float(np.sqrt(np.mean(np.sum(frame_shifts(physical) ** 2, axis=1))))
         if not np.isfinite(shift):
             return Smoothing(reason="the frames of the model's result could not be registered")
         if shift > MAX_STILL_SHIFT:
             return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames 2 apart")
         pad, place = 0, np.zeros((n, 2))  # a scan's lines are still smoothed direction by direction
-        estimate = estimate if flip is None else to_tissue(estimate, place, pad, flip)
+        estimate = _planes(estimate, flip)
     else:  # the motion is known: into the tissue's frame, and each candidate to its target frame's place
         pad = canvas_pad(np.concatenate([shifts[0][:n], shifts[1][:n]]))
         estimate, place, shift = to_tissue(estimate, shifts[0][:n], pad, flip), shifts[1][:n], None
     # the input's Gaussians at half rate, as the estimate's frames are two output frames apart
     planes = None if inputs is None or shifts is not None else _planes(inputs, flip)
     gaussians = {} if planes is None else {g: smooth(planes, g[0] / 2, g[1]) for g in BLEND_SIGMAS}
+    if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
+        gaussians = {g: from_tissue(blurred, place, pad, flip) for g, blurred in gaussians.items()}
     errors = {}
     for st in SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]:
         along_t = smooth_t(estimate, st / 2)
@@ -288,7 +290,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
             errors[st, sxy, 0.0, (0.0, 0.0)] = plain = float(np.mean(miss**2, dtype=np.float64))
             for g, blurred in gaussians.items():
                 # the error of (1 - w) guess + w blurred is quadratic in w: three means give every w's
-                step = (blurred if flip is None else from_tissue(blurred, place, pad, flip)) - guess
+                step = blurred - guess
                 cross, size = (float(np.mean(miss * step, dtype=np.float64)),
                                float(np.mean(step**2, dtype=np.float64)))
                 for w in BLENDS[1:]:
