@@ -154,22 +154,27 @@ def test_auto_tiles_pick_the_fitting_plan_with_least_work():
     from napari_unet_att import model as networks
 
     den = make(networks.build_network("unet_att", 8))
-    rf = networks.receptive_field("unet_att")
+    ov = infer.wanted_overlap(InferConfig(), "unet_att")
+    assert ov == min(networks.receptive_field("unet_att"), infer.DEFAULT_OVERLAP) == 32
     shape = (4000, 512, 512)
     budget = 1.0
     cfg = infer.resolve_tiles(shape, den, InferConfig(memory_gb=budget), torch.device("cpu"))
     chosen = infer.tile_shape_for(shape, cfg)
 
     def work(tile):  # voxels computed, overlaps included
-        return len(infer.plan_tiles(shape, tile, rf)) * math.prod(tile)
+        return len(infer.plan_tiles(shape, tile, ov)) * math.prod(tile)
 
-    # Every other width with its longest fitting tile (and enough frames) does at least as much work.
-    for xy in (512, 256, 128, 64):
+    # Every other width (multiples of 8, the pooling step) with its longest fitting tile (and enough frames) does
+    # at least as much work: the halves of 512 that were the only candidates once, and the widths between them.
+    for xy in range(infer.MIN_TILE_XY, 513, 8):
         longest = tiling._longest_tile(shape[0], (xy, xy), budget * 1e9, den, 1)
-        tile_t = tiling._fewest_tiles_length(shape[0], longest, rf)
+        tile_t = tiling._fewest_tiles_length(shape[0], longest, ov)
         if tile_t >= infer.MIN_CONTEXT_T:
             assert work(chosen) <= work((tile_t, xy, xy)), (chosen, xy, tile_t)
     assert chosen[0] >= infer.MIN_CONTEXT_T
+    # 1000 x 256 x 256: two tiles of 144 across (overlapping by 32), not three of 128 (as the halves gave)
+    assert infer.tile_shape_for((1000, 256, 256), infer.resolve_tiles((1000, 256, 256), den, InferConfig(),
+                                                                      torch.device("cpu")))[1:] == (144, 144)
 
 
 def test_blend_window_ramps_and_borders():

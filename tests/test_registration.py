@@ -152,6 +152,15 @@ def test_short_stacks_are_not_registered(rng):
     assert any("too few frames" in e.message for e in events)
 
 
+def test_tiny_frames_are_not_registered(rng):
+    """2 x 2 frames of noise once "matched" in 75% of frames and were moved (and their output then smoothed)."""
+    x = rng.integers(0, 4096, (16, 2, 2)).astype(np.uint16)
+    events = []
+    out = infer.denoise(x, model(Identity()), InferConfig(device="cpu", smoothing="off"), progress=events.append)
+    assert any(e.message.startswith(f"{rg.SAID}none (frames too small (2 px") for e in events)
+    np.testing.assert_allclose(out, x, atol=1e-2)
+
+
 def bidirectional(frames: np.ndarray, flip: bool) -> np.ndarray:
     """A ``(T, 2N, N)`` scan of physical frames ``(T, N, N)``: each line twice, the backward copy a little
     different (its own noise) and x-reversed on disk when ``flip``."""

@@ -239,12 +239,13 @@ class InferConfig:
     """Tiled inference settings.
 
     ``tile_t=None`` (the default) picks the tile automatically: the width (whole frames up to
-    ``max_tile_xy``, or halves of it) and length whose plan fits ``memory_gb`` and computes the
-    fewest voxels, overlaps included (``inference.tiles.resolve_tiles``; default budget: 1 GB of host
+    ``max_tile_xy``, halves of it, or the fewest tiles across a frame) and length whose plan fits ``memory_gb``
+    and computes the fewest voxels, overlaps included (``inference.tiles.resolve_tiles``; default budget: 1 GB of host
     memory on CPU, which bounds the process near 1.3 GB for any file; on a GPU the smaller of
     8 GB and half its free memory), so short stacks run as one tile with no overlap work at all.
-    The overlap defaults to the network's receptive field on every axis that is actually split
-    into tiles (an axis covered by one tile needs none).
+    The overlap defaults to the network's receptive field up to 32 voxels (``inference.tiles.DEFAULT_OVERLAP``: a
+    trained network's effective field) on every axis that is actually split into tiles (an axis covered by one tile
+    needs none).
     """
 
     device: str = "auto"

@@ -11,7 +11,9 @@ from .denoising import DenoiseJob, denoise, iter_denoise, keep_frame_means
 from .files import check_not_input, denoise_file, iter_denoise_file, iter_denoise_to_file
 from .tiles import (
     DEFAULT_CPU_BUDGET_GB,
+    DEFAULT_OVERLAP,
     MIN_CONTEXT_T,
+    MIN_TILE_XY,
     TilePlan,
     blend_window,
     build_plan,
@@ -19,12 +21,15 @@ from .tiles import (
     plan_tiles,
     resolve_tiles,
     tile_shape_for,
+    wanted_overlap,
     weight_sums,
 )
 
 __all__ = [
     "DEFAULT_CPU_BUDGET_GB",
+    "DEFAULT_OVERLAP",
     "MIN_CONTEXT_T",
+    "MIN_TILE_XY",
     "DenoiseJob",
     "RollingAccumulator",
     "TilePlan",
@@ -42,5 +47,6 @@ __all__ = [
     "plan_tiles",
     "resolve_tiles",
     "tile_shape_for",
+    "wanted_overlap",
     "weight_sums",
 ]

@@ -48,11 +48,12 @@ from scipy import ndimage
 from ..config import InferConfig, InferEvent
 from .frame_means import keep_frame_means, to_target
 
-__all__ = ["MIN_FRAMES", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
+__all__ = ["MIN_FRAMES", "MIN_XY", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
            "choose_registration", "estimate_shifts", "iter_registration", "line_shifts", "moved"]
 
 SAID = "frame registration: "  # how every description starts (the dock and benchmarks look for it)
 MIN_FRAMES = 16  # fewer frames: nothing to register against
+MIN_XY = 16  # (physical) frames narrower than this: too little structure to match (2 x 2 noise frames "matched")
 TEMPLATE_FRAMES = 100  # frames of the central block that make the template
 TEMPLATE_ROUNDS = 3  # register the block to its mean, re-average, ...
 MAX_XY = 256  # correlate at most this central crop of each frame (enough structure, 4x cheaper at 512)
@@ -258,9 +259,12 @@ def iter_registration(setting: str, stack: Any, bidirectional: bool = False,
     """
     if setting == "off":
         return Registration(reason="off")
-    t = int(stack.shape[0])
+    t, y, x = (int(n) for n in stack.shape)
+    size = min(y // 2 if bidirectional else y, x)
     if t < MIN_FRAMES:
         reg = Registration(reason=f"too few frames ({t}, {MIN_FRAMES} needed)")
+    elif size < MIN_XY:
+        reg = Registration(reason=f"frames too small ({size} px, {MIN_XY} needed)")
     else:
         shifts, noise = yield from estimate_shifts(PhysicalFrames(stack, flip) if bidirectional else stack)
         reg = choose_registration(shifts, noise)

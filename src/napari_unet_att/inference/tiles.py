@@ -38,6 +38,13 @@ DEFAULT_CPU_BUDGET_GB = 1.0
 MIN_CONTEXT_T = 32
 #: ... but not narrower than this in y / x.
 MIN_TILE_XY = 64
+#: The default overlap of neighbouring tiles (voxels, on every split axis), where the network's receptive field is
+#: wider: a trained network's output depends on a few tens of voxels either way, not on its whole field (145 for
+#: UNet-Att), and the blend window fades each tile's border out. On held-out simulations (400 x 128 x 128 tiled in
+#: t, 200 x 256 x 256 tiled in y and x; 1 and 5 photons, still and jittering) overlaps of 16 to 32 and the
+#: receptive field gave PSNR within 0.03 dB of each other and of one whole-stack tile, and the receptive field cost
+#: 1.4-2x the network's work (docs/performance.md).
+DEFAULT_OVERLAP = 32
 
 
 def _as_triple(value: int | Sequence[int], name: str) -> Triple:
@@ -83,13 +90,9 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
     # included) wins among those keeping MIN_CONTEXT_T frames of temporal context (a network
     # that sees few frames denoises poorly); the whole-frame plan when none does.
     plans: list[tuple[int, int]] = []  # (tile_t, width)
-    xy = cfg.max_tile_xy
-    while True:
+    for xy in _tile_widths((y, x), o, cfg.max_tile_xy):
         longest = _longest_tile(t, (min(y, xy), min(x, xy)), budget, denoiser, cfg.batch_size)
         plans.append((_fewest_tiles_length(t, longest, o), xy))
-        if xy // 2 < MIN_TILE_XY:
-            break
-        xy //= 2
     enough = [p for p in plans if p[0] >= min(t, MIN_CONTEXT_T)]
 
     def work(plan: tuple[int, int]) -> int:
@@ -98,6 +101,24 @@ def resolve_tiles(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig, de
 
     tile, xy = min(enough, key=work) if enough else plans[0]  # min keeps the widest of equals
     return dataclasses.replace(cfg, tile_t=max(8, min(t, tile)), max_tile_xy=xy)
+
+
+def _tile_widths(frame: tuple[int, int], overlap: int, widest: int) -> list[int]:
+    """Candidate tile widths (square tiles, at most ``widest``), widest first: ``widest`` and its halves down to
+    :data:`MIN_TILE_XY`, and for each axis the width of the fewest tiles that overlap by ``overlap`` (rounded up
+    to 8 voxels, the networks' pooling step): 2 tiles of 144 cover a 256-pixel frame with a 32-pixel overlap,
+    where tiles of 128 would need 3 (2.25x the work in y and x)."""
+    widths, xy = {widest}, widest
+    while xy // 2 >= MIN_TILE_XY:
+        xy //= 2
+        widths.add(xy)
+    for size in frame:
+        n = 2
+        while (w := min(size, 8 * -(-(size + (n - 1) * overlap) // (8 * n)))) >= MIN_TILE_XY:
+            if w <= widest:
+                widths.add(w)
+            n += 1
+    return sorted(widths, reverse=True)
 
 
 def _fewest_tiles_length(t: int, longest: int, overlap: int) -> int:
@@ -264,8 +285,9 @@ def weight_sums(shape: Sequence[int], tiles: Sequence[Slices], overlap: int | Se
 
 
 def wanted_overlap(cfg: InferConfig, arch: str) -> int:
-    """The overlap asked for: ``cfg.overlap``, by default the network's receptive field."""
-    return cfg.overlap if cfg.overlap is not None else receptive_field(arch)
+    """The overlap asked for: ``cfg.overlap``, by default the network's receptive field up to
+    :data:`DEFAULT_OVERLAP`."""
+    return cfg.overlap if cfg.overlap is not None else min(receptive_field(arch), DEFAULT_OVERLAP)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -314,6 +336,7 @@ def build_plan(shape: Sequence[int], cfg: InferConfig, arch: str) -> TilePlan:
 
 __all__ = [
     "DEFAULT_CPU_BUDGET_GB",
+    "DEFAULT_OVERLAP",
     "MIN_CONTEXT_T",
     "MIN_TILE_XY",
     "TilePlan",
