@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from napari_unet_att.config import PRESETS, InferConfig
-from napari_unet_att.inference import denoise, effective_overlap, plan_tiles, resolve_tiles, tile_shape_for
-from napari_unet_att.model import networks, receptive_field
+from napari_unet_att.inference import build_plan, denoise, resolve_tiles
+from napari_unet_att.model import networks
 from napari_unet_att.model.denoiser import Denoiser
 from napari_unet_att.model.normalization import Normalization
 from napari_unet_att.runtime.device import reuse_freed_memory
@@ -183,10 +183,8 @@ def plan_stats(shape: Sequence[int], denoiser: Denoiser, cfg: InferConfig) -> di
     An automatic ``tile_t`` (None) is resolved exactly as ``iter_denoise`` does.
     """
     cfg = resolve_tiles(shape, denoiser, cfg, torch.device("cpu"))
-    tile = tile_shape_for(shape, cfg)
-    wanted = cfg.overlap if cfg.overlap is not None else receptive_field(denoiser.arch)
-    overlap = effective_overlap(shape, tile, wanted)
-    tiles = plan_tiles(shape, tile, overlap)
+    plan = build_plan(shape, cfg, denoiser.arch)  # the tiles and overlaps the job uses
+    tile, overlap, tiles = plan.tile, plan.overlap, plan.tiles
     computed = len(tiles) * math.prod(tile)
     return {
         "tile_t": cfg.tile_t,

@@ -651,3 +651,23 @@ def test_inner_job_settings_turn_every_post_step_off() -> None:
     canvas = cfg.inner(keep=("smoothing", "half_rate"))
     assert canvas.smoothing == (1.0, 0.5) and canvas.half_rate and canvas.registration == "off"
 
+
+
+@pytest.mark.parametrize("name", ["out.tif", "out.zarr", "float.tif"])
+def test_output_file_records_settings_and_the_choices_made_on_the_way(tmp_path, name):
+    """The file's header is written before the job chooses its smoothing and registration: it is brought up to
+    date at the end (the pixels untouched)."""
+    from napari_unet_att import stackio as tio
+
+    x = np.random.default_rng(0).poisson(5.0, (24, 16, 16)).astype(np.uint16)
+    den = make(Identity())
+    cfg = InferConfig(device="cpu", smoothing=(2.0, 0.0), output_dtype="float32" if "float" in name else "input")
+    target = infer.iter_denoise_to_file(x, tmp_path / name, den, cfg, source="movie.tif")
+    list(target)
+    meta = tio.read_metadata(tmp_path / name)
+    assert meta["source"] == "movie.tif" and meta["settings"]["smoothing"] == [2.0, 0.0]
+    assert meta["steps"]["smoothing"].startswith("output smoothing: Gaussian sigma 2 frames")
+    assert meta["steps"]["registration"].startswith("frame registration: ")
+    assert meta["steps"]["time_average"].startswith("time average: ")
+    got = tio.read_stack(tmp_path / name)
+    np.testing.assert_array_equal(np.asarray(got), infer.denoise(x, den, cfg))

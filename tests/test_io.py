@@ -369,6 +369,23 @@ def test_write_bigtiff_switch(monkeypatch, tmp_path):
     assert tio.read_metadata(p)["k"] == 1
 
 
+@pytest.mark.parametrize(("dtype", "imagej"), [("uint16", True), ("int32", False)])
+def test_output_stack_stores_what_was_added_to_its_metadata(tmp_path, dtype, imagej):
+    """A streamed file's header is written first; what the job adds to the dict on the way is stored at the end
+    (ImageJ 'Info' or the JSON description, a longer value than before), the pixels and axes untouched."""
+    meta = {"k": 1}
+    with tio.output_stack(tmp_path / "s.tif", (4, 8, 8), dtype, metadata=meta) as out:
+        out[:] = np.arange(256).reshape(4, 8, 8)
+        meta["steps"] = {"smoothing": "output smoothing: " + "x" * 5000}
+    p = tmp_path / "s.tif"
+    with tifffile.TiffFile(p) as t:
+        assert t.is_imagej == imagej and t.series[0].axes == "TYX"
+        np.testing.assert_array_equal(t.series[0].asarray(), np.arange(256).reshape(4, 8, 8))
+    md = tio.read_metadata(p)
+    assert md["k"] == 1 and md["steps"]["smoothing"].endswith("x" * 5000)
+    assert _leftovers(tmp_path) == []
+
+
 def test_write_full_disk_leaves_old_file_and_no_temp(monkeypatch, tmp_path):
     p = tmp_path / "o.tif"
     tio.write_stack(p, np.ones((4, 8, 8), np.float32))

@@ -3,6 +3,7 @@ everything succeeded."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,11 @@ from ..errors import InputError
 from ..model.denoiser import Denoiser
 from ..stackio import output_stack, read_stack
 from ..stackio.outputs import same_file
+from . import averages, registration, smoothing
 from .denoising import DenoiseJob
+
+#: The job's choices that an output file records, by how their messages start.
+STEPS = {"registration": registration.SAID, "smoothing": smoothing.SAID, "time_average": averages.SAID}
 
 
 def check_not_input(in_path: str | Path, out_path: str | Path) -> None:
@@ -58,12 +63,25 @@ def iter_denoise_to_file(
         ``out_path``.
     """
     job = DenoiseJob.create(stack, denoiser, cfg)
-    meta: dict[str, Any] = {"denoiser": denoiser.describe()}
+    meta: dict[str, Any] = {"denoiser": denoiser.describe(), "settings": dataclasses.asdict(job.cfg)}
     if source is not None:
         meta["source"] = str(source)
     with output_stack(out_path, job.out_shape, job.dtype, metadata=meta) as out:
-        yield from job.run(out)
+        yield from _recorded(job.run(out), meta.setdefault("steps", {}))
     return Path(out_path)
+
+
+def _recorded(events: Generator[InferEvent, None, Any], steps: dict[str, str]) -> Generator[InferEvent, None, Any]:
+    """``events`` passed on, the last word of each of the job's choices (:data:`STEPS`) kept in ``steps``: the
+    output file's metadata then says what was done to the data (the chosen smoothing, the registration)."""
+    try:
+        for event in events:
+            for name, said in STEPS.items():
+                if event.message and event.message.startswith(said):
+                    steps[name] = event.message
+            yield event
+    finally:
+        events.close()  # closed with this generator, at once (its worker threads stop)
 
 
 def iter_denoise_file(

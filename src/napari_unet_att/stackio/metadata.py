@@ -46,6 +46,27 @@ def tiff_metadata(metadata: dict[str, Any] | None, imagej: bool, axes: str | Non
     return out
 
 
+def rewrite_tiff_metadata(path: PathLike, metadata: dict[str, Any] | None) -> None:
+    """Store ``metadata`` (:func:`tiff_metadata`'s JSON) in place of what a TIFF written by this module holds.
+
+    A file streamed frame by frame gets its header when it is created, before the job has chosen what it does
+    on the way (the output smoothing, the registration); this brings the record up to date at the end. The
+    first page's tag is rewritten (a longer value goes to the end of the file); the pixels are not touched.
+    """
+    md = provenance_json(metadata)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        page = tif.pages.first
+        if tif.is_imagej:  # the ImageJ 'Info' property: the byte counts and the data tags together
+            counts, data = tifffile.imagej_metadata_tag({"Info": json.dumps({METADATA_KEY: md})}, tif.byteorder)
+            page.tags[counts[0]].overwrite(counts[3])
+            page.tags[data[0]].overwrite(data[3])
+        else:  # the JSON image description that tifffile wrote: its 'shape' kept, our entry replaced
+            tag = page.tags["ImageDescription"]
+            description = json.loads(tag.value)
+            description[METADATA_KEY] = md
+            tag.overwrite(json.dumps(description).encode("ascii"))  # (json.dumps escapes anything else)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

@@ -31,7 +31,7 @@ from .atomic import (
     write_error,
 )
 from .axes import NATIVE_DTYPES, frame_chunks
-from .metadata import METADATA_KEY, provenance_json, tiff_metadata
+from .metadata import METADATA_KEY, provenance_json, rewrite_tiff_metadata, tiff_metadata
 
 BIGTIFF_BYTES = 2**31  # above 2 GB switch to BigTIFF: classic TIFF offsets stop at 4 GB, keep a margin
 
@@ -173,6 +173,8 @@ def output_stack(
     front, so a full disk is reported now rather than crashing the process mid-write. Frames
     written to the TIFF are flushed to the file and dropped from this process's resident
     memory at once (see :class:`_StreamedTiff`), so writing a file larger than RAM keeps RSS flat.
+    ``metadata`` is stored when the file is created and again, as it is then, when the block ends: the
+    job writing the frames may add to it what it chose on the way.
 
     Yields
     ------
@@ -205,6 +207,8 @@ def output_stack(
         finally:
             out = None
             del mm  # unmap before the rename (required on Windows)
+        if metadata is not None:  # what the job added to it while it ran (still the temporary file)
+            rewrite_tiff_metadata(tmp, metadata)
 
 
 class _StreamedTiff:
@@ -285,6 +289,7 @@ def _zarr_output(path: Path, shape: tuple[int, ...], dtype: np.dtype, metadata: 
         z = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=frame_chunks(shape, dtype))
         z.attrs[METADATA_KEY] = provenance_json(metadata)
         yield z
+        z.attrs[METADATA_KEY] = provenance_json(metadata)  # with what the job added to it while it ran
         replace_dir(tmp, path)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
