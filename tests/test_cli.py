@@ -69,6 +69,22 @@ def test_denoise_smoothing_option(files, model, capsys):
     assert "expected auto, off or two sigmas" in capsys.readouterr().err
 
 
+def test_denoise_overlap_option(files, model, capsys):
+    """--overlap reaches the tiles (a tiny overlap changes the result, the default does not); a negative one is
+    refused before any file is written."""
+    outs = {}
+    for name, extra in (("default", []), ("ov32", ["--overlap", "32"]), ("ov2", ["--overlap", "2"])):
+        out = files / f"{name}.tif"
+        assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out), "--float32",
+                     "--smoothing", "off", "--tile-t", "8", *extra]) == 0
+        outs[name] = tifffile.imread(out)
+    np.testing.assert_array_equal(outs["default"], outs["ov32"])
+    assert not np.array_equal(outs["default"], outs["ov2"])
+    bad = files / "bad.tif"
+    assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(bad), "--overlap", "-1"]) != 0
+    assert "overlap must be >= 0" in capsys.readouterr().err and not bad.exists()
+
+
 def test_denoise_several_files_into_directory(files, model):
     outdir = files / "many"
     args = ["denoise", str(files / "noisy.tif"), str(files / "clean.tif"), "--model", str(model), "--out", str(outdir)]

@@ -208,8 +208,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     _expand_inputs(args)
     den = load_model(args.model, mode=args.mode)
     cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
-                      tile_t=args.tile_t, memory_gb=args.memory_gb, batch_size=args.batch_size,
-                      normalization="input" if args.input_norm else "model", tta=args.tta,
+                      tile_t=args.tile_t, overlap=args.overlap, memory_gb=args.memory_gb,
+                      batch_size=args.batch_size, normalization="input" if args.input_norm else "model", tta=args.tta,
                       half_rate=args.half_rate, smoothing=args.smoothing,
                       registration=args.registration, keep_average=args.keep_average)
     outs = _output_paths(args.inputs, args.out)

@@ -108,6 +108,9 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
+    d.add_argument("--overlap", type=int,
+                   help="voxels by which neighbouring tiles overlap and are blended (default: 32, or the network's "
+                        "receptive field where that is smaller)")
     d.add_argument("--tta", type=int, default=field_default(InferConfig, "tta"), choices=TTA_CHOICES,
                    help="average over this many flips / rotations of each frame (N times slower; 8: ~+0.3 dB)")
     d.add_argument("--half-rate", action="store_true",

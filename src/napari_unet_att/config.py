@@ -277,6 +277,8 @@ class InferConfig:
             raise InputError(f"tta must be 1, 2, 4 or 8 (flips of the frame averaged), got {self.tta!r}")
         if (self.tile_t is not None and self.tile_t < 8) or self.max_tile_xy < 16:
             raise InputError(f"tiles too small: tile_t={self.tile_t} (>= 8), max_tile_xy={self.max_tile_xy} (>= 16)")
+        if self.overlap is not None and self.overlap < 0:
+            raise InputError(f"overlap must be >= 0 voxels, got {self.overlap}")
         if self.output_dtype not in ("float32", "input"):
             raise InputError(f"output_dtype must be 'float32' or 'input', got {self.output_dtype!r}")
         if self.batch_size < 1:
