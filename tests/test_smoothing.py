@@ -390,3 +390,29 @@ def test_half_rate_and_merged_outputs_blend_the_input_in_like_any_output(rng):
         flat = np.broadcast_to(noisy.mean(axis=0), noisy.shape)
         assert np.mean((out - clean) ** 2) < 0.5 * np.mean((flat - clean) ** 2)
         np.testing.assert_allclose(out.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), rtol=1e-5)
+
+
+def test_the_memory_check_counts_what_the_smoother_and_the_averages_hold(monkeypatch):
+    """The smoother holds a block, its kernel's reach and (a blend) the input's frames alike; the time averages a
+    few images per chunk: the pre-check counts both, and held_bytes bounds what a smoother really holds."""
+    from napari_unet_att.inference import averages, denoising
+
+    rng = np.random.default_rng(0)
+    smoothing = sm.Smoothing(8.0, 0.5, blend=0.4, blend_sigma=(4.0, 1.0))
+    frames = rng.normal(size=(300, 48, 40)).astype(np.float32)
+    smoother = sm.TemporalSmoother(smoothing, len(frames), frames)
+    most = 0
+    for t0 in range(0, len(frames), 100):
+        smoother.push(t0, frames[t0 : t0 + 100])
+        most = max(most, smoother.held.nbytes + smoother.inputs.nbytes)
+    assert 0 < most <= sm.held_bytes("auto", (48, 40), 100)
+    assert sm.held_bytes("off", (48, 40), 100) == 0 < sm.held_bytes((2.0, 0.0), (48, 40), 100)
+    seen = []
+    monkeypatch.setattr(denoising.res, "check_memory",  # the whole stack's job (not the calibration's)
+                        lambda est, what, *a, **k: seen.append(est) if "(120, 32, 32)" in what else None)
+    x = rng.poisson(5.0, (120, 32, 32)).astype(np.uint16)
+    for post in ("off", "auto"):
+        infer.denoise(x, make(Identity()), InferConfig(device="cpu", smoothing=post, keep_average=post,
+                                                       registration="off", tile_t=40))
+    extra = sm.held_bytes("auto", (32, 32), 40) + averages.sums_bytes("auto", (120, 32, 32))
+    assert averages.sums_bytes("auto", (120, 32, 32)) > 0 and len(seen) == 2 and seen[1] - seen[0] == extra

@@ -44,7 +44,7 @@ from .frame_means import to_target
 from .registration import PhysicalFrames, moved
 
 __all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SHRINK", "AverageCorrection", "block_frames", "chunk_edges",
-           "correction_frames", "iter_keep_average", "moved", "residual_sums", "shrunk_means"]
+           "correction_frames", "iter_keep_average", "moved", "residual_sums", "shrunk_means", "sums_bytes"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
 CHUNK = 512  # frames averaged together on long recordings (a few hundred: noise / 500, yet follows drift)
@@ -80,6 +80,14 @@ def chunk_edges(n_frames: int) -> np.ndarray:
     """Frame indices that cut ``n_frames`` into chunks of about :data:`CHUNK` frames (one chunk up to 1.5x)."""
     n = max(1, int(round(n_frames / CHUNK)))
     return np.linspace(0, n_frames, n + 1).round().astype(int)
+
+
+def sums_bytes(setting: str, shape: tuple[int, ...]) -> int:
+    """The host memory :func:`iter_keep_average` needs for ``setting`` on a ``(T, Y, X)`` output: per chunk,
+    two float64 sums and a float32 image of a frame's size."""
+    if setting == "off" or shape[0] < MIN_FRAMES:
+        return 0
+    return len(chunk_edges(int(shape[0]))) * int(np.prod(shape[1:])) * (8 + 8 + 4)
 
 
 def block_frames(shape: tuple[int, ...]) -> int:

@@ -37,11 +37,11 @@ from ..modes import Slices, Triple, View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
 from .accumulate import BlendedSums, accumulator_frames
-from .averages import iter_keep_average
+from .averages import iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
 from .registration import MovedBack, RegisteredStack, Registration, iter_registration
-from .smoothing import Smoothing, TemporalSmoother, iter_smoothing, layout_input
+from .smoothing import Smoothing, TemporalSmoother, held_bytes, iter_smoothing, layout_input
 from .tiles import TilePlan, build_plan, resolve_tiles
 
 # ---------------------------------------------------------------------------------------------- checks and choices
@@ -303,11 +303,11 @@ def _checked_plan(job: DenoiseJob, out: Any, norm_pass: bool = True) -> tuple[to
 def _check_host_memory(job: DenoiseJob, cfg: InferConfig, plan: TilePlan, device: torch.device,
                        in_memory: bool) -> None:
     """Refuse before any work when the tiles, accumulators and in-memory output cannot fit in RAM."""
-    den = job.denoiser
-    capacity = accumulator_frames(plan.tiles, cfg.batch_size, len(job.views))
+    den, capacity = job.denoiser, accumulator_frames(plan.tiles, cfg.batch_size, len(job.views))
     out_bytes = int(np.prod(job.out_shape)) * job.dtype.itemsize if in_memory else 0
-    est = res.estimate_denoise_memory(plan.shape, plan.tile, den.arch, den.base_channels, cfg.batch_size,
-                                      capacity, len(job.views), out_bytes)
+    est = res.estimate_denoise_memory(plan.shape, plan.tile, den.arch, den.base_channels, cfg.batch_size, capacity,
+                                      len(job.views), out_bytes) + sums_bytes(cfg.keep_average, job.out_shape)
+    est += held_bytes(cfg.smoothing, job.out_shape[1:], plan.tile[0])  # (+ the post-steps' own memory)
     if device.type != "cpu":  # the network runs on the accelerator: its out-of-memory errors are retried
         est -= res.estimate_inference_memory(plan.tile, den.arch, den.base_channels, cfg.batch_size)
     hint = "use smaller tiles (tile_t / max_tile_xy, CLI --tile-t) or a smaller batch" + (

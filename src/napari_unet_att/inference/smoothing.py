@@ -57,8 +57,8 @@ from .registration import PhysicalFrames, line_shifts, moved
 
 __all__ = ["BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG",
            "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block",
-           "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue", "iter_smoothing", "layout_input", "smooth",
-           "smooth_t", "smooth_xy", "to_tissue"]
+           "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue", "held_bytes", "iter_smoothing",
+           "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
@@ -343,6 +343,20 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
     yield InferEvent(done=0, total=1, message=smoothing.describe())
     return smoothing
+
+
+def held_bytes(setting: str | tuple[float, float], frame: tuple[int, int], block: int) -> int:
+    """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``) when
+    blocks of up to ``block`` frames of ``frame`` pixels arrive: the block and the frames its kernel reaches
+    either way (the widest candidate's, :data:`TRUNCATE` sigmas), moved onto a canvas a few pixels larger, and
+    as many of the input's frames for a blend; the smoothing's temporaries."""
+    if setting == "off":
+        return 0
+    sigma = max(setting) if isinstance(setting, tuple) else max(SIGMAS_T[-1], *(g[0] for g in BLEND_SIGMAS))
+    frames = block + 2 * int(TRUNCATE * sigma + 0.5) + EMIT_FRAMES
+    canvas = (frame[0] + 16) * (frame[1] + 16)  # (a registered canvas's residual moves: a few pixels each way)
+    copies = 2 if isinstance(setting, tuple) else 4  # the held frames and the filter's copy (the input's alike)
+    return copies * frames * canvas * 4
 
 
 def _planes(frames: np.ndarray, flip: bool | None) -> np.ndarray:
