@@ -343,6 +343,17 @@ def test_the_calibration_blends_in_the_inputs_gaussian_where_the_model_misses_ac
     assert along.blend == 0  # not along a motion
 
 
+def test_a_useless_model_gives_way_to_the_filter_altogether(rng):
+    """Where the model's result tells nothing about the next frames (here: another recording's), the whole output
+    is a Gaussian of the input: never worse than a plain filter."""
+    clean = active_scene(rng).astype(np.float32)
+    raw = rng.poisson(clean).astype(np.float32)
+    n = len(clean[0::2])
+    other = rng.permutation(clean[0::2].reshape(n, -1).T).T.reshape(n, *clean.shape[1:])  # its pixels shuffled
+    useless = sm.choose_smoothing(other, raw[1::2], inputs=raw[0::2])
+    assert useless.blend == 1.0 and "100% a Gaussian of the input" in useless.describe(), useless
+
+
 class TimeMean(torch.nn.Module):
     """A network that takes all activity for noise: every frame of a tile is the tile's average over time."""
 

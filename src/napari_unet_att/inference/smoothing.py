@@ -35,8 +35,9 @@ On a still recording the calibration may also **blend in a Gaussian of the input
 :data:`BLEND_SIGMAS`): where the model takes real activity for noise (real noise unlike any it was trained on),
 the input's own neighbours predict the next frame better than the model, and the same prediction error says so.
 The blend is taken only where it lowers that error clearly (:data:`BLEND_MIN_GAIN_DB`); on the simulations it
-never is, on the thunder movie's real noise it took 80% and the next-frame error fell from 177.6 to 151
-(the best Gaussian, chosen on those next frames: 146.8; docs/benchmarks.md, fourteenth session).
+never is, on the thunder movie's real noise it took 90% and the next-frame error fell from 177.6 to 144.5
+(the best Gaussian, chosen on those next frames: 146.8; docs/benchmarks.md, fourteenth and fifteenth sessions):
+where the model does worse than a plain filter, the output is (nearly) the filter's.
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ __all__ = ["BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
 # Still recordings: the share of a Gaussian of the input (sigma_t frames, sigma_xy pixels) blended into the smoothed
-# output. On real noise that the pretraining never showed (the thunder movie's, spatially correlated) the model took
-# fast activity for noise and predicted the next frame worse than the best Gaussian (MSE 177.6 vs 146.8); a blend
-# chosen by the same calibration gave 150 (docs/benchmarks.md, fourteenth session); on simulations it chose none.
-BLENDS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)
-BLEND_SIGMAS: tuple[tuple[float, float], ...] = ((1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (1.0, 1.0), (2.0, 1.0),
-                                                 (4.0, 1.0))
+# output, up to all of it (where the model does worse than a plain filter, the filter). On real noise that the
+# pretraining never showed (the thunder movie's, spatially correlated) the model took fast activity for noise and
+# predicted the next frame worse than the best Gaussian (MSE 177.6 vs 146.8); a blend chosen by the same
+# calibration gave 151 with shares up to 80% and sigmas from 0.5 px (fourteenth session), 144.5 with shares up to
+# 100% and 0.25-px sigmas too (fifteenth; better than the best Gaussian chosen on the scored frames). On the
+# validation simulations none was ever chosen (docs/benchmarks.md).
+BLENDS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+BLEND_SIGMAS: tuple[tuple[float, float], ...] = ((1.0, 0.25), (2.0, 0.25), (4.0, 0.25), (1.0, 0.5), (2.0, 0.5),
+                                                 (4.0, 0.5), (1.0, 1.0), (2.0, 1.0), (4.0, 1.0))
 # ... and only where it lowers the prediction error by this much more than smoothing alone: the even frames'
 # result is a poorer estimate than the full-rate output, so the calibration overrates any help from the input
 # (on simulations at 5 photons it picked a 20% blend for +0.002 dB there and lost 0.25 dB in PSNR; on the thunder
