@@ -172,6 +172,9 @@ def test_auto_tiles_pick_the_fitting_plan_with_least_work():
         if tile_t >= infer.MIN_CONTEXT_T:
             assert work(chosen) <= work((tile_t, xy, xy)), (chosen, xy, tile_t)
     assert chosen[0] >= infer.MIN_CONTEXT_T
+    # any overlap the user asks for gives a plan (the widths stop shrinking towards a wide overlap)
+    wide = infer.resolve_tiles(shape, den, InferConfig(overlap=200), torch.device("cpu"))
+    assert wide.tile_t >= 8 and 64 <= wide.max_tile_xy <= 512
     # 1000 x 256 x 256: two tiles of 144 across (overlapping by 32), not three of 128 (as the halves gave)
     assert infer.tile_shape_for((1000, 256, 256), infer.resolve_tiles((1000, 256, 256), den, InferConfig(),
                                                                       torch.device("cpu")))[1:] == (144, 144)

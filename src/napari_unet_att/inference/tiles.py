@@ -113,11 +113,12 @@ def _tile_widths(frame: tuple[int, int], overlap: int, widest: int) -> list[int]
         xy //= 2
         widths.add(xy)
     for size in frame:
-        n = 2
-        while (w := min(size, 8 * -(-(size + (n - 1) * overlap) // (8 * n)))) >= MIN_TILE_XY:
+        for n in range(2, size // MIN_TILE_XY + 1):  # (bounded: with a wide overlap the widths stop shrinking)
+            w = min(size, 8 * -(-(size + (n - 1) * overlap) // (8 * n)))
+            if w < MIN_TILE_XY:
+                break
             if w <= widest:
                 widths.add(w)
-            n += 1
     return sorted(widths, reverse=True)
 
 
