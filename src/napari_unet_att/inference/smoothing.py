@@ -1,43 +1,40 @@
 """Smoothing a model's output over time (and a little in space), the amount chosen on the recording itself.
 
-Where the field of view is still and photons are few, the best estimate of a pixel averages many frames:
-a 3D Gaussian with ``sigma_t`` 4 to 10 frames beats the pretrained generalist there, and the generalist's
-output smoothed over time beats both (docs/benchmarks.md). How much to smooth depends on the recording
-(photons, how fast the indicator changes) and no ground truth is at hand, so it is chosen self-supervised,
-the way a temporal model is trained: the model denoises the even frames of a calibration block on their
-own, each candidate smoothing of that result predicts the odd frames between them, and the candidate with
-the smallest mean squared error wins. The odd frames' noise is independent of everything the prediction
-saw, so that error is the error against the clean signal plus a constant (the noise's variance): no
-candidate is favoured by the noise (Noise2Noise).
+Where the field of view is still and photons are few, the best estimate of a pixel averages many frames: a 3D
+Gaussian with ``sigma_t`` 4 to 10 frames beats the pretrained generalist there, and the generalist's output smoothed
+over time beats both (docs/benchmarks.md). How much to smooth depends on the recording (photons, how fast the
+indicator changes) and no ground truth is at hand, so it is chosen self-supervised, the way a temporal model is
+trained: the model denoises the even frames of a calibration block on their own, each candidate smoothing of that
+result predicts the odd frames between them, and the candidate with the smallest mean squared error wins. The odd
+frames' noise is independent of everything the prediction saw, so that error is the error against the clean signal
+plus a constant (the noise's variance): no candidate is favoured by the noise (Noise2Noise).
 
-Where the motion is known to a fraction of a pixel, the output is smoothed *along the
-measured motion*: every frame moved by minus its sub-pixel shift into the tissue's frame (on a canvas that
-keeps every recorded pixel), smoothed there, and moved back; the calibration does the same (the even frames'
-result moved into the tissue's frame, each candidate moved to where its odd frame is). That is a slow drift
+Where the motion is known to a fraction of a pixel, the output is smoothed *along the measured motion*: every frame
+moved by minus its sub-pixel shift into the tissue's frame (on a canvas that keeps every recorded pixel), smoothed
+there, and moved back; the calibration does the same (the even frames' result moved into the tissue's frame, each
+candidate moved to where its odd frame is). That is a slow drift
 that :mod:`.registration` measured but left to the network, and the sub-pixel motion left on the canvas of a
 registered recording by its whole-pixel moves. On simulated drift at 1 photon per pixel smoothing along the
 motion gave +2.2 dB, smoothing in place at best +0.9 (docs/benchmarks.md, thirteenth session).
-Otherwise the choice is only made for still recordings. When the field of view moves, the even frames'
-result on its own (which cannot see the frame in between) is a much poorer estimate than the full-rate one
-and profits from smoothing that blurs the full-rate output; a frame-to-frame shift of the even frames'
-result above :data:`MAX_STILL_SHIFT` therefore turns smoothing off where the motion was not measured, and
-keeps it to :data:`MAX_SIGMA_T_ALONG` frames where it was.
+Otherwise the choice is only made for still recordings. When the field of view moves, the even frames' result on
+its own (which cannot see the frame in between) is a much poorer estimate than the full-rate one and profits from
+smoothing that blurs the full-rate output; a frame-to-frame shift of the even frames' result above
+:data:`MAX_STILL_SHIFT` therefore turns smoothing off where the motion was not measured, and keeps it to
+:data:`MAX_SIGMA_T_ALONG` frames where it was.
 
-The chosen smoothing is applied to the output as it streams out (:class:`TemporalSmoother`), and every frame
-keeps its mean. Mirrored-scan models are calibrated the same way, on whole frames: the even frames of the
-block (both scan directions of each) denoised on their own predict the odd frames, in the output's layout (the
-physical frames for a merged output, the raw lines for an interleaved one, whose two directions' lines move
-apart: :func:`to_tissue`). An earlier calibration within frames (one direction's result predicting the other
-direction's lines) calibrated one direction's result and over-smoothed the merged output (docs/benchmarks.md);
-across frames the prediction is made by the output itself.
+The chosen smoothing is applied to the output as it streams out (:class:`TemporalSmoother`), and every frame keeps
+its mean. Mirrored-scan models are calibrated the same way, on whole frames: the even frames of the block (both scan
+directions of each) denoised on their own predict the odd frames, in the output's layout (the physical frames for a
+merged output, the raw lines for an interleaved one, whose two directions' lines move apart: :func:`to_tissue`). An
+earlier calibration within frames (one direction's result predicting the other direction's lines) calibrated one
+direction's result and over-smoothed the merged output (docs/benchmarks.md); across frames the output predicts.
 
 On a still recording the calibration may also **blend in a Gaussian of the input** (:data:`BLENDS`,
-:data:`BLEND_SIGMAS`): where the model takes real activity for noise (real noise unlike any it was trained on),
-the input's own neighbours predict the next frame better than the model, and the same prediction error says so.
-The blend is taken only where it lowers that error clearly (:data:`BLEND_MIN_GAIN_DB`); on the simulations it
-never is, on the thunder movie's real noise it took 90% and the next-frame error fell from 177.6 to 144.5
-(the best Gaussian, chosen on those next frames: 146.8; docs/benchmarks.md, fourteenth and fifteenth sessions):
-where the model does worse than a plain filter, the output is (nearly) the filter's.
+:data:`BLEND_SIGMAS`): where the model takes real activity for noise (real noise unlike any it was trained on), the
+input's own neighbours predict the next frame better than the model, and the same prediction error says so. The blend
+is taken only where it lowers that error clearly (:data:`BLEND_MIN_GAIN_DB`); on the simulations it never is, on the
+thunder movie's real noise it took 90% and the next-frame error fell from 177.6 to 144.5 (the best Gaussian, chosen
+on those next frames: 146.8; docs/benchmarks.md): where the model does worse than a plain filter, the filter.
 """
 
 from __future__ import annotations
@@ -64,12 +61,9 @@ __all__ = ["BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
 # Still recordings: the share of a Gaussian of the input (sigma_t frames, sigma_xy pixels) blended into the smoothed
-# output, up to all of it (where the model does worse than a plain filter, the filter). On real noise that the
-# pretraining never showed (the thunder movie's, spatially correlated) the model took fast activity for noise and
-# predicted the next frame worse than the best Gaussian (MSE 177.6 vs 146.8); a blend chosen by the same
-# calibration gave 151 with shares up to 80% and sigmas from 0.5 px (fourteenth session), 144.5 with shares up to
-# 100% and 0.25-px sigmas too (fifteenth; better than the best Gaussian chosen on the scored frames). On the
-# validation simulations none was ever chosen (docs/benchmarks.md).
+# output, up to all of it (where the model does worse than a plain filter, the filter). On the thunder movie's real
+# noise the model took fast activity for noise (next-frame MSE 177.6, best Gaussian 146.8); the calibrated blend gave
+# 151 (up to 80%, from 0.5 px), 144.5 with this grid; never chosen on the validation simulations (docs/benchmarks.md).
 BLENDS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
 BLEND_SIGMAS: tuple[tuple[float, float], ...] = ((1.0, 0.25), (2.0, 0.25), (4.0, 0.25), (1.0, 0.5), (2.0, 0.5),
                                                  (4.0, 0.5), (1.0, 1.0), (2.0, 1.0), (4.0, 1.0))
@@ -350,17 +344,14 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
 
 
 def held_bytes(setting: str | tuple[float, float], frame: tuple[int, int], block: int) -> int:
-    """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``) when
-    blocks of up to ``block`` frames of ``frame`` pixels arrive: the block and the frames its kernel reaches
-    either way (the widest candidate's, :data:`TRUNCATE` sigmas), moved onto a canvas a few pixels larger, and
-    as many of the input's frames for a blend; the smoothing's temporaries."""
-    if setting == "off":
-        return 0
+    """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``) with blocks
+    of up to ``block`` frames: the block and its kernel's reach (the widest candidate's) on a canvas a few pixels
+    larger (a motion's moves), a copy of them, and as much again of the input's frames for a blend (not for given
+    sigmas)."""
     sigma = max(setting) if isinstance(setting, tuple) else max(SIGMAS_T[-1], *(g[0] for g in BLEND_SIGMAS))
     frames = block + 2 * int(TRUNCATE * sigma + 0.5) + EMIT_FRAMES
-    canvas = (frame[0] + 16) * (frame[1] + 16)  # (a registered canvas's residual moves: a few pixels each way)
-    copies = 2 if isinstance(setting, tuple) else 4  # the held frames and the filter's copy (the input's alike)
-    return copies * frames * canvas * 4
+    copies = 0 if setting == "off" else 2 if isinstance(setting, tuple) else 4
+    return copies * frames * (frame[0] + 16) * (frame[1] + 16) * 4
 
 
 def _planes(frames: np.ndarray, flip: bool | None) -> np.ndarray:
