@@ -352,6 +352,8 @@ def test_a_useless_model_gives_way_to_the_filter_altogether(rng):
     other = rng.permutation(clean[0::2].reshape(n, -1).T).T.reshape(n, *clean.shape[1:])  # its pixels shuffled
     useless = sm.choose_smoothing(other, raw[1::2], inputs=raw[0::2])
     assert useless.blend == 1.0 and "100% a Gaussian of the input" in useless.describe(), useless
+    # the model's own smoothing does not reach such an output: none is held or described (every sigma ties)
+    assert useless.sigma_t == useless.sigma_xy == 0.0 and "sigma 0 frames, 0 px" in useless.describe()
 
 
 class TimeMean(torch.nn.Module):

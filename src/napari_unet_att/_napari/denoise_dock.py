@@ -274,13 +274,11 @@ class DenoiseWidget(BaseDock):
         if ev.message:  # the registration, output smoothing and time averages chosen, an out-of-memory retry
             from napari.utils.notifications import show_info
 
-            from ..inference import averages, registration, smoothing
+            from ..inference.files import post_step
 
             show_info(ev.message)
-            for key, said in (("registration", registration.SAID), ("smoothing", smoothing.SAID),
-                              ("keep_average", averages.SAID)):
-                if ev.message.startswith(said):  # recorded in the result layer's metadata
-                    self._run_info[key] = ev.message[len(said):]
+            if step := post_step(ev.message):  # recorded in the result layer's metadata
+                self._run_info[step[0]] = step[1]
         self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
         self.status.setText(f"tiles {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s, "
                             f"ETA {format_seconds(ev.eta_s)}")

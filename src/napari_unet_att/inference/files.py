@@ -16,8 +16,18 @@ from ..stackio.outputs import same_file
 from . import averages, registration, smoothing
 from .denoising import DenoiseJob
 
-#: The job's choices that an output file records, by how their messages start.
-STEPS = {"registration": registration.SAID, "smoothing": smoothing.SAID, "time_average": averages.SAID}
+#: The job's choices that an output records (a file's metadata, the dock's result layer), by how their messages
+#: start; keyed as the :class:`InferConfig` settings that ask for them.
+STEPS = {"registration": registration.SAID, "smoothing": smoothing.SAID, "keep_average": averages.SAID}
+
+
+def post_step(message: str | None) -> tuple[str, str] | None:
+    """``(setting, what was chosen)`` when ``message`` (an :class:`InferEvent`'s) announces one of the job's
+    choices (:data:`STEPS`), else None."""
+    for name, said in STEPS.items():
+        if message and message.startswith(said):
+            return name, message[len(said):]
+    return None
 
 
 def check_not_input(in_path: str | Path, out_path: str | Path) -> None:
@@ -76,9 +86,8 @@ def _recorded(events: Generator[InferEvent, None, Any], steps: dict[str, str]) -
     output file's metadata then says what was done to the data (the chosen smoothing, the registration)."""
     try:
         for event in events:
-            for name, said in STEPS.items():
-                if event.message and event.message.startswith(said):
-                    steps[name] = event.message
+            if step := post_step(event.message):
+                steps[step[0]] = step[1]
             yield event
     finally:
         events.close()  # closed with this generator, at once (its worker threads stop)
@@ -118,4 +127,4 @@ def denoise_file(
     return run_to_end(iter_denoise_file(in_path, out_path, denoiser, cfg, channel, axes, series), progress)
 
 
-__all__ = ["check_not_input", "denoise_file", "iter_denoise_file", "iter_denoise_to_file"]
+__all__ = ["STEPS", "check_not_input", "denoise_file", "iter_denoise_file", "iter_denoise_to_file", "post_step"]

@@ -297,6 +297,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     (st, sxy, w, g), best = min(errors.items(), key=lambda kv: kv[1])
     if best <= 0 or 10 * np.log10(errors[unblended] / best) < BLEND_MIN_GAIN_DB:
         (st, sxy, w, g), best = unblended, errors[unblended]
+    st, sxy = (0.0, 0.0) if w == 1.0 else (st, sxy)  # all the filter: the model's smoothing (a tie) does not reach it
     gain = 10 * np.log10(errors[0.0, 0.0, 0.0, (0.0, 0.0)] / best) if best > 0 else 0.0
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower",
                      blend=w, blend_sigma=g)
@@ -344,10 +345,9 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
 
 
 def held_bytes(setting: str | tuple[float, float], frame: tuple[int, int], block: int) -> int:
-    """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``) with blocks
-    of up to ``block`` frames: the block and its kernel's reach (the widest candidate's) on a canvas a few pixels
-    larger (a motion's moves), a copy of them, and as much again of the input's frames for a blend (not for given
-    sigmas)."""
+    """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``), blocks of
+    ``block`` frames: the block and its kernel's reach (the widest candidate's) on a canvas a few pixels larger (a
+    motion's moves), a copy of them, and as much of the input's frames for a blend (not for given sigmas)."""
     sigma = max(setting) if isinstance(setting, tuple) else max(SIGMAS_T[-1], *(g[0] for g in BLEND_SIGMAS))
     frames = block + 2 * int(TRUNCATE * sigma + 0.5) + EMIT_FRAMES
     copies = 0 if setting == "off" else 2 if isinstance(setting, tuple) else 4
