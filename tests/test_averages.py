@@ -40,13 +40,37 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((np.asarray(a, np.float64) - b) ** 2))
 
 
-def test_shrinkage_keeps_a_mean_beyond_the_noise_and_drops_one_within_it(rng):
-    n = 200
-    res = rng.normal(0, 1, (n, 1, 2000))
-    res[:, :, :1000] += 0.7  # 10x the mean's noise (1 / sqrt(200))
-    kept = av.shrunk_means(res.sum(0)[None], (res ** 2).sum(0)[None], np.array([n]))[0, 0]
-    assert abs(kept[:1000].mean() - 0.7) < 0.03  # almost whole
-    assert np.sqrt(np.mean(kept[1000:] ** 2)) < 0.5 / np.sqrt(n)  # well under the raw mean's noise
+def sums(res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`av.residual_means` of residual frames ``res`` (T, Y, X), one chunk."""
+    edges = np.array([0, len(res)])
+    return av.residual_means(*av.residual_sums(res, np.zeros_like(res), edges), edges)
+
+
+def test_the_noise_image_carries_the_means_noise_and_none_of_its_detail(rng):
+    res = rng.normal(0, 3, (300, 64, 64))
+    res += np.linspace(-5, 5, 64)[None, None]  # a missing average, the same in both sets of blocks
+    m, d = sums(res)
+    assert np.allclose(m[0].mean(axis=0), np.linspace(-5, 5, 64), atol=0.2)
+    assert abs(d.std() / (3 / np.sqrt(300)) - 1) < 0.05 and abs(d.mean()) < 0.01  # noise of m's size, no detail
+
+
+def test_a_smooth_missing_average_is_smoothed_a_sharp_one_is_not(rng):
+    n, size = 200, 96
+    smooth_detail = ndimage.gaussian_filter(rng.normal(0, 4, (size, size)), 1.5)  # smooth, as a microscope's image
+    sharp_detail = np.zeros((size, size))
+    sharp_detail[rng.integers(0, size, 300), rng.integers(0, size, 300)] = 1.0  # single pixels
+    for detail, smoothed in ((smooth_detail, True), (sharp_detail, False)):  # (a 0.3-px Gaussian keeps 80%)
+        m, d = sums(rng.normal(0, 2, (n, size, size)) + detail)
+        images, sigma, gain = av.choose_correction(m, d)
+        raw_error = mse(m[0], detail)
+        assert (sigma >= 0.5 if smoothed else sigma <= 0.3) and gain > 0.5, sigma
+        assert mse(images[0], detail) < (0.6 if smoothed else 0.95) * raw_error
+
+
+def test_pure_noise_gets_no_correction(rng):
+    m, d = sums(rng.normal(0, 2, (200, 64, 64)))
+    images, _, gain = av.choose_correction(m, d)
+    assert gain < 0.2 and np.sqrt(np.mean(images ** 2)) < 0.2 * np.sqrt(np.mean(m ** 2))
 
 
 def test_chunks_and_their_interpolation():
@@ -54,7 +78,7 @@ def test_chunks_and_their_interpolation():
     edges = av.chunk_edges(2000)
     assert len(edges) == 5 and edges[0] == 0 and edges[-1] == 2000 and np.all(np.diff(edges) > 400)
     images = np.stack([np.array([[0.0, 2.0]]), np.array([[4.0, 2.0]])]).astype(np.float32)
-    corr = av.AverageCorrection(images, np.array([10.0, 30.0]), 1.0, 1.0)
+    corr = av.AverageCorrection(images, np.array([10.0, 30.0]), 0.0, 1.0, 1.0)
     frames = av.correction_frames(corr, 0, 40)
     assert np.allclose(frames.mean(axis=(1, 2)), 0, atol=1e-6)  # frame means untouched
     assert np.allclose(frames[:11, 0, 1] - frames[:11, 0, 0], 2.0)  # constant before the first centre

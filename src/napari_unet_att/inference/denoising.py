@@ -32,14 +32,15 @@ import torch
 from ..config import InferConfig, InferEvent, run_to_end
 from ..errors import InputError, ResourceError
 from ..model.denoiser import Denoiser
-from ..model.normalization import Normalization, stack_statistics
-from ..modes import Slices, Triple, View, split_views
+from ..model.normalization import Normalization
+from ..modes import Triple, View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
 from .accumulate import BlendedSums, accumulator_frames
-from .averages import iter_keep_average, sums_bytes
+from .averages import expected, iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
+from .norms import check_model_norm, choose_norm
 from .registration import MovedBack, RegisteredStack, Registration, iter_registration
 from .smoothing import Smoothing, TemporalSmoother, held_bytes, iter_smoothing, layout_input
 from .tiles import TilePlan, build_plan, resolve_tiles
@@ -61,49 +62,6 @@ def check_inputs(stack: Any, cfg: InferConfig, out: Any) -> None:
         raise InputError(f"mirrored_output must be 'interleaved' or 'merged', got {cfg.mirrored_output!r}")
     if out is not None and not hasattr(out, "__setitem__"):
         raise InputError(f"out must support slice assignment (out[t0:t1] = block), got {type(out).__name__}")
-
-
-def choose_norm(stack: Any, denoiser: Denoiser, cfg: InferConfig) -> Normalization:
-    """The model's stored statistics, or the input's own (one streaming pass) when asked to."""
-    if cfg.normalization == "input" or denoiser.provenance.get("normalization") == "input":
-        mean, sd, _ = stack_statistics(stack)
-        return Normalization(mean, sd if sd > 0 else 1.0)  # a constant stack: identity scale
-    return denoiser.norm
-
-
-# A model sees its training data at unit spread; input that its stored statistics map this many times
-# farther off (or closer together) is outside anything it learned: its output is flat or garbage.
-NORM_MISMATCH = 1e5
-_SAMPLE_TILES = 8  # the sample that checks it: the first frame of this many tiles spread over the plan
-
-
-def sample_statistics(view: View, tiles: Sequence[Slices]) -> tuple[float, float]:
-    """Mean and standard deviation (float64) of the first frame of a few ``tiles`` spread over ``view`` (only tile
-    regions are read, as by the denoising itself)."""
-    picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), _SAMPLE_TILES)).astype(int))
-    sample = np.concatenate([view.read((slice(t.start, t.start + 1), y, x)).astype(np.float64).ravel()
-                             for t, y, x in (tiles[i] for i in picks)])
-    return float(sample.mean()), float(sample.std())
-
-
-def check_model_norm(view: View, tiles: Sequence[Slices], norm: Normalization) -> None:
-    """Refuse input that ``norm`` (a model's stored statistics) maps far outside the model's range.
-
-    The model was trained on its data normalised to mean 0 and spread 1; a stack in other units
-    (scaled by 1e30, or stored as 0..1 floats for a model of raw counts) would reach it with a spread
-    or offset :data:`NORM_MISMATCH` times off, and the result is a flat image. Ordinary data are
-    never changed by this check: it reads a sample of ``view``'s ``tiles`` and passes or raises.
-    """
-    mean, sd = sample_statistics(view, tiles)
-    spread, level = sd / norm.scale, abs(mean - norm.offset) / norm.scale
-    if not (spread > NORM_MISMATCH or 0 < spread < 1 / NORM_MISMATCH or level > NORM_MISMATCH):
-        return
-    raise InputError(
-        f"the model's stored normalisation (offset {norm.offset:g}, scale {norm.scale:g}, from its training data) "
-        f"maps this stack (mean {mean:g}, spread {sd:g}) to a spread of {spread:.3g} around {level:.3g} instead "
-        "of about 1 around 0: its output would be meaningless (flat); normalise with the stack's own statistics "
-        "instead (CLI --input-norm, the denoise dock's Normalisation 'input', InferConfig(normalization='input'))"
-    )
 
 
 def output_dtype(stack: Any, cfg: InferConfig) -> np.dtype:
@@ -136,6 +94,7 @@ class DenoiseJob:
     out_shape: Triple
     dtype: np.dtype
     shifts: np.ndarray | None = None  # measured sub-pixel motion left to the network: the smoothing follows it
+    averaged: bool = False  # the outer job of a registered one keeps each pixel's average (:mod:`.averages`)
 
     @classmethod
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
@@ -187,18 +146,26 @@ class DenoiseJob:
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
             job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")))
-            job = dataclasses.replace(job, shifts=registration.shifts - registration.moves)  # smoothed along
+            job = dataclasses.replace(job, shifts=registration.shifts - registration.moves,  # smoothed along
+                                      averaged=self.keeps_average)
             yield from job.run(back)
             return target
         if self.half_rate:
             return (yield from _iter_half_rate(self, out))
         return (yield from _iter_tiled(self, out))
 
+    @property
+    def keeps_average(self) -> bool:
+        """Whether each pixel's average will be put back (by this job or its outer one): the smoothing is then
+        chosen for what changes over time."""
+        return self.averaged or expected(self.cfg.keep_average, int(self.stack.shape[0]))
+
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
         sub = self.cfg.inner()
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack, lambda block: DenoiseJob
-                                          .unchecked(block, self.denoiser, sub).run(), self.shifts, self.layout))
+                                          .unchecked(block, self.denoiser, sub).run(), self.shifts, self.layout,
+                                          self.keeps_average))
 
 
 def iter_denoise(

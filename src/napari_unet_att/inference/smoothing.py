@@ -46,12 +46,12 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from skimage.registration import phase_cross_correlation
 
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from .frame_means import set_frame_means
-from .registration import PhysicalFrames, line_shifts, moved
+from .registration import PhysicalFrames
+from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
 
 __all__ = ["BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG",
            "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block",
@@ -147,14 +147,6 @@ def calibration_block(shape: tuple[int, int, int], bidirectional: bool = False) 
     return slice(t0, t0 + nt), slice(y0, y0 + ny), slice(x0, x0 + nx)
 
 
-def frame_shifts(frames: np.ndarray) -> np.ndarray:
-    """``(n - 1, 2)`` shifts ``(dy, dx)`` in pixels between consecutive frames (phase correlation, 1/20 px; each
-    frame's own mean removed first, so that brightness changes do not count)."""
-    centred = [f - f.mean(dtype=np.float64) for f in np.asarray(frames, np.float64)]
-    return np.array([phase_cross_correlation(a, b, upsample_factor=20, normalization=None)[0]
-                     for a, b in zip(centred[:-1], centred[1:], strict=True)], dtype=np.float64).reshape(-1, 2)
-
-
 def smooth(stack: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
     """``stack`` (float32) smoothed by a Gaussian of ``sigma_t`` frames and ``sigma_xy`` pixels, mirrored at the
     edges (scipy's 'reflect'); ``stack`` itself when both are 0."""
@@ -177,47 +169,9 @@ def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
     return ndimage.gaussian_filter(stack, sigma, mode="reflect", truncate=TRUNCATE)
 
 
-def to_tissue(frames: np.ndarray, shifts: np.ndarray, pad: int, flip: bool | None = None) -> np.ndarray:
-    """``frames`` ``(n, Y, X)`` moved by minus their ``shifts`` onto a canvas ``pad`` pixels larger each way (edges
-    extended): every recorded pixel stays on the canvas, so :func:`from_tissue` gives each frame's own back.
-
-    ``flip`` not None: ``frames`` are the interleaved lines ``(n, 2N, N)`` of a bidirectional scan (backward
-    lines x-reversed when ``flip``) and ``shifts`` the physical frames' motion; each direction's lines move as a
-    frame of their own (the backward ones the other way in x when stored reversed): canvas ``(n, 2, Y', X')``.
-    """
-    if flip is not None:
-        return np.stack([to_tissue(lines, by, pad) for lines, by in _directions(frames, shifts, flip)], axis=1)
-    return moved(np.pad(frames, ((0, 0), (pad, pad), (pad, pad)), mode="edge"), -np.asarray(shifts))
-
-
-def from_tissue(canvas: np.ndarray, shifts: np.ndarray, pad: int, flip: bool | None = None) -> np.ndarray:
-    """Frames of a :func:`to_tissue` canvas moved by ``shifts`` and cropped back to the frame (``flip`` as there:
-    the directions' lines interleaved again)."""
-    if flip is not None:
-        (fwd, by), (bwd, by_back) = _directions(canvas, shifts, flip, planes=True)
-        out = np.empty((len(canvas), 2 * (canvas.shape[2] - 2 * pad), canvas.shape[3] - 2 * pad), np.float32)
-        out[:, 0::2], out[:, 1::2] = from_tissue(fwd, by, pad), from_tissue(bwd, by_back, pad)
-        return out
-    out = moved(canvas, np.asarray(shifts))
-    return np.ascontiguousarray(out[:, pad : out.shape[1] - pad, pad : out.shape[2] - pad])
-
-
-def _directions(frames: np.ndarray, shifts: np.ndarray, flip: bool,
-                planes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The forward and backward lines of interleaved scan ``frames`` (or of a canvas's two ``planes``), each
-    with the shifts by which they move (:func:`.registration.line_shifts`)."""
-    lines = (frames[:, 0], frames[:, 1]) if planes else (frames[:, 0::2], frames[:, 1::2])
-    return list(zip(lines, line_shifts(shifts, flip), strict=True))
-
-
-def canvas_pad(shifts: np.ndarray) -> int:
-    """The margin that holds every move of ``shifts`` (pixels, one spare)."""
-    return int(np.ceil(np.max(np.abs(shifts), initial=0.0))) + 1
-
-
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None,
-                     inputs: np.ndarray | None = None) -> Smoothing:
+                     inputs: np.ndarray | None = None, dynamic: bool = False) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
     independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
     ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
@@ -241,6 +195,10 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     inputs : ndarray (n, Y, X), optional
         What the model saw to make ``estimate`` (the even frames, raw, in the same layout and units): without
         ``shifts``, each candidate is also blended with Gaussians of it (:data:`BLENDS` x :data:`BLEND_SIGMAS`).
+    dynamic : bool
+        Each pixel's average is put back afterwards (:mod:`.averages`): only what changes over time is compared,
+        each pixel's mean error over the block removed first (else a long window wins that only averages the
+        still part: on held-out simulations at 1-2 photons that choice lost 0.2-0.4 dB, docs/benchmarks.md).
 
     Returns
     -------
@@ -269,12 +227,12 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         if shift > MAX_STILL_SHIFT:
             return Smoothing(shift_px=shift, reason=f"the field of view moves, {shift:.2f} px between frames 2 apart")
         pad, place = 0, np.zeros((n, 2))  # a scan's lines are still smoothed direction by direction
-        estimate = _planes(estimate, flip)
+        estimate = as_planes(estimate, flip)
     else:  # the motion is known: into the tissue's frame, and each candidate to its target frame's place
         pad = canvas_pad(np.concatenate([shifts[0][:n], shifts[1][:n]]))
         estimate, place, shift = to_tissue(estimate, shifts[0][:n], pad, flip), shifts[1][:n], None
     # the input's Gaussians at half rate, as the estimate's frames are two output frames apart
-    planes = None if inputs is None or shifts is not None else _planes(inputs, flip)
+    planes = None if inputs is None or shifts is not None else as_planes(inputs, flip)
     gaussians = {} if planes is None else {g: smooth(planes, g[0] / 2, g[1]) for g in BLEND_SIGMAS}
     if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
         gaussians = {g: from_tissue(blurred, place, pad, flip) for g, blurred in gaussians.items()}
@@ -284,11 +242,11 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         for sxy in SIGMAS_XY:
             guess = smooth_xy(along_t, sxy)
             guess = guess if shifts is None and flip is None else from_tissue(guess, place, pad, flip)
-            miss = guess - target
+            miss = _changes(guess - target, dynamic)
             errors[st, sxy, 0.0, (0.0, 0.0)] = plain = float(np.mean(miss**2, dtype=np.float64))
             for g, blurred in gaussians.items():
                 # the error of (1 - w) guess + w blurred is quadratic in w: three means give every w's
-                step = blurred - guess
+                step = _changes(blurred - guess, dynamic)
                 cross, size = (float(np.mean(miss * step, dtype=np.float64)),
                                float(np.mean(step**2, dtype=np.float64)))
                 for w in BLENDS[1:]:
@@ -303,9 +261,15 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      blend=w, blend_sigma=g)
 
 
+def _changes(miss: np.ndarray, dynamic: bool) -> np.ndarray:
+    """``miss`` ``(n, ...)``, less each pixel's mean over the frames when ``dynamic``."""
+    return miss - miss.mean(axis=0, dtype=np.float64).astype(miss.dtype) if dynamic else miss
+
+
 def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack: Any,
                    run_model: Callable[[np.ndarray], Generator[InferEvent, None, np.ndarray]],
-                   shifts: np.ndarray | None = None, layout: str = "frames") -> Generator[InferEvent, None, Smoothing]:
+                   shifts: np.ndarray | None = None, layout: str = "frames",
+                   dynamic: bool = False) -> Generator[InferEvent, None, Smoothing]:
     """The :class:`Smoothing` that ``setting`` (``InferConfig.smoothing``) asks for on ``stack``, yielding progress.
 
     'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
@@ -314,7 +278,8 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
     ``(T, 2N, N)`` scan with its output 'merged' (the odd frames' physical frames are the target) or
     'interleaved' (their raw lines are). With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the
     (physical) frames (a slow drift left to the network, or what whole-pixel registration left), both the
-    choice and the smoothing follow the motion. A smoothing in use is announced in an event's message.
+    choice and the smoothing follow the motion. ``dynamic``: as :func:`choose_smoothing`'s. A smoothing in use is
+    announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
@@ -336,7 +301,7 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
                                          "choosing the output smoothing on a block of the recording")
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2])
+        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], dynamic)
     if smoothing.active:
         along = shifts is not None and smoothing.sigma_t > 0
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
@@ -352,12 +317,6 @@ def held_bytes(setting: str | tuple[float, float], frame: tuple[int, int], block
     frames = block + 2 * int(TRUNCATE * sigma + 0.5) + EMIT_FRAMES
     copies = 0 if setting == "off" else 2 if isinstance(setting, tuple) else 4
     return copies * frames * (frame[0] + 16) * (frame[1] + 16) * 4
-
-
-def _planes(frames: np.ndarray, flip: bool | None) -> np.ndarray:
-    """``frames`` as smoothed without a motion: a scan's interleaved lines (``flip`` not None) as two planes, one
-    per direction (:func:`to_tissue` without moves), so that no smoothing mixes the two directions' lines."""
-    return frames if flip is None else to_tissue(frames, np.zeros((len(frames), 2)), 0, flip)
 
 
 def layout_input(stack: Any, layout: str, flip: bool) -> Any:

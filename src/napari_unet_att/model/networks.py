@@ -578,7 +578,7 @@ class _StandardizedPerInput:
     so the packages of such models run these classes instead of the plain networks: same state
     dict, same numbers as napari-unet-att on one tile. Statistics per batch item over
     (C, T, Y, X) in float64, population std, scale 1 for a constant input (as
-    ``inference.denoising.choose_norm``).
+    ``inference.norms.choose_norm``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
