@@ -260,10 +260,14 @@ def cmd_purenoise(a) -> None:
         border = np.ones_like(tm, bool)
         border[4:-4, 4:-4] = False
         lags = "/".join(f"{_autocorr(tm, k):.3f}" for k in (1, 2, 3))
+        # blobs: what is left of the temporal mean at scales of 2 px and more (a normalised autocorrelation rates
+        # a fainter pattern as more structured when it is smoother; this is its amplitude at those scales)
+        blobs = float(ndimage.gaussian_filter(tm - tm.mean(), 2.0)[8:-8, 8:-8].std())
         edge = tm[border].mean() - tm[~border].mean()
         emit({"case": "flat Poisson 2 ph", "method": name, "psnr": "", "edge_psnr": "", "ssim": "",
               "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(y, x),
-              "note": f"temporal mean: lag-1/2/3 autocorrelation {lags}, std {tm.std():.3f}, 4-px border minus "
+              "note": f"temporal mean: lag-1/2/3 autocorrelation {lags}, std {tm.std():.3f}, std at >= 2 px "
+                      f"{blobs:.3f}, 4-px border minus "
                       f"interior {edge:+.3f}, mean {y.mean():.2f} (input {x.mean():.2f}){said.get(name, '')}"})
 
 

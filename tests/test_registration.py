@@ -291,3 +291,15 @@ def test_registered_frames_are_smoothed_along_what_the_whole_pixel_moves_left(rn
     np.testing.assert_allclose(out.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), rtol=1e-5)  # means kept
     inner = (slice(None), slice(4, -4), slice(4, -4))
     assert np.mean((out - clean)[inner] ** 2) < 0.5 * np.mean((noisy - clean)[inner] ** 2)
+
+
+def test_moved_is_scipys_linear_shift_with_extended_edges(rng):
+    frames = rng.normal(size=(6, 37, 1 + 40)).astype(np.float32)
+    by = rng.normal(0, 3, (6, 2))
+    by[0], by[1, 0] = 0.0, 0.0  # no move, a move along x only
+    expected = np.stack([ndimage.shift(f, d, order=1, mode="nearest") for f, d in zip(frames, by, strict=True)])
+    out = rg.moved(frames, by)
+    assert out.dtype == np.float32 and np.allclose(out, expected, atol=1e-5)
+    rows = frames[:, :1]  # frames of one row: moved along x only
+    expected = np.stack([ndimage.shift(f, d, order=1, mode="nearest") for f, d in zip(rows, by, strict=True)])
+    assert np.allclose(rg.moved(rows, by), expected, atol=1e-5)

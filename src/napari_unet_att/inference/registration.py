@@ -419,5 +419,18 @@ def moved(frames: np.ndarray, by: np.ndarray | None, flip: bool | None = None) -
         for rows, d in zip((slice(0, None, 2), slice(1, None, 2)), line_shifts(by, flip), strict=True):
             out[:, rows] = moved(frames[:, rows], d)
         return out
-    return np.stack([ndimage.shift(f, d, order=1, mode="nearest") if np.any(d) else f
-                     for f, d in zip(frames, np.asarray(by, np.float64), strict=True)])
+    return np.stack([_shifted(_shifted(f, dy, 0), dx, 1) for f, (dy, dx) in zip(frames, np.asarray(by, np.float64),
+                                                                             strict=True)])
+
+
+def _shifted(frame: np.ndarray, d: float, axis: int) -> np.ndarray:
+    """``frame`` moved by ``d`` pixels along ``axis``, linear between pixels, edges extended: what
+    ``ndimage.shift(order=1, mode='nearest')`` does, one axis at a time (two gathers, ~2x faster)."""
+    n = frame.shape[axis]
+    if n < 2 or d == 0:
+        return frame
+    src = np.clip(np.arange(n) - d, 0, n - 1)  # where each output pixel reads
+    lo = np.minimum(src.astype(np.intp), n - 2)
+    w = (src - lo).astype(np.result_type(frame, np.float32)).reshape((-1, 1) if axis == 0 else (1, -1))
+    a, b = np.take(frame, lo, axis=axis), np.take(frame, lo + 1, axis=axis)
+    return a + (b - a) * w
