@@ -171,7 +171,7 @@ def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None,
-                     inputs: np.ndarray | None = None, dynamic: bool = False) -> Smoothing:
+                     inputs: np.ndarray | None = None) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
     independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
     ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
@@ -195,11 +195,6 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     inputs : ndarray (n, Y, X), optional
         What the model saw to make ``estimate`` (the even frames, raw, in the same layout and units): without
         ``shifts``, each candidate is also blended with Gaussians of it (:data:`BLENDS` x :data:`BLEND_SIGMAS`).
-    dynamic : bool
-        Each pixel's average is put back afterwards (:mod:`.averages`): only what changes over time is compared,
-        each pixel's mean error over the block removed first (else a long window wins that only averages the
-        still part: on held-out simulations at 1-2 photons that choice lost 0.2-0.4 dB, docs/benchmarks.md).
-
     Returns
     -------
     Smoothing
@@ -242,11 +237,11 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         for sxy in SIGMAS_XY:
             guess = smooth_xy(along_t, sxy)
             guess = guess if shifts is None and flip is None else from_tissue(guess, place, pad, flip)
-            miss = _changes(guess - target, dynamic)
+            miss = guess - target
             errors[st, sxy, 0.0, (0.0, 0.0)] = plain = float(np.mean(miss**2, dtype=np.float64))
             for g, blurred in gaussians.items():
                 # the error of (1 - w) guess + w blurred is quadratic in w: three means give every w's
-                step = _changes(blurred - guess, dynamic)
+                step = blurred - guess
                 cross, size = (float(np.mean(miss * step, dtype=np.float64)),
                                float(np.mean(step**2, dtype=np.float64)))
                 for w in BLENDS[1:]:
@@ -261,15 +256,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      blend=w, blend_sigma=g)
 
 
-def _changes(miss: np.ndarray, dynamic: bool) -> np.ndarray:
-    """``miss`` ``(n, ...)``, less each pixel's mean over the frames when ``dynamic``."""
-    return miss - miss.mean(axis=0, dtype=np.float64).astype(miss.dtype) if dynamic else miss
-
-
 def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack: Any,
                    run_model: Callable[[np.ndarray], Generator[InferEvent, None, np.ndarray]],
-                   shifts: np.ndarray | None = None, layout: str = "frames",
-                   dynamic: bool = False) -> Generator[InferEvent, None, Smoothing]:
+                   shifts: np.ndarray | None = None, layout: str = "frames") -> Generator[InferEvent, None, Smoothing]:
     """The :class:`Smoothing` that ``setting`` (``InferConfig.smoothing``) asks for on ``stack``, yielding progress.
 
     'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
@@ -278,8 +267,7 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
     ``(T, 2N, N)`` scan with its output 'merged' (the odd frames' physical frames are the target) or
     'interleaved' (their raw lines are). With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the
     (physical) frames (a slow drift left to the network, or what whole-pixel registration left), both the
-    choice and the smoothing follow the motion. ``dynamic``: as :func:`choose_smoothing`'s. A smoothing in use is
-    announced in an event's message.
+    choice and the smoothing follow the motion. A smoothing in use is announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
@@ -301,7 +289,7 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
                                          "choosing the output smoothing on a block of the recording")
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], dynamic)
+        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2])
     if smoothing.active:
         along = shifts is not None and smoothing.sigma_t > 0
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
