@@ -127,8 +127,9 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")
     d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),
                    help="'auto' (100+ frames): where the output's average over time (per pixel, "
-                        "~500-frame chunks) misses the input's by more than the noise, put the difference back "
-                        "(still fine detail a pretrained model blurs); 'off': the model's output as is")
+                        "~500-frame chunks) misses the input's, put the difference back, smoothed and scaled as its "
+                        "measured noise says (still fine detail a pretrained model blurs); 'off': the model's output "
+                        "as is")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),

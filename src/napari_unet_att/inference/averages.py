@@ -49,7 +49,7 @@ from .frame_means import to_target
 from .registration import PhysicalFrames, moved
 
 __all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection", "block_frames",
-           "choose_correction", "chunk_edges", "correction_frames", "expected", "in_first_set", "iter_keep_average",
+           "choose_correction", "chunk_edges", "correction_frames", "in_first_set", "iter_keep_average",
            "moved", "residual_means", "residual_sums", "sums_bytes"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
@@ -208,11 +208,6 @@ def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
     return out
 
 
-def expected(setting: str, n_frames: int) -> bool:
-    """Whether ``setting`` keeps the averages of an output of ``n_frames`` frames on the input's grid."""
-    return setting != "off" and n_frames >= MIN_FRAMES
-
-
 def _applies(setting: str, stack: Any, result: Any) -> str | None:
     """Why the time average is not kept (None: it is)."""
     if setting == "off":
@@ -221,7 +216,7 @@ def _applies(setting: str, stack: Any, result: Any) -> str | None:
         return "the output is not on the input's pixel grid"
     if not hasattr(result, "__getitem__"):
         return "the destination cannot be read back"
-    if not expected(setting, int(stack.shape[0])):
+    if int(stack.shape[0]) < MIN_FRAMES:
         return f"too few frames ({int(stack.shape[0])}, {MIN_FRAMES} needed)"
     return None
 
@@ -229,7 +224,8 @@ def _applies(setting: str, stack: Any, result: Any) -> str | None:
 def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, shifts: np.ndarray | None = None,
                       bidirectional: bool = False, flip: bool = False
                       ) -> Generator[InferEvent, None, AverageCorrection | None]:
-    """Correct ``result`` (the written output of ``stack``, modified in place) by the shrunk residual average.
+    """Correct ``result`` (the written output of ``stack``, modified in place) by the residual average, smoothed
+    and scaled (:func:`choose_correction`).
 
     Parameters
     ----------
