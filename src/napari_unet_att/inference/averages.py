@@ -48,8 +48,8 @@ from ..config import InferEvent
 from .frame_means import to_target
 from .registration import PhysicalFrames, moved
 
-__all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection", "block_frames",
-           "choose_correction", "chunk_edges", "correction_frames", "in_first_set", "iter_keep_average",
+__all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection", "block_frames", "blurred",
+           "choose_correction", "chunk_edges", "correction_frames", "expected", "in_first_set", "iter_keep_average",
            "moved", "residual_means", "residual_sums", "sums_bytes"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
@@ -157,14 +157,14 @@ def residual_means(total: np.ndarray, first: np.ndarray, edges: np.ndarray) -> t
     return total, first
 
 
-def _blurred(images: np.ndarray, sigma: float, lines: bool) -> np.ndarray:
+def blurred(images: np.ndarray, sigma: float, lines: bool) -> np.ndarray:
     """``images`` ``(chunks, Y, X)`` each smoothed by a Gaussian of ``sigma`` pixels (mirrored edges); ``lines``:
     they are a scan's interleaved lines, each direction's rows smoothed on their own."""
     if sigma <= 0:
         return images
     if lines:
         out = np.empty_like(images)
-        out[:, 0::2], out[:, 1::2] = _blurred(images[:, 0::2], sigma, False), _blurred(images[:, 1::2], sigma, False)
+        out[:, 0::2], out[:, 1::2] = blurred(images[:, 0::2], sigma, False), blurred(images[:, 1::2], sigma, False)
         return out
     return ndimage.gaussian_filter(images, (0.0, sigma, sigma), mode="reflect", truncate=3.0)
 
@@ -181,15 +181,15 @@ def choose_correction(m: np.ndarray, d: np.ndarray, lines: bool = False) -> tupl
     mm, dd = float(np.vdot(m, m)), float(np.vdot(d, d))
     best = (mm - dd, 0.0, 0.0)  # (risk, sigma, gain): no correction at all
     for sigma in SIGMAS_XY:
-        gm = _blurred(m, sigma, lines)
+        gm = blurred(m, sigma, lines)
         gmm, gg = float(np.vdot(gm, m)), float(np.vdot(gm, gm))
-        gdd = float(np.vdot(_blurred(d, sigma, lines), d))
+        gdd = float(np.vdot(blurred(d, sigma, lines), d))
         gain = float(np.clip((gmm - gdd) / gg, 0.0, 1.0)) if gg > 0 else 0.0
         risk = gain * gain * gg - 2 * gain * gmm + mm + 2 * gain * gdd - dd
         if risk < best[0]:
             best = (risk, sigma, gain)
     _, sigma, gain = best
-    return (gain * _blurred(m, sigma, lines)).astype(np.float32), sigma, gain
+    return (gain * blurred(m, sigma, lines)).astype(np.float32), sigma, gain
 
 
 def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
@@ -208,6 +208,11 @@ def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
     return out
 
 
+def expected(setting: str, n_frames: int) -> bool:
+    """Whether ``setting`` keeps the averages of an output of ``n_frames`` frames on the input's grid."""
+    return setting != "off" and n_frames >= MIN_FRAMES
+
+
 def _applies(setting: str, stack: Any, result: Any) -> str | None:
     """Why the time average is not kept (None: it is)."""
     if setting == "off":
@@ -216,7 +221,7 @@ def _applies(setting: str, stack: Any, result: Any) -> str | None:
         return "the output is not on the input's pixel grid"
     if not hasattr(result, "__getitem__"):
         return "the destination cannot be read back"
-    if int(stack.shape[0]) < MIN_FRAMES:
+    if not expected(setting, int(stack.shape[0])):
         return f"too few frames ({int(stack.shape[0])}, {MIN_FRAMES} needed)"
     return None
 

@@ -37,7 +37,7 @@ from ..modes import Triple, View, split_views
 from ..runtime import device as devmod
 from ..runtime import resources as res
 from .accumulate import BlendedSums, accumulator_frames
-from .averages import iter_keep_average, sums_bytes
+from .averages import expected, iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
 from .norms import check_model_norm, choose_norm
@@ -94,6 +94,7 @@ class DenoiseJob:
     out_shape: Triple
     dtype: np.dtype
     shifts: np.ndarray | None = None  # measured sub-pixel motion left to the network: the smoothing follows it
+    averaged: bool = False  # the outer job of a registered one keeps each pixel's average (:mod:`.averages`)
 
     @classmethod
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
@@ -145,18 +146,26 @@ class DenoiseJob:
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
             job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")))
-            job = dataclasses.replace(job, shifts=registration.shifts - registration.moves)  # smoothed along
+            job = dataclasses.replace(job, shifts=registration.shifts - registration.moves,  # smoothed along
+                                      averaged=self.keeps_average)
             yield from job.run(back)
             return target
         if self.half_rate:
             return (yield from _iter_half_rate(self, out))
         return (yield from _iter_tiled(self, out))
 
+    @property
+    def keeps_average(self) -> bool:
+        """Whether each pixel's average will be put back (by this job or its outer one): the smoothing is then
+        chosen by the error that the output keeps (:func:`.smoothing.choose_smoothing`)."""
+        return self.averaged or expected(self.cfg.keep_average, int(self.stack.shape[0]))
+
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
         sub = self.cfg.inner()
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack, lambda block: DenoiseJob
-                                          .unchecked(block, self.denoiser, sub).run(), self.shifts, self.layout))
+                                          .unchecked(block, self.denoiser, sub).run(), self.shifts, self.layout,
+                                          self.keeps_average))
 
 
 def iter_denoise(

@@ -7,7 +7,10 @@ indicator changes) and no ground truth is at hand, so it is chosen self-supervis
 trained: the model denoises the even frames of a calibration block on their own, each candidate smoothing of that
 result predicts the odd frames between them, and the candidate with the smallest mean squared error wins. The odd
 frames' noise is independent of everything the prediction saw, so that error is the error against the clean signal
-plus a constant (the noise's variance): no candidate is favoured by the noise (Noise2Noise).
+plus a constant (the noise's variance): no candidate is favoured by the noise (Noise2Noise). Where each pixel's
+average is put back afterwards (:mod:`.averages`), only the error that the output keeps is counted: what changes
+over the frames and the fine part of each pixel's mean error (on held-out simulations at 1-2 photons the whole error
+refused a 0.5-px blur that the averages make good and lost 0.1-0.4 dB; docs/benchmarks.md, seventeenth session).
 
 Where the motion is known to a fraction of a pixel, the output is smoothed *along the measured motion*: every frame
 moved by minus its sub-pixel shift into the tissue's frame (on a canvas that keeps every recorded pixel), smoothed
@@ -49,14 +52,15 @@ from scipy import ndimage
 
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
+from .averages import blurred
 from .frame_means import set_frame_means
 from .registration import PhysicalFrames
 from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
 
-__all__ = ["BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_XY", "MAX_SIGMA_T_ALONG",
-           "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block",
-           "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue", "held_bytes", "iter_smoothing",
-           "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
+__all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_VOXELS",
+           "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
+           "TemporalSmoother", "calibration_block", "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue",
+           "held_bytes", "iter_smoothing", "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
@@ -74,6 +78,12 @@ BLEND_SIGMAS: tuple[tuple[float, float], ...] = ((1.0, 0.25), (2.0, 0.25), (4.0,
 BLEND_MIN_GAIN_DB = 0.05
 CALIBRATION_FRAMES = 80  # raw frames of the calibration block (its even half goes through the model)
 CALIBRATION_XY = 128  # the block's largest height and width (a central crop)
+# Smaller frames: more of them, up to this many voxels (the choice's noise falls with the voxels compared; on the
+# 64 x 64 thunder movie 320 frames instead of 80 came 0.1 dB closer to the best smoothing: docs/benchmarks.md)
+CALIBRATION_VOXELS = CALIBRATION_FRAMES * CALIBRATION_XY**2
+# Where each pixel's average is put back (:mod:`.averages`: smoothed by 0.5-0.7 px on the benchmarks), only the part of
+# each pixel's mean error finer than a Gaussian of this many pixels stays in the output: the calibration counts that
+AVERAGED_SIGMA = 0.7
 MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above which smoothing stays off
 # Along a measured motion the candidates stop at 2 frames: the even frames' result of a moving recording is a
 # poorer estimate than the full-rate output, so the calibration over-smooths (it picked 4-8 frames where 2-3 gave
@@ -129,20 +139,20 @@ class Smoothing:
 
 
 def calibration_block(shape: tuple[int, int, int], bidirectional: bool = False) -> tuple[slice, slice, slice]:
-    """The central block of a ``(T, Y, X)`` stack that calibration reads: at most :data:`CALIBRATION_FRAMES`
-    frames (an even number, from an even frame) and :data:`CALIBRATION_XY` pixels each way (a scan: ``2M`` rows
-    of ``M <= CALIBRATION_XY`` columns).
+    """The central block of a ``(T, Y, X)`` stack that calibration reads: at most :data:`CALIBRATION_XY` pixels each
+    way (a scan: ``2M`` rows of ``M <= CALIBRATION_XY`` columns) and :data:`CALIBRATION_FRAMES` frames, or as many
+    more as :data:`CALIBRATION_VOXELS` allows for smaller frames (an even number, from an even frame).
 
     ``bidirectional``: ``shape`` is a ``(T, 2N, N)`` scan; the block is one too (``2M`` rows from an even row,
     so forward lines stay forward) and its columns sit symmetrically, so that the block of x-reversed backward
     lines holds the same physical columns as the forward lines' block.
     """
     t, y, x = shape
-    nt = min(t - t % 2, CALIBRATION_FRAMES)
     ny, nx = min(y, CALIBRATION_XY), min(x, CALIBRATION_XY)
     if bidirectional:  # then (y - ny) // 2 = x - nx, even
         nx -= (x - nx) % 2
         ny = 2 * nx
+    nt = min(t - t % 2, max(CALIBRATION_FRAMES, CALIBRATION_VOXELS // max(ny * nx, 1) // 2 * 2))
     t0, y0, x0 = (t - nt) // 2 // 2 * 2, (y - ny) // 2, (x - nx) // 2
     return slice(t0, t0 + nt), slice(y0, y0 + ny), slice(x0, x0 + nx)
 
@@ -171,7 +181,7 @@ def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None,
-                     inputs: np.ndarray | None = None) -> Smoothing:
+                     inputs: np.ndarray | None = None, averaged: bool = False) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
     independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
     ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
@@ -195,6 +205,13 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     inputs : ndarray (n, Y, X), optional
         What the model saw to make ``estimate`` (the even frames, raw, in the same layout and units): without
         ``shifts``, each candidate is also blended with Gaussians of it (:data:`BLENDS` x :data:`BLEND_SIGMAS`).
+    averaged : bool
+        Each pixel's average is put back afterwards (:mod:`.averages`, smoothed by about
+        :data:`AVERAGED_SIGMA`): the smoothing is then chosen by the error that the output keeps, what changes
+        over the frames and the part of each pixel's mean error finer than that Gaussian (else a long window or a
+        blur wins that only helps the still part, which the averages replace: docs/benchmarks.md, seventeenth
+        session). A blend with the input is still chosen by the whole error.
+
     Returns
     -------
     Smoothing
@@ -230,35 +247,52 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     planes = None if inputs is None or shifts is not None else as_planes(inputs, flip)
     gaussians = {} if planes is None else {g: smooth(planes, g[0] / 2, g[1]) for g in BLEND_SIGMAS}
     if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
-        gaussians = {g: from_tissue(blurred, place, pad, flip) for g, blurred in gaussians.items()}
-    errors = {}
-    for st in SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]:
-        along_t = smooth_t(estimate, st / 2)
+        gaussians = {g: from_tissue(filtered, place, pad, flip) for g, filtered in gaussians.items()}
+    candidates = SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]
+
+    def guessed(st: float, sxy: float) -> np.ndarray:
+        guess = smooth_xy(smooth_t(estimate, st / 2), sxy)
+        return guess if shifts is None and flip is None else from_tissue(guess, place, pad, flip)
+
+    # the smoothing first, by what the output keeps of its error; then a blend with it, by the whole error
+    kept, whole = {}, {}
+    for st in candidates:
         for sxy in SIGMAS_XY:
-            guess = smooth_xy(along_t, sxy)
-            guess = guess if shifts is None and flip is None else from_tissue(guess, place, pad, flip)
-            miss = guess - target
-            errors[st, sxy, 0.0, (0.0, 0.0)] = plain = float(np.mean(miss**2, dtype=np.float64))
-            for g, blurred in gaussians.items():
-                # the error of (1 - w) guess + w blurred is quadratic in w: three means give every w's
-                step = blurred - guess
-                cross, size = (float(np.mean(miss * step, dtype=np.float64)),
-                               float(np.mean(step**2, dtype=np.float64)))
-                for w in BLENDS[1:]:
-                    errors[st, sxy, w, g] = plain + 2 * w * cross + w * w * size
-    unblended = min((k for k in errors if k[2] == 0), key=errors.get)
-    (st, sxy, w, g), best = min(errors.items(), key=lambda kv: kv[1])
-    if best <= 0 or 10 * np.log10(errors[unblended] / best) < BLEND_MIN_GAIN_DB:
-        (st, sxy, w, g), best = unblended, errors[unblended]
+            kept[st, sxy], whole[st, sxy] = _errors(guessed(st, sxy) - target, averaged, flip is not None)
+    st, sxy = min(kept, key=kept.get)
+    guess = guessed(st, sxy)
+    miss, best, w, g = guess - target, whole[st, sxy], 0.0, (0.0, 0.0)
+    blends = {}
+    for sigmas, filtered in gaussians.items():
+        # the error of (1 - w) guess + w filtered is quadratic in w: three means give every w's
+        step = filtered - guess
+        cross, size = float(np.mean(miss * step, dtype=np.float64)), float(np.mean(step**2, dtype=np.float64))
+        blends.update({(b, sigmas): best + 2 * b * cross + b * b * size for b in BLENDS[1:]})
+    if blends:
+        (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
+        if blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
+            (w, g), best = (bw, bg), blended
     st, sxy = (0.0, 0.0) if w == 1.0 else (st, sxy)  # all the filter: the model's smoothing (a tie) does not reach it
-    gain = 10 * np.log10(errors[0.0, 0.0, 0.0, (0.0, 0.0)] / best) if best > 0 else 0.0
+    gain = 10 * np.log10(whole[0.0, 0.0] / best) if best > 0 else 0.0
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower",
                      blend=w, blend_sigma=g)
 
 
+def _errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
+    """The mean squared ``miss`` ``(n, Y, X)`` that counts (see :func:`choose_smoothing`'s ``averaged``) and the whole
+    of it; ``lines``: a scan's interleaved lines (each direction's rows smoothed on their own)."""
+    whole = float(np.mean(miss**2, dtype=np.float64))
+    if not averaged:
+        return whole, whole
+    mean = miss.mean(axis=0, dtype=np.float64)
+    fine = mean - blurred(mean[None], AVERAGED_SIGMA, lines)[0]
+    return whole - float(np.mean(mean**2)) + float(np.mean(fine**2)), whole
+
+
 def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack: Any,
                    run_model: Callable[[np.ndarray], Generator[InferEvent, None, np.ndarray]],
-                   shifts: np.ndarray | None = None, layout: str = "frames") -> Generator[InferEvent, None, Smoothing]:
+                   shifts: np.ndarray | None = None, layout: str = "frames",
+                   averaged: bool = False) -> Generator[InferEvent, None, Smoothing]:
     """The :class:`Smoothing` that ``setting`` (``InferConfig.smoothing``) asks for on ``stack``, yielding progress.
 
     'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
@@ -267,7 +301,8 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
     ``(T, 2N, N)`` scan with its output 'merged' (the odd frames' physical frames are the target) or
     'interleaved' (their raw lines are). With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the
     (physical) frames (a slow drift left to the network, or what whole-pixel registration left), both the
-    choice and the smoothing follow the motion. A smoothing in use is announced in an event's message.
+    choice and the smoothing follow the motion. ``averaged``: as :func:`choose_smoothing`'s. A smoothing in use is
+    announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
@@ -289,7 +324,7 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
                                          "choosing the output smoothing on a block of the recording")
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2])
+        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], averaged)
     if smoothing.active:
         along = shifts is not None and smoothing.sigma_t > 0
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
