@@ -272,8 +272,10 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
         if blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
             (w, g), best = (bw, bg), blended
+    # what the smoothing gained by the error it was chosen on, and a blend by the whole error
+    gain = 10 * np.log10(kept[0.0, 0.0] / kept[st, sxy]) if kept[st, sxy] > 0 else 0.0
+    gain += 10 * np.log10(whole[st, sxy] / best) if best > 0 else 0.0
     st, sxy = (0.0, 0.0) if w == 1.0 else (st, sxy)  # all the filter: the model's smoothing (a tie) does not reach it
-    gain = 10 * np.log10(whole[0.0, 0.0] / best) if best > 0 else 0.0
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower",
                      blend=w, blend_sigma=g)
 
