@@ -59,8 +59,9 @@ from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
 
 __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_VOXELS",
            "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
-           "TemporalSmoother", "calibration_block", "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue",
-           "held_bytes", "iter_smoothing", "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
+           "TemporalSmoother", "calibration_block", "calibration_errors", "canvas_pad", "choose_smoothing",
+           "frame_shifts", "from_tissue", "held_bytes", "iter_smoothing", "layout_input", "smooth", "smooth_t",
+           "smooth_xy", "to_tissue"]
 
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
@@ -258,7 +259,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     kept, whole = {}, {}
     for st in candidates:
         for sxy in SIGMAS_XY:
-            kept[st, sxy], whole[st, sxy] = _errors(guessed(st, sxy) - target, averaged, flip is not None)
+            kept[st, sxy], whole[st, sxy] = calibration_errors(guessed(st, sxy) - target, averaged, flip is not None)
     st, sxy = min(kept, key=kept.get)
     guess = guessed(st, sxy)
     miss, best, w, g = guess - target, whole[st, sxy], 0.0, (0.0, 0.0)
@@ -280,9 +281,14 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      blend=w, blend_sigma=g)
 
 
-def _errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
-    """The mean squared ``miss`` ``(n, Y, X)`` that counts (see :func:`choose_smoothing`'s ``averaged``) and the whole
-    of it; ``lines``: a scan's interleaved lines (each direction's rows smoothed on their own)."""
+def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
+    """The mean squared ``miss`` ``(n, Y, X)`` that counts and the whole of it.
+
+    With ``averaged`` (each pixel's average is put back afterwards, :func:`choose_smoothing`) what counts is what the
+    output keeps: the error less each pixel's mean error over the frames, plus that mean's part finer than a Gaussian
+    of :data:`AVERAGED_SIGMA` pixels; otherwise the whole error. ``lines``: ``miss`` is a scan's interleaved lines
+    (each direction's rows smoothed on their own).
+    """
     whole = float(np.mean(miss**2, dtype=np.float64))
     if not averaged:
         return whole, whole
