@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -379,6 +380,18 @@ def test_a_useless_model_gives_way_to_the_filter_altogether(rng):
     assert useless.blend == 1.0 and "100% a Gaussian of the input" in useless.describe(), useless
     # the model's own smoothing does not reach such an output: none is held or described (every sigma ties)
     assert useless.sigma_t == useless.sigma_xy == 0.0 and "sigma 0 frames, 0 px" in useless.describe()
+    # the same where the averages are put back; the gain reported is the filter's own over the model's result
+    averaged = sm.choose_smoothing(other, raw[1::2], inputs=raw[0::2], averaged=True)
+    assert (averaged.blend, averaged.sigma_t, averaged.sigma_xy) == (1.0, 0.0, 0.0) and averaged.reason == useless.reason
+
+
+def test_a_perfect_estimate_is_left_alone_without_warnings():
+    frames = np.random.default_rng(3).uniform(1, 2, (32, 8, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for averaged in (False, True):
+            choice = sm.choose_smoothing(frames[0::2], frames[0::2], inputs=frames[1::2], averaged=averaged)
+            assert not choice.active, choice
 
 
 class TimeMean(torch.nn.Module):

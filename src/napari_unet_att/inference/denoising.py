@@ -94,7 +94,7 @@ class DenoiseJob:
     out_shape: Triple
     dtype: np.dtype
     shifts: np.ndarray | None = None  # measured sub-pixel motion left to the network: the smoothing follows it
-    averaged: bool = False  # the outer job of a registered one keeps each pixel's average (:mod:`.averages`)
+    averaged: bool | None = None  # whether each pixel's average is put back (:mod:`.averages`); None: as cfg says
 
     @classmethod
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
@@ -135,6 +135,8 @@ class DenoiseJob:
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
         slow = not registration.active and registration.shifts is not None
         job = dataclasses.replace(self, shifts=registration.shifts) if slow else self
+        if out is not None and not hasattr(out, "__getitem__"):  # the averages need to read the output back
+            job = dataclasses.replace(job, averaged=False)
         result = yield from job._result(out, registration, two, flip)
         yield from iter_keep_average(self.cfg.keep_average, self.stack, result, self.cfg.output_dtype,
                                      registration.shifts, two, flip)  # averaged along the measured motion
@@ -156,9 +158,12 @@ class DenoiseJob:
 
     @property
     def keeps_average(self) -> bool:
-        """Whether each pixel's average will be put back (by this job or its outer one): the smoothing is then
-        chosen by the error that the output keeps (:func:`.smoothing.choose_smoothing`)."""
-        return self.averaged or expected(self.cfg.keep_average, int(self.stack.shape[0]))
+        """Whether each pixel's average will be put back (by this job or, for a registered one's inner job, its
+        outer one): the smoothing is then chosen by the error that the output keeps
+        (:func:`.smoothing.choose_smoothing`)."""
+        if self.averaged is not None:
+            return self.averaged
+        return expected(self.cfg.keep_average, int(self.stack.shape[0]))
 
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""

@@ -182,7 +182,7 @@ def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
                      shifts: tuple[np.ndarray, np.ndarray] | None = None, flip: bool | None = None,
-                     inputs: np.ndarray | None = None, averaged: bool = False) -> Smoothing:
+                     inputs: np.ndarray | None = None, averaged: bool = False, lines: bool | None = None) -> Smoothing:
     """The smoothing of :data:`SIGMAS_T` x :data:`SIGMAS_XY` under which the model's ``estimate`` predicts the
     independent ``target`` best (mean squared error); none when the field of view moves (consecutive frames of
     ``estimate`` shifted by more than :data:`MAX_STILL_SHIFT`: an estimate from half the frames is then a poor
@@ -212,6 +212,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         over the frames and the part of each pixel's mean error finer than that Gaussian (else a long window or a
         blur wins that only helps the still part, which the averages replace: docs/benchmarks.md, seventeenth
         session). A blend with the input is still chosen by the whole error.
+    lines : bool, optional
+        ``estimate`` and ``target`` are a bidirectional scan's interleaved lines, whose averages are smoothed
+        direction by direction (default: ``flip is not None``).
 
     Returns
     -------
@@ -221,6 +224,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     n = min(len(estimate), len(target))
     if n < 8:
         return Smoothing(reason=f"calibration needs 8 frames, found {n}")
+    lines = flip is not None if lines is None else lines
     # one affine rescaling of both (which changes no ranking) keeps products finite at any intensity scale
     offset = float(np.mean(estimate[:n], dtype=np.float64))
     scale = float(np.std(estimate[:n], dtype=np.float64))
@@ -259,7 +263,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     kept, whole = {}, {}
     for st in candidates:
         for sxy in SIGMAS_XY:
-            kept[st, sxy], whole[st, sxy] = calibration_errors(guessed(st, sxy) - target, averaged, flip is not None)
+            kept[st, sxy], whole[st, sxy] = calibration_errors(guessed(st, sxy) - target, averaged, lines)
     st, sxy = min(kept, key=kept.get)
     guess = guessed(st, sxy)
     miss, best, w, g = guess - target, whole[st, sxy], 0.0, (0.0, 0.0)
@@ -271,13 +275,16 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         blends.update({(b, sigmas): best + 2 * b * cross + b * b * size for b in BLENDS[1:]})
     if blends:
         (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
-        if blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
+        if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
             (w, g), best = (bw, bg), blended
     # what the smoothing gained by the error it was chosen on, and a blend by the whole error
     gain = 10 * np.log10(kept[0.0, 0.0] / kept[st, sxy]) if kept[st, sxy] > 0 else 0.0
     gain += 10 * np.log10(whole[st, sxy] / best) if best > 0 else 0.0
-    st, sxy = (0.0, 0.0) if w == 1.0 else (st, sxy)  # all the filter: the model's smoothing (a tie) does not reach it
-    return Smoothing(st, sxy, shift, reason=f"chosen on the recording: prediction error {gain:.3f} dB lower",
+    if w == 1.0:  # all the filter: the model's smoothing (a tie) does not reach it
+        st, sxy = 0.0, 0.0
+        gain = 10 * np.log10(whole[0.0, 0.0] / best) if best > 0 else 0.0
+    said = "error the output keeps" if averaged and w < 1.0 else "prediction error"
+    return Smoothing(st, sxy, shift, reason=f"chosen on the recording: {said} {gain:.3f} dB lower",
                      blend=w, blend_sigma=g)
 
 
@@ -332,7 +339,8 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
                                          "choosing the output smoothing on a block of the recording")
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], averaged)
+        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], averaged,
+                                     lines=layout == "interleaved")
     if smoothing.active:
         along = shifts is not None and smoothing.sigma_t > 0
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
