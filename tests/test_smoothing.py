@@ -382,7 +382,8 @@ def test_a_useless_model_gives_way_to_the_filter_altogether(rng):
     assert useless.sigma_t == useless.sigma_xy == 0.0 and "sigma 0 frames, 0 px" in useless.describe()
     # the same where the averages are put back; the gain reported is the filter's own over the model's result
     averaged = sm.choose_smoothing(other, raw[1::2], inputs=raw[0::2], averaged=True)
-    assert (averaged.blend, averaged.sigma_t, averaged.sigma_xy) == (1.0, 0.0, 0.0) and averaged.reason == useless.reason
+    assert (averaged.blend, averaged.sigma_t, averaged.sigma_xy) == (1.0, 0.0, 0.0)
+    assert averaged.reason == useless.reason
 
 
 def test_a_perfect_estimate_is_left_alone_without_warnings():
