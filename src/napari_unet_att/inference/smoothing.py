@@ -254,19 +254,18 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
         gaussians = {g: from_tissue(filtered, place, pad, flip) for g, filtered in gaussians.items()}
     candidates = SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]
-
-    def guessed(st: float, sxy: float) -> np.ndarray:
-        guess = smooth_xy(smooth_t(estimate, st / 2), sxy)
-        return guess if shifts is None and flip is None else from_tissue(guess, place, pad, flip)
-
     # the smoothing first, by what the output keeps of its error; then a blend with it, by the whole error
-    kept, whole = {}, {}
+    kept, whole, chosen, guess = {}, {}, (0.0, 0.0), None  # (0, 0), no smoothing, is the first candidate
     for st in candidates:
+        along_t = smooth_t(estimate, st / 2)
         for sxy in SIGMAS_XY:
-            kept[st, sxy], whole[st, sxy] = calibration_errors(guessed(st, sxy) - target, averaged, lines)
-    st, sxy = min(kept, key=kept.get)
-    guess = guessed(st, sxy)
-    miss, best, w, g = guess - target, whole[st, sxy], 0.0, (0.0, 0.0)
+            candidate = smooth_xy(along_t, sxy)
+            candidate = candidate if shifts is None and flip is None else from_tissue(candidate, place, pad, flip)
+            kept[st, sxy], whole[st, sxy] = calibration_errors(candidate - target, averaged, lines)
+            if guess is None or kept[st, sxy] < kept[chosen]:  # (the first of equals, as min() would pick)
+                chosen, guess = (st, sxy), candidate
+    (st, sxy), miss, w, g = chosen, guess - target, 0.0, (0.0, 0.0)
+    best = whole[st, sxy]
     blends = {}
     for sigmas, filtered in gaussians.items():
         # the error of (1 - w) guess + w filtered is quadratic in w: three means give every w's
@@ -277,12 +276,12 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
         if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
             (w, g), best = (bw, bg), blended
-    # what the smoothing gained by the error it was chosen on, and a blend by the whole error
-    gain = 10 * np.log10(kept[0.0, 0.0] / kept[st, sxy]) if kept[st, sxy] > 0 else 0.0
-    gain += 10 * np.log10(whole[st, sxy] / best) if best > 0 else 0.0
-    if w == 1.0:  # all the filter: the model's smoothing (a tie) does not reach it
+    if w == 1.0:  # all the filter: the model's smoothing (a tie) does not reach it; its gain is the filter's own
         st, sxy = 0.0, 0.0
         gain = 10 * np.log10(whole[0.0, 0.0] / best) if best > 0 else 0.0
+    else:  # what the smoothing gained by the error it was chosen on, and a blend by the whole error
+        gain = 10 * np.log10(kept[0.0, 0.0] / kept[st, sxy]) if kept[st, sxy] > 0 else 0.0
+        gain += 10 * np.log10(whole[st, sxy] / best) if best > 0 else 0.0
     said = "error the output keeps" if averaged and w < 1.0 else "prediction error"
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: {said} {gain:.3f} dB lower",
                      blend=w, blend_sigma=g)
