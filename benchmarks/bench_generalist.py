@@ -190,7 +190,7 @@ def _finetuned(noisy: np.ndarray, seconds: float, scratch: bool = False, **setti
 def cmd_realnoise(a) -> None:
     den = generalist("temporal")
     for photons in a.photons:
-        noisy, clean = _real_clean("thunder_mouse_svoboda_500x64x64.tif", photons, seed=3)
+        noisy, clean = _real_clean("thunder_mouse_svoboda_500x64x64.tif", photons, seed=a.noise_seed)
         case = f"thunder S1 structure, {photons:g} ph"
         compare(case, noisy, clean, None, den)
         if a.finetune:
@@ -321,6 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--motion", nargs="+", default=["none", "jitter", "ar"],
                     choices=["none", "walk", "ar", "jitter"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[11])
+    ap.add_argument("--noise-seed", type=int, default=3,
+                    help="realnoise: seed of the added Poisson noise (3: the benchmark's; others for validation)")
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=600.0)

@@ -55,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-round", type=int, default=0,
                     help="draw the recordings from this round on (continuing a generalist with --init: fresh "
                          "recordings, not its parent's again)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes simulating the next round's recordings while a round trains (for GPU runs, "
+                         "where simulation would otherwise stall the GPU; the recordings are the same)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--install", action="store_true", help="copy the finished model into the package")
     a = ap.parse_args(argv)
 
     cfg = TrainConfig(mode=a.mode, preset=a.preset, steps=a.steps, seconds=a.seconds, lr=a.lr, seed=a.seed,
-                      patch_t=a.patch_t, batch_size=a.batch,
+                      patch_t=a.patch_t, batch_size=a.batch, device=a.device,
                       l1_weight=0.0, val_every=1000, checkpoint_every=0)
     shape = pretraining_shape(a.mode, a.frames, a.size)
     t0 = time.time()
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"fraction {ev.fraction:.3f} lr-phase", flush=True)
 
     final = pretrain(cfg, a.out, pool=a.pool, round_steps=a.round_steps, shape=shape, on_event=show,
-                     target_view=a.target_view, init=a.init, first_round=a.first_round)
+                     target_view=a.target_view, init=a.init, first_round=a.first_round,
+                     workers=a.workers)
     if not final.exists():
         print(f"stopped before the budget ended; run the same command again to continue ({a.out})")
         return 0

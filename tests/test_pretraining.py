@@ -73,6 +73,17 @@ def test_family_spans_dtypes_and_is_deterministic():
     assert mirrored.noisy.shape == (8, 48, 24) and mirrored.params["bidirectional"]
 
 
+def test_worker_processes_simulate_the_same_pools():
+    shape = (8, 16, 16)
+    with pretraining.PoolSource("temporal", 2, shape, workers=1) as pools:
+        # round 4 is simulated while round 3 trains; round 9 (a run resumed elsewhere) when it is asked for
+        got = {r: pools.get(r) for r in (3, 4, 9)}
+    for r, recs in got.items():
+        want = pretraining.make_pool("temporal", r, 2, shape)
+        assert all(np.array_equal(a.noisy, b.noisy) and np.array_equal(a.clean, b.clean) and a.params == b.params
+                   for a, b in zip(recs, want, strict=True))
+
+
 def test_pretraining_runs_in_resumable_rounds(tmp_path):
     cfg = TrainConfig(mode="temporal", steps=4, patch_t=4, patch_xy=16, batch_size=1, device="cpu", l1_weight=0.0,
                       val_every=1000, checkpoint_every=0)
@@ -81,7 +92,7 @@ def test_pretraining_runs_in_resumable_rounds(tmp_path):
     # supervised (same-view) rounds start from given weights and see every frame (each one stored twice)
     said: list[str] = []  # continuing a generalist: fresh recordings from round 7 on (not the parent's again)
     same = pretraining.pretrain(cfg, tmp_path / "same", pool=1, round_steps=2, shape=(24, 24, 24),
-                                log=said.append, target_view="same", init=final, first_round=7)
+                                log=said.append, target_view="same", init=final, first_round=7, workers=1)
     assert [s.split(":")[0] for s in said] == ["round 7", "round 8"]
     assert "pretraining round 8 recording 0" in load_checkpoint(same).provenance["sources"]
     den = load_checkpoint(same)

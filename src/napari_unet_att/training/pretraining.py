@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,14 +122,77 @@ def pretraining_shape(mode: str, frames: int = 192, size: int = 96) -> tuple[int
     return (frames, size, size) if mode == "temporal" else (frames // 2, size, size)
 
 
-def make_pool(mode: str, round_index: int, pool: int, shape: tuple[int, int, int]) -> list[Recording]:
-    """The ``pool`` recordings of one round (deterministic in ``mode``, ``round_index`` and ``pool``)."""
-    out = []
-    for i in range(pool):
-        seed = PRETRAIN_SEED0 + (1 << 20) * (mode != "temporal") + round_index * pool + i
-        params = draw_params(np.random.default_rng([seed, 7]), bidirectional=mode == "mirrored")
-        out.append(make_recording(params, shape, seed))
-    return out
+def member_seed(mode: str, round_index: int, pool: int, i: int) -> int:
+    """Simulator seed of recording ``i`` of round ``round_index`` (mirrored recordings in a range of their own)."""
+    return PRETRAIN_SEED0 + (1 << 20) * (mode != "temporal") + round_index * pool + i
+
+
+def make_member(mode: str, seed: int, shape: tuple[int, int, int]) -> Recording:
+    """One recording of the family, drawn and simulated from ``seed`` alone (so any process can make it)."""
+    params = draw_params(np.random.default_rng([seed, 7]), bidirectional=mode == "mirrored")
+    return make_recording(params, shape, seed)
+
+
+def make_pool(mode: str, round_index: int, pool: int, shape: tuple[int, int, int],
+              executor: Executor | None = None) -> list[Recording]:
+    """The ``pool`` recordings of one round (deterministic in ``mode``, ``round_index`` and ``pool``).
+
+    With an ``executor`` (e.g. a process pool) the recordings are simulated in parallel; the result is
+    the same.
+    """
+    seeds = [member_seed(mode, round_index, pool, i) for i in range(pool)]
+    if executor is None:
+        return [make_member(mode, seed, shape) for seed in seeds]
+    return list(executor.map(make_member, [mode] * pool, seeds, [shape] * pool))
+
+
+class PoolSource:
+    """The rounds' pools, the next one simulated by worker processes while the current one trains.
+
+    Simulation is CPU work that a GPU run would otherwise wait for between rounds (a pool of 24 takes
+    ~8 s on one core). ``workers=0``: each pool is simulated when asked for, in this process.
+    """
+
+    def __init__(self, mode: str, pool: int, shape: tuple[int, int, int], workers: int = 0) -> None:
+        self.mode, self.pool, self.shape = mode, pool, shape
+        # spawn, not fork: a forked copy of a process with torch's threads running can deadlock
+        self._ex = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                    if workers > 0 else None)
+        self._pending: tuple[int, list[Future]] | None = None
+
+    def _submit(self, round_index: int) -> tuple[int, list[Future]]:
+        assert self._ex is not None
+        seeds = [member_seed(self.mode, round_index, self.pool, i) for i in range(self.pool)]
+        return round_index, [self._ex.submit(make_member, self.mode, s, self.shape) for s in seeds]
+
+    def get(self, round_index: int) -> list[Recording]:
+        """The pool of ``round_index``; starts simulating the one after it."""
+        if self._ex is None:
+            return make_pool(self.mode, round_index, self.pool, self.shape)
+        if self._pending is None or self._pending[0] != round_index:
+            self._cancel()
+            self._pending = self._submit(round_index)
+        recs = [f.result() for f in self._pending[1]]
+        self._pending = self._submit(round_index + 1)
+        return recs
+
+    def _cancel(self) -> None:
+        if self._pending is not None:
+            for f in self._pending[1]:
+                f.cancel()
+            self._pending = None
+
+    def close(self) -> None:
+        """Stop the workers (a pool being simulated for a round that will not come is dropped)."""
+        self._cancel()
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PoolSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def pretrain(
@@ -141,6 +206,7 @@ def pretrain(
     target_view: str = "pair",
     init: str | os.PathLike | None = None,
     first_round: int = 0,
+    workers: int = 0,
 ) -> Path:
     """Train a generalist in rounds of fresh simulated recordings; resumes from ``out_dir`` if it holds a run.
 
@@ -175,30 +241,37 @@ def pretrain(
     out = Path(out_dir)
     shape = shape or pretraining_shape(cfg.mode)
     last = out / LAST_NAME
-    while True:
-        resume = last if last.exists() else None
-        state = _training_state(resume)
-        if _finished(state):
-            break
-        r = int(state.get("step", 0)) // round_steps
-        recs = make_pool(cfg.mode, first_round + r, pool, shape)
-        log(f"round {first_round + r}: {pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
-        # a resumed run continues the stored schedule: no new budget
-        run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
-        noisy, clean = [rec.noisy for rec in recs], [rec.clean for rec in recs]
-        if target_view == "same":  # every frame twice: the temporal pair's input view is then the full-rate movie
-            noisy, clean = [np.repeat(a, 2, axis=0) for a in noisy], [np.repeat(a, 2, axis=0) for a in clean]
-        trainer = Trainer(noisy, run_cfg, out_dir=out, resume=resume, init=init if resume is None else None,
-                          sources=[f"pretraining round {first_round + r} recording {i}" for i in range(pool)],
-                          targets=clean, target_view=target_view)
-        for ev in trainer.run():
-            if on_event is not None:
-                on_event(ev)
-            if ev.step >= (r + 1) * round_steps:
-                trainer.stop()
-        if trainer.denoiser is None or trainer.denoiser.step < (r + 1) * round_steps:
-            break  # the budget ended inside this round
+    with PoolSource(cfg.mode, pool, shape, workers) as pools:
+        while _train_round(cfg, out, last, pools, round_steps, first_round, target_view, init, log, on_event):
+            pass
     return out / "model.pt"
+
+
+def _train_round(cfg: TrainConfig, out: Path, last: Path, pools: PoolSource, round_steps: int, first_round: int,
+                 target_view: str, init: str | os.PathLike | None, log: Callable[[str], None],
+                 on_event: Callable[[TrainEvent], None] | None) -> bool:
+    """Train the round the run in ``out`` is at; False once the budget is used up (or ended inside the round)."""
+    resume = last if last.exists() else None
+    state = _training_state(resume)
+    if _finished(state):
+        return False
+    r = int(state.get("step", 0)) // round_steps
+    recs = pools.get(first_round + r)
+    log(f"round {first_round + r}: {pools.pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
+    # a resumed run continues the stored schedule: no new budget
+    run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
+    noisy, clean = [rec.noisy for rec in recs], [rec.clean for rec in recs]
+    if target_view == "same":  # every frame twice: the temporal pair's input view is then the full-rate movie
+        noisy, clean = [np.repeat(a, 2, axis=0) for a in noisy], [np.repeat(a, 2, axis=0) for a in clean]
+    trainer = Trainer(noisy, run_cfg, out_dir=out, resume=resume, init=init if resume is None else None,
+                      sources=[f"pretraining round {first_round + r} recording {i}" for i in range(pools.pool)],
+                      targets=clean, target_view=target_view)
+    for ev in trainer.run():
+        if on_event is not None:
+            on_event(ev)
+        if ev.step >= (r + 1) * round_steps:
+            trainer.stop()
+    return trainer.denoiser is not None and trainer.denoiser.step >= (r + 1) * round_steps
 
 
 def _training_state(path: Path | None) -> dict[str, Any]:
