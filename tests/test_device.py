@@ -7,6 +7,7 @@ import resource
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,19 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks(monkeypatch: pytest.Mo
 
 if __name__ == "__main__":  # the heap test's measurement, in a fresh interpreter
     print(json.dumps(_heap_measurements()))
+
+
+@pytest.mark.parametrize("axis", [0, -2])
+def test_work_split_over_threads_gives_the_same_result(axis, monkeypatch):
+    monkeypatch.setattr(device, "cpu_workers", lambda: 3)
+    x = np.random.default_rng(0).normal(size=(7, 10, 5, 4)).astype(np.float32)
+    calls = []
+
+    def per_slice(part: np.ndarray) -> np.ndarray:  # treats each slice along the split axis on its own
+        calls.append(part.shape)
+        return np.cumsum(part, axis=-1 if axis == 0 else 0) * 2
+
+    np.testing.assert_array_equal(device.on_frame_parts(per_slice, x, axis=axis), per_slice(x))
+    assert len(calls) == 3 + 1  # three parts, then the one whole call
+    one = x[:1]
+    np.testing.assert_array_equal(device.on_frame_parts(per_slice, one), per_slice(one))

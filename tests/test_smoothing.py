@@ -89,6 +89,17 @@ def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_ke
         sm.TemporalSmoother(sm.Smoothing(1.0, 0.0), 10).push(3, x[:2])
 
 
+@pytest.mark.parametrize(("n", "sigma_t"), [(40, 2.0), (40, 6.0), (5, 3.0), (1, 1.0)])
+def test_part_of_the_time_smoothing_equals_the_whole_stacks(n, sigma_t, rng):
+    x = rng.normal(10, 3, (n, 4, 5)).astype(np.float32)
+    whole = sm.smooth_t(x, sigma_t)
+    r = int(sm.TRUNCATE * sigma_t + 0.5)
+    for first, last in [(0, n), (0, 1), (n - 1, n), (n // 2, n // 2 + 1), (n // 3, n - n // 3)]:
+        lo, hi = max(first - r, 0), min(last + r, n)  # just the frames the kernel reaches, mirrored at the ends
+        got = sm.smooth_t_part(x[lo:hi], lo, n, sigma_t, first, last)
+        np.testing.assert_allclose(got, whole[first:last], rtol=1e-5, atol=1e-5)
+
+
 def test_a_still_noisy_recording_gets_smoothed_over_time(rng):
     raw = still_recording(rng)
     choice = sm.choose_smoothing(raw[0::2], raw[1::2])  # the even frames "denoised" by an identity

@@ -8,6 +8,7 @@ is kept. Run it alone (e.g. under ``flock``): on a shared 2-core machine its fig
 
     python benchmarks/experiments/inference_cost.py --repeats 5
     python benchmarks/experiments/inference_cost.py --repeats 1 --frames 1000 --size 256 --only "all off" default
+    python benchmarks/experiments/inference_cost.py --repeats 1 --frames 1000 --size 256 --device cuda   # a GPU
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--size", type=int, default=128, help="frame height and width")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ap.add_argument("--only", nargs="+", metavar="LABEL", help="these settings only (the first word of each label)")
     a = ap.parse_args()
     den = load_model("generalist", mode="temporal")
     stacks = {"still": simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0).noisy,
               "moving (jitter, 1 px)": simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0, motion="jitter",
                                                 motion_std=1.0).noisy}
-    denoise(stacks["still"][:64], den, InferConfig(device="cpu"))  # warm-up: first-call allocations
+    denoise(stacks["still"][:64], den, InferConfig(device=a.device))  # warm-up: first-call allocations
     settings = {"all off": dict(smoothing="off", registration="off", keep_average="off"),
                 "smoothing auto": dict(smoothing="auto", registration="off", keep_average="off"),
                 "registration auto": dict(smoothing="off", registration="auto", keep_average="off"),
@@ -45,14 +47,14 @@ def main() -> None:
         for name, x in stacks.items():
             for label, kw in settings.items():
                 t0 = time.perf_counter()
-                denoise(x, den, InferConfig(device="cpu", **kw))
+                denoise(x, den, InferConfig(device=a.device, **kw))
                 dt = time.perf_counter() - t0
                 best[name, label] = min(dt, best.get((name, label), dt))
     for name in stacks:
         off = best[name, "all off"]
         print(f"{name}: all off {off:.2f} s ({a.frames / off:.1f} frames/s)" + "".join(
             f"; {label} {best[name, label]:.2f} s ({100 * (best[name, label] / off - 1):+.1f}%)"
-            for label in list(settings)[1:]))
+            for label in list(settings)[1:]), flush=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from ..config import InferConfig, InferEvent
+from ..runtime.device import cpu_workers, on_frame_parts
 from .frame_means import keep_frame_means, to_target
 
 __all__ = ["MIN_FRAMES", "MIN_XY", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
@@ -127,8 +128,13 @@ def _read(stack: Any, start: int, stop: int) -> np.ndarray:
     # one scaling for the chunk keeps any intensity scale (1e-30 .. 1e30) finite in the products below
     scale = float(np.max(np.abs(crop))) or 1.0
     crop = (crop / scale).astype(np.float32)
-    return (ndimage.gaussian_filter(crop, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0)
-            - ndimage.gaussian_filter(crop, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest", truncate=3.0))
+    return on_frame_parts(_band_passed, crop)
+
+
+def _band_passed(frames: np.ndarray) -> np.ndarray:
+    """Each frame smoothed by :data:`SMOOTH_PX`, less its background at :data:`BACKGROUND_PX` (see :func:`_read`)."""
+    return (ndimage.gaussian_filter(frames, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0)
+            - ndimage.gaussian_filter(frames, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest", truncate=3.0))
 
 
 def _taper(n: int) -> np.ndarray:
@@ -163,7 +169,8 @@ def _shifts_to(frames: np.ndarray, template: np.ndarray) -> np.ndarray:
         return x - x.mean(axis=(-2, -1), keepdims=True)
 
     ref = np.conj(sfft.rfft2(tapered(template).astype(np.float32)))
-    corr = sfft.irfft2(sfft.rfft2(tapered(frames).astype(np.float32)) * ref, s=template.shape)
+    n = cpu_workers()
+    corr = sfft.irfft2(sfft.rfft2(tapered(frames).astype(np.float32), workers=n) * ref, s=template.shape, workers=n)
     return np.array([_peak(c) for c in corr]).reshape(-1, 2)
 
 

@@ -43,6 +43,7 @@ on those next frames: 146.8; docs/benchmarks.md): where the model does worse tha
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ from scipy import ndimage
 
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
+from ..runtime.device import on_frame_parts
 from .averages import blurred
 from .frame_means import set_frame_means
 from .registration import PhysicalFrames
@@ -169,6 +171,42 @@ def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
     if sigma_t <= 0:
         return stack
     return ndimage.gaussian_filter1d(stack, sigma_t, axis=0, mode="reflect", truncate=TRUNCATE)
+
+
+def smooth_t_part(window: np.ndarray, lo: int, n_frames: int, sigma_t: float, first: int, last: int) -> np.ndarray:
+    """Frames ``[first, last)`` of ``smooth_t(stack, sigma_t)``, from ``window`` = ``stack[lo : lo + len(window)]``.
+
+    ``window`` must hold every frame of the stack (``n_frames`` long) that those frames' kernel reaches, the
+    stack's ends mirrored as by :func:`smooth_t` (scipy's 'reflect'). The result is the whole stack's to float32
+    rounding, for the work of the frames asked for alone: filtering the window and keeping its middle (as
+    :class:`TemporalSmoother` did) also filtered the kernel's reach either side, 3.3x the work at 6 frames.
+    """
+    if sigma_t <= 0:
+        return window[first - lo : last - lo]
+    r = int(TRUNCATE * sigma_t + 0.5)  # scipy's radius, and :attr:`Smoothing.radius`
+    w = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_t) ** 2)
+    w /= w.sum()
+    out = np.multiply(_frames_at(window, lo, n_frames, first, last, 0), np.float32(w[r]))
+    term = np.empty_like(out)
+    for k in range(1, r + 1):  # the kernel is symmetric: frames k before and k after share a weight
+        np.add(_frames_at(window, lo, n_frames, first, last, -k), _frames_at(window, lo, n_frames, first, last, k),
+               out=term)
+        term *= np.float32(w[r + k])
+        out += term
+    return out
+
+
+def _frames_at(window: np.ndarray, lo: int, n_frames: int, first: int, last: int, k: int) -> np.ndarray:
+    """The frames ``k`` after each of ``[first, last)`` (mirrored at the stack's ends), from ``window`` at ``lo``:
+    a view where they are consecutive."""
+    src = _reflected(np.arange(first + k, last + k), n_frames) - lo
+    return window[src[0] : src[0] + len(src)] if np.all(np.diff(src) == 1) else window[src]
+
+
+def _reflected(t: np.ndarray, n: int) -> np.ndarray:
+    """Frame indices ``t`` mirrored into ``[0, n)`` about the half-frame past each end (scipy's 'reflect')."""
+    t = np.mod(t, 2 * n)
+    return np.where(t < n, t, 2 * n - 1 - t)
 
 
 def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
@@ -431,11 +469,13 @@ class TemporalSmoother:
         for first in range(self.done, ready, EMIT_FRAMES):
             last = min(first + EMIT_FRAMES, ready)
             lo, hi = max(first - r, self.base), min(last + r, end)
-            window = smooth_t(self.held[lo - self.base : hi - self.base], self.s.sigma_t)
-            out = smooth_xy(np.array(window[first - lo : last - lo], np.float32), self.s.sigma_xy)
+            part = on_frame_parts(functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=self.s.sigma_t,
+                                                    first=first, last=last),
+                                  self.held[lo - self.base : hi - self.base], axis=-2)  # rows apart: time is whole
+            out = on_frame_parts(lambda f: smooth_xy(np.array(f, np.float32), self.s.sigma_xy), part)
             if self.s.blend > 0:
                 bt, bxy = self.s.blend_sigma
-                blurred = smooth_t(self.inputs[lo - self.base : hi - self.base], bt)[first - lo : last - lo]
+                blurred = smooth_t_part(self.inputs[lo - self.base : hi - self.base], lo, self.n, bt, first, last)
                 out = (1 - self.s.blend) * out + self.s.blend * smooth_xy(np.array(blurred, np.float32), bxy)
             if self.s.shifts is not None or self.s.flip is not None:
                 out = from_tissue(out, self._shifts(first, last), self.pad, self.s.flip)
