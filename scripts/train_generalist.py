@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                          "recordings, not its parent's again)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes simulating the next round's recordings while a round trains (for GPU runs, "
-                         "where simulation would otherwise stall the GPU; the recordings are the same)")
+                         "where simulation would otherwise stall the GPU; on a CPU they compete with training's "
+                         "threads; the recordings are the same)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ap.add_argument("--install", action="store_true", help="copy the finished model into the package")
     a = ap.parse_args(argv)

@@ -90,10 +90,6 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks(monkeypatch: pytest.Mo
     assert calls == [device._MALLOPT_JOB, device._MALLOPT_DEFAULTS]
 
 
-if __name__ == "__main__":  # the heap test's measurement, in a fresh interpreter
-    print(json.dumps(_heap_measurements()))
-
-
 @pytest.mark.parametrize("axis", [0, -2])
 def test_work_split_over_threads_gives_the_same_result(axis, monkeypatch):
     monkeypatch.setattr(device, "cpu_workers", lambda: 3)
@@ -108,3 +104,7 @@ def test_work_split_over_threads_gives_the_same_result(axis, monkeypatch):
     assert len(calls) == 3 + 1  # three parts, then the one whole call
     one = x[:1]
     np.testing.assert_array_equal(device.on_frame_parts(per_slice, one), per_slice(one))
+
+
+if __name__ == "__main__":  # the heap test's measurement, in a fresh interpreter
+    print(json.dumps(_heap_measurements()))

@@ -16,7 +16,9 @@ from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import smoothing as sm
+from napari_unet_att.inference.temporal_filter import smooth_t_part
 from napari_unet_att.model.denoiser import Denoiser
+from napari_unet_att.runtime import device
 
 
 def identity(mode: str = "temporal") -> Denoiser:
@@ -74,7 +76,9 @@ def moving_recording(rng: np.random.Generator, t: int = 64, size: int = 48) -> n
 
 @pytest.mark.parametrize(("sigma_t", "sigma_xy"), [(2.0, 0.5), (0.0, 0.5), (6.0, 0.0), (0.5, 0.0)])
 @pytest.mark.parametrize("block", [1, 7, 40, 200])
-def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_kept(sigma_t, sigma_xy, block, rng):
+def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_kept(sigma_t, sigma_xy, block, rng,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(device, "cpu_workers", lambda: 3)  # rows and frames split over threads, as on any machine
     x = rng.normal(10, 3, (103, 8, 9)).astype(np.float32)
     want = smoothed(x, sigma_t, sigma_xy)
     smoother = sm.TemporalSmoother(sm.Smoothing(sigma_t, sigma_xy), len(x))
@@ -96,8 +100,10 @@ def test_part_of_the_time_smoothing_equals_the_whole_stacks(n, sigma_t, rng):
     r = int(sm.TRUNCATE * sigma_t + 0.5)
     for first, last in [(0, n), (0, 1), (n - 1, n), (n // 2, n // 2 + 1), (n // 3, n - n // 3)]:
         lo, hi = max(first - r, 0), min(last + r, n)  # just the frames the kernel reaches, mirrored at the ends
-        got = sm.smooth_t_part(x[lo:hi], lo, n, sigma_t, first, last)
+        got = smooth_t_part(x[lo:hi], lo, n, sigma_t, first, last)
         np.testing.assert_allclose(got, whole[first:last], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="window"):  # a window short of the kernel's reach is refused
+        smooth_t_part(x[1:], 1, n, sigma_t, 0, n)
 
 
 def test_a_still_noisy_recording_gets_smoothed_over_time(rng):
@@ -309,7 +315,8 @@ def _centred(frames: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_a_scans_interleaved_lines_are_smoothed_along_a_drift_direction_by_direction(flip, rng):
+def test_a_scans_interleaved_lines_are_smoothed_along_a_drift_direction_by_direction(flip, rng, monkeypatch):
+    monkeypatch.setattr(device, "cpu_workers", lambda: 3)  # the work split over threads
     frames, shifts = drifting_scene(rng, t=40, size=24)
     scan = scan_of(frames, rng, flip)
     smoother = sm.TemporalSmoother(sm.Smoothing(2.0, 0.5, shifts=shifts, flip=flip), len(scan))
@@ -346,7 +353,8 @@ def test_a_mirrored_scan_is_smoothed_along_the_drift_it_measured(rng):
 
 
 @pytest.mark.parametrize("block", [7, 40])
-def test_a_blend_with_the_inputs_gaussian_is_streamed_like_the_whole_stack(block, rng):
+def test_a_blend_with_the_inputs_gaussian_is_streamed_like_the_whole_stack(block, rng, monkeypatch):
+    monkeypatch.setattr(device, "cpu_workers", lambda: 3)  # the work split over threads
     out = rng.normal(10, 1, (83, 8, 9)).astype(np.float32)
     inputs = rng.normal(10, 3, out.shape).astype(np.float32)
     choice = sm.Smoothing(1.0, 0.5, blend=0.4, blend_sigma=(2.0, 1.0))

@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
              if torch.cuda.is_available() else ""), flush=True)
     sim = simulate(n_frames=n, size=size, photons=2.0, motion_std=0.0, motion="walk", seed=5)
     x = sim.noisy.astype(np.float32)
-    rng = float(sim.clean.max() - sim.clean.min())
-    sections = []
+    span = float(sim.clean.max() - sim.clean.min())
 
     def s_train_infer() -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -99,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         check("train on device: stop and resume", fig["final_step"] == steps and fig["losses_finite"], **fig)
         out_d, s_d = timed_denoise(sim.noisy, den, dev)
         out_c, s_c = timed_denoise(sim.noisy, den, "cpu")
-        p_d, p_c = psnr(out_d, sim.clean, data_range=rng), psnr(out_c, sim.clean, data_range=rng)
-        diff = float(np.abs(out_d - out_c).max() / rng)
+        p_d, p_c = psnr(out_d, sim.clean, data_range=span), psnr(out_c, sim.clean, data_range=span)
+        diff = float(np.abs(out_d - out_c).max() / span)
         check("fine-tuned model: device vs CPU inference", abs(p_d - p_c) < 0.1
               and frame_shift_pct(out_d, x) < 1.0, psnr_device=p_d, psnr_cpu=p_c,
               max_abs_diff_of_range=diff, frame_mean_shift_pct=frame_shift_pct(out_d, x),

@@ -57,6 +57,7 @@ from ..runtime.device import on_frame_parts
 from .averages import blurred
 from .frame_means import set_frame_means
 from .registration import PhysicalFrames
+from .temporal_filter import TRUNCATE, smooth_t, smooth_t_part
 from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
 
 __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_VOXELS",
@@ -95,7 +96,6 @@ MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above
 MAX_SIGMA_T_ALONG = 2.0
 SAID = "output smoothing: "  # how every description starts (the docks and benchmarks look for it)
 EMIT_FRAMES = 16  # frames smoothed at a time (bounds the filter's temporaries)
-TRUNCATE = 3.0  # the Gaussian kernel reaches TRUNCATE * sigma frames either way (99.7% of its weight)
 
 
 @dataclass(frozen=True)
@@ -164,49 +164,6 @@ def smooth(stack: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
     """``stack`` (float32) smoothed by a Gaussian of ``sigma_t`` frames and ``sigma_xy`` pixels, mirrored at the
     edges (scipy's 'reflect'); ``stack`` itself when both are 0."""
     return smooth_xy(smooth_t(stack, sigma_t), sigma_xy)
-
-
-def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
-    """The time axis of :func:`smooth` alone."""
-    if sigma_t <= 0:
-        return stack
-    return ndimage.gaussian_filter1d(stack, sigma_t, axis=0, mode="reflect", truncate=TRUNCATE)
-
-
-def smooth_t_part(window: np.ndarray, lo: int, n_frames: int, sigma_t: float, first: int, last: int) -> np.ndarray:
-    """Frames ``[first, last)`` of ``smooth_t(stack, sigma_t)``, from ``window`` = ``stack[lo : lo + len(window)]``.
-
-    ``window`` must hold every frame of the stack (``n_frames`` long) that those frames' kernel reaches, the
-    stack's ends mirrored as by :func:`smooth_t` (scipy's 'reflect'). The result is the whole stack's to float32
-    rounding, for the work of the frames asked for alone: filtering the window and keeping its middle (as
-    :class:`TemporalSmoother` did) also filtered the kernel's reach either side, 3.3x the work at 6 frames.
-    """
-    if sigma_t <= 0:
-        return window[first - lo : last - lo]
-    r = int(TRUNCATE * sigma_t + 0.5)  # scipy's radius, and :attr:`Smoothing.radius`
-    w = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_t) ** 2)
-    w /= w.sum()
-    out = np.multiply(_frames_at(window, lo, n_frames, first, last, 0), np.float32(w[r]))
-    term = np.empty_like(out)
-    for k in range(1, r + 1):  # the kernel is symmetric: frames k before and k after share a weight
-        np.add(_frames_at(window, lo, n_frames, first, last, -k), _frames_at(window, lo, n_frames, first, last, k),
-               out=term)
-        term *= np.float32(w[r + k])
-        out += term
-    return out
-
-
-def _frames_at(window: np.ndarray, lo: int, n_frames: int, first: int, last: int, k: int) -> np.ndarray:
-    """The frames ``k`` after each of ``[first, last)`` (mirrored at the stack's ends), from ``window`` at ``lo``:
-    a view where they are consecutive."""
-    src = _reflected(np.arange(first + k, last + k), n_frames) - lo
-    return window[src[0] : src[0] + len(src)] if np.all(np.diff(src) == 1) else window[src]
-
-
-def _reflected(t: np.ndarray, n: int) -> np.ndarray:
-    """Frame indices ``t`` mirrored into ``[0, n)`` about the half-frame past each end (scipy's 'reflect')."""
-    t = np.mod(t, 2 * n)
-    return np.where(t < n, t, 2 * n - 1 - t)
 
 
 def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
@@ -464,14 +421,14 @@ class TemporalSmoother:
         end = self.base + len(self.held)
         ready = end if final else end - r  # frames whose whole kernel has arrived
         parts = []
-        # a few frames at a time, each with the r frames either side that its kernel reaches (or the stack's
-        # edge, where the filter's own mirroring is the edge rule, as for a whole stack): temporaries stay small
+        # a few frames at a time, each with the r frames either side that its kernel reaches (or the stack's edge,
+        # mirrored as for a whole stack): temporaries stay small
         for first in range(self.done, ready, EMIT_FRAMES):
             last = min(first + EMIT_FRAMES, ready)
             lo, hi = max(first - r, self.base), min(last + r, end)
-            part = on_frame_parts(functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=self.s.sigma_t,
-                                                    first=first, last=last),
-                                  self.held[lo - self.base : hi - self.base], axis=-2)  # rows apart: time is whole
+            in_time = functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=self.s.sigma_t, first=first,
+                                        last=last)  # split by rows (axis -2): each keeps its whole time axis
+            part = on_frame_parts(in_time, self.held[lo - self.base : hi - self.base], axis=-2)
             out = on_frame_parts(lambda f: smooth_xy(np.array(f, np.float32), self.s.sigma_xy), part)
             if self.s.blend > 0:
                 bt, bxy = self.s.blend_sigma

@@ -20,8 +20,9 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,17 +134,14 @@ def make_member(mode: str, seed: int, shape: tuple[int, int, int]) -> Recording:
     return make_recording(params, shape, seed)
 
 
-def make_pool(mode: str, round_index: int, pool: int, shape: tuple[int, int, int],
-              executor: Executor | None = None) -> list[Recording]:
-    """The ``pool`` recordings of one round (deterministic in ``mode``, ``round_index`` and ``pool``).
+def make_pool(mode: str, round_index: int, pool: int, shape: tuple[int, int, int]) -> list[Recording]:
+    """The ``pool`` recordings of one round (deterministic in ``mode``, ``round_index`` and ``pool``)."""
+    return [make_member(mode, member_seed(mode, round_index, pool, i), shape) for i in range(pool)]
 
-    With an ``executor`` (e.g. a process pool) the recordings are simulated in parallel; the result is
-    the same.
-    """
-    seeds = [member_seed(mode, round_index, pool, i) for i in range(pool)]
-    if executor is None:
-        return [make_member(mode, seed, shape) for seed in seeds]
-    return list(executor.map(make_member, [mode] * pool, seeds, [shape] * pool))
+
+def _ignore_interrupts() -> None:
+    """Worker processes leave Ctrl-C to the run that started them (which stops, saves and closes the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class PoolSource:
@@ -156,8 +154,8 @@ class PoolSource:
     def __init__(self, mode: str, pool: int, shape: tuple[int, int, int], workers: int = 0) -> None:
         self.mode, self.pool, self.shape = mode, pool, shape
         # spawn, not fork: a forked copy of a process with torch's threads running can deadlock
-        self._ex = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-                    if workers > 0 else None)
+        self._ex = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_ignore_interrupts) if workers > 0 else None)
         self._pending: tuple[int, list[Future]] | None = None
 
     def _submit(self, round_index: int) -> tuple[int, list[Future]]:
@@ -182,17 +180,18 @@ class PoolSource:
                 f.cancel()
             self._pending = None
 
-    def close(self) -> None:
-        """Stop the workers (a pool being simulated for a round that will not come is dropped)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers (a pool being simulated for a round that will not come is dropped); ``wait``: until
+        the simulations under way end."""
         self._cancel()
         if self._ex is not None:
-            self._ex.shutdown(wait=True, cancel_futures=True)
+            self._ex.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> PoolSource:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        self.close(wait=kind is None)  # leaving on an error or Ctrl-C: do not wait for simulations
 
 
 def pretrain(
@@ -230,6 +229,10 @@ def pretrain(
     first_round : int
         Draw the recordings from round ``first_round`` on: a run continuing a generalist (``init``) then
         sees recordings its parent never saw instead of the parent's first rounds again.
+    workers : int
+        Processes that simulate the next round's recordings while a round trains (0: none, each pool is
+        simulated between rounds in this process). The recordings are the same either way. For GPU runs: on a
+        CPU the workers compete with the training's own threads.
 
     Returns
     -------
