@@ -100,7 +100,7 @@ def test_signal_during_denoise_leaves_no_file(stack, tmp_path, sig, code):
     _save_model(model)
     out, err = tmp_path / "out", tmp_path / "err.txt"
     proc = _start(["denoise", long, "--model", model, "--out", out / "d.tif", "--tile-t", "8", "--tta", "8"], err)
-    _wait_for(err, "tile", proc)  # the progress bar has started: the output is being written
+    _wait_for(err, "frames/s", proc)  # the network runs: the output is being written
     proc.send_signal(sig)
     proc.communicate(timeout=120)
     assert proc.returncode == code

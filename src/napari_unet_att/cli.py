@@ -220,7 +220,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     check_denoise_outputs(args.inputs, outs, overwrite=args.overwrite, nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):
-        bar = _LazyBar(None, Path(src).name, "tile")
+        # One bar for every phase (motion measured in frames, the network in tiles, the time averages in passes
+        # over the frames): a percentage, not a count of mixed units; the phases are named above it.
+        bar = _LazyBar(None, Path(src).name, "step", percent=True)
         t0 = time.perf_counter()
 
         def show(ev, bar=bar) -> None:
@@ -228,7 +230,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                 bar.write(ev.message)
             bar.total = ev.total
             bar.n = ev.done
-            bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=True)
+            if ev.frames_per_s > 0:  # the network's speed (the other phases report none)
+                bar.set_postfix({"frames/s": f"{ev.frames_per_s:.1f}"}, refresh=False)
+            bar.refresh()
 
         try:
             run_to_end(iter_denoise_file(src, dst, den, cfg, channel=args.channel, axes=args.axes,
