@@ -454,6 +454,16 @@ def test_denoise_dock_defaults_to_the_pretrained_generalist(viewer, qtbot, tiny_
     assert w.denoiser.provenance.get("normalization") == "input"
 
 
+def test_denoise_progress_reads_as_a_share_with_the_networks_speed(viewer):
+    from napari_unet_att.config import InferEvent
+
+    w = DenoiseWidget(viewer)
+    w._on_event(InferEvent(done=400, total=800))  # a pass of the time averages over the frames: no speed
+    assert w.status.text() == "50%"
+    w._on_event(InferEvent(done=3, total=6, frames_per_s=59.9, eta_s=7.0))  # the network's tiles
+    assert w.status.text() == "50%, 59.9 frames/s, ETA 0:07"
+
+
 def test_a_stack_whose_header_calls_its_frames_channels_trains_and_streams(viewer, qtbot, tiny_sim, tiny_denoiser,
                                                                           tmp_path):
     """The docks take the axes from the layer as napari shows it, never from a file's labels."""

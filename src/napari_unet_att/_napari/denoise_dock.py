@@ -280,8 +280,10 @@ class DenoiseWidget(BaseDock):
             if step := post_step(ev.message):  # recorded in the result layer's metadata
                 self._run_info[step[0]] = step[1]
         self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
-        self.status.setText(f"tiles {ev.done}/{ev.total}, {ev.frames_per_s:.1f} frames/s, "
-                            f"ETA {format_seconds(ev.eta_s)}")
+        # the phases count different things (frames measured, tiles denoised, passes over the frames): a share
+        self.status.setText(", ".join([f"{100 * ev.done / max(ev.total, 1):.0f}%",
+                                       *([f"{ev.frames_per_s:.1f} frames/s"] if ev.frames_per_s > 0 else []),
+                                       *([f"ETA {format_seconds(ev.eta_s)}"] if ev.eta_s is not None else [])]))
         self._pbar.advance_to(ev.done, total=ev.total)
 
     def _on_returned(self, result: Any) -> None:
