@@ -86,7 +86,7 @@ def test_a_refused_input_prints_its_error_and_no_progress_bar(tmp_path):
     res = _cli("denoise", str(tmp_path / "nonexistent.tif"), "--model", str(model), "--out", str(tmp_path / "o.tif"))
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "nonexistent.tif" in lines[0] and "%|" not in lines[0], res.stderr  # no bar
+    assert len(lines) == 1 and "nonexistent.tif" in lines[0] and "|" not in lines[0], res.stderr  # no bar
 
 
 def test_evaluate_rois_accepts_a_label_image_and_says_what_it_used(rec):
