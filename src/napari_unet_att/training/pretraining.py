@@ -123,9 +123,10 @@ def pretraining_shape(mode: str, frames: int = 192, size: int = 96) -> tuple[int
     return (frames, size, size) if mode == "temporal" else (frames // 2, size, size)
 
 
-def member_seed(mode: str, round_index: int, pool: int, i: int) -> int:
-    """Simulator seed of recording ``i`` of round ``round_index`` (mirrored recordings in a range of their own)."""
-    return PRETRAIN_SEED0 + (1 << 20) * (mode != "temporal") + round_index * pool + i
+def round_seeds(mode: str, round_index: int, pool: int) -> list[int]:
+    """Simulator seeds of the ``pool`` recordings of round ``round_index`` (mirrored ones in a range of their own)."""
+    first = PRETRAIN_SEED0 + (1 << 20) * (mode != "temporal") + round_index * pool
+    return list(range(first, first + pool))
 
 
 def make_member(mode: str, seed: int, shape: tuple[int, int, int]) -> Recording:
@@ -136,7 +137,7 @@ def make_member(mode: str, seed: int, shape: tuple[int, int, int]) -> Recording:
 
 def make_pool(mode: str, round_index: int, pool: int, shape: tuple[int, int, int]) -> list[Recording]:
     """The ``pool`` recordings of one round (deterministic in ``mode``, ``round_index`` and ``pool``)."""
-    return [make_member(mode, member_seed(mode, round_index, pool, i), shape) for i in range(pool)]
+    return [make_member(mode, seed, shape) for seed in round_seeds(mode, round_index, pool)]
 
 
 def _ignore_interrupts() -> None:
@@ -160,8 +161,8 @@ class PoolSource:
 
     def _submit(self, round_index: int) -> tuple[int, list[Future]]:
         assert self._ex is not None
-        seeds = [member_seed(self.mode, round_index, self.pool, i) for i in range(self.pool)]
-        return round_index, [self._ex.submit(make_member, self.mode, s, self.shape) for s in seeds]
+        return round_index, [self._ex.submit(make_member, self.mode, s, self.shape)
+                             for s in round_seeds(self.mode, round_index, self.pool)]
 
     def get(self, round_index: int) -> list[Recording]:
         """The pool of ``round_index``; starts simulating the one after it."""
@@ -245,36 +246,30 @@ def pretrain(
     shape = shape or pretraining_shape(cfg.mode)
     last = out / LAST_NAME
     with PoolSource(cfg.mode, pool, shape, workers) as pools:
-        while _train_round(cfg, out, last, pools, round_steps, first_round, target_view, init, log, on_event):
-            pass
+        while True:
+            resume = last if last.exists() else None
+            state = _training_state(resume)
+            if _finished(state):
+                break
+            r = int(state.get("step", 0)) // round_steps
+            recs = pools.get(first_round + r)
+            log(f"round {first_round + r}: {pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
+            # a resumed run continues the stored schedule: no new budget
+            run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
+            noisy, clean = [rec.noisy for rec in recs], [rec.clean for rec in recs]
+            if target_view == "same":  # every frame twice: the temporal pair's input view is the full-rate movie
+                noisy, clean = [np.repeat(a, 2, axis=0) for a in noisy], [np.repeat(a, 2, axis=0) for a in clean]
+            trainer = Trainer(noisy, run_cfg, out_dir=out, resume=resume, init=init if resume is None else None,
+                              sources=[f"pretraining round {first_round + r} recording {i}" for i in range(pool)],
+                              targets=clean, target_view=target_view)
+            for ev in trainer.run():
+                if on_event is not None:
+                    on_event(ev)
+                if ev.step >= (r + 1) * round_steps:
+                    trainer.stop()
+            if trainer.denoiser is None or trainer.denoiser.step < (r + 1) * round_steps:
+                break  # the budget ended inside this round
     return out / "model.pt"
-
-
-def _train_round(cfg: TrainConfig, out: Path, last: Path, pools: PoolSource, round_steps: int, first_round: int,
-                 target_view: str, init: str | os.PathLike | None, log: Callable[[str], None],
-                 on_event: Callable[[TrainEvent], None] | None) -> bool:
-    """Train the round the run in ``out`` is at; False once the budget is used up (or ended inside the round)."""
-    resume = last if last.exists() else None
-    state = _training_state(resume)
-    if _finished(state):
-        return False
-    r = int(state.get("step", 0)) // round_steps
-    recs = pools.get(first_round + r)
-    log(f"round {first_round + r}: {pools.pool} recordings {recs[0].noisy.shape} from step {state.get('step', 0)}")
-    # a resumed run continues the stored schedule: no new budget
-    run_cfg = cfg if resume is None else dataclasses.replace(cfg, steps=None, seconds=None)
-    noisy, clean = [rec.noisy for rec in recs], [rec.clean for rec in recs]
-    if target_view == "same":  # every frame twice: the temporal pair's input view is then the full-rate movie
-        noisy, clean = [np.repeat(a, 2, axis=0) for a in noisy], [np.repeat(a, 2, axis=0) for a in clean]
-    trainer = Trainer(noisy, run_cfg, out_dir=out, resume=resume, init=init if resume is None else None,
-                      sources=[f"pretraining round {first_round + r} recording {i}" for i in range(pools.pool)],
-                      targets=clean, target_view=target_view)
-    for ev in trainer.run():
-        if on_event is not None:
-            on_event(ev)
-        if ev.step >= (r + 1) * round_steps:
-            trainer.stop()
-    return trainer.denoiser is not None and trainer.denoiser.step >= (r + 1) * round_steps
 
 
 def _training_state(path: Path | None) -> dict[str, Any]:
