@@ -241,6 +241,22 @@ def _autocorr(img: np.ndarray, lag: int) -> float:
     return float((z[lag:] * z[:-lag]).mean() + (z[:, lag:] * z[:, :-lag]).mean()) / (2 * float((z * z).mean()))
 
 
+BANDS_PX = ((2, 4), (4, 8), (8, 16), (16, 64))  # spatial periods (pixels) of the band powers compared
+
+
+def _band_powers(img: np.ndarray) -> list[float]:
+    """Mean power of ``img`` (mean removed) in each of :data:`BANDS_PX`, radially in Fourier space.
+
+    A normalised autocorrelation rates a fainter pattern as more structured when it is smoother; the power at
+    each scale says whether a pattern is stronger than another there (the Gaussian's temporal mean, say).
+    """
+    z = img - img.mean()
+    power = np.abs(np.fft.fft2(z)) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(z.shape[0]), np.fft.fftfreq(z.shape[1]), indexing="ij")
+    period = 1.0 / np.maximum(np.hypot(fy, fx), 1e-9)
+    return [float(power[(period >= lo) & (period < hi)].mean()) for lo, hi in BANDS_PX]
+
+
 def cmd_purenoise(a) -> None:
     """Flat Poisson (no cells): is structure invented, are borders biased?"""
     rng = np.random.default_rng(9)
@@ -255,8 +271,12 @@ def cmd_purenoise(a) -> None:
     for name, den, kw in dens:
         out[name] = run_model(noisy, den, **kw)[0]
         said[name] = f"; smoothing {SMOOTHING[0]}; time average {AVERAGE[0]}"
+    reference = _band_powers(out["Gaussian (6, 0.75, 0.75)"].mean(axis=0))
     for name, y in out.items():
         tm = y.mean(axis=0)
+        # power at each scale over the Gaussian's: above 1, the pattern is stronger than the filter's there
+        ratios = zip(BANDS_PX, _band_powers(tm), reference, strict=True)
+        bands = ", ".join(f"{lo}-{hi} px {p / r:.2f}" for (lo, hi), p, r in ratios)
         border = np.ones_like(tm, bool)
         border[4:-4, 4:-4] = False
         lags = "/".join(f"{_autocorr(tm, k):.3f}" for k in (1, 2, 3))
@@ -267,7 +287,7 @@ def cmd_purenoise(a) -> None:
         emit({"case": "flat Poisson 2 ph", "method": name, "psnr": "", "edge_psnr": "", "ssim": "",
               "trace_r": "", "mean_shift_pct": frame_mean_shift_pct(y, x),
               "note": f"temporal mean: lag-1/2/3 autocorrelation {lags}, std {tm.std():.3f}, std at >= 2 px "
-                      f"{blobs:.3f}, 4-px border minus "
+                      f"{blobs:.3f}, power over the Gaussian's at periods {bands}, 4-px border minus "
                       f"interior {edge:+.3f}, mean {y.mean():.2f} (input {x.mean():.2f}){said.get(name, '')}"})
 
 

@@ -61,7 +61,7 @@ def test_a_smooth_missing_average_is_smoothed_a_sharp_one_is_not(rng):
     sharp_detail[rng.integers(0, size, 300), rng.integers(0, size, 300)] = 1.0  # single pixels
     for detail, smoothed in ((smooth_detail, True), (sharp_detail, False)):  # (a 0.3-px Gaussian keeps 80%)
         m, d = sums(rng.normal(0, 2, (n, size, size)) + detail)
-        images, sigma, gain = av.choose_correction(m, d)
+        images, sigma, gain, _ = av.choose_correction(m, d)
         raw_error = mse(m[0], detail)
         assert (sigma >= 0.5 if smoothed else sigma <= 0.3) and gain > 0.5, sigma
         assert mse(images[0], detail) < (0.6 if smoothed else 0.95) * raw_error
@@ -69,8 +69,51 @@ def test_a_smooth_missing_average_is_smoothed_a_sharp_one_is_not(rng):
 
 def test_pure_noise_gets_no_correction(rng):
     m, d = sums(rng.normal(0, 2, (200, 64, 64)))
-    images, _, gain = av.choose_correction(m, d)
+    images, _, gain, _ = av.choose_correction(m, d)
     assert gain < 0.2 and np.sqrt(np.mean(images ** 2)) < 0.2 * np.sqrt(np.mean(m ** 2))
+
+
+class DarkEdges(torch.nn.Module):
+    """:class:`Blur`, then 1 (normalised units; about a count here) darker in the two outermost rows and columns."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = Blur()(x)
+        edge = torch.ones_like(y, dtype=torch.bool)
+        edge[..., 2:-2, 2:-2] = False
+        return y - 1.0 * edge
+
+
+def edge_minus_interior(stack: np.ndarray) -> float:
+    mean = stack.mean(axis=0)
+    return float(mean[[0, 1, -2, -1]].mean() - mean[8:-8, 8:-8].mean())
+
+
+def test_edge_groups_are_rings_or_sides():
+    rings = av.edge_groups((32, 40), 2, sides=False)
+    assert rings[0, 5] == 1 and rings[1, 5] == 2 and rings[2, 5] == 0 and rings[16, 39] == 1
+    assert np.count_nonzero(rings == 1) == 2 * (32 + 40) - 4
+    sides = av.edge_groups((32, 40), 2, sides=True)
+    assert sides[0, 5] == 1 and sides[31, 5] == 3 and sides[16, 0] == 5 and sides[16, 38] == 8
+    assert set(np.unique(sides)) == set(range(9))
+    lines = av.edge_groups((32, 40), 2, sides=False, lines=True)
+    assert lines[0, 5] == 1 and lines[1, 5] == 2 + 8 and lines[31, 5] == 1 + 8
+    assert av.edge_groups((7, 40), 2, sides=False) is None  # frames of little more than edges: none
+    means = av.along_edges(np.arange(32 * 40, dtype=float).reshape(1, 32, 40), rings)
+    assert np.isclose(means[0, 0, 3], means[0, 31, 39]) and np.isclose(means.mean(), 0)  # a ring shares its mean
+    assert np.isclose(means[0, 0, 3] - means[0, 16, 20], np.arange(32 * 40).reshape(32, 40)[rings == 1].mean() - 639.5)
+
+
+def test_a_bias_along_the_edges_is_removed_on_pure_noise(rng):
+    noisy = rng.poisson(20.0, (200, 64, 64)).astype(np.float32)
+    den = model(DarkEdges())
+    said = []
+    kept = infer.denoise(noisy, den, off(), progress=said.append)
+    bare = infer.denoise(noisy, den, off(keep_average="off"))
+    assert edge_minus_interior(bare) < -0.5  # the model's bias
+    assert abs(edge_minus_interior(kept)) < 0.15  # gone, within the pooled noise
+    assert abs(edge_minus_interior(noisy)) < 0.15
+    assert np.allclose(kept.mean(axis=(1, 2)), noisy.mean(axis=(1, 2)), atol=1e-3)  # frame means kept
+    assert any("edges" in (e.message or "") for e in said if (e.message or "").startswith(av.SAID))
 
 
 def test_chunks_and_their_interpolation():

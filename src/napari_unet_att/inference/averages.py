@@ -21,6 +21,12 @@ the scale of its point-spread function, the noise of an average is not: on the t
 ``m * max(0, 1 - 2 v / m^2)``), on simulated recordings up to +0.6 dB, and it picked the sigma that the truth
 would have picked (docs/benchmarks.md, sixteenth session); where the output's average already matches the
 input's (a flat field, an identity model) the gain falls to 0 and the output is left as it is.
+A network's zero-padded convolutions leave a bias along the frame's edges (on flat Poisson noise the generalist's
+temporal mean was 0.49 counts darker in the outermost row and column, 0.29 in the next: docs/benchmarks.md,
+nineteenth session) that no pixel's own average shows above its noise where nothing else is missing. So the mean
+residual of the pixels at each distance from the edges is taken first, pooled along them (hundreds of pixels: a
+tenth of the noise or less), the depth (:data:`EDGE_WIDTHS`), whether each side has its own, and the gain chosen by
+the same estimate; the rest of ``m`` is then smoothed as above.
 A second pass adds the correction (interpolated in time between chunk centres, so that drift and bleaching
 over thousands of frames are followed) to every frame, each frame's mean kept.
 
@@ -37,6 +43,7 @@ output of a bidirectional scan: compared with both directions of each line avera
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +55,10 @@ from ..config import InferEvent
 from .frame_means import to_target
 from .registration import PhysicalFrames, moved
 
-__all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection", "block_frames", "blurred",
-           "choose_correction", "chunk_edges", "correction_frames", "expected", "in_first_set", "iter_keep_average",
-           "moved", "residual_means", "residual_sums", "sums_bytes"]
+__all__ = ["BLOCK", "CHUNK", "EDGE_WIDTHS", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection",
+           "along_edges", "block_frames", "blurred", "choose_correction", "chunk_edges", "correction_frames",
+           "edge_groups", "expected", "in_first_set", "iter_keep_average", "moved", "residual_means", "residual_sums",
+           "sums_bytes"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
 CHUNK = 512  # frames averaged together on long recordings (a few hundred: noise / 500, yet follows drift)
@@ -58,6 +66,9 @@ BLOCK = 1 << 14  # pixels read at a time (whole frames, at least one): the passe
 SPLIT = 16  # frames per block of the two interleaved sets whose means' difference measures the noise
 # pixels: the Gaussians the correction may be smoothed by (0: none; a point-spread function is ~1-2 px wide)
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+# rows / columns next to the edges whose mean residual is pooled along them (a network's border bias): the fewer
+# groups, the less noise their correction adds where there is no bias
+EDGE_WIDTHS: tuple[int, ...] = (2, 4, 8)
 SAID = "time average: "  # how every description starts (the docks and benchmarks look for it)
 
 
@@ -65,9 +76,9 @@ SAID = "time average: "  # how every description starts (the docks and benchmark
 class AverageCorrection:
     """What is added to each output frame: ``images[k]`` at frame ``centres[k]``, linear in between.
 
-    ``sigma`` (pixels) and ``gain`` are what :func:`choose_correction` chose, ``rms`` the correction's RMS in
-    output units; ``shifts`` ``(T, 2)``: where the tissue sits in each frame (the images are in its frame; None:
-    still); ``flip`` not None: the output is a bidirectional scan's interleaved lines
+    ``sigma`` (pixels), ``gain`` and ``edge_gain`` are what :func:`choose_correction` chose, ``rms`` the
+    correction's RMS in output units; ``shifts`` ``(T, 2)``: where the tissue sits in each frame (the images are in
+    its frame; None: still); ``flip`` not None: the output is a bidirectional scan's interleaved lines
     (:func:`.registration.moved`).
     """
 
@@ -78,12 +89,17 @@ class AverageCorrection:
     rms: float
     shifts: np.ndarray | None = None
     flip: bool | None = None
+    edge_gain: float = 0.0
 
     def describe(self) -> str:
         """One line for progress messages and logs."""
         along = ", averaged along the measured motion" if self.shifts is not None else ""
-        return (f"{SAID}restored where the output's average missed the input's ({self.gain:.0%} of the difference, "
-                f"smoothed by {self.sigma:g} px; RMS {self.rms:.3g}{along})")
+        if self.gain == 0:
+            return (f"{SAID}the output's bias along the frame's edges removed ({self.edge_gain:.0%} of it; "
+                    f"RMS {self.rms:.3g}{along})")
+        edges = f"{self.edge_gain:.0%} of the bias along the frame's edges; " if self.edge_gain > 0 else ""
+        return (f"{SAID}restored where the output's average missed the input's ({edges}{self.gain:.0%} of the "
+                f"difference, smoothed by {self.sigma:g} px; RMS {self.rms:.3g}{along})")
 
 
 def chunk_edges(n_frames: int) -> np.ndarray:
@@ -169,27 +185,85 @@ def blurred(images: np.ndarray, sigma: float, lines: bool) -> np.ndarray:
     return ndimage.gaussian_filter(images, (0.0, sigma, sigma), mode="reflect", truncate=3.0)
 
 
-def choose_correction(m: np.ndarray, d: np.ndarray, lines: bool = False) -> tuple[np.ndarray, float, float]:
-    """The correction ``gain * G(m)`` (float32), its sigma (of :data:`SIGMAS_XY`) and gain (0 to 1) with the
-    smallest unbiased estimate of its squared error against ``m``'s noise-free part (Stein's, with ``d`` a noise
-    image of ``m``'s covariance: :func:`residual_means`).
+def edge_groups(shape: tuple[int, int], width: int, sides: bool, lines: bool = False) -> np.ndarray | None:
+    """Each pixel's group for :func:`along_edges`: ``1 + distance`` for the pixels within ``width`` of the frame's
+    nearest edge, 0 for the others; ``sides``: each side (top, bottom, left, right; a corner's pixel goes to the
+    first nearest) in groups of its own; ``lines``: a scan's interleaved lines, the odd rows in groups of their own.
+    None for frames under ``4 * width`` pixels high or wide (their edges are most of them)."""
+    y, x = shape
+    if min(y, x) < 4 * width:
+        return None
+    yy, xx = np.mgrid[:y, :x]
+    dist = np.stack([yy, y - 1 - yy, xx, x - 1 - xx])
+    near = dist.min(axis=0)
+    groups = 1 + near + (dist.argmin(axis=0) * width if sides else 0)
+    groups = np.where(near < width, groups, 0)
+    if lines:
+        groups = np.where((groups > 0) & (yy % 2 == 1), groups + 4 * width, groups)
+    return groups
+
+
+def along_edges(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``images`` ``(chunks, Y, X)`` with each pixel of a group (:func:`edge_groups`) replaced by its group's mean
+    less the mean of the pixels in none (the interior), and 0 in the interior, then the image's mean taken off
+    (each frame keeps its mean) (float64): how the edges differ from the rest, a linear map, so Stein's estimate
+    applies to it as to a Gaussian."""
+    flat = groups.ravel()
+    count = np.maximum(np.bincount(flat), 1)
+    out = np.empty(images.shape, np.float64)
+    for k, image in enumerate(images):
+        means = np.bincount(flat, weights=image.ravel().astype(np.float64)) / count
+        means -= means[0]
+        out[k] = means[groups]
+        out[k] -= out[k].mean()
+    return out
+
+
+def _stein_gain(gm: np.ndarray, gd: np.ndarray, m: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """The gain (0 to 1) of ``gain * G(m)`` with the least estimated risk against ``m``'s noise-free part, and that
+    risk less ``|m|^2 - |d|^2`` (the risk of no correction): ``gm`` = G(m), ``gd`` = G(d)."""
+    gmm, gg, gdd = float(np.vdot(gm, m)), float(np.vdot(gm, gm)), float(np.vdot(gd, d))
+    gain = float(np.clip((gmm - gdd) / gg, 0.0, 1.0)) if gg > 0 else 0.0
+    return gain, gain * gain * gg - 2 * gain * gmm + 2 * gain * gdd
+
+
+def choose_correction(m: np.ndarray, d: np.ndarray, lines: bool = False
+                      ) -> tuple[np.ndarray, float, float, float]:
+    """The correction (float32): ``edge_gain * P(m)`` (:func:`along_edges`: a bias along the frame's edges) plus
+    ``gain * G(m')`` of what is left, ``m' = m - edge_gain * P(m)``; G's sigma (of :data:`SIGMAS_XY`), the gain and
+    the edge gain (0 to 1 each) with the smallest unbiased estimate of the squared error against ``m``'s noise-free
+    part (Stein's, with ``d`` a noise image of ``m``'s covariance: :func:`residual_means`).
 
     For a linear ``G``, ``E |gain G(m) - mu|^2 = E |gain G(m) - m|^2 + 2 gain E <G(d), d> - E <d, d>``; the gain
-    that makes it least is ``(<G(m), m> - <G(d), d>) / |G(m)|^2``. ``lines``: the images are a scan's interleaved
-    lines, each direction smoothed on its own.
+    that makes it least is ``(<G(m), m> - <G(d), d>) / |G(m)|^2``. ``m'`` and ``d - edge_gain * P(d)`` are the same
+    linear map of ``m`` and ``d``, so the second choice is as unbiased as the first. ``lines``: the images are a
+    scan's interleaved lines, each direction smoothed and pooled on its own.
+
+    Returns
+    -------
+    images, sigma, gain, edge_gain
     """
+    # each frame keeps its mean (:func:`correction_frames`): a constant part of m would only sway the choice
+    m, d = m - m.mean(axis=(1, 2), keepdims=True), d - d.mean(axis=(1, 2), keepdims=True)
+    edge, edge_gain, least = np.zeros(m.shape), 0.0, 0.0  # (the risk of no edge correction is the reference)
+    for width, sides in itertools.product(EDGE_WIDTHS, (False, True)):
+        groups = edge_groups(m.shape[1:], width, sides, lines)
+        if groups is None:
+            continue
+        pm, pd = along_edges(m, groups), along_edges(d, groups)
+        gain, risk = _stein_gain(pm, pd, m, d)
+        if risk < least:
+            least, edge_gain, edge, edge_pd = risk, gain, gain * pm, gain * pd
+    if edge_gain > 0:
+        m, d = m - edge, d - edge_pd
     mm, dd = float(np.vdot(m, m)), float(np.vdot(d, d))
     best = (mm - dd, 0.0, 0.0)  # (risk, sigma, gain): no correction at all
     for sigma in SIGMAS_XY:
-        gm = blurred(m, sigma, lines)
-        gmm, gg = float(np.vdot(gm, m)), float(np.vdot(gm, gm))
-        gdd = float(np.vdot(blurred(d, sigma, lines), d))
-        gain = float(np.clip((gmm - gdd) / gg, 0.0, 1.0)) if gg > 0 else 0.0
-        risk = gain * gain * gg - 2 * gain * gmm + mm + 2 * gain * gdd - dd
-        if risk < best[0]:
-            best = (risk, sigma, gain)
+        gain, risk = _stein_gain(blurred(m, sigma, lines), blurred(d, sigma, lines), m, d)
+        if risk + mm - dd < best[0]:
+            best = (risk + mm - dd, sigma, gain)
     _, sigma, gain = best
-    return (gain * blurred(m, sigma, lines)).astype(np.float32), sigma, gain
+    return (edge + gain * blurred(m, sigma, lines)).astype(np.float32), sigma, gain, edge_gain
 
 
 def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
@@ -269,14 +343,14 @@ def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, 
     yield InferEvent(done=0, total=2 * t)
     edges = chunk_edges(t)
     m, d = residual_means(*residual_sums(stack, result, edges, shifts, lines), edges)
-    images, sigma, gain = choose_correction(m, d, lines is not None)
+    images, sigma, gain, edge_gain = choose_correction(m, d, lines is not None)
     del m, d
-    if gain == 0:
+    if gain == 0 and edge_gain == 0:
         yield InferEvent(done=2 * t, total=2 * t, message=f"{SAID}not needed (the output's average is within the "
                                                           "noise of the input's)")
         return None
     corr = AverageCorrection(images, (edges[:-1] + edges[1:] - 1) / 2.0, sigma, gain,
-                             float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))), shifts, lines)
+                             float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))), shifts, lines, edge_gain)
     yield InferEvent(done=t, total=2 * t)
     in_dtype, out_dtype = np.dtype(stack.dtype), np.dtype(result.dtype)
     step = block_frames(stack.shape)
