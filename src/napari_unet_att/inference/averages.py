@@ -12,21 +12,26 @@ After the output is written, one pass reads it back beside the input and sums ea
 ``input - output`` over chunks of about :data:`CHUNK` frames, and apart over the frames of alternate blocks of
 :data:`SPLIT` frames. Each chunk's mean residual ``m`` is the detail the output missed plus noise; the difference of
 the two sets of blocks' means, rescaled, is noise alone with the same covariance as ``m``'s (``d``: the blocks
-interleave, so drift and bleaching cancel in it). The correction is ``gain * G(m)``, ``G`` a Gaussian of
-:data:`SIGMAS_XY` pixels (0: none), sigma and gain chosen by Stein's unbiased estimate of their error against the
-true missing average: ``|gain G(m) - m|^2 + 2 gain <G(d), d> - <d, d>``, which needs no model of the noise (its
-variance per pixel and its correlation between neighbours are ``d``'s). Any image a microscope records is smooth at
-the scale of its point-spread function, the noise of an average is not: on the thunder movie with Poisson noise
-(1 / 2 / 5 photons) this gave +0.38 / +0.28 / +0.12 dB over the per-pixel shrinkage it replaced (James-Stein,
-``m * max(0, 1 - 2 v / m^2)``), on simulated recordings up to +0.6 dB, and it picked the sigma that the truth
-would have picked (docs/benchmarks.md, sixteenth session); where the output's average already matches the
-input's (a flat field, an identity model) the gain falls to 0 and the output is left as it is.
+interleave, so drift and bleaching cancel in it). The correction is a filter of ``m``: ``sum_k a_k G_k(m)``, the
+``G_k`` Gaussians of :data:`SIGMAS_XY` pixels (0: ``m`` itself), the weights chosen by Stein's unbiased estimate of
+the error against the true missing average, ``|F(m) - m|^2 + 2 <F(d), d> - <d, d>`` for a linear ``F``, which needs
+no model of the noise (its variance per pixel and its correlation between neighbours are ``d``'s) and is quadratic
+in the weights: a small quadratic problem (SURE-LET, Blu and Luisier 2007), solved with the filter's response
+kept between 0 and 1 at every frequency (no part of the difference is worth more than all of it, nor less than
+none). Any image a microscope records is smooth
+at the scale of its point-spread function, the noise of an average is not. One Gaussian and a gain chosen the same
+way gave +0.38 / +0.28 / +0.12 dB on the thunder movie with Poisson noise (1 / 2 / 5 photons) over the per-pixel
+shrinkage it replaced (sixteenth session); the weighted sum, which can also sharpen, +0.1 dB more on that movie's
+validation noise and on held-out simulations (nineteenth session, docs/benchmarks.md). Where the output's average
+already matches the input's (a flat field, an identity model) the weights fall to about 0.
 A network's zero-padded convolutions leave a bias along the frame's edges (on flat Poisson noise the generalist's
 temporal mean was 0.49 counts darker in the outermost row and column, 0.29 in the next: docs/benchmarks.md,
 nineteenth session) that no pixel's own average shows above its noise where nothing else is missing. So the mean
 residual of the pixels at each distance from the edges is taken first, pooled along them (hundreds of pixels: a
 tenth of the noise or less), the depth (:data:`EDGE_WIDTHS`), whether each side has its own, and the gain chosen by
-the same estimate; the rest of ``m`` is then smoothed as above.
+the same estimate, when that bias stands clearly above its noise (:data:`EDGE_Z`); the rest of ``m`` is then
+filtered as above. Not on moving recordings: their residuals are averaged in the tissue's frame, where the frame's
+edges move.
 A second pass adds the correction (interpolated in time between chunk centres, so that drift and bleaching
 over thousands of frames are followed) to every frame, each frame's mean kept.
 
@@ -43,32 +48,36 @@ output of a bidirectional scan: compared with both directions of each line avera
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, optimize
 
 from ..config import InferEvent
 from .frame_means import to_target
 from .registration import PhysicalFrames, moved
 
-__all__ = ["BLOCK", "CHUNK", "EDGE_WIDTHS", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection",
+__all__ = ["BLOCK", "CHUNK", "EDGE_WIDTHS", "EDGE_Z", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection",
            "along_edges", "block_frames", "blurred", "choose_correction", "chunk_edges", "correction_frames",
-           "edge_groups", "expected", "in_first_set", "iter_keep_average", "moved", "residual_means", "residual_sums",
-           "sums_bytes"]
+           "edge_groups", "expected", "filter_responses", "in_first_set", "iter_keep_average", "moved",
+           "residual_means", "residual_sums", "sums_bytes"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
 CHUNK = 512  # frames averaged together on long recordings (a few hundred: noise / 500, yet follows drift)
 BLOCK = 1 << 14  # pixels read at a time (whole frames, at least one): the passes' temporaries stay small
 SPLIT = 16  # frames per block of the two interleaved sets whose means' difference measures the noise
-# pixels: the Gaussians the correction may be smoothed by (0: none; a point-spread function is ~1-2 px wide)
+# pixels: the Gaussians whose weighted sum filters the correction (0: none; a point-spread function is ~1-2 px wide)
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
 # rows / columns next to the edges whose mean residual is pooled along them (a network's border bias): the fewer
 # groups, the less noise their correction adds where there is no bias
 EDGE_WIDTHS: tuple[int, ...] = (2, 4, 8)
+# standard deviations of its noise by which an edge map's estimated gain must stand out to be used (on pure noise,
+# without it, one of the six maps got a gain in 85% of chunks, each adding a little noise)
+EDGE_Z = 3.0
 SAID = "time average: "  # how every description starts (the docks and benchmarks look for it)
 
 
@@ -76,15 +85,15 @@ SAID = "time average: "  # how every description starts (the docks and benchmark
 class AverageCorrection:
     """What is added to each output frame: ``images[k]`` at frame ``centres[k]``, linear in between.
 
-    ``sigma`` (pixels), ``gain`` and ``edge_gain`` are what :func:`choose_correction` chose, ``rms`` the
-    correction's RMS in output units; ``shifts`` ``(T, 2)``: where the tissue sits in each frame (the images are in
-    its frame; None: still); ``flip`` not None: the output is a bidirectional scan's interleaved lines
+    ``gain`` (the filter's response to a smooth difference: the sum of its weights) and ``edge_gain`` are what
+    :func:`choose_correction` chose, ``rms`` the correction's RMS in output units; ``shifts`` ``(T, 2)``: where
+    the tissue sits in each frame (the images are in its frame; None: still); ``flip`` not None: the output is a
+    bidirectional scan's interleaved lines
     (:func:`.registration.moved`).
     """
 
     images: np.ndarray  # (chunks, Y, X) float32
     centres: np.ndarray  # (chunks,) float64, in frames
-    sigma: float
     gain: float
     rms: float
     shifts: np.ndarray | None = None
@@ -98,8 +107,8 @@ class AverageCorrection:
             return (f"{SAID}the output's bias along the frame's edges removed ({self.edge_gain:.0%} of it; "
                     f"RMS {self.rms:.3g}{along})")
         edges = f"{self.edge_gain:.0%} of the bias along the frame's edges; " if self.edge_gain > 0 else ""
-        return (f"{SAID}restored where the output's average missed the input's ({edges}{self.gain:.0%} of the "
-                f"difference, smoothed by {self.sigma:g} px; RMS {self.rms:.3g}{along})")
+        return (f"{SAID}restored where the output's average missed the input's ({edges}the difference filtered as "
+                f"Stein's estimate chose, {self.gain:.0%} of its smooth part; RMS {self.rms:.3g}{along})")
 
 
 def chunk_edges(n_frames: int) -> np.ndarray:
@@ -110,8 +119,9 @@ def chunk_edges(n_frames: int) -> np.ndarray:
 
 def sums_bytes(setting: str, shape: tuple[int, ...]) -> int:
     """The host memory :func:`iter_keep_average` needs for ``setting`` on a ``(T, Y, X)`` output: per chunk, two
-    float64 sums (then the mean and the noise image in their place), two float64 smoothed copies while the
-    correction is chosen, and its float32 image, each of a frame's size."""
+    float64 sums (then the mean and the noise image in their place), their two float64 copies (less their means)
+    while the correction is chosen, and its float32 image, each of a frame's size (the filtering's temporaries are
+    a few frames, not per chunk)."""
     if setting == "off" or shape[0] < MIN_FRAMES:
         return 0
     return len(chunk_edges(int(shape[0]))) * int(np.prod(shape[1:])) * (4 * 8 + 4)
@@ -219,51 +229,125 @@ def along_edges(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def _stein_gain(gm: np.ndarray, gd: np.ndarray, m: np.ndarray, d: np.ndarray) -> tuple[float, float]:
-    """The gain (0 to 1) of ``gain * G(m)`` with the least estimated risk against ``m``'s noise-free part, and that
-    risk less ``|m|^2 - |d|^2`` (the risk of no correction): ``gm`` = G(m), ``gd`` = G(d)."""
-    gmm, gg, gdd = float(np.vdot(gm, m)), float(np.vdot(gm, gm)), float(np.vdot(gd, d))
-    gain = float(np.clip((gmm - gdd) / gg, 0.0, 1.0)) if gg > 0 else 0.0
-    return gain, gain * gain * gg - 2 * gain * gmm + 2 * gain * gdd
-
-
-def choose_correction(m: np.ndarray, d: np.ndarray, lines: bool = False
-                      ) -> tuple[np.ndarray, float, float, float]:
-    """The correction (float32): ``edge_gain * P(m)`` (:func:`along_edges`: a bias along the frame's edges) plus
-    ``gain * G(m')`` of what is left, ``m' = m - edge_gain * P(m)``; G's sigma (of :data:`SIGMAS_XY`), the gain and
-    the edge gain (0 to 1 each) with the smallest unbiased estimate of the squared error against ``m``'s noise-free
-    part (Stein's, with ``d`` a noise image of ``m``'s covariance: :func:`residual_means`).
-
-    For a linear ``G``, ``E |gain G(m) - mu|^2 = E |gain G(m) - m|^2 + 2 gain E <G(d), d> - E <d, d>``; the gain
-    that makes it least is ``(<G(m), m> - <G(d), d>) / |G(m)|^2``. ``m'`` and ``d - edge_gain * P(d)`` are the same
-    linear map of ``m`` and ``d``, so the second choice is as unbiased as the first. ``lines``: the images are a
-    scan's interleaved lines, each direction smoothed and pooled on its own.
-
-    Returns
-    -------
-    images, sigma, gain, edge_gain
-    """
-    # each frame keeps its mean (:func:`correction_frames`): a constant part of m would only sway the choice
-    m, d = m - m.mean(axis=(1, 2), keepdims=True), d - d.mean(axis=(1, 2), keepdims=True)
-    edge, edge_gain, least = np.zeros(m.shape), 0.0, 0.0  # (the risk of no edge correction is the reference)
+def _edge_stage(m: np.ndarray, d: np.ndarray, lines: bool) -> tuple[float, np.ndarray | None]:
+    """The gain and groups (:func:`edge_groups`) of the edge map with the least estimated risk among those whose gain
+    stands :data:`EDGE_Z` noise deviations above 0; (0, None) when none does."""
+    best: tuple[float, float, np.ndarray | None] = (0.0, 0.0, None)  # (risk, gain, groups)
     for width, sides in itertools.product(EDGE_WIDTHS, (False, True)):
         groups = edge_groups(m.shape[1:], width, sides, lines)
         if groups is None:
             continue
-        pm, pd = along_edges(m, groups), along_edges(d, groups)
-        gain, risk = _stein_gain(pm, pd, m, d)
-        if risk < least:
-            least, edge_gain, edge, edge_pd = risk, gain, gain * pm, gain * pd
-    if edge_gain > 0:
-        m, d = m - edge, d - edge_pd
-    mm, dd = float(np.vdot(m, m)), float(np.vdot(d, d))
-    best = (mm - dd, 0.0, 0.0)  # (risk, sigma, gain): no correction at all
+        pmm = pp = pdd = 0.0
+        for c in range(len(m)):  # (chunk by chunk: no copy of the whole)
+            pm, pd = along_edges(m[c:c + 1], groups), along_edges(d[c:c + 1], groups)
+            pmm, pp, pdd = pmm + float(np.vdot(pm, m[c])), pp + float(np.vdot(pm, pm)), pdd + float(np.vdot(pd, d[c]))
+        # on noise alone <P m, m> and <P d, d> are about pdd each, with a spread of sqrt(2 / k) pdd for k groups
+        k = len(m) * int(groups.max())
+        if pp <= 0 or pmm - pdd <= EDGE_Z * 2 * np.sqrt(max(k, 1)) * pdd / max(k, 1):
+            continue
+        gain = min(1.0, (pmm - pdd) / pp)
+        risk = gain * gain * pp - 2 * gain * (pmm - pdd)
+        if risk < best[0]:
+            best = (risk, gain, groups)
+    return best[1], best[2]
+
+
+@functools.cache
+def filter_responses() -> np.ndarray:
+    """The frequency responses ``(F, K)`` of :data:`SIGMAS_XY`'s Gaussians (as :func:`blurred` samples them) at a
+    grid of 2D frequencies from 0 to half a cycle per pixel on each axis: a weighted sum's response is ``R @ a``."""
+    freq = np.linspace(0.0, 0.5, 17)
+    cols = []
     for sigma in SIGMAS_XY:
-        gain, risk = _stein_gain(blurred(m, sigma, lines), blurred(d, sigma, lines), m, d)
-        if risk + mm - dd < best[0]:
-            best = (risk + mm - dd, sigma, gain)
-    _, sigma, gain = best
-    return (edge + gain * blurred(m, sigma, lines)).astype(np.float32), sigma, gain, edge_gain
+        if sigma <= 0:
+            cols.append(np.ones(freq.size**2))
+            continue
+        x = np.arange(-int(3.0 * sigma + 0.5), int(3.0 * sigma + 0.5) + 1)
+        w = np.exp(-0.5 * (x / sigma) ** 2)
+        h = (w / w.sum()) @ np.cos(2 * np.pi * np.outer(x, freq))  # one axis
+        cols.append(np.outer(h, h).ravel())
+    return np.stack(cols, axis=1)
+
+
+def _filter_weights(m: np.ndarray, d: np.ndarray, lines: bool) -> np.ndarray:
+    """The weights ``a`` of :data:`SIGMAS_XY`'s Gaussians whose sum ``sum_k a_k G_k(m)`` has the least estimated
+    risk ``a' A a - 2 a' b`` (``A_jk = <G_j m, G_k m>``, ``b_k = <G_k m, m> - <G_k d, d>``) among those whose
+    response lies between 0 and 1 at every frequency (:func:`filter_responses`); zeros where none beats no filter.
+
+    The bounds matter: a residual's average is the missing detail plus noise, so no frequency of it deserves more
+    than all of it, nor less than none; unbounded weights fitted the flat-noise stack's residual with a response of
+    -3 at the lowest frequencies and added blotches 4.8x the Gaussian's power (nineteenth session).
+    """
+    n = len(SIGMAS_XY)
+    a_mat, b = np.zeros((n, n)), np.zeros(n)
+    for c in range(len(m)):  # (chunk by chunk: n filtered frames at a time)
+        gm = np.stack([blurred(m[c:c + 1], s, lines)[0] for s in SIGMAS_XY]).reshape(n, -1)
+        a_mat += gm @ gm.T
+        b += gm @ m[c].ravel() - [float(np.vdot(blurred(d[c:c + 1], s, lines), d[c])) for s in SIGMAS_XY]
+    if not (np.all(np.isfinite(a_mat)) and np.all(np.isfinite(b))) or np.trace(a_mat) <= 0:
+        return np.zeros(n)
+    scale = np.trace(a_mat) / n  # (the risk in units of a filtered image's energy: well-scaled for the solver)
+
+    def risk(a: np.ndarray) -> float:
+        return float(a @ a_mat @ a - 2 * a @ b) / scale
+
+    # the best single Gaussian with a gain in [0, 1] obeys the bounds: the start, and the answer if the solver fails
+    gains = np.clip(b / np.maximum(np.diag(a_mat), 1e-300), 0.0, 1.0)
+    start = np.zeros(n)
+    k = int(np.argmin([g * g * a_mat[i, i] - 2 * g * b[i] for i, g in enumerate(gains)]))
+    start[k] = gains[k]
+    resp = filter_responses()
+    fit = optimize.minimize(risk, start, jac=lambda a: (2 * a_mat @ a - 2 * b) / scale, method="SLSQP",
+                            constraints=[{"type": "ineq", "fun": lambda a: resp @ a, "jac": lambda a: resp},
+                                         {"type": "ineq", "fun": lambda a: 1 - resp @ a, "jac": lambda a: -resp}])
+    feasible = fit.success and np.all(resp @ fit.x > -1e-6) and np.all(resp @ fit.x < 1 + 1e-6)
+    weights = fit.x if feasible and risk(fit.x) < risk(start) else start
+    return weights if risk(weights) < 0 else np.zeros(n)
+
+
+def choose_correction(m: np.ndarray, d: np.ndarray, lines: bool = False, edges: bool = True
+                      ) -> tuple[np.ndarray, float, float]:
+    """The correction: ``edge_gain * P(m)`` (:func:`along_edges`, a bias along the frame's edges: :func:`_edge_stage`)
+    plus ``sum_k a_k G_k(m')`` of what is left, ``m' = m - edge_gain * P(m)`` (:func:`_filter_weights`), each
+    chosen by Stein's unbiased estimate of the squared error against ``m``'s noise-free part, with ``d`` a noise
+    image of ``m``'s covariance (:func:`residual_means`).
+
+    For a linear ``F``, ``E |F(m) - mu|^2 = E |F(m) - m|^2 + 2 E <F(d), d> - E <d, d>`` (any ``F``, symmetric or
+    not). ``m'`` and ``d - edge_gain * P(d)`` are the same linear map of ``m`` and ``d``, so the second choice is
+    as unbiased as the first. A constant part of ``m`` is left out (every frame keeps its mean).
+
+    Parameters
+    ----------
+    m, d : ndarray (chunks, Y, X)
+        Each chunk's mean residual and its noise image (not modified).
+    lines : bool
+        The images are a scan's interleaved lines, each direction filtered and pooled on its own.
+    edges : bool
+        Look for a bias along the edges (not for residuals averaged in the tissue's frame of a moving recording).
+
+    Returns
+    -------
+    images : ndarray (chunks, Y, X), float32
+        The correction.
+    gain : float
+        The filter's response to a smooth difference (the sum of its weights; 0: none).
+    edge_gain : float
+        The share of the edges' bias removed (0: none).
+    """
+    m, d = m - m.mean(axis=(1, 2), keepdims=True), d - d.mean(axis=(1, 2), keepdims=True)  # (copies)
+    images = np.zeros(m.shape, np.float32)
+    edge_gain, groups = _edge_stage(m, d, lines) if edges else (0.0, None)
+    if groups is not None:
+        for c in range(len(m)):
+            edge = edge_gain * along_edges(m[c:c + 1], groups)[0]
+            images[c] = edge
+            m[c] -= edge
+            d[c] -= edge_gain * along_edges(d[c:c + 1], groups)[0]
+    weights = _filter_weights(m, d, lines)
+    if np.any(weights):
+        for c in range(len(m)):
+            images[c] += sum(w * blurred(m[c:c + 1], s, lines)[0] for w, s in zip(weights, SIGMAS_XY, strict=True))
+    return images, float(weights.sum()), edge_gain
 
 
 def correction_frames(corr: AverageCorrection, t0: int, t1: int) -> np.ndarray:
@@ -303,8 +387,8 @@ def _applies(setting: str, stack: Any, result: Any) -> str | None:
 def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, shifts: np.ndarray | None = None,
                       bidirectional: bool = False, flip: bool = False
                       ) -> Generator[InferEvent, None, AverageCorrection | None]:
-    """Correct ``result`` (the written output of ``stack``, modified in place) by the residual average, smoothed
-    and scaled (:func:`choose_correction`).
+    """Correct ``result`` (the written output of ``stack``, modified in place) by the residual average, filtered
+    (:func:`choose_correction`).
 
     Parameters
     ----------
@@ -343,13 +427,13 @@ def iter_keep_average(setting: str, stack: Any, result: Any, output_dtype: str, 
     yield InferEvent(done=0, total=2 * t)
     edges = chunk_edges(t)
     m, d = residual_means(*residual_sums(stack, result, edges, shifts, lines), edges)
-    images, sigma, gain, edge_gain = choose_correction(m, d, lines is not None)
+    images, gain, edge_gain = choose_correction(m, d, lines is not None, edges=shifts is None)
     del m, d
     if gain == 0 and edge_gain == 0:
         yield InferEvent(done=2 * t, total=2 * t, message=f"{SAID}not needed (the output's average is within the "
                                                           "noise of the input's)")
         return None
-    corr = AverageCorrection(images, (edges[:-1] + edges[1:] - 1) / 2.0, sigma, gain,
+    corr = AverageCorrection(images, (edges[:-1] + edges[1:] - 1) / 2.0, gain,
                              float(np.sqrt(np.mean(np.square(images, dtype=np.float64)))), shifts, lines, edge_gain)
     yield InferEvent(done=t, total=2 * t)
     in_dtype, out_dtype = np.dtype(stack.dtype), np.dtype(result.dtype)
