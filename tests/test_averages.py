@@ -131,6 +131,14 @@ def test_no_edge_bias_none_removed_and_none_looked_for_in_the_tissue_frame(rng):
     assert av.choose_correction(m, d)[2] > 0.5 and av.choose_correction(m, d, edges=False)[2] == 0
 
 
+def test_the_description_says_what_the_filter_keeps():
+    images, centres = np.zeros((1, 4, 4), np.float32), np.array([0.0])
+    assert "50% of its smooth part" in av.AverageCorrection(images, centres, 0.5, 1.0).describe()
+    assert "fine part only" in av.AverageCorrection(images, centres, 0.001, 1.0).describe()  # a band-pass
+    edges_only = av.AverageCorrection(images, centres, 0.0, 1.0, edge_gain=0.9).describe()
+    assert "edges removed (90% of it" in edges_only and "restored" not in edges_only
+
+
 def test_chunks_and_their_interpolation():
     assert list(av.chunk_edges(100)) == [0, 100] and list(av.chunk_edges(700)) == [0, 700]
     edges = av.chunk_edges(2000)

@@ -106,8 +106,10 @@ class AverageCorrection:
             return (f"{SAID}the output's bias along the frame's edges removed ({self.edge_gain:.0%} of it; "
                     f"RMS {self.rms:.3g}{along})")
         edges = f"{self.edge_gain:.0%} of the bias along the frame's edges; " if self.edge_gain > 0 else ""
+        # a band-pass (weights summing to about 0) keeps none of the smooth part: say what it keeps
+        part = "its fine part only" if abs(self.gain) < 0.005 else f"{self.gain:.0%} of its smooth part"
         return (f"{SAID}restored where the output's average missed the input's ({edges}the difference filtered as "
-                f"Stein's estimate chose, {self.gain:.0%} of its smooth part; RMS {self.rms:.3g}{along})")
+                f"Stein's estimate chose, {part}; RMS {self.rms:.3g}{along})")
 
 
 def chunk_edges(n_frames: int) -> np.ndarray:
