@@ -13,6 +13,7 @@ from _models import make as model
 from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, run_to_end
 from napari_unet_att.errors import InputError
+from napari_unet_att.inference import average_filter as af
 from napari_unet_att.inference import averages as av
 
 
@@ -62,19 +63,19 @@ def test_a_smooth_missing_average_is_smoothed_a_sharp_one_is_not(rng):
     sharp_detail[rng.integers(0, size, 300), rng.integers(0, size, 300)] = 1.0  # single pixels
     for detail, smoothed in ((smooth_detail, True), (sharp_detail, False)):  # (a 0.3-px Gaussian keeps 80%)
         m, d = sums(rng.normal(0, 2, (n, size, size)) + detail)
-        images, gain, _ = av.choose_correction(m, d)
+        images, gain, _ = af.choose_correction(m, d)
         raw_error = mse(m[0] - m[0].mean(), detail - detail.mean())
         assert gain > 0.5, gain
         assert mse(images[0], detail - detail.mean()) < (0.6 if smoothed else 0.95) * raw_error
         # at least as close as the best single Gaussian, its gain chosen with the truth
-        best_single = min(mse(g * av.blurred(m[:1] - m[0].mean(), s, False)[0], detail - detail.mean())
-                          for s in av.SIGMAS_XY for g in np.linspace(0, 1, 21))
+        best_single = min(mse(g * af.blurred(m[:1] - m[0].mean(), s, False)[0], detail - detail.mean())
+                          for s in af.SIGMAS_XY for g in np.linspace(0, 1, 21))
         assert mse(images[0], detail - detail.mean()) < 1.05 * best_single
 
 
 def test_pure_noise_gets_no_correction(rng):
     m, d = sums(rng.normal(0, 2, (200, 64, 64)))
-    images, gain, edge_gain = av.choose_correction(m, d)
+    images, gain, edge_gain = af.choose_correction(m, d)
     assert abs(gain) < 0.2 and edge_gain == 0 and np.sqrt(np.mean(images ** 2)) < 0.2 * np.sqrt(np.mean(m ** 2))
 
 
@@ -94,16 +95,16 @@ def edge_minus_interior(stack: np.ndarray) -> float:
 
 
 def test_edge_groups_are_rings_or_sides():
-    rings = av.edge_groups((32, 40), 2, sides=False)
+    rings = af.edge_groups((32, 40), 2, sides=False)
     assert rings[0, 5] == 1 and rings[1, 5] == 2 and rings[2, 5] == 0 and rings[16, 39] == 1
     assert np.count_nonzero(rings == 1) == 2 * (32 + 40) - 4
-    sides = av.edge_groups((32, 40), 2, sides=True)
+    sides = af.edge_groups((32, 40), 2, sides=True)
     assert sides[0, 5] == 1 and sides[31, 5] == 3 and sides[16, 0] == 5 and sides[16, 38] == 8
     assert set(np.unique(sides)) == set(range(9))
-    lines = av.edge_groups((32, 40), 2, sides=False, lines=True)
+    lines = af.edge_groups((32, 40), 2, sides=False, lines=True)
     assert lines[0, 5] == 1 and lines[1, 5] == 2 + 8 and lines[31, 5] == 1 + 8
-    assert av.edge_groups((7, 40), 2, sides=False) is None  # frames of little more than edges: none
-    means = av.along_edges(np.arange(32 * 40, dtype=float).reshape(1, 32, 40), rings)
+    assert af.edge_groups((7, 40), 2, sides=False) is None  # frames of little more than edges: none
+    means = af.along_edges(np.arange(32 * 40, dtype=float).reshape(1, 32, 40), rings)
     assert np.isclose(means[0, 0, 3], means[0, 31, 39]) and np.isclose(means.mean(), 0)  # a ring shares its mean
     assert np.isclose(means[0, 0, 3] - means[0, 16, 20], np.arange(32 * 40).reshape(32, 40)[rings == 1].mean() - 639.5)
 
@@ -128,7 +129,7 @@ def test_no_edge_bias_none_removed_and_none_looked_for_in_the_tissue_frame(rng):
     res = rng.normal(0, 3, (300, 64, 64))
     res[:, :2] += 2.0  # a bias along the top rows
     m, d = sums(res)
-    assert av.choose_correction(m, d)[2] > 0.5 and av.choose_correction(m, d, edges=False)[2] == 0
+    assert af.choose_correction(m, d)[2] > 0.5 and af.choose_correction(m, d, edges=False)[2] == 0
 
 
 def test_the_description_says_what_the_filter_keeps():

@@ -74,6 +74,13 @@ def along_edges(images: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
+def _gain_and_risk(energy: float, excess: float) -> tuple[float, float]:
+    """The gain in [0, 1] of ``gain * F(m)`` with the least estimated risk, and that risk less the risk of no
+    correction, for one linear map ``F``: ``energy`` = ``|F(m)|^2``, ``excess`` = ``<F(m), m> - <F(d), d>``."""
+    gain = float(np.clip(excess / energy, 0.0, 1.0)) if energy > 0 else 0.0
+    return gain, gain * gain * energy - 2 * gain * excess
+
+
 def _edge_stage(m: np.ndarray, d: np.ndarray, lines: bool) -> tuple[float, np.ndarray | None]:
     """The gain and groups (:func:`edge_groups`) of the edge map with the least estimated risk among those whose gain
     stands :data:`EDGE_Z` noise deviations above 0; (0, None) when none does."""
@@ -90,8 +97,7 @@ def _edge_stage(m: np.ndarray, d: np.ndarray, lines: bool) -> tuple[float, np.nd
         k = len(m) * int(groups.max())
         if pp <= 0 or pmm - pdd <= EDGE_Z * 2 * np.sqrt(max(k, 1)) * pdd / max(k, 1):
             continue
-        gain = min(1.0, (pmm - pdd) / pp)
-        risk = gain * gain * pp - 2 * gain * (pmm - pdd)
+        gain, risk = _gain_and_risk(pp, pmm - pdd)
         if risk < best[0]:
             best = (risk, gain, groups)
     return best[1], best[2]
@@ -137,10 +143,10 @@ def _filter_weights(m: np.ndarray, d: np.ndarray, lines: bool) -> np.ndarray:
         return float(a @ a_mat @ a - 2 * a @ b) / scale
 
     # the best single Gaussian with a gain in [0, 1] obeys the bounds: the start, and the answer if the solver fails
-    gains = np.clip(b / np.maximum(np.diag(a_mat), 1e-300), 0.0, 1.0)
+    singles = [_gain_and_risk(float(a_mat[i, i]), float(b[i])) for i in range(n)]
+    k = int(np.argmin([r for _, r in singles]))
     start = np.zeros(n)
-    k = int(np.argmin([g * g * a_mat[i, i] - 2 * g * b[i] for i, g in enumerate(gains)]))
-    start[k] = gains[k]
+    start[k] = singles[k][0]
     resp = filter_responses()
     fit = optimize.minimize(risk, start, jac=lambda a: (2 * a_mat @ a - 2 * b) / scale, method="SLSQP",
                             constraints=[{"type": "ineq", "fun": lambda a: resp @ a, "jac": lambda a: resp},
@@ -190,6 +196,6 @@ def choose_correction(m: np.ndarray, d: np.ndarray, lines: bool = False, edges: 
             d[c] -= edge_gain * along_edges(d[c:c + 1], groups)[0]
     weights = _filter_weights(m, d, lines)
     if np.any(weights):
-        for c in range(len(m)):
+        for c in range(len(m)):  # filtered again rather than n filtered copies of every chunk kept from the fit
             images[c] += sum(w * blurred(m[c:c + 1], s, lines)[0] for w, s in zip(weights, SIGMAS_XY, strict=True))
     return images, float(weights.sum()), edge_gain

@@ -8,28 +8,27 @@ generalist's output was off the input's by 89 counts^2 (mean squared), the best 
 on the same movie with Poisson noise at known truth, putting the missing average back gave +1.8 to +2.5 dB
 (docs/benchmarks.md, twelfth session).
 
-After the output is written, one pass reads it back beside the input and sums each pixel's residual
-``input - output`` over chunks of about :data:`CHUNK` frames, and apart over the frames of alternate blocks of
-:data:`SPLIT` frames. Each chunk's mean residual ``m`` is the detail the output missed plus noise; the difference of
-the two sets of blocks' means, rescaled, is noise alone with the same covariance as ``m``'s (``d``: the blocks
-interleave, so drift and bleaching cancel in it). The correction is a filter of ``m``: ``sum_k a_k G_k(m)``, the
-``G_k`` Gaussians of :data:`SIGMAS_XY` pixels (0: ``m`` itself), the weights chosen by Stein's unbiased estimate of
-the error against the true missing average, ``|F(m) - m|^2 + 2 <F(d), d> - <d, d>`` for a linear ``F``, which needs
-no model of the noise (its variance per pixel and its correlation between neighbours are ``d``'s) and is quadratic
-in the weights: a small quadratic problem (SURE-LET, Blu and Luisier 2007), solved with the filter's response
-kept between 0 and 1 at every frequency (no part of the difference is worth more than all of it, nor less than
-none). Any image a microscope records is smooth
-at the scale of its point-spread function, the noise of an average is not. One Gaussian and a gain chosen the same
-way gave +0.38 / +0.28 / +0.12 dB on the thunder movie with Poisson noise (1 / 2 / 5 photons) over the per-pixel
-shrinkage it replaced (sixteenth session); the weighted sum, which can also sharpen, +0.1 dB more on that movie's
-validation noise and on held-out simulations (nineteenth session, docs/benchmarks.md). Where the output's average
-already matches the input's (a flat field, an identity model) the weights fall to about 0.
+After the output is written, one pass reads it back beside the input and sums each pixel's residual ``input - output``
+over chunks of about :data:`CHUNK` frames, and apart over the frames of alternate blocks of :data:`SPLIT` frames. Each
+chunk's mean residual ``m`` is the detail the output missed plus noise; the difference of the two sets of blocks'
+means, rescaled, is noise alone with the same covariance as ``m``'s (``d``: the blocks interleave, so drift and
+bleaching cancel in it). The correction is a filter of ``m``: ``sum_k a_k G_k(m)``, the ``G_k`` Gaussians of
+:data:`.average_filter.SIGMAS_XY` pixels (0: ``m`` itself), the weights chosen by Stein's unbiased estimate of the
+error against the true missing average, ``|F(m) - m|^2 + 2 <F(d), d> - <d, d>`` for a linear ``F``, which needs no
+model of the noise (its variance per pixel and its correlation between neighbours are ``d``'s) and is quadratic in the
+weights: a small quadratic problem (SURE-LET, Blu and Luisier 2007), solved with the filter's response kept between 0
+and 1 at every frequency (no part of the difference is worth more than all of it, nor less than none). Any image a
+microscope records is smooth at the scale of its point-spread function, the noise of an average is not. One Gaussian
+and a gain chosen the same way gave +0.38 / +0.28 / +0.12 dB on the thunder movie with Poisson noise (1 / 2 / 5
+photons) over the per-pixel shrinkage it replaced (sixteenth session); the weighted sum, which can also sharpen, +0.1
+dB more on that movie's validation noise and on held-out simulations (nineteenth session, docs/benchmarks.md). Where
+the output's average already matches the input's (a flat field, an identity model) the weights fall to about 0.
 A network's zero-padded convolutions leave a bias along the frame's edges (on flat Poisson noise the generalist's
-temporal mean was 0.49 counts darker in the outermost row and column, 0.29 in the next: docs/benchmarks.md,
-nineteenth session) that no pixel's own average shows above its noise where nothing else is missing. So the mean
-residual of the pixels at each distance from the edges is taken first, pooled along them (hundreds of pixels: a
-tenth of the noise or less), the depth (:data:`EDGE_WIDTHS`), whether each side has its own, and the gain chosen by
-the same estimate, when that bias stands clearly above its noise (:data:`EDGE_Z`); the rest of ``m`` is then
+temporal mean was 0.49 counts darker in the outermost row and column, 0.29 in the next: docs/benchmarks.md, nineteenth
+session) that no pixel's own average shows above its noise where nothing else is missing. So the mean residual of the
+pixels at each distance from the edges is taken first, pooled along them (hundreds of pixels: a tenth of the noise or
+less), the depth (:data:`.average_filter.EDGE_WIDTHS`), whether each side has its own, and the gain chosen by the same
+estimate, when that bias stands clearly above its noise (:data:`.average_filter.EDGE_Z`); the rest of ``m`` is then
 filtered as above. Not on moving recordings: their residuals are averaged in the tissue's frame, where the frame's
 edges move.
 A second pass adds the correction (interpolated in time between chunk centres, so that drift and bleaching
@@ -55,23 +54,13 @@ from typing import Any
 import numpy as np
 
 from ..config import InferEvent
-from .average_filter import (
-    EDGE_WIDTHS,
-    EDGE_Z,
-    SIGMAS_XY,
-    along_edges,
-    blurred,
-    choose_correction,
-    edge_groups,
-    filter_responses,
-)
+from .average_filter import choose_correction
 from .frame_means import to_target
 from .registration import PhysicalFrames, moved
 
-__all__ = ["BLOCK", "CHUNK", "EDGE_WIDTHS", "EDGE_Z", "MIN_FRAMES", "SAID", "SIGMAS_XY", "SPLIT", "AverageCorrection",
-           "along_edges", "block_frames", "blurred", "choose_correction", "chunk_edges", "correction_frames",
-           "edge_groups", "expected", "filter_responses", "in_first_set", "iter_keep_average", "moved",
-           "residual_means", "residual_sums", "sums_bytes"]
+__all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SPLIT", "AverageCorrection", "block_frames", "chunk_edges",
+           "correction_frames", "expected", "in_first_set", "iter_keep_average", "moved", "residual_means",
+           "residual_sums", "sums_bytes"]
 
 MIN_FRAMES = 100  # fewer frames: the average is too noisy to be worth it (SIMA CA1, 10 frames: worse)
 CHUNK = 512  # frames averaged together on long recordings (a few hundred: noise / 500, yet follows drift)

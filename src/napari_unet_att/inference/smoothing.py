@@ -54,7 +54,7 @@ from scipy import ndimage
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from ..runtime.device import on_frame_parts
-from .averages import blurred
+from .average_filter import blurred
 from .frame_means import set_frame_means
 from .registration import PhysicalFrames
 from .temporal_filter import TRUNCATE, smooth_t, smooth_t_part
