@@ -34,6 +34,7 @@ from napari_unet_att.cli_args import smoothing_arg  # noqa: E402
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
 from napari_unet_att.evaluation.baselines import DEFAULT_SIGMAS, best_gaussian, gaussian3d  # noqa: E402
 from napari_unet_att.evaluation.metrics import (  # noqa: E402
+    extract_traces,
     frame_mean_shift_pct,
     psnr,
     ssim_frames,
@@ -59,8 +60,8 @@ CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in 
 
 def emit(row: dict) -> None:
     ROWS.append(row)
-    cells = [row.get(k, "") for k in ("case", "method", "psnr", "edge_psnr", "ssim", "trace_r", "mean_shift_pct",
-                                      "note")]
+    cells = [row.get(k, "") for k in ("case", "method", "psnr", "edge_psnr", "ssim", "trace_r", "trace_gain",
+                                      "mean_shift_pct", "note")]
     print("| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |", flush=True)
 
 
@@ -71,9 +72,19 @@ def score(case: str, method: str, x: np.ndarray, clean: np.ndarray, inp: np.ndar
            "edge_psnr": edge_psnr(x, clean, edge_mask(clean), rng),
            "ssim": float(np.mean(ssim_frames(x, clean, data_range=rng))),
            "trace_r": float(np.nanmean(trace_correlation(x, clean, masks))) if masks is not None else "",
+           "trace_gain": trace_gain(x, clean, masks) if masks is not None else "",
            "mean_shift_pct": frame_mean_shift_pct(x, inp), "note": note}
     emit(row)
     return row
+
+
+def trace_gain(x: np.ndarray, clean: np.ndarray, masks) -> float:
+    """How much of the cells' activity the ROI traces keep: the median over ROIs of the least-squares slope of a
+    trace on the truth's (each less its mean). 1: transients at full size (the raw movie's, up to its noise); below 1:
+    blunted, which every dF/F computed from the output inherits."""
+    tx, tc = extract_traces(x, masks), extract_traces(clean, masks)
+    tx, tc = tx - tx.mean(axis=1, keepdims=True), tc - tc.mean(axis=1, keepdims=True)
+    return float(np.median(np.sum(tx * tc, axis=1) / np.maximum(np.sum(tc * tc, axis=1), 1e-12)))
 
 
 def generalist(mode: str):
@@ -378,8 +389,9 @@ def main(argv=None) -> int:
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:
         a.size = 64  # a (T, 128, 64) raw scan, as the shipped sample
-    print("| case | method | PSNR dB (realnext: MSE) | edge PSNR dB | SSIM | trace r | max frame-mean shift % | note |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | method | PSNR dB (realnext: MSE) | edge PSNR dB | SSIM | trace r | trace gain "
+          "| max frame-mean shift % | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     globals()[f"cmd_{a.case}"](a)
     if a.json:
         Path(a.json).write_text(json.dumps(ROWS, indent=1))

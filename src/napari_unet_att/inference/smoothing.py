@@ -8,9 +8,7 @@ trained: the model denoises the even frames of a calibration block on their own,
 result predicts the odd frames between them, and the candidate with the smallest mean squared error wins. The odd
 frames' noise is independent of everything the prediction saw, so that error is the error against the clean signal
 plus a constant (the noise's variance): no candidate is favoured by the noise (Noise2Noise). Where each pixel's
-average is put back afterwards (:mod:`.averages`), only the error that the output keeps is counted: what changes
-over the frames and the fine part of each pixel's mean error (on held-out simulations at 1-2 photons the whole error
-refused a 0.5-px blur that the averages make good and lost 0.1-0.4 dB; docs/benchmarks.md, seventeenth session).
+average is put back afterwards (:mod:`.averages`), only the error that the output keeps is counted.
 
 Where the motion is known to a fraction of a pixel, the output is smoothed *along the measured motion*: every frame
 moved by minus its sub-pixel shift into the tissue's frame (on a canvas that keeps every recorded pixel), smoothed
@@ -25,40 +23,40 @@ smoothing that blurs the full-rate output; a frame-to-frame shift of the even fr
 :data:`MAX_STILL_SHIFT` therefore turns smoothing off where the motion was not measured, and keeps it to
 :data:`MAX_SIGMA_T_ALONG` frames where it was.
 
-The chosen smoothing is applied to the output as it streams out (:class:`TemporalSmoother`), and every frame keeps
-its mean. Mirrored-scan models are calibrated the same way, on whole frames: the even frames of the block (both scan
-directions of each) denoised on their own predict the odd frames, in the output's layout (the physical frames for a
-merged output, the raw lines for an interleaved one, whose two directions' lines move apart: :func:`to_tissue`). An
-earlier calibration within frames (one direction's result predicting the other direction's lines) calibrated one
-direction's result and over-smoothed the merged output (docs/benchmarks.md); across frames the output predicts.
+With the smoothing the calibration chooses how much of the fast changes it removes to give back
+(:mod:`.transients`: a transient's rise and peak, not the noise). The chosen smoothing is applied to the output as it
+streams out (:class:`TemporalSmoother`), and every frame keeps its mean. Mirrored-scan models are calibrated the same
+way, on whole frames: the even frames of the block (both scan directions of each) denoised on their own predict the
+odd frames, in the output's layout (the physical frames for a merged output, the raw lines for an interleaved one,
+whose two directions' lines move apart: :func:`to_tissue`). Within frames (one direction's result predicting the
+other's lines) it over-smoothed the merged output (docs/benchmarks.md).
 
 On a still recording the calibration may also **blend in a Gaussian of the input** (:data:`BLENDS`,
 :data:`BLEND_SIGMAS`): where the model takes real activity for noise (real noise unlike any it was trained on), the
-input's own neighbours predict the next frame better than the model, and the same prediction error says so. The blend
-is taken only where it lowers that error clearly (:data:`BLEND_MIN_GAIN_DB`); on the simulations it never is, on the
-thunder movie's real noise it took 90% and the next-frame error fell from 177.6 to 144.5 (the best Gaussian, chosen
-on those next frames: 146.8; docs/benchmarks.md): where the model does worse than a plain filter, the filter.
+input's own neighbours predict the next frame better than the model, and the same prediction error says so; taken
+only where it lowers that error clearly (:data:`BLEND_MIN_GAIN_DB`; on the thunder movie's real noise, never on the
+simulations: docs/benchmarks.md). Where the model does worse than a plain filter, the filter.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
-from ..runtime.device import on_frame_parts
 from .average_filter import blurred
-from .frame_means import set_frame_means
+from .bands import choose_split, combine
 from .registration import PhysicalFrames
-from .temporal_filter import TRUNCATE, smooth_t, smooth_t_part
+from .smoother import EMIT_FRAMES, TemporalSmoother
+from .temporal_filter import TRUNCATE, smooth, smooth_t, smooth_xy
 from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
+from .transients import choose_threshold, keep_fast
 
 __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_VOXELS",
            "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
@@ -69,16 +67,12 @@ __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CAL
 SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
 # Still recordings: the share of a Gaussian of the input (sigma_t frames, sigma_xy pixels) blended into the smoothed
-# output, up to all of it (where the model does worse than a plain filter, the filter). On the thunder movie's real
-# noise the model took fast activity for noise (next-frame MSE 177.6, best Gaussian 146.8); the calibrated blend gave
-# 151 (up to 80%, from 0.5 px), 144.5 with this grid; never chosen on the validation simulations (docs/benchmarks.md).
+# output (thunder movie's real noise: next-frame MSE 177.6 -> 144.5, best Gaussian 146.8; docs/benchmarks.md)
 BLENDS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
 BLEND_SIGMAS: tuple[tuple[float, float], ...] = ((1.0, 0.25), (2.0, 0.25), (4.0, 0.25), (1.0, 0.5), (2.0, 0.5),
                                                  (4.0, 0.5), (1.0, 1.0), (2.0, 1.0), (4.0, 1.0))
-# ... and only where it lowers the prediction error by this much more than smoothing alone: the even frames'
-# result is a poorer estimate than the full-rate output, so the calibration overrates any help from the input
-# (on simulations at 5 photons it picked a 20% blend for +0.002 dB there and lost 0.25 dB in PSNR; on the thunder
-# movie's real noise the blend's own gain was 1.6 dB).
+# ... only where it lowers the prediction error by this much more than smoothing alone: the calibration overrates the
+# input's help (at 5 photons a 20% blend for +0.002 dB there lost 0.25 dB of PSNR; thunder's real noise: 1.6 dB)
 BLEND_MIN_GAIN_DB = 0.05
 CALIBRATION_FRAMES = 80  # raw frames of the calibration block (its even half goes through the model)
 CALIBRATION_XY = 128  # the block's largest height and width (a central crop)
@@ -89,13 +83,11 @@ CALIBRATION_VOXELS = CALIBRATION_FRAMES * CALIBRATION_XY**2
 # each pixel's mean error finer than a Gaussian of this many pixels stays in the output: the calibration counts that
 AVERAGED_SIGMA = 0.7
 MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above which smoothing stays off
-# Along a measured motion the candidates stop at 2 frames: the even frames' result of a moving recording is a
-# poorer estimate than the full-rate output, so the calibration over-smooths (it picked 4-8 frames where 2-3 gave
-# the best PSNR on held-out validation seeds), and longer windows blunt transients and add up the motion
-# estimates' errors: sigma 2 was within 0.5 dB of the best and kept ROI traces at least as correlated as none.
+# Along a measured motion the candidates stop at 2 frames: the half-rate result of a moving recording is a poorer
+# estimate, so the calibration over-smooths (4-8 frames where 2-3 gave the best PSNR on validation seeds), and longer
+# windows add up the motion estimates' errors: sigma 2 was within 0.5 dB of the best, ROI traces as correlated as none.
 MAX_SIGMA_T_ALONG = 2.0
 SAID = "output smoothing: "  # how every description starts (the docks and benchmarks look for it)
-EMIT_FRAMES = 16  # frames smoothed at a time (bounds the filter's temporaries)
 
 
 @dataclass(frozen=True)
@@ -108,7 +100,8 @@ class Smoothing:
     output is smoothed along them: in the tissue's frame instead of the image's; ``flip`` not None says that
     the output is a bidirectional scan's interleaved lines (:func:`to_tissue`). ``blend`` > 0 (still recordings
     only): the result is ``(1 - blend)`` times the smoothed output plus ``blend`` times the input (in the
-    output's layout) smoothed by a Gaussian of ``blend_sigma`` ``(sigma_t frames, sigma_xy pixels)``.
+    output's layout) smoothed by a Gaussian of ``blend_sigma`` ``(sigma_t frames, sigma_xy pixels)``. A finite
+    ``keep_k`` gives back what the smoothing removed beyond ``keep_k`` robust deviations of it (:mod:`.transients`).
     """
 
     sigma_t: float = 0.0
@@ -119,6 +112,9 @@ class Smoothing:
     flip: bool | None = None
     blend: float = 0.0
     blend_sigma: tuple[float, float] = (0.0, 0.0)
+    keep_k: float = math.inf
+    split_px: float = 0.0
+    sigma_t_coarse: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -128,13 +124,18 @@ class Smoothing:
     @property
     def radius(self) -> int:
         """Frames either side that an output frame depends on."""
-        return int(TRUNCATE * max(self.sigma_t, self.blend_sigma[0] if self.blend > 0 else 0.0) + 0.5)
+        coarse = self.sigma_t_coarse if self.split_px > 0 else 0.0
+        return int(TRUNCATE * max(self.sigma_t, coarse, self.blend_sigma[0] if self.blend > 0 else 0.0) + 0.5)
 
     def describe(self) -> str:
         """One line for progress messages and logs."""
         if not self.active:
             return f"{SAID}none ({self.reason})"
         along = ", along the measured motion" if self.shifts is not None else ""
+        if self.split_px > 0:
+            along += f", detail coarser than {self.split_px:g} px over {self.sigma_t_coarse:g} frames"
+        if math.isfinite(self.keep_k):
+            along += f", fast changes above {self.keep_k:g}x their noise kept"
         if self.blend > 0:
             bt, bxy = self.blend_sigma
             along += f", {self.blend:.0%} a Gaussian of the input ({bt:g} frames, {bxy:g} px)"
@@ -158,21 +159,6 @@ def calibration_block(shape: tuple[int, int, int], bidirectional: bool = False) 
     nt = min(t - t % 2, max(CALIBRATION_FRAMES, CALIBRATION_VOXELS // max(ny * nx, 1) // 2 * 2))
     t0, y0, x0 = (t - nt) // 2 // 2 * 2, (y - ny) // 2, (x - nx) // 2
     return slice(t0, t0 + nt), slice(y0, y0 + ny), slice(x0, x0 + nx)
-
-
-def smooth(stack: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
-    """``stack`` (float32) smoothed by a Gaussian of ``sigma_t`` frames and ``sigma_xy`` pixels, mirrored at the
-    edges (scipy's 'reflect'); ``stack`` itself when both are 0."""
-    return smooth_xy(smooth_t(stack, sigma_t), sigma_xy)
-
-
-def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
-    """The frame axes of :func:`smooth` alone (the last two: each frame, or each plane of a
-    :func:`to_tissue` canvas of a scan, on its own)."""
-    if sigma_xy <= 0:
-        return stack
-    sigma = (0.0,) * (stack.ndim - 2) + (sigma_xy, sigma_xy)
-    return ndimage.gaussian_filter(stack, sigma, mode="reflect", truncate=TRUNCATE)
 
 
 def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
@@ -202,11 +188,8 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         What the model saw to make ``estimate`` (the even frames, raw, in the same layout and units): without
         ``shifts``, each candidate is also blended with Gaussians of it (:data:`BLENDS` x :data:`BLEND_SIGMAS`).
     averaged : bool
-        Each pixel's average is put back afterwards (:mod:`.averages`, smoothed by about
-        :data:`AVERAGED_SIGMA`): the smoothing is then chosen by the error that the output keeps, what changes
-        over the frames and the part of each pixel's mean error finer than that Gaussian (else a long window or a
-        blur wins that only helps the still part, which the averages replace: docs/benchmarks.md, seventeenth
-        session). A blend with the input is still chosen by the whole error.
+        Each pixel's average is put back afterwards (:mod:`.averages`): the smoothing is then chosen by the error
+        that the output keeps (:func:`calibration_errors`); a blend with the input still by the whole error.
     lines : bool, optional
         ``estimate`` and ``target`` are a bidirectional scan's interleaved lines, whose averages are smoothed
         direction by direction (default: ``flip is not None``).
@@ -214,7 +197,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     Returns
     -------
     Smoothing
-        Sigmas in frames of the output (two per frame of ``estimate``) and pixels.
+        Sigmas in frames of the output (two per frame of ``estimate``) and pixels, with what it gives back.
     """
     n = min(len(estimate), len(target))
     if n < 8:
@@ -249,19 +232,36 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
         gaussians = {g: from_tissue(filtered, place, pad, flip) for g, filtered in gaussians.items()}
     candidates = SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]
-    # the smoothing first, by what the output keeps of its error; then a blend with it, by the whole error
-    kept, whole, chosen, guess = {}, {}, (0.0, 0.0), None  # (0, 0), no smoothing, is the first candidate
+
+    def back(a: np.ndarray) -> np.ndarray:  # a candidate in its target's place
+        return a if shifts is None and flip is None else from_tissue(a, place, pad, flip)
+
+    # the smoothing, by what the output keeps of its error; then how much of the fast changes it removes to give back,
+    # by the same error (:mod:`.transients`; not together: docs/benchmarks.md); then a blend, by the whole error
+    kept, whole, every, chosen = {}, {}, {}, (0.0, 0.0)  # (0, 0), no smoothing, is the first candidate
     for st in candidates:
         along_t = smooth_t(estimate, st / 2)
         for sxy in SIGMAS_XY:
-            candidate = smooth_xy(along_t, sxy)
-            candidate = candidate if shifts is None and flip is None else from_tissue(candidate, place, pad, flip)
-            kept[st, sxy], whole[st, sxy] = calibration_errors(candidate - target, averaged, lines)
-            if guess is None or kept[st, sxy] < kept[chosen]:  # (the first of equals, as min() would pick)
-                chosen, guess = (st, sxy), candidate
-    (st, sxy), miss, w, g = chosen, guess - target, 0.0, (0.0, 0.0)
-    best = whole[st, sxy]
-    blends = {}
+            every[st, sxy] = candidate = smooth_xy(along_t, sxy)
+            kept[st, sxy], whole[st, sxy] = calibration_errors(back(candidate) - target, averaged, lines)
+            if kept[st, sxy] < kept[chosen]:  # (the first of equals, as min() would pick)
+                chosen = (st, sxy)
+    (st, sxy), smoothed, w, g = chosen, every[chosen], 0.0, (0.0, 0.0)
+
+    def error(miss: np.ndarray) -> float:
+        return calibration_errors(miss, averaged, lines)[0]
+
+    # still frames: fine and coarse detail over windows of their own (:mod:`.bands`), where that predicts better
+    split = choose_split(estimate, target, every, error, kept[chosen]) if shifts is None and flip is None else None
+    if split is not None:
+        st, sxy = split.sigma_t, split.sigma_xy
+        smoothed = combine(every[st, sxy], smooth_t(estimate, split.sigma_t_coarse / 2), split.split_px)
+    del every  # (without a smoothing, nothing to give back: k stays infinite)
+    k, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)
+    guess = back(keep_fast(estimate, smoothed, k))
+    miss = guess - target
+    best = calibration_errors(miss, averaged, lines)[1]
+    blends, before_blend = {}, best
     for sigmas, filtered in gaussians.items():
         # the error of (1 - w) guess + w filtered is quadratic in w: three means give every w's
         step = filtered - guess
@@ -272,23 +272,25 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
             (w, g), best = (bw, bg), blended
     if w == 1.0:  # all the filter: the model's smoothing (a tie) does not reach it; its gain is the filter's own
-        st, sxy = 0.0, 0.0
+        st, sxy, k, split = 0.0, 0.0, math.inf, None
         gain = 10 * np.log10(whole[0.0, 0.0] / best) if best > 0 else 0.0
     else:  # what the smoothing gained by the error it was chosen on, and a blend by the whole error
-        gain = 10 * np.log10(kept[0.0, 0.0] / kept[st, sxy]) if kept[st, sxy] > 0 else 0.0
-        gain += 10 * np.log10(whole[st, sxy] / best) if best > 0 else 0.0
+        gain = 10 * np.log10(kept[0.0, 0.0] / kept_k) if kept_k > 0 else 0.0
+        gain += 10 * np.log10(before_blend / best) if best > 0 else 0.0
     said = "error the output keeps" if averaged and w < 1.0 else "prediction error"
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: {said} {gain:.3f} dB lower",
-                     blend=w, blend_sigma=g)
+                     blend=w, blend_sigma=g, keep_k=k, split_px=0.0 if split is None else split.split_px,
+                     sigma_t_coarse=0.0 if split is None else split.sigma_t_coarse)
 
 
 def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
     """The mean squared ``miss`` ``(n, Y, X)`` that counts and the whole of it.
 
-    With ``averaged`` (each pixel's average is put back afterwards, :func:`choose_smoothing`) what counts is what the
-    output keeps: the error less each pixel's mean error over the frames, plus that mean's part finer than a Gaussian
-    of :data:`AVERAGED_SIGMA` pixels; otherwise the whole error. ``lines``: ``miss`` is a scan's interleaved lines
-    (each direction's rows smoothed on their own).
+    With ``averaged`` (each pixel's average is put back afterwards) what counts is what the output keeps: the error
+    less each pixel's mean error over the frames, plus that mean's part finer than a Gaussian of
+    :data:`AVERAGED_SIGMA` pixels (else a long window or a blur wins that only helps the still part, which the
+    averages replace: docs/benchmarks.md, seventeenth session); otherwise the whole error. ``lines``: ``miss`` is a
+    scan's interleaved lines (each direction's rows smoothed on their own).
     """
     whole = float(np.mean(miss**2, dtype=np.float64))
     if not averaged:
@@ -369,76 +371,3 @@ def _announced(gen: Generator[InferEvent, None, Any], message: str) -> Generator
         if first:
             ev, first = dataclasses.replace(ev, message=ev.message or message), False
         yield ev
-
-
-class TemporalSmoother:
-    """Apply a :class:`Smoothing` to frame blocks that arrive in order, each frame's mean kept.
-
-    :meth:`push` takes the next block ``(start, block)`` and returns the frames that are final (every frame
-    within :attr:`Smoothing.radius` of them has arrived; all of them once the stack's last frame has), in parts
-    of :data:`EMIT_FRAMES`. At most ``radius`` frames are held back besides the block, so streamed outputs stay
-    O(block). With :attr:`Smoothing.shifts` the frames are held moved into the tissue's frame and each smoothed
-    frame is moved back to its own place. With :attr:`Smoothing.blend` the same frames of ``inputs`` (the input in
-    the output's layout, :func:`layout_input`; read a block at a time) are held alike.
-    """
-
-    def __init__(self, smoothing: Smoothing, n_frames: int, inputs: Any = None) -> None:
-        if smoothing.blend > 0 and inputs is None:
-            raise ValueError("a blend needs the input's frames beside the output's")
-        self.s, self.n, self.source = smoothing, int(n_frames), inputs
-        self.held: np.ndarray | None = None  # frames [self.base, self.base + len(held)) not yet smoothed
-        self.inputs = np.zeros(0, np.float32)  # the input's frames beside them (a blend only)
-        self.means = np.zeros(0)  # the held frames' own means (before any move): what each output frame keeps
-        self.pad = 0 if smoothing.shifts is None else canvas_pad(smoothing.shifts)
-        self.base = 0
-        self.done = 0  # frames returned so far
-
-    def push(self, start: int, block: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Add frames ``[start, start + len(block))`` (the next ones); return the blocks now final."""
-        if start != self.base + (0 if self.held is None else len(self.held)):
-            raise ValueError(f"frames must arrive in order: expected {self.base}, got {start}")
-        block = np.asarray(block, np.float32)
-        if self.s.blend > 0:
-            inputs = self._to_canvas(np.asarray(self.source[start : start + len(block)], np.float32), start)
-            self.inputs = inputs if not len(self.inputs) else np.concatenate([self.inputs, inputs])
-        self.means = np.concatenate([self.means, block.mean(axis=(1, 2), dtype=np.float64)])
-        block = self._to_canvas(block, start)
-        self.held = block if self.held is None else np.concatenate([self.held, block])
-        return self._emit(final=start + len(block) >= self.n)
-
-    def _shifts(self, start: int, stop: int) -> np.ndarray:
-        """The moves of frames ``[start, stop)`` into the tissue's frame (none without a motion)."""
-        return np.zeros((stop - start, 2)) if self.s.shifts is None else self.s.shifts[start:stop]
-
-    def _to_canvas(self, frames: np.ndarray, start: int) -> np.ndarray:
-        """Frames as they are held: moved into the tissue's frame, a scan's lines as two planes (:func:`to_tissue`)."""
-        if self.s.shifts is None and self.s.flip is None:
-            return frames
-        return to_tissue(frames, self._shifts(start, start + len(frames)), self.pad, self.s.flip)
-
-    def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
-        r = self.s.radius
-        end = self.base + len(self.held)
-        ready = end if final else end - r  # frames whose whole kernel has arrived
-        parts = []
-        # a few frames at a time, each with the r frames either side that its kernel reaches (or the stack's edge,
-        # mirrored as for a whole stack): temporaries stay small
-        for first in range(self.done, ready, EMIT_FRAMES):
-            last = min(first + EMIT_FRAMES, ready)
-            lo, hi = max(first - r, self.base), min(last + r, end)
-            in_time = functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=self.s.sigma_t, first=first,
-                                        last=last)  # split by rows (axis -2): each keeps its whole time axis
-            part = on_frame_parts(in_time, self.held[lo - self.base : hi - self.base], axis=-2)
-            out = on_frame_parts(lambda f: smooth_xy(np.array(f, np.float32), self.s.sigma_xy), part)
-            if self.s.blend > 0:
-                bt, bxy = self.s.blend_sigma
-                blurred = smooth_t_part(self.inputs[lo - self.base : hi - self.base], lo, self.n, bt, first, last)
-                out = (1 - self.s.blend) * out + self.s.blend * smooth_xy(np.array(blurred, np.float32), bxy)
-            if self.s.shifts is not None or self.s.flip is not None:
-                out = from_tissue(out, self._shifts(first, last), self.pad, self.s.flip)
-            parts.append((first, set_frame_means(out, self.means[first - self.base : last - self.base])))
-        self.done = max(self.done, ready)
-        keep_from = max(self.done - r, self.base) - self.base  # the next frame's kernel reaches r frames back
-        self.held, self.means, self.base = self.held[keep_from:], self.means[keep_from:], self.base + keep_from
-        self.inputs = self.inputs[keep_from:]
-        return parts

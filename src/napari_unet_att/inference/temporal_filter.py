@@ -1,6 +1,6 @@
-"""The time axis of the output smoothing, for a few frames of a stream at a time.
+"""The output smoothing's Gaussian filters: over time, over each frame, and over time for a few frames of a stream.
 
-:class:`~napari_unet_att.inference.smoothing.TemporalSmoother` emits the smoothed output a few frames at a time,
+:class:`~napari_unet_att.inference.smoother.TemporalSmoother` emits the smoothed output a few frames at a time,
 holding only the frames their kernel reaches. :func:`smooth_t_part` computes exactly those frames, the whole
 stack's result (:func:`smooth_t`, scipy's ``gaussian_filter1d`` with ``mode='reflect'``) to float32
 rounding: filtering the held window and keeping its middle also filtered the kernel's reach either side, 3.3x the
@@ -14,7 +14,7 @@ from scipy import ndimage
 
 TRUNCATE = 3.0  # the Gaussian kernel reaches TRUNCATE * sigma frames either way (99.7% of its weight)
 
-__all__ = ["TRUNCATE", "smooth_t", "smooth_t_part"]
+__all__ = ["TRUNCATE", "smooth", "smooth_t", "smooth_t_part", "smooth_xy"]
 
 
 def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
@@ -23,6 +23,21 @@ def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
     if sigma_t <= 0:
         return stack
     return ndimage.gaussian_filter1d(stack, sigma_t, axis=0, mode="reflect", truncate=TRUNCATE)
+
+
+def smooth(stack: np.ndarray, sigma_t: float, sigma_xy: float) -> np.ndarray:
+    """``stack`` (float32) smoothed by a Gaussian of ``sigma_t`` frames and ``sigma_xy`` pixels, mirrored at the
+    edges (scipy's 'reflect'); ``stack`` itself when both are 0."""
+    return smooth_xy(smooth_t(stack, sigma_t), sigma_xy)
+
+
+def smooth_xy(stack: np.ndarray, sigma_xy: float) -> np.ndarray:
+    """The frame axes of :func:`smooth` alone (the last two: each frame, or each plane of a
+    :func:`.tissue.to_tissue` canvas of a scan, on its own)."""
+    if sigma_xy <= 0:
+        return stack
+    sigma = (0.0,) * (stack.ndim - 2) + (sigma_xy, sigma_xy)
+    return ndimage.gaussian_filter(stack, sigma, mode="reflect", truncate=TRUNCATE)
 
 
 def smooth_t_part(window: np.ndarray, lo: int, n_frames: int, sigma_t: float, first: int, last: int) -> np.ndarray:

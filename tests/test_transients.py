@@ -1,0 +1,75 @@
+"""What the output smoothing removes, given back where it stands out (inference.transients)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_unet_att.inference import smoothing as sm
+from napari_unet_att.inference.transients import KEEP_K, choose_threshold, keep_fast, robust_sd
+
+
+def pulses(rng: np.random.Generator, t: int = 96, size: int = 32) -> np.ndarray:
+    """A still textured scene (10 to 30 counts) in which 4 x 4 patches rise sharply by 40 counts at random times and
+    stay there for 6 frames (a fast indicator's transients), float32 ``(t, size, size)``."""
+    texture = ndimage.gaussian_filter(rng.normal(size=(size, size)), 1.5)
+    clean = np.repeat((20 + 10 * texture / texture.std())[None], t, axis=0).astype(np.float32)
+    for _ in range(size):
+        y, x, start = rng.integers(0, size - 4), rng.integers(0, size - 4), rng.integers(0, t - 6)
+        clean[start : start + 6, y : y + 4, x : x + 4] += 40.0
+    return clean
+
+
+def test_robust_sd_ignores_rare_large_values(rng):
+    noise = rng.normal(0.0, 2.0, 100_000).astype(np.float32)
+    assert robust_sd(noise) == pytest.approx(2.0, rel=0.05)
+    noise[::50] = 1e4  # 2% outliers: a plain standard deviation is 700x the noise's
+    assert robust_sd(noise) == pytest.approx(2.0, rel=0.1)
+    assert robust_sd(np.zeros(0)) == 0.0
+
+
+def test_keep_fast_gives_back_what_stands_out(rng):
+    clean = pulses(rng)
+    noisy = clean + rng.normal(0.0, 1.0, clean.shape).astype(np.float32)
+    smoothed = sm.smooth_t(noisy, 4.0)
+    assert keep_fast(noisy, smoothed, math.inf) is smoothed
+    np.testing.assert_allclose(keep_fast(noisy, smoothed, 0.0), noisy, rtol=1e-5, atol=1e-4)
+    kept = keep_fast(noisy, smoothed, 3.0)
+    on = clean - clean.min(axis=0) > 20
+    # the pulses: most of their height back; the baseline: still smoothed (far from the raw noise)
+    assert np.mean(kept[on]) > np.mean(smoothed[on]) + 0.5 * (np.mean(clean[on]) - np.mean(smoothed[on]))
+    still = np.abs(sm.smooth_t(clean, 4.0) - clean) < 1e-3  # far from any pulse
+    assert np.std(kept[still] - clean[still]) < 0.6 * np.std(noisy[still] - clean[still])
+    assert np.mean((kept - clean) ** 2) < np.mean((smoothed - clean) ** 2)
+
+
+def test_choose_threshold_keeps_the_smoothing_without_a_gain(rng):
+    noisy = rng.normal(0.0, 1.0, (20, 16, 16)).astype(np.float32)
+    smoothed = sm.smooth_t(noisy, 3.0)
+    k, err = choose_threshold(noisy, smoothed, lambda c: float(np.mean(c**2)))  # the truth is 0: smoothing is best
+    assert k == KEEP_K[0] == math.inf and err == pytest.approx(float(np.mean(smoothed**2)))
+    k, _ = choose_threshold(noisy, smoothed, lambda c: float(np.mean((c - noisy) ** 2)))  # the raw itself is best
+    assert k == min(KEEP_K)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_gives_back_fast_transients(seed):
+    """A still recording with sharp transients: the calibration smooths over time and gives the transients back,
+    and the result is closer to the truth than the smoothing alone; what the smoother streams is that result."""
+    rng = np.random.default_rng(seed)
+    clean = pulses(rng)
+    estimate = clean[0::2] + rng.normal(0.0, 2.0, clean[0::2].shape).astype(np.float32)  # a model's noisy guess
+    target = (clean[1::2] + rng.normal(0.0, 6.0, clean[1::2].shape)).astype(np.float32)
+    choice = sm.choose_smoothing(estimate, target)
+    assert choice.sigma_t > 0 and math.isfinite(choice.keep_k), choice
+    assert f"fast changes above {choice.keep_k:g}x their noise kept" in choice.describe()
+    full = clean + rng.normal(0.0, 2.0, clean.shape).astype(np.float32)
+    plain = sm.TemporalSmoother(sm.Smoothing(choice.sigma_t, choice.sigma_xy), len(full)).push(0, full)
+    kept = sm.TemporalSmoother(choice, len(full)).push(0, full)
+    plain, kept = np.concatenate([p for _, p in plain]), np.concatenate([p for _, p in kept])
+    assert np.mean((kept - clean) ** 2) < 0.9 * np.mean((plain - clean) ** 2)
+    on = clean - clean.min(axis=0) > 20
+    assert np.mean(kept[on]) > np.mean(plain[on])
