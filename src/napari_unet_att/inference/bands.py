@@ -78,6 +78,6 @@ def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tup
         fine = {(st, sxy): error((cand - target) - low_misses[st]) for (st, sxy), cand in smoothed.items()}
         st, sxy = min(fine, key=fine.__getitem__)
         err = error((smoothed[st, sxy] - target) - low_misses[st] + low_misses[coarse])
-        if err < (best if chosen is None else chosen.error):
+        if coarse != st and err < (best if chosen is None else chosen.error):  # (one window for both: no split)
             chosen = Split(split_px, st, sxy, coarse, err)
     return chosen

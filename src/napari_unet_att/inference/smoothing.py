@@ -64,7 +64,9 @@ __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CAL
            "frame_shifts", "from_tissue", "held_bytes", "iter_smoothing", "layout_input", "smooth", "smooth_t",
            "smooth_xy", "to_tissue"]
 
-SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # frames of the full-rate output
+# frames of the full-rate output; 12 and 16 serve the fine detail of a two-scale smoothing (:mod:`.bands`: chosen
+# on 5 of 6 validation recordings over 8, +0.1 to +0.4 dB); the calibration block's 80 frames judge no longer ones
+SIGMAS_T: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 SIGMAS_XY: tuple[float, ...] = (0.0, 0.5)  # pixels
 # Still recordings: the share of a Gaussian of the input (sigma_t frames, sigma_xy pixels) blended into the smoothed
 # output (thunder movie's real noise: next-frame MSE 177.6 -> 144.5, best Gaussian 146.8; docs/benchmarks.md)
@@ -251,7 +253,8 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     def error(miss: np.ndarray) -> float:
         return calibration_errors(miss, averaged, lines)[0]
 
-    # still frames: fine and coarse detail over windows of their own (:mod:`.bands`), where that predicts better
+    # still frames: fine and coarse detail over windows of their own (:mod:`.bands`), where that predicts better (along
+    # a motion, whose windows stop at MAX_SIGMA_T_ALONG, no validation recording gained: docs/benchmarks.md)
     split = choose_split(estimate, target, every, error, kept[chosen]) if shifts is None and flip is None else None
     if split is not None:
         st, sxy = split.sigma_t, split.sigma_xy
