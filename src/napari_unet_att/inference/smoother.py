@@ -74,6 +74,12 @@ class TemporalSmoother:
             return frames
         return to_tissue(frames, self._shifts(start, start + len(frames)), self.pad, self.s.flip)
 
+    def _in_time(self, sigma_t: float, lo: int, hi: int, first: int, last: int) -> np.ndarray:
+        """Frames ``[first, last)`` smoothed over ``sigma_t`` frames, from the held frames ``[lo, hi)`` (split by
+        rows, axis -2: each part keeps its whole time axis)."""
+        smoothed = functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=sigma_t, first=first, last=last)
+        return on_frame_parts(smoothed, self.held[lo - self.base : hi - self.base], axis=-2)
+
     def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
         r = self.s.radius
         end = self.base + len(self.held)
@@ -84,17 +90,10 @@ class TemporalSmoother:
         for first in range(self.done, ready, EMIT_FRAMES):
             last = min(first + EMIT_FRAMES, ready)
             lo, hi = max(first - r, self.base), min(last + r, end)
-            window = self.held[lo - self.base : hi - self.base]
-
-            def in_time(sigma_t: float, window: np.ndarray = window, first: int = first, last: int = last,
-                        lo: int = lo) -> np.ndarray:  # split by rows (axis -2): each keeps its whole time axis
-                smoothed = functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=sigma_t, first=first,
-                                             last=last)
-                return on_frame_parts(smoothed, window, axis=-2)
-
-            out = on_frame_parts(lambda f: smooth_xy(np.array(f, np.float32), self.s.sigma_xy), in_time(self.s.sigma_t))
+            part = self._in_time(self.s.sigma_t, lo, hi, first, last)
+            out = on_frame_parts(lambda f: smooth_xy(np.array(f, np.float32), self.s.sigma_xy), part)
             if self.s.split_px > 0:  # the coarse part over its own window (:mod:`.bands`)
-                out = combine(out, in_time(self.s.sigma_t_coarse), self.s.split_px)
+                out = combine(out, self._in_time(self.s.sigma_t_coarse, lo, hi, first, last), self.s.split_px)
             out = keep_fast(self.held[first - self.base : last - self.base], out, self.s.keep_k)
             if self.s.blend > 0:
                 bt, bxy = self.s.blend_sigma
