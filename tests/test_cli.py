@@ -50,10 +50,11 @@ def test_denoise_keeps_shape_and_dtype(files, model, capsys):
 
 
 def test_denoise_smoothing_option(files, model, capsys):
+    from napari_unet_att.inference.bands import combine
     from napari_unet_att.inference.smoothing import smooth
 
     outs = {}
-    for setting in ("off", "3,0.5", "auto"):
+    for setting in ("off", "3,0.5", "6,0.5,2,0", "auto"):
         out = files / f"smooth_{setting}.tif"
         assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out), "--float32",
                      "--smoothing", setting]) == 0
@@ -61,12 +62,17 @@ def test_denoise_smoothing_option(files, model, capsys):
     want = smooth(outs["off"], 3.0, 0.5)
     want += (outs["off"].mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
     np.testing.assert_allclose(outs["3,0.5"], want, rtol=1e-4, atol=1e-2)
+    # two scales as given: the detail coarser than 2 px not smoothed over time, the fine detail over 6 frames
+    want = combine(smooth(outs["off"], 6.0, 0.5), outs["off"], 2.0)
+    want += (outs["off"].mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(outs["6,0.5,2,0"], want, rtol=1e-4, atol=1e-2)
     said = capsys.readouterr()
     assert "output smoothing: Gaussian sigma 3 frames, 0.5 px (as given)" in said.out + said.err
+    assert "Gaussian sigma 6 frames, 0.5 px, detail coarser than 2 px over 0 frames (as given)" in said.out + said.err
     with pytest.raises(SystemExit):
         main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(files / "x.tif"),
               "--smoothing", "strong"])
-    assert "expected auto, off or two sigmas" in capsys.readouterr().err
+    assert "expected auto, off, two sigmas T,XY" in capsys.readouterr().err
 
 
 def test_denoise_overlap_option(files, model, capsys):

@@ -184,7 +184,8 @@ def test_calibration_block_is_central_even_and_bounded():
 
 def test_smoothing_setting_is_checked():
     assert InferConfig(smoothing=[2, 0.5]).smoothing == (2.0, 0.5)
-    for bad in ("on", (1.0,), (-1.0, 0.0), (float("nan"), 0.0), ("a", "b")):
+    assert InferConfig(smoothing=[16, 0.5, 4, 2]).smoothing == (16.0, 0.5, 4.0, 2.0)  # two scales
+    for bad in ("on", (1.0,), (-1.0, 0.0), (float("nan"), 0.0), ("a", "b"), (1.0, 0.5, 2.0), (1, 0, -2, 0)):
         with pytest.raises(InputError, match="smoothing"):
             InferConfig(smoothing=bad)
 

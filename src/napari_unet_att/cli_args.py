@@ -32,15 +32,19 @@ SERIES_HELP = ("the image series to read from TIFFs that hold several (OME / Mic
                "with a warning naming the others")
 
 
-def smoothing_arg(text: str) -> str | tuple[float, float]:
-    """``--smoothing``: 'auto', 'off' or 'T,XY' (two sigmas); checked by InferConfig."""
+def smoothing_arg(text: str) -> str | tuple[float, ...]:
+    """``--smoothing``: 'auto', 'off', 'T,XY' (two sigmas) or 'T,XY,SPLIT,TC' (and the two-scale split); checked by
+    InferConfig."""
     if text in SMOOTHING_CHOICES:
         return text
     try:
-        t, xy = (float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, off or two sigmas T,XY (e.g. 4,0), got {text!r}") from None
-    return (t, xy)
+        values = ()
+    if len(values) not in (2, 4):
+        raise argparse.ArgumentTypeError(f"expected auto, off, two sigmas T,XY (e.g. 4,0) or four T,XY,SPLIT,TC "
+                                         f"(e.g. 16,0.5,4,2), got {text!r}")
+    return values
 
 
 def option_name(setting: str) -> str:
@@ -120,8 +124,9 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="Gaussian smoothing of the output: 'auto' (the amount under which the model's result on "
                         "the even frames best predicts the odd ones, along the motion that registration measured; "
                         "on still recordings blended with a Gaussian of the input where that predicts them clearly "
-                        "better; none when the field of view moves otherwise), 'off', or 'T,XY' (sigma in frames, "
-                        "pixels: the same on every file)")
+                        "better; on still ones fine and coarse detail over windows of their own; none when the field "
+                        "of view moves otherwise), 'off', 'T,XY' (sigma in frames, pixels: the same on every file) or "
+                        "'T,XY,SPLIT,TC' (and the detail coarser than SPLIT px over TC frames, as 'auto' prints it)")
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")

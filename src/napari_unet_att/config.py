@@ -263,8 +263,9 @@ class InferConfig:
     keep_mean: bool = True  # shift each output frame to the input frame's mean (inference.frame_means.keep_frame_means)
     half_rate: bool = False  # temporal models: average with even / odd frames denoised apart (2x the work)
     # Gaussian smoothing of the output: 'auto' (chosen on the recording, along the measured motion, none when
-    # it moves otherwise; inference.smoothing), 'off', or (sigma_t frames, sigma_xy pixels)
-    smoothing: str | tuple[float, float] = "auto"
+    # it moves otherwise; inference.smoothing), 'off', (sigma_t frames, sigma_xy pixels), or those and (split_px,
+    # sigma_t_coarse): the detail coarser than a Gaussian of split_px pixels over its own window (inference.bands)
+    smoothing: str | tuple[float, ...] = "auto"
     # rigid registration of fast-moving frames before denoising, each result frame moved back: 'auto' (where
     # the frames move; inference.registration) or 'off'
     registration: str = "auto"
@@ -305,15 +306,17 @@ class InferConfig:
         s = self.smoothing
         if isinstance(s, str):
             if s not in SMOOTHING_CHOICES:
-                raise InputError(f"smoothing must be 'auto', 'off' or (sigma_t, sigma_xy), got {s!r}")
+                raise InputError(f"smoothing must be 'auto', 'off' or (sigma_t, sigma_xy[, split_px, sigma_t_coarse]), "
+                                 f"got {s!r}")
             return
         try:
-            pair = tuple(float(v) for v in s)
+            values = tuple(float(v) for v in s)
         except (TypeError, ValueError):
-            pair = ()
-        if len(pair) != 2 or not all(math.isfinite(v) and 0 <= v <= 64 for v in pair):
-            raise InputError(f"smoothing sigmas must be two numbers from 0 to 64 (frames, pixels), got {s!r}")
-        self.smoothing = pair
+            values = ()
+        if len(values) not in (2, 4) or not all(math.isfinite(v) and 0 <= v <= 64 for v in values):
+            raise InputError("smoothing sigmas must be two numbers from 0 to 64 (frames, pixels), or four (and the "
+                             f"split in pixels, the coarse detail's frames), got {s!r}")
+        self.smoothing = values
 
 
 @dataclass

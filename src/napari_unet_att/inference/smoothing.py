@@ -303,7 +303,7 @@ def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[f
     return whole - float(np.mean(mean**2)) + float(np.mean(fine**2)), whole
 
 
-def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack: Any,
+def iter_smoothing(setting: str | tuple[float, ...], denoiser: Denoiser, stack: Any,
                    run_model: Callable[[np.ndarray], Generator[InferEvent, None, np.ndarray]],
                    shifts: np.ndarray | None = None, layout: str = "frames",
                    averaged: bool = False) -> Generator[InferEvent, None, Smoothing]:
@@ -328,7 +328,9 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
     scan = layout == "interleaved" and (shifts is not None or denoiser.flip_backward)
     flip = denoiser.flip_backward if scan else None
     if setting != "auto":
-        smoothing = Smoothing(*setting, reason="as given")
+        st, sxy, *split = setting  # (a two-scale one: and the split's px and the coarse detail's frames)
+        smoothing = Smoothing(st, sxy, reason="as given", split_px=split[0] if split else 0.0,
+                              sigma_t_coarse=split[1] if split else 0.0)
     elif t < 16:
         return Smoothing(reason=f"too few frames to choose it ({t}, 16 needed)")
     else:
@@ -347,7 +349,7 @@ def iter_smoothing(setting: str | tuple[float, float], denoiser: Denoiser, stack
     return smoothing
 
 
-def held_bytes(setting: str | tuple[float, float], frame: tuple[int, int], block: int) -> int:
+def held_bytes(setting: str | tuple[float, ...], frame: tuple[int, int], block: int) -> int:
     """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``), blocks of
     ``block`` frames: the block and its kernel's reach (the widest candidate's) on a canvas a few pixels larger (a
     motion's moves), a copy of them, and as much of the input's frames for a blend (not for given sigmas)."""
