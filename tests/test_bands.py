@@ -60,3 +60,15 @@ def test_fine_detail_is_smoothed_longer_than_coarse_activity(seed):
     one = min((sm.Smoothing(st, sxy) for st in sm.SIGMAS_T for sxy in sm.SIGMAS_XY),
               key=lambda s: float(np.mean((streamed(s) - clean) ** 2)))  # the best single window, by the truth
     assert np.mean((streamed(choice) - clean) ** 2) < 0.9 * np.mean((streamed(one) - clean) ** 2), one
+
+
+def test_a_split_that_smooths_only_the_coarse_detail_is_applied(rng):
+    """A fine window of none and a coarse one over time is still a smoothing (active, streamed, along a motion)."""
+    choice = sm.Smoothing(0.0, 0.0, split_px=4.0, sigma_t_coarse=2.0)
+    assert choice.active and choice.over_time and choice.radius == 6
+    frames = rng.normal(10.0, 2.0, (30, 32, 32)).astype(np.float32)
+    out = np.concatenate([p for _, p in sm.TemporalSmoother(choice, len(frames)).push(0, frames)])
+    want = bands.combine(frames, sm.smooth_t(frames, 2.0), 4.0)
+    want += (frames.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+    assert np.std(out - frames) > 0.1  # (not the input back)

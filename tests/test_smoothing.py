@@ -32,14 +32,12 @@ def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float, blend: float = 0.0,
              blend_sigma: tuple[float, float] = (0.0, 0.0), inputs: np.ndarray | None = None,
              keep_k: float = math.inf, split: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """What the engine should give: ``x`` smoothed as a whole (the part coarser than ``split[0]`` px over
-    ``split[1]`` frames; its fast changes given back at ``keep_k`` deviations, measured on each part of
-    :data:`~smoothing.EMIT_FRAMES` frames as streamed; then blended with a Gaussian of ``inputs``), then each frame
-    shifted back to ``x``'s mean."""
+    ``split[1]`` frames; its fast changes given back at ``keep_k`` deviations; then blended with a Gaussian of
+    ``inputs``), then each frame shifted back to ``x``'s mean."""
     want = sm.smooth(x, sigma_t, sigma_xy)
     if split[0] > 0:
         want = bands.combine(want, sm.smooth_t(x, split[1]), split[0])
-    parts = range(0, len(x), sm.EMIT_FRAMES)
-    want = np.concatenate([keep_fast(x[i : i + sm.EMIT_FRAMES], want[i : i + sm.EMIT_FRAMES], keep_k) for i in parts])
+    want = keep_fast(x, want, keep_k)
     if blend:
         want = (1 - blend) * want + blend * sm.smooth(inputs, *blend_sigma)
     return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
@@ -53,9 +51,7 @@ def as_chosen(x: np.ndarray, choice: sm.Smoothing, scan: bool = False) -> np.nda
                         (choice.split_px, choice.sigma_t_coarse))
     planes = sm.as_planes(x, True)  # (n, 2, Y, X): each direction's lines a plane
     want = sm.smooth(planes, choice.sigma_t, choice.sigma_xy)
-    parts = range(0, len(x), sm.EMIT_FRAMES)
-    want = np.concatenate([keep_fast(planes[i : i + sm.EMIT_FRAMES], want[i : i + sm.EMIT_FRAMES], choice.keep_k)
-                           for i in parts])
+    want = keep_fast(planes, want, choice.keep_k)
     if choice.blend:
         want = (1 - choice.blend) * want + choice.blend * sm.smooth(planes, *choice.blend_sigma)
     want = sm.from_tissue(want, np.zeros((len(x), 2)), 0, True)
@@ -185,7 +181,8 @@ def test_calibration_block_is_central_even_and_bounded():
 def test_smoothing_setting_is_checked():
     assert InferConfig(smoothing=[2, 0.5]).smoothing == (2.0, 0.5)
     assert InferConfig(smoothing=[16, 0.5, 4, 2]).smoothing == (16.0, 0.5, 4.0, 2.0)  # two scales
-    for bad in ("on", (1.0,), (-1.0, 0.0), (float("nan"), 0.0), ("a", "b"), (1.0, 0.5, 2.0), (1, 0, -2, 0)):
+    for bad in ("on", (1.0,), (-1.0, 0.0), (float("nan"), 0.0), ("a", "b"), (1.0, 0.5, 2.0), (1, 0, -2, 0),
+                (1, 0, 0, 2)):
         with pytest.raises(InputError, match="smoothing"):
             InferConfig(smoothing=bad)
 

@@ -23,12 +23,29 @@ def pulses(rng: np.random.Generator, t: int = 96, size: int = 32) -> np.ndarray:
     return clean
 
 
-def test_robust_sd_ignores_rare_large_values(rng):
-    noise = rng.normal(0.0, 2.0, 100_000).astype(np.float32)
-    assert robust_sd(noise) == pytest.approx(2.0, rel=0.05)
-    noise[::50] = 1e4  # 2% outliers: a plain standard deviation is 700x the noise's
-    assert robust_sd(noise) == pytest.approx(2.0, rel=0.1)
-    assert robust_sd(np.zeros(0)) == 0.0
+def test_robust_sd_per_frame_ignores_rare_large_values_constant_parts_and_nan(rng):
+    noise = rng.normal(0.0, 2.0, (3, 200, 200)).astype(np.float32)
+    noise[1] *= 3
+    sd = robust_sd(noise)
+    assert sd.shape == (3, 1, 1) and sd.ravel() == pytest.approx([2.0, 6.0, 2.0], rel=0.05)
+    noise.reshape(3, -1)[:, ::50] = 1e4  # 2% outliers: a plain standard deviation is 700x the noise's
+    noise[2, :150] = 0.0  # 75% of a frame unchanged by the smoothing (a constant region)
+    noise[2, 160, 3] = np.nan
+    assert robust_sd(noise).ravel() == pytest.approx([2.0, 6.0, 2.0], rel=0.1)
+    assert robust_sd(np.zeros((2, 4, 4))).ravel().tolist() == [0.0, 0.0]
+
+
+def test_keep_fast_does_not_depend_on_how_frames_are_streamed(rng):
+    """Each frame's threshold is its own: any blocks the smoother is pushed give the same output."""
+    frames = (pulses(rng, t=60) + rng.normal(0.0, 2.0, (60, 32, 32))).astype(np.float32)
+    choice = sm.Smoothing(4.0, 0.0, keep_k=3.0, split_px=2.0, sigma_t_coarse=1.0)
+    outs = []
+    for block in (60, 7, 13):
+        smoother = sm.TemporalSmoother(choice, len(frames))
+        parts = [p for i in range(0, 60, block) for p in smoother.push(i, frames[i : i + block])]
+        outs.append(np.concatenate([p for _, p in sorted(parts, key=lambda p: p[0])]))
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(outs[2], outs[0], rtol=1e-5, atol=1e-4)
 
 
 def test_keep_fast_gives_back_what_stands_out(rng):

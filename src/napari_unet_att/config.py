@@ -316,6 +316,8 @@ class InferConfig:
         if len(values) not in (2, 4) or not all(math.isfinite(v) and 0 <= v <= 64 for v in values):
             raise InputError("smoothing sigmas must be two numbers from 0 to 64 (frames, pixels), or four (and the "
                              f"split in pixels, the coarse detail's frames), got {s!r}")
+        if len(values) == 4 and values[2] == 0 and values[3] > 0:
+            raise InputError(f"smoothing: a coarse detail's window needs the split's width (pixels) above 0, got {s!r}")
         self.smoothing = values
 
 

@@ -121,7 +121,12 @@ class Smoothing:
     @property
     def active(self) -> bool:
         """Whether the output changes at all."""
-        return self.sigma_t > 0 or self.sigma_xy > 0 or self.blend > 0
+        return self.sigma_t > 0 or self.sigma_xy > 0 or self.blend > 0 or self.over_time
+
+    @property
+    def over_time(self) -> bool:
+        """Whether any part of the output is smoothed over time (what follows a measured motion)."""
+        return self.sigma_t > 0 or (self.split_px > 0 and self.sigma_t_coarse > 0)
 
     @property
     def radius(self) -> int:
@@ -343,7 +348,7 @@ def iter_smoothing(setting: str | tuple[float, ...], denoiser: Denoiser, stack: 
         smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], averaged,
                                      lines=layout == "interleaved")
     if smoothing.active:
-        along = shifts is not None and smoothing.sigma_t > 0
+        along = shifts is not None and smoothing.over_time
         smoothing = dataclasses.replace(smoothing, shifts=np.asarray(shifts, np.float64) if along else None, flip=flip)
     yield InferEvent(done=0, total=1, message=smoothing.describe())
     return smoothing
@@ -353,9 +358,11 @@ def held_bytes(setting: str | tuple[float, ...], frame: tuple[int, int], block: 
     """The most host memory a :class:`TemporalSmoother` holds for ``setting`` (``InferConfig.smoothing``), blocks of
     ``block`` frames: the block and its kernel's reach (the widest candidate's) on a canvas a few pixels larger (a
     motion's moves), a copy of them, and as much of the input's frames for a blend (not for given sigmas)."""
-    sigma = max(setting) if isinstance(setting, tuple) else max(SIGMAS_T[-1], *(g[0] for g in BLEND_SIGMAS))
-    frames = block + 2 * int(TRUNCATE * sigma + 0.5) + EMIT_FRAMES
-    copies = 0 if setting == "off" else 2 if isinstance(setting, tuple) else 4
+    given = isinstance(setting, tuple)
+    frames_sigma = (setting[0], *setting[3:]) if given else (SIGMAS_T[-1], *(g[0] for g in BLEND_SIGMAS))
+    frames = block + 2 * int(TRUNCATE * max(frames_sigma) + 0.5) + EMIT_FRAMES
+    split = given and len(setting) == 4 and setting[2] > 0  # (its coarse part, their difference and its blur too)
+    copies = 0 if setting == "off" else (5 if split else 2) if given else 4
     return copies * frames * (frame[0] + 16) * (frame[1] + 16) * 4
 
 

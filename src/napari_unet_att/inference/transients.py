@@ -11,9 +11,9 @@ away and a fast change keeps all but ``k`` deviations of its size. ``k`` is chos
 (:func:`choose_threshold`), by the same prediction of held-out frames; :data:`KEEP_K` starts with no giving back
 (infinity), so without a clear gain the smoothing stays as it was.
 
-The deviation is measured on the data the threshold is applied to (the calibration's half-rate result, each part of
-the full-rate output as it streams out): a robust one (the median absolute deviation, so the transients themselves do
-not widen it), on a regular subsample of the values (:data:`SUBSAMPLE`) to keep its cost small.
+The deviation is measured frame by frame on the data the threshold is applied to (the calibration's half-rate result,
+each frame of the full-rate output as it streams out): a robust one (the median absolute deviation, so that the
+transients themselves do not widen it), on a regular subsample of each frame (:data:`PER_FRAME` values).
 """
 
 from __future__ import annotations
@@ -23,25 +23,34 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["KEEP_K", "SUBSAMPLE", "choose_threshold", "keep_fast", "robust_sd"]
+__all__ = ["KEEP_K", "PER_FRAME", "choose_threshold", "keep_fast", "robust_sd"]
 
 # Thresholds tried, in robust deviations of what the smoothing removes; infinity (nothing given back) first, so it wins
 # ties. Oracle sweep on held-out simulations (1-5 photons, still and moving): 4-6 deviations kept PSNR level or better
 # and lifted the traces' peak dF/F by 0.02-0.10; 2-3 kept more of the peaks at up to 0.4 dB of PSNR.
 KEEP_K: tuple[float, ...] = (math.inf, 8.0, 6.0, 4.0, 3.0, 2.0)
-SUBSAMPLE = 16  # every SUBSAMPLE-th value measures the deviation (a 16-frame part of 128 x 128 frames: 16,384 values)
+PER_FRAME = 4096  # values of each frame that measure its deviation (a regular subsample of larger frames)
 
 
-def robust_sd(values: np.ndarray) -> float:
-    """A robust standard deviation of ``values``: 1.4826 times the median absolute deviation from the median, on every
-    :data:`SUBSAMPLE`-th value (all of them below 4,096 values); 0 for none."""
-    flat = np.asarray(values, np.float32).reshape(-1)
-    if flat.size >= 4096:
-        flat = flat[::SUBSAMPLE]
-    if flat.size == 0:
-        return 0.0
-    centre = np.median(flat)
-    return float(1.4826 * np.median(np.abs(flat - centre)))
+def robust_sd(values: np.ndarray) -> np.ndarray:
+    """A robust standard deviation of each frame of ``values`` (the first axis): 1.4826 times the median absolute
+    deviation from the median, on a regular subsample of about :data:`PER_FRAME` of its values, those exactly 0 (where
+    the smoothing changed nothing: a constant region) or not finite left out (0 where none is left); float32
+    ``(n, 1, ...)``, to broadcast against ``values``.
+
+    Frame by frame, so that the output does not depend on how the frames are streamed (the parts a
+    :class:`~napari_unet_att.inference.smoother.TemporalSmoother` emits depend on the blocks it is given).
+    """
+    arr = np.asarray(values, np.float32)
+    flat = arr.reshape(len(arr), -1)
+    flat = flat[:, :: max(1, flat.shape[1] // PER_FRAME)]
+    flat = np.where(np.isfinite(flat) & (flat != 0), flat, np.nan)
+    out = np.zeros(len(arr), np.float32)
+    counted = ~np.all(np.isnan(flat), axis=1)
+    if counted.any():
+        centre = np.nanmedian(flat[counted], axis=1, keepdims=True)
+        out[counted] = 1.4826 * np.nanmedian(np.abs(flat[counted] - centre), axis=1)
+    return out.reshape((len(arr),) + (1,) * (arr.ndim - 1))
 
 
 def keep_fast(unsmoothed: np.ndarray, smoothed: np.ndarray, k: float) -> np.ndarray:
@@ -50,12 +59,12 @@ def keep_fast(unsmoothed: np.ndarray, smoothed: np.ndarray, k: float) -> np.ndar
     if not math.isfinite(k):
         return smoothed
     removed = np.asarray(unsmoothed, np.float32) - smoothed
-    return _given_back(smoothed, removed, k * robust_sd(removed))
+    return _given_back(smoothed, removed, np.float32(k) * robust_sd(removed))
 
 
-def _given_back(smoothed: np.ndarray, removed: np.ndarray, tau: float) -> np.ndarray:
-    """``smoothed + removed`` with ``removed`` soft-thresholded at ``tau`` (float32)."""
-    kept = np.sign(removed) * np.maximum(np.abs(removed) - np.float32(tau), np.float32(0))
+def _given_back(smoothed: np.ndarray, removed: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``smoothed + removed`` with ``removed`` soft-thresholded at ``tau`` (float32; per frame)."""
+    kept = np.sign(removed) * np.maximum(np.abs(removed) - tau, np.float32(0))
     return (smoothed + kept).astype(np.float32, copy=False)
 
 
@@ -77,7 +86,7 @@ def choose_threshold(unsmoothed: np.ndarray, smoothed: np.ndarray, score: Callab
     sd = robust_sd(removed)
     best_k, best = math.inf, score(place(smoothed))
     for k in KEEP_K[1:]:
-        err = score(place(_given_back(smoothed, removed, k * sd)))
+        err = score(place(_given_back(smoothed, removed, np.float32(k) * sd)))
         if err < best:
             best_k, best = k, err
     return best_k, best
