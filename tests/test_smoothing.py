@@ -307,7 +307,9 @@ def test_calibration_follows_a_known_drift_with_bounded_smoothing(rng):
     blind = sm.choose_smoothing(raw[0::2], raw[1::2])
     assert not blind.active and "moves" in blind.describe()  # motion not measured: left alone
     known = sm.choose_smoothing(raw[0::2], raw[1::2], (shifts[0::2], shifts[1::2]))
-    assert known.active and 0 < known.sigma_t <= sm.MAX_SIGMA_T_ALONG, known
+    # one window up to MAX_SIGMA_T_ALONG; a two-scale one's coarse detail too, its fine detail up to 8 frames
+    longest = sm.MAX_SIGMA_T_SPLIT_ALONG if known.split_px else sm.MAX_SIGMA_T_ALONG
+    assert known.active and 0 < known.sigma_t <= longest and known.sigma_t_coarse <= sm.MAX_SIGMA_T_ALONG, known
 
 
 def test_denoise_smooths_along_the_drift_it_measured(rng):

@@ -51,7 +51,8 @@ def combine(fine: np.ndarray, coarse: np.ndarray, split_px: float) -> np.ndarray
 
 
 def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tuple[float, float], np.ndarray],
-                 error: Callable[[np.ndarray], float], best: float) -> Split | None:
+                 error: Callable[[np.ndarray], float], best: float, coarsest: float = np.inf,
+                 splits: tuple[float, ...] = SPLITS_PX) -> Split | None:
     """The two-scale smoothing that predicts ``target`` better than ``best`` (the best single window's error), or None.
 
     Parameters
@@ -66,15 +67,19 @@ def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tup
         The error of a miss ``candidate - target`` that the choice minimises.
     best : float
         The error of the best single window.
+    coarsest : float
+        The longest window the coarse detail may have (frames of the output).
+    splits : tuple of float
+        The scales tried (pixels).
     """
     windows = sorted({st for st, _ in smoothed})
     chosen: Split | None = None
-    for split_px in SPLITS_PX:
+    for split_px in splits:
         # G commutes with smoothing over time: the coarse part of every candidate is the same window's smoothing of
         # G(estimate), one filter for all (a fine part's blur of at most 0.5 px barely changes G's 2-4 px: left out)
         low_target, low = smooth_xy(target, split_px), smooth_xy(estimate, split_px)
         low_misses = {st: smooth_t(low, st / 2) - low_target for st in windows}
-        coarse = min(windows, key=lambda st: error(low_misses[st]))
+        coarse = min((st for st in windows if st <= coarsest), key=lambda st: error(low_misses[st]))
         fine = {(st, sxy): error((cand - target) - low_misses[st]) for (st, sxy), cand in smoothed.items()}
         st, sxy = min(fine, key=fine.__getitem__)
         err = error((smoothed[st, sxy] - target) - low_misses[st] + low_misses[coarse])

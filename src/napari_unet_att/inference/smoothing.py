@@ -21,7 +21,7 @@ Otherwise the choice is only made for still recordings. When the field of view m
 its own (which cannot see the frame in between) is a much poorer estimate than the full-rate one and profits from
 smoothing that blurs the full-rate output; a frame-to-frame shift of the even frames' result above
 :data:`MAX_STILL_SHIFT` therefore turns smoothing off where the motion was not measured, and keeps it to
-:data:`MAX_SIGMA_T_ALONG` frames where it was.
+:data:`MAX_SIGMA_T_ALONG` frames where it was (a two-scale smoothing's fine detail to :data:`MAX_SIGMA_T_SPLIT_ALONG`).
 
 With the smoothing the calibration chooses how much of the fast changes it removes to give back
 (:mod:`.transients`: a transient's rise and peak, not the noise). The chosen smoothing is applied to the output as it
@@ -59,10 +59,10 @@ from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
 from .transients import choose_threshold, keep_fast
 
 __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CALIBRATION_FRAMES", "CALIBRATION_VOXELS",
-           "CALIBRATION_XY", "MAX_SIGMA_T_ALONG", "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing",
-           "TemporalSmoother", "calibration_block", "calibration_errors", "canvas_pad", "choose_smoothing",
-           "frame_shifts", "from_tissue", "held_bytes", "iter_smoothing", "layout_input", "smooth", "smooth_t",
-           "smooth_xy", "to_tissue"]
+           "CALIBRATION_XY", "EMIT_FRAMES", "ALONG_SPLIT", "MAX_SIGMA_T_ALONG", "MAX_SIGMA_T_SPLIT_ALONG",
+           "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block",
+           "calibration_errors", "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue", "held_bytes",
+           "iter_smoothing", "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
 
 # frames of the full-rate output; 12 and 16 serve the fine detail of a two-scale smoothing (:mod:`.bands`: chosen
 # on 5 of 6 validation recordings over 8, +0.1 to +0.4 dB); the calibration block's 80 frames judge no longer ones
@@ -89,6 +89,13 @@ MAX_STILL_SHIFT = 0.1  # pixels, RMS shift between consecutive even frames above
 # estimate, so the calibration over-smooths (4-8 frames where 2-3 gave the best PSNR on validation seeds), and longer
 # windows add up the motion estimates' errors: sigma 2 was within 0.5 dB of the best, ROI traces as correlated as none.
 MAX_SIGMA_T_ALONG = 2.0
+# ... but a two-scale smoothing's fine detail (:mod:`.bands`) over up to 8 (validation, AR and jitter motion: the split
+# at 2 px with fine detail over 8 frames gained 0.6-0.7 dB over 2 frames for all; 16 lost)
+MAX_SIGMA_T_SPLIT_ALONG = 8.0
+# ... its coarse detail over at most 1 frame, split at 2 px: the calibration took 2 frames and 4 px wherever it could,
+# for +0.1-0.3 dB more and ROI traces 0.002-0.005 less correlated with the truth than one window's (validation, AR and
+# jitter motion): the longest coarse window and the split scales tried
+ALONG_SPLIT: tuple[float, tuple[float, ...]] = (1.0, (2.0,))
 SAID = "output smoothing: "  # how every description starts (the docks and benchmarks look for it)
 
 
@@ -258,9 +265,15 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     def error(miss: np.ndarray) -> float:
         return calibration_errors(miss, averaged, lines)[0]
 
-    # still frames: fine and coarse detail over windows of their own (:mod:`.bands`), where that predicts better (along
-    # a motion, whose windows stop at MAX_SIGMA_T_ALONG, no validation recording gained: docs/benchmarks.md)
-    split = choose_split(estimate, target, every, error, kept[chosen]) if shifts is None and flip is None else None
+    # fine and coarse detail over windows of their own (:mod:`.bands`), where that predicts better; along a motion in
+    # the tissue's frame (the target moved there: its noise stays independent), fine windows to MAX_SIGMA_T_SPLIT_ALONG
+    split, here = None, target if shifts is None else to_tissue(target, place, pad)
+    if flip is None:
+        if shifts is not None:
+            every.update({(st_, sxy_): smooth_xy(smooth_t(estimate, st_ / 2), sxy_) for st_ in SIGMAS_T
+                          if MAX_SIGMA_T_ALONG < st_ <= MAX_SIGMA_T_SPLIT_ALONG for sxy_ in SIGMAS_XY})
+        plain = kept[chosen] if shifts is None else error(every[chosen] - here)
+        split = choose_split(estimate, here, every, error, plain, *(() if shifts is None else ALONG_SPLIT))
     if split is not None:
         st, sxy = split.sigma_t, split.sigma_xy
         smoothed = combine(every[st, sxy], smooth_t(estimate, split.sigma_t_coarse / 2), split.split_px)
