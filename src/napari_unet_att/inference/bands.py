@@ -52,7 +52,7 @@ def combine(fine: np.ndarray, coarse: np.ndarray, split_px: float) -> np.ndarray
 
 def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tuple[float, float], np.ndarray],
                  error: Callable[[np.ndarray], float], best: float, coarsest: float = np.inf,
-                 splits: tuple[float, ...] = SPLITS_PX) -> Split | None:
+                 splits: tuple[float, ...] | None = None) -> Split | None:
     """The two-scale smoothing that predicts ``target`` better than ``best`` (the best single window's error), or None.
 
     Parameters
@@ -69,12 +69,12 @@ def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tup
         The error of the best single window.
     coarsest : float
         The longest window the coarse detail may have (frames of the output).
-    splits : tuple of float
-        The scales tried (pixels).
+    splits : tuple of float, optional
+        The scales tried (pixels; default :data:`SPLITS_PX`).
     """
     windows = sorted({st for st, _ in smoothed})
     chosen: Split | None = None
-    for split_px in splits:
+    for split_px in SPLITS_PX if splits is None else splits:
         # G commutes with smoothing over time: the coarse part of every candidate is the same window's smoothing of
         # G(estimate), one filter for all (a fine part's blur of at most 0.5 px barely changes G's 2-4 px: left out)
         low_target, low = smooth_xy(target, split_px), smooth_xy(estimate, split_px)
