@@ -267,8 +267,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
 
     # fine and coarse detail over windows of their own (:mod:`.bands`), where that predicts better; along a motion in
     # the tissue's frame (the target moved there: its noise stays independent), fine windows to MAX_SIGMA_T_SPLIT_ALONG
-    split, here = None, target if shifts is None else to_tissue(target, place, pad)
+    split = None
     if flip is None:
+        here = target if shifts is None else to_tissue(target, place, pad)
         if shifts is not None:
             every.update({(st_, sxy_): smooth_xy(smooth_t(estimate, st_ / 2), sxy_) for st_ in SIGMAS_T
                           if MAX_SIGMA_T_ALONG < st_ <= MAX_SIGMA_T_SPLIT_ALONG for sxy_ in SIGMAS_XY})
@@ -277,8 +278,8 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     if split is not None:
         st, sxy = split.sigma_t, split.sigma_xy
         smoothed = combine(every[st, sxy], smooth_t(estimate, split.sigma_t_coarse / 2), split.split_px)
-    del every  # (without a smoothing, nothing to give back: k stays infinite)
-    k, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)
+    del every
+    k, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)  # (no smoothing: k stays inf)
     guess = back(keep_fast(estimate, smoothed, k))
     miss = guess - target
     best = calibration_errors(miss, averaged, lines)[1]
