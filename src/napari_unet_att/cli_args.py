@@ -124,9 +124,10 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="Gaussian smoothing of the output: 'auto' (the amount under which the model's result on "
                         "the even frames best predicts the odd ones, along the motion that registration measured; "
                         "on still recordings blended with a Gaussian of the input where that predicts them clearly "
-                        "better; on still ones fine and coarse detail over windows of their own; none when the field "
-                        "of view moves otherwise), 'off', 'T,XY' (sigma in frames, pixels: the same on every file) or "
-                        "'T,XY,SPLIT,TC' (and the detail coarser than SPLIT px over TC frames, as 'auto' prints it)")
+                        "better; fine and coarse detail over windows of their own where that predicts better; none "
+                        "when the field of view moves otherwise), 'off', 'T,XY' (sigma in frames, pixels: the same "
+                        "on every file) or 'T,XY,SPLIT,TC' (and the detail coarser than SPLIT px over TC frames, as "
+                        "'auto' prints it)")
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")

@@ -13,7 +13,9 @@ import functools
 import itertools
 
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import optimize
+
+from .temporal_filter import smooth_xy
 
 __all__ = ["EDGE_WIDTHS", "EDGE_Z", "SIGMAS_XY", "along_edges", "blurred", "choose_correction", "edge_groups",
            "filter_responses"]
@@ -37,7 +39,7 @@ def blurred(images: np.ndarray, sigma: float, lines: bool) -> np.ndarray:
         out = np.empty_like(images)
         out[:, 0::2], out[:, 1::2] = blurred(images[:, 0::2], sigma, False), blurred(images[:, 1::2], sigma, False)
         return out
-    return ndimage.gaussian_filter(images, (0.0, sigma, sigma), mode="reflect", truncate=3.0)
+    return smooth_xy(images, sigma)
 
 
 def edge_groups(shape: tuple[int, int], width: int, sides: bool, lines: bool = False) -> np.ndarray | None:

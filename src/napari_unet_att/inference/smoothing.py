@@ -271,8 +271,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     if flip is None:
         here = target if shifts is None else to_tissue(target, place, pad)
         if shifts is not None:
-            every.update({(st_, sxy_): smooth_xy(smooth_t(estimate, st_ / 2), sxy_) for st_ in SIGMAS_T
-                          if MAX_SIGMA_T_ALONG < st_ <= MAX_SIGMA_T_SPLIT_ALONG for sxy_ in SIGMAS_XY})
+            for st_ in [st_ for st_ in SIGMAS_T if MAX_SIGMA_T_ALONG < st_ <= MAX_SIGMA_T_SPLIT_ALONG]:
+                along_t = smooth_t(estimate, st_ / 2)  # (each window once, as in the loop above)
+                every.update({(st_, sxy_): smooth_xy(along_t, sxy_) for sxy_ in SIGMAS_XY})
         plain = kept[chosen] if shifts is None else error(every[chosen] - here)
         split = choose_split(estimate, here, every, error, plain, *(() if shifts is None else ALONG_SPLIT))
     if split is not None:
