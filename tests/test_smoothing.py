@@ -30,14 +30,14 @@ def identity(mode: str = "temporal") -> Denoiser:
 
 def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float, blend: float = 0.0,
              blend_sigma: tuple[float, float] = (0.0, 0.0), inputs: np.ndarray | None = None,
-             keep_k: float = math.inf, split: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+             keep_k: float = math.inf, split: tuple[float, float] = (0.0, 0.0), keep_px: float = 0.0) -> np.ndarray:
     """What the engine should give: ``x`` smoothed as a whole (the part coarser than ``split[0]`` px over
-    ``split[1]`` frames; its fast changes given back at ``keep_k`` deviations; then blended with a Gaussian of
-    ``inputs``), then each frame shifted back to ``x``'s mean."""
+    ``split[1]`` frames; its fast changes given back at ``keep_k`` deviations, pooled over ``keep_px``; then
+    blended with a Gaussian of ``inputs``), then each frame shifted back to ``x``'s mean."""
     want = sm.smooth(x, sigma_t, sigma_xy)
     if split[0] > 0:
         want = bands.combine(want, sm.smooth_t(x, split[1]), split[0])
-    want = keep_fast(x, want, keep_k)
+    want = keep_fast(x, want, keep_k, keep_px)
     if blend:
         want = (1 - blend) * want + blend * sm.smooth(inputs, *blend_sigma)
     return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
@@ -48,10 +48,10 @@ def as_chosen(x: np.ndarray, choice: sm.Smoothing, scan: bool = False) -> np.nda
     each direction on its own (the frame's mean kept over both)."""
     if not scan:
         return smoothed(x, choice.sigma_t, choice.sigma_xy, choice.blend, choice.blend_sigma, x, choice.keep_k,
-                        (choice.split_px, choice.sigma_t_coarse))
+                        (choice.split_px, choice.sigma_t_coarse), choice.keep_px)
     planes = sm.as_planes(x, True)  # (n, 2, Y, X): each direction's lines a plane
     want = sm.smooth(planes, choice.sigma_t, choice.sigma_xy)
-    want = keep_fast(planes, want, choice.keep_k)
+    want = keep_fast(planes, want, choice.keep_k, choice.keep_px)
     if choice.blend:
         want = (1 - choice.blend) * want + choice.blend * sm.smooth(planes, *choice.blend_sigma)
     want = sm.from_tissue(want, np.zeros((len(x), 2)), 0, True)

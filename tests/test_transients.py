@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from napari_unet_att.inference import smoothing as sm
-from napari_unet_att.inference.transients import KEEP_K, choose_threshold, keep_fast, robust_sd
+from napari_unet_att.inference.transients import KEEP_K, KEEP_PX, choose_threshold, keep_fast, robust_sd
 
 
 def pulses(rng: np.random.Generator, t: int = 96, size: int = 32) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_robust_sd_per_frame_ignores_rare_large_values_constant_parts_and_nan(rn
 def test_keep_fast_does_not_depend_on_how_frames_are_streamed(rng):
     """Each frame's threshold is its own: any blocks the smoother is pushed give the same output."""
     frames = (pulses(rng, t=60) + rng.normal(0.0, 2.0, (60, 32, 32))).astype(np.float32)
-    choice = sm.Smoothing(4.0, 0.0, keep_k=3.0, split_px=2.0, sigma_t_coarse=1.0)
+    choice = sm.Smoothing(4.0, 0.0, keep_k=3.0, keep_px=1.0, split_px=2.0, sigma_t_coarse=1.0)
     outs = []
     for block in (60, 7, 13):
         smoother = sm.TemporalSmoother(choice, len(frames))
@@ -66,10 +66,25 @@ def test_keep_fast_gives_back_what_stands_out(rng):
 def test_choose_threshold_keeps_the_smoothing_without_a_gain(rng):
     noisy = rng.normal(0.0, 1.0, (20, 16, 16)).astype(np.float32)
     smoothed = sm.smooth_t(noisy, 3.0)
-    k, err = choose_threshold(noisy, smoothed, lambda c: float(np.mean(c**2)))  # the truth is 0: smoothing is best
-    assert k == KEEP_K[0] == math.inf and err == pytest.approx(float(np.mean(smoothed**2)))
-    k, _ = choose_threshold(noisy, smoothed, lambda c: float(np.mean((c - noisy) ** 2)))  # the raw itself is best
-    assert k == min(KEEP_K)
+    k, px, err = choose_threshold(noisy, smoothed, lambda c: float(np.mean(c**2)))  # the truth is 0: smoothing is best
+    assert k == KEEP_K[0] == math.inf and px == 0 and err == pytest.approx(float(np.mean(smoothed**2)))
+    k, px, _ = choose_threshold(noisy, smoothed, lambda c: float(np.mean((c - noisy) ** 2)))  # the raw itself is best
+    assert k == min(KEEP_K) and px == 0  # (pooling would blur the pixel noise that this "truth" holds)
+
+
+def test_pooling_gives_back_transients_that_no_single_pixel_shows(rng):
+    """Patch-sized transients of 8 counts, blunted by the smoothing, under pixel noise of 2: few pixels stand out,
+    the patch does; pooled over a pixel or two the giving back keeps more of them and is closer to the
+    truth, and the choice takes a pooling."""
+    clean = pulses(rng) / 5.0
+    noisy = clean + rng.normal(0.0, 2.0, clean.shape).astype(np.float32)
+    smoothed = sm.smooth_t(noisy, 4.0)
+    on = clean - clean.min(axis=0) > 4
+    pixel, pooled = keep_fast(noisy, smoothed, 3.0), keep_fast(noisy, smoothed, 3.0, px=1.5)
+    assert np.mean(pooled[on]) > np.mean(pixel[on]) + 0.3
+    assert np.mean((pooled - clean) ** 2) < np.mean((pixel - clean) ** 2)
+    k, px, _ = choose_threshold(noisy, smoothed, lambda c: float(np.mean((c - clean) ** 2)))
+    assert math.isfinite(k) and px in KEEP_PX and px > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -82,7 +97,7 @@ def test_calibration_gives_back_fast_transients(seed):
     target = (clean[1::2] + rng.normal(0.0, 6.0, clean[1::2].shape)).astype(np.float32)
     choice = sm.choose_smoothing(estimate, target)
     assert choice.sigma_t > 0 and math.isfinite(choice.keep_k), choice
-    assert f"fast changes above {choice.keep_k:g}x their noise kept" in choice.describe()
+    assert f"fast changes above {choice.keep_k:g}x their noise" in choice.describe()
     full = clean + rng.normal(0.0, 2.0, clean.shape).astype(np.float32)
     plain = sm.TemporalSmoother(sm.Smoothing(choice.sigma_t, choice.sigma_xy), len(full)).push(0, full)
     kept = sm.TemporalSmoother(choice, len(full)).push(0, full)

@@ -94,7 +94,7 @@ class TemporalSmoother:
             out = on_frame_parts(lambda f: smooth_xy(np.array(f, np.float32), self.s.sigma_xy), part)
             if self.s.split_px > 0:  # the coarse part over its own window (:mod:`.bands`)
                 out = combine(out, self._in_time(self.s.sigma_t_coarse, lo, hi, first, last), self.s.split_px)
-            out = keep_fast(self.held[first - self.base : last - self.base], out, self.s.keep_k)
+            out = keep_fast(self.held[first - self.base : last - self.base], out, self.s.keep_k, self.s.keep_px)
             if self.s.blend > 0:
                 bt, bxy = self.s.blend_sigma
                 blurred = smooth_t_part(self.inputs[lo - self.base : hi - self.base], lo, self.n, bt, first, last)

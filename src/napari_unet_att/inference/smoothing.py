@@ -110,7 +110,8 @@ class Smoothing:
     the output is a bidirectional scan's interleaved lines (:func:`to_tissue`). ``blend`` > 0 (still recordings
     only): the result is ``(1 - blend)`` times the smoothed output plus ``blend`` times the input (in the
     output's layout) smoothed by a Gaussian of ``blend_sigma`` ``(sigma_t frames, sigma_xy pixels)``. A finite
-    ``keep_k`` gives back what the smoothing removed beyond ``keep_k`` robust deviations of it (:mod:`.transients`).
+    ``keep_k`` gives back what the smoothing removed beyond ``keep_k`` robust deviations of it, pooled over a Gaussian
+    of ``keep_px`` pixels first (:mod:`.transients`).
     """
 
     sigma_t: float = 0.0
@@ -122,6 +123,7 @@ class Smoothing:
     blend: float = 0.0
     blend_sigma: tuple[float, float] = (0.0, 0.0)
     keep_k: float = math.inf
+    keep_px: float = 0.0
     split_px: float = 0.0
     sigma_t_coarse: float = 0.0
 
@@ -149,7 +151,8 @@ class Smoothing:
         if self.split_px > 0:
             along += f", detail coarser than {self.split_px:g} px over {self.sigma_t_coarse:g} frames"
         if math.isfinite(self.keep_k):
-            along += f", fast changes above {self.keep_k:g}x their noise kept"
+            pooled = f" (pooled over {self.keep_px:g} px)" if self.keep_px > 0 else ""
+            along += f", fast changes above {self.keep_k:g}x their noise{pooled} kept"
         if self.blend > 0:
             bt, bxy = self.blend_sigma
             along += f", {self.blend:.0%} a Gaussian of the input ({bt:g} frames, {bxy:g} px)"
@@ -280,8 +283,9 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         st, sxy = split.sigma_t, split.sigma_xy
         smoothed = combine(every[st, sxy], smooth_t(estimate, split.sigma_t_coarse / 2), split.split_px)
     del every
-    k, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)  # (no smoothing: k stays inf)
-    guess = back(keep_fast(estimate, smoothed, k))
+    # (no smoothing: k stays inf)
+    k, px, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)
+    guess = back(keep_fast(estimate, smoothed, k, px))
     miss = guess - target
     best = calibration_errors(miss, averaged, lines)[1]
     blends, before_blend = {}, best
@@ -295,14 +299,14 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
             (w, g), best = (bw, bg), blended
     if w == 1.0:  # all the filter: the model's smoothing (a tie) does not reach it; its gain is the filter's own
-        st, sxy, k, split = 0.0, 0.0, math.inf, None
+        st, sxy, k, px, split = 0.0, 0.0, math.inf, 0.0, None
         gain = 10 * np.log10(whole[0.0, 0.0] / best) if best > 0 else 0.0
     else:  # what the smoothing gained by the error it was chosen on, and a blend by the whole error
         gain = 10 * np.log10(kept[0.0, 0.0] / kept_k) if kept_k > 0 else 0.0
         gain += 10 * np.log10(before_blend / best) if best > 0 else 0.0
     said = "error the output keeps" if averaged and w < 1.0 else "prediction error"
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: {said} {gain:.3f} dB lower",
-                     blend=w, blend_sigma=g, keep_k=k, split_px=0.0 if split is None else split.split_px,
+                     blend=w, blend_sigma=g, keep_k=k, keep_px=px, split_px=0.0 if split is None else split.split_px,
                      sigma_t_coarse=0.0 if split is None else split.sigma_t_coarse)
 
 
