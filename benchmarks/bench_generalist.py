@@ -55,6 +55,7 @@ INFER: dict = {}  # --tta / --half-rate: inference options for every model run
 SMOOTHING: list[str] = []  # the last model run's output smoothing, in words
 REGISTRATION: list[str] = []  # the last model run's frame registration, in words
 AVERAGE: list[str] = []  # the last model run's time averages, in words
+LINES = {False: "", True: " within frames"}  # how a case says that its motion continues during the scan
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
 
@@ -146,8 +147,9 @@ def cmd_zeroshot(a) -> None:
             for seed in a.seeds:
                 kind, std = (motion, 1.0) if motion != "none" else ("walk", 0.0)
                 sim = simulate(n_frames=a.frames, size=a.size, photons=photons, motion_std=std, motion=kind,
-                               seed=seed)
-                compare(f"{photons:g} ph, {motion}, seed {seed}", sim.noisy, sim.clean, sim.labels(), den)
+                               seed=seed, line_motion=a.line_motion)
+                compare(f"{photons:g} ph, {motion}{LINES[a.line_motion]}, seed {seed}", sim.noisy, sim.clean,
+                        sim.labels(), den)
 
 
 def cmd_mirrored(a) -> None:
@@ -156,8 +158,8 @@ def cmd_mirrored(a) -> None:
         kind, std = (motion, 1.0) if motion != "none" else ("walk", 0.0)
         for seed in a.seeds:
             sim = simulate(n_frames=a.frames, size=a.size, photons=2.0, motion_std=std, motion=kind,
-                           bidirectional=True, seed=seed)
-            case = f"bidirectional 2 ph, {motion}, seed {seed}"
+                           bidirectional=True, seed=seed, line_motion=a.line_motion)
+            case = f"bidirectional 2 ph, {motion}{LINES[a.line_motion]}, seed {seed}"
             raw = merge_directions(sim.noisy)
             score(case, "raw (lines averaged)", raw, sim.clean, raw, sim.labels())
             sigma, gauss, _ = best_gaussian(sim.noisy, sim.clean, y_scale=2.0)
@@ -352,6 +354,8 @@ def main(argv=None) -> int:
     ap.add_argument("--motion", nargs="+", default=["none", "jitter", "ar"],
                     choices=["none", "walk", "ar", "jitter"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[11])
+    ap.add_argument("--line-motion", action="store_true",
+                    help="zeroshot / mirrored: the motion goes on during each frame's scan (each line its own shift)")
     ap.add_argument("--noise-seed", type=int, default=3,
                     help="realnoise: seed of the added Poisson noise (3: the benchmark's; others for validation)")
     ap.add_argument("--frames", type=int, default=400)
