@@ -112,6 +112,7 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     sigma, gauss, _ = best_gaussian(noisy, clean, y_scale=y_scale)
     g = score(case, "best 3D Gaussian", view(gauss), clean, raw, masks, note=f"sigma {tuple(sigma)}")
     out, s = run_model(noisy, den, mirrored_output="merged")
+    smoothed = not SMOOTHING[0].startswith("none")  # (SMOOTHING is the last run's: the runs below change it)
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
               note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; registration {REGISTRATION[0]}; "
                    f"time average {AVERAGE[0]}")
@@ -125,7 +126,7 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
         r = score(case, f"generalist {den.mode}, registration off", fixed, clean, raw, masks,
                   note=f"smoothing {SMOOTHING[0]}")
         print(f"<!-- {case}: registration gave {m['psnr'] - r['psnr']:+.2f} dB -->", flush=True)
-    if INFER.get("smoothing") != "off" and not SMOOTHING[0].startswith("none"):
+    if INFER.get("smoothing") != "off" and smoothed:
         bare, _ = run_model(noisy, den, mirrored_output="merged", smoothing="off")
         b = score(case, f"generalist {den.mode}, output smoothing off", bare, clean, raw, masks)
         print(f"<!-- {case}: smoothing gave {m['psnr'] - b['psnr']:+.2f} dB -->", flush=True)

@@ -283,7 +283,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         st, sxy = split.sigma_t, split.sigma_xy
         smoothed = combine(every[st, sxy], smooth_t(estimate, split.sigma_t_coarse / 2), split.split_px)
     del every
-    # (no smoothing: k stays inf)
+    # what to give back of what the smoothing removed, pooled over how many pixels (no smoothing: k stays inf)
     k, px, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)
     guess = back(keep_fast(estimate, smoothed, k, px))
     miss = guess - target
