@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from napari_unet_att.inference import smoothing as sm
-from napari_unet_att.inference.transients import KEEP_K, KEEP_PX, choose_threshold, keep_fast, robust_sd
+from napari_unet_att.inference.transients import KEEP_K, choose_threshold, keep_fast, robust_sd
 
 
 def pulses(rng: np.random.Generator, t: int = 96, size: int = 32) -> np.ndarray:
@@ -63,8 +63,11 @@ def test_keep_fast_gives_back_what_stands_out(rng):
     assert np.mean((kept - clean) ** 2) < np.mean((smoothed - clean) ** 2)
 
 
-def test_choose_threshold_keeps_the_smoothing_without_a_gain(rng):
-    noisy = rng.normal(0.0, 1.0, (20, 16, 16)).astype(np.float32)
+@pytest.mark.parametrize("seed", range(8))
+def test_choose_threshold_keeps_the_smoothing_without_a_gain(seed):
+    """Pure noise, the truth 0: no giving back, on every seed (the margin: without it, 15 candidates found a gain of
+    noise on 12 of 30 seeds); the raw as the truth: all of it back, pixel by pixel."""
+    noisy = np.random.default_rng(seed).normal(0.0, 1.0, (20, 16, 16)).astype(np.float32)
     smoothed = sm.smooth_t(noisy, 3.0)
     k, px, err = choose_threshold(noisy, smoothed, lambda c: float(np.mean(c**2)))  # the truth is 0: smoothing is best
     assert k == KEEP_K[0] == math.inf and px == 0 and err == pytest.approx(float(np.mean(smoothed**2)))
@@ -84,7 +87,7 @@ def test_pooling_gives_back_transients_that_no_single_pixel_shows(rng):
     assert np.mean(pooled[on]) > np.mean(pixel[on]) + 0.3
     assert np.mean((pooled - clean) ** 2) < np.mean((pixel - clean) ** 2)
     k, px, _ = choose_threshold(noisy, smoothed, lambda c: float(np.mean((c - clean) ** 2)))
-    assert math.isfinite(k) and px in KEEP_PX and px > 0
+    assert math.isfinite(k) and px > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
