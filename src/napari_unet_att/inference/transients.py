@@ -12,10 +12,8 @@ frame by a Gaussian of ``px`` pixels (:data:`KEEP_PX`): a transient fills a cell
 the noise the model leaves varies from pixel to pixel, so pooling raises a transient above the threshold where each
 pixel alone stays under it; where a recording's activity is finer than that (resampled real movies), pooling blurs
 what it gives back, so the width is chosen with ``k`` (docs/benchmarks.md, twenty-first session). Both are chosen on
-the recording with the smoothing (:func:`choose_threshold`), by the same prediction of held-out frames; a candidate
-must beat no giving back by more than the target's noise alone could make it (:data:`KEEP_Z` standard errors), so
-without a clear gain the smoothing stays as it was (with 15 candidates and no such margin, pure noise chose to give
-some of itself back on 12 of 30 seeds; with it on none, and no choice on the validation recordings changed).
+the recording with the smoothing (:func:`choose_threshold`), by the same prediction of held-out frames; :data:`KEEP_K`
+starts with no giving back (infinity), so without a clear gain the smoothing stays as it was.
 
 The deviation is measured frame by frame on the data the threshold is applied to (the calibration's half-rate result,
 each frame of the full-rate output as it streams out): a robust one (the median absolute deviation, so that the
@@ -31,7 +29,7 @@ import numpy as np
 
 from .temporal_filter import smooth_xy
 
-__all__ = ["KEEP_K", "KEEP_PX", "KEEP_Z", "PER_FRAME", "choose_threshold", "keep_fast", "pooled", "robust_sd"]
+__all__ = ["KEEP_K", "KEEP_PX", "PER_FRAME", "choose_threshold", "keep_fast", "pooled", "robust_sd"]
 
 # Thresholds tried, in robust deviations of what the smoothing removes; infinity (nothing given back) first, so it wins
 # ties. Oracle sweep on held-out simulations (1-5 photons, still and moving): 4-6 deviations kept PSNR level or better
@@ -39,7 +37,6 @@ __all__ = ["KEEP_K", "KEEP_PX", "KEEP_Z", "PER_FRAME", "choose_threshold", "keep
 KEEP_K: tuple[float, ...] = (math.inf, 8.0, 6.0, 4.0, 3.0, 2.0)
 # Widths (pixels) of the Gaussian the removed part is pooled over before it is thresholded; 0 (each pixel alone) first.
 KEEP_PX: tuple[float, ...] = (0.0, 1.0, 2.0)
-KEEP_Z = 2.0  # standard errors of the noise's share of the score by which a candidate must beat no giving back
 PER_FRAME = 4096  # values of each frame that measure its deviation (a regular subsample of larger frames)
 
 
@@ -90,10 +87,6 @@ def choose_threshold(unsmoothed: np.ndarray, smoothed: np.ndarray, score: Callab
     """The ``k`` of :data:`KEEP_K` and the pooling width ``px`` of :data:`KEEP_PX` whose :func:`keep_fast` result
     scores lowest, and that score (``k`` infinite and ``px`` 0 where nothing given back scores best).
 
-    A candidate ``c`` counts only where it beats no giving back (``b``) by more than :data:`KEEP_Z` standard errors
-    of what the target's noise ``n`` alone adds to the difference of their scores, ``2 <c - b, n>``: ``2 sqrt(<(c -
-    b)^2> s / N)`` for ``N`` values of noise independent between them, its variance ``s`` bounded by ``b``'s score.
-
     Parameters
     ----------
     unsmoothed, smoothed : ndarray
@@ -104,16 +97,12 @@ def choose_threshold(unsmoothed: np.ndarray, smoothed: np.ndarray, score: Callab
     place : callable
         Moves a candidate to the target's place (identity where the smoothing works in place).
     """
-    plain = place(smoothed)
-    best_k, best_px, best = math.inf, 0.0, score(plain)
-    bar = best  # what a candidate must beat by its margin: no giving back's score
+    best_k, best_px, best = math.inf, 0.0, score(place(smoothed))
     for px in KEEP_PX:
         removed = pooled(unsmoothed, smoothed, px)
         sd = robust_sd(removed)
         for k in KEEP_K[1:]:
-            candidate = place(_given_back(smoothed, removed, np.float32(k) * sd))
-            err = score(candidate)
-            change = float(np.mean((candidate - plain) ** 2, dtype=np.float64))
-            if err < best and err < bar - 2 * KEEP_Z * math.sqrt(change * max(bar, 0.0) / candidate.size):
+            err = score(place(_given_back(smoothed, removed, np.float32(k) * sd)))
+            if err < best:
                 best_k, best_px, best = k, px, err
     return best_k, best_px, best
