@@ -127,7 +127,8 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "better; fine and coarse detail over windows of their own where that predicts better; none "
                         "when the field of view moves otherwise), 'off', 'T,XY' (sigma in frames, pixels: the same "
                         "on every file) or 'T,XY,SPLIT,TC' (and the detail coarser than SPLIT px over TC frames, as "
-                        "'auto' prints it)")
+                        "'auto' prints it). It lowers the transients' height somewhat (fast indicators, small "
+                        "structures): 'off' where dF/F amplitudes matter more than the noise")
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")

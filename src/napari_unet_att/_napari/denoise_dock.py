@@ -51,7 +51,9 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
         Field("half_rate", CHECK, text="half-rate ensemble (temporal models; 2x slower, a little better)",
               setting=None),
         Field("smoothing", CHECK, text="smooth over time (amount chosen on the data)",
-              default=d.smoothing == "auto", setting=None),
+              default=d.smoothing == "auto", setting=None,
+              tip="less noise, at some cost to the transients' height (fast indicators, small structures): "
+                  "off where dF/F amplitudes matter more than the noise"),
         Field("registration", CHECK, text="register fast-moving frames (whole pixels, moved back after)",
               default=d.registration == "auto", setting=None),
         Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
