@@ -1,0 +1,68 @@
+"""Motion within frames: denoising overlapping strips of lines on their own (piecewise rigid), an experiment.
+
+    python benchmarks/experiments/strips.py --seed 21 --motion jitter --line-motion --strips 4 --height 48
+    python benchmarks/experiments/strips.py --seed 21 --motion jitter --line-motion --strips 1 --height 128  # whole
+
+Under a resonant scanner the brain keeps moving while a frame is scanned, so every line has its own shift
+(``simulate(line_motion=True)``). The engine registers whole frames (one shift each), which leaves the lines of
+neighbouring frames misaligned; the network's temporal context then blurs. Here the frame is cut into ``--strips``
+horizontal strips of ``--height`` rows (overlapping), each strip denoised by the default engine on its own (its own
+registration, smoothing, time averages: its lines were scanned within a fraction of the frame's time), and the
+results blended with tent weights about each strip's centre. Prints the PSNR and ROI trace correlation against the
+truth (default inference, shipped temporal generalist, 2 photons, 200 x 128 x 128).
+
+Not in the engine: the twenty-first session's measurements (docs/benchmarks.md) are the case for building it (a
+per-strip registration decided by the strips' disagreeing shifts, streamed to files like the tiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from napari_unet_att.config import InferConfig
+from napari_unet_att.evaluation.metrics import psnr, trace_correlation
+from napari_unet_att.evaluation.simulator import simulate
+from napari_unet_att.inference.denoising import denoise
+from napari_unet_att.model.pretrained import load_model
+
+
+def in_strips(noisy: np.ndarray, den, n_strips: int, height: int) -> np.ndarray:
+    """``noisy`` ``(T, Y, X)`` denoised strip by strip (``n_strips`` strips of ``height`` rows, centres spread evenly,
+    clipped to the frame), blended with tent weights about each strip's centre (float32)."""
+    rows_total = noisy.shape[1]
+    height = min(height, rows_total)
+    acc = np.zeros(noisy.shape, np.float64)
+    weight = np.zeros(rows_total)
+    for centre in (np.arange(n_strips) + 0.5) * rows_total / n_strips:
+        y0 = int(max(0, min(rows_total - height, round(centre - height / 2))))
+        out = denoise(noisy[:, y0 : y0 + height], den, InferConfig(device="cpu"))
+        rows = np.arange(y0, y0 + height)
+        w = np.clip(1.0 - np.abs(rows - centre) / (height / 2), 0.05, None)  # (never 0: every row covered)
+        acc[:, y0 : y0 + height] += np.asarray(out, np.float64) * w[None, :, None]
+        weight[y0 : y0 + height] += w
+    return (acc / weight[None, :, None]).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--motion", default="jitter", choices=("none", "walk", "ar", "jitter"))
+    ap.add_argument("--line-motion", action="store_true", help="the motion goes on during each frame's scan")
+    ap.add_argument("--photons", type=float, default=2.0)
+    ap.add_argument("--strips", type=int, default=4)
+    ap.add_argument("--height", type=int, default=48, help="rows per strip")
+    a = ap.parse_args()
+    kind, std = (a.motion, 1.0) if a.motion != "none" else ("walk", 0.0)
+    sim = simulate(n_frames=200, size=128, photons=a.photons, motion_std=std, motion=kind, seed=a.seed,
+                   line_motion=a.line_motion)
+    out = in_strips(sim.noisy, load_model("generalist", mode="temporal"), a.strips, a.height)
+    rng = float(sim.clean.max() - sim.clean.min())
+    r = float(np.nanmean(trace_correlation(out, sim.clean, sim.labels())))
+    print(f"seed {a.seed}, {a.motion}{' within frames' if a.line_motion else ''}, {a.photons:g} ph, "
+          f"{a.strips} strips of {a.height} rows: PSNR {psnr(out, sim.clean, data_range=rng):.3f} dB, trace r {r:.4f}")
+
+
+if __name__ == "__main__":
+    main()
