@@ -281,7 +281,8 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         split = choose_split(estimate, here, every, error, plain, *(() if shifts is None else ALONG_SPLIT))
     if split is not None:
         st, sxy = split.sigma_t, split.sigma_xy
-        smoothed = combine(every[st, sxy], smooth_t(estimate, split.sigma_t_coarse / 2), split.split_px)
+        # (the coarse window is one of the candidates: unblurred, it is that window's smoothing of the estimate)
+        smoothed = combine(every[st, sxy], every[split.sigma_t_coarse, 0.0], split.split_px)
     del every
     # what to give back of what the smoothing removed, pooled over how many pixels (no smoothing: k stays inf)
     k, px, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)
