@@ -30,7 +30,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import edge_mask, edge_psnr  # noqa: E402 - benchmarks folder
 
-from napari_unet_att.cli_args import smoothing_arg  # noqa: E402
+from napari_unet_att.cli_args import smoothing_arg, strips_arg  # noqa: E402
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
 from napari_unet_att.evaluation.baselines import DEFAULT_SIGMAS, best_gaussian, gaussian3d  # noqa: E402
 from napari_unet_att.evaluation.metrics import (  # noqa: E402
@@ -45,6 +45,7 @@ from napari_unet_att.inference.averages import SAID as AVG_SAID  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
 from napari_unet_att.inference.registration import SAID as REG_SAID  # noqa: E402
 from napari_unet_att.inference.smoothing import SAID  # noqa: E402
+from napari_unet_att.inference.strips import SAID as STRIPS_SAID  # noqa: E402
 from napari_unet_att.model.pretrained import load_model  # noqa: E402
 from napari_unet_att.modes import merge_directions  # noqa: E402
 
@@ -55,6 +56,7 @@ INFER: dict = {}  # --tta / --half-rate: inference options for every model run
 SMOOTHING: list[str] = []  # the last model run's output smoothing, in words
 REGISTRATION: list[str] = []  # the last model run's frame registration, in words
 AVERAGE: list[str] = []  # the last model run's time averages, in words
+STRIPS: list[str] = []  # the last model run's strips of lines, in words
 LINES = {False: "", True: " within frames"}  # how a case says that its motion continues during the scan
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
@@ -98,7 +100,7 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     said = []
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
     for notes, prefix, none in ((SMOOTHING, SAID, "none"), (REGISTRATION, REG_SAID, "none"),
-                                (AVERAGE, AVG_SAID, "off")):
+                                (AVERAGE, AVG_SAID, "off"), (STRIPS, STRIPS_SAID, "none")):
         notes[:] = [e.message[len(prefix):] for e in said if e.message.startswith(prefix)] or [none]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
@@ -115,8 +117,12 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     smoothed = not SMOOTHING[0].startswith("none")  # (SMOOTHING is the last run's: the runs below change it)
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
               note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; registration {REGISTRATION[0]}; "
-                   f"time average {AVERAGE[0]}")
+                   f"time average {AVERAGE[0]}; strips {STRIPS[0]}")
     print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
+    if INFER.get("strips") != "off" and not STRIPS[0].startswith("none"):
+        whole, _ = run_model(noisy, den, mirrored_output="merged", strips="off")
+        w = score(case, f"generalist {den.mode}, strips off (whole frames)", whole, clean, raw, masks)
+        print(f"<!-- {case}: strips gave {m['psnr'] - w['psnr']:+.2f} dB -->", flush=True)
     if INFER.get("keep_average") != "off" and AVERAGE[0].startswith("restored"):
         plain, _ = run_model(noisy, den, mirrored_output="merged", keep_average="off")
         k = score(case, f"generalist {den.mode}, time average off", plain, clean, raw, masks)
@@ -384,12 +390,14 @@ def main(argv=None) -> int:
                     help="every model run's frame registration (as denoise --registration)")
     ap.add_argument("--keep-average", default="auto", choices=("auto", "off"),
                     help="every model run's time averages (as denoise --keep-average)")
+    ap.add_argument("--strips", default="auto", type=strips_arg,
+                    help="every model run's strips of lines (auto, off or a number; as denoise --strips)")
     ap.add_argument("--candidate", action="append", default=[], metavar="MODE=FILE",
                     help="score this model file in place of the shipped generalist of MODE (e.g. a run's checkpoint)")
     a = ap.parse_args(argv)
     CANDIDATE.update(c.split("=", 1) for c in a.candidate)
     INFER.update(tta=a.tta, half_rate=a.half_rate, smoothing=a.smoothing, registration=a.registration,
-                 keep_average=a.keep_average)
+                 keep_average=a.keep_average, strips=a.strips)
     global ENSEMBLE
     ENSEMBLE = a.ensemble
     if a.case == "mirrored" and a.size == 128:

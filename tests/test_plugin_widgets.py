@@ -331,6 +331,7 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     assert out.metadata["unet_att"]["smoothing"].startswith(("Gaussian sigma", "none"))  # what was chosen
     assert out.metadata["unet_att"]["registration"].startswith("none (")  # a still simulation: not registered
     assert out.metadata["unet_att"]["keep_average"].startswith("not kept (too few frames")  # 100 needed
+    assert out.metadata["unet_att"]["strips"].startswith("none (")  # (too short a frame to cut)
     w.output_dtype.setCurrentText("input")
     _wait_done(qtbot, w.denoise(layer))
     second = viewer.layers[-1]
@@ -345,6 +346,9 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     assert w.keep_average.isChecked() and w.infer_config().keep_average == "auto"
     w.keep_average.setChecked(False)
     assert w.infer_config().keep_average == "off"
+    assert w.strips.isChecked() and w.infer_config().strips == "auto"
+    w.strips.setChecked(False)
+    assert w.infer_config().strips == "off"
     w.tta.setCurrentText("2")
     assert w.infer_config().tta == 2
     _wait_done(qtbot, w.denoise(layer))

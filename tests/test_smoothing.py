@@ -500,6 +500,6 @@ def test_the_memory_check_counts_what_the_smoother_and_the_averages_hold(monkeyp
     x = rng.poisson(5.0, (120, 32, 32)).astype(np.uint16)
     for post in ("off", "auto"):
         infer.denoise(x, make(Identity()), InferConfig(device="cpu", smoothing=post, keep_average=post,
-                                                       registration="off", tile_t=40))
+                                                       registration="off", strips="off", tile_t=40))
     extra = sm.held_bytes("auto", (32, 32), 40) + averages.sums_bytes("auto", (120, 32, 32))
     assert averages.sums_bytes("auto", (120, 32, 32)) > 0 and len(seen) == 2 and seen[1] - seen[0] == extra

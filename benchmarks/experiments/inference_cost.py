@@ -1,6 +1,6 @@
 """What the choices made on the recording cost: denoising time with the output smoothing ('auto',
-inference/smoothing.py), the frame registration ('auto', inference/registration.py) and the time averages ('auto',
-inference/averages.py) off, and on.
+inference/smoothing.py), the frame registration ('auto', inference/registration.py), the time averages ('auto',
+inference/averages.py) and the strips of lines ('auto', inference/strips.py) off, and on.
 
 The shipped temporal generalist denoises a still and a moving simulated recording (400 x 128 x 128, 2 photons), the
 settings alternated in one process so that the machine's drift hits them alike; the best of ``--repeats`` runs
@@ -9,6 +9,8 @@ is kept. Run it alone (e.g. under ``flock``): on a shared 2-core machine its fig
     python benchmarks/experiments/inference_cost.py --repeats 5
     python benchmarks/experiments/inference_cost.py --repeats 1 --frames 1000 --size 256 --only "all off" default
     python benchmarks/experiments/inference_cost.py --repeats 1 --frames 1000 --size 256 --device cuda   # a GPU
+    python benchmarks/experiments/inference_cost.py --repeats 3 --line-motion --only without default  # + jitter
+                                                                                # within frames (strips cut)
 """
 
 from __future__ import annotations
@@ -29,17 +31,26 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="frame height and width")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ap.add_argument("--only", nargs="+", metavar="LABEL", help="these settings only (the first word of each label)")
+    ap.add_argument("--line-motion", action="store_true", help="also a recording moving within frames (jitter)")
     a = ap.parse_args()
     den = load_model("generalist", mode="temporal")
     stacks = {"still": simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0).noisy,
               "moving (jitter, 1 px)": simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0, motion="jitter",
                                                 motion_std=1.0).noisy}
+    if a.line_motion:
+        stacks["moving within frames (jitter, 1 px)"] = simulate(n_frames=a.frames, size=a.size, photons=2.0, seed=0,
+                                                                 motion="jitter", motion_std=1.0,
+                                                                 line_motion=True).noisy
     denoise(stacks["still"][:64], den, InferConfig(device=a.device))  # warm-up: first-call allocations
-    settings = {"all off": dict(smoothing="off", registration="off", keep_average="off"),
-                "smoothing auto": dict(smoothing="auto", registration="off", keep_average="off"),
-                "registration auto": dict(smoothing="off", registration="auto", keep_average="off"),
-                "time averages auto": dict(smoothing="off", registration="off", keep_average="auto"),
-                "default (all auto)": dict(smoothing="auto", registration="auto", keep_average="auto")}
+    off = dict(smoothing="off", registration="off", keep_average="off", strips="off")
+    settings = {"all off": off,
+                "smoothing auto": {**off, "smoothing": "auto"},
+                "registration auto": {**off, "registration": "auto"},
+                "time averages auto": {**off, "keep_average": "auto"},
+                "strips auto": {**off, "strips": "auto"},
+                "without strips (all else auto)": dict(smoothing="auto", registration="auto", keep_average="auto",
+                                                       strips="off"),
+                "default (all auto)": {}}
     if a.only:
         settings = {k: v for k, v in settings.items() if k.split()[0] in a.only or k == "all off"}
     best: dict[tuple[str, str], float] = {}

@@ -18,6 +18,7 @@ from .config import (
     PRESETS,
     REGISTRATION_CHOICES,
     SMOOTHING_CHOICES,
+    STRIPS_CHOICES,
     TTA_CHOICES,
     InferConfig,
     TrainConfig,
@@ -45,6 +46,16 @@ def smoothing_arg(text: str) -> str | tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected auto, off, two sigmas T,XY (e.g. 4,0) or four T,XY,SPLIT,TC "
                                          f"(e.g. 16,0.5,4,2), got {text!r}")
     return values
+
+
+def strips_arg(text: str) -> str | int:
+    """``--strips``: 'auto', 'off' or a number of strips (checked by InferConfig)."""
+    if text in STRIPS_CHOICES:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a number of strips, got {text!r}") from None
 
 
 def option_name(setting: str) -> str:
@@ -131,7 +142,13 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "structures): 'off' where dF/F amplitudes matter more than the noise")
     d.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(InferConfig, "registration"),
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
-                        "every result frame back (rigid; not for the bidirectional layout); 'off': denoise as is")
+                        "every result frame back (rigid, one shift per frame); 'off': denoise as is")
+    d.add_argument("--strips", type=strips_arg, default=field_default(InferConfig, "strips"),
+                   help="motion within frames (the brain moving while a frame is scanned): 'auto' cuts each frame "
+                        "into overlapping strips of 48 lines, denoised apart (each registered on its own) and "
+                        "blended, where the shifts of the frames' top and bottom lines disagree beyond their error "
+                        "(+2 to +5 dB under fast motion within frames, 1.5-2x the time); 'off'; or a number of "
+                        "strips (not for bidirectional scans)")
     d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),
                    help="'auto' (100+ frames): where the output's average over time (per pixel, "
                         "~500-frame chunks) misses the input's, put the difference back, smoothed and scaled as its "

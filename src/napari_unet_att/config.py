@@ -85,7 +85,9 @@ TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)  # test-time augmentation: how many 
 REGISTRATION_CHOICES = ("auto", "off")  # InferConfig.registration's settings
 KEEP_AVERAGE_CHOICES = ("auto", "off")  # InferConfig.keep_average's settings
 # InferConfig's steps around the network pass, and how an inner job turns each off (InferConfig.inner)
-POST_STEPS: dict[str, Any] = {"smoothing": "off", "registration": "off", "keep_average": "off", "half_rate": False}
+POST_STEPS: dict[str, Any] = {"smoothing": "off", "registration": "off", "keep_average": "off", "half_rate": False,
+                              "strips": "off"}
+STRIPS_CHOICES = ("auto", "off")  # InferConfig.strips's named settings; else a number of strips
 SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
 
@@ -272,6 +274,9 @@ class InferConfig:
     # each pixel's time average: 'auto' (>= 100 frames, results on the input's grid or its physical frames: still
     # detail the output lost, put back where it exceeds the noise; inference.averages) or 'off'
     keep_average: str = "auto"
+    # motion within frames: 'auto' (strips of lines denoised apart and blended where the top and bottom lines' shifts
+    # disagree beyond their error; inference.strips), 'off', or a number of strips
+    strips: str | int = "auto"
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_CHOICES:
@@ -291,6 +296,20 @@ class InferConfig:
             raise InputError(f"registration must be 'auto' or 'off', got {self.registration!r}")
         if self.keep_average not in KEEP_AVERAGE_CHOICES:
             raise InputError(f"keep_average must be 'auto' or 'off', got {self.keep_average!r}")
+        self._check_strips()
+
+    def _check_strips(self) -> None:
+        s = self.strips
+        if isinstance(s, str) and s in STRIPS_CHOICES:
+            return
+        try:  # a number, or its text (a CLI argument, a settings file)
+            n = int(s)
+            ok = not isinstance(s, bool) and float(s) == n and 1 <= n <= 64
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"strips must be 'auto', 'off' or a number of strips from 1 to 64, got {s!r}")
+        self.strips = n
 
     def inner(self, keep: tuple[str, ...] = ()) -> InferConfig:
         """The settings of a job inside a denoising job (a part of the stack, the smoothing's calibration).

@@ -56,6 +56,10 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
                   "off where dF/F amplitudes matter more than the noise"),
         Field("registration", CHECK, text="register fast-moving frames (whole pixels, moved back after)",
               default=d.registration == "auto", setting=None),
+        Field("strips", CHECK, text="strips of lines where frames move while scanned (auto)",
+              default=d.strips == "auto", setting=None,
+              tip="where the top and bottom lines of the frames move apart (fast motion during the scan), each "
+                  "strip of 48 lines is registered and denoised on its own and the strips blended (1.5-2x slower)"),
         Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
               default=d.keep_average == "auto", setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
@@ -160,7 +164,8 @@ class DenoiseWidget(BaseDock):
                            half_rate=self.half_rate.isChecked(),
                            smoothing="auto" if self.smoothing.isChecked() else "off",
                            registration="auto" if self.registration.isChecked() else "off",
-                           keep_average="auto" if self.keep_average.isChecked() else "off")
+                           keep_average="auto" if self.keep_average.isChecked() else "off",
+                           strips="auto" if self.strips.isChecked() else "off")
 
     # -- model ---------------------------------------------------------------------------
     @property

@@ -43,6 +43,7 @@ from .frame_means import keep_frame_means, to_target
 from .norms import check_model_norm, choose_norm
 from .registration import MovedBack, RegisteredStack, Registration, iter_registration
 from .smoothing import Smoothing, TemporalSmoother, held_bytes, iter_smoothing, layout_input
+from .strips import iter_choose_strips, iter_strips
 from .tiles import TilePlan, build_plan, resolve_tiles
 
 # ---------------------------------------------------------------------------------------------- checks and choices
@@ -129,9 +130,16 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
-        if self.cfg.registration != "off":  # refuse what cannot run before the registration reads the stack
+        if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
+        strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two)
+        if strips.active:  # motion within frames: every strip through the whole engine, blended
+            sub = self.cfg.inner(keep=("smoothing", "registration", "keep_average", "half_rate"))
+            return (yield from iter_strips(
+                self.stack, strips, lambda part, dest: DenoiseJob.unchecked(part, self.denoiser, sub).run(dest),
+                np.empty(self.out_shape, self.dtype) if out is None else out, self.cfg.keep_mean,
+                self.cfg.output_dtype, in_memory=out is None or getattr(out, "in_memory", False)))
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
         slow = not registration.active and registration.shifts is not None
         job = dataclasses.replace(self, shifts=registration.shifts) if slow else self

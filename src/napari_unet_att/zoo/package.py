@@ -174,10 +174,10 @@ def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
     from ..config import InferConfig
     from ..inference.denoising import denoise
 
-    # keep_mean, smoothing, registration and keep_average off: the engine's per-frame mean-keeping, output smoothing,
-    # frame registration and time averages are ours alone (zoo tools apply none of them)
+    # keep_mean, smoothing, registration, keep_average and strips off: the engine's per-frame mean-keeping, smoothing,
+    # frame registration, time averages and strips are ours alone (zoo tools apply none of them)
     cfg = InferConfig(device="cpu", amp=False, tta=1, normalization="model", keep_mean=False, smoothing="off",
-                      registration="off", keep_average="off", tile_t=max(8, stack.shape[0]),
+                      registration="off", keep_average="off", strips="off", tile_t=max(8, stack.shape[0]),
                       max_tile_xy=max(16, *stack.shape[1:]))
     return np.asarray(denoise(stack, den, cfg), dtype=np.float32)
 

@@ -1,0 +1,235 @@
+"""Motion within frames: denoising overlapping strips of lines on their own, blended (piecewise rigid).
+
+A resonant or galvo scanner takes a frame line by line, and the brain keeps moving while it does: under fast
+motion every line has its own shift. One shift per frame (:mod:`.registration`) then cannot align neighbouring
+frames, and the network's temporal context blurs: the twenty-first session measured 2.8-5 dB lost under jitter and
+AR(1) motion within frames against the same motion between frames (docs/benchmarks.md). A strip of a few dozen
+lines was scanned within a fraction of the frame's time, so it moves nearly rigidly: each strip is denoised by the
+whole engine on its own (its own registration, smoothing, time averages) and the strips are blended with tent
+weights about their centres (+2.2 to +5.4 dB on those recordings).
+
+- **When** (:func:`iter_choose_strips`, ``InferConfig.strips`` 'auto'): the shifts of every frame are measured on
+  its top and on its bottom :data:`STRIP_ROWS` lines (:func:`~.registration.estimate_shifts`); under rigid motion
+  they differ only by their estimates' errors (1.1-1.5x them on the validation recordings), under motion within
+  frames by far more (3.9-7.8x, 0.8-1.2 px RMS). Strips are cut where the difference exceeds :data:`MIN_RATIO`
+  times the errors and :data:`MIN_PX`: where the motion is rigid the strips' noisier registration would cost
+  0.4 dB. ``strips=N`` cuts N strips whatever the motion; 'off' (or 1) none.
+- **How** (:func:`iter_strips`): strips of about 1.5x their spacing (overlapping), each a lazy view of the stack's
+  rows (:class:`RowStrip`: file-backed stacks stream) through the engine; the results (in memory, or float32
+  temporary files beside the system's temporary folder when the output streams to a file) are blended a block of
+  frames at a time; every frame's mean is set to the input frame's over the whole frame (``keep_mean``).
+- Bidirectional ``(T, 2N, N)`` scans of a mirrored-scan model are not cut (their registration and the model's
+  views assume a whole, physically square frame): 'auto' says so, a number of strips is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import InferEvent
+from ..errors import InputError
+from ..runtime import resources as res
+from .frame_means import keep_frame_means, to_target
+from .registration import MIN_FRAMES, MIN_MATCHED, estimate_shifts
+
+__all__ = ["MIN_PX", "MIN_RATIO", "SAID", "STRIP_ROWS", "RowStrip", "Strips", "disagreement", "iter_choose_strips",
+           "iter_strips", "strip_rows"]
+
+SAID = "strips of lines: "  # how every description starts (files.STEPS, the dock)
+STRIP_ROWS = 48  # lines per strip ('auto'), and the top / bottom lines whose shifts are compared
+MIN_STRIP_ROWS = 16  # a strip narrower than this has too little structure to register (registration.MIN_XY)
+MIN_RATIO = 3.0  # top - bottom shift difference / their estimates' error above which strips are cut
+MIN_PX = 0.4  # ... and px RMS (a real brain's small non-rigid deformation is not worth the strips' noisier shifts)
+BLOCK = 64  # frames blended at a time
+
+
+@dataclass(frozen=True)
+class Strips:
+    """How a stack is cut: ``rows`` ``[(y0, y1, centre), ...]`` (none: denoised whole) and why, in words."""
+
+    rows: tuple[tuple[int, int, float], ...] = ()
+    reason: str = "off"
+
+    @property
+    def active(self) -> bool:
+        """Whether the stack is cut into strips (two or more)."""
+        return len(self.rows) > 1
+
+    def describe(self) -> str:
+        """One line for progress messages, logs and the output's metadata."""
+        if not self.active:
+            return f"{SAID}none ({self.reason})"
+        height = self.rows[0][1] - self.rows[0][0]
+        return f"{SAID}{len(self.rows)} strips of {height} lines denoised apart and blended ({self.reason})"
+
+
+def strip_rows(n_rows: int, n_strips: int) -> tuple[tuple[int, int, float], ...]:
+    """``n_strips`` overlapping strips of a frame of ``n_rows`` lines: ``(y0, y1, centre)``, centres evenly spread,
+    each 1.5x the spacing tall (clipped to the frame). Raises :class:`InputError` where they would be too thin."""
+    if n_strips < 2:
+        return ()
+    height = min(n_rows, math.ceil(1.5 * n_rows / n_strips))
+    if height < MIN_STRIP_ROWS:
+        raise InputError(f"{n_strips} strips of a {n_rows}-line frame would be {height} lines tall, "
+                         f"{MIN_STRIP_ROWS} needed; use fewer strips")
+    out = []
+    for centre in (np.arange(n_strips) + 0.5) * n_rows / n_strips:
+        y0 = int(max(0, min(n_rows - height, round(centre - height / 2))))
+        out.append((y0, y0 + height, float(centre)))
+    return tuple(out)
+
+
+def weights(rows: tuple[tuple[int, int, float], ...], n_rows: int) -> list[np.ndarray]:
+    """Each strip's blending weight per line: a tent about its centre (never 0 inside it: every line covered),
+    normalised so that the strips' weights add up to 1 on every line."""
+    tents = [np.clip(1.0 - np.abs(np.arange(y0, y1) - c) / ((y1 - y0) / 2), 0.05, None) for y0, y1, c in rows]
+    total = np.zeros(n_rows)
+    for (y0, y1, _), w in zip(rows, tents, strict=True):
+        total[y0:y1] += w
+    return [w / total[y0:y1] for (y0, y1, _), w in zip(rows, tents, strict=True)]
+
+
+class RowStrip:
+    """Lines ``[y0, y1)`` of every frame of ``stack``, read lazily (only the region asked for)."""
+
+    def __init__(self, stack: Any, y0: int, y1: int) -> None:
+        self.stack, self.y0, self.y1 = stack, int(y0), int(y1)
+        t, _, x = (int(n) for n in stack.shape)
+        self.shape, self.dtype, self.ndim = (t, self.y1 - self.y0, x), np.dtype(stack.dtype), 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = (*key, *(slice(None),) * (3 - len(key)))
+        rows = range(self.y0, self.y1)[key[1]]
+        if isinstance(rows, range):
+            if rows.step != 1:  # the engine reads row ranges only
+                raise TypeError(f"index rows with a contiguous slice, got {key[1]!r}")
+            rows = slice(rows.start, rows.stop)
+        return np.asarray(self.stack[(key[0], rows, key[2])])
+
+
+# ---------------------------------------------------------------------------------------------- when
+
+
+def disagreement(stack: Any, rows: int = STRIP_ROWS) -> Generator[InferEvent, None, tuple[float, float, float]]:
+    """How far the shifts measured on the top and on the bottom ``rows`` lines of every frame disagree: their
+    difference's RMS (px, less its median: a fixed offset is no motion), what the two estimates' own errors alone
+    give (px), and the fraction of frames matched on both; yields progress."""
+    top, top_err = yield from estimate_shifts(RowStrip(stack, 0, rows))
+    n = int(stack.shape[1])
+    bottom, bottom_err = yield from estimate_shifts(RowStrip(stack, n - rows, n))
+    d = top - bottom
+    ok = np.isfinite(d).all(axis=1)
+    if not ok.any():
+        return float("nan"), float("inf"), 0.0
+    d = d[ok] - np.median(d[ok], axis=0)
+    return float(np.sqrt(np.mean(np.sum(d**2, axis=1)))), float(np.hypot(top_err, bottom_err)), float(ok.mean())
+
+
+def iter_choose_strips(setting: str | int, stack: Any, scan: bool = False) -> Generator[InferEvent, None, Strips]:
+    """The :class:`Strips` that ``setting`` (``InferConfig.strips``) asks for on ``stack``, yielding progress (the
+    choice announced in an event's message). ``scan``: a bidirectional scan's two views (never cut)."""
+    t, n_rows, _ = (int(n) for n in stack.shape)
+    if setting == "off" or setting == 1:
+        return Strips(reason="off")
+    if scan:
+        if setting != "auto":
+            raise InputError("strips of lines are not available for bidirectional (T, 2N, N) scans of a "
+                             "mirrored-scan model; use strips 'off' or 'auto'")
+        choice = Strips(reason="not for bidirectional scans")
+    elif setting != "auto":
+        choice = Strips(strip_rows(n_rows, int(setting)), reason="asked for")
+    elif t < MIN_FRAMES or n_rows < 2 * STRIP_ROWS:
+        choice = Strips(reason=f"too few frames ({t}, {MIN_FRAMES} needed)" if t < MIN_FRAMES else
+                        f"frames too short to cut ({n_rows} lines, {2 * STRIP_ROWS} needed)")
+    else:
+        rms, err, matched = yield from disagreement(stack)
+        choice = _choose(rms, err, matched, n_rows)
+    yield InferEvent(done=0, total=1, message=choice.describe())
+    return choice
+
+
+def _choose(rms: float, err: float, matched: float, n_rows: int) -> Strips:
+    """'auto''s decision from :func:`disagreement`'s figures."""
+    said = f"top and bottom lines' shifts differ by {rms:.2f} px RMS, {rms / err:.1f}x their error"
+    if matched < MIN_MATCHED:
+        return Strips(reason=f"only {matched:.0%} of the frames' top and bottom lines matched reliably")
+    if not (rms > MIN_RATIO * err and rms > MIN_PX):
+        return Strips(reason=f"the frames move rigidly: {said}")
+    return Strips(strip_rows(n_rows, math.ceil(n_rows / (STRIP_ROWS / 1.5))), reason=f"motion within frames: {said}")
+
+
+# ---------------------------------------------------------------------------------------------- how
+
+
+RunPart = Callable[[Any, Any], Generator[InferEvent, None, Any]]
+
+
+def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep_mean: bool, output_dtype: str,
+                in_memory: bool) -> Generator[InferEvent, None, Any]:
+    """``stack`` denoised strip by strip and blended into ``target`` (an array of the stack's shape).
+
+    ``run_part(strip, out)`` runs the engine on one :class:`RowStrip` into ``out`` (None: a new float32 array) and
+    returns the result. The strips' results are kept in memory (``in_memory``) or in float32 temporary files, then
+    blended a block of frames at a time; each frame's mean is set to the input frame's (``keep_mean``) and the
+    block converted as ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: one share of
+    1000 per strip, events' messages prefixed with the strip.
+    """
+    t, n_rows, x = (int(n) for n in stack.shape)
+    rows, units, n = strips.rows, 1000, len(strips.rows)
+    nbytes = sum(t * (y1 - y0) * x * 4 for y0, y1, _ in rows)
+    with tempfile.TemporaryDirectory(prefix="unet-att-strips-") as tmp:
+        if in_memory:
+            res.check_memory(nbytes, f"the {n} strips' results of a {(t, n_rows, x)} stack (float32, in memory)",
+                             "cpu", hint="stream the result to a file, or turn the strips off")
+        else:
+            _check_disk(nbytes, Path(tmp))
+        parts = []
+        for k, (y0, y1, _) in enumerate(rows):
+            dest = None if in_memory else np.lib.format.open_memmap(Path(tmp) / f"{k}.npy", "w+", np.float32,
+                                                                    (t, y1 - y0, x))
+            gen = run_part(RowStrip(stack, y0, y1), dest)
+            while True:
+                try:
+                    ev = next(gen)
+                except StopIteration as stop:
+                    parts.append(stop.value)
+                    break
+                yield InferEvent(done=round(units * (k + ev.done / max(ev.total, 1)) / n), total=units,
+                                 message=f"strip {k + 1} of {n}: {ev.message}" if ev.message else "")
+        _blend(stack, rows, parts, target, keep_mean, output_dtype)
+        del parts  # (the temporary files are closed before their folder goes)
+    yield InferEvent(done=units, total=units)
+    return target
+
+
+def _check_disk(nbytes: int, folder: Path) -> None:
+    """Refuse before any work when the temporary folder cannot hold the strips' results."""
+    free = shutil.disk_usage(folder).free
+    if nbytes > 0.9 * free:
+        raise InputError(f"the strips' results need {nbytes / 1e9:.1f} GB of temporary files in {folder.parent}, "
+                         f"{free / 1e9:.1f} GB free; set TMPDIR to a larger disk, or turn the strips off")
+
+
+def _blend(stack: Any, rows: tuple[tuple[int, int, float], ...], parts: list[Any], target: Any, keep_mean: bool,
+           output_dtype: str) -> None:
+    """The strips' results tent-blended into ``target``, :data:`BLOCK` frames at a time."""
+    t, n_rows, x = (int(n) for n in stack.shape)
+    ws = weights(rows, n_rows)
+    in_dtype, target_dtype = np.dtype(stack.dtype), np.dtype(getattr(target, "dtype", np.float32))
+    for t0 in range(0, t, BLOCK):
+        t1 = min(t, t0 + BLOCK)
+        block = np.zeros((t1 - t0, n_rows, x), np.float32)
+        for (y0, y1, _), w, part in zip(rows, ws, parts, strict=True):
+            block[:, y0:y1] += np.asarray(part[t0:t1], np.float32) * w.astype(np.float32)[None, :, None]
+        if keep_mean:  # each strip kept its own lines' means; the frame's is kept over the whole frame
+            keep_frame_means(block, np.asarray(stack[t0:t1], np.float32))
+        target[t0:t1] = to_target(block, output_dtype, in_dtype, target_dtype)
