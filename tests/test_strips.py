@@ -138,12 +138,27 @@ def test_strips_stream_to_a_file_like_in_memory_and_leave_no_temporary_files(tmp
     assert read_metadata(dst)["steps"]["strips"] == "2 strips of 48 lines denoised apart and blended (asked for)"
 
 
-def test_bidirectional_scans_are_not_cut(rng):
-    stack = rng.poisson(30.0, (20, 64, 32)).astype(np.float32)
-    den = model(Identity(), "mirrored")
-    with pytest.raises(InputError, match="bidirectional"):
-        infer.denoise(stack, den, InferConfig(strips=2, **PLAIN))
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_bidirectional_scan_is_cut_into_whole_lines(rng, flip):
+    stack = rng.poisson(30.0, (20, 64, 32)).astype(np.float32)  # 32 lines, each scanned twice
+    den = model(Identity(), "mirrored", flip=flip)
     events = []
-    out = infer.denoise(stack, den, InferConfig(**PLAIN), progress=events.append)
+    out = infer.denoise(stack, den, InferConfig(strips=2, **PLAIN), progress=events.append)
     np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)
-    assert any(e.message == f"{st.SAID}none (not for bidirectional scans)" for e in events)
+    assert f"{st.SAID}2 strips of 24 lines denoised apart and blended (asked for)" in [e.message for e in events]
+    merged = infer.denoise(stack, den, InferConfig(strips=2, mirrored_output="merged", **PLAIN))
+    back = stack[:, 1::2, ::-1] if flip else stack[:, 1::2]
+    np.testing.assert_allclose(merged, 0.5 * (stack[:, 0::2] + back), rtol=1e-5, atol=1e-3)
+
+
+def test_strips_follow_motion_within_the_frames_of_a_bidirectional_scan():
+    sim = simulate(n_frames=48, size=96, photons=50.0, motion_std=1.0, motion="jitter", seed=3, line_motion=True,
+                   bidirectional=True, spike_rate=0.0)  # (48, 192, 96): 96 lines
+    den = model(TimeMean(), "mirrored")
+    events, errors = [], {}
+    for setting in ("off", "auto"):
+        out = infer.denoise(sim.noisy, den, InferConfig(strips=setting, mirrored_output="merged", **PLAIN),
+                            progress=events.append)
+        errors[setting] = float(np.mean((out - sim.clean) ** 2))
+    assert any(e.message.startswith(f"{st.SAID}3 strips of 48 lines") for e in events)
+    assert errors["auto"] < 0.6 * errors["off"], errors

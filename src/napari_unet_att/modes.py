@@ -224,7 +224,7 @@ class View:
 
 
 def split_views(
-    stack: Any, mode: str, flip_backward: bool, mirrored_output: str
+    stack: Any, mode: str, flip_backward: bool, mirrored_output: str, scan: bool | None = None
 ) -> tuple[list[View], Callable[[list[np.ndarray]], np.ndarray], Triple]:
     """How a model of ``mode`` sees a stack: the views, a combiner of finished view blocks, and the
     output shape.
@@ -233,12 +233,14 @@ def split_views(
     ``(T, N, N)`` views (the backward ones x-mirrored back when ``flip_backward``); the results are
     interleaved back into ``(T, 2N, N)``, or averaged into ``(T, N, N)`` when ``mirrored_output`` is
     ``'merged'`` (in the forward lines' orientation: the physical one). Any other model sees the whole stack.
+    ``scan``: whether the stack is such a scan's lines (a part of one: ``(T, 2M, N)``); None: it is when
+    ``(T, 2N, N)``.
     """
     shape = tuple(int(s) for s in stack.shape)
     t, y, x = shape
-    if mode != "mirrored" or y != 2 * x:
+    if mode != "mirrored" or not (y == 2 * x if scan is None else scan and y % 2 == 0):
         return [View(stack, shape)], (lambda blocks: blocks[0]), shape  # type: ignore[return-value]
-    half = (t, x, x)
+    half = (t, y // 2, x)
     views = [View(stack, half, 0, False), View(stack, half, 1, bool(flip_backward))]
     if mirrored_output == "merged":  # averaged in the physical orientation (backward lines x-reversed back)
         return views, (lambda b: 0.5 * (b[0] + (b[1][..., ::-1] if flip_backward else b[1]))), half

@@ -108,9 +108,11 @@ class DenoiseJob:
         return job
 
     @classmethod
-    def unchecked(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig) -> DenoiseJob:
-        """The job for inputs already checked."""
-        views, combine, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output)
+    def unchecked(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig, scan: bool | None = None) -> DenoiseJob:
+        """The job for inputs already checked; ``scan``: whether ``stack`` is a bidirectional scan's lines (a part of
+        one, whatever its shape; None: a ``(T, 2N, N)`` stack is, :func:`~napari_unet_att.modes.split_views`)."""
+        views, combine, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output,
+                                                scan)
         return cls(stack, denoiser, cfg, tuple(views), combine, out_shape, output_dtype(stack, cfg))
 
     @property
@@ -133,11 +135,11 @@ class DenoiseJob:
         if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
-        strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two)
+        strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two, flip)
         if strips.active:  # motion within frames: every strip through the whole engine, blended
             sub = self.cfg.inner(keep=("smoothing", "registration", "keep_average", "half_rate"))
             return (yield from iter_strips(
-                self.stack, strips, lambda part, dest: DenoiseJob.unchecked(part, self.denoiser, sub).run(dest),
+                self.stack, strips, lambda part, dest: DenoiseJob.unchecked(part, self.denoiser, sub, two).run(dest),
                 np.empty(self.out_shape, self.dtype) if out is None else out, self.cfg.keep_mean,
                 self.cfg.output_dtype, in_memory=out is None or getattr(out, "in_memory", False)))
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
@@ -155,7 +157,7 @@ class DenoiseJob:
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
-            job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")))
+            job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")), two)
             job = dataclasses.replace(job, shifts=registration.shifts - registration.moves,  # smoothed along
                                       averaged=self.keeps_average)
             yield from job.run(back)
@@ -175,9 +177,9 @@ class DenoiseJob:
 
     def choose_smoothing(self) -> Generator[InferEvent, None, Smoothing]:
         """``cfg.smoothing`` worked out by :func:`.smoothing.iter_smoothing` (after the memory checks: it may work)."""
-        sub = self.cfg.inner()
+        sub, two = self.cfg.inner(), len(self.views) == 2
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack, lambda block: DenoiseJob
-                                          .unchecked(block, self.denoiser, sub).run(), self.shifts, self.layout,
+                                          .unchecked(block, self.denoiser, sub, two).run(), self.shifts, self.layout,
                                           self.keeps_average))
 
 

@@ -18,8 +18,9 @@ weights about their centres (+2.2 to +5.4 dB on those recordings).
   rows (:class:`RowStrip`: file-backed stacks stream) through the engine; the results (in memory, or float32
   temporary files beside the system's temporary folder when the output streams to a file) are blended a block of
   frames at a time; every frame's mean is set to the input frame's over the whole frame (``keep_mean``).
-- Bidirectional ``(T, 2N, N)`` scans of a mirrored-scan model are not cut (their registration and the model's
-  views assume a whole, physically square frame): 'auto' says so, a number of strips is refused.
+- Bidirectional ``(T, 2N, N)`` scans of a mirrored-scan model are cut into strips of whole lines (both directions of
+  each: the strip's raw rows ``2 y0 .. 2 y1``), measured on their physical frames; each strip is a scan of its own
+  (its two views, registered by direction).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..config import InferEvent
 from ..errors import InputError
 from ..runtime import resources as res
 from .frame_means import keep_frame_means, to_target
-from .registration import MIN_FRAMES, MIN_MATCHED, estimate_shifts
+from .registration import MIN_FRAMES, MIN_MATCHED, PhysicalFrames, estimate_shifts
 
 __all__ = ["MIN_PX", "MIN_RATIO", "SAID", "STRIP_ROWS", "RowStrip", "Strips", "disagreement", "iter_choose_strips",
            "iter_strips", "strip_rows"]
@@ -53,10 +54,12 @@ BLOCK = 64  # frames blended at a time
 
 @dataclass(frozen=True)
 class Strips:
-    """How a stack is cut: ``rows`` ``[(y0, y1, centre), ...]`` (none: denoised whole) and why, in words."""
+    """How a stack is cut: ``rows`` ``[(y0, y1, centre), ...]`` in physical lines (none: denoised whole), the stack's
+    rows per line (2: a bidirectional scan's raw rows) and why, in words."""
 
     rows: tuple[tuple[int, int, float], ...] = ()
     reason: str = "off"
+    rows_per_line: int = 1
 
     @property
     def active(self) -> bool:
@@ -134,37 +137,37 @@ def disagreement(stack: Any, rows: int = STRIP_ROWS) -> Generator[InferEvent, No
     return float(np.sqrt(np.mean(np.sum(d**2, axis=1)))), float(np.hypot(top_err, bottom_err)), float(ok.mean())
 
 
-def iter_choose_strips(setting: str | int, stack: Any, scan: bool = False) -> Generator[InferEvent, None, Strips]:
+def iter_choose_strips(setting: str | int, stack: Any, scan: bool = False,
+                       flip: bool = False) -> Generator[InferEvent, None, Strips]:
     """The :class:`Strips` that ``setting`` (``InferConfig.strips``) asks for on ``stack``, yielding progress (the
-    choice announced in an event's message). ``scan``: a bidirectional scan's two views (never cut)."""
-    t, n_rows, _ = (int(n) for n in stack.shape)
+    choice announced in an event's message). ``scan``: ``stack`` is a bidirectional scan's ``(T, 2N, N)`` lines
+    (backward lines x-reversed when ``flip``), cut into whole lines and measured on its physical frames."""
     if setting == "off" or setting == 1:
         return Strips(reason="off")
-    if scan:
-        if setting != "auto":
-            raise InputError("strips of lines are not available for bidirectional (T, 2N, N) scans of a "
-                             "mirrored-scan model; use strips 'off' or 'auto'")
-        choice = Strips(reason="not for bidirectional scans")
-    elif setting != "auto":
-        choice = Strips(strip_rows(n_rows, int(setting)), reason="asked for")
+    lines = PhysicalFrames(stack, flip) if scan else stack
+    t, n_rows, _ = (int(n) for n in lines.shape)
+    r = 2 if scan else 1
+    if setting != "auto":
+        choice = Strips(strip_rows(n_rows, int(setting)), "asked for", r)
     elif t < MIN_FRAMES or n_rows < 2 * STRIP_ROWS:
         choice = Strips(reason=f"too few frames ({t}, {MIN_FRAMES} needed)" if t < MIN_FRAMES else
                         f"frames too short to cut ({n_rows} lines, {2 * STRIP_ROWS} needed)")
     else:
-        rms, err, matched = yield from disagreement(stack)
-        choice = _choose(rms, err, matched, n_rows)
+        rms, err, matched = yield from disagreement(lines)
+        choice = _choose(rms, err, matched, n_rows, r)
     yield InferEvent(done=0, total=1, message=choice.describe())
     return choice
 
 
-def _choose(rms: float, err: float, matched: float, n_rows: int) -> Strips:
+def _choose(rms: float, err: float, matched: float, n_rows: int, rows_per_line: int) -> Strips:
     """'auto''s decision from :func:`disagreement`'s figures."""
     said = f"top and bottom lines' shifts differ by {rms:.2f} px RMS, {rms / err:.1f}x their error"
     if matched < MIN_MATCHED:
         return Strips(reason=f"only {matched:.0%} of the frames' top and bottom lines matched reliably")
     if not (rms > MIN_RATIO * err and rms > MIN_PX):
         return Strips(reason=f"the frames move rigidly: {said}")
-    return Strips(strip_rows(n_rows, math.ceil(n_rows / (STRIP_ROWS / 1.5))), reason=f"motion within frames: {said}")
+    return Strips(strip_rows(n_rows, math.ceil(n_rows / (STRIP_ROWS / 1.5))), f"motion within frames: {said}",
+                  rows_per_line)
 
 
 # ---------------------------------------------------------------------------------------------- how
@@ -175,7 +178,8 @@ RunPart = Callable[[Any, Any], Generator[InferEvent, None, Any]]
 
 def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep_mean: bool, output_dtype: str,
                 in_memory: bool) -> Generator[InferEvent, None, Any]:
-    """``stack`` denoised strip by strip and blended into ``target`` (an array of the stack's shape).
+    """``stack`` denoised strip by strip and blended into ``target`` (the job's output: the stack's shape, or a
+    scan's physical frames).
 
     ``run_part(strip, out)`` runs the engine on one :class:`RowStrip` into ``out`` (None: a new float32 array) and
     returns the result. The strips' results are kept in memory (``in_memory``) or in float32 temporary files, then
@@ -183,20 +187,21 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
     block converted as ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: one share of
     1000 per strip, events' messages prefixed with the strip.
     """
-    t, n_rows, x = (int(n) for n in stack.shape)
-    rows, units, n = strips.rows, 1000, len(strips.rows)
-    nbytes = sum(t * (y1 - y0) * x * 4 for y0, y1, _ in rows)
+    t, x = int(stack.shape[0]), int(stack.shape[2])
+    r_in, rows, units, n = strips.rows_per_line, strips.rows, 1000, len(strips.rows)
+    r_out = int(target.shape[1]) // (int(stack.shape[1]) // r_in)  # output rows per line
+    nbytes = sum(t * r_out * (y1 - y0) * x * 4 for y0, y1, _ in rows)
     with tempfile.TemporaryDirectory(prefix="unet-att-strips-") as tmp:
         if in_memory:
-            res.check_memory(nbytes, f"the {n} strips' results of a {(t, n_rows, x)} stack (float32, in memory)",
-                             "cpu", hint="stream the result to a file, or turn the strips off")
+            res.check_memory(nbytes, f"the {n} strips' results of a {tuple(target.shape)} output (float32, in "
+                             "memory)", "cpu", hint="stream the result to a file, or turn the strips off")
         else:
             _check_disk(nbytes, Path(tmp))
         parts = []
         for k, (y0, y1, _) in enumerate(rows):
             dest = None if in_memory else np.lib.format.open_memmap(Path(tmp) / f"{k}.npy", "w+", np.float32,
-                                                                    (t, y1 - y0, x))
-            gen = run_part(RowStrip(stack, y0, y1), dest)
+                                                                    (t, r_out * (y1 - y0), x))
+            gen = run_part(RowStrip(stack, r_in * y0, r_in * y1), dest)
             while True:
                 try:
                     ev = next(gen)
@@ -205,7 +210,7 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
                     break
                 yield InferEvent(done=round(units * (k + ev.done / max(ev.total, 1)) / n), total=units,
                                  message=f"strip {k + 1} of {n}: {ev.message}" if ev.message else "")
-        _blend(stack, rows, parts, target, keep_mean, output_dtype)
+        _blend(stack, rows, r_out, parts, target, keep_mean, output_dtype)
         del parts  # (the temporary files are closed before their folder goes)
     yield InferEvent(done=units, total=units)
     return target
@@ -219,17 +224,17 @@ def _check_disk(nbytes: int, folder: Path) -> None:
                          f"{free / 1e9:.1f} GB free; set TMPDIR to a larger disk, or turn the strips off")
 
 
-def _blend(stack: Any, rows: tuple[tuple[int, int, float], ...], parts: list[Any], target: Any, keep_mean: bool,
-           output_dtype: str) -> None:
-    """The strips' results tent-blended into ``target``, :data:`BLOCK` frames at a time."""
-    t, n_rows, x = (int(n) for n in stack.shape)
-    ws = weights(rows, n_rows)
+def _blend(stack: Any, rows: tuple[tuple[int, int, float], ...], r_out: int, parts: list[Any], target: Any,
+           keep_mean: bool, output_dtype: str) -> None:
+    """The strips' results (``r_out`` rows per line) tent-blended into ``target``, :data:`BLOCK` frames at a time."""
+    t, n_rows, x = (int(n) for n in target.shape)
+    ws = [np.repeat(w, r_out).astype(np.float32) for w in weights(rows, n_rows // r_out)]
     in_dtype, target_dtype = np.dtype(stack.dtype), np.dtype(getattr(target, "dtype", np.float32))
     for t0 in range(0, t, BLOCK):
         t1 = min(t, t0 + BLOCK)
         block = np.zeros((t1 - t0, n_rows, x), np.float32)
         for (y0, y1, _), w, part in zip(rows, ws, parts, strict=True):
-            block[:, y0:y1] += np.asarray(part[t0:t1], np.float32) * w.astype(np.float32)[None, :, None]
+            block[:, r_out * y0 : r_out * y1] += np.asarray(part[t0:t1], np.float32) * w[None, :, None]
         if keep_mean:  # each strip kept its own lines' means; the frame's is kept over the whole frame
             keep_frame_means(block, np.asarray(stack[t0:t1], np.float32))
         target[t0:t1] = to_target(block, output_dtype, in_dtype, target_dtype)
