@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -99,9 +100,10 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     said = []
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
+    messages = [re.sub(r"^strip 1 of \d+: ", "", e.message) for e in said]  # (cut in strips: the first strip's)
     for notes, prefix, none in ((SMOOTHING, SAID, "none"), (REGISTRATION, REG_SAID, "none"),
                                 (AVERAGE, AVG_SAID, "off"), (STRIPS, STRIPS_SAID, "none")):
-        notes[:] = [e.message[len(prefix):] for e in said if e.message.startswith(prefix)] or [none]
+        notes[:] = [m[len(prefix):] for m in messages if m.startswith(prefix)] or [none]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
 

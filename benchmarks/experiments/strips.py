@@ -12,8 +12,8 @@ registration, smoothing, time averages: its lines were scanned within a fraction
 results blended with tent weights about each strip's centre. Prints the PSNR and ROI trace correlation against the
 truth (default inference, shipped temporal generalist, 2 photons, 200 x 128 x 128).
 
-Not in the engine: the twenty-first session's measurements (docs/benchmarks.md) are the case for building it (a
-per-strip registration decided by the strips' disagreeing shifts, streamed to files like the tiles).
+Built into the engine in the twenty-second session (``inference/strips.py``, ``InferConfig.strips``); this script is
+the experiment that measured the case for it (docs/benchmarks.md, twenty-first session).
 """
 
 from __future__ import annotations
