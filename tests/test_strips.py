@@ -69,7 +69,7 @@ def test_a_strip_reads_any_region_like_the_stack(rng):
         part[:, ::2]
 
 
-@pytest.mark.parametrize("setting", ["x", 0, 65, 2.5, True, "-1"])
+@pytest.mark.parametrize("setting", ["x", 0, 65, 2.5, True, np.True_, "-1", float("inf"), float("nan"), b"4", None])
 def test_the_strips_setting_is_checked(setting):
     with pytest.raises(InputError, match="strips"):
         InferConfig(strips=setting)
@@ -77,6 +77,7 @@ def test_the_strips_setting_is_checked(setting):
 
 def test_a_number_of_strips_may_be_given_as_text():
     assert InferConfig(strips="4").strips == 4 and InferConfig(strips="off").strips == "off"
+    assert InferConfig(strips=np.int64(3)).strips == 3 and InferConfig(strips=4.0).strips == 4
     args = ["denoise", "in.tif", "--model", "generalist", "--out", "out"]
     assert build_parser().parse_args([*args, "--strips", "6"]).strips == 6
     assert build_parser().parse_args(args).strips == "auto"
@@ -162,3 +163,29 @@ def test_strips_follow_motion_within_the_frames_of_a_bidirectional_scan():
         errors[setting] = float(np.mean((out - sim.clean) ** 2))
     assert any(e.message.startswith(f"{st.SAID}3 strips of 48 lines") for e in events)
     assert errors["auto"] < 0.6 * errors["off"], errors
+
+
+@pytest.mark.parametrize("lines", [49, 50, 99])
+def test_each_strip_of_a_scan_calibrates_its_smoothing_on_whole_lines(rng, lines):
+    """A strip's smoothing calibration block is whole lines of its own (it once took a whole scan's rows: a block
+    that started on a backward line, or broke the merged output)."""
+    from napari_unet_att.inference.smoothing import calibration_block
+
+    for y in (2 * 17, 2 * 33, 2 * lines):
+        _, rows, cols = calibration_block((40, y, lines), bidirectional=True)
+        assert 0 <= rows.start < rows.stop <= y and rows.start % 2 == 0 and (rows.stop - rows.start) % 2 == 0
+        assert cols.start == lines - cols.stop  # symmetric: the backward lines' columns, reversed, are the same
+    stack = rng.poisson(30.0, (32, 2 * lines, lines)).astype(np.float32)
+    for output in ("merged", "interleaved"):
+        out = infer.denoise(stack, model(TimeMean(), "mirrored"),
+                            InferConfig(device="cpu", strips=3, smoothing="auto", keep_average="off",
+                                        registration="off", mirrored_output=output))
+        assert out.shape == ((32, lines, lines) if output == "merged" else stack.shape)
+
+
+def test_a_numpy_destination_is_filled_in_memory(rng, monkeypatch):
+    monkeypatch.setattr(np.lib.format, "open_memmap", lambda *a, **k: pytest.fail("a temporary file was made"))
+    stack = rng.poisson(30.0, (20, 64, 32)).astype(np.float32)
+    out = np.zeros_like(stack)
+    assert infer.denoise(stack, model(Identity()), InferConfig(strips=2, **PLAIN), out=out) is out
+    np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)

@@ -147,8 +147,8 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="motion within frames (the brain moving while a frame is scanned): 'auto' cuts each frame "
                         "into overlapping strips of 48 lines, denoised apart (each registered on its own) and "
                         "blended, where the shifts of the frames' top and bottom lines disagree beyond their error "
-                        "(+2 to +5 dB under fast motion within frames, 1.5-2x the time); 'off'; or a number of "
-                        "strips (not for bidirectional scans)")
+                        "(+2 to +5 dB under fast motion within frames, 1.5-2x the time; a bidirectional scan in whole "
+                        "lines); 'off'; or a number of strips")
     d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),
                    help="'auto' (100+ frames): where the output's average over time (per pixel, "
                         "~500-frame chunks) misses the input's, put the difference back, smoothed and scaled as its "

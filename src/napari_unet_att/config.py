@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -301,13 +302,16 @@ class InferConfig:
     def _check_strips(self) -> None:
         s = self.strips
         if isinstance(s, str) and s in STRIPS_CHOICES:
+            self.strips = str(s)
             return
-        try:  # a number, or its text (a CLI argument, a settings file)
+        n = None  # a whole number, or its digits (a CLI argument, a settings file); never a truth value
+        if isinstance(s, str) and s.strip().isascii() and s.strip().isdigit():
             n = int(s)
-            ok = not isinstance(s, bool) and float(s) == n and 1 <= n <= 64
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
+        elif isinstance(s, numbers.Integral) and not isinstance(s, bool) and type(s).__name__ != "bool_":
+            n = int(s)
+        elif isinstance(s, float) and s.is_integer():
+            n = int(s)
+        if n is None or not 1 <= n <= 64:
             raise InputError(f"strips must be 'auto', 'off' or a number of strips from 1 to 64, got {s!r}")
         self.strips = n
 

@@ -70,6 +70,12 @@ def output_dtype(stack: Any, cfg: InferConfig) -> np.dtype:
     return np.dtype(stack.dtype) if cfg.output_dtype == "input" else np.dtype(np.float32)
 
 
+def _in_memory(out: Any) -> bool:
+    """Whether the result is held in memory: a new array, a numpy array given, or a destination that says so."""
+    return out is None or (isinstance(out, np.ndarray) and not isinstance(out, np.memmap)) or bool(
+        getattr(out, "in_memory", False))
+
+
 def _check_out(out: Any, shape: Sequence[int]) -> None:
     """Refuse a destination whose shape is not the result's."""
     if tuple(out.shape) != tuple(shape):
@@ -141,7 +147,7 @@ class DenoiseJob:
             return (yield from iter_strips(
                 self.stack, strips, lambda part, dest: DenoiseJob.unchecked(part, self.denoiser, sub, two).run(dest),
                 np.empty(self.out_shape, self.dtype) if out is None else out, self.cfg.keep_mean,
-                self.cfg.output_dtype, in_memory=out is None or getattr(out, "in_memory", False)))
+                self.cfg.output_dtype, in_memory=_in_memory(out), new_target=out is None))
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
         slow = not registration.active and registration.shifts is not None
         job = dataclasses.replace(self, shifts=registration.shifts) if slow else self

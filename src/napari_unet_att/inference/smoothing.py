@@ -164,17 +164,20 @@ def calibration_block(shape: tuple[int, int, int], bidirectional: bool = False) 
     way (a scan: ``2M`` rows of ``M <= CALIBRATION_XY`` columns) and :data:`CALIBRATION_FRAMES` frames, or as many
     more as :data:`CALIBRATION_VOXELS` allows for smaller frames (an even number, from an even frame).
 
-    ``bidirectional``: ``shape`` is a ``(T, 2N, N)`` scan; the block is one too (``2M`` rows from an even row,
-    so forward lines stay forward) and its columns sit symmetrically, so that the block of x-reversed backward
-    lines holds the same physical columns as the forward lines' block.
+    ``bidirectional``: ``shape`` is a ``(T, 2N, N)`` scan, or a part of one's lines ``(T, 2L, N)`` (a strip:
+    :mod:`.strips`); the block is one too (whole lines, from an even row, so forward lines stay forward; ``M`` lines
+    of a whole scan, at most ``M`` of a part) and its columns sit symmetrically, so that the block of x-reversed
+    backward lines holds the same physical columns as the forward lines' block.
     """
     t, y, x = shape
     ny, nx = min(y, CALIBRATION_XY), min(x, CALIBRATION_XY)
-    if bidirectional:  # then (y - ny) // 2 = x - nx, even
+    y0 = (y - ny) // 2
+    if bidirectional:  # a whole scan: 2M rows from row x - nx, even
         nx -= (x - nx) % 2
-        ny = 2 * nx
+        lines = min(y // 2, nx)
+        ny, y0 = 2 * lines, 2 * ((y // 2 - lines) // 2)
     nt = min(t - t % 2, max(CALIBRATION_FRAMES, CALIBRATION_VOXELS // max(ny * nx, 1) // 2 * 2))
-    t0, y0, x0 = (t - nt) // 2 // 2 * 2, (y - ny) // 2, (x - nx) // 2
+    t0, x0 = (t - nt) // 2 // 2 * 2, (x - nx) // 2
     return slice(t0, t0 + nt), slice(y0, y0 + ny), slice(x0, x0 + nx)
 
 

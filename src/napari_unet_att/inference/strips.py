@@ -25,6 +25,7 @@ weights about their centres (+2.2 to +5.4 dB on those recordings).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -177,15 +178,17 @@ RunPart = Callable[[Any, Any], Generator[InferEvent, None, Any]]
 
 
 def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep_mean: bool, output_dtype: str,
-                in_memory: bool) -> Generator[InferEvent, None, Any]:
+                in_memory: bool, new_target: bool = False) -> Generator[InferEvent, None, Any]:
     """``stack`` denoised strip by strip and blended into ``target`` (the job's output: the stack's shape, or a
     scan's physical frames).
 
     ``run_part(strip, out)`` runs the engine on one :class:`RowStrip` into ``out`` (None: a new float32 array) and
-    returns the result. The strips' results are kept in memory (``in_memory``) or in float32 temporary files, then
+    returns the result. The strips' results are kept in memory (``in_memory``; with ``target``'s memory when it is a
+    ``new_target``, not yet written) or in float32 temporary files, then
     blended a block of frames at a time; each frame's mean is set to the input frame's (``keep_mean``) and the
-    block converted as ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: one share of
-    1000 per strip, events' messages prefixed with the strip.
+    block converted as ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: each strip's
+    events (its phases, as a whole job's: motion measured, the network's tiles...) within its share of 1000,
+    their messages prefixed with the strip.
     """
     t, x = int(stack.shape[0]), int(stack.shape[2])
     r_in, rows, units, n = strips.rows_per_line, strips.rows, 1000, len(strips.rows)
@@ -193,25 +196,32 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
     nbytes = sum(t * r_out * (y1 - y0) * x * 4 for y0, y1, _ in rows)
     with tempfile.TemporaryDirectory(prefix="unet-att-strips-") as tmp:
         if in_memory:
-            res.check_memory(nbytes, f"the {n} strips' results of a {tuple(target.shape)} output (float32, in "
-                             "memory)", "cpu", hint="stream the result to a file, or turn the strips off")
+            res.check_memory(nbytes + (int(np.prod(target.shape)) * np.dtype(target.dtype).itemsize if new_target
+                                       else 0),
+                             f"the {n} strips' results of a {tuple(target.shape)} output (float32, in memory)",
+                             "cpu", hint="stream the result to a file, or turn the strips off")
         else:
             _check_disk(nbytes, Path(tmp))
-        parts = []
+        parts: list[Any] = []
         for k, (y0, y1, _) in enumerate(rows):
             dest = None if in_memory else np.lib.format.open_memmap(Path(tmp) / f"{k}.npy", "w+", np.float32,
                                                                     (t, r_out * (y1 - y0), x))
             gen = run_part(RowStrip(stack, r_in * y0, r_in * y1), dest)
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    parts.append(stop.value)
-                    break
-                yield InferEvent(done=round(units * (k + ev.done / max(ev.total, 1)) / n), total=units,
-                                 message=f"strip {k + 1} of {n}: {ev.message}" if ev.message else "")
+            del dest  # (only ``parts`` holds the temporary files: closed before their folder goes)
+            try:
+                while True:
+                    try:
+                        ev = next(gen)
+                    except StopIteration as stop:
+                        parts.append(stop.value)
+                        break
+                    yield dataclasses.replace(ev, done=round(units * (k + ev.done / max(ev.total, 1)) / n),
+                                              total=units, eta_s=None,
+                                              message=f"strip {k + 1} of {n}: {ev.message}" if ev.message else "")
+            finally:
+                gen.close()  # at once when this generator is closed (the strip's worker threads stop)
         _blend(stack, rows, r_out, parts, target, keep_mean, output_dtype)
-        del parts  # (the temporary files are closed before their folder goes)
+        parts.clear()
     yield InferEvent(done=units, total=units)
     return target
 
@@ -235,6 +245,8 @@ def _blend(stack: Any, rows: tuple[tuple[int, int, float], ...], r_out: int, par
         block = np.zeros((t1 - t0, n_rows, x), np.float32)
         for (y0, y1, _), w, part in zip(rows, ws, parts, strict=True):
             block[:, r_out * y0 : r_out * y1] += np.asarray(part[t0:t1], np.float32) * w[None, :, None]
-        if keep_mean:  # each strip kept its own lines' means; the frame's is kept over the whole frame
-            keep_frame_means(block, np.asarray(stack[t0:t1], np.float32))
+        if keep_mean:  # each strip kept its own lines' means; the frame's is kept over the whole frame (each
+            inp = np.asarray(stack[t0:t1], np.float32)  # direction's of an interleaved scan, as a whole job does)
+            for d in range(r_out):
+                keep_frame_means(block[:, d::r_out], inp[:, d::r_out] if r_out > 1 else inp)
         target[t0:t1] = to_target(block, output_dtype, in_dtype, target_dtype)
