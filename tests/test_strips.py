@@ -189,3 +189,19 @@ def test_a_numpy_destination_is_filled_in_memory(rng, monkeypatch):
     out = np.zeros_like(stack)
     assert infer.denoise(stack, model(Identity()), InferConfig(strips=2, **PLAIN), out=out) is out
     np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)
+
+
+def test_cancelling_in_a_strip_leaves_no_file_and_no_thread(tmp_path, monkeypatch, rng):
+    import threading
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, rng.poisson(30.0, (40, 64, 32)).astype(np.uint16))
+    baseline = threading.active_count()
+    gen = infer.iter_denoise_file(src, dst, model(TimeMean()), InferConfig(strips=2, tile_t=8, overlap=2, **PLAIN))
+    events = [next(gen) for _ in range(8)]
+    assert events[-1].done < events[-1].total and list((tmp_path / "tmp").iterdir())  # mid-job, strips on disk
+    gen.close()
+    assert not dst.exists() and not list((tmp_path / "tmp").iterdir())
+    assert threading.active_count() <= baseline

@@ -390,3 +390,20 @@ def run_to_end(gen: Generator[Any, None, Any], progress: Callable[[Any], Any] | 
             return stop.value
         if progress is not None:
             progress(event)
+
+
+def in_share(gen: Generator[InferEvent, None, Any], before: float, share: float, units: int = 1000,
+             prefix: str = "") -> Generator[InferEvent, None, Any]:
+    """``gen``'s events as a part of a larger job's progress: ``done`` mapped onto ``units * (before + share *
+    done / total)`` of ``units`` (no ETA: it would be the part's), messages prefixed with ``prefix``; returns
+    ``gen``'s value, and closes ``gen`` at once when this generator is closed (its worker threads stop)."""
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield dataclasses.replace(ev, done=round(units * (before + share * ev.done / max(ev.total, 1))),
+                                      total=units, eta_s=None, message=prefix + ev.message if ev.message else "")
+    finally:
+        gen.close()

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import InferConfig, InferEvent, run_to_end
+from ..config import InferConfig, InferEvent, in_share, run_to_end
 from ..errors import InputError, ResourceError
 from ..model.denoiser import Denoiser
 from ..model.normalization import Normalization
@@ -409,15 +409,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     shares, units = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75)), 1000  # (share of the work, progress before the pass)
     results = []
     for (share, before), part in zip(shares, (stack, _EveryOther(stack, 0), _EveryOther(stack, 1)), strict=True):
-        gen = DenoiseJob.unchecked(part, job.denoiser, sub).run()
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                results.append(stop.value)
-                break
-            yield dataclasses.replace(ev, done=round(units * (before + share * ev.done / max(ev.total, 1))),
-                                      total=units)
+        results.append((yield from in_share(DenoiseJob.unchecked(part, job.denoiser, sub).run(), before, share, units)))
     full = results[0]
     full[0::2] += results[1]
     full[1::2] += results[2]

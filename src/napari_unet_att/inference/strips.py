@@ -25,7 +25,6 @@ weights about their centres (+2.2 to +5.4 dB on those recordings).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import InferEvent
+from ..config import InferEvent, in_share
 from ..errors import InputError
 from ..runtime import resources as res
 from .frame_means import keep_frame_means, to_target
@@ -208,18 +207,7 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
                                                                     (t, r_out * (y1 - y0), x))
             gen = run_part(RowStrip(stack, r_in * y0, r_in * y1), dest)
             del dest  # (only ``parts`` holds the temporary files: closed before their folder goes)
-            try:
-                while True:
-                    try:
-                        ev = next(gen)
-                    except StopIteration as stop:
-                        parts.append(stop.value)
-                        break
-                    yield dataclasses.replace(ev, done=round(units * (k + ev.done / max(ev.total, 1)) / n),
-                                              total=units, eta_s=None,
-                                              message=f"strip {k + 1} of {n}: {ev.message}" if ev.message else "")
-            finally:
-                gen.close()  # at once when this generator is closed (the strip's worker threads stop)
+            parts.append((yield from in_share(gen, k / n, 1 / n, units, f"strip {k + 1} of {n}: ")))
         _blend(stack, rows, r_out, parts, target, keep_mean, output_dtype)
         parts.clear()
     yield InferEvent(done=units, total=units)
