@@ -16,8 +16,8 @@ weights about their centres (+2.2 to +5.4 dB on those recordings).
   0.4 dB. ``strips=N`` cuts N strips whatever the motion; 'off' (or 1) none.
 - **How** (:func:`iter_strips`): strips of about 1.5x their spacing (overlapping), each a lazy view of the stack's
   rows (:class:`RowStrip`: file-backed stacks stream) through the engine; the results (in memory, or float32
-  temporary files beside the system's temporary folder when the output streams to a file) are blended a block of
-  frames at a time; every frame's mean is set to the input frame's over the whole frame (``keep_mean``).
+  temporary files in the system's temporary folder, ``TMPDIR``, when the output streams to a file) are blended a
+  block of frames at a time; every frame's mean is set to the input frame's over the whole frame (``keep_mean``).
 - Bidirectional ``(T, 2N, N)`` scans of a mirrored-scan model are cut into strips of whole lines (both directions of
   each: the strip's raw rows ``2 y0 .. 2 y1``), measured on their physical frames; each strip is a scan of its own
   (its two views, registered by direction).
@@ -182,10 +182,10 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
     scan's physical frames).
 
     ``run_part(strip, out)`` runs the engine on one :class:`RowStrip` into ``out`` (None: a new float32 array) and
-    returns the result. The strips' results are kept in memory (``in_memory``; with ``target``'s memory when it is a
-    ``new_target``, not yet written) or in float32 temporary files, then
-    blended a block of frames at a time; each frame's mean is set to the input frame's (``keep_mean``) and the
-    block converted as ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: each strip's
+    returns the result. The strips' results are kept in memory (``in_memory``; the memory check counts ``target``
+    too when it is a ``new_target``, not yet written) or in float32 temporary files, then blended a block of frames
+    at a time; each frame's mean is set to the input frame's (``keep_mean``) and the block converted as
+    ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: each strip's
     events (its phases, as a whole job's: motion measured, the network's tiles...) within its share of 1000,
     their messages prefixed with the strip.
     """
