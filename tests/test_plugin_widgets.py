@@ -312,6 +312,22 @@ def test_denoise_registers_a_moving_layer_and_lines_the_result_up(viewer, qtbot,
     np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), sim.noisy.mean(axis=(1, 2)), rtol=1e-4)
 
 
+def test_denoise_cuts_a_layer_moving_within_frames_into_strips(viewer, qtbot, tiny_denoiser):
+    from napari_unet_att.evaluation.simulator import simulate
+
+    sim = simulate(n_frames=32, size=96, photons=5.0, motion_std=1.5, motion="jitter", seed=5, line_motion=True)
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    layer = viewer.add_image(sim.noisy, name="shearing")
+    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    w.model_choice.setCurrentText(_denoise.CURRENT_MODEL)
+    _wait_done(qtbot, w.denoise(layer))
+    out = viewer.layers["shearing_denoised"]
+    assert out.data.shape == layer.data.shape
+    assert out.metadata["unet_att"]["strips"].startswith("3 strips of 48 lines")  # what was done, kept with it
+    np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), sim.noisy.mean(axis=(1, 2)), rtol=1e-4)
+
+
 def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, tiny_denoiser):
     w = DenoiseWidget(viewer)
     w.device.setCurrentText("cpu")
