@@ -108,7 +108,7 @@ def test_strips_are_cut_only_where_frames_move_while_scanned():
             sim = recording(lines, motion, photons=2.0, frames=64)
             choice = run_to_end(st.iter_choose_strips("auto", sim.noisy))
             assert choice.active == want, (motion, lines, choice.reason)
-            assert ("motion within frames" if want else "the frames move rigidly") in choice.reason
+            assert ("non-rigid motion" if want else "the frames move rigidly") in choice.reason
     still = simulate(n_frames=64, size=128, photons=2.0, seed=3)
     assert not run_to_end(st.iter_choose_strips("auto", still.noisy)).active
 

@@ -3,6 +3,8 @@
     python benchmarks/experiments/strips.py --seed 21 --motion jitter --line-motion --strips 4 --height 48
     python benchmarks/experiments/strips.py --seed 21 --motion jitter --line-motion --strips 1 --height 128  # whole
     python benchmarks/experiments/strips.py --detect    # how far the top and bottom strips' shifts disagree
+    python benchmarks/experiments/strips.py --periodic 0.33   # a 10 Hz motion during the scan; engine off / auto
+    python benchmarks/experiments/strips.py --nonrigid 1      # top and bottom jitter apart between frames
 
 Under a resonant scanner the brain keeps moving while a frame is scanned, so every line has its own shift
 (``simulate(line_motion=True)``). The engine registers whole frames (one shift each), which leaves the lines of
@@ -60,28 +62,48 @@ def disagreement(noisy: np.ndarray, rows: int = 48) -> tuple[float, float]:
     return float(np.sqrt(np.mean(np.sum(d**2, axis=1)))), float(np.hypot(top_noise, bottom_noise))
 
 
-def periodic(seed: int, photons: float, cycles: float, amplitude: float, frames: int = 200, size: int = 128):
-    """A still simulated recording (``simulate``, no motion) warped line by line by a periodic motion: the line at
-    ``y`` of frame ``t`` sits shifted by ``amplitude * (sin(2 pi cycles tau), sin(2 pi cycles tau + 1))`` px with
-    ``tau = t + y / size`` frames (a heartbeat or breathing at ``cycles`` per frame, going on during the scan: a
-    motion model unlike the simulator's), then photon and read noise drawn as the simulator does. Returns
-    ``(noisy, clean, labels)``."""
+def warped(seed: int, photons: float, shift, pad: int, frames: int = 200, size: int = 128):
+    """A still simulated recording (``simulate``, no motion) warped line by line: the line at ``y`` of frame ``t``
+    sits shifted by ``shift(t, rows)`` = ``(dy, dx)`` px (arrays of the frame's shape), then photon and read noise
+    drawn as the simulator does (motion models the simulator does not have). Returns ``(noisy, clean, labels)``."""
     from scipy import ndimage
 
-    pad = int(np.ceil(amplitude)) + 2
     sim = simulate(n_frames=frames, size=size + 2 * pad, photons=photons, seed=seed)
     p = sim.params
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
     clean = np.empty((frames, size, size), np.float32)
     for t in range(frames):
-        phase = 2 * np.pi * cycles * (t + rows / size)
-        clean[t] = ndimage.map_coordinates(sim.clean[t].astype(np.float64), [rows + pad + amplitude * np.sin(phase),
-                                           cols + pad + amplitude * np.sin(phase + 1.0)], order=1)
+        dy, dx = shift(t, rows / size)
+        clean[t] = ndimage.map_coordinates(sim.clean[t].astype(np.float64), [rows + pad + dy, cols + pad + dx],
+                                           order=1)
     rng = np.random.default_rng(seed + 7)
     noisy = rng.poisson(np.clip((clean - p["offset"]) / p["gain"], 0, None)) * p["gain"] + p["offset"]
     noisy = np.clip(noisy + rng.normal(0, p["read_noise"], noisy.shape), 0, 65535).astype(np.uint16)
     labels = sim.labels()[pad:-pad, pad:-pad]  # (the cells, where the still recording holds them)
     return noisy, clean, labels
+
+
+def periodic(seed: int, photons: float, cycles: float, amplitude: float):
+    """:func:`warped` by a periodic motion going on during the scan (a heartbeat or breathing at ``cycles`` per
+    frame): ``amplitude * (sin(2 pi cycles tau), sin(2 pi cycles tau + 1))`` px at ``tau = t + y / size`` frames."""
+    def shift(t, y):
+        phase = 2 * np.pi * cycles * (t + y)
+        return amplitude * np.sin(phase), amplitude * np.sin(phase + 1.0)
+
+    return warped(seed, photons, shift, int(np.ceil(amplitude)) + 2)
+
+
+def nonrigid(seed: int, photons: float, std: float):
+    """:func:`warped` by a non-rigid jitter between frames, none during the scan: the top and the bottom lines of
+    each frame jitter independently (``std`` px each axis), the lines between by linear interpolation (tissue that
+    stretches and shears from frame to frame, as piecewise-rigid registrations such as suite2p's assume)."""
+    jitter = np.random.default_rng(seed + 11).normal(0.0, std, (2, 10_000, 2))
+
+    def shift(t, y):
+        top, bottom = jitter[0, t], jitter[1, t]
+        return top[0] * (1 - y) + bottom[0] * y, top[1] * (1 - y) + bottom[1] * y
+
+    return warped(seed, photons, shift, int(np.ceil(4 * std)) + 2)
 
 
 def detect() -> None:
@@ -111,12 +133,19 @@ def main() -> None:
                     help="a periodic motion within frames of CYCLES per frame instead (the engine's strips 'auto' "
                          "against 'off', on the shipped temporal generalist)")
     ap.add_argument("--amplitude", type=float, default=1.5, help="--periodic: the motion's amplitude (px)")
+    ap.add_argument("--nonrigid", type=float, metavar="STD",
+                    help="a non-rigid jitter between frames instead (top and bottom lines independent, STD px)")
     a = ap.parse_args()
     if a.detect:
         detect()
         return
-    if a.periodic is not None:
-        noisy, clean, labels = periodic(a.seed, a.photons, a.periodic, a.amplitude)
+    if a.periodic is not None or a.nonrigid is not None:
+        if a.periodic is not None:
+            noisy, clean, labels = periodic(a.seed, a.photons, a.periodic, a.amplitude)
+            what = f"periodic {a.periodic:g} cycles / frame, {a.amplitude:g} px"
+        else:
+            noisy, clean, labels = nonrigid(a.seed, a.photons, a.nonrigid)
+            what = f"non-rigid jitter {a.nonrigid:g} px"
         rng = float(clean.max() - clean.min())
         for setting in ("off", "auto"):
             said = []
@@ -124,8 +153,8 @@ def main() -> None:
                           progress=lambda e, said=said: said.append(e.message))
             r = float(np.nanmean(trace_correlation(out, clean, labels)))
             cut = next((m for m in said if m.startswith("strips of lines")), "")
-            print(f"seed {a.seed}, periodic {a.periodic:g} cycles / frame, {a.amplitude:g} px, {a.photons:g} ph, "
-                  f"strips {setting}: PSNR {psnr(out, clean, data_range=rng):.3f} dB, trace r {r:.4f}; {cut}",
+            print(f"seed {a.seed}, {what}, {a.photons:g} ph, strips {setting}: PSNR "
+                  f"{psnr(out, clean, data_range=rng):.3f} dB, trace r {r:.4f}; {cut}",
                   flush=True)
         return
     kind, std = (a.motion, 1.0) if a.motion != "none" else ("walk", 0.0)

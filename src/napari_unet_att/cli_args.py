@@ -144,7 +144,8 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                    help="'auto': where frames move fast, register them by whole pixels before denoising and move "
                         "every result frame back (rigid, one shift per frame); 'off': denoise as is")
     d.add_argument("--strips", type=strips_arg, default=field_default(InferConfig, "strips"),
-                   help="motion within frames (the brain moving while a frame is scanned): 'auto' cuts each frame "
+                   help="non-rigid motion (the brain moving while a frame is scanned, or the tissue shearing from "
+                        "frame to frame): 'auto' cuts each frame "
                         "into overlapping strips of 48 lines, denoised apart (each registered on its own) and "
                         "blended, where the shifts of the frames' top and bottom lines disagree beyond their error "
                         "(+2 to +5 dB under fast motion within frames, 1.5-2x the time; a bidirectional scan in whole "

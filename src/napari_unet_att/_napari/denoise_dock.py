@@ -58,7 +58,8 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
               default=d.registration == "auto", setting=None),
         Field("strips", CHECK, text="strips of lines where frames move while scanned (auto)",
               default=d.strips == "auto", setting=None,
-              tip="where the top and bottom lines of the frames move apart (fast motion during the scan), each "
+              tip="where the top and bottom lines of the frames move apart (fast motion during the scan, tissue "
+                  "that shears), each "
                   "strip of 48 lines is registered and denoised on its own and the strips blended (1.5-2x slower)"),
         Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
               default=d.keep_average == "auto", setting=None),

@@ -166,8 +166,8 @@ def _choose(rms: float, err: float, matched: float, n_rows: int, rows_per_line: 
         return Strips(reason=f"only {matched:.0%} of the frames' top and bottom lines matched reliably")
     if not (rms > MIN_RATIO * err and rms > MIN_PX):
         return Strips(reason=f"the frames move rigidly: {said}")
-    return Strips(strip_rows(n_rows, math.ceil(n_rows / (STRIP_ROWS / 1.5))), f"motion within frames: {said}",
-                  rows_per_line)
+    return Strips(strip_rows(n_rows, math.ceil(n_rows / (STRIP_ROWS / 1.5))),
+                  f"non-rigid motion, within or between frames: {said}", rows_per_line)
 
 
 # ---------------------------------------------------------------------------------------------- how
