@@ -100,7 +100,7 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     said = []
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
-    messages = [re.sub(r"^strip 1 of \d+: ", "", e.message) for e in said]  # (cut in strips: the first strip's)
+    messages = [re.sub(r"^(strip|block) 1 of \d+: ", "", e.message) for e in said]  # (cut: the first part's)
     for notes, prefix, none in ((SMOOTHING, SAID, "none"), (REGISTRATION, REG_SAID, "none"),
                                 (AVERAGE, AVG_SAID, "off"), (STRIPS, STRIPS_SAID, "none")):
         notes[:] = [m[len(prefix):] for m in messages if m.startswith(prefix)] or [none]

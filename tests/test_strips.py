@@ -67,6 +67,10 @@ def test_a_strip_reads_any_region_like_the_stack(rng):
         np.testing.assert_array_equal(part[key], want[key])
     with pytest.raises(TypeError, match="contiguous"):
         part[:, ::2]
+    block = st.RowStrip(stack, 7, 19, 2, 8)
+    assert block.shape == (12, 12, 6)
+    for key in [(slice(None),), (slice(1, 8), slice(3, 10), slice(2, 5)), (4, 3), (slice(0, 3), slice(None), -1)]:
+        np.testing.assert_array_equal(block[key], stack[:, 7:19, 2:8][key])
 
 
 @pytest.mark.parametrize("setting", ["x", 0, 65, 2.5, True, np.True_, "-1", float("inf"), float("nan"), b"4", None])
@@ -108,7 +112,8 @@ def test_strips_are_cut_only_where_frames_move_while_scanned():
             sim = recording(lines, motion, photons=2.0, frames=64)
             choice = run_to_end(st.iter_choose_strips("auto", sim.noisy))
             assert choice.active == want, (motion, lines, choice.reason)
-            assert ("non-rigid motion" if want else "the frames move rigidly") in choice.reason
+            assert ("non-rigid motion" if want else "no non-rigid motion measured") in choice.reason
+            assert not choice.cols  # (the left and right columns move alike)
     still = simulate(n_frames=64, size=128, photons=2.0, seed=3)
     assert not run_to_end(st.iter_choose_strips("auto", still.noisy)).active
 
@@ -121,6 +126,32 @@ def test_strips_let_a_temporal_model_follow_motion_within_frames():
         errors[setting] = float(np.mean((out - sim.clean) ** 2))
         np.testing.assert_allclose(out.mean(axis=(1, 2)), sim.noisy.mean(axis=(1, 2)), rtol=1e-5)  # means kept
     assert errors[4] < 0.6 * errors["off"], errors
+
+
+def test_columns_are_cut_where_the_left_and_right_of_the_frames_move_apart():
+    sim = recording(line_motion=True, spike_rate=0.0)
+    noisy, clean = (np.ascontiguousarray(a.transpose(0, 2, 1)) for a in (sim.noisy, sim.clean))  # shear along x
+    choice = run_to_end(st.iter_choose_strips("auto", noisy))
+    assert not choice.rows and len(choice.cols) == 4 and "left and right columns" in choice.reason
+    events, errors = [], {}
+    for setting in ("off", "auto"):
+        out = infer.denoise(noisy, model(TimeMean()), InferConfig(strips=setting, **PLAIN), progress=events.append)
+        errors[setting] = float(np.mean((out - clean) ** 2))
+    assert any(e.message.startswith(f"{st.SAID}4 strips of 48 columns denoised") for e in events)
+    assert errors["auto"] < 0.6 * errors["off"], errors
+
+
+def test_blocks_of_an_identity_model_give_the_input_back(rng):
+    stack = rng.poisson(40.0, (20, 60, 50)).astype(np.float32)
+    cut = st.Strips(st.strip_rows(60, 3), "test", 1, st.strip_rows(50, 2))
+    events = []
+    out = np.empty_like(stack)
+    run_part = lambda part, dest: infer.DenoiseJob.unchecked(part, model(Identity()),  # noqa: E731
+                                                             InferConfig(strips="off", **PLAIN)).run(dest)
+    infer_out = run_to_end(st.iter_strips(stack, cut, run_part, out, True, "float32", True), events.append)
+    assert infer_out is out and cut.describe().startswith(f"{st.SAID}3 strips of 30 lines by 2 strips of 38 columns")
+    np.testing.assert_allclose(out, stack, rtol=1e-5, atol=1e-3)
+    assert events[-1].done == events[-1].total
 
 
 def test_strips_stream_to_a_file_like_in_memory_and_leave_no_temporary_files(tmp_path, monkeypatch, rng):

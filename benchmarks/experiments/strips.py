@@ -5,6 +5,7 @@
     python benchmarks/experiments/strips.py --detect    # how far the top and bottom strips' shifts disagree
     python benchmarks/experiments/strips.py --periodic 0.33   # a 10 Hz motion during the scan; engine off / auto
     python benchmarks/experiments/strips.py --nonrigid 1      # top and bottom jitter apart between frames
+    python benchmarks/experiments/strips.py --nonrigid 1 --sides   # left and right: strips of columns
 
 Under a resonant scanner the brain keeps moving while a frame is scanned, so every line has its own shift
 (``simulate(line_motion=True)``). The engine registers whole frames (one shift each), which leaves the lines of
@@ -29,6 +30,7 @@ from napari_unet_att.evaluation.metrics import psnr, trace_correlation
 from napari_unet_att.evaluation.simulator import simulate
 from napari_unet_att.inference.denoising import denoise
 from napari_unet_att.inference.registration import estimate_shifts
+from napari_unet_att.inference.strips import SAID
 from napari_unet_att.model.pretrained import load_model
 
 
@@ -63,8 +65,9 @@ def disagreement(noisy: np.ndarray, rows: int = 48) -> tuple[float, float]:
 
 
 def warped(seed: int, photons: float, shift, pad: int, frames: int = 200, size: int = 128):
-    """A still simulated recording (``simulate``, no motion) warped line by line: the line at ``y`` of frame ``t``
-    sits shifted by ``shift(t, rows)`` = ``(dy, dx)`` px (arrays of the frame's shape), then photon and read noise
+    """A still simulated recording (``simulate``, no motion) warped pixel by pixel: the pixel at ``(y, x)`` of frame
+    ``t`` sits shifted by ``shift(t, y / size, x / size)`` = ``(dy, dx)`` px (arrays of the frame's shape), then photon
+    and read noise
     drawn as the simulator does (motion models the simulator does not have). Returns ``(noisy, clean, labels)``."""
     from scipy import ndimage
 
@@ -73,7 +76,7 @@ def warped(seed: int, photons: float, shift, pad: int, frames: int = 200, size: 
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
     clean = np.empty((frames, size, size), np.float32)
     for t in range(frames):
-        dy, dx = shift(t, rows / size)
+        dy, dx = shift(t, rows / size, cols / size)
         clean[t] = ndimage.map_coordinates(sim.clean[t].astype(np.float64), [rows + pad + dy, cols + pad + dx],
                                            order=1)
     rng = np.random.default_rng(seed + 7)
@@ -86,22 +89,24 @@ def warped(seed: int, photons: float, shift, pad: int, frames: int = 200, size: 
 def periodic(seed: int, photons: float, cycles: float, amplitude: float):
     """:func:`warped` by a periodic motion going on during the scan (a heartbeat or breathing at ``cycles`` per
     frame): ``amplitude * (sin(2 pi cycles tau), sin(2 pi cycles tau + 1))`` px at ``tau = t + y / size`` frames."""
-    def shift(t, y):
+    def shift(t, y, _x):
         phase = 2 * np.pi * cycles * (t + y)
         return amplitude * np.sin(phase), amplitude * np.sin(phase + 1.0)
 
     return warped(seed, photons, shift, int(np.ceil(amplitude)) + 2)
 
 
-def nonrigid(seed: int, photons: float, std: float):
+def nonrigid(seed: int, photons: float, std: float, sides: bool = False):
     """:func:`warped` by a non-rigid jitter between frames, none during the scan: the top and the bottom lines of
-    each frame jitter independently (``std`` px each axis), the lines between by linear interpolation (tissue that
-    stretches and shears from frame to frame, as piecewise-rigid registrations such as suite2p's assume)."""
+    each frame (``sides``: the left and the right columns) jitter independently (``std`` px each axis), the lines
+    (columns) between by linear interpolation (tissue that stretches and shears from frame to frame, as
+    piecewise-rigid registrations such as suite2p's assume)."""
     jitter = np.random.default_rng(seed + 11).normal(0.0, std, (2, 10_000, 2))
 
-    def shift(t, y):
+    def shift(t, y, x):
+        u = x if sides else y
         top, bottom = jitter[0, t], jitter[1, t]
-        return top[0] * (1 - y) + bottom[0] * y, top[1] * (1 - y) + bottom[1] * y
+        return top[0] * (1 - u) + bottom[0] * u, top[1] * (1 - u) + bottom[1] * u
 
     return warped(seed, photons, shift, int(np.ceil(4 * std)) + 2)
 
@@ -135,6 +140,7 @@ def main() -> None:
     ap.add_argument("--amplitude", type=float, default=1.5, help="--periodic: the motion's amplitude (px)")
     ap.add_argument("--nonrigid", type=float, metavar="STD",
                     help="a non-rigid jitter between frames instead (top and bottom lines independent, STD px)")
+    ap.add_argument("--sides", action="store_true", help="--nonrigid: the left and right columns independent instead")
     a = ap.parse_args()
     if a.detect:
         detect()
@@ -144,15 +150,15 @@ def main() -> None:
             noisy, clean, labels = periodic(a.seed, a.photons, a.periodic, a.amplitude)
             what = f"periodic {a.periodic:g} cycles / frame, {a.amplitude:g} px"
         else:
-            noisy, clean, labels = nonrigid(a.seed, a.photons, a.nonrigid)
-            what = f"non-rigid jitter {a.nonrigid:g} px"
+            noisy, clean, labels = nonrigid(a.seed, a.photons, a.nonrigid, a.sides)
+            what = f"non-rigid jitter {a.nonrigid:g} px{' (left / right)' if a.sides else ''}"
         rng = float(clean.max() - clean.min())
         for setting in ("off", "auto"):
             said = []
             out = denoise(noisy, load_model("generalist", mode="temporal"), InferConfig(device="cpu", strips=setting),
                           progress=lambda e, said=said: said.append(e.message))
             r = float(np.nanmean(trace_correlation(out, clean, labels)))
-            cut = next((m for m in said if m.startswith("strips of lines")), "")
+            cut = next((m for m in said if m.startswith(SAID)), "")
             print(f"seed {a.seed}, {what}, {a.photons:g} ph, strips {setting}: PSNR "
                   f"{psnr(out, clean, data_range=rng):.3f} dB, trace r {r:.4f}; {cut}",
                   flush=True)

@@ -13,7 +13,9 @@ weights about their centres (+2.2 to +5.4 dB on those recordings).
   they differ only by their estimates' errors (1.1-1.5x them on the validation recordings), under motion within
   frames by far more (3.9-7.8x, 0.8-1.2 px RMS). Strips are cut where the difference exceeds :data:`MIN_RATIO`
   times the errors and :data:`MIN_PX`: where the motion is rigid the strips' noisier registration would cost
-  0.4 dB. ``strips=N`` cuts N strips whatever the motion; 'off' (or 1) none.
+  0.4 dB. The same holds for tissue that shears from frame to frame (non-rigid motion between frames), and the
+  left and right columns are compared the same way: where they move apart the frame is cut into strips of columns
+  too (blocks). ``strips=N`` cuts N strips of lines whatever the motion; 'off' (or 1) none.
 - **How** (:func:`iter_strips`): strips of about 1.5x their spacing (overlapping), each a lazy view of the stack's
   rows (:class:`RowStrip`: file-backed stacks stream) through the engine; the results (in memory, or float32
   temporary files in the system's temporary folder, ``TMPDIR``, when the output streams to a file) are blended a
@@ -44,7 +46,7 @@ from .registration import MIN_FRAMES, MIN_MATCHED, PhysicalFrames, estimate_shif
 __all__ = ["MIN_PX", "MIN_RATIO", "SAID", "STRIP_ROWS", "RowStrip", "Strips", "disagreement", "iter_choose_strips",
            "iter_strips", "strip_rows"]
 
-SAID = "strips of lines: "  # how every description starts (files.STEPS, the dock)
+SAID = "strips: "  # how every description starts (files.STEPS, the dock)
 STRIP_ROWS = 48  # lines per strip ('auto'), and the top / bottom lines whose shifts are compared
 MIN_STRIP_ROWS = 16  # a strip narrower than this has too little structure to register (registration.MIN_XY)
 MIN_RATIO = 3.0  # top - bottom shift difference / their estimates' error above which strips are cut
@@ -60,18 +62,25 @@ class Strips:
     rows: tuple[tuple[int, int, float], ...] = ()
     reason: str = "off"
     rows_per_line: int = 1
+    cols: tuple[tuple[int, int, float], ...] = ()  # strips of columns too (none: whole lines)
 
     @property
     def active(self) -> bool:
         """Whether the stack is cut into strips (two or more)."""
-        return len(self.rows) > 1
+        return len(self.rows) > 1 or len(self.cols) > 1
+
+    def windows(self, n_rows: int, n_cols: int) -> list[tuple[tuple[int, int, float], tuple[int, int, float]]]:
+        """Every part cut: ``((y0, y1, cy), (x0, x1, cx))`` in physical lines and columns, rows first."""
+        rows = self.rows or ((0, n_rows, n_rows / 2),)
+        return [(r, c) for r in rows for c in (self.cols or ((0, n_cols, n_cols / 2),))]
 
     def describe(self) -> str:
         """One line for progress messages, logs and the output's metadata."""
         if not self.active:
             return f"{SAID}none ({self.reason})"
-        height = self.rows[0][1] - self.rows[0][0]
-        return f"{SAID}{len(self.rows)} strips of {height} lines denoised apart and blended ({self.reason})"
+        size = [f"{len(part)} strips of {part[0][1] - part[0][0]} {what}" for part, what in
+                ((self.rows, "lines"), (self.cols, "columns")) if part]
+        return f"{SAID}{' by '.join(size)} denoised apart and blended ({self.reason})"
 
 
 def strip_rows(n_rows: int, n_strips: int) -> tuple[tuple[int, int, float], ...]:
@@ -101,34 +110,44 @@ def weights(rows: tuple[tuple[int, int, float], ...], n_rows: int) -> list[np.nd
 
 
 class RowStrip:
-    """Lines ``[y0, y1)`` of every frame of ``stack``, read lazily (only the region asked for)."""
+    """Lines ``[y0, y1)`` (and columns ``[x0, x1)``, default all) of every frame of ``stack``, read lazily (only the
+    region asked for)."""
 
-    def __init__(self, stack: Any, y0: int, y1: int) -> None:
-        self.stack, self.y0, self.y1 = stack, int(y0), int(y1)
+    def __init__(self, stack: Any, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> None:
         t, _, x = (int(n) for n in stack.shape)
-        self.shape, self.dtype, self.ndim = (t, self.y1 - self.y0, x), np.dtype(stack.dtype), 3
+        self.stack, self.y0, self.y1, self.x0, self.x1 = stack, int(y0), int(y1), int(x0), int(x if x1 is None else x1)
+        self.shape, self.dtype, self.ndim = (t, self.y1 - self.y0, self.x1 - self.x0), np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         key = (*key, *(slice(None),) * (3 - len(key)))
-        rows = range(self.y0, self.y1)[key[1]]
-        if isinstance(rows, range):
-            if rows.step != 1:  # the engine reads row ranges only
-                raise TypeError(f"index rows with a contiguous slice, got {key[1]!r}")
-            rows = slice(rows.start, rows.stop)
-        return np.asarray(self.stack[(key[0], rows, key[2])])
+        return np.asarray(self.stack[(key[0], _within(self.y0, self.y1, key[1]), _within(self.x0, self.x1, key[2]))])
+
+
+def _within(start: int, stop: int, key: Any) -> Any:
+    """``key`` (an index or a contiguous slice of ``[0, stop - start)``) as an index of ``[start, stop)``."""
+    inner = range(start, stop)[key]
+    if not isinstance(inner, range):
+        return inner
+    if inner.step != 1:  # the engine reads contiguous ranges only
+        raise TypeError(f"index rows and columns with contiguous slices, got {key!r}")
+    return slice(inner.start, inner.stop)
 
 
 # ---------------------------------------------------------------------------------------------- when
 
 
-def disagreement(stack: Any, rows: int = STRIP_ROWS) -> Generator[InferEvent, None, tuple[float, float, float]]:
-    """How far the shifts measured on the top and on the bottom ``rows`` lines of every frame disagree: their
-    difference's RMS (px, less its median: a fixed offset is no motion), what the two estimates' own errors alone
-    give (px), and the fraction of frames matched on both; yields progress."""
-    top, top_err = yield from estimate_shifts(RowStrip(stack, 0, rows))
-    n = int(stack.shape[1])
-    bottom, bottom_err = yield from estimate_shifts(RowStrip(stack, n - rows, n))
+def disagreement(stack: Any, rows: int = STRIP_ROWS,
+                 columns: bool = False) -> Generator[InferEvent, None, tuple[float, float, float]]:
+    """How far the shifts measured on the top and on the bottom ``rows`` lines of every frame disagree (``columns``:
+    on the left and the right ``rows`` columns): their difference's RMS (px, less its median: a fixed offset is no
+    motion), what the two estimates' own errors alone give (px), and the fraction of frames matched on both; yields
+    progress."""
+    n = int(stack.shape[2 if columns else 1])
+    first, last = ((RowStrip(stack, 0, stack.shape[1], 0, rows), RowStrip(stack, 0, stack.shape[1], n - rows, n))
+                   if columns else (RowStrip(stack, 0, rows), RowStrip(stack, n - rows, n)))
+    top, top_err = yield from estimate_shifts(first)
+    bottom, bottom_err = yield from estimate_shifts(last)
     d = top - bottom
     ok = np.isfinite(d).all(axis=1)
     if not ok.any():
@@ -141,33 +160,39 @@ def iter_choose_strips(setting: str | int, stack: Any, scan: bool = False,
                        flip: bool = False) -> Generator[InferEvent, None, Strips]:
     """The :class:`Strips` that ``setting`` (``InferConfig.strips``) asks for on ``stack``, yielding progress (the
     choice announced in an event's message). ``scan``: ``stack`` is a bidirectional scan's ``(T, 2N, N)`` lines
-    (backward lines x-reversed when ``flip``), cut into whole lines and measured on its physical frames."""
+    (backward lines x-reversed when ``flip``), cut into whole lines (never into columns: its backward lines'
+    columns are the forward lines' mirrored) and measured on its physical frames. A number of strips cuts lines."""
     if setting == "off" or setting == 1:
         return Strips(reason="off")
     lines = PhysicalFrames(stack, flip) if scan else stack
-    t, n_rows, _ = (int(n) for n in lines.shape)
+    t, n_rows, n_cols = (int(n) for n in lines.shape)
     r = 2 if scan else 1
     if setting != "auto":
         choice = Strips(strip_rows(n_rows, int(setting)), "asked for", r)
-    elif t < MIN_FRAMES or n_rows < 2 * STRIP_ROWS:
+    elif t < MIN_FRAMES or max(n_rows, 0 if scan else n_cols) < 2 * STRIP_ROWS:
         choice = Strips(reason=f"too few frames ({t}, {MIN_FRAMES} needed)" if t < MIN_FRAMES else
-                        f"frames too short to cut ({n_rows} lines, {2 * STRIP_ROWS} needed)")
+                        f"frames too small to cut ({n_rows} x {n_cols}, {2 * STRIP_ROWS} needed)")
     else:
-        rms, err, matched = yield from disagreement(lines)
-        choice = _choose(rms, err, matched, n_rows, r)
+        cut, said = {}, []
+        for axis, n in (("lines", n_rows), ("columns", 0 if scan else n_cols)):
+            if n >= 2 * STRIP_ROWS:
+                cut[axis], words = _cut(*(yield from disagreement(lines, columns=axis == "columns")), axis)
+                said.append(words)
+        rows, cols = (strip_rows(n, math.ceil(n / (STRIP_ROWS / 1.5))) if cut.get(axis) else ()
+                      for axis, n in (("lines", n_rows), ("columns", n_cols)))
+        choice = Strips(rows, ("non-rigid motion, within or between frames: " if rows or cols else
+                               "no non-rigid motion measured: ") + "; ".join(said), r, cols)
     yield InferEvent(done=0, total=1, message=choice.describe())
     return choice
 
 
-def _choose(rms: float, err: float, matched: float, n_rows: int, rows_per_line: int) -> Strips:
-    """'auto''s decision from :func:`disagreement`'s figures."""
-    said = f"top and bottom lines' shifts differ by {rms:.2f} px RMS, {rms / err:.1f}x their error"
+def _cut(rms: float, err: float, matched: float, axis: str) -> tuple[bool, str]:
+    """'auto''s decision on one axis ('lines' or 'columns') from :func:`disagreement`'s figures, and its reason."""
+    ends = "top and bottom lines" if axis == "lines" else "left and right columns"
     if matched < MIN_MATCHED:
-        return Strips(reason=f"only {matched:.0%} of the frames' top and bottom lines matched reliably")
-    if not (rms > MIN_RATIO * err and rms > MIN_PX):
-        return Strips(reason=f"the frames move rigidly: {said}")
-    return Strips(strip_rows(n_rows, math.ceil(n_rows / (STRIP_ROWS / 1.5))),
-                  f"non-rigid motion, within or between frames: {said}", rows_per_line)
+        return False, f"only {matched:.0%} of the frames' {ends} matched reliably"
+    return (rms > MIN_RATIO * err and rms > MIN_PX,
+            f"{ends}' shifts differ by {rms:.2f} px RMS, {rms / err:.1f}x their error")
 
 
 # ---------------------------------------------------------------------------------------------- how
@@ -190,9 +215,12 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
     their messages prefixed with the strip.
     """
     t, x = int(stack.shape[0]), int(stack.shape[2])
-    r_in, rows, units, n = strips.rows_per_line, strips.rows, 1000, len(strips.rows)
-    r_out = int(target.shape[1]) // (int(stack.shape[1]) // r_in)  # output rows per line
-    nbytes = sum(t * r_out * (y1 - y0) * x * 4 for y0, y1, _ in rows)
+    r_in, units = strips.rows_per_line, 1000
+    n_lines = int(stack.shape[1]) // r_in
+    parts_at = strips.windows(n_lines, x)
+    r_out, n = int(target.shape[1]) // n_lines, len(parts_at)  # output rows per line
+    name = "block" if strips.rows and strips.cols else "strip"
+    nbytes = sum(t * r_out * (y1 - y0) * (x1 - x0) * 4 for (y0, y1, _), (x0, x1, _) in parts_at)
     with tempfile.TemporaryDirectory(prefix="unet-att-strips-") as tmp:
         if in_memory:
             res.check_memory(nbytes + (int(np.prod(target.shape)) * np.dtype(target.dtype).itemsize if new_target
@@ -202,13 +230,13 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
         else:
             _check_disk(nbytes, Path(tmp))
         parts: list[Any] = []
-        for k, (y0, y1, _) in enumerate(rows):
+        for k, ((y0, y1, _), (x0, x1, _)) in enumerate(parts_at):
             dest = None if in_memory else np.lib.format.open_memmap(Path(tmp) / f"{k}.npy", "w+", np.float32,
-                                                                    (t, r_out * (y1 - y0), x))
-            gen = run_part(RowStrip(stack, r_in * y0, r_in * y1), dest)
+                                                                    (t, r_out * (y1 - y0), x1 - x0))
+            gen = run_part(RowStrip(stack, r_in * y0, r_in * y1, x0, x1), dest)
             del dest  # (only ``parts`` holds the temporary files: closed before their folder goes)
-            parts.append((yield from in_share(gen, k / n, 1 / n, units, f"strip {k + 1} of {n}: ")))
-        _blend(stack, rows, r_out, parts, target, keep_mean, output_dtype)
+            parts.append((yield from in_share(gen, k / n, 1 / n, units, f"{name} {k + 1} of {n}: ")))
+        _blend(stack, strips, r_out, parts, target, keep_mean, output_dtype)
         parts.clear()
     yield InferEvent(done=units, total=units)
     return target
@@ -222,17 +250,22 @@ def _check_disk(nbytes: int, folder: Path) -> None:
                          f"{free / 1e9:.1f} GB free; set TMPDIR to a larger disk, or turn the strips off")
 
 
-def _blend(stack: Any, rows: tuple[tuple[int, int, float], ...], r_out: int, parts: list[Any], target: Any,
-           keep_mean: bool, output_dtype: str) -> None:
-    """The strips' results (``r_out`` rows per line) tent-blended into ``target``, :data:`BLOCK` frames at a time."""
+def _blend(stack: Any, strips: Strips, r_out: int, parts: list[Any], target: Any, keep_mean: bool,
+           output_dtype: str) -> None:
+    """The strips' results (``r_out`` rows per line) blended into ``target`` with tent weights (their product where
+    lines and columns are both cut), :data:`BLOCK` frames at a time."""
     t, n_rows, x = (int(n) for n in target.shape)
-    ws = [np.repeat(w, r_out).astype(np.float32) for w in weights(rows, n_rows // r_out)]
+    windows = strips.windows(n_rows // r_out, x)
+    wy = dict(zip(strips.rows, weights(strips.rows, n_rows // r_out), strict=True)) if strips.rows else {}
+    wx = dict(zip(strips.cols, weights(strips.cols, x), strict=True)) if strips.cols else {}
     in_dtype, target_dtype = np.dtype(stack.dtype), np.dtype(getattr(target, "dtype", np.float32))
     for t0 in range(0, t, BLOCK):
         t1 = min(t, t0 + BLOCK)
         block = np.zeros((t1 - t0, n_rows, x), np.float32)
-        for (y0, y1, _), w, part in zip(rows, ws, parts, strict=True):
-            block[:, r_out * y0 : r_out * y1] += np.asarray(part[t0:t1], np.float32) * w[None, :, None]
+        for (ry, rx), part in zip(windows, parts, strict=True):
+            (y0, y1, _), (x0, x1, _) = ry, rx
+            w = np.outer(np.repeat(wy.get(ry, np.ones(y1 - y0)), r_out), wx.get(rx, np.ones(x1 - x0)))
+            block[:, r_out * y0 : r_out * y1, x0:x1] += np.asarray(part[t0:t1], np.float32) * w.astype(np.float32)
         if keep_mean:  # each strip kept its own lines' means; the frame's is kept over the whole frame (each
             inp = np.asarray(stack[t0:t1], np.float32)  # direction's of an interleaved scan, as a whole job does)
             for d in range(r_out):
