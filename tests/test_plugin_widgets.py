@@ -296,36 +296,33 @@ def test_closing_the_viewer_mid_training_leaves_no_thread_and_no_warning(make_na
     assert not [m for m in warnings_shown if "removed" in str(m)], warnings_shown
 
 
-def test_denoise_registers_a_moving_layer_and_lines_the_result_up(viewer, qtbot, tiny_denoiser):
+def _denoised_moving(viewer, qtbot, denoiser, name: str, **motion) -> dict:
+    """A simulated moving recording (5 photons, jitter of 1.5 px, ``motion``: simulate's size, line_motion...)
+    denoised from the dock with ``denoiser``; returns the result layer's record of what was done, after checking
+    that the result lines up with the input and keeps every frame's mean."""
     from napari_unet_att.evaluation.simulator import simulate
 
-    sim = simulate(n_frames=40, size=64, photons=5.0, motion_std=1.5, motion="jitter", seed=5)
+    sim = simulate(photons=5.0, motion_std=1.5, motion="jitter", seed=5, **motion)
     w = DenoiseWidget(viewer)
     w.device.setCurrentText("cpu")
-    layer = viewer.add_image(sim.noisy, name="moving")
-    _common.MODELS.set(viewer, tiny_denoiser, "test model")
+    layer = viewer.add_image(sim.noisy, name=name)
+    _common.MODELS.set(viewer, denoiser, "test model")
     w.model_choice.setCurrentText(_denoise.CURRENT_MODEL)
     _wait_done(qtbot, w.denoise(layer))
-    out = viewer.layers["moving_denoised"]
+    out = viewer.layers[f"{name}_denoised"]
     assert out.data.shape == layer.data.shape
-    assert "moved back" in out.metadata["unet_att"]["registration"]  # what was done, kept with the result
     np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), sim.noisy.mean(axis=(1, 2)), rtol=1e-4)
+    return out.metadata["unet_att"]
+
+
+def test_denoise_registers_a_moving_layer_and_lines_the_result_up(viewer, qtbot, tiny_denoiser):
+    done = _denoised_moving(viewer, qtbot, tiny_denoiser, "moving", n_frames=40, size=64)
+    assert "moved back" in done["registration"]  # what was done, kept with the result
 
 
 def test_denoise_cuts_a_layer_moving_within_frames_into_strips(viewer, qtbot, tiny_denoiser):
-    from napari_unet_att.evaluation.simulator import simulate
-
-    sim = simulate(n_frames=32, size=96, photons=5.0, motion_std=1.5, motion="jitter", seed=5, line_motion=True)
-    w = DenoiseWidget(viewer)
-    w.device.setCurrentText("cpu")
-    layer = viewer.add_image(sim.noisy, name="shearing")
-    _common.MODELS.set(viewer, tiny_denoiser, "test model")
-    w.model_choice.setCurrentText(_denoise.CURRENT_MODEL)
-    _wait_done(qtbot, w.denoise(layer))
-    out = viewer.layers["shearing_denoised"]
-    assert out.data.shape == layer.data.shape
-    assert out.metadata["unet_att"]["strips"].startswith("3 strips of 48 lines")  # what was done, kept with it
-    np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), sim.noisy.mean(axis=(1, 2)), rtol=1e-4)
+    done = _denoised_moving(viewer, qtbot, tiny_denoiser, "shearing", n_frames=32, size=96, line_motion=True)
+    assert done["strips"].startswith("3 strips of 48 lines")  # what was done, kept with the result
 
 
 def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, tiny_denoiser):
