@@ -141,6 +141,20 @@ def test_columns_are_cut_where_the_left_and_right_of_the_frames_move_apart():
     assert errors["auto"] < 0.6 * errors["off"], errors
 
 
+def test_frames_too_short_to_register_a_strip_are_not_cut(rng):
+    stack = rng.poisson(30.0, (40, 8, 128)).astype(np.float32)
+    choice = run_to_end(st.iter_choose_strips("auto", stack))
+    assert not choice.active and choice.reason.startswith("frames too small to cut (8 x 128")
+
+
+def test_a_turned_view_reads_like_the_swapped_array(rng):
+    stack = rng.normal(size=(5, 7, 9)).astype(np.float32)
+    turned = st._Turned(stack)
+    assert turned.shape == (5, 9, 7)
+    for key in [(slice(None),), (slice(1, 3), slice(2, 8), slice(0, 5))]:
+        np.testing.assert_array_equal(turned[key], stack.transpose(0, 2, 1)[key])
+
+
 def test_blocks_of_an_identity_model_give_the_input_back(rng):
     stack = rng.poisson(40.0, (20, 60, 50)).astype(np.float32)
     cut = st.Strips(st.strip_rows(60, 3), "test", 1, st.strip_rows(50, 2))

@@ -52,6 +52,7 @@ MIN_STRIP_ROWS = 16  # a strip narrower than this has too little structure to re
 MIN_RATIO = 3.0  # top - bottom shift difference / their estimates' error above which strips are cut
 MIN_PX = 0.4  # ... and px RMS (a real brain's small non-rigid deformation is not worth the strips' noisier shifts)
 BLOCK = 64  # frames blended at a time
+MAX_BLOCKS = 4  # strips per axis where lines and columns are both cut (16 parts at most, each its own job)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,19 @@ class RowStrip:
         return np.asarray(self.stack[(key[0], _within(self.y0, self.y1, key[1]), _within(self.x0, self.x1, key[2]))])
 
 
+class _Turned:
+    """``stack`` with its lines and columns swapped, read lazily by ``(t, y, x)`` slices."""
+
+    def __init__(self, stack: Any) -> None:
+        t, y, x = (int(n) for n in stack.shape)
+        self.stack, self.shape, self.dtype, self.ndim = stack, (t, x, y), np.dtype(stack.dtype), 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        t, y, x = (*key, *(slice(None),) * (3 - len(key)))
+        return np.swapaxes(np.asarray(self.stack[(t, x, y)]), -1, -2)
+
+
 def _within(start: int, stop: int, key: Any) -> Any:
     """``key`` (an index or a contiguous slice of ``[0, stop - start)``) as an index of ``[start, stop)``."""
     inner = range(start, stop)[key]
@@ -143,8 +157,12 @@ def disagreement(stack: Any, rows: int = STRIP_ROWS,
     on the left and the right ``rows`` columns): their difference's RMS (px, less its median: a fixed offset is no
     motion), what the two estimates' own errors alone give (px), and the fraction of frames matched on both; yields
     progress."""
+    # columns: the regions turned a quarter, so that each estimate's error is measured between halves that share
+    # the region's motion (its top and bottom: a region's left and right halves would move apart with the very shear
+    # measured here, and the error would grow with it); the difference's RMS does not depend on the turn
     n = int(stack.shape[2 if columns else 1])
-    first, last = ((RowStrip(stack, 0, stack.shape[1], 0, rows), RowStrip(stack, 0, stack.shape[1], n - rows, n))
+    first, last = ((_Turned(RowStrip(stack, 0, stack.shape[1], 0, rows)),
+                    _Turned(RowStrip(stack, 0, stack.shape[1], n - rows, n)))
                    if columns else (RowStrip(stack, 0, rows), RowStrip(stack, n - rows, n)))
     top, top_err = yield from estimate_shifts(first)
     bottom, bottom_err = yield from estimate_shifts(last)
@@ -174,14 +192,17 @@ def iter_choose_strips(setting: str | int, stack: Any, scan: bool = False,
                         f"frames too small to cut ({n_rows} x {n_cols}, {2 * STRIP_ROWS} needed)")
     else:
         cut, said = {}, []
-        for axis, n in (("lines", n_rows), ("columns", 0 if scan else n_cols)):
-            if n >= 2 * STRIP_ROWS:
+        for axis, n, across in (("lines", n_rows, n_cols), ("columns", 0 if scan else n_cols, n_rows)):
+            if n >= 2 * STRIP_ROWS and across >= MIN_STRIP_ROWS:  # (a strip must be wide enough to register)
                 cut[axis], words = _cut(*(yield from disagreement(lines, columns=axis == "columns")), axis)
                 said.append(words)
-        rows, cols = (strip_rows(n, math.ceil(n / (STRIP_ROWS / 1.5))) if cut.get(axis) else ()
+        # blocks (both cut): at most MAX_BLOCKS per axis, so that the parts' own steps do not multiply
+        most = MAX_BLOCKS if len(cut) == 2 and all(cut.values()) else None
+        rows, cols = (strip_rows(n, min(math.ceil(n / (STRIP_ROWS / 1.5)), most or n)) if cut.get(axis) else ()
                       for axis, n in (("lines", n_rows), ("columns", n_cols)))
         choice = Strips(rows, ("non-rigid motion, within or between frames: " if rows or cols else
-                               "no non-rigid motion measured: ") + "; ".join(said), r, cols)
+                               "no non-rigid motion measured: ") + "; ".join(said), r, cols) if said else Strips(
+            reason=f"frames too small to cut ({n_rows} x {n_cols}, {2 * STRIP_ROWS} by {MIN_STRIP_ROWS} needed)")
     yield InferEvent(done=0, total=1, message=choice.describe())
     return choice
 
