@@ -52,6 +52,7 @@ MIN_STRIP_ROWS = 16  # a strip narrower than this has too little structure to re
 MIN_RATIO = 3.0  # top - bottom shift difference / their estimates' error above which strips are cut
 MIN_PX = 0.4  # ... and px RMS (a real brain's small non-rigid deformation is not worth the strips' noisier shifts)
 BLOCK = 64  # frames blended at a time
+ACROSS = 96  # px of the other axis that the top / bottom (left / right) regions span, centred
 MAX_BLOCKS = 4  # strips per axis where lines and columns are both cut (16 parts at most, each its own job)
 
 
@@ -160,10 +161,14 @@ def disagreement(stack: Any, rows: int = STRIP_ROWS,
     # columns: the regions turned a quarter, so that each estimate's error is measured between halves that share
     # the region's motion (its top and bottom: a region's left and right halves would move apart with the very shear
     # measured here, and the error would grow with it); the difference's RMS does not depend on the turn
-    n = int(stack.shape[2 if columns else 1])
-    first, last = ((_Turned(RowStrip(stack, 0, stack.shape[1], 0, rows)),
-                    _Turned(RowStrip(stack, 0, stack.shape[1], n - rows, n)))
-                   if columns else (RowStrip(stack, 0, rows), RowStrip(stack, n - rows, n)))
+    # each region spans only the central ACROSS px of the other axis: a shear along that axis would move its halves
+    # apart too (the estimate's error then grows with it: corners jittering apart measured 2.0x on whole lines)
+    _, ny, nx = (int(n) for n in stack.shape)
+    n, m = (nx, ny) if columns else (ny, nx)
+    a0 = max(0, (m - ACROSS) // 2)
+    a1 = min(m, a0 + ACROSS)
+    first, last = ((_Turned(RowStrip(stack, a0, a1, 0, rows)), _Turned(RowStrip(stack, a0, a1, n - rows, n)))
+                   if columns else (RowStrip(stack, 0, rows, a0, a1), RowStrip(stack, n - rows, n, a0, a1)))
     top, top_err = yield from estimate_shifts(first)
     bottom, bottom_err = yield from estimate_shifts(last)
     d = top - bottom
