@@ -6,6 +6,7 @@
     python benchmarks/experiments/strips.py --periodic 0.33   # a 10 Hz motion during the scan; engine off / auto
     python benchmarks/experiments/strips.py --nonrigid 1      # top and bottom jitter apart between frames
     python benchmarks/experiments/strips.py --nonrigid 1 --sides   # left and right: strips of columns
+    python benchmarks/experiments/strips.py --nonrigid 1 --corners # both axes: blocks
 
 Under a resonant scanner the brain keeps moving while a frame is scanned, so every line has its own shift
 (``simulate(line_motion=True)``). The engine registers whole frames (one shift each), which leaves the lines of
@@ -96,6 +97,18 @@ def periodic(seed: int, photons: float, cycles: float, amplitude: float):
     return warped(seed, photons, shift, int(np.ceil(amplitude)) + 2)
 
 
+def corners(seed: int, photons: float, std: float, size: int = 256):
+    """:func:`warped` by a non-rigid jitter along both axes: the four corners of each frame jitter independently
+    (``std`` px each axis), bilinear between (200 frames of ``size`` px)."""
+    jitter = np.random.default_rng(31).normal(0.0, std, (4, 10_000, 2))
+
+    def shift(t, y, x):
+        w = ((1 - y) * (1 - x), (1 - y) * x, y * (1 - x), y * x)  # top-left, top-right, bottom-left, bottom-right
+        return tuple(sum(wk * jitter[k, t, axis] for k, wk in enumerate(w)) for axis in (0, 1))
+
+    return warped(seed, photons, shift, int(np.ceil(4 * std)) + 2, size=size)
+
+
 def nonrigid(seed: int, photons: float, std: float, sides: bool = False):
     """:func:`warped` by a non-rigid jitter between frames, none during the scan: the top and the bottom lines of
     each frame (``sides``: the left and the right columns) jitter independently (``std`` px each axis), the lines
@@ -141,12 +154,17 @@ def main() -> None:
     ap.add_argument("--nonrigid", type=float, metavar="STD",
                     help="a non-rigid jitter between frames instead (top and bottom lines independent, STD px)")
     ap.add_argument("--sides", action="store_true", help="--nonrigid: the left and right columns independent instead")
+    ap.add_argument("--corners", action="store_true",
+                    help="--nonrigid: the four corners independent (both axes; 256 x 256 frames)")
     a = ap.parse_args()
     if a.detect:
         detect()
         return
     if a.periodic is not None or a.nonrigid is not None:
-        if a.periodic is not None:
+        if a.corners:
+            noisy, clean, labels = corners(a.seed, a.photons, a.nonrigid)
+            what = f"non-rigid jitter {a.nonrigid:g} px (four corners, 256 px)"
+        elif a.periodic is not None:
             noisy, clean, labels = periodic(a.seed, a.photons, a.periodic, a.amplitude)
             what = f"periodic {a.periodic:g} cycles / frame, {a.amplitude:g} px"
         else:
