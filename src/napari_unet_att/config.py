@@ -307,7 +307,7 @@ class InferConfig:
         n = None  # a whole number, or its digits (a CLI argument, a settings file); never a truth value
         if isinstance(s, str) and s.strip().isascii() and s.strip().isdigit():
             n = int(s)
-        elif isinstance(s, numbers.Integral) and not isinstance(s, bool) and type(s).__name__ != "bool_":
+        elif isinstance(s, numbers.Integral) and not isinstance(s, bool):  # (numpy's bool_ is not Integral)
             n = int(s)
         elif isinstance(s, float) and s.is_integer():
             n = int(s)

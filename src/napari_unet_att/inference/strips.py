@@ -121,9 +121,8 @@ class RowStrip:
         self.shape, self.dtype, self.ndim = (t, self.y1 - self.y0, self.x1 - self.x0), np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        key = (*key, *(slice(None),) * (3 - len(key)))
-        return np.asarray(self.stack[(key[0], _within(self.y0, self.y1, key[1]), _within(self.x0, self.x1, key[2]))])
+        t, y, x = _full(key)
+        return np.asarray(self.stack[(t, _within(self.y0, self.y1, y), _within(self.x0, self.x1, x))])
 
 
 class _Turned:
@@ -134,9 +133,14 @@ class _Turned:
         self.stack, self.shape, self.dtype, self.ndim = stack, (t, x, y), np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        t, y, x = (*key, *(slice(None),) * (3 - len(key)))
+        t, y, x = _full(key)
         return np.swapaxes(np.asarray(self.stack[(t, x, y)]), -1, -2)
+
+
+def _full(key: Any) -> tuple[Any, Any, Any]:
+    """A ``(T, Y, X)`` index of one to three parts as three (the missing ones whole)."""
+    key = key if isinstance(key, tuple) else (key,)
+    return (*key, *(slice(None),) * (3 - len(key)))
 
 
 def _within(start: int, stop: int, key: Any) -> Any:
@@ -158,11 +162,11 @@ def disagreement(stack: Any, rows: int = STRIP_ROWS,
     on the left and the right ``rows`` columns): their difference's RMS (px, less its median: a fixed offset is no
     motion), what the two estimates' own errors alone give (px), and the fraction of frames matched on both; yields
     progress."""
-    # columns: the regions turned a quarter, so that each estimate's error is measured between halves that share
-    # the region's motion (its top and bottom: a region's left and right halves would move apart with the very shear
-    # measured here, and the error would grow with it); the difference's RMS does not depend on the turn
-    # each region spans only the central ACROSS px of the other axis: a shear along that axis would move its halves
-    # apart too (the estimate's error then grows with it: corners jittering apart measured 2.0x on whole lines)
+    # Each estimate's error is measured between its region's halves, which must share the region's motion, or the
+    # error grows with the very shear measured: column regions are read turned a quarter (their top and bottom
+    # halves, not their left and right), and every region spans only the central ACROSS px of the other axis (a
+    # shear along that axis: corners jittering apart measured 2.0x on whole lines). The difference's RMS does not
+    # depend on the turn.
     _, ny, nx = (int(n) for n in stack.shape)
     n, m = (nx, ny) if columns else (ny, nx)
     a0 = max(0, (m - ACROSS) // 2)
@@ -192,10 +196,9 @@ def iter_choose_strips(setting: str | int, stack: Any, scan: bool = False,
     r = 2 if scan else 1
     if setting != "auto":
         choice = Strips(strip_rows(n_rows, int(setting)), "asked for", r)
-    elif t < MIN_FRAMES or max(n_rows, 0 if scan else n_cols) < 2 * STRIP_ROWS:
-        choice = Strips(reason=f"too few frames ({t}, {MIN_FRAMES} needed)" if t < MIN_FRAMES else
-                        f"frames too small to cut ({n_rows} x {n_cols}, {2 * STRIP_ROWS} needed)")
-    else:
+    elif t < MIN_FRAMES:
+        choice = Strips(reason=f"too few frames ({t}, {MIN_FRAMES} needed)")
+    else:  # (an axis too short to cut, or too thin across for a strip to register, is not measured)
         cut, said = {}, []
         for axis, n, across in (("lines", n_rows, n_cols), ("columns", 0 if scan else n_cols, n_rows)):
             if n >= 2 * STRIP_ROWS and across >= MIN_STRIP_ROWS:  # (a strip must be wide enough to register)
@@ -236,9 +239,9 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
     returns the result. The strips' results are kept in memory (``in_memory``; the memory check counts ``target``
     too when it is a ``new_target``, not yet written) or in float32 temporary files, then blended a block of frames
     at a time; each frame's mean is set to the input frame's (``keep_mean``) and the block converted as
-    ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: each strip's
-    events (its phases, as a whole job's: motion measured, the network's tiles...) within its share of 1000,
-    their messages prefixed with the strip.
+    ``output_dtype`` says (:func:`~.frame_means.to_target`). Yields progress: each strip's events (its phases, as a
+    whole job's: motion measured, the network's tiles...) within its share of 1000, their messages prefixed with the
+    strip.
     """
     t, x = int(stack.shape[0]), int(stack.shape[2])
     r_in, units = strips.rows_per_line, 1000
@@ -262,7 +265,8 @@ def iter_strips(stack: Any, strips: Strips, run_part: RunPart, target: Any, keep
             gen = run_part(RowStrip(stack, r_in * y0, r_in * y1, x0, x1), dest)
             del dest  # (only ``parts`` holds the temporary files: closed before their folder goes)
             parts.append((yield from in_share(gen, k / n, 1 / n, units, f"{name} {k + 1} of {n}: ")))
-        _blend(stack, strips, r_out, parts, target, keep_mean, output_dtype)
+        _blend(stack, _window_weights(strips, parts_at, n_lines, x, r_out), parts_at, r_out, parts, target, keep_mean,
+               output_dtype)
         parts.clear()
     yield InferEvent(done=units, total=units)
     return target
@@ -276,22 +280,26 @@ def _check_disk(nbytes: int, folder: Path) -> None:
                          f"{free / 1e9:.1f} GB free; set TMPDIR to a larger disk, or turn the strips off")
 
 
-def _blend(stack: Any, strips: Strips, r_out: int, parts: list[Any], target: Any, keep_mean: bool,
-           output_dtype: str) -> None:
-    """The strips' results (``r_out`` rows per line) blended into ``target`` with tent weights (their product where
-    lines and columns are both cut), :data:`BLOCK` frames at a time."""
+def _window_weights(strips: Strips, windows: list, n_lines: int, n_cols: int, r_out: int) -> list[np.ndarray]:
+    """Each part's blending weights ``(r_out * lines, columns)``, float32: the product of its strip of lines' and its
+    strip of columns' tents (:func:`weights`; 1 along an axis not cut), adding up to 1 on every output pixel."""
+    wy = dict(zip(strips.rows, weights(strips.rows, n_lines), strict=True)) if strips.rows else {}
+    wx = dict(zip(strips.cols, weights(strips.cols, n_cols), strict=True)) if strips.cols else {}
+    return [np.outer(np.repeat(wy.get(ry, np.ones(ry[1] - ry[0])), r_out),
+                     wx.get(rx, np.ones(rx[1] - rx[0]))).astype(np.float32) for ry, rx in windows]
+
+
+def _blend(stack: Any, ws: list[np.ndarray], windows: list, r_out: int, parts: list[Any], target: Any,
+           keep_mean: bool, output_dtype: str) -> None:
+    """The parts' results (``r_out`` rows per line) blended into ``target`` with their weights ``ws``
+    (:func:`_window_weights`), :data:`BLOCK` frames at a time."""
     t, n_rows, x = (int(n) for n in target.shape)
-    windows = strips.windows(n_rows // r_out, x)
-    wy = dict(zip(strips.rows, weights(strips.rows, n_rows // r_out), strict=True)) if strips.rows else {}
-    wx = dict(zip(strips.cols, weights(strips.cols, x), strict=True)) if strips.cols else {}
     in_dtype, target_dtype = np.dtype(stack.dtype), np.dtype(getattr(target, "dtype", np.float32))
     for t0 in range(0, t, BLOCK):
         t1 = min(t, t0 + BLOCK)
         block = np.zeros((t1 - t0, n_rows, x), np.float32)
-        for (ry, rx), part in zip(windows, parts, strict=True):
-            (y0, y1, _), (x0, x1, _) = ry, rx
-            w = np.outer(np.repeat(wy.get(ry, np.ones(y1 - y0)), r_out), wx.get(rx, np.ones(x1 - x0)))
-            block[:, r_out * y0 : r_out * y1, x0:x1] += np.asarray(part[t0:t1], np.float32) * w.astype(np.float32)
+        for ((y0, y1, _), (x0, x1, _)), w, part in zip(windows, ws, parts, strict=True):
+            block[:, r_out * y0 : r_out * y1, x0:x1] += np.asarray(part[t0:t1], np.float32) * w
         if keep_mean:  # each strip kept its own lines' means; the frame's is kept over the whole frame (each
             inp = np.asarray(stack[t0:t1], np.float32)  # direction's of an interleaved scan, as a whole job does)
             for d in range(r_out):
