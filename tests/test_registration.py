@@ -14,6 +14,7 @@ from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, run_to_end
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import registration as rg
+from napari_unet_att.inference import tissue
 from napari_unet_att.model.denoiser import Denoiser
 
 
@@ -76,6 +77,28 @@ def test_only_a_moving_field_of_view_is_registered(rng):
     # shifts that cannot be measured to whole pixels are not rounded; noise is taken off the motion
     assert "cannot be measured" in rg.choose_registration(jitter(rng, 64), noise=0.5).reason
     assert not rg.choose_registration(rng.normal(0, 0.3, (64, 2)), noise=0.29).active
+
+
+def test_a_slow_recording_moves_only_the_frames_that_jump(rng):
+    """A twitch in a still or slowly drifting recording: too little motion from frame to frame to register the
+    whole (the drift is left to the network), but the frames of the jump are moved back among their neighbours."""
+    drift = np.stack([np.linspace(-2, 2, 400), np.zeros(400)], axis=1)
+    shifts = drift + rng.normal(0, 0.1, (400, 2))
+    shifts[200:207] += (4.2, -3.1)  # 7 frames away, then back
+    shifts[50] = np.nan  # a frame not matched stays where it is
+    reg = rg.choose_registration(shifts, noise=0.1)
+    assert reg.active and "slow" in reg.reason and "jumped" in reg.reason
+    moved_frames = np.flatnonzero(np.any(reg.moves != 0, axis=1))
+    assert moved_frames.tolist() == list(range(200, 207))
+    assert np.all(reg.moves[200:207] == (4, -3))
+    assert "2% of the frames moved" in reg.describe()
+    # the smoothing then follows what the moves leave: the drift
+    assert np.abs((reg.shifts - reg.moves)[200:207] - (reg.shifts[199] + reg.shifts[207]) / 2).max() < 0.7
+    # a drift alone, or a jump within the estimates' error, moves nothing
+    assert not rg.choose_registration(drift + rng.normal(0, 0.1, (400, 2)), noise=0.1).active
+    small = drift.copy()
+    small[200:207, 0] += 2.0
+    assert not rg.choose_registration(small, noise=0.1).active
 
 
 def reference_canvas(stack: np.ndarray, reg: rg.Registration) -> np.ndarray:
@@ -298,8 +321,8 @@ def test_moved_is_scipys_linear_shift_with_extended_edges(rng):
     by = rng.normal(0, 3, (6, 2))
     by[0], by[1, 0] = 0.0, 0.0  # no move, a move along x only
     expected = np.stack([ndimage.shift(f, d, order=1, mode="nearest") for f, d in zip(frames, by, strict=True)])
-    out = rg.moved(frames, by)
+    out = tissue.moved(frames, by)
     assert out.dtype == np.float32 and np.allclose(out, expected, atol=1e-5)
     rows = frames[:, :1]  # frames of one row: moved along x only
     expected = np.stack([ndimage.shift(f, d, order=1, mode="nearest") for f, d in zip(rows, by, strict=True)])
-    assert np.allclose(rg.moved(rows, by), expected, atol=1e-5)
+    assert np.allclose(tissue.moved(rows, by), expected, atol=1e-5)

@@ -56,7 +56,8 @@ import numpy as np
 from ..config import InferEvent
 from .average_filter import choose_correction
 from .frame_means import to_target
-from .registration import PhysicalFrames, moved
+from .registration import PhysicalFrames
+from .tissue import moved
 
 __all__ = ["BLOCK", "CHUNK", "MIN_FRAMES", "SAID", "SPLIT", "AverageCorrection", "block_frames", "chunk_edges",
            "correction_frames", "expected", "in_first_set", "iter_keep_average", "moved", "residual_means",
@@ -77,7 +78,7 @@ class AverageCorrection:
     :func:`choose_correction` chose, ``rms`` the correction's RMS in output units; ``shifts`` ``(T, 2)``: where
     the tissue sits in each frame (the images are in its frame; None: still); ``flip`` not None: the output is a
     bidirectional scan's interleaved lines
-    (:func:`.registration.moved`).
+    (:func:`.tissue.moved`).
     """
 
     images: np.ndarray  # (chunks, Y, X) float32

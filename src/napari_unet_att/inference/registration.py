@@ -1,18 +1,17 @@
 """Registering a moving recording before denoising it, and moving the result back.
 
-A denoiser of time-lapses gets most of its gain from neighbouring frames; when the brain moves from one
-frame to the next, a pixel's neighbours in time show other tissue and both the network and any temporal
-filter fall back on the frame alone (docs/benchmarks.md: under jitter and AR(1) motion of 1 px the pretrained
-generalist gained +0.2 to +1.3 dB over the best Gaussian, +4.4 to +5.5 dB once the frames were registered).
-Every two-photon pipeline registers frames before analysis; here the denoiser does it for itself, and the
-user's geometry is kept: every output frame is moved back to where its input frame was.
+A denoiser of time-lapses gets most of its gain from neighbouring frames; when the brain moves from one frame to the
+next, a pixel's neighbours in time show other tissue and both the network and any temporal filter fall back on the
+frame alone (docs/benchmarks.md: under jitter and AR(1) motion of 1 px the pretrained generalist gained +0.2 to +1.3
+dB over the best Gaussian, +4.4 to +5.5 dB once the frames were registered). Every two-photon pipeline registers
+frames before analysis; here the denoiser does it for itself, and the user's geometry is kept: every output frame
+is moved back to where its input frame was.
 
-- **Estimation** (:func:`estimate_shifts`): two templates from disjoint frames of a central block, registered
-  among themselves, then every frame (streamed, a chunk at a time) cross-correlated with both, after a band-pass
-  that keeps the correlation peak above the photon noise and the background's slopes, and an edge taper;
-  sub-pixel peaks, rigid shifts. A frame whose
-  two answers disagree was matched to noise, not structure; a recording with too many of those (pure noise, no
-  structure) is not registered at all.
+- **Estimation** (:func:`estimate_shifts`): two templates from disjoint frames of a central block, registered among
+  themselves, then every frame (streamed, a chunk at a time) cross-correlated with both, after a band-pass that
+  keeps the correlation peak above the photon noise and the background's slopes, and an edge taper; sub-pixel
+  peaks, rigid shifts. A frame whose two answers disagree was matched to noise, not structure; a recording with
+  too many of those (pure noise, no structure) is not registered at all.
 - **Only whole pixels** are applied: an integer move keeps the noise of every pixel as it was recorded (any
   interpolation would blur it, and a network trained on independent noise then sees correlated noise), and
   moving back restores every input pixel's position exactly. The residual, below half a pixel, is motion the
@@ -23,16 +22,16 @@ user's geometry is kept: every output frame is moved back to where its input fra
   photons had 28% of its frames moved before this check), below :data:`MIN_MOTION` px RMS of motion beyond the
   noise rounding would move few frames, and below :data:`MIN_STEP` px RMS between consecutive frames (slow drift)
   the network already follows the motion and whole-pixel moves turn the smooth drift into jumps (measured on a
-  slow drift of 1 px, two seeds: +0.50 / +0.11 dB at 1 photon, +0.02 / +0.13 at 2, -0.67 / -0.05 at 5). Where it
-  registers, it moves by the whole estimated shift (a version that moved only the fast part, leaving the slow
-  part, was worse in 10 of 14 cases, by up to 0.7 dB).
-- **Bidirectional scans** (a mirrored-scan model's ``(T, 2N, N)`` input) are registered on their physical
-  frames (both directions of each line averaged); every line moves with its direction (rows by twice the shift,
-  backward lines stored x-reversed the other way in x) on a canvas that stays ``(T, 2M, M)``.
-- The registered stack is a lazy view, :class:`RegisteredStack`: each frame placed on a canvas large enough
-  for every move, the margins filled with the frame's nearest edge pixels, read a region at a time like any
-  input; :class:`MovedBack` crops each finished frame back to its place (and keeps its mean) on the way to the
-  output.
+  slow drift of 1 px, two seeds: +0.50 / +0.11 dB at 1 photon, +0.02 / +0.13 at 2, -0.67 / -0.05 at 5); only the
+  frames that jump away from those around them are moved then (a twitch: +2.8 to +3.3 dB on those frames). Where
+  it registers, it moves by the whole estimated shift (moving only the fast part, leaving the slow part, was
+  worse in 10 of 14 cases, by up to 0.7 dB).
+- **Bidirectional scans** (a mirrored-scan model's ``(T, 2N, N)`` input) are registered on their physical frames
+  (both directions of each line averaged); every line moves with its direction (rows by twice the shift, backward
+  lines stored x-reversed the other way in x) on a canvas that stays ``(T, 2M, M)``.
+- The registered stack is a lazy view, :class:`RegisteredStack`: each frame placed on a canvas large enough for
+  every move, the margins filled with the frame's nearest edge pixels, read a region at a time like any input;
+  :class:`MovedBack` crops each finished frame back to its place (and keeps its mean) on the way to the output.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ from ..runtime.device import cpu_workers, on_frame_parts
 from .frame_means import keep_frame_means, to_target
 
 __all__ = ["MIN_FRAMES", "MIN_XY", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
-           "choose_registration", "estimate_shifts", "iter_registration", "line_shifts", "moved"]
+           "choose_registration", "estimate_shifts", "iter_registration"]
 
 SAID = "frame registration: "  # how every description starts (the dock and benchmarks look for it)
 MIN_FRAMES = 16  # fewer frames: nothing to register against
@@ -67,6 +66,8 @@ MIN_MATCHED = 0.8  # fraction of the frames that must be matched for any to be m
 MIN_STEP = 0.5  # px RMS between consecutive frames below which nothing is moved (slow drift)
 MAX_NOISE = 0.3  # px RMS error of a shift estimate above which rounding it would move frames by the noise
 MIN_MOTION = 0.3  # px RMS of motion beyond the estimates' error below which nothing is moved (still: 0.03-0.18 px)
+JUMP_PX = 2.5  # px from the frames around it beyond which a frame of a slow recording is moved all the same
+JUMP_FRAMES = 31  # frames of the running median that a jump is measured from (jumps up to 15 frames long)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
     frame stays put); none when fewer than :data:`MIN_MATCHED` of the frames were matched (NaN rows: frames not
     matched stay where they are), when the estimates' own error ``noise`` (px RMS) is too large to round them
     (:data:`MAX_NOISE`), or when the motion beyond that error is small (:data:`MIN_MOTION` px RMS) or slow
-    (:data:`MIN_STEP` px RMS from frame to frame)."""
+    (:data:`MIN_STEP` px RMS from frame to frame: then only frames that jump away from those around them move)."""
     shifts = np.asarray(shifts, np.float64)
     matched = np.all(np.isfinite(shifts), axis=1)
     if matched.mean() < MIN_MATCHED:
@@ -246,14 +247,27 @@ def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
     step2 = np.nanmean(np.sum(steps**2, axis=1)) if np.isfinite(steps).all(axis=1).any() else 0.0
     step = float(np.sqrt(max(step2 - 2 * noise**2, 0.0)))
     if step < MIN_STEP:
-        return Registration(motion_px=rms, reason=f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS "
-                                                  "motion", shifts=centred)
+        slow = f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS motion"
+        jumps = _jumps(centred, matched)
+        if not jumps.any():
+            return Registration(motion_px=rms, reason=slow, shifts=centred)
+        return Registration(jumps, rms, reason=f"{slow}; frames that jumped away from those around them",
+                            shifts=centred)
     # the template sits at some sub-pixel position; round about the shifts' common fractional part (their
     # circular mean), so that frames displaced by whole pixels from each other are told apart exactly
     phase = np.angle(np.mean(np.exp(2j * np.pi * centred), axis=0)) / (2 * np.pi)
     moves = np.rint(centred - phase).astype(int)
     moves -= np.rint(np.median(moves, axis=0)).astype(int)
     return Registration(moves, rms, reason=f"{rms:.2f} px RMS motion", shifts=centred)
+
+
+def _jumps(centred: np.ndarray, matched: np.ndarray) -> np.ndarray:
+    """``(T, 2)`` whole-pixel moves of the matched frames whose shift stands more than :data:`JUMP_PX` from the running
+    median of the :data:`JUMP_FRAMES` around them, 0 elsewhere: a twitch in a recording too slow to register whole
+    (its drift is left to the network, the jump is not). (:data:`MAX_NOISE` keeps the estimates' error far below.)"""
+    fast = centred - ndimage.median_filter(centred, size=(JUMP_FRAMES, 1), mode="nearest")
+    jump = matched & (np.hypot(fast[:, 0], fast[:, 1]) > JUMP_PX)
+    return np.where(jump[:, None], np.rint(fast), 0).astype(int)
 
 
 def iter_registration(setting: str, stack: Any, bidirectional: bool = False,
@@ -405,39 +419,3 @@ class MovedBack:
                 out[:, p::r] = keep_frame_means(np.ascontiguousarray(out[:, p::r]), inp[:, p::r])
         self.target[t0:t1] = to_target(out, self.output_dtype, c.dtype,
                                        np.dtype(getattr(self.target, "dtype", np.float32)))
-
-
-def line_shifts(shifts: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """How the forward and the backward lines of a bidirectional scan move when its physical frames move by
-    ``shifts`` ``(n, 2)``: alike, except in x for backward lines stored x-reversed (``flip``)."""
-    shifts = np.asarray(shifts, np.float64)
-    return shifts, shifts * np.array([1.0, -1.0]) if flip else shifts
-
-
-def moved(frames: np.ndarray, by: np.ndarray | None, flip: bool | None = None) -> np.ndarray:
-    """``frames`` ``(n, Y, X)``, each moved by ``by[i] = (dy, dx)`` pixels (linear interpolation, edges extended);
-    ``frames`` itself when ``by`` is None. ``flip`` not None: ``frames`` are the interleaved lines ``(n, 2N, N)``
-    of a bidirectional scan and ``by`` its physical frames' motion; each direction's lines move on their own
-    (:func:`line_shifts`)."""
-    if by is None:
-        return frames
-    if flip is not None:
-        out = np.empty(np.shape(frames), np.result_type(frames, np.float32))
-        for rows, d in zip((slice(0, None, 2), slice(1, None, 2)), line_shifts(by, flip), strict=True):
-            out[:, rows] = moved(frames[:, rows], d)
-        return out
-    return np.stack([_shifted(_shifted(f, dy, 0), dx, 1) for f, (dy, dx) in zip(frames, np.asarray(by, np.float64),
-                                                                             strict=True)])
-
-
-def _shifted(frame: np.ndarray, d: float, axis: int) -> np.ndarray:
-    """``frame`` moved by ``d`` pixels along ``axis``, linear between pixels, edges extended: what
-    ``ndimage.shift(order=1, mode='nearest')`` does, one axis at a time (two gathers, ~2x faster)."""
-    n = frame.shape[axis]
-    if n < 2 or d == 0:
-        return frame
-    src = np.clip(np.arange(n) - d, 0, n - 1)  # where each output pixel reads
-    lo = np.minimum(src.astype(np.intp), n - 2)
-    w = (src - lo).astype(np.result_type(frame, np.float32)).reshape((-1, 1) if axis == 0 else (1, -1))
-    a, b = np.take(frame, lo, axis=axis), np.take(frame, lo + 1, axis=axis)
-    return a + (b - a) * w

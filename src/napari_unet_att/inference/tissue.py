@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.registration import phase_cross_correlation
 
-from .registration import line_shifts, moved
-
-__all__ = ["canvas_pad", "frame_shifts", "from_tissue", "as_planes", "to_tissue"]
+__all__ = ["as_planes", "canvas_pad", "frame_shifts", "from_tissue", "line_shifts", "moved", "to_tissue"]
 
 
 def frame_shifts(frames: np.ndarray) -> np.ndarray:
@@ -51,7 +49,7 @@ def from_tissue(canvas: np.ndarray, shifts: np.ndarray, pad: int, flip: bool | N
 def _directions(frames: np.ndarray, shifts: np.ndarray, flip: bool,
                 planes: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """The forward and backward lines of interleaved scan ``frames`` (or of a canvas's two ``planes``), each
-    with the shifts by which they move (:func:`.registration.line_shifts`)."""
+    with the shifts by which they move (:func:`line_shifts`)."""
     lines = (frames[:, 0], frames[:, 1]) if planes else (frames[:, 0::2], frames[:, 1::2])
     return list(zip(lines, line_shifts(shifts, flip), strict=True))
 
@@ -65,3 +63,39 @@ def as_planes(frames: np.ndarray, flip: bool | None) -> np.ndarray:
     """``frames`` as smoothed without a motion: a scan's interleaved lines (``flip`` not None) as two planes, one
     per direction (:func:`to_tissue` without moves), so that no smoothing mixes the two directions' lines."""
     return frames if flip is None else to_tissue(frames, np.zeros((len(frames), 2)), 0, flip)
+
+
+def line_shifts(shifts: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """How the forward and the backward lines of a bidirectional scan move when its physical frames move by
+    ``shifts`` ``(n, 2)``: alike, except in x for backward lines stored x-reversed (``flip``)."""
+    shifts = np.asarray(shifts, np.float64)
+    return shifts, shifts * np.array([1.0, -1.0]) if flip else shifts
+
+
+def moved(frames: np.ndarray, by: np.ndarray | None, flip: bool | None = None) -> np.ndarray:
+    """``frames`` ``(n, Y, X)``, each moved by ``by[i] = (dy, dx)`` pixels (linear interpolation, edges extended);
+    ``frames`` itself when ``by`` is None. ``flip`` not None: ``frames`` are the interleaved lines ``(n, 2N, N)``
+    of a bidirectional scan and ``by`` its physical frames' motion; each direction's lines move on their own
+    (:func:`line_shifts`)."""
+    if by is None:
+        return frames
+    if flip is not None:
+        out = np.empty(np.shape(frames), np.result_type(frames, np.float32))
+        for rows, d in zip((slice(0, None, 2), slice(1, None, 2)), line_shifts(by, flip), strict=True):
+            out[:, rows] = moved(frames[:, rows], d)
+        return out
+    return np.stack([_shifted(_shifted(f, dy, 0), dx, 1) for f, (dy, dx) in zip(frames, np.asarray(by, np.float64),
+                                                                             strict=True)])
+
+
+def _shifted(frame: np.ndarray, d: float, axis: int) -> np.ndarray:
+    """``frame`` moved by ``d`` pixels along ``axis``, linear between pixels, edges extended: what
+    ``ndimage.shift(order=1, mode='nearest')`` does, one axis at a time (two gathers, ~2x faster)."""
+    n = frame.shape[axis]
+    if n < 2 or d == 0:
+        return frame
+    src = np.clip(np.arange(n) - d, 0, n - 1)  # where each output pixel reads
+    lo = np.minimum(src.astype(np.intp), n - 2)
+    w = (src - lo).astype(np.result_type(frame, np.float32)).reshape((-1, 1) if axis == 0 else (1, -1))
+    a, b = np.take(frame, lo, axis=axis), np.take(frame, lo + 1, axis=axis)
+    return a + (b - a) * w
