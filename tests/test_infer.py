@@ -61,10 +61,10 @@ class FailOnCall(torch.nn.Module):
 
 
 def cfg(**kw) -> InferConfig:
-    # keep_mean, smoothing, registration, keep_average and strips off: these tests compare the tiling machinery with
-    # the bare network's output
+    # keep_mean and the steps around the network off: these tests compare the tiling machinery
+    # with the bare network's output
     base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False, keep_mean=False, smoothing="off",
-                registration="off", keep_average="off", strips="off")
+                registration="off", keep_average="off", strips="off", line_phase="off")
     base.update(kw)
     return InferConfig(**base)
 

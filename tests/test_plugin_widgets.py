@@ -362,6 +362,9 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     assert w.strips.isChecked() and w.infer_config().strips == "auto"
     w.strips.setChecked(False)
     assert w.infer_config().strips == "off"
+    assert w.line_phase.isChecked() and w.infer_config().line_phase == "auto"
+    w.line_phase.setChecked(False)
+    assert w.infer_config().line_phase == "off"
     w.tta.setCurrentText("2")
     assert w.infer_config().tta == 2
     _wait_done(qtbot, w.denoise(layer))

@@ -4,6 +4,7 @@
     python benchmarks/experiments/unseen_conditions.py bleach --fraction 0.3   # the dye bleaches over the recording
     python benchmarks/experiments/unseen_conditions.py twitch --events 1 2     # a still recording that jumps at times
     python benchmarks/experiments/unseen_conditions.py twitch --events 1 --no-jumps   # jumps not moved (as before)
+    python benchmarks/experiments/unseen_conditions.py phase --offsets 0 1 2   # a resonant scanner's line phase
 
 * ``pmt``: the simulator turns ``k`` photons into exactly ``k * gain`` ADU before the read noise; a real
   photomultiplier's single-photon pulses vary in height (GaAsP tubes: coefficient of variation ~0.5; multi-alkali
@@ -14,6 +15,11 @@
   last frame; noise drawn after.
 * ``twitch``: a still recording (``strips.warped``) whose field of view jumps 3-8 px for 3-9 frames, ``events``
   times; scored on every frame and on the frames of the jumps alone.
+* ``phase``: a bidirectional scanner whose backward lines land ``offset`` px to the right of where they belong (the
+  scan phase a microscope's software never sets exactly); noise drawn after. Twice: a mirrored-scan model's
+  ``(T, 2N, N)`` scan (every line recorded both ways, the mirrored generalist, merged output), and an ordinary
+  ``(T, N, N)`` frame whose odd rows are backward lines (the temporal generalist). Scored against the truth in
+  the forward lines' place.
 
 The clean movie is the benchmark's (held-out seeds 11 / 12 unless told); the shipped temporal generalist (zero-shot,
 default inference) is scored against the best 3D Gaussian (its sigma chosen with the truth) in the same run: PSNR dB,
@@ -27,6 +33,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +44,7 @@ import napari_unet_att.inference.registration as registration  # noqa: E402
 from napari_unet_att.evaluation.baselines import best_gaussian  # noqa: E402
 from napari_unet_att.evaluation.metrics import psnr  # noqa: E402
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
+from napari_unet_att.modes import merge_directions  # noqa: E402
 
 _UINT16_MAX = 65535
 
@@ -68,15 +76,29 @@ def twitching(seed: int, photons: float, events: int, frames: int = 400):
     return noisy, clean, labels, np.any(shifts != 0, axis=1)
 
 
+def phased(clean: np.ndarray, p: dict, offset: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``clean`` ``(T, N, N)`` recorded by a bidirectional scanner whose backward lines sit ``offset`` px to the
+    right: ``(scan, frames)``, the ``(T, 2N, N)`` scan of every line recorded both ways, and the ``(T, N, N)``
+    frames whose odd rows are backward lines (each with its own noise, :func:`recorded`)."""
+    backward = ndimage.shift(clean, (0, 0, offset), order=1, mode="nearest")
+    scan = np.empty((clean.shape[0], 2 * clean.shape[1], clean.shape[2]), np.uint16)
+    scan[:, 0::2], scan[:, 1::2] = recorded(clean, p, 0.0, rng), recorded(backward, p, 0.0, rng)
+    combed = clean.copy()
+    combed[:, 1::2] = backward[:, 1::2]
+    return scan, recorded(combed, p, 0.0, rng)
+
+
 def side_by_side(case: str, noisy: np.ndarray, clean: np.ndarray, labels: np.ndarray, den,
                  jumped: np.ndarray | None = None) -> None:
-    """Best Gaussian and the generalist on one recording (and their PSNR on the ``jumped`` frames alone)."""
-    raw, rng = noisy.astype(np.float32), float(clean.max() - clean.min())
-    sigma, gauss, _ = best_gaussian(noisy, clean)
-    out, s = run_model(noisy, den)
+    """Best Gaussian and the generalist on one recording (and their PSNR on the ``jumped`` frames alone); a
+    ``(T, 2N, N)`` scan is scored merged (both directions averaged), the Gaussian's on its merged raw frames."""
+    scan = noisy.shape[1] == 2 * noisy.shape[2]
+    raw, rng = (merge_directions(noisy) if scan else noisy.astype(np.float32)), float(clean.max() - clean.min())
+    sigma, gauss, _ = best_gaussian(raw, clean)
+    out, s = run_model(noisy, den, mirrored_output="merged")
     rows = []
     for method, x, note in (("best 3D Gaussian", gauss, f"sigma {tuple(sigma)}"),
-                            ("generalist temporal (zero-shot)", out, f"{noisy.shape[0] / s:.1f} frames/s; "
+                            (f"generalist {den.mode} (zero-shot)", out, f"{noisy.shape[0] / s:.1f} frames/s; "
                                                                      f"registration {REGISTRATION[0]}")):
         if jumped is not None:
             note += f"; on the {jumped.sum()} jumped frames {psnr(x[jumped], clean[jumped], data_range=rng):.3f} dB"
@@ -86,16 +108,17 @@ def side_by_side(case: str, noisy: np.ndarray, clean: np.ndarray, labels: np.nda
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=("pmt", "bleach", "twitch"))
+    ap.add_argument("kind", choices=("pmt", "bleach", "twitch", "phase"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
     ap.add_argument("--photons", type=float, nargs="+", default=[1.0, 2.0, 5.0])
     ap.add_argument("--cv", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="pmt: pulse heights' variation")
     ap.add_argument("--fraction", type=float, nargs="+", default=[0.3], help="bleach: lost by the last frame")
     ap.add_argument("--events", type=int, nargs="+", default=[1, 2], help="twitch: how many jumps")
     ap.add_argument("--no-jumps", action="store_true", help="twitch: a slow recording's jumps not moved (as before)")
+    ap.add_argument("--offsets", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="phase: backward lines' px")
     ap.add_argument("--noise-seed", type=int, default=3)
     a = ap.parse_args()
-    den = generalist("temporal")
+    den, mirrored = generalist("temporal"), generalist("mirrored")
     if a.no_jumps:  # the engine before the twenty-third session: a recording too slow to register moved nothing
         registration._jumps = lambda centred, matched: np.zeros(centred.shape, int)
     for seed in a.seeds:
@@ -107,6 +130,13 @@ def main() -> None:
                 continue
             sim = simulate(n_frames=400, size=128, photons=photons, seed=seed)
             p, clean = sim.params, sim.clean
+            if a.kind == "phase":
+                for offset in a.offsets:
+                    scan, frames = phased(clean, p, offset, np.random.default_rng(a.noise_seed))
+                    for noisy, model in ((scan, mirrored), (frames, den)):
+                        side_by_side(f"{photons:g} ph, seed {seed}, backward lines {offset:+g} px",
+                                     noisy, clean, sim.labels(), model)
+                continue
             for level in a.cv if a.kind == "pmt" else a.fraction:
                 if a.kind == "bleach":
                     t = np.arange(clean.shape[0], dtype=np.float32)[:, None, None] / (clean.shape[0] - 1)

@@ -13,6 +13,7 @@ from .config import (
     DEFAULT_STEPS,
     DEMO_OUT,
     KEEP_AVERAGE_CHOICES,
+    LINE_PHASE_CHOICES,
     MODE_HELP,
     MODES,
     PRESETS,
@@ -56,6 +57,16 @@ def strips_arg(text: str) -> str | int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected auto, off or a number of strips, got {text!r}") from None
+
+
+def line_phase_arg(text: str) -> str | float:
+    """``--line-phase``: 'auto', 'off' or an offset in pixels (checked by InferConfig)."""
+    if text in LINE_PHASE_CHOICES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or an offset in pixels, got {text!r}") from None
 
 
 def option_name(setting: str) -> str:
@@ -102,7 +113,9 @@ def _train_args(t: argparse.ArgumentParser) -> None:
                    help="mirrored mode: backward lines are stored x-reversed in the file")
     t.add_argument("--registration", choices=REGISTRATION_CHOICES, default=field_default(TrainConfig, "registration"),
                    help="'auto': where frames move, train on them registered by whole pixels (as denoise does by "
-                        "default), so that a temporal pair shows the same tissue; 'off': train on them as they are")
+                        "default), so that a temporal pair shows the same tissue, and a bidirectional scanner's "
+                        "backward lines put back in place where they sit beside the forward ones (as denoise "
+                        "--line-phase auto); 'off': train on them as they are")
     t.add_argument("--checkpoint-every", type=int, default=field_default(TrainConfig, "checkpoint_every"),
                    help="steps between periodic checkpoints")
 
@@ -150,6 +163,11 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "blended, where the shifts of the frames' top and bottom lines disagree beyond their error "
                         "(+2 to +5 dB under fast motion within frames, 1.5-2x the time; a bidirectional scan in whole "
                         "lines); 'off'; or a number of strips")
+    d.add_argument("--line-phase", type=line_phase_arg, default=field_default(InferConfig, "line_phase"),
+                   help="a bidirectional scanner's backward (odd) lines sitting beside the forward ones (its scan "
+                        "phase): 'auto' measures the offset and, where it is over 0.2 px and 4x its error, moves "
+                        "those lines back before denoising (the output keeps them there); 'off'; or the offset in "
+                        "pixels (positive: the backward lines sit to the right)")
     d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),
                    help="'auto' (100+ frames): where the output's average over time (per pixel, "
                         "~500-frame chunks) misses the input's, put the difference back, smoothed and scaled as its "

@@ -87,7 +87,8 @@ REGISTRATION_CHOICES = ("auto", "off")  # InferConfig.registration's settings
 KEEP_AVERAGE_CHOICES = ("auto", "off")  # InferConfig.keep_average's settings
 # InferConfig's steps around the network pass, and how an inner job turns each off (InferConfig.inner)
 POST_STEPS: dict[str, Any] = {"smoothing": "off", "registration": "off", "keep_average": "off", "half_rate": False,
-                              "strips": "off"}
+                              "strips": "off", "line_phase": "off"}
+LINE_PHASE_CHOICES = ("auto", "off")  # InferConfig.line_phase's named settings; else an offset in pixels
 STRIPS_CHOICES = ("auto", "off")  # InferConfig.strips's named settings; else a number of strips
 SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
 DEMO_OUT = "napari-unet-att-demo"  # also in .gitignore: the README's first command leaves a clone clean
@@ -143,7 +144,8 @@ class TrainConfig:
     augment: bool = True  # random D4 transform of the (y, x) plane
     flip_backward: bool = False  # mirrored: backward lines stored x-mirrored by the acquisition software
     # 'auto': a moving recording is registered by whole pixels first (inference.registration), so that the
-    # frames of a temporal pair show the same tissue; 'off': train on the frames as they are
+    # frames of a temporal pair show the same tissue, and a bidirectional scanner's backward lines are put back in
+    # place where they sit beside the forward ones (inference.line_phase); 'off': train on the frames as they are
     registration: str = "auto"
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY  # steps between periodic checkpoints (0: only the final one)
     preview_every: int = 0  # steps between previews (0: none)
@@ -278,6 +280,9 @@ class InferConfig:
     # motion within frames: 'auto' (strips of lines denoised apart and blended where the top and bottom lines' shifts
     # disagree beyond their error; inference.strips), 'off', or a number of strips
     strips: str | int = "auto"
+    # a bidirectional scanner's line phase: 'auto' (where the backward (odd) lines sit beside the forward ones,
+    # measurably, they are moved back before denoising; inference.line_phase), 'off', or the offset in pixels
+    line_phase: str | float = "auto"
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_CHOICES:
@@ -298,6 +303,23 @@ class InferConfig:
         if self.keep_average not in KEEP_AVERAGE_CHOICES:
             raise InputError(f"keep_average must be 'auto' or 'off', got {self.keep_average!r}")
         self._check_strips()
+        self._check_line_phase()
+
+    def _check_line_phase(self) -> None:
+        p = self.line_phase
+        if isinstance(p, str) and p in LINE_PHASE_CHOICES:
+            return
+        px = math.nan  # a number of pixels, or its digits (a CLI argument, a settings file); never a truth value
+        if isinstance(p, str):
+            try:
+                px = float(p)
+            except ValueError:
+                pass
+        elif isinstance(p, numbers.Real) and not isinstance(p, bool):  # (numpy's bool_ is not Real)
+            px = float(p)
+        if not (math.isfinite(px) and abs(px) <= 64):
+            raise InputError(f"line_phase must be 'auto', 'off' or an offset in pixels (-64 to 64), got {p!r}")
+        self.line_phase = px
 
     def _check_strips(self) -> None:
         s = self.strips

@@ -61,6 +61,10 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
               tip="where the top and bottom lines of the frames move apart (fast motion during the scan, tissue "
                   "that shears), each "
                   "strip of 48 lines is registered and denoised on its own and the strips blended (1.5-2x slower)"),
+        Field("line_phase", CHECK, text="put a bidirectional scan's backward lines in place (auto)",
+              default=d.line_phase == "auto", setting=None,
+              tip="where the backward (odd) lines sit beside the forward ones (the scan phase of a resonant "
+                  "scanner), measurably, they are moved back before denoising; the output keeps them there"),
         Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
               default=d.keep_average == "auto", setting=None),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
@@ -166,7 +170,8 @@ class DenoiseWidget(BaseDock):
                            smoothing="auto" if self.smoothing.isChecked() else "off",
                            registration="auto" if self.registration.isChecked() else "off",
                            keep_average="auto" if self.keep_average.isChecked() else "off",
-                           strips="auto" if self.strips.isChecked() else "off")
+                           strips="auto" if self.strips.isChecked() else "off",
+                           line_phase="auto" if self.line_phase.isChecked() else "off")
 
     # -- model ---------------------------------------------------------------------------
     @property

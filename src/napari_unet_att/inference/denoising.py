@@ -40,6 +40,7 @@ from .accumulate import BlendedSums, accumulator_frames
 from .averages import expected, iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
+from .line_phase import PhaseCorrected, iter_line_phase
 from .norms import check_model_norm, choose_norm
 from .registration import MovedBack, RegisteredStack, Registration, iter_registration
 from .smoothing import Smoothing, TemporalSmoother, held_bytes, iter_smoothing, layout_input
@@ -141,6 +142,11 @@ class DenoiseJob:
         if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
+        phase = yield from iter_line_phase(self.cfg.line_phase, self.stack, two, flip)
+        if phase.active:  # the backward lines put back first: every step after sees (and keeps) lines that agree
+            fixed = PhaseCorrected(self.stack, phase.offset, flip and two)
+            cfg = dataclasses.replace(self.cfg, line_phase="off")
+            return (yield from DenoiseJob.unchecked(fixed, self.denoiser, cfg, two).run(out))
         strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two, flip)
         if strips.active:  # motion within frames: every strip through the whole engine, blended
             sub = self.cfg.inner(keep=("smoothing", "registration", "keep_average", "half_rate"))

@@ -15,6 +15,7 @@ import torch
 
 from ..config import ResolvedTrainConfig, get_preset, run_to_end
 from ..errors import InputError
+from ..inference.line_phase import PhaseCorrected, iter_line_phase
 from ..inference.registration import RegisteredStack, iter_registration
 from ..model.denoiser import Denoiser
 from ..model.networks import build_network
@@ -136,7 +137,9 @@ def register_stacks(stacks: Sequence[Any], rcfg: ResolvedTrainConfig, sources: S
                     targets: Sequence[Any] | None = None, resumed: Denoiser | None = None
                     ) -> tuple[list[Any], list[str]]:
     """Each stack registered by whole pixels where its field of view moves (``rcfg.registration`` 'auto'; the
-    same choice as at inference, :mod:`~napari_unet_att.inference.registration`), with a note per stack moved.
+    same choice as at inference, :mod:`~napari_unet_att.inference.registration`), with a note per stack moved;
+    before that, a bidirectional scanner's backward lines put back in place where they measurably sit beside the
+    forward ones (:mod:`~napari_unet_att.inference.line_phase`: a pair of combed frames teaches combing).
     Not with clean ``targets`` (pretraining): they would have to move alike. A run resumed from the model
     ``resumed`` keeps the setting it was started with (runs from before the setting existed trained
     unregistered).
@@ -151,10 +154,14 @@ def register_stacks(stacks: Sequence[Any], rcfg: ResolvedTrainConfig, sources: S
         return list(stacks), []
     out, notes = [], []
     for stack, source in zip(stacks, sources, strict=True):
-        if isinstance(stack, RegisteredStack):  # registered by an earlier set-up of the same run
+        if isinstance(stack, (RegisteredStack, PhaseCorrected)):  # set up by an earlier set-up of the same run
             out.append(stack)
             continue
         two = rcfg.mode == "mirrored" and stack.shape[1] == 2 * stack.shape[2]  # a bidirectional scan
+        phase = run_to_end(iter_line_phase("auto", stack, two, rcfg.flip_backward))
+        if phase.active:  # backward lines put back first, as at inference
+            stack = PhaseCorrected(stack, phase.offset, two and rcfg.flip_backward)
+            notes.append(f"{source}: {phase.describe()}")
         reg = run_to_end(iter_registration("auto", stack, two, rcfg.flip_backward))
         out.append(RegisteredStack(stack, reg, two, rcfg.flip_backward) if reg.active else stack)
         if reg.active:

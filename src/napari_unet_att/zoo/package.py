@@ -174,11 +174,11 @@ def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
     from ..config import InferConfig
     from ..inference.denoising import denoise
 
-    # keep_mean, smoothing, registration, keep_average and strips off: the engine's per-frame mean-keeping, smoothing,
-    # frame registration, time averages and strips are ours alone (zoo tools apply none of them)
+    # keep_mean, smoothing, registration, keep_average, strips and line_phase off: the engine's per-frame mean-keeping,
+    # smoothing, frame registration, time averages, strips and line phase are ours alone (zoo tools apply none of them)
     cfg = InferConfig(device="cpu", amp=False, tta=1, normalization="model", keep_mean=False, smoothing="off",
-                      registration="off", keep_average="off", strips="off", tile_t=max(8, stack.shape[0]),
-                      max_tile_xy=max(16, *stack.shape[1:]))
+                      registration="off", keep_average="off", strips="off", line_phase="off",
+                      tile_t=max(8, stack.shape[0]), max_tile_xy=max(16, *stack.shape[1:]))
     return np.asarray(denoise(stack, den, cfg), dtype=np.float32)
 
 
