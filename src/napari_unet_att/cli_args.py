@@ -49,24 +49,24 @@ def smoothing_arg(text: str) -> str | tuple[float, ...]:
     return values
 
 
-def strips_arg(text: str) -> str | int:
-    """``--strips``: 'auto', 'off' or a number of strips (checked by InferConfig)."""
-    if text in STRIPS_CHOICES:
+def _named_or_number(text: str, names: tuple[str, ...], number: type, what: str) -> str | int | float:
+    """One of ``names``, or ``text`` read as a ``number`` (``what`` it is, for the error); checked by InferConfig."""
+    if text in names:
         return text
     try:
-        return int(text)
+        return number(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, off or a number of strips, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {', '.join(names)} or {what}, got {text!r}") from None
+
+
+def strips_arg(text: str) -> str | int:
+    """``--strips``: 'auto', 'off' or a number of strips (checked by InferConfig)."""
+    return _named_or_number(text, STRIPS_CHOICES, int, "a number of strips")
 
 
 def line_phase_arg(text: str) -> str | float:
     """``--line-phase``: 'auto', 'off' or an offset in pixels (checked by InferConfig)."""
-    if text in LINE_PHASE_CHOICES:
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, off or an offset in pixels, got {text!r}") from None
+    return _named_or_number(text, LINE_PHASE_CHOICES, float, "an offset in pixels")
 
 
 def option_name(setting: str) -> str:
