@@ -5,6 +5,7 @@
     python benchmarks/experiments/unseen_conditions.py twitch --events 1 2     # a still recording that jumps at times
     python benchmarks/experiments/unseen_conditions.py twitch --events 1 --no-jumps   # jumps not moved (as before)
     python benchmarks/experiments/unseen_conditions.py phase --offsets 0 1 2   # a resonant scanner's line phase
+    python benchmarks/experiments/unseen_conditions.py phase --real            # ... on a real movie's structure
 
 * ``pmt``: the simulator turns ``k`` photons into exactly ``k * gain`` ADU before the read noise; a real
   photomultiplier's single-photon pulses vary in height (GaAsP tubes: coefficient of variation ~0.5; multi-alkali
@@ -19,7 +20,8 @@
   scan phase a microscope's software never sets exactly); noise drawn after. Twice: a mirrored-scan model's
   ``(T, 2N, N)`` scan (every line recorded both ways, the mirrored generalist, merged output), and an ordinary
   ``(T, N, N)`` frame whose odd rows are backward lines (the temporal generalist). Scored against the truth in
-  the forward lines' place.
+  the forward lines' place. ``--real``: the truth is the thunder S1 movie's structure (``bench_generalist.py
+  realnoise``'s: the real movie lightly smoothed, at ``--photons``, gain 10, offset 100) instead of the simulator's.
 
 The clean movie is the benchmark's (held-out seeds 11 / 12 unless told); the shipped temporal generalist (zero-shot,
 default inference) is scored against the best 3D Gaussian (its sigma chosen with the truth) in the same run: PSNR dB,
@@ -37,10 +39,11 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generalist import REGISTRATION, generalist, run_model, score  # noqa: E402 - benchmarks folder
+from bench_generalist import INFER, REGISTRATION, _real_clean, generalist, run_model, score  # noqa: E402
 from strips import warped  # noqa: E402 - experiments folder
 
 import napari_unet_att.inference.registration as registration  # noqa: E402
+from napari_unet_att.cli_args import line_phase_arg  # noqa: E402
 from napari_unet_att.evaluation.baselines import best_gaussian  # noqa: E402
 from napari_unet_att.evaluation.metrics import psnr  # noqa: E402
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
@@ -116,11 +119,24 @@ def main() -> None:
     ap.add_argument("--events", type=int, nargs="+", default=[1, 2], help="twitch: how many jumps")
     ap.add_argument("--no-jumps", action="store_true", help="twitch: a slow recording's jumps not moved (as before)")
     ap.add_argument("--offsets", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="phase: backward lines' px")
+    ap.add_argument("--real", action="store_true", help="phase: on the thunder movie's structure")
+    ap.add_argument("--line-phase", type=line_phase_arg, default="auto", help="the engine's setting (before: off)")
     ap.add_argument("--noise-seed", type=int, default=3)
     a = ap.parse_args()
+    INFER["line_phase"] = a.line_phase
     den, mirrored = generalist("temporal"), generalist("mirrored")
     if a.no_jumps:  # the engine before the twenty-third session: a recording too slow to register moved nothing
         registration._jumps = lambda centred, matched: np.zeros(centred.shape, int)
+    if a.kind == "phase" and a.real:
+        for photons in a.photons:
+            _, clean = _real_clean("thunder_mouse_svoboda_500x64x64.tif", photons, a.noise_seed)
+            for offset in a.offsets:
+                scan, frames = phased(clean, {"gain": 10.0, "offset": 100.0, "read_noise": 0.0}, offset,
+                                      np.random.default_rng(a.noise_seed))
+                for noisy, model in ((scan, mirrored), (frames, den)):
+                    side_by_side(f"thunder S1 structure, {photons:g} ph, backward lines {offset:+g} px", noisy,
+                                 clean, None, model)
+        return
     for seed in a.seeds:
         for photons in a.photons:
             if a.kind == "twitch":
