@@ -276,9 +276,11 @@ def run(
                               "presets": {}, "sweep": None,
                               "unet3d_gflop_per_patch": {str(n): conv_flops(unet3d, (n, n, n)) / 1e9 for n in (64,)}}
     # the tiled network pass alone: the costs of the output smoothing (calibration, filter), the frame
-    # registration (estimation) and the time averages (two passes over the output) are measured on their own by
-    # benchmarks/experiments/inference_cost.py, and on an untrained network the smoothing's choice would mean nothing
-    cfg = InferConfig(device="cpu", smoothing="off", registration="off", keep_average="off")
+    # registration (estimation), the time averages (two passes over the output), the strips and the line phase are
+    # measured on their own by benchmarks/experiments/inference_cost.py, and on an untrained network the smoothing's
+    # choice would mean nothing
+    cfg = InferConfig(device="cpu", smoothing="off", registration="off", keep_average="off", strips="off",
+                      line_phase="off")
     print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, smoothing, registration, averages off "
           f"(tile_t={cfg.tile_t}), "
           f"best of {repeats}")
@@ -309,8 +311,7 @@ def run(
             if done is not None and ov is None and tt in (None, done["tile_t"]):
                 r = dict(result["presets"][sweep_preset])  # already timed above with the same settings
             else:
-                r = time_denoise(stack, den, InferConfig(device="cpu", tile_t=tt, overlap=ov, smoothing="off",
-                                                                      registration="off", keep_average="off"), repeats)
+                r = time_denoise(stack, den, dataclasses.replace(cfg, tile_t=tt, overlap=ov), repeats)
             r["spec"], r["requested_overlap"] = str(spec), ov
             rows.append(r)
             print(f"{spec:>6} {r['n_tiles']:5d} {r['overlap'][0]:7d} {100 * r['overlap_share']:8.1f} "

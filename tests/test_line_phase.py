@@ -50,7 +50,7 @@ def test_the_offset_is_measured_in_both_layouts(offset):
 
 
 def test_noise_and_aligned_lines_are_left_alone(rng):
-    noise = rng.poisson(2.0, (64, 64, 64)).astype(np.uint16)  # no structure: the four sets disagree
+    noise = rng.poisson(2.0, (64, 64, 64)).astype(np.uint16)  # no structure: the sets disagree
     assert not lp._choose(*lp.estimate_line_phase(noise, False)).active
     _, frames, _ = phased(0.0)
     phase = lp._choose(*lp.estimate_line_phase(frames, False))
@@ -61,7 +61,7 @@ def test_noise_and_aligned_lines_are_left_alone(rng):
     sparse = rng.poisson(np.broadcast_to(flat, (160, 32, 32))).astype(np.float32)
     phase = lp._choose(*lp.estimate_line_phase(sparse, False))
     assert not phase.active and "too little structure" in phase.reason
-    nan = np.ones((16, 16, 16), np.float32)
+    nan = np.ones((16, 32, 32), np.float32)
     nan[3, 4, 5] = np.nan
     assert "not finite" in run_to_end(lp.iter_line_phase("auto", nan, False)).reason
     assert lp._choose(0.6, 0.05).active and not lp._choose(0.6, 0.2).active  # beyond 4x its error only
@@ -156,3 +156,12 @@ def test_training_puts_the_backward_lines_back_too():
 
     assert len(said()) == 1 and "moved 1." in said()[0]
     assert said(registration="off") == []  # (the same setting: frames put in place before training)
+
+
+def test_the_view_keeps_wide_integers_and_reads_an_ellipsis():
+    big = np.full((2, 4, 8), 2**31 - 1, np.int32)
+    big[:, 1::2, ::2] = 2**31 - 3
+    moved = lp.PhaseCorrected(big, 0.5)[:]
+    assert moved.dtype == np.int32 and moved.max() == 2**31 - 1 and moved.min() >= 2**31 - 3  # no wrap-around
+    view = lp.PhaseCorrected(np.arange(2 * 4 * 8, dtype=np.float64).reshape(2, 4, 8), 0.25)
+    assert np.array_equal(view[..., 0], view[:][:, :, 0]) and np.array_equal(view[1, ...], view[:][1])

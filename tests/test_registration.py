@@ -99,6 +99,16 @@ def test_a_slow_recording_moves_only_the_frames_that_jump(rng):
     small = drift.copy()
     small[200:207, 0] += 2.0
     assert not rg.choose_registration(small, noise=0.1).active
+    # unmatched frames do not drag the running median: a drift with every other frame of its end unmatched
+    gappy = drift + rng.normal(0, 0.1, (400, 2))
+    gappy[300::2] = np.nan
+    assert not rg.choose_registration(gappy, noise=0.1).active
+    # a still recording's twitch: its frames moved back, the rest still (no motion for the smoothing to follow)
+    still = rng.normal(0, 0.05, (400, 2))
+    still[100:103] += (3.0, 0.0)
+    reg = rg.choose_registration(still, noise=0.05)
+    assert reg.active and "still" in reg.reason and "jumped" in reg.reason and reg.shifts is None
+    assert np.flatnonzero(np.any(reg.moves != 0, axis=1)).tolist() == [100, 101, 102]
 
 
 def reference_canvas(stack: np.ndarray, reg: rg.Registration) -> np.ndarray:

@@ -42,12 +42,13 @@ def main() -> None:
                                                                  motion="jitter", motion_std=1.0,
                                                                  line_motion=True).noisy
     denoise(stacks["still"][:64], den, InferConfig(device=a.device))  # warm-up: first-call allocations
-    off = dict(smoothing="off", registration="off", keep_average="off", strips="off")
+    off = dict(smoothing="off", registration="off", keep_average="off", strips="off", line_phase="off")
     settings = {"all off": off,
                 "smoothing auto": {**off, "smoothing": "auto"},
                 "registration auto": {**off, "registration": "auto"},
                 "time averages auto": {**off, "keep_average": "auto"},
                 "strips auto": {**off, "strips": "auto"},
+                "line phase auto": {**off, "line_phase": "auto"},
                 "without strips (all else auto)": dict(smoothing="auto", registration="auto", keep_average="auto",
                                                        strips="off"),
                 "default (all auto)": {}}

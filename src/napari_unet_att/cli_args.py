@@ -165,7 +165,7 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "lines); 'off'; or a number of strips")
     d.add_argument("--line-phase", type=line_phase_arg, default=field_default(InferConfig, "line_phase"),
                    help="a bidirectional scanner's backward (odd) lines sitting beside the forward ones (its scan "
-                        "phase): 'auto' measures the offset and, where it is over 0.2 px and 4x its error, moves "
+                        "phase): 'auto' measures the offset and, where it is over 0.2 px and 5x its error, moves "
                         "those lines back before denoising (the output keeps them there); 'off'; or the offset in "
                         "pixels (positive: the backward lines sit to the right)")
     d.add_argument("--keep-average", choices=KEEP_AVERAGE_CHOICES, default=field_default(InferConfig, "keep_average"),

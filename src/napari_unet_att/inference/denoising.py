@@ -145,7 +145,7 @@ class DenoiseJob:
         phase = yield from iter_line_phase(self.cfg.line_phase, self.stack, two, flip)
         if phase.active:  # the backward lines put back first: every step after sees (and keeps) lines that agree
             fixed = PhaseCorrected(self.stack, phase.offset, flip and two)
-            cfg = dataclasses.replace(self.cfg, line_phase="off")
+            cfg = dataclasses.replace(self.cfg, line_phase="off")  # (its memory checked again: the same plan)
             return (yield from DenoiseJob.unchecked(fixed, self.denoiser, cfg, two).run(out))
         strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two, flip)
         if strips.active:  # motion within frames: every strip through the whole engine, blended
@@ -170,8 +170,8 @@ class DenoiseJob:
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
             job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")), two)
-            job = dataclasses.replace(job, shifts=registration.shifts - registration.moves,  # smoothed along
-                                      averaged=self.keeps_average)
+            rest = None if registration.shifts is None else registration.shifts - registration.moves  # smoothed
+            job = dataclasses.replace(job, shifts=rest, averaged=self.keeps_average)  # along it (still: None)
             yield from job.run(back)
             return target
         if self.half_rate:

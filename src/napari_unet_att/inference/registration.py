@@ -241,18 +241,18 @@ def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
     centred[~matched] = 0.0
     # the estimates' noise adds its variance to the motion's, twice to the changes between frames
     rms = float(np.sqrt(max(np.mean(np.sum(centred**2, axis=1)) - noise**2, 0.0)))
-    if rms < MIN_MOTION:
-        return Registration(motion_px=rms, reason=f"still: {rms:.2f} px RMS motion")
+    jumped = "; frames that jumped away from those around them"
+    if rms < MIN_MOTION:  # (the frames of a twitch moved back, the recording stays still: shifts None)
+        jumps = _jumps(centred, matched)
+        return Registration(jumps if jumps.any() else None, rms, f"still: {rms:.2f} px RMS motion"
+                            + (jumped if jumps.any() else ""))
     steps = np.diff(shifts, axis=0)
     step2 = np.nanmean(np.sum(steps**2, axis=1)) if np.isfinite(steps).all(axis=1).any() else 0.0
     step = float(np.sqrt(max(step2 - 2 * noise**2, 0.0)))
     if step < MIN_STEP:
         slow = f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS motion"
         jumps = _jumps(centred, matched)
-        if not jumps.any():
-            return Registration(motion_px=rms, reason=slow, shifts=centred)
-        return Registration(jumps, rms, reason=f"{slow}; frames that jumped away from those around them",
-                            shifts=centred)
+        return Registration(jumps if jumps.any() else None, rms, slow + (jumped if jumps.any() else ""), centred)
     # the template sits at some sub-pixel position; round about the shifts' common fractional part (their
     # circular mean), so that frames displaced by whole pixels from each other are told apart exactly
     phase = np.angle(np.mean(np.exp(2j * np.pi * centred), axis=0)) / (2 * np.pi)
@@ -263,9 +263,11 @@ def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
 
 def _jumps(centred: np.ndarray, matched: np.ndarray) -> np.ndarray:
     """``(T, 2)`` whole-pixel moves of the matched frames whose shift stands more than :data:`JUMP_PX` from the running
-    median of the :data:`JUMP_FRAMES` around them, 0 elsewhere: a twitch in a recording too slow to register whole
-    (its drift is left to the network, the jump is not). (:data:`MAX_NOISE` keeps the estimates' error far below.)"""
-    fast = centred - ndimage.median_filter(centred, size=(JUMP_FRAMES, 1), mode="nearest")
+    median of the :data:`JUMP_FRAMES` matched frames around them, 0 elsewhere: a twitch in a recording too still or
+    too slow to register whole (its drift is left to the network, the jump is not). (:data:`MAX_NOISE` keeps the
+    estimates' error far below.)"""
+    fast = np.zeros_like(centred)  # (the running median of the matched frames alone: unmatched ones sit at 0)
+    fast[matched] = centred[matched] - ndimage.median_filter(centred[matched], size=(JUMP_FRAMES, 1), mode="nearest")
     jump = matched & (np.hypot(fast[:, 0], fast[:, 1]) > JUMP_PX)
     return np.where(jump[:, None], np.rint(fast), 0).astype(int)
 
