@@ -66,14 +66,16 @@ def recorded(clean: np.ndarray, p: dict, cv: float, rng: np.random.Generator) ->
     return np.clip(np.rint(adu), 0, _UINT16_MAX).astype(np.uint16)
 
 
-def twitching(seed: int, photons: float, events: int, frames: int = 400):
-    """:func:`strips.warped` by rigid jumps of 3-8 px lasting 3-9 frames, ``events`` of them (at most one per 20
-    frames). Returns ``(noisy, clean, labels, jumped)``, ``jumped`` the frames that are away."""
+def twitching(seed: int, photons: float, events: int, frames: int = 400, length: int | None = None,
+              amplitude: float | None = None):
+    """:func:`strips.warped` by rigid jumps of ``amplitude`` px (3-8 when None) lasting ``length`` frames (3-9),
+    ``events`` of them (at most one per 20 frames). Returns ``(noisy, clean, labels, jumped)``, ``jumped`` the
+    frames that are away."""
     rng = np.random.default_rng(seed + 100)
     shifts = np.zeros((frames, 2))
     for t in rng.choice(np.arange(10, frames - 20, 20), events, replace=False):
-        amplitude, angle = rng.uniform(3, 8), rng.uniform(0, 2 * np.pi)
-        shifts[t : t + rng.integers(3, 10)] = amplitude * np.cos(angle), amplitude * np.sin(angle)
+        px, angle = amplitude or rng.uniform(3, 8), rng.uniform(0, 2 * np.pi)
+        shifts[t : t + (length or rng.integers(3, 10))] = px * np.cos(angle), px * np.sin(angle)
     noisy, clean, labels = warped(seed, photons, lambda t, y, x: (shifts[t, 0] + 0 * y, shifts[t, 1] + 0 * x), 10,
                                   frames)
     return noisy, clean, labels, np.any(shifts != 0, axis=1)
@@ -118,6 +120,8 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, nargs="+", default=[0.3], help="bleach: lost by the last frame")
     ap.add_argument("--events", type=int, nargs="+", default=[1, 2], help="twitch: how many jumps")
     ap.add_argument("--no-jumps", action="store_true", help="twitch: a slow recording's jumps not moved (as before)")
+    ap.add_argument("--length", type=int, help="twitch: frames each jump lasts (default 3-9)")
+    ap.add_argument("--amplitude", type=float, help="twitch: px each jump goes (default 3-8)")
     ap.add_argument("--offsets", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="phase: backward lines' px")
     ap.add_argument("--real", action="store_true", help="phase: on the thunder movie's structure")
     ap.add_argument("--line-phase", type=line_phase_arg, default="auto", help="the engine's setting (before: off)")
@@ -141,7 +145,8 @@ def main() -> None:
         for photons in a.photons:
             if a.kind == "twitch":
                 for events in a.events:
-                    noisy, clean, labels, jumped = twitching(seed, photons, events)
+                    noisy, clean, labels, jumped = twitching(seed, photons, events, length=a.length,
+                                                             amplitude=a.amplitude)
                     side_by_side(f"{photons:g} ph, seed {seed}, {events} twitch(es)", noisy, clean, labels, den, jumped)
                 continue
             sim = simulate(n_frames=400, size=128, photons=photons, seed=seed)
