@@ -23,7 +23,7 @@ is moved back to where its input frame was.
   noise rounding would move few frames, and below :data:`MIN_STEP` px RMS between consecutive frames (slow drift)
   the network already follows the motion and whole-pixel moves turn the smooth drift into jumps (measured on a
   slow drift of 1 px, two seeds: +0.50 / +0.11 dB at 1 photon, +0.02 / +0.13 at 2, -0.67 / -0.05 at 5); only the
-  frames that jump away from those around them are moved then (a twitch: +2.8 to +3.3 dB on those frames). Where
+  frames that jump away from those around them are moved then (a twitch: +2.6 to +12 dB on those frames). Where
   it registers, it moves by the whole estimated shift (moving only the fast part, leaving the slow part, was
   worse in 10 of 14 cases, by up to 0.7 dB).
 - **Bidirectional scans** (a mirrored-scan model's ``(T, 2N, N)`` input) are registered on their physical frames
