@@ -336,3 +336,26 @@ def test_moved_is_scipys_linear_shift_with_extended_edges(rng):
     rows = frames[:, :1]  # frames of one row: moved along x only
     expected = np.stack([ndimage.shift(f, d, order=1, mode="nearest") for f, d in zip(rows, by, strict=True)])
     assert np.allclose(tissue.moved(rows, by), expected, atol=1e-5)
+
+
+def test_a_registered_job_chooses_its_smoothing_for_the_averages_that_follow(rng, monkeypatch):
+    """The registered frames are denoised into a write-only destination (``MovedBack``), but the outer job puts each
+    pixel's average back afterwards: the smoothing must be chosen by the error that the output keeps then (it was
+    chosen as if no averages followed, and picked less smoothing, until the twenty-third session)."""
+    from napari_unet_att.inference import smoothing as sm
+
+    seen = []
+    real = sm.choose_smoothing
+
+    def spy(*args, **kw):
+        seen.append(kw.get("averaged", args[5] if len(args) > 5 else False))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sm, "choose_smoothing", spy)
+    stack = moving(rng, jitter(rng, 120), size=32, noisy=True)
+    for keep, expected in (("auto", True), ("off", False)):
+        seen.clear()
+        said = []
+        infer.denoise(stack, model(Identity()), InferConfig(device="cpu", keep_average=keep), progress=said.append)
+        assert any(e.message.startswith(rg.SAID) and "moved back" in e.message for e in said)
+        assert seen == [expected], keep

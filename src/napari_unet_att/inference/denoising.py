@@ -157,8 +157,8 @@ class DenoiseJob:
         registration = yield from iter_registration(self.cfg.registration, self.stack, two, flip)
         slow = not registration.active and registration.shifts is not None
         job = dataclasses.replace(self, shifts=registration.shifts) if slow else self
-        if out is not None and not hasattr(out, "__getitem__"):  # the averages need to read the output back
-            job = dataclasses.replace(job, averaged=False)
+        if out is not None and not hasattr(out, "__getitem__") and self.averaged is None:  # the averages need to
+            job = dataclasses.replace(job, averaged=False)  # read the output back (a registered job's outer one can)
         result = yield from job._result(out, registration, two, flip)
         yield from iter_keep_average(self.cfg.keep_average, self.stack, result, self.cfg.output_dtype,
                                      registration.shifts, two, flip)  # averaged along the measured motion
