@@ -66,7 +66,7 @@ MIN_MATCHED = 0.8  # fraction of the frames that must be matched for any to be m
 MIN_STEP = 0.5  # px RMS between consecutive frames below which nothing is moved (slow drift)
 MAX_NOISE = 0.3  # px RMS error of a shift estimate above which rounding it would move frames by the noise
 MIN_MOTION = 0.3  # px RMS of motion beyond the estimates' error below which nothing is moved (still: 0.03-0.18 px)
-JUMP_PX = 2.5  # px from the frames around it beyond which a frame of a slow recording is moved all the same
+JUMP_PX = 2.5  # px from the frames around it beyond which a frame of a still or slow recording is moved all the same
 JUMP_FRAMES = 31  # frames of the running median that a jump is measured from (jumps up to 15 frames long)
 
 
