@@ -33,6 +33,7 @@ import numpy as np
 from skimage.registration import phase_cross_correlation
 
 from ..config import InferEvent
+from ..stackio.tiffarray import full_index
 
 __all__ = ["SAID", "LinePhase", "PhaseCorrected", "estimate_line_phase", "iter_line_phase"]
 
@@ -177,16 +178,13 @@ class PhaseCorrected:
         self.reach = int(np.ceil(abs(self.offset))) + 1  # extra columns either side that a moved row reads
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):  # (the axes it stands for)
-            i = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
-        t_key, y_key, x_key = (key + (slice(None),) * 2)[:3]
+        key = full_index(key, 3)
+        t_key, y_key, x_key = key
         _, n_y, n_x = self.shape
         rows, cols = np.arange(n_y)[y_key], np.arange(n_x)[x_key]
         flat_rows, flat_cols = np.atleast_1d(rows), np.atleast_1d(cols)
         if flat_rows.size == 0 or flat_cols.size == 0:
-            return np.asarray(self.stack[key[:3]])
+            return np.asarray(self.stack[key])
         y0, y1 = int(flat_rows.min()), int(flat_rows.max()) + 1
         x0, x1 = max(0, int(flat_cols.min()) - self.reach), min(n_x, int(flat_cols.max()) + 1 + self.reach)
         raw = np.asarray(self.stack[t_key, y0:y1, x0:x1])

@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from ..config import InferConfig, InferEvent
 from ..runtime.device import cpu_workers, on_frame_parts
+from ..stackio.tiffarray import full_index
 from .frame_means import keep_frame_means, to_target
 
 __all__ = ["MIN_FRAMES", "MIN_XY", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
@@ -366,7 +367,7 @@ class RegisteredStack:
         return ox, (self.margin[1] - ox if self.flip else ox)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = (key if isinstance(key, tuple) else (key,)) + (slice(None),) * 2
+        key = full_index(key, 3)
         t0, t1, single = _frames(key[0], self.shape[0])
         rows, cols = _span(key[1], self.shape[1]), _span(key[2], self.shape[2])
         n, (y, x), r = t1 - t0, self.frame, self.rows

@@ -40,6 +40,7 @@ import numpy as np
 from ..config import InferEvent, in_share
 from ..errors import InputError
 from ..runtime import resources as res
+from ..stackio.tiffarray import full_index
 from .frame_means import keep_frame_means, to_target
 from .registration import MIN_FRAMES, MIN_MATCHED, PhysicalFrames, estimate_shifts
 
@@ -121,7 +122,7 @@ class RowStrip:
         self.shape, self.dtype, self.ndim = (t, self.y1 - self.y0, self.x1 - self.x0), np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        t, y, x = _full(key)
+        t, y, x = full_index(key, 3)
         return np.asarray(self.stack[(t, _within(self.y0, self.y1, y), _within(self.x0, self.x1, x))])
 
 
@@ -133,14 +134,8 @@ class _Turned:
         self.stack, self.shape, self.dtype, self.ndim = stack, (t, x, y), np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        t, y, x = _full(key)
+        t, y, x = full_index(key, 3)
         return np.swapaxes(np.asarray(self.stack[(t, x, y)]), -1, -2)
-
-
-def _full(key: Any) -> tuple[Any, Any, Any]:
-    """A ``(T, Y, X)`` index of one to three parts as three (the missing ones whole)."""
-    key = key if isinstance(key, tuple) else (key,)
-    return (*key, *(slice(None),) * (3 - len(key)))
 
 
 def _within(start: int, stop: int, key: Any) -> Any:

@@ -160,15 +160,7 @@ class TiffArray:
 
     def subarray(self, key: Any) -> TiffArray:
         """``self[key]`` as a lazy view (nothing read): basic indexing only."""
-        key = key if isinstance(key, tuple) else (key,)
-        if sum(k is Ellipsis for k in key) > 1:
-            raise IndexError("an index can only have a single ellipsis ('...')")
-        if Ellipsis in key:
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
-        if len(key) > self.ndim:
-            raise IndexError(f"too many indices for an array of shape {self.shape}: {len(key)}")
-        key = key + (slice(None),) * (self.ndim - len(key))
+        key = full_index(key, self.ndim)
         offset, shape, strides = self.offset, [], []
         for k, n, st in zip(key, self.shape, self.strides, strict=True):
             if isinstance(k, slice):
@@ -245,6 +237,21 @@ class TiffArray:
         rest = strides[:axis] + strides[axis + 1 :]
         for i in range(out.shape[axis]):  # a big sparse region: one read per step of its widest axis
             self._fill(np.moveaxis(out, axis, 0)[i], offset + i * strides[axis], rest)
+
+
+def full_index(key: Any, ndim: int) -> tuple[Any, ...]:
+    """``key`` (an index of an ``ndim``-axis array) as one index per axis: an ellipsis expanded, the missing axes
+    whole. ``IndexError`` for more than one ellipsis or more indices than axes. (Shared by the lazy views of stacks:
+    this array, and the engine's views in :mod:`napari_unet_att.inference`.)"""
+    key = key if isinstance(key, tuple) else (key,)
+    dots = [i for i, k in enumerate(key) if k is Ellipsis]  # (by identity: array indices do not compare)
+    if len(dots) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if dots:
+        key = key[: dots[0]] + (slice(None),) * (ndim - len(key) + 1) + key[dots[0] + 1 :]
+    if len(key) > ndim:
+        raise IndexError(f"too many indices for an array of {ndim} axes: {len(key)}")
+    return key + (slice(None),) * (ndim - len(key))
 
 
 def _c_strides(shape: tuple[int, ...], item: int) -> tuple[int, ...]:
