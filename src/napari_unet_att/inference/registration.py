@@ -242,24 +242,30 @@ def choose_registration(shifts: np.ndarray, noise: float = 0.0) -> Registration:
     centred[~matched] = 0.0
     # the estimates' noise adds its variance to the motion's, twice to the changes between frames
     rms = float(np.sqrt(max(np.mean(np.sum(centred**2, axis=1)) - noise**2, 0.0)))
-    jumped = "; frames that jumped away from those around them"
     if rms < MIN_MOTION:  # (the frames of a twitch moved back, the recording stays still: shifts None)
-        jumps = _jumps(centred, matched)
-        return Registration(jumps if jumps.any() else None, rms, f"still: {rms:.2f} px RMS motion"
-                            + (jumped if jumps.any() else ""))
+        return _jumps_only(centred, matched, rms, f"still: {rms:.2f} px RMS motion", None)
     steps = np.diff(shifts, axis=0)
     step2 = np.nanmean(np.sum(steps**2, axis=1)) if np.isfinite(steps).all(axis=1).any() else 0.0
     step = float(np.sqrt(max(step2 - 2 * noise**2, 0.0)))
     if step < MIN_STEP:
-        slow = f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS motion"
-        jumps = _jumps(centred, matched)
-        return Registration(jumps if jumps.any() else None, rms, slow + (jumped if jumps.any() else ""), centred)
+        return _jumps_only(centred, matched, rms, f"slow: {step:.2f} px RMS from frame to frame, {rms:.2f} px RMS "
+                           "motion", centred)
     # the template sits at some sub-pixel position; round about the shifts' common fractional part (their
     # circular mean), so that frames displaced by whole pixels from each other are told apart exactly
     phase = np.angle(np.mean(np.exp(2j * np.pi * centred), axis=0)) / (2 * np.pi)
     moves = np.rint(centred - phase).astype(int)
     moves -= np.rint(np.median(moves, axis=0)).astype(int)
     return Registration(moves, rms, reason=f"{rms:.2f} px RMS motion", shifts=centred)
+
+
+def _jumps_only(centred: np.ndarray, matched: np.ndarray, rms: float, reason: str,
+                shifts: np.ndarray | None) -> Registration:
+    """A recording too still or too slow to register whole (``reason``): only the frames that jump are moved
+    (:func:`_jumps`); ``shifts``, the motion that the smoothing and the averages follow (None: still)."""
+    jumps = _jumps(centred, matched)
+    if not jumps.any():
+        return Registration(motion_px=rms, reason=reason, shifts=shifts)
+    return Registration(jumps, rms, f"{reason}; frames that jumped away from those around them", shifts)
 
 
 def _jumps(centred: np.ndarray, matched: np.ndarray) -> np.ndarray:
