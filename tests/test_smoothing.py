@@ -18,7 +18,6 @@ from napari_unet_att.config import InferConfig
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import bands, transients
 from napari_unet_att.inference import smoothing as sm
-from napari_unet_att.inference.frame_means import MAX_SCALE_CHANGE, keep_frame_scales
 from napari_unet_att.inference.temporal_filter import smooth_t_part
 from napari_unet_att.inference.transients import keep_fast
 from napari_unet_att.model.denoiser import Denoiser
@@ -41,15 +40,7 @@ def smoothed(x: np.ndarray, sigma_t: float, sigma_xy: float, blend: float = 0.0,
     want = keep_fast(x, want, keep_k, keep_px)
     if blend:
         want = (1 - blend) * want + blend * sm.smooth(inputs, *blend_sigma)
-    want = scales_kept(want, x)
     return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
-
-
-def scales_kept(smoothed_: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``smoothed_`` with each frame's contrast kept relative to its group of :data:`sm.EMIT_FRAMES` frames
-    (:func:`keep_frame_scales`, as the streamed smoothing does)."""
-    return np.concatenate([keep_frame_scales(smoothed_[t : t + sm.EMIT_FRAMES], x[t : t + sm.EMIT_FRAMES])
-                           for t in range(0, len(x), sm.EMIT_FRAMES)])
 
 
 def as_chosen(x: np.ndarray, choice: sm.Smoothing, scan: bool = False) -> np.ndarray:
@@ -63,7 +54,7 @@ def as_chosen(x: np.ndarray, choice: sm.Smoothing, scan: bool = False) -> np.nda
     want = keep_fast(planes, want, choice.keep_k, choice.keep_px)
     if choice.blend:
         want = (1 - choice.blend) * want + choice.blend * sm.smooth(planes, *choice.blend_sigma)
-    want = sm.from_tissue(scales_kept(want, planes), np.zeros((len(x), 2)), 0, True)
+    want = sm.from_tissue(want, np.zeros((len(x), 2)), 0, True)
     return want + (x.mean(axis=(1, 2)) - want.mean(axis=(1, 2)))[:, None, None]
 
 
@@ -109,27 +100,6 @@ def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_ke
     np.testing.assert_allclose(got.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
     with pytest.raises(ValueError, match="in order"):
         sm.TemporalSmoother(sm.Smoothing(1.0, 0.0), 10).push(3, x[:2])
-
-
-def test_smoothing_keeps_each_frames_brightness_scale(rng):
-    """Laser power flicker scales every pixel of a frame: smoothing over time must not average it away (the frame's
-    mean alone, a shift, puts it back only where the frame is as bright as its mean)."""
-    scene = still_scene(rng, t=64)
-    power = 1 + rng.normal(0, 0.03, len(scene)).astype(np.float32)
-    frames = 5.0 + scene * power[:, None, None]  # a dark level of 5 that does not flicker
-    got = np.concatenate([p for _, p in sm.TemporalSmoother(sm.Smoothing(4.0, 0.0), len(frames)).push(0, frames)])
-    shifted = sm.smooth(frames, 4.0, 0.0)
-    shifted += (frames.mean(axis=(1, 2)) - shifted.mean(axis=(1, 2)))[:, None, None]  # means alone kept
-    inner = slice(16, 48)  # away from the stack's ends, where the mirrored kernel sees other frames
-    assert np.mean((got - frames)[inner] ** 2) < 0.1 * np.mean((shifted - frames)[inner] ** 2)  # (measured: 0.06)
-    np.testing.assert_allclose(got.mean(axis=(1, 2)), frames.mean(axis=(1, 2)), rtol=1e-5)
-    # a frame's contrast moves by at most MAX_SCALE_CHANGE against its group's
-    wild = frames.copy()
-    wild[20] = 5.0 + scene[20] * 3.0
-    out = np.concatenate([p for _, p in sm.TemporalSmoother(sm.Smoothing(4.0, 0.0), len(wild)).push(0, wild)])
-    plain = sm.smooth(wild, 4.0, 0.0)[20]
-    ratio = np.std(out[20]) / np.std(plain)
-    assert 1.0 < ratio <= 1.0 + MAX_SCALE_CHANGE + 0.02
 
 
 @pytest.mark.parametrize(("n", "sigma_t"), [(40, 2.0), (40, 6.0), (5, 3.0), (1, 1.0)])

@@ -4,7 +4,7 @@
 the frame blocks that the denoising loop finishes, in order, holding only the frames its kernels reach: smoothed over
 time (:func:`.temporal_filter.smooth_t_part`) and over each frame, its coarse part over its own window
 (:mod:`.bands`), what it removed given back where it stands out (:mod:`.transients`), blended with the input, each
-frame's contrast (:func:`.frame_means.keep_frame_scales`) and mean kept.
+frame's mean kept.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..runtime.device import on_frame_parts
 from .bands import combine
-from .frame_means import keep_frame_scales, set_frame_means
+from .frame_means import set_frame_means
 from .temporal_filter import smooth_t_part, smooth_xy
 from .tissue import canvas_pad, from_tissue, to_tissue
 from .transients import keep_fast
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EMIT_FRAMES", "TemporalSmoother"]
 
-EMIT_FRAMES = 16  # frames smoothed at a time, in groups from frame 0 (bounds the filter's temporaries)
+EMIT_FRAMES = 16  # frames smoothed at a time (bounds the filter's temporaries)
 
 
 class TemporalSmoother:
@@ -84,8 +84,6 @@ class TemporalSmoother:
         r = self.s.radius
         end = self.base + len(self.held)
         ready = end if final else end - r  # frames whose whole kernel has arrived
-        if not final:  # in groups of EMIT_FRAMES from frame 0 (each frame's contrast is kept relative to its
-            ready = max(self.done, ready // EMIT_FRAMES * EMIT_FRAMES)  # group's): the same whatever the blocks
         parts = []
         # a few frames at a time, each with the r frames either side that its kernel reaches (or the stack's edge,
         # mirrored as for a whole stack): temporaries stay small
@@ -101,7 +99,6 @@ class TemporalSmoother:
                 bt, bxy = self.s.blend_sigma
                 blurred = smooth_t_part(self.inputs[lo - self.base : hi - self.base], lo, self.n, bt, first, last)
                 out = (1 - self.s.blend) * out + self.s.blend * smooth_xy(np.array(blurred, np.float32), bxy)
-            out = keep_frame_scales(out, self.held[first - self.base : last - self.base])  # power, gain changes
             if self.s.shifts is not None or self.s.flip is not None:
                 out = from_tissue(out, self._shifts(first, last), self.pad, self.s.flip)
             parts.append((first, set_frame_means(out, self.means[first - self.base : last - self.base])))
