@@ -6,6 +6,10 @@ GCaMP movies) without reading the package's simulator or pretraining code, so th
     python benchmarks/experiments/independent_sim.py                          # seeds 1 2, 1/2/5 ph, every motion
     python benchmarks/experiments/independent_sim.py --photons 2 --motion none ar --seeds 1
     python benchmarks/experiments/independent_sim.py --frames 60 --size 64 --png /tmp/indep   # smoke run, pictures
+    python benchmarks/experiments/independent_sim.py --seeds 2 --photons 2 --motion none --finetune 600 \
+        --write-input /tmp/indep            # and 10 minutes of fine-tuning; the movie for DeepCAD-RT beside it
+    python benchmarks/experiments/independent_sim.py --seeds 2 --photons 2 --motion none \
+        --peer deepcad.tif "DeepCAD-RT 1.2.0"   # a peer's output of that movie, scored alike
 
 What one movie models (pixel 0.8 um; the tissue is drawn on a canvas 20 px wider on each side, moved, then cropped):
 
@@ -53,10 +57,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from scipy import ndimage, signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_generalist import generalist, run_model, score  # noqa: E402 - benchmarks folder
+from bench_generalist import _finetuned, generalist, run_model, score  # noqa: E402 - benchmarks folder
 
 from napari_unet_att.evaluation.baselines import best_gaussian  # noqa: E402
 
@@ -351,6 +356,10 @@ def main(argv=None) -> None:
     ap.add_argument("--indicator", choices=sorted(INDICATORS), help="override the seed's indicator")
     ap.add_argument("--rate", type=float, help="override the seed's frame rate (Hz)")
     ap.add_argument("--png", help="folder: a picture of every case (clean / noisy / Gaussian / generalist)")
+    ap.add_argument("--finetune", type=float, help="also the generalist fine-tuned for this many seconds on the noisy "
+                    "movie (self-supervised, temporal, fast: what `train --init generalist` does)")
+    ap.add_argument("--write-input", help="folder: each noisy movie as a TIFF (for a peer such as DeepCAD-RT)")
+    ap.add_argument("--peer", nargs=2, metavar=("TIFF", "NAME"), help="also score a peer's output of the (one) case")
     a = ap.parse_args(argv)
     den = generalist("temporal")
     summary = []
@@ -370,6 +379,15 @@ def main(argv=None) -> None:
                 g = score(case, "best 3D Gaussian", gauss, clean, raw, labels, note=f"sigma {tuple(sigma)}")
                 out, secs = run_model(noisy, den)
                 m = score(case, "generalist temporal (zero-shot)", out, clean, raw, labels, note=f"{secs:.0f} s")
+                if a.write_input:
+                    Path(a.write_input).mkdir(parents=True, exist_ok=True)
+                    tifffile.imwrite(Path(a.write_input) / f"indep_{photons:g}ph_{motion}_s{seed}.tif", noisy)
+                if a.finetune:
+                    tuned = _finetuned(noisy, a.finetune)
+                    score(case, f"generalist + {a.finetune:g} s fine-tuning", run_model(noisy, tuned)[0], clean, raw,
+                          labels, note=f"{tuned.step} steps")
+                if a.peer:
+                    score(case, a.peer[1], tifffile.imread(a.peer[0]).astype(np.float32), clean, raw, labels)
                 summary.append((case, r["psnr"], g["psnr"], sigma, m["psnr"], g["trace_r"], m["trace_r"],
                                 m["mean_shift_pct"]))
                 print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
