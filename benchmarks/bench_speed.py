@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_unet_att.config import PRESETS, InferConfig
+from napari_unet_att.config import POST_STEPS, PRESETS, InferConfig
 from napari_unet_att.inference import build_plan, denoise, resolve_tiles
 from napari_unet_att.model import networks
 from napari_unet_att.model.denoiser import Denoiser
@@ -279,9 +279,8 @@ def run(
     # registration (estimation), the time averages (two passes over the output), the strips and the line phase are
     # measured on their own by benchmarks/experiments/inference_cost.py, and on an untrained network the smoothing's
     # choice would mean nothing
-    cfg = InferConfig(device="cpu", smoothing="off", registration="off", keep_average="off", strips="off",
-                      line_phase="off")
-    print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, smoothing, registration, averages off "
+    cfg = InferConfig(device="cpu", **POST_STEPS)  # (every step around the network pass off)
+    print(f"\nstack {'x'.join(map(str, shape))} uint16, InferConfig defaults, every step around the network pass off "
           f"(tile_t={cfg.tile_t}), "
           f"best of {repeats}")
     print(f"{'preset':8} {'tile_t':>6} {'tiles':>5} {'overlap%':>8} {'frames/s':>9} {'GFLOP/s':>8} {'useful':>7} "

@@ -24,7 +24,7 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_unet_att.config import InferConfig, TrainConfig
+from napari_unet_att.config import POST_STEPS, InferConfig, TrainConfig
 from napari_unet_att.evaluation.metrics import frame_mean_shift_pct, psnr
 from napari_unet_att.evaluation.simulator import simulate
 from napari_unet_att.inference import denoise
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         s = simulate(n_frames=big[0], size=big[1], photons=2.0, motion_std=0.0, motion="walk", seed=7)
         model = load_model("generalist", "temporal")
         _, s_all = timed_denoise(s.noisy, model, dev)
-        _, s_off = timed_denoise(s.noisy, model, dev, smoothing="off", registration="off", keep_average="off")
+        _, s_off = timed_denoise(s.noisy, model, dev, **POST_STEPS)  # the network pass alone
         check(f"speed {big}: generalist on the device", True, frames_per_s_default=big[0] / s_all,
               frames_per_s_network_only=big[0] / s_off)
         cfg = TrainConfig(mode="temporal", preset="paper", seconds=20 if not a.small else 5, device=dev,

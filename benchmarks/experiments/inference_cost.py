@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from napari_unet_att.config import InferConfig
+from napari_unet_att.config import POST_STEPS, InferConfig
 from napari_unet_att.evaluation.simulator import simulate
 from napari_unet_att.inference.denoising import denoise
 from napari_unet_att.model.pretrained import load_model
@@ -42,7 +42,7 @@ def main() -> None:
                                                                  motion="jitter", motion_std=1.0,
                                                                  line_motion=True).noisy
     denoise(stacks["still"][:64], den, InferConfig(device=a.device))  # warm-up: first-call allocations
-    off = dict(smoothing="off", registration="off", keep_average="off", strips="off", line_phase="off")
+    off = dict(POST_STEPS)  # every step around the network pass off (half-rate: off by default too)
     settings = {"all off": off,
                 "smoothing auto": {**off, "smoothing": "auto"},
                 "registration auto": {**off, "registration": "auto"},

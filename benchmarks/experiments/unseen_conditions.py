@@ -77,7 +77,7 @@ def low_passed(x: np.ndarray, pole: float) -> np.ndarray:
     """``x`` through a one-pole low-pass along its last axis (``y[i] = (1 - pole) x[i] + pole y[i - 1]``, gain 1,
     started at ``x[0]``): a detector's bandwidth along the scanned line."""
     if pole <= 0:
-        return x.astype(np.float64)
+        return np.asarray(x, np.float64)  # (no copy where it already is)
     zi = signal.lfilter_zi([1 - pole], [1, -pole]) * x[..., :1]
     return signal.lfilter([1 - pole], [1, -pole], x.astype(np.float64), axis=-1, zi=zi)[0]
 

@@ -171,13 +171,12 @@ def engine_output(den: Denoiser, stack: np.ndarray) -> np.ndarray:
     Float32 on the CPU, no test-time augmentation, the model's normalisation, and any optional
     post-processing step of the engine switched off: the network path that zoo tools reproduce.
     """
-    from ..config import InferConfig
+    from ..config import POST_STEPS, InferConfig
     from ..inference.denoising import denoise
 
-    # keep_mean, smoothing, registration, keep_average, strips and line_phase off: the engine's per-frame mean-keeping,
-    # smoothing, frame registration, time averages, strips and line phase are ours alone (zoo tools apply none of them)
-    cfg = InferConfig(device="cpu", amp=False, tta=1, normalization="model", keep_mean=False, smoothing="off",
-                      registration="off", keep_average="off", strips="off", line_phase="off",
+    # keep_mean and every step around the network pass (POST_STEPS) off: the engine's per-frame mean-keeping,
+    # smoothing, registration, time averages, strips, line phase... are ours alone (zoo tools apply none of them)
+    cfg = InferConfig(device="cpu", amp=False, tta=1, normalization="model", keep_mean=False, **POST_STEPS,
                       tile_t=max(8, stack.shape[0]), max_tile_xy=max(16, *stack.shape[1:]))
     return np.asarray(denoise(stack, den, cfg), dtype=np.float32)
 
