@@ -61,6 +61,21 @@ def test_the_estimates_error_is_measured_on_the_frames():
         assert 0.5 * error < noise < 1.5 * error, (photons, error, noise)  # measured on the frames' halves
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_cell_lighting_up_is_not_taken_for_motion(seed):
+    # A still field of view; a dim cell near the edge lights up 16-fold for a quarter of the frames. Correlated by
+    # brightness, that cell outweighed everything else and paired with the template's brightest cell 24 px away.
+    rng = np.random.default_rng(seed)
+    spot = np.zeros((2, 64, 64), np.float32)
+    spot[0, 54, 44] = spot[1, 30, 20] = 1.0
+    dim, bright = (s / s.max() for s in ndimage.gaussian_filter(spot, (0, 3.0, 3.0)))
+    still = scene(rng, 64, 20) + 300 * bright
+    frames = np.stack([still + (4800 if 40 <= t < 64 else 30) * dim for t in range(96)])
+    est, noise = run_to_end(rg.estimate_shifts(rng.poisson(frames).astype(np.float32)))
+    assert np.nanmax(np.abs(est - np.nanmedian(est, axis=0))) < 1.0
+    assert not rg.choose_registration(est, noise).active
+
+
 def test_only_a_moving_field_of_view_is_registered(rng):
     still = rg.choose_registration(rng.normal(0, 0.1, (64, 2)) + 7.0)  # estimation noise about any position
     assert not still.active and "still" in still.reason

@@ -9,7 +9,8 @@ is moved back to where its input frame was.
 
 - **Estimation** (:func:`estimate_shifts`): two templates from disjoint frames of a central block, registered among
   themselves, then every frame (streamed, a chunk at a time) cross-correlated with both, after a band-pass that
-  keeps the correlation peak above the photon noise and the background's slopes, and an edge taper; sub-pixel
+  keeps the correlation peak above the photon noise and the background's slopes, a clip that keeps a cell lighting
+  up from counting more than the structure that stays (:func:`_band_passed`), and an edge taper; sub-pixel
   peaks, rigid shifts. A frame whose two answers disagree was matched to noise, not structure; a recording with
   too many of those (pure noise, no structure) is not registered at all.
 - **Only whole pixels** are applied: an integer move keeps the noise of every pixel as it was recorded (any
@@ -60,6 +61,7 @@ TEMPLATE_ROUNDS = 3  # register the block to its mean, re-average, ...
 MAX_XY = 256  # correlate at most this central crop of each frame (enough structure, 4x cheaper at 512)
 SMOOTH_PX = 1.5  # Gaussian smoothing before correlating: the peak must rise above the photon noise
 BACKGROUND_PX = 5.0  # ... minus the background at this scale (its slopes bias the peak towards no shift)
+CLIP_MADS = 4.0  # ... clipped to this many robust standard deviations (1.4826 MAD) about its median
 TAPER = 0.15  # fraction of each side of the frame tapered to zero before correlating
 CHUNK = 64  # frames read and correlated at a time
 AGREE_PX = 1.0  # a frame's shifts against the two templates must agree this well (px, each axis)
@@ -134,9 +136,27 @@ def _read(stack: Any, start: int, stop: int) -> np.ndarray:
 
 
 def _band_passed(frames: np.ndarray) -> np.ndarray:
-    """Each frame smoothed by :data:`SMOOTH_PX`, less its background at :data:`BACKGROUND_PX` (see :func:`_read`)."""
-    return (ndimage.gaussian_filter(frames, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0)
-            - ndimage.gaussian_filter(frames, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest", truncate=3.0))
+    """Each frame smoothed by :data:`SMOOTH_PX` and clipped to twice :data:`CLIP_MADS` robust deviations, less its
+    background at :data:`BACKGROUND_PX`, clipped again to :data:`CLIP_MADS` (see :func:`_read`).
+
+    The clips keep a transient from being taken for motion: a correlation weighs structure by its brightness squared,
+    and a cell lit up 3-fold paired with a bright cell of the template 47 px away (a still simulated GCaMP6s
+    recording's strips: docs/benchmarks.md). The first clip bounds a cell lit up 16-fold before the background's
+    subtraction spreads it; the second makes cells count by shape and place, not brightness.
+    """
+    smooth = _clipped(ndimage.gaussian_filter(frames, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0), 2 * CLIP_MADS)
+    return _clipped(smooth - ndimage.gaussian_filter(smooth, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest",
+                                                     truncate=3.0), CLIP_MADS)
+
+
+def _clipped(frames: np.ndarray, mads: float) -> np.ndarray:
+    """Each frame clipped to ``mads`` robust standard deviations (1.4826 MAD) about its median."""
+    median = np.median(frames, axis=(-2, -1), keepdims=True)
+    dev = np.abs(frames - median)
+    # (at least a tenth of the largest deviation: where most of a frame is flat, its MAD is 0 and would clip it all)
+    spread = np.maximum(mads * 1.4826 * np.median(dev, axis=(-2, -1), keepdims=True),
+                        0.1 * np.max(dev, axis=(-2, -1), keepdims=True))
+    return np.clip(frames, median - spread, median + spread)
 
 
 def _taper(n: int) -> np.ndarray:
