@@ -52,7 +52,8 @@ def combine(fine: np.ndarray, coarse: np.ndarray, split_px: float) -> np.ndarray
 
 def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tuple[float, float], np.ndarray],
                  error: Callable[[np.ndarray], float], best: float, coarsest: float = np.inf,
-                 splits: tuple[float, ...] | None = None) -> Split | None:
+                 splits: tuple[float, ...] | None = None,
+                 cost: Callable[[float, float, bool], float] = lambda st, split_px, fine: 0.0) -> Split | None:
     """The two-scale smoothing that predicts ``target`` better than ``best`` (the best single window's error), or None.
 
     Parameters
@@ -71,6 +72,10 @@ def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tup
         The longest window the coarse detail may have (frames of the output).
     splits : tuple of float, optional
         The scales tried (pixels; default :data:`SPLITS_PX`).
+    cost : callable
+        ``cost(window, split_px, fine)``: what the fine (or coarse) detail's window (frames of the output) costs
+        beyond its error (:mod:`.frame_specific`: the signal specific to single frames that it removes, unseen by
+        the error).
     """
     windows = sorted({st for st, _ in smoothed})
     chosen: Split | None = None
@@ -79,10 +84,13 @@ def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tup
         # G(estimate), one filter for all (a fine part's blur of at most 0.5 px barely changes G's 2-4 px: left out)
         low_target, low = smooth_xy(target, split_px), smooth_xy(estimate, split_px)
         low_misses = {st: smooth_t(low, st / 2) - low_target for st in windows}
-        coarse = min((st for st in windows if st <= coarsest), key=lambda st: error(low_misses[st]))
-        fine = {(st, sxy): error((cand - target) - low_misses[st]) for (st, sxy), cand in smoothed.items()}
+        coarse = min((st for st in windows if st <= coarsest),
+                     key=lambda st: error(low_misses[st]) + cost(st, split_px, False))
+        fine = {(st, sxy): error((cand - target) - low_misses[st]) + cost(st, split_px, True)
+                for (st, sxy), cand in smoothed.items()}
         st, sxy = min(fine, key=fine.__getitem__)
-        err = error((smoothed[st, sxy] - target) - low_misses[st] + low_misses[coarse])
+        err = (error((smoothed[st, sxy] - target) - low_misses[st] + low_misses[coarse]) + cost(st, split_px, True)
+               + cost(coarse, split_px, False))
         if coarse != st and err < (best if chosen is None else chosen.error):  # (one window for both: no split)
             chosen = Split(split_px, st, sxy, coarse, err)
     return chosen

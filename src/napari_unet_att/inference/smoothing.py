@@ -52,6 +52,7 @@ from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from .average_filter import blurred
 from .bands import choose_split, combine
+from .frame_specific import FrameSpecific, blend_cost, frame_specific_power, window_cost
 from .registration import PhysicalFrames
 from .smoother import EMIT_FRAMES, TemporalSmoother
 from .temporal_filter import TRUNCATE, smooth, smooth_t, smooth_xy
@@ -252,6 +253,14 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
         gaussians = {g: from_tissue(filtered, place, pad, flip) for g, filtered in gaussians.items()}
     candidates = SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]
+    fast = _frame_specific(inputs, target, shifts, flip)
+
+    def cost(st: float, split_px: float = 0.0, fine: bool | None = None) -> float:
+        """What a window (of a two-scale smoothing's fine or coarse detail) removes of the signal specific to single
+        frames, which the errors below cannot see (:mod:`.frame_specific`)."""
+        whole = fast.power * window_cost(st)
+        share = fast.fine_share(split_px)
+        return whole if fine is None else whole * (share if fine else 1.0 - share)
 
     def back(a: np.ndarray) -> np.ndarray:  # a candidate in its target's place
         return a if shifts is None and flip is None else from_tissue(a, place, pad, flip)
@@ -264,6 +273,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         for sxy in SIGMAS_XY:
             every[st, sxy] = candidate = smooth_xy(along_t, sxy)
             kept[st, sxy], whole[st, sxy] = calibration_errors(back(candidate) - target, averaged, lines)
+            kept[st, sxy] += cost(st)
             if kept[st, sxy] < kept[chosen]:  # (the first of equals, as min() would pick)
                 chosen = (st, sxy)
     (st, sxy), smoothed, w, g = chosen, every[chosen], 0.0, (0.0, 0.0)
@@ -280,8 +290,8 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
             for st_ in [st_ for st_ in SIGMAS_T if MAX_SIGMA_T_ALONG < st_ <= MAX_SIGMA_T_SPLIT_ALONG]:
                 along_t = smooth_t(estimate, st_ / 2)  # (each window once, as in the loop above)
                 every.update({(st_, sxy_): smooth_xy(along_t, sxy_) for sxy_ in SIGMAS_XY})
-        plain = kept[chosen] if shifts is None else error(every[chosen] - here)
-        split = choose_split(estimate, here, every, error, plain, *(() if shifts is None else ALONG_SPLIT))
+        plain = kept[chosen] if shifts is None else error(every[chosen] - here) + cost(chosen[0])
+        split = choose_split(estimate, here, every, error, plain, *(() if shifts is None else ALONG_SPLIT), cost=cost)
     if split is not None:
         st, sxy = split.sigma_t, split.sigma_xy
         # (the coarse window is one of the candidates: unblurred, it is that window's smoothing of the estimate)
@@ -289,15 +299,19 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     del every
     # what to give back of what the smoothing removed, pooled over how many pixels (no smoothing: k stays inf)
     k, px, kept_k = choose_threshold(estimate, smoothed, lambda c: error(c - target), back)
+    kept_k += cost(st) if split is None else cost(st, split.split_px, True) + cost(
+        split.sigma_t_coarse, split.split_px, False)
     guess = back(keep_fast(estimate, smoothed, k, px))
     miss = guess - target
     best = calibration_errors(miss, averaged, lines)[1]
     blends, before_blend = {}, best
+    f_st = st if split is None else split.sigma_t_coarse  # (the window most of each frame's own signal is under)
     for sigmas, filtered in gaussians.items():
         # the error of (1 - w) guess + w filtered is quadratic in w: three means give every w's
         step = filtered - guess
         cross, size = float(np.mean(miss * step, dtype=np.float64)), float(np.mean(step**2, dtype=np.float64))
-        blends.update({(b, sigmas): best + 2 * b * cross + b * b * size for b in BLENDS[1:]})
+        blends.update({(b, sigmas): best + 2 * b * cross + b * b * size + fast.power * (
+            blend_cost(b, sigmas[0], f_st) - blend_cost(0.0, 0.0, f_st)) for b in BLENDS[1:]})
     if blends:
         (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
         if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
@@ -312,6 +326,24 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: {said} {gain:.3f} dB lower",
                      blend=w, blend_sigma=g, keep_k=k, keep_px=px, split_px=0.0 if split is None else split.split_px,
                      sigma_t_coarse=0.0 if split is None else split.sigma_t_coarse)
+
+
+def _frame_specific(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple[np.ndarray, np.ndarray] | None,
+                    flip: bool | None) -> FrameSpecific:
+    """The power of the signal specific to single frames (:mod:`.frame_specific`) in the full-rate calibration block,
+    its even frames ``inputs`` and odd frames ``target`` (along a measured motion: in the tissue's frame, where the
+    smoothing works); 0 without ``inputs`` and for a scan's interleaved lines (whose rows alternate directions)."""
+    if inputs is None or flip is not None:
+        return FrameSpecific()
+    n = min(len(inputs), len(target))
+    frames = np.empty((2 * n, *target.shape[1:]), np.float32)
+    frames[0::2], frames[1::2] = inputs[:n], target[:n]
+    if shifts is None:
+        return frame_specific_power(frames)
+    moves = np.empty((2 * n, 2))
+    moves[0::2], moves[1::2] = shifts[0][:n], shifts[1][:n]
+    pad = canvas_pad(moves)
+    return frame_specific_power(to_tissue(frames, moves, pad), margin=pad + 1)
 
 
 def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
