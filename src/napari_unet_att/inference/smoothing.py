@@ -311,7 +311,7 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         step = filtered - guess
         cross, size = float(np.mean(miss * step, dtype=np.float64)), float(np.mean(step**2, dtype=np.float64))
         blends.update({(b, sigmas): best + 2 * b * cross + b * b * size + fast.power * (
-            blend_cost(b, sigmas[0], f_st) - blend_cost(0.0, 0.0, f_st)) for b in BLENDS[1:]})
+            blend_cost(b, sigmas[0], f_st) - window_cost(f_st)) for b in BLENDS[1:]})
     if blends:
         (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
         if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
