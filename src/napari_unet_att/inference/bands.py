@@ -74,8 +74,7 @@ def choose_split(estimate: np.ndarray, target: np.ndarray, smoothed: Mapping[tup
         The scales tried (pixels; default :data:`SPLITS_PX`).
     cost : callable
         ``cost(window, split_px, fine)``: what the fine (or coarse) detail's window (frames of the output) costs
-        beyond its error (:mod:`.frame_specific`: the signal specific to single frames that it removes, unseen by
-        the error).
+        beyond its error (:mod:`.signal_changes`: what it removes of the signal at full rate, unseen by the error).
     """
     windows = sorted({st for st, _ in smoothed})
     chosen: Split | None = None

@@ -23,9 +23,10 @@ smoothing that blurs the full-rate output; a frame-to-frame shift of the even fr
 :data:`MAX_STILL_SHIFT` therefore turns smoothing off where the motion was not measured, and keeps it to
 :data:`MAX_SIGMA_T_ALONG` frames where it was (a two-scale smoothing's fine detail to :data:`MAX_SIGMA_T_SPLIT_ALONG`).
 
-What no other frame shares (a fast indicator's transient at a low frame rate, a rise within one frame) is noise to
-that prediction: each window is also charged what it removes of that signal, measured on the input
-(:mod:`.frame_specific`; jGCaMP8m at 5 Hz: the calibration chose 16 frames and lost 6 dB before).
+What changes within a frame or two (a fast indicator's transient at a low frame rate, a rise within one frame) is
+partly noise to that half-rate prediction: each window is also charged what it removes of the signal at full rate
+beyond what the prediction saw, from the signal's covariance over time measured on the input
+(:mod:`.signal_changes`; jGCaMP8m at 5 Hz: the calibration chose 16 frames and lost 6 dB before).
 
 With the smoothing the calibration chooses how much of the fast changes it removes to give back
 (:mod:`.transients`: a transient's rise and peak, not the noise). The chosen smoothing is applied to the output as it
@@ -56,8 +57,8 @@ from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from .average_filter import blurred
 from .bands import choose_split, combine
-from .frame_specific import FrameSpecific, blend_cost, frame_specific_power, window_cost
 from .registration import PhysicalFrames
+from .signal_changes import SignalChanges, measure
 from .smoother import EMIT_FRAMES, TemporalSmoother
 from .temporal_filter import TRUNCATE, smooth, smooth_t, smooth_xy
 from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
@@ -257,13 +258,13 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
     if flip is not None:  # (back to the interleaved lines the guesses are compared in, once)
         gaussians = {g: from_tissue(filtered, place, pad, flip) for g, filtered in gaussians.items()}
     candidates = SIGMAS_T if shifts is None else [st for st in SIGMAS_T if st <= MAX_SIGMA_T_ALONG]
-    fast = _frame_specific(inputs, target, shifts, flip)
+    changes = _signal_changes(inputs, target, shifts, flip)
 
     def cost(st: float, split_px: float = 0.0, fine: bool | None = None) -> float:
-        """What a window (of a two-scale smoothing's fine or coarse detail) removes of the signal specific to single
-        frames, which the errors below cannot see (:mod:`.frame_specific`)."""
-        whole = fast.power * window_cost(st)
-        share = fast.fine_share(split_px)
+        """What a window (of a two-scale smoothing's fine or coarse detail) costs of the signal at full rate beyond
+        what the errors below can see (:mod:`.signal_changes`)."""
+        whole = changes.cost(st)
+        share = changes.fine_share(split_px)
         return whole if fine is None else whole * (share if fine else 1.0 - share)
 
     def back(a: np.ndarray) -> np.ndarray:  # a candidate in its target's place
@@ -314,8 +315,8 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         # the error of (1 - w) guess + w filtered is quadratic in w: three means give every w's
         step = filtered - guess
         cross, size = float(np.mean(miss * step, dtype=np.float64)), float(np.mean(step**2, dtype=np.float64))
-        blends.update({(b, sigmas): best + 2 * b * cross + b * b * size + fast.power * (
-            blend_cost(b, sigmas[0], f_st) - window_cost(f_st)) for b in BLENDS[1:]})
+        blends.update({(b, sigmas): best + 2 * b * cross + b * b * size + changes.cost(f_st, b, sigmas[0])
+                       - changes.cost(f_st) for b in BLENDS[1:]})
     if blends:
         (bw, bg), blended = min(blends.items(), key=lambda kv: kv[1])
         if best > 0 and blended > 0 and 10 * np.log10(best / blended) >= BLEND_MIN_GAIN_DB:
@@ -327,28 +328,28 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         gain = 10 * np.log10(kept[0.0, 0.0] / kept_k) if kept_k > 0 else 0.0
         gain += 10 * np.log10(before_blend / best) if best > 0 else 0.0
     said = "error the output keeps" if averaged and w < 1.0 else "prediction error"
-    said = ("signal specific to single frames counted; " if fast.power > 0 else "") + said
+    said = ("the signal's changes between frames counted; " if changes.measured else "") + said
     return Smoothing(st, sxy, shift, reason=f"chosen on the recording: {said} {gain:.3f} dB lower",
                      blend=w, blend_sigma=g, keep_k=k, keep_px=px, split_px=0.0 if split is None else split.split_px,
                      sigma_t_coarse=0.0 if split is None else split.sigma_t_coarse)
 
 
-def _frame_specific(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple[np.ndarray, np.ndarray] | None,
-                    flip: bool | None) -> FrameSpecific:
-    """The power of the signal specific to single frames (:mod:`.frame_specific`) in the full-rate calibration block,
-    its even frames ``inputs`` and odd frames ``target`` (along a measured motion: in the tissue's frame, where the
-    smoothing works); 0 without ``inputs`` and for a scan's interleaved lines (whose rows alternate directions)."""
+def _signal_changes(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple[np.ndarray, np.ndarray] | None,
+                    flip: bool | None) -> SignalChanges:
+    """The signal's changes over time (:mod:`.signal_changes`) in the full-rate calibration block, its even frames
+    ``inputs`` and odd frames ``target`` (along a measured motion: in the tissue's frame, where the smoothing works);
+    none without ``inputs`` and for a scan's interleaved lines (whose rows alternate directions)."""
     if inputs is None or flip is not None:
-        return FrameSpecific()
+        return SignalChanges()
     n = min(len(inputs), len(target))
     frames = np.empty((2 * n, *target.shape[1:]), np.float32)
     frames[0::2], frames[1::2] = inputs[:n], target[:n]
     if shifts is None:
-        return frame_specific_power(frames)
+        return measure(frames)
     moves = np.empty((2 * n, 2))
     moves[0::2], moves[1::2] = shifts[0][:n], shifts[1][:n]
     pad = canvas_pad(moves)
-    return frame_specific_power(to_tissue(frames, moves, pad), margin=pad + 1)
+    return measure(to_tissue(frames, moves, pad), margin=pad + 1)
 
 
 def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Signal specific to single frames, measured on the input (inference.frame_specific), and the smoothing it stops."""
+"""The signal's changes over time, measured through the noise (inference.signal_changes), and the smoothing they
+stop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from napari_unet_att.inference import smoothing as sm
-from napari_unet_att.inference.frame_specific import blend_cost, frame_specific_power, window_cost
+from napari_unet_att.inference.signal_changes import SignalChanges, measure
 
 
 def blobs(rng: np.random.Generator, n: int, size: int, sigma: float = 3.0) -> np.ndarray:
@@ -33,40 +34,46 @@ def slow(rng: np.random.Generator, t: int = 96, size: int = 48) -> np.ndarray:
     return (static[None] * (1 + 0.3 * np.sin(np.arange(t) / 8.0))[:, None, None]).astype(np.float32)
 
 
-def true_power(clean: np.ndarray) -> float:
-    d = clean[1:-1].astype(np.float64) - 0.5 * (clean[:-2] + clean[2:])
-    return float(np.mean(d**2) / 1.5)
+def variance(movie: np.ndarray) -> float:
+    """Each pixel's variance over time, averaged."""
+    return float(np.mean(np.var(movie.astype(np.float64), axis=0)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_noise_alone_has_no_frame_specific_power(seed):
+def test_noise_alone_shows_no_changes(seed):
     rng = np.random.default_rng(seed)
-    clean = slow(rng)
+    clean = np.broadcast_to(10.0 + 80.0 * blobs(rng, 40, 48, 2.0).sum(axis=0), (96, 48, 48))
     noise = rng.normal(0, 8.0, clean.shape)
     # resampled or low-passed data: neighbouring rows' and columns' noise correlated (0.5 at lag 1, none at 3)
     noise = ndimage.convolve1d(ndimage.convolve1d(noise, [0.5, 1.0, 0.5], axis=1), [0.5, 1.0, 0.5], axis=2)
     raw = rng.poisson(clean) + noise
-    found = frame_specific_power(raw)
-    assert found.power < 0.02 * true_power(raw), found  # the raw movie's frame-to-frame power is the noise's
+    found = measure(raw)
+    assert abs(found.covariance[0]) < 0.01 * variance(raw)
+    assert all(abs(found.cost(s)) < 0.01 * variance(raw) for s in sm.SIGMAS_T)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_frame_specific_power_is_measured_through_the_noise(seed):
+def test_the_signals_changes_are_measured_through_the_noise(seed):
     rng = np.random.default_rng(seed)
     clean = flashing(rng)
-    found = frame_specific_power(rng.poisson(clean).astype(np.float32))
+    found = measure(rng.poisson(clean).astype(np.float32))
     # rows 3-4 apart see a blob of sigma 3 px at exp(-L^2 / 4 sigma^2) of its power: 0.5-0.6
-    assert 0.4 * true_power(clean) < found.power < 1.1 * true_power(clean), (found, true_power(clean))
+    assert 0.4 * variance(clean) < found.covariance[0] < 1.1 * variance(clean), (found.covariance[:3], variance(clean))
+    assert abs(found.covariance[1]) < 0.2 * found.covariance[0]  # flashes of one frame: nothing the next frame shares
     assert 4.0 < found.blob_px2 < 25.0  # the blobs' own scale (sigma 3 px: 9), not the pixel's
     assert found.fine_share(2.0) < found.fine_share(4.0) < 0.5
 
 
-def test_a_windows_cost_grows_with_the_window_and_a_blend_of_the_raw_input_costs_nothing():
-    costs = [window_cost(s) for s in sm.SIGMAS_T]
+def test_what_a_window_costs():
+    flashes = SignalChanges(np.r_[1.0, np.zeros(60)])  # changes in single frames, unit power
+    costs = [flashes.cost(s) for s in sm.SIGMAS_T]
     assert costs[0] == 0 and all(b > a for a, b in zip(costs, costs[1:], strict=False)) and costs[-1] < 2.0
-    assert blend_cost(0.0, 0.0, 4.0) == window_cost(4.0)
-    assert blend_cost(1.0, 0.0, 4.0) == pytest.approx(0.0)  # all of the input: every frame's own signal kept
-    assert blend_cost(0.5, 2.0, 4.0) < window_cost(4.0)
+    assert costs[2] == pytest.approx((1 - 0.399) ** 2 + 0.399**2 * 0 + 0.242**2 * 2 + 0.054**2 * 2 + 1 - (
+        0.107**2 * 2 + 0.786**2), abs=0.01)  # full rate sigma 1 removes, the half-rate sigma 0.5 was credited
+    assert flashes.cost(4.0, 1.0, 0.0) == pytest.approx(0.0)  # all of the raw input: every frame's own signal kept
+    assert flashes.cost(4.0, 0.5, 2.0) < flashes.cost(4.0)
+    steady = SignalChanges(np.ones(60))  # a change that lasts: no window removes it, and none was credited
+    assert all(abs(steady.cost(s)) < 1e-9 for s in sm.SIGMAS_T)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
