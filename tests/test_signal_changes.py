@@ -93,3 +93,11 @@ def test_cells_lighting_up_in_single_frames_are_not_smoothed_away(seed):
     raw = rng.poisson(clean).astype(np.float32)
     estimate = clean[0::2] + rng.normal(0, 2.0, clean[0::2].shape).astype(np.float32)
     assert sm.choose_smoothing(estimate, raw[1::2], inputs=raw[0::2]).sigma_t >= 2.0
+
+
+def test_frames_too_small_to_measure_charge_nothing():
+    rng = np.random.default_rng(0)
+    for frames, margin in ((rng.normal(size=(16, 20, 4)), 2), (rng.normal(size=(4, 32, 32)), 0),
+                           (np.zeros((16, 32, 32)), 0), (rng.normal(size=(16, 6, 32)), 0)):
+        found = measure(frames, margin)
+        assert not found.measured and found.cost(4.0) == 0.0

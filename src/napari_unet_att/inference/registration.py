@@ -120,10 +120,10 @@ def _read(stack: Any, start: int, stop: int) -> np.ndarray:
     """Frames ``[start, stop)`` of ``stack`` as correlated: float32, the central crop of at most :data:`MAX_XY`
     (the only region read), band-passed.
 
-    The band-pass (a Gaussian of :data:`SMOOTH_PX` minus one of :data:`BACKGROUND_PX`) keeps the cells' and
-    vessels' scale: finer is photon noise, coarser is the background whose slopes, like the frame's edges in a
-    circular correlation, pull every peak towards no shift (a 2-px shift of a 64 x 64 frame measured 1.4 px
-    without them and the taper of :func:`_shifts_to`).
+    The band-pass (a Gaussian of :data:`SMOOTH_PX` less its own of :data:`BACKGROUND_PX`, clipped: :func:`_band_passed`)
+    keeps the cells' and vessels' scale: finer is photon noise, coarser is the background whose slopes, like the
+    frame's edges in a circular correlation, pull every peak towards no shift (a 2-px shift of a 64 x 64 frame
+    measured 1.4 px without them and the taper of :func:`_shifts_to`).
     """
     _, y, x = (int(n) for n in stack.shape)
     cy, cx = min(y, MAX_XY), min(x, MAX_XY)
@@ -136,26 +136,26 @@ def _read(stack: Any, start: int, stop: int) -> np.ndarray:
 
 
 def _band_passed(frames: np.ndarray) -> np.ndarray:
-    """Each frame smoothed by :data:`SMOOTH_PX` and clipped to twice :data:`CLIP_MADS` robust deviations, less its
-    background at :data:`BACKGROUND_PX`, clipped again to :data:`CLIP_MADS` (see :func:`_read`).
-
-    The clips keep a transient from being taken for motion: a correlation weighs structure by its brightness squared,
-    and a cell lit up 3-fold paired with a bright cell of the template 47 px away (a still simulated GCaMP6s
-    recording's strips: docs/benchmarks.md). The first clip bounds a cell lit up 16-fold before the background's
-    subtraction spreads it; the second makes cells count by shape and place, not brightness.
-    """
+    """Each frame smoothed by :data:`SMOOTH_PX`, clipped to 2 :data:`CLIP_MADS` robust deviations, less its background
+    at :data:`BACKGROUND_PX`, clipped to :data:`CLIP_MADS`. The clips keep a transient from being taken for motion: a
+    correlation weighs structure by its brightness squared, and a cell lit up 3-fold paired with a bright cell of the
+    template 47 px away (a still GCaMP6s simulation's strips: docs/benchmarks.md). The first clip bounds a cell lit
+    up 16-fold before the background's subtraction spreads it; the second makes cells count by shape and place."""
     smooth = _clipped(ndimage.gaussian_filter(frames, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0), 2 * CLIP_MADS)
     return _clipped(smooth - ndimage.gaussian_filter(smooth, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest",
                                                      truncate=3.0), CLIP_MADS)
 
 
 def _clipped(frames: np.ndarray, mads: float) -> np.ndarray:
-    """Each frame clipped to ``mads`` robust standard deviations (1.4826 MAD) about its median."""
+    """Each frame clipped to ``mads`` robust standard deviations (1.4826 MAD) about its median; where most of a frame
+    is flat (a blanked border: its MAD 0 would clip it all), the deviations of the rest."""
     median = np.median(frames, axis=(-2, -1), keepdims=True)
     dev = np.abs(frames - median)
-    # (at least a tenth of the largest deviation: where most of a frame is flat, its MAD is 0 and would clip it all)
-    spread = np.maximum(mads * 1.4826 * np.median(dev, axis=(-2, -1), keepdims=True),
-                        0.1 * np.max(dev, axis=(-2, -1), keepdims=True))
+    mad, top = np.median(dev, axis=(-2, -1)).ravel(), 1e-6 * np.max(dev, axis=(-2, -1)).ravel()
+    for i in np.flatnonzero(mad <= top):  # (a constant frame has nothing to clip)
+        rest = dev[i][dev[i] > top[i]]
+        mad[i] = np.median(rest) if rest.size else np.inf
+    spread = mads * 1.4826 * mad.reshape(median.shape)
     return np.clip(frames, median - spread, median + spread)
 
 

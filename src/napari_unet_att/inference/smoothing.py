@@ -349,7 +349,8 @@ def _signal_changes(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple
     moves = np.empty((2 * n, 2))
     moves[0::2], moves[1::2] = shifts[0][:n], shifts[1][:n]
     pad = canvas_pad(moves)
-    return measure(to_tissue(frames, moves, pad), margin=pad + 1)
+    # (every frame moved by up to pad px on a canvas padded by its edge rows: up to 2 pad rows of copies each side)
+    return measure(to_tissue(frames, moves, pad), margin=2 * pad)
 
 
 def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
