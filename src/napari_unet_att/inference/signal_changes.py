@@ -13,12 +13,11 @@ The signal's covariance over time can be measured on the input itself, free of t
 :data:`LAGS` apart is independent (a detector's low-pass correlates neighbours along a line, a resampled movie
 neighbouring rows: 0.39 at lag 1, 0.05 at lag 2, none beyond) while a cell spans many rows, so the product of
 each pixel's change from its mean with another's that many rows away, ``tau`` frames later, averages to the
-signal's covariance ``C(tau)`` times its spatial correlation at that distance (0.5-0.9 for a soma; scaled up by
-it, as the correlation's decay to rows :data:`FAR_LAG` apart says, the costs took 0.2-0.4 dB more from GCaMP6f at
-30 Hz and 1-2 photons and gave 0.1 elsewhere: left as it is, a lower bound). From ``C``, what a window costs at full
-rate and what the calibration saw of it at half rate follow (:meth:`SignalChanges.cost`: the windows' formulas are
-exact for a model that passes the signal through, ``C`` and the two-scale split are estimates); the calibration's
-errors are charged the difference.
+signal's covariance ``C(tau)`` times its spatial correlation at that distance; the correlation's decay to rows
+:data:`FAR_LAG` apart gives the signal's scale (a Gaussian blob's), and so that factor. From ``C``, what a window
+costs at full rate and what the calibration saw of it at half rate follow (:meth:`SignalChanges.cost`: the
+windows' formulas are exact, ``C`` and the two-scale split are estimates); the calibration's errors are charged the
+difference.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ __all__ = ["FAR_LAG", "LAGS", "MAX_BLOB_PX2", "SignalChanges", "measure"]
 LAGS: tuple[int, ...] = (3, 4)  # rows apart whose noise is independent (see above)
 FAR_LAG = 6  # ... and farther apart: how fast the correlation decays gives the signal's spatial scale
 MAX_BLOB_PX2 = 30.0  # the largest blob variance taken (a soma of radius 8 px); a whole field's change counts as that
+MAX_SCALE = 4.0  # the most the covariance between rows LAGS apart is scaled up to the signal's own (small blobs)
 
 
 class SignalChanges:
@@ -108,8 +108,8 @@ def measure(frames: np.ndarray, margin: int = 0) -> SignalChanges:
     # a Gaussian blob's correlation falls as exp(-L^2 / 4a); barely falling (a whole field's change): the largest
     near_l2 = float(np.mean(np.square(LAGS)))
     blob = (FAR_LAG**2 - near_l2) / (4 * math.log(near / far)) if near > far > 0 else math.inf
-    blob = min(max(float(blob), 1.0), MAX_BLOB_PX2)  # (the spatial scale: :meth:`SignalChanges.fine_share`)
-    return SignalChanges(cov, blob)
+    blob = min(max(float(blob), 1.0), MAX_BLOB_PX2)
+    return SignalChanges(cov * min(math.exp(near_l2 / (4 * blob)), MAX_SCALE), blob)
 
 
 def _over_time(a: np.ndarray, b: np.ndarray) -> np.ndarray:
