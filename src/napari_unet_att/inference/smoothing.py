@@ -58,7 +58,7 @@ from ..model.denoiser import Denoiser
 from .average_filter import blurred
 from .bands import choose_split, combine
 from .registration import PhysicalFrames
-from .signal_changes import SignalChanges, measure
+from .signal_changes import ALONG_INTERPOLATED, SignalChanges, measure
 from .smoother import EMIT_FRAMES, TemporalSmoother
 from .temporal_filter import TRUNCATE, smooth, smooth_t, smooth_xy
 from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
@@ -350,7 +350,7 @@ def _signal_changes(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple
     moves[0::2], moves[1::2] = shifts[0][:n], shifts[1][:n]
     pad = canvas_pad(moves)
     # (every frame moved by up to pad px on a canvas padded by its edge rows: up to 2 pad rows of copies each side)
-    return measure(to_tissue(frames, moves, pad), margin=2 * pad)
+    return measure(to_tissue(frames, moves, pad), margin=2 * pad, interpolated=ALONG_INTERPOLATED)
 
 
 def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
