@@ -147,10 +147,10 @@ def _band_passed(frames: np.ndarray) -> np.ndarray:
 
 
 def _clipped(frames: np.ndarray, mads: float) -> np.ndarray:
-    """Each frame clipped to ``mads`` robust standard deviations (1.4826 MAD) about its median; where most of a frame
-    is flat (a blanked border: its MAD 0 would clip it all), the deviations of the rest."""
-    median = np.median(frames, axis=(-2, -1), keepdims=True)
-    dev = np.abs(frames - median)
+    """Each frame clipped to ``mads`` robust SDs (1.4826 MAD) about its median; a mostly flat one by the rest's MAD."""
+    sample = frames[..., ::2, ::2]  # (every other row and column: the same statistics, a quarter of the work)
+    median = np.median(sample, axis=(-2, -1), keepdims=True)
+    dev = np.abs(sample - median)
     mad, top = np.median(dev, axis=(-2, -1)).ravel(), 1e-6 * np.max(dev, axis=(-2, -1)).ravel()
     for i in np.flatnonzero(mad <= top):  # (a constant frame has nothing to clip)
         rest = dev[i][dev[i] > top[i]]

@@ -116,8 +116,7 @@ def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0) -> S
     if len(x) < 5 or x.shape[1] <= FAR_LAG or x.shape[2] == 0:
         return SignalChanges()
     x = x - x.mean(axis=0)
-    # both ways (row y then y + L, and y + L then y): symmetric in time for changes that travel across the rows
-    cov = np.mean([_over_time(a, b) + _over_time(b, a) for a, b in ((x[:, :-L], x[:, L:]) for L in LAGS)], axis=0) / 2
+    cov = np.mean([_over_time(x[:, :-lag], x[:, lag:]) for lag in LAGS], axis=0)
     near, far = cov[0], float(np.mean(x[:, :-FAR_LAG] * x[:, FAR_LAG:]))
     if not np.all(np.isfinite(cov)):
         return SignalChanges()
@@ -129,11 +128,13 @@ def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0) -> S
 
 
 def _over_time(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``mean(a[i] * b[i + t])`` over frames ``i`` and pixels, for every ``t < n - 1`` (by FFT along time)."""
+    """``mean(a[i] b[i + t] + b[i] a[i + t]) / 2`` over frames ``i`` and pixels, for every ``t < n - 1``: both ways
+    (symmetric in time for changes that travel across the rows), by one FFT along time of each (float32)."""
     n = len(a)
-    spectra = np.conj(sfft.rfft(a.reshape(n, -1), 2 * n, axis=0)) * sfft.rfft(b.reshape(n, -1), 2 * n, axis=0)
-    sums = sfft.irfft(spectra.sum(axis=1), 2 * n)[: n - 1]
-    return sums / ((n - np.arange(n - 1)) * a[0].size)
+    spectra = [sfft.rfft(np.asarray(v, np.float32).reshape(n, -1), 2 * n, axis=0) for v in (a, b)]
+    sums = sfft.irfft((np.conj(spectra[0]) * spectra[1]).sum(axis=1, dtype=np.complex128), 2 * n)
+    both = sums[: n - 1] + np.r_[sums[0], sums[2 * n - 1 : n + 1 : -1]]  # lags t and -t (wrapped to 2n - t)
+    return both / (2 * (n - np.arange(n - 1)) * a[0].size)
 
 
 def _mixed(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
