@@ -74,6 +74,11 @@ def test_what_a_window_costs():
     assert flashes.cost(4.0, 0.5, 2.0) < flashes.cost(4.0)
     steady = SignalChanges(np.ones(60))  # a change that lasts: no window removes it, and none was credited
     assert all(abs(steady.cost(s)) < 1e-9 for s in sm.SIGMAS_T)
+    mixed = SignalChanges(np.ones(60), interpolated=0.5)  # (along a motion: the half-rate result partly interpolated)
+    assert all(abs(mixed.cost(s)) < 1e-9 for s in sm.SIGMAS_T)
+    # a change that fades over frames: charged less where the half-rate result is taken to interpolate it
+    fading = np.exp(-np.arange(60) / 3.0)
+    assert 0 < SignalChanges(fading, interpolated=0.5).cost(4.0) < SignalChanges(fading).cost(4.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -15,9 +15,10 @@ neighbouring rows: 0.39 at lag 1, 0.05 at lag 2, none beyond) while a cell spans
 each pixel's change from its mean with another's that many rows away, ``tau`` frames later, averages to the
 signal's covariance ``C(tau)`` times its spatial correlation at that distance; the correlation's decay to rows
 :data:`FAR_LAG` apart gives the signal's scale (a Gaussian blob's), and so that factor. From ``C``, what a window
-costs at full rate and what the calibration saw of it at half rate follow (:meth:`SignalChanges.cost`: the
-windows' formulas are exact, ``C`` and the two-scale split are estimates); the calibration's errors are charged the
-difference.
+costs at full rate and what the calibration saw of it at half rate follow (:meth:`SignalChanges.cost`: exact for a
+model that passes the signal through and a half-rate result as modelled there; ``C``, that model and the two-scale
+split are estimates, and on slowly changing signals the charge errs on the side of less smoothing: up to 0.6 dB on
+the package's simulator, docs/benchmarks.md); the calibration's errors are charged the difference.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class SignalChanges:
 
         With ``K`` the weights of each output frame's window (``A`` its autocorrelation), the full-rate error of the
         signal is ``sum_tau C(tau) A(tau) - 2 sum_i K_i C(i) + C(0)``; the half-rate one, against frames an odd
-        number of frames away, ``sum_tau C(2 tau) A'(tau) - 2 sum_i K'_i C(2i + 1) + C(0)``, less its value
-        without smoothing.
+        number of frames away, ``sum_tau C(2 tau) A'(tau) - 2 sum_i K'_i C(2i + 1) + C(0)`` for a result that copies
+        the even frame before (:attr:`interpolated` 0; a mix of the frames either side otherwise: :meth:`_half`), less
+        its value without smoothing.
         """
         key = (sigma_t, blend, blend_t)
         if key not in self._costs:
