@@ -119,9 +119,9 @@ def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0) -> S
         return SignalChanges()
     x = x - x.mean(axis=0)
     cov = np.mean([_over_time(x[:, :-lag], x[:, lag:]) for lag in LAGS], axis=0)
-    near, far = cov[0], float(np.mean(x[:, :-FAR_LAG] * x[:, FAR_LAG:]))
     if not np.all(np.isfinite(cov)):
         return SignalChanges()
+    near, far = cov[0], float(np.mean(x[:, :-FAR_LAG] * x[:, FAR_LAG:]))
     # a Gaussian blob's correlation falls as exp(-L^2 / 4a); barely falling (a whole field's change): the largest
     near_l2 = float(np.mean(np.square(LAGS)))
     blob = (FAR_LAG**2 - near_l2) / (4 * math.log(near / far)) if near > far > 0 else math.inf

@@ -264,8 +264,10 @@ def choose_smoothing(estimate: np.ndarray, target: np.ndarray,
         """What a window (of a two-scale smoothing's fine or coarse detail) costs of the signal at full rate beyond
         what the errors below can see (:mod:`.signal_changes`)."""
         whole = changes.cost(st)
+        if fine is None:
+            return whole
         share = changes.fine_share(split_px)
-        return whole if fine is None else whole * (share if fine else 1.0 - share)
+        return whole * (share if fine else 1.0 - share)
 
     def back(a: np.ndarray) -> np.ndarray:  # a candidate in its target's place
         return a if shifts is None and flip is None else from_tissue(a, place, pad, flip)
