@@ -18,7 +18,9 @@ signal's covariance ``C(tau)`` times its spatial correlation at that distance; t
 costs at full rate and what the calibration saw of it at half rate follow (:meth:`SignalChanges.cost`: exact for a
 model that passes the signal through and a half-rate result as modelled there; ``C``, that model and the two-scale
 split are estimates, and on slowly changing signals the charge errs on the side of less smoothing: up to 0.6 dB on
-the package's simulator, docs/benchmarks.md); the calibration's errors are charged the difference.
+the package's simulator, docs/benchmarks.md); the calibration's errors are charged the difference. A two-scale
+smoothing's fine and coarse windows are charged their shares of the changes, the fine detail's measured on the input
+as well (:func:`_fine_share`; from frame to frame the noise is independent even at one pixel).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from .temporal_filter import TRUNCATE
+from .temporal_filter import TRUNCATE, smooth_xy
 
-__all__ = ["FAR_LAG", "LAGS", "MAX_BLOB_PX2", "SignalChanges", "measure"]
+__all__ = ["FAR_LAG", "FINE_LAGS", "LAGS", "MAX_BLOB_PX2", "SignalChanges", "measure"]
 
 LAGS: tuple[int, ...] = (3, 4)  # rows apart whose noise is independent (see above)
 FAR_LAG = 6  # ... and farther apart: how fast the correlation decays gives the signal's spatial scale
@@ -42,6 +44,10 @@ FAR_LAG = 6  # ... and farther apart: how fast the correlation decays gives the 
 ALONG_INTERPOLATED = 0.5
 MAX_BLOB_PX2 = 30.0  # the largest blob variance taken (a soma of radius 8 px); a whole field's change counts as that
 MAX_SCALE = 4.0  # the most the covariance between rows LAGS apart is scaled up to the signal's own (small blobs)
+# Frames apart over which the fine detail's share of the changes is fitted (:func:`_fine_share`); a frame's noise is
+# independent of another's, so from lag 1 on no rows need be apart (the blob model's share was 2-5x too small on the
+# independent simulator, whose cells are rings and of many sizes: docs/benchmarks.md)
+FINE_LAGS = 12
 
 
 class SignalChanges:
@@ -51,10 +57,11 @@ class SignalChanges:
     even frames either side of the odd one it predicts, the rest as a copy of the frame before (:meth:`cost`)."""
 
     def __init__(self, covariance: np.ndarray | None = None, blob_px2: float = MAX_BLOB_PX2,
-                 interpolated: float = 0.0) -> None:
+                 interpolated: float = 0.0, fine_shares: dict[float, float] | None = None) -> None:
         self.covariance = np.zeros(1) if covariance is None else np.asarray(covariance, np.float64)
         self.blob_px2 = blob_px2
         self.interpolated = interpolated
+        self.fine_shares = dict(fine_shares or {})
         self._costs: dict[tuple[float, float, float], float] = {}
 
     @property
@@ -63,10 +70,12 @@ class SignalChanges:
         return bool(np.any(self.covariance != 0))
 
     def fine_share(self, split_px: float) -> float:
-        """The share of the signal's changes finer than a Gaussian of ``split_px`` (:mod:`.bands`): for Gaussian
-        blobs of variance ``a``, split ``b = split_px^2 / 2``, ``1 - 2a / (a + b) + a / (a + 2b)``."""
+        """The share of the signal's changes finer than a Gaussian of ``split_px`` (:mod:`.bands`): as measured
+        (:attr:`fine_shares`, no less than the blob model's), else for Gaussian blobs of variance ``a``, split
+        ``b = split_px^2 / 2``, ``1 - 2a / (a + b) + a / (a + 2b)``."""
         a, b = self.blob_px2, split_px**2 / 2
-        return float(1 - 2 * a / (a + b) + a / (a + 2 * b))
+        blobs = float(1 - 2 * a / (a + b) + a / (a + 2 * b))
+        return max(blobs, self.fine_shares.get(split_px, 0.0))
 
     def cost(self, sigma_t: float, blend: float = 0.0, blend_t: float = 0.0) -> float:
         """What smoothing the full-rate output over ``sigma_t`` frames (``blend`` of it replaced by the input smoothed
@@ -109,9 +118,11 @@ class SignalChanges:
         return float(weights @ pairs @ weights - 2 * np.sum(weights * cov(offsets)) + c[0])
 
 
-def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0) -> SignalChanges:
+def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0,
+            splits: tuple[float, ...] = ()) -> SignalChanges:
     """The :class:`SignalChanges` of full-rate ``frames`` ``(n, Y, X)``; ``margin`` rows and columns at each edge are
-    left out (a canvas's extended edges); ``interpolated`` as there."""
+    left out (a canvas's extended edges); ``interpolated`` as there; the fine detail's share measured for each of
+    ``splits`` (pixels: :mod:`.bands`' scales)."""
     x = np.asarray(frames, np.float64)
     if margin > 0:
         x = x[:, margin:-margin, margin:-margin]
@@ -126,15 +137,40 @@ def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0) -> S
     near_l2 = float(np.mean(np.square(LAGS)))
     blob = (FAR_LAG**2 - near_l2) / (4 * math.log(near / far)) if near > far > 0 else math.inf
     blob = min(max(float(blob), 1.0), MAX_BLOB_PX2)
-    return SignalChanges(cov * min(math.exp(near_l2 / (4 * blob)), MAX_SCALE), blob, interpolated)
+    whole = _over_time(x) if splits else None
+    shares = {split: _fine_share(x, whole, split) for split in splits}
+    return SignalChanges(cov * min(math.exp(near_l2 / (4 * blob)), MAX_SCALE), blob, interpolated,
+                         {split: share for split, share in shares.items() if share is not None})
 
 
-def _over_time(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _fine_share(x: np.ndarray, whole: np.ndarray, split_px: float) -> float | None:
+    """The share of the changes of ``x`` (each pixel's mean removed; ``whole``: its :func:`_over_time`) finer than a
+    Gaussian of ``split_px``, or None.
+
+    Each pixel's covariance over time from lag 1 on holds no noise, bar the same small bias at every lag (the block's
+    mean removed): the slope of the fine detail's covariance against the whole's over lags 1 to :data:`FINE_LAGS` is
+    the fine share of what changes between those lags, the bias falling out. (Where nothing changes over them, a fast
+    indicator's transient within a frame, there is no slope: None.)
+    """
+    lags = min(FINE_LAGS, len(x) // 4)
+    if lags < 3:
+        return None
+    x32 = x.astype(np.float32)
+    whole, part = whole[1 : lags + 1], _over_time(x32 - smooth_xy(x32, split_px))[1 : lags + 1]
+    spread = float(np.var(whole))
+    if not (np.isfinite(spread) and spread > 0 and np.all(np.isfinite(part))):
+        return None
+    slope = float(np.mean((whole - whole.mean()) * (part - part.mean())) / spread)
+    return min(max(slope, 0.0), 1.0)
+
+
+def _over_time(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """``mean(a[i] b[i + t] + b[i] a[i + t]) / 2`` over frames ``i`` and pixels, for every ``t < n - 1``: both ways
-    (symmetric in time for changes that travel across the rows), by one FFT along time of each (float32)."""
+    (symmetric in time for changes that travel across the rows), by one FFT along time of each (float32); ``b``
+    None: ``a`` itself."""
     n = len(a)
-    spectra = [sfft.rfft(np.asarray(v, np.float32).reshape(n, -1), 2 * n, axis=0) for v in (a, b)]
-    sums = sfft.irfft((np.conj(spectra[0]) * spectra[1]).sum(axis=1, dtype=np.complex128), 2 * n)
+    spectra = [sfft.rfft(np.asarray(v, np.float32).reshape(n, -1), 2 * n, axis=0) for v in (a, b) if v is not None]
+    sums = sfft.irfft((np.conj(spectra[0]) * spectra[-1]).sum(axis=1, dtype=np.complex128), 2 * n)
     both = sums[: n - 1] + np.r_[sums[0], sums[2 * n - 1 : n + 1 : -1]]  # lags t and -t (wrapped to 2n - t)
     return both / (2 * (n - np.arange(n - 1)) * a[0].size)
 

@@ -56,7 +56,7 @@ import numpy as np
 from ..config import InferEvent
 from ..model.denoiser import Denoiser
 from .average_filter import blurred
-from .bands import choose_split, combine
+from .bands import SPLITS_PX, choose_split, combine
 from .registration import PhysicalFrames
 from .signal_changes import ALONG_INTERPOLATED, SignalChanges, measure
 from .smoother import EMIT_FRAMES, TemporalSmoother
@@ -347,12 +347,13 @@ def _signal_changes(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple
     frames = np.empty((2 * n, *target.shape[1:]), np.float32)
     frames[0::2], frames[1::2] = inputs[:n], target[:n]
     if shifts is None:
-        return measure(frames)
+        return measure(frames, splits=SPLITS_PX)
     moves = np.empty((2 * n, 2))
     moves[0::2], moves[1::2] = shifts[0][:n], shifts[1][:n]
     pad = canvas_pad(moves)
     # (every frame moved by up to pad px on a canvas padded by its edge rows: up to 2 pad rows of copies each side)
-    return measure(to_tissue(frames, moves, pad), margin=2 * pad, interpolated=ALONG_INTERPOLATED)
+    return measure(to_tissue(frames, moves, pad), margin=2 * pad, interpolated=ALONG_INTERPOLATED,
+                   splits=SPLITS_PX)
 
 
 def calibration_errors(miss: np.ndarray, averaged: bool, lines: bool) -> tuple[float, float]:
