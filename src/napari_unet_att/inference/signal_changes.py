@@ -156,11 +156,11 @@ def _fine_share(x: np.ndarray, whole: np.ndarray, split_px: float) -> float | No
     if lags < 3:
         return None
     x32 = x.astype(np.float32)
-    whole, part = whole[1 : lags + 1], _over_time(x32 - smooth_xy(x32, split_px))[1 : lags + 1]
-    spread = float(np.var(whole))
-    if not (np.isfinite(spread) and spread > 0 and np.all(np.isfinite(part))):
+    every, fine = whole[1 : lags + 1], _over_time(x32 - smooth_xy(x32, split_px))[1 : lags + 1]
+    spread = float(np.var(every))
+    if not (np.isfinite(spread) and spread > 0 and np.all(np.isfinite(fine))):
         return None
-    slope = float(np.mean((whole - whole.mean()) * (part - part.mean())) / spread)
+    slope = float(np.mean((every - every.mean()) * (fine - fine.mean())) / spread)
     return min(max(slope, 0.0), 1.0)
 
 
