@@ -78,7 +78,7 @@ def rings(rng: np.random.Generator, t: int = 160, size: int = 64) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_fine_share_of_the_changes_is_measured(seed):
-    # rings' changes are finer than a blob of their size says: the blob model's share was 2-5x too small on the
+    # rings' changes are finer than a blob of their size says: the blob model's share was 1.2-11x too small on the
     # independent simulator and its fine windows too long (jGCaMP8m at 5 Hz: -1.4 dB against no smoothing)
     rng = np.random.default_rng(seed)
     clean = rings(rng)
