@@ -45,8 +45,8 @@ ALONG_INTERPOLATED = 0.5
 MAX_BLOB_PX2 = 30.0  # the largest blob variance taken (a soma of radius 8 px); a whole field's change counts as that
 MAX_SCALE = 4.0  # the most the covariance between rows LAGS apart is scaled up to the signal's own (small blobs)
 # Frames apart over which the fine detail's share of the changes is fitted (:func:`_fine_share`); a frame's noise is
-# independent of another's, so from lag 1 on no rows need be apart (the blob model's share was 2-5x too small on the
-# independent simulator, whose cells are rings and of many sizes: docs/benchmarks.md)
+# independent of another's, so from lag 1 on no rows need be apart (the blob model's share was 1.2-11x too small on
+# the independent simulator, whose cells are rings and of many sizes: docs/benchmarks.md)
 FINE_LAGS = 12
 
 
@@ -137,15 +137,16 @@ def measure(frames: np.ndarray, margin: int = 0, interpolated: float = 0.0,
     near_l2 = float(np.mean(np.square(LAGS)))
     blob = (FAR_LAG**2 - near_l2) / (4 * math.log(near / far)) if near > far > 0 else math.inf
     blob = min(max(float(blob), 1.0), MAX_BLOB_PX2)
-    whole = _over_time(x) if splits else None
-    shares = {split: _fine_share(x, whole, split) for split in splits}
+    x32 = x.astype(np.float32) if splits else None  # (once for every split: the FFTs work in float32)
+    whole = _over_time(x32) if splits else None
+    shares = {split: _fine_share(x32, whole, split) for split in splits}
     return SignalChanges(cov * min(math.exp(near_l2 / (4 * blob)), MAX_SCALE), blob, interpolated,
                          {split: share for split, share in shares.items() if share is not None})
 
 
 def _fine_share(x: np.ndarray, whole: np.ndarray, split_px: float) -> float | None:
-    """The share of the changes of ``x`` (each pixel's mean removed; ``whole``: its :func:`_over_time`) finer than a
-    Gaussian of ``split_px``, or None.
+    """The share of the changes of ``x`` (float32, each pixel's mean removed; ``whole``: its :func:`_over_time`)
+    finer than a Gaussian of ``split_px``, or None.
 
     Each pixel's covariance over time from lag 1 on holds no noise, bar the same small bias at every lag (the block's
     mean removed): the slope of the fine detail's covariance against the whole's over lags 1 to :data:`FINE_LAGS` is
@@ -157,8 +158,7 @@ def _fine_share(x: np.ndarray, whole: np.ndarray, split_px: float) -> float | No
     lags = min(FINE_LAGS, len(x) // 4)
     if lags < 3:
         return None
-    x32 = x.astype(np.float32)
-    every, fine = whole[1 : lags + 1], _over_time(x32 - smooth_xy(x32, split_px))[1 : lags + 1]
+    every, fine = whole[1 : lags + 1], _over_time(x - smooth_xy(x, split_px))[1 : lags + 1]
     spread = float(np.var(every))
     if not (np.isfinite(spread) and spread > 0 and np.all(np.isfinite(fine))):
         return None
