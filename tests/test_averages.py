@@ -34,7 +34,7 @@ def recording(rng: np.random.Generator, t: int = 160, size: int = 32) -> tuple[n
 
 
 def off(**kw) -> InferConfig:
-    return InferConfig(device="cpu", smoothing="off", registration="off", **kw)
+    return InferConfig(device="cpu", smoothing="off", registration="off", give_back="off", **kw)
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:

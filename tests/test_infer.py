@@ -64,7 +64,7 @@ def cfg(**kw) -> InferConfig:
     # keep_mean and the steps around the network off: these tests compare the tiling machinery
     # with the bare network's output
     base = dict(device="cpu", tile_t=8, max_tile_xy=16, overlap=4, prefetch=False, keep_mean=False, smoothing="off",
-                registration="off", keep_average="off", strips="off", line_phase="off")
+                registration="off", keep_average="off", strips="off", line_phase="off", give_back="off")
     base.update(kw)
     return InferConfig(**base)
 
@@ -672,5 +672,6 @@ def test_output_file_records_settings_and_the_choices_made_on_the_way(tmp_path, 
     assert meta["steps"]["smoothing"].startswith("Gaussian sigma 2 frames")
     assert meta["steps"]["registration"].startswith("none (")  # (24 frames of noise: too few to register)
     assert meta["steps"]["keep_average"].startswith("not kept (too few frames")
+    assert meta["steps"]["give_back"].startswith("none (")  # (an identity network takes nothing)
     got = tio.read_stack(tmp_path / name)
     np.testing.assert_array_equal(np.asarray(got), infer.denoise(x, den, cfg))

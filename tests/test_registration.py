@@ -183,8 +183,8 @@ def test_still_recordings_and_registration_off_are_denoised_as_before(rng):
     noisy = rng.poisson(still).astype(np.float32)
     for stack in (noisy, moving(rng, jitter(rng, 32))):
         events = []
-        out = infer.denoise(stack, model(TimeMean()), InferConfig(device="cpu", smoothing="off", registration="off"),
-                            progress=events.append)
+        out = infer.denoise(stack, model(TimeMean()), InferConfig(device="cpu", smoothing="off", registration="off",
+                                                                  give_back="off"), progress=events.append)
         assert not any(e.message.startswith(rg.SAID) for e in events)
         plain = stack.mean(axis=0, keepdims=True) + (stack.mean(axis=(1, 2)) - stack.mean())[:, None, None]
         np.testing.assert_allclose(out, plain, rtol=1e-4, atol=1e-2)

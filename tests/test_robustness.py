@@ -409,7 +409,7 @@ def test_out_of_memory_retries_with_smaller_batch_then_tiles():
     net = _OOMOnBigTiles(limit=16 * 20 * 20)
     den = Denoiser(net, "unet3d", 4, "custom", "temporal", Normalization(5.0, 2.0))
     cfg = InferConfig(device="cpu", tile_t=32, max_tile_xy=40, batch_size=2, overlap=4, smoothing="off",
-                      registration="off", keep_average="off", strips="off", line_phase="off")
+                      registration="off", keep_average="off", strips="off", line_phase="off", give_back="off")
     msgs, y = _messages(infer.iter_denoise(x, den, cfg))
     np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5)  # the final plan still covers every voxel
     assert len(msgs) >= 3, msgs

@@ -190,7 +190,7 @@ def test_smoothing_setting_is_checked():
 def test_denoise_applies_the_smoothing_it_reports(tmp_path, rng):
     raw = still_recording(rng, t=40, size=32)
     events = []
-    auto = infer.denoise(raw, identity(), InferConfig(device="cpu"), progress=events.append)
+    auto = infer.denoise(raw, identity(), InferConfig(device="cpu", give_back="off"), progress=events.append)
     said = [e.message for e in events if e.message.startswith("output smoothing")]
     assert len(said) == 1 and "chosen on the recording" in said[0]
     choice = sm.choose_smoothing(raw[0::2], raw[1::2], inputs=raw[0::2])  # an identity model: by hand
@@ -500,6 +500,6 @@ def test_the_memory_check_counts_what_the_smoother_and_the_averages_hold(monkeyp
     x = rng.poisson(5.0, (120, 32, 32)).astype(np.uint16)
     for post in ("off", "auto"):
         infer.denoise(x, make(Identity()), InferConfig(device="cpu", smoothing=post, keep_average=post,
-                                                       registration="off", strips="off", tile_t=40))
+                                                       registration="off", strips="off", tile_t=40, give_back="off"))
     extra = sm.held_bytes("auto", (32, 32), 40) + averages.sums_bytes("auto", (120, 32, 32))
     assert averages.sums_bytes("auto", (120, 32, 32)) > 0 and len(seen) == 2 and seen[1] - seen[0] == extra

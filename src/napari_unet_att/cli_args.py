@@ -12,6 +12,7 @@ from . import __version__
 from .config import (
     DEFAULT_STEPS,
     DEMO_OUT,
+    GIVE_BACK_CHOICES,
     KEEP_AVERAGE_CHOICES,
     LINE_PHASE_CHOICES,
     MODE_HELP,
@@ -173,6 +174,10 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "~500-frame chunks) misses the input's, put the difference back, smoothed and scaled as its "
                         "measured noise says (still fine detail a pretrained model blurs); 'off': the model's output "
                         "as is")
+    d.add_argument("--give-back", choices=GIVE_BACK_CHOICES, default=field_default(InferConfig, "give_back"),
+                   help="'auto': give back part of what the denoising took from each frame, at a cell's scale (3 px), "
+                        "as much as Stein's unbiased risk estimate on a block of the recording says lowers the error "
+                        "(fast transients under motion; two more network passes of a 40-frame block); 'off'")
     d.add_argument("--memory-gb", type=float,
                    help="memory budget of one forward pass in GB (default: 1 on CPU; min(8, half free) on a GPU)")
     d.add_argument("--batch-size", type=int, default=field_default(InferConfig, "batch_size"),

@@ -87,7 +87,8 @@ REGISTRATION_CHOICES = ("auto", "off")  # InferConfig.registration's settings
 KEEP_AVERAGE_CHOICES = ("auto", "off")  # InferConfig.keep_average's settings
 # InferConfig's steps around the network pass, and how an inner job turns each off (InferConfig.inner)
 POST_STEPS: dict[str, Any] = {"smoothing": "off", "registration": "off", "keep_average": "off", "half_rate": False,
-                              "strips": "off", "line_phase": "off"}
+                              "strips": "off", "line_phase": "off", "give_back": "off"}
+GIVE_BACK_CHOICES = ("auto", "off")  # InferConfig.give_back's settings
 LINE_PHASE_CHOICES = ("auto", "off")  # InferConfig.line_phase's named settings; else an offset in pixels
 STRIPS_CHOICES = ("auto", "off")  # InferConfig.strips's named settings; else a number of strips
 SMOOTHING_CHOICES = ("auto", "off")  # InferConfig.smoothing's named settings; else (sigma_t, sigma_xy)
@@ -283,6 +284,9 @@ class InferConfig:
     # a bidirectional scanner's line phase: 'auto' (where the backward (odd) lines sit beside the forward ones,
     # measurably, they are moved back before denoising; inference.line_phase), 'off', or the offset in pixels
     line_phase: str | float = "auto"
+    # part of what the denoising took from each frame, at a cell's scale, given back: 'auto' (as much as Stein's
+    # estimate says helps, on a block of the recording; inference.give_back) or 'off'
+    give_back: str = "auto"
 
     def __post_init__(self) -> None:
         if self.tta not in TTA_CHOICES:
@@ -302,6 +306,8 @@ class InferConfig:
             raise InputError(f"registration must be 'auto' or 'off', got {self.registration!r}")
         if self.keep_average not in KEEP_AVERAGE_CHOICES:
             raise InputError(f"keep_average must be 'auto' or 'off', got {self.keep_average!r}")
+        if self.give_back not in GIVE_BACK_CHOICES:
+            raise InputError(f"give_back must be 'auto' or 'off', got {self.give_back!r}")
         self._check_strips()
         self._check_line_phase()
 
@@ -429,3 +435,16 @@ def in_share(gen: Generator[InferEvent, None, Any], before: float, share: float,
                                       total=units, eta_s=None, message=prefix + ev.message if ev.message else "")
     finally:
         gen.close()
+
+
+def announced(gen: Generator[InferEvent, None, Any], message: str) -> Generator[InferEvent, None, Any]:
+    """``gen``'s events, the first one carrying ``message`` (unless it has one); returns ``gen``'s value."""
+    first = True
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if first:
+            ev, first = dataclasses.replace(ev, message=ev.message or message), False
+        yield ev

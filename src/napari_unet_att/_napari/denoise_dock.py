@@ -67,6 +67,11 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
                   "scanner), measurably, they are moved back before denoising; the output keeps them there"),
         Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
               default=d.keep_average == "auto", setting=None),
+        Field("give_back", CHECK, text="give back fast changes the denoising took (auto)",
+              default=d.give_back == "auto", setting=None,
+              tip="part of what the denoising took from each frame, at a cell's scale, is added back, as much as "
+                  "Stein's unbiased risk estimate on a block of the recording says lowers the error (fast "
+                  "transients under motion); two more network passes of a 40-frame block"),
         Field("stream", CHECK, text="stream to a file (stacks larger than memory)", setting=None),
         Field("out_path", TEXT, "Output file", text="output .tif (default: <input>_denoised.tif beside the input)",
               setting=None, browse=("save", "Denoised output", "TIFF (*.tif *.tiff);;Zarr (*.zarr)")),
@@ -171,7 +176,8 @@ class DenoiseWidget(BaseDock):
                            registration="auto" if self.registration.isChecked() else "off",
                            keep_average="auto" if self.keep_average.isChecked() else "off",
                            strips="auto" if self.strips.isChecked() else "off",
-                           line_phase="auto" if self.line_phase.isChecked() else "off")
+                           line_phase="auto" if self.line_phase.isChecked() else "off",
+                           give_back="auto" if self.give_back.isChecked() else "off")
 
     # -- model ---------------------------------------------------------------------------
     @property

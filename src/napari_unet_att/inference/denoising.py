@@ -40,6 +40,7 @@ from .accumulate import BlendedSums, accumulator_frames
 from .averages import expected, iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
 from .frame_means import keep_frame_means, to_target
+from .give_back import GiveBack, iter_give_back
 from .line_phase import PhaseCorrected, iter_line_phase
 from .norms import check_model_norm, choose_norm
 from .registration import MovedBack, RegisteredStack, Registration, iter_registration
@@ -58,10 +59,9 @@ def check_inputs(stack: Any, cfg: InferConfig, out: Any) -> None:
                          "pick a channel / squeeze singleton axes first")
     if min(shape) < 1:
         raise InputError(f"the stack is empty (shape {tuple(shape)})")
-    if cfg.normalization not in ("model", "input"):
-        raise InputError(f"normalization must be 'model' or 'input', got {cfg.normalization!r}")
-    if cfg.mirrored_output not in ("interleaved", "merged"):
-        raise InputError(f"mirrored_output must be 'interleaved' or 'merged', got {cfg.mirrored_output!r}")
+    for name, allowed in (("normalization", ("model", "input")), ("mirrored_output", ("interleaved", "merged"))):
+        if getattr(cfg, name) not in allowed:
+            raise InputError(f"{name} must be {' or '.join(map(repr, allowed))}, got {getattr(cfg, name)!r}")
     if out is not None and not hasattr(out, "__setitem__"):
         raise InputError(f"out must support slice assignment (out[t0:t1] = block), got {type(out).__name__}")
 
@@ -118,9 +118,8 @@ class DenoiseJob:
     def unchecked(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig, scan: bool | None = None) -> DenoiseJob:
         """The job for inputs already checked; ``scan``: whether ``stack`` is a bidirectional scan's lines (a part of
         one, whatever its shape; None: a ``(T, 2N, N)`` stack is, :func:`~napari_unet_att.modes.split_views`)."""
-        views, combine, out_shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output,
-                                                scan)
-        return cls(stack, denoiser, cfg, tuple(views), combine, out_shape, output_dtype(stack, cfg))
+        views, combine, shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output, scan)
+        return cls(stack, denoiser, cfg, tuple(views), combine, shape, output_dtype(stack, cfg))
 
     @property
     def view_shape(self) -> Triple:
@@ -149,7 +148,7 @@ class DenoiseJob:
             return (yield from DenoiseJob.unchecked(fixed, self.denoiser, cfg, two).run(out))
         strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two, flip)
         if strips.active:  # motion within frames: every strip through the whole engine, blended
-            sub = self.cfg.inner(keep=("smoothing", "registration", "keep_average", "half_rate"))
+            sub = self.cfg.inner(keep=("smoothing", "registration", "keep_average", "half_rate", "give_back"))
             return (yield from iter_strips(
                 self.stack, strips, lambda part, dest: DenoiseJob.unchecked(part, self.denoiser, sub, two).run(dest),
                 np.empty(self.out_shape, self.dtype) if out is None else out, self.cfg.keep_mean,
@@ -169,7 +168,8 @@ class DenoiseJob:
         if registration.active:  # the same job on the registered frames, each result frame moved back
             target = np.empty(self.out_shape, dtype=self.dtype) if out is None else out
             back = MovedBack(target, RegisteredStack(self.stack, registration, two, flip), self.cfg, out is None)
-            job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(keep=("smoothing", "half_rate")), two)
+            job = DenoiseJob.unchecked(back.canvas, self.denoiser, self.cfg.inner(("smoothing", "half_rate",
+                                                                                  "give_back")), two)
             rest = None if registration.shifts is None else registration.shifts - registration.moves  # smoothed
             job = dataclasses.replace(job, shifts=rest, averaged=self.keeps_average)  # along it (still: None)
             yield from job.run(back)
@@ -192,6 +192,13 @@ class DenoiseJob:
         sub, two = self.cfg.inner(), len(self.views) == 2
         return (yield from iter_smoothing(self.cfg.smoothing, self.denoiser, self.stack, lambda block: DenoiseJob
                                           .unchecked(block, self.denoiser, sub, two).run(), self.shifts, self.layout,
+                                          self.keeps_average))
+
+    def choose_give_back(self, smoothing: Smoothing) -> Generator[InferEvent, None, GiveBack]:
+        """``cfg.give_back`` by :func:`.give_back.iter_give_back` for the output ``smoothing`` makes (one view only)."""
+        sub = self.cfg.inner(keep=("half_rate",))  # (the network's output as this job makes it)
+        return (yield from iter_give_back(self.cfg.give_back if len(self.views) == 1 else "off", self.stack, smoothing,
+                                          lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run(),
                                           self.keeps_average))
 
 
@@ -260,10 +267,11 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     with the next smaller configuration (:func:`~napari_unet_att.inference.batches.smaller_config`)."""
     device, cfg, plan, norm = _checked_plan(job, out)
     smoothing = yield from job.choose_smoothing()
+    give_back = yield from job.choose_give_back(smoothing)
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
         try:
-            return (yield from _run(job, cfg, plan, _FrameWriter(job, norm, target, smoothing), device))
+            return (yield from _run(job, cfg, plan, _FrameWriter(job, norm, target, smoothing, give_back), device))
         except OutOfMemory as exc:
             res.free_accelerator_cache()
             smaller, old = smaller_config(cfg, plan.tile), plan.tile
@@ -347,13 +355,14 @@ def _run(
 class _FrameWriter:
     """Finished frames of every view, from normalised model units to the output: each frame's mean kept
     (``cfg.keep_mean``), normalisation undone, views restored and combined, smoothed (frames held back until
-    the kernel's reach has arrived), dtype converted, written."""
+    the kernel's reach has arrived), part of what was taken given back, dtype converted, written."""
 
-    def __init__(self, job: DenoiseJob, norm: Normalization, target: Any, smoothing: Smoothing) -> None:
-        self.job, self.norm, self.target = job, norm, target
+    def __init__(self, job: DenoiseJob, norm: Normalization, target: Any, smoothing: Smoothing, give_back: GiveBack
+                 ) -> None:
+        self.job, self.norm, self.target, self.give_back = job, norm, target, give_back
         self.target_dtype = np.dtype(getattr(target, "dtype", job.dtype))
-        inputs = layout_input(job.stack, job.layout, job.denoiser.flip_backward)  # (a blend reads it)
-        self.smoother = TemporalSmoother(smoothing, job.out_shape[0], inputs) if smoothing.active else None
+        self.inputs = layout_input(job.stack, job.layout, job.denoiser.flip_backward)  # (a blend, a give-back)
+        self.smoother = TemporalSmoother(smoothing, job.out_shape[0], self.inputs) if smoothing.active else None
 
     def __call__(self, start: int, stop: int, blocks: list[np.ndarray]) -> None:
         job, norm = self.job, self.norm
@@ -368,6 +377,8 @@ class _FrameWriter:
             self._write(first, final)
 
     def _write(self, start: int, block: np.ndarray) -> None:
+        if self.give_back.active:
+            block = self.give_back.apply(block, self.inputs[start : start + len(block)])
         block = to_target(block, self.job.cfg.output_dtype, np.dtype(self.job.stack.dtype), self.target_dtype)
         self.target[start : start + len(block)] = block
 
@@ -411,6 +422,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
     smoothing = yield from job.choose_smoothing()
+    give_back = yield from job.choose_give_back(smoothing)
     sub = job.cfg.inner()
     shares, units = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75)), 1000  # (share of the work, progress before the pass)
     results = []
@@ -423,6 +435,8 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     if smoothing.active:  # in blocks, as streamed (the smoother's copies and the input's frames stay small)
         smoother = TemporalSmoother(smoothing, t, stack)
         full = np.concatenate([p for t0 in range(0, t, 64) for _, p in smoother.push(t0, full[t0 : t0 + 64])])
+    for t0 in range(0, t, 64) if give_back.active else ():
+        full[t0 : t0 + 64] = give_back.apply(full[t0 : t0 + 64], stack[t0 : t0 + 64])
     in_dtype = np.dtype(stack.dtype)
     if out is None:
         return to_target(full, job.cfg.output_dtype, in_dtype, full.dtype)

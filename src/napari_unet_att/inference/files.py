@@ -13,13 +13,13 @@ from ..errors import InputError
 from ..model.denoiser import Denoiser
 from ..stackio import output_stack, read_stack
 from ..stackio.outputs import same_file
-from . import averages, line_phase, registration, smoothing, strips
+from . import averages, give_back, line_phase, registration, smoothing, strips
 from .denoising import DenoiseJob
 
 #: The job's choices that an output records (a file's metadata, the dock's result layer), by how their messages
 #: start; keyed as the :class:`InferConfig` settings that ask for them.
 STEPS = {"line_phase": line_phase.SAID, "strips": strips.SAID, "registration": registration.SAID,
-         "smoothing": smoothing.SAID, "keep_average": averages.SAID}
+         "smoothing": smoothing.SAID, "give_back": give_back.SAID, "keep_average": averages.SAID}
 
 
 def post_step(message: str | None) -> tuple[str, str] | None:

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import InferEvent
+from ..config import InferEvent, announced
 from ..model.denoiser import Denoiser
 from .average_filter import blurred
 from .bands import SPLITS_PX, choose_split, combine
@@ -406,7 +406,7 @@ def iter_smoothing(setting: str | tuple[float, ...], denoiser: Denoiser, stack: 
     else:
         where = calibration_block(tuple(int(n) for n in stack.shape), bidirectional=layout != "frames")
         block = np.asarray(stack[where], np.float32)
-        estimate = yield from _announced(run_model(np.ascontiguousarray(block[0::2])),
+        estimate = yield from announced(run_model(np.ascontiguousarray(block[0::2])),
                                          "choosing the output smoothing on a block of the recording")
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
@@ -436,15 +436,3 @@ def layout_input(stack: Any, layout: str, flip: bool) -> Any:
     :class:`.registration.PhysicalFrames`) for a 'merged' output, otherwise itself."""
     return PhysicalFrames(stack, flip) if layout == "merged" else stack
 
-
-def _announced(gen: Generator[InferEvent, None, Any], message: str) -> Generator[InferEvent, None, Any]:
-    """``gen``'s events, the first one carrying ``message``; returns ``gen``'s value."""
-    first = True
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if first:
-            ev, first = dataclasses.replace(ev, message=ev.message or message), False
-        yield ev
