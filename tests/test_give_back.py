@@ -12,6 +12,7 @@ from napari_unet_att import inference as infer
 from napari_unet_att.config import InferConfig, run_to_end
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import give_back as gb
+from napari_unet_att.inference import smoothing as sm
 from napari_unet_att.inference.smoothing import Smoothing
 from napari_unet_att.inference.temporal_filter import smooth_xy
 
@@ -106,3 +107,33 @@ def test_short_or_unchanging_stacks_get_nothing_and_no_network_pass():
         chosen = run_to_end(gb.iter_give_back("auto", stack, Smoothing(), never))
         assert not chosen.active and why in chosen.reason
     assert run_to_end(gb.iter_give_back("off", np.zeros((40, 16, 16)), Smoothing(), never)) == gb.GiveBack()
+
+
+def _returns(value: np.ndarray):
+    """A ``run_model`` generator that yields nothing and returns ``value``."""
+    yield from ()
+    return value
+
+
+def test_a_blend_with_the_input_counts_in_the_jacobian(rng):
+    """A smoothing that blends in a Gaussian of the input passes the input's perturbation through itself: Stein's
+    weight for the blended output is still the truth's."""
+    clean = _scene(rng, n=60, size=48)
+    x = clean + rng.normal(0, 3.0, clean.shape).astype(np.float32)
+    smoothing = Smoothing(1.0, 0.0, blend=0.5, blend_sigma=(1.0, 1.0))
+    chosen = run_to_end(gb.iter_give_back("auto", x, smoothing, lambda block: _returns(_blur(block))))
+    (where, inner) = gb.block(x.shape)
+    out = np.concatenate([p for _, p in sm.TemporalSmoother(smoothing, len(x[where]), x[where]).push(
+        0, _blur(x[where]))])[inner]
+    d, miss = x[where][inner] - out, out - clean[where][inner]
+    g = smooth_xy(d, gb.GIVE_BACK_PX)
+    truth = -float(np.sum(g * miss)) / float(np.sum(g * g))
+    assert truth > 0.2 and chosen.weight == pytest.approx(truth, abs=0.12)
+
+
+def test_a_mirrored_model_on_ordinary_frames_is_weighed_on_one_view(rng):
+    # (a central block of 128 x 64 pixels looks like a (T, 2N, N) scan: the block passes must not take it for one)
+    stack = rng.normal(10, 1, (60, 200, 64)).astype(np.float32)
+    out = infer.denoise(stack, make(_TimeBlur(), "mirrored"), InferConfig(device="cpu", mirrored_output="merged",
+                                                                          smoothing="off", registration="off"))
+    assert out.shape == stack.shape

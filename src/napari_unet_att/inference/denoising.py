@@ -196,9 +196,9 @@ class DenoiseJob:
 
     def choose_give_back(self, smoothing: Smoothing) -> Generator[InferEvent, None, GiveBack]:
         """``cfg.give_back`` by :func:`.give_back.iter_give_back` for the output ``smoothing`` makes (one view only)."""
-        sub = self.cfg.inner(keep=("half_rate",))  # (the network's output as this job makes it)
+        sub = dataclasses.replace(self.cfg.inner(keep=("half_rate",)), amp=False)  # (a small perturbation: float32)
         return (yield from iter_give_back(self.cfg.give_back if len(self.views) == 1 else "off", self.stack, smoothing,
-                                          lambda block: DenoiseJob.unchecked(block, self.denoiser, sub).run(),
+                                          lambda block: DenoiseJob.unchecked(block, self.denoiser, sub, False).run(),
                                           self.keeps_average))
 
 

@@ -41,13 +41,14 @@ from .frame_means import set_frame_means
 from .smoothing import Smoothing, TemporalSmoother
 from .temporal_filter import TRUNCATE, smooth_xy
 
-__all__ = ["BLOCK_FRAMES", "BLOCK_XY", "GIVE_BACK_PX", "MAX_JACOBIAN", "MAX_WEIGHT", "MIN_WEIGHT", "NOISE_PX",
-           "PERTURBATION", "SAID", "GiveBack", "block", "choose_weight", "iter_give_back", "own_weights"]
+__all__ = ["BLOCK_FRAMES", "BLOCK_XY", "GIVE_BACK_PX", "MAX_JACOBIAN", "MAX_WEIGHT", "MIN_WEIGHT", "MARGIN_FRAMES",
+           "NOISE_PX", "PERTURBATION", "SAID", "GiveBack", "block", "choose_weight", "iter_give_back", "own_weights"]
 
 GIVE_BACK_PX = 3.0  # a cell's scale (3 px gave back more of the traces than 6 px: docs/benchmarks.md)
 NOISE_PX = 5.0  # the noise's variance map is smoothed over this many pixels (it changes slowly across the frame)
 PERTURBATION = 0.05  # the perturbation's size, in robust noise SDs of the input's frame-to-frame differences
 MIN_WEIGHT = 0.05  # below this, nothing is given back
+MARGIN_FRAMES = 8  # frames either side of the block that the network and the smoothing see but the sums do not
 BLOCK_FRAMES, BLOCK_XY = 40, 128  # the central block the weight is chosen on (two network passes: 80 frames as
 # good, +20% time on 400 x 128 x 128; 40 x 64 x 64 further off: docs/benchmarks.md)
 MAX_JACOBIAN = 0.4  # a network that passes more of each pixel through leaves no residual to measure the noise by
@@ -129,8 +130,9 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     j = _sum(b, f32(net_b) - net) / e / b.size  # the mean of the network's Jacobian's diagonal
     if not j < MAX_JACOBIAN:
         return GiveBack(reason=f"the network passes {j:.0%} of each pixel through: its noise cannot be measured")
-    residual = np.mean(np.square(inputs - net, dtype=np.float64), axis=0)
-    v = smooth_xy(residual[None], NOISE_PX)[0] / (1.0 - 2.0 * max(j, 0.0))  # each pixel's noise variance
+    # (each pixel's residual less its mean over time: what the network blurred of still detail is no noise)
+    residual = np.var(inputs - net, axis=0, dtype=np.float64)
+    v = smooth_xy(residual[None], NOISE_PX)[0] / ((1.0 - 2.0 * max(j, 0.0)) * (1.0 - 1.0 / n))  # the noise's variance
     d, response = inputs - f32(out), (f32(out_b) - f32(out)) / np.float32(e)  # ... and J b of the output
     kept = 1.0
     if averaged:  # only what changes over time stays: each pixel's mean taken off (a projection, so Stein still holds)
@@ -152,17 +154,20 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     return GiveBack(w, reason=said, sigma_px=sigma_px)
 
 
-def block(shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
-    """The central block of a ``(T, Y, X)`` stack that the weight is chosen on: at most :data:`BLOCK_FRAMES` x
-    :data:`BLOCK_XY` x :data:`BLOCK_XY`."""
+def block(shape: tuple[int, ...]) -> tuple[tuple[slice, slice, slice], slice]:
+    """The central block of a ``(T, Y, X)`` stack that the weight is chosen on (at most :data:`BLOCK_FRAMES` x
+    :data:`BLOCK_XY` x :data:`BLOCK_XY`) with up to :data:`MARGIN_FRAMES` more either side, and where those
+    central frames lie in it."""
     t, y, x = (int(n) for n in shape)
-    return tuple(slice((n - m) // 2, (n - m) // 2 + m)  # type: ignore[return-value]
-                 for n, m in ((t, min(t, BLOCK_FRAMES)), (y, min(y, BLOCK_XY)), (x, min(x, BLOCK_XY))))
+    (t0, t1), ys, xs = (((n - m) // 2, (n - m) // 2 + m) for n, m in ((t, min(t, BLOCK_FRAMES)),
+                                                                       (y, min(y, BLOCK_XY)), (x, min(x, BLOCK_XY))))
+    lo, hi = max(t0 - MARGIN_FRAMES, 0), min(t1 + MARGIN_FRAMES, t)
+    return (slice(lo, hi), slice(*ys), slice(*xs)), slice(t0 - lo, t1 - lo)
 
 
 def _sum(a: np.ndarray, b: np.ndarray) -> float:
     """The sum of ``a * b`` over every axis, accumulated in float64."""
-    return float(np.sum(a * b, dtype=np.float64))
+    return float(np.sum(np.asarray(a, np.float64) * b))
 
 
 def noise_scale(frames: np.ndarray) -> float:
@@ -178,16 +183,16 @@ def iter_give_back(setting: str, stack: Any, smoothing: Smoothing,
                    averaged: bool = False, seed: int = 0) -> Generator[InferEvent, None, GiveBack]:
     """The :class:`GiveBack` that ``setting`` (``InferConfig.give_back``) asks for on ``stack``, yielding progress.
 
-    'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the full-rate
-    :func:`block` and on that block plus a small random perturbation, applies ``smoothing``
-    to both, and lets :func:`choose_weight` pick the weight. The chosen give-back is announced in an event's message.
+    'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the full-rate :func:`block` and on that
+    block plus a small random perturbation, applies ``smoothing`` to both, and lets :func:`choose_weight` pick the
+    weight on the block's central frames. The chosen give-back is announced in an event's message.
     """
     t = int(stack.shape[0])
     if setting == "off":
         return GiveBack()
     if t < 16:
         return GiveBack(reason=f"too few frames to choose it ({t}, 16 needed)")
-    where = block(stack.shape)
+    where, inner = block(stack.shape)
     frames = np.ascontiguousarray(stack[where], np.float32)
     e = PERTURBATION * noise_scale(frames)
     if not (np.isfinite(e) and e > 0):
@@ -197,11 +202,12 @@ def iter_give_back(setting: str, stack: Any, smoothing: Smoothing,
     net = yield from announced(run_model(frames), said)
     net_b = yield from announced(run_model(frames + np.float32(e) * b), said)
     out, out_b = net, net_b
-    if smoothing.active:  # the smoothing's Jacobian counts too: both smoothed as the output will be
-        shifts = None if smoothing.shifts is None else smoothing.shifts[where[0]]
-        local = dataclasses.replace(smoothing, shifts=shifts)
-        out, out_b = (np.concatenate([p for _, p in TemporalSmoother(local, len(frames), frames).push(0, a.copy())])
-                      for a in (net, net_b))
-    give_back = choose_weight(frames, net, net_b, out, out_b, b, e, averaged)
+    if smoothing.active:  # the smoothing's Jacobian counts too: both smoothed as the output will be (a blend with
+        # the input: with the input each pass saw)
+        local = dataclasses.replace(smoothing, shifts=None if smoothing.shifts is None else smoothing.shifts[where[0]])
+        out, out_b = (np.concatenate([p for _, p in TemporalSmoother(local, len(frames), x).push(0, a.copy())])
+                      for a, x in ((net, frames), (net_b, frames + np.float32(e) * b)))
+    # (the margins only give the central frames their neighbours: a block's own edges are not the output's)
+    give_back = choose_weight(*(a[inner] for a in (frames, net, net_b, out, out_b, b)), e, averaged)
     yield InferEvent(done=0, total=1, message=give_back.describe())
     return give_back
