@@ -44,6 +44,7 @@ from napari_unet_att.evaluation.metrics import (  # noqa: E402
 from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
 from napari_unet_att.inference.averages import SAID as AVG_SAID  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
+from napari_unet_att.inference.give_back import SAID as GIVE_SAID  # noqa: E402
 from napari_unet_att.inference.registration import SAID as REG_SAID  # noqa: E402
 from napari_unet_att.inference.smoothing import SAID  # noqa: E402
 from napari_unet_att.inference.strips import SAID as STRIPS_SAID  # noqa: E402
@@ -58,6 +59,7 @@ SMOOTHING: list[str] = []  # the last model run's output smoothing, in words
 REGISTRATION: list[str] = []  # the last model run's frame registration, in words
 AVERAGE: list[str] = []  # the last model run's time averages, in words
 STRIPS: list[str] = []  # the last model run's strips of lines, in words
+GIVE_BACK: list[str] = []  # the last model run's give-back, in words
 LINES = {False: "", True: " within frames"}  # how a case says that its motion continues during the scan
 CANDIDATE: dict[str, str] = {}  # --candidate MODE=FILE: a model file scored in place of the shipped generalist
 
@@ -102,7 +104,8 @@ def run_model(stack, den, **kw) -> tuple[np.ndarray, float]:
     out = denoise(stack, den, InferConfig(device="cpu", **{**INFER, **kw}), progress=said.append)
     messages = [re.sub(r"^(strip|block) 1 of \d+: ", "", e.message) for e in said]  # (cut: the first part's)
     for notes, prefix, none in ((SMOOTHING, SAID, "none"), (REGISTRATION, REG_SAID, "none"),
-                                (AVERAGE, AVG_SAID, "off"), (STRIPS, STRIPS_SAID, "none")):
+                                (AVERAGE, AVG_SAID, "off"), (STRIPS, STRIPS_SAID, "none"),
+                                (GIVE_BACK, GIVE_SAID, "none")):
         notes[:] = [m[len(prefix):] for m in messages if m.startswith(prefix)] or [none]
     return np.asarray(out, np.float32), time.perf_counter() - t0
 
@@ -119,7 +122,7 @@ def compare(case: str, noisy: np.ndarray, clean: np.ndarray, masks, den, y_scale
     smoothed = not SMOOTHING[0].startswith("none")  # (SMOOTHING is the last run's: the runs below change it)
     m = score(case, f"generalist {den.mode} (zero-shot)", out, clean, raw, masks,
               note=f"{noisy.shape[0] / s:.1f} frames/s; smoothing {SMOOTHING[0]}; registration {REGISTRATION[0]}; "
-                   f"time average {AVERAGE[0]}; strips {STRIPS[0]}")
+                   f"time average {AVERAGE[0]}; strips {STRIPS[0]}; give-back {GIVE_BACK[0]}")
     print(f"<!-- {case}: model - Gaussian = {m['psnr'] - g['psnr']:+.2f} dB -->", flush=True)
     if INFER.get("strips") != "off" and not STRIPS[0].startswith("none"):
         whole, _ = run_model(noisy, den, mirrored_output="merged", strips="off")

@@ -137,3 +137,34 @@ def test_a_mirrored_model_on_ordinary_frames_is_weighed_on_one_view(rng):
     out = infer.denoise(stack, make(_TimeBlur(), "mirrored"), InferConfig(device="cpu", mirrored_output="merged",
                                                                           smoothing="off", registration="off"))
     assert out.shape == stack.shape
+
+
+@pytest.mark.parametrize("path", [{}, {"half_rate": True}, {"strips": 3}, {"tile_t": 16, "overlap": 4}])
+def test_every_path_gives_back_each_frame_once(path, monkeypatch, rng):
+    """A fixed weight on every way through the engine: each output pixel given back once, and the frame means kept."""
+    from napari_unet_att.inference import denoising
+
+    applied = []
+    apply = gb.GiveBack.apply
+
+    def counted(self, out, inputs):
+        applied.append(np.prod(out.shape))
+        return apply(self, out, inputs)
+
+    def fixed(setting, *args, **kwargs):
+        yield from ()
+        return gb.GiveBack(0.5 if setting == "auto" else 0.0, "fixed")
+
+    monkeypatch.setattr(gb.GiveBack, "apply", counted)
+    monkeypatch.setattr(denoising, "iter_give_back", fixed)
+    x = _scene(rng, n=60, size=48, flashes=1000.0) + rng.normal(0, 3, (60, 48, 48)).astype(np.float32)
+    cfg = {**dict(device="cpu", smoothing="off", registration="off", keep_average="off", strips="off"), **path}
+    plain = infer.denoise(x, make(_TimeBlur()), InferConfig(**{**cfg, "give_back": "off"}))
+    out = infer.denoise(x, make(_TimeBlur()), InferConfig(**cfg))
+    if "strips" in path:  # (they overlap: each strip is given back whole)
+        assert sum(applied) > x.size
+    else:
+        assert sum(applied) == x.size
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
+    if "strips" not in path:
+        np.testing.assert_allclose(out, apply(gb.GiveBack(0.5), plain.copy(), x), rtol=1e-5, atol=1e-3)

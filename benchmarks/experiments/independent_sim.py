@@ -61,7 +61,7 @@ import tifffile
 from scipy import ndimage, signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_generalist import _finetuned, generalist, run_model, score  # noqa: E402 - benchmarks folder
+from bench_generalist import GIVE_BACK, _finetuned, generalist, run_model, score  # noqa: E402 - benchmarks folder
 
 from napari_unet_att.evaluation.baselines import best_gaussian  # noqa: E402
 
@@ -378,7 +378,8 @@ def main(argv=None) -> None:
                 sigma, gauss, _ = best_gaussian(noisy, clean)
                 g = score(case, "best 3D Gaussian", gauss, clean, raw, labels, note=f"sigma {tuple(sigma)}")
                 out, secs = run_model(noisy, den)
-                m = score(case, "generalist temporal (zero-shot)", out, clean, raw, labels, note=f"{secs:.0f} s")
+                m = score(case, "generalist temporal (zero-shot)", out, clean, raw, labels,
+                          note=f"{secs:.0f} s; give-back {GIVE_BACK[0]}")
                 if a.write_input:
                     Path(a.write_input).mkdir(parents=True, exist_ok=True)
                     tifffile.imwrite(Path(a.write_input) / f"indep_{photons:g}ph_{motion}_s{seed}.tif", noisy)

@@ -6,8 +6,8 @@ photons, the network's own ROI traces correlate 0.956 with the truth's, the raw 
 Gaussian's 0.964 (docs/benchmarks.md, twenty-sixth session). The output ``f + w G (x - f)`` (``x`` the input, ``f``
 the output, ``G`` a Gaussian of :data:`GIVE_BACK_PX` pixels over each frame) gives back what was taken at the scale
 of a cell and leaves its pixel noise out. How much helps depends on the recording (on a still one at 1 photon,
-``w = 0.6`` lost 1.9 dB), so ``w`` is chosen on the calibration block, without ground truth, by Stein's unbiased
-risk estimate (SURE):
+``w = 0.6`` lost 1.9 dB), so ``w`` is chosen on a central block of the recording (:func:`block`), without ground
+truth, by Stein's unbiased risk estimate (SURE):
 
 * the error of ``f + w g`` (``g = G d``, ``d = x - f``) against the clean signal ``s`` is
   ``|f - s|^2 + 2 w <g, f - s> + w^2 |g|^2``, smallest at ``w = -<g, f - s> / |g|^2``;
@@ -16,10 +16,11 @@ risk estimate (SURE):
   ``J`` the Jacobian of the output in the input (the network and the smoothing after it);
 * the trace of ``G J`` comes from one more pass of the block with a small random perturbation ``e b`` (``b`` random
   signs): ``b . G (f(x + e b) - f(x)) / e`` (Hutchinson's estimator), weighted by each pixel's ``v``;
-* the noise's variance is not known: each pixel's mean over time of the network's residual ``(x - f)^2`` divided by
-  ``1 - 2 j`` (``j`` the mean of the network's Jacobian's diagonal, from the same perturbation), smoothed over
-  :data:`NOISE_PX` pixels. Frame differences would hold the motion; the residual does not (ratio to the truth's
-  1.01-1.07 on the independent simulator, 1.4-1.8 for frame differences under motion).
+* the noise's variance is not known: each pixel's variance over time of the network's residual ``x - net`` divided by
+  ``(1 - 2 j)(1 - 1 / n)`` (``j`` the mean of the network's Jacobian's diagonal, from the same perturbation; ``n``
+  frames), smoothed over :data:`NOISE_PX` pixels. Frame differences would hold the motion; the residual does not (its
+  mean square over ``1 - 2 j``: 1.01-1.07 times the truth's on the independent simulator, frame differences 1.4-1.8
+  under motion; docs/benchmarks.md, twenty-sixth session).
 
 Where each pixel's average is put back afterwards (:mod:`.averages`), only what changes over time counts: ``d`` and the
 perturbation's response lose each pixel's mean over the block first. A weight under :data:`MIN_WEIGHT` gives none.
@@ -49,8 +50,8 @@ NOISE_PX = 5.0  # the noise's variance map is smoothed over this many pixels (it
 PERTURBATION = 0.05  # the perturbation's size, in robust noise SDs of the input's frame-to-frame differences
 MIN_WEIGHT = 0.05  # below this, nothing is given back
 MARGIN_FRAMES = 8  # frames either side of the block that the network and the smoothing see but the sums do not
-BLOCK_FRAMES, BLOCK_XY = 40, 128  # the central block the weight is chosen on (two network passes: 80 frames as
-# good, +20% time on 400 x 128 x 128; 40 x 64 x 64 further off: docs/benchmarks.md)
+BLOCK_FRAMES, BLOCK_XY = 40, 128  # the central block the weight is chosen on (two network passes; 80 frames chose
+# the same to within 0.15 and PSNR within 0.01 dB at twice the passes; 40 x 64 x 64 was further off: docs/benchmarks.md)
 MAX_JACOBIAN = 0.4  # a network that passes more of each pixel through leaves no residual to measure the noise by
 MAX_WEIGHT = 1.0  # at most all of it
 SAID = "give-back: "  # how every description starts (files.STEPS, the docks and benchmarks look for it)
@@ -76,7 +77,7 @@ class GiveBack:
         if not self.active:
             return out
         taken = np.asarray(inputs, np.float32) - out
-        means = out.mean(axis=(1, 2), dtype=np.float64)  # (the Gaussian's edges move a frame's mean a little)
+        means = out.mean(axis=(1, 2), dtype=np.float64)  # (a mirrored Gaussian keeps them, but for float32 rounding)
         return set_frame_means(out + np.float32(self.weight) * smooth_xy(taken, self.sigma_px), means)
 
     def describe(self) -> str:
