@@ -42,8 +42,9 @@ from .frame_means import set_frame_means
 from .smoothing import Smoothing, TemporalSmoother
 from .temporal_filter import TRUNCATE, smooth_xy
 
-__all__ = ["BLOCK_FRAMES", "BLOCK_XY", "GIVE_BACK_PX", "MAX_JACOBIAN", "MAX_WEIGHT", "MIN_WEIGHT", "MARGIN_FRAMES",
-           "NOISE_PX", "PERTURBATION", "SAID", "GiveBack", "block", "choose_weight", "iter_give_back", "own_weights"]
+__all__ = ["BLOCK_FRAMES", "BLOCK_XY", "GIVE_BACK_PX", "MARGIN_FRAMES", "MAX_JACOBIAN", "MAX_NOISE_CORRELATION",
+           "MAX_WEIGHT", "MIN_WEIGHT", "NOISE_PX", "PERTURBATION", "SAID", "GiveBack", "block", "choose_weight",
+           "iter_give_back", "neighbour_correlation", "own_weights", "recorded"]
 
 GIVE_BACK_PX = 3.0  # a cell's scale (3 px gave back more of the traces than 6 px: docs/benchmarks.md)
 NOISE_PX = 5.0  # the noise's variance map is smoothed over this many pixels (it changes slowly across the frame)
@@ -54,6 +55,8 @@ BLOCK_FRAMES, BLOCK_XY = 40, 128  # the central block the weight is chosen on (t
 # the same to within 0.15 and PSNR within 0.01 dB at twice the passes; 40 x 64 x 64 was further off: docs/benchmarks.md)
 MAX_JACOBIAN = 0.4  # a network that passes more of each pixel through leaves no residual to measure the noise by
 MAX_WEIGHT = 1.0  # at most all of it
+MAX_NOISE_CORRELATION = 0.2  # noise more correlated between neighbouring pixels gets nothing (Stein's estimate takes
+# each pixel's noise as independent: on the thunder movie's real noise, 0.35, it chose 1.0 and lost 1.2% of its MSE)
 SAID = "give-back: "  # how every description starts (files.STEPS, the docks and benchmarks look for it)
 
 
@@ -131,6 +134,10 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     j = _sum(b, f32(net_b) - net) / e / b.size  # the mean of the network's Jacobian's diagonal
     if not j < MAX_JACOBIAN:
         return GiveBack(reason=f"the network passes {j:.0%} of each pixel through: its noise cannot be measured")
+    rho = neighbour_correlation(inputs - net)
+    if rho > MAX_NOISE_CORRELATION:
+        return GiveBack(reason=f"the noise is correlated between neighbouring pixels (+{rho:.2f}): Stein's estimate, "
+                        "which takes each pixel's noise as its own, would overrate the give-back")
     # (each pixel's residual less its mean over time: what the network blurred of still detail is no noise)
     residual = np.var(inputs - net, axis=0, dtype=np.float64)
     v = smooth_xy(residual[None], NOISE_PX)[0] / ((1.0 - 2.0 * max(j, 0.0)) * (1.0 - 1.0 / n))  # the noise's variance
@@ -166,6 +173,40 @@ def block(shape: tuple[int, ...]) -> tuple[tuple[slice, slice, slice], slice]:
     return (slice(lo, hi), slice(*ys), slice(*xs)), slice(t0 - lo, t1 - lo)
 
 
+def recorded(stack: Any, where: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+    """``where`` narrowed to the pixels that every frame in it recorded. A registered recording's canvas
+    (:class:`.registration.RegisteredStack`: its frames' corners at ``offsets``) fills its margins with copies of each
+    frame's edge pixels, whose noise is another pixel's: Stein's estimate, which takes every pixel's noise as its
+    own, then overrates what the give-back gains (64 x 64 frames under 1 px jitter: a weight of 0.98 that lost 1.9
+    dB). Any other stack: ``where`` itself."""
+    offsets, frame = getattr(stack, "offsets", None), getattr(stack, "frame", None)
+    if offsets is None or frame is None or getattr(stack, "rows", 1) != 1:
+        return where
+    first = np.asarray(offsets[where[0]]).max(axis=0)
+    last = np.asarray(offsets[where[0]]).min(axis=0) + np.asarray(frame)
+    ys, xs = (slice(max(s.start, int(a)), max(min(s.stop, int(b)), max(s.start, int(a))))
+              for s, a, b in zip(where[1:], first, last, strict=True))
+    return where[0], ys, xs
+
+
+def neighbour_correlation(residual: np.ndarray) -> float:
+    """The noise's correlation between neighbouring pixels beyond its correlation 2 px apart (the larger of along y and
+    along x), from the difference of the mean ``residual`` of the even and the odd frames: the signal's slow part and
+    what the network left of it cancel there, the noise stays. Real noise is correlated with the next pixel's (the
+    thunder movie: 0.35), what a network left of fast transients over a cell's width (so both lags: a test scene of
+    one-frame flashes that a 5-frame mean takes away, 0.11; 0.58 at 1 px alone)."""
+    half = len(residual) // 2
+    d = residual[0 : 2 * half : 2].mean(axis=0, dtype=np.float64)
+    d -= residual[1 : 2 * half : 2].mean(axis=0, dtype=np.float64)
+    d -= d.mean()
+    power = float(np.mean(d * d))
+    if not power > 0:
+        return 0.0
+    return max(float(np.mean(d[k:] * d[:-k])) - float(np.mean(d[2 * k :] * d[: -2 * k])) if axis == 0 else
+               float(np.mean(d[:, k:] * d[:, :-k])) - float(np.mean(d[:, 2 * k :] * d[:, : -2 * k]))
+               for axis, k in ((0, 1), (1, 1))) / power
+
+
 def _sum(a: np.ndarray, b: np.ndarray) -> float:
     """The sum of ``a * b`` over every axis, accumulated in float64."""
     return float(np.sum(np.asarray(a, np.float64) * b))
@@ -194,6 +235,9 @@ def iter_give_back(setting: str, stack: Any, smoothing: Smoothing,
     if t < 16:
         return GiveBack(reason=f"too few frames to choose it ({t}, 16 needed)")
     where, inner = block(stack.shape)
+    where = recorded(stack, where)
+    if min(where[1].stop - where[1].start, where[2].stop - where[2].start) < 16:
+        return GiveBack(reason="too little of the block was recorded in all its frames")
     frames = np.ascontiguousarray(stack[where], np.float32)
     e = PERTURBATION * noise_scale(frames)
     if not (np.isfinite(e) and e > 0):
