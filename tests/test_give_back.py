@@ -168,3 +168,23 @@ def test_every_path_gives_back_each_frame_once(path, monkeypatch, rng):
     np.testing.assert_allclose(out.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
     if "strips" not in path:
         np.testing.assert_allclose(out, apply(gb.GiveBack(0.5), plain.copy(), x), rtol=1e-5, atol=1e-3)
+
+
+def test_the_block_keeps_to_the_pixels_every_frame_recorded():
+    class Canvas:  # (a registered recording's canvas: each frame's corner at its offset, its margins copies)
+        shape, frame, rows = (3, 13, 16), (10, 12), 1
+        offsets = np.array([[0, 0], [2, 1], [1, 3]])
+
+    where = gb.recorded(Canvas(), (slice(0, 3), slice(0, 13), slice(0, 16)))
+    assert where == (slice(0, 3), slice(2, 10), slice(3, 12))
+    plain = (slice(0, 3), slice(1, 9), slice(0, 16))
+    assert gb.recorded(np.zeros((3, 13, 16)), plain) == plain
+
+
+def test_noise_correlated_with_the_next_pixel_is_told_from_signal_over_a_cells_width(rng):
+    white = rng.normal(size=(40, 96, 96))
+    neighbours = ndimage.uniform_filter(rng.normal(size=(40, 96, 96)), (1, 2, 2))  # (correlated at 1 px only)
+    blobs = ndimage.gaussian_filter(rng.normal(size=(40, 96, 96)), (0, 3, 3)) * 10 + white  # (over a cell's width)
+    assert abs(gb.neighbour_correlation(white)) < 0.05
+    assert gb.neighbour_correlation(neighbours) > 0.4 > gb.MAX_NOISE_CORRELATION
+    assert gb.neighbour_correlation(blobs) < gb.MAX_NOISE_CORRELATION
