@@ -125,8 +125,9 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     Returns
     -------
     GiveBack
-        The weight (0 where it would be under :data:`MIN_WEIGHT`, or where the network passes more than
-        :data:`MAX_JACOBIAN` of each input pixel through: its residual then cannot measure the noise).
+        The weight (0 where it would be under :data:`MIN_WEIGHT`; where the network passes more than
+        :data:`MAX_JACOBIAN` of each input pixel through, whose residual cannot measure the noise; and where the noise
+        is correlated between neighbouring pixels beyond :data:`MAX_NOISE_CORRELATION`, :func:`neighbour_correlation`).
     """
     f32 = functools.partial(np.asarray, dtype=np.float32)  # (float32 arrays, float64 sums: a few block-sized copies)
     inputs, net, b = f32(inputs), f32(net), f32(b)
@@ -193,8 +194,8 @@ def neighbour_correlation(residual: np.ndarray) -> float:
     """The noise's correlation between neighbouring pixels beyond its correlation 2 px apart (the larger of along y and
     along x), from the difference of the mean ``residual`` of the even and the odd frames: the signal's slow part and
     what the network left of it cancel there, the noise stays. Real noise is correlated with the next pixel's (the
-    thunder movie: 0.35), what a network left of fast transients over a cell's width (so both lags: a test scene of
-    one-frame flashes that a 5-frame mean takes away, 0.11; 0.58 at 1 px alone)."""
+    thunder movie: 0.35), what a network left of fast transients is correlated over a cell's width, so at both lags
+    (a test scene of one-frame flashes that a 5-frame mean takes away: 0.11; 0.58 at 1 px alone)."""
     half = len(residual) // 2
     d = residual[0 : 2 * half : 2].mean(axis=0, dtype=np.float64)
     d -= residual[1 : 2 * half : 2].mean(axis=0, dtype=np.float64)
