@@ -183,11 +183,12 @@ def recorded(stack: Any, where: tuple[slice, slice, slice]) -> tuple[slice, slic
     offsets, frame = getattr(stack, "offsets", None), getattr(stack, "frame", None)
     if offsets is None or frame is None or getattr(stack, "rows", 1) != 1:
         return where
-    first = np.asarray(offsets[where[0]]).max(axis=0)
-    last = np.asarray(offsets[where[0]]).min(axis=0) + np.asarray(frame)
-    ys, xs = (slice(max(s.start, int(a)), max(min(s.stop, int(b)), max(s.start, int(a))))
-              for s, a, b in zip(where[1:], first, last, strict=True))
-    return where[0], ys, xs
+    corners = np.asarray(offsets[where[0]])
+    narrowed = []
+    for s, first, last in zip(where[1:], corners.max(axis=0), corners.min(axis=0) + np.asarray(frame), strict=True):
+        start = max(s.start, int(first))  # (the latest first recorded pixel to the earliest last: empty at worst)
+        narrowed.append(slice(start, max(min(s.stop, int(last)), start)))
+    return where[0], *narrowed
 
 
 def neighbour_correlation(residual: np.ndarray) -> float:
@@ -203,9 +204,11 @@ def neighbour_correlation(residual: np.ndarray) -> float:
     power = float(np.mean(d * d))
     if not power > 0:
         return 0.0
-    return max(float(np.mean(d[k:] * d[:-k])) - float(np.mean(d[2 * k :] * d[: -2 * k])) if axis == 0 else
-               float(np.mean(d[:, k:] * d[:, :-k])) - float(np.mean(d[:, 2 * k :] * d[:, : -2 * k]))
-               for axis, k in ((0, 1), (1, 1))) / power
+    def covariance(lag: int, axis: int) -> float:
+        a = np.moveaxis(d, axis, 0)
+        return float(np.mean(a[lag:] * a[:-lag]))
+
+    return max(covariance(1, axis) - covariance(2, axis) for axis in (0, 1)) / power
 
 
 def _sum(a: np.ndarray, b: np.ndarray) -> float:
@@ -245,14 +248,15 @@ def iter_give_back(setting: str, stack: Any, smoothing: Smoothing,
         return GiveBack(reason="the block does not change over time")
     b = np.random.default_rng(seed).choice(np.array([-1.0, 1.0], np.float32), size=frames.shape)
     said = "choosing how much of what was taken to give back, on a block of the recording"
+    perturbed = frames + np.float32(e) * b  # (once: the network and a blend in the smoothing see the same)
     net = yield from announced(run_model(frames), said)
-    net_b = yield from announced(run_model(frames + np.float32(e) * b), said)
+    net_b = yield from announced(run_model(perturbed), said)
     out, out_b = net, net_b
     if smoothing.active:  # the smoothing's Jacobian counts too: both smoothed as the output will be (a blend with
         # the input: with the input each pass saw)
         local = dataclasses.replace(smoothing, shifts=None if smoothing.shifts is None else smoothing.shifts[where[0]])
         out, out_b = (np.concatenate([p for _, p in TemporalSmoother(local, len(frames), x).push(0, a.copy())])
-                      for a, x in ((net, frames), (net_b, frames + np.float32(e) * b)))
+                      for a, x in ((net, frames), (net_b, perturbed)))
     # (the margins only give the central frames their neighbours: a block's own edges are not the output's)
     give_back = choose_weight(*(a[inner] for a in (frames, net, net_b, out, out_b, b)), e, averaged)
     yield InferEvent(done=0, total=1, message=give_back.describe())

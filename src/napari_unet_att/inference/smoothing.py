@@ -407,7 +407,7 @@ def iter_smoothing(setting: str | tuple[float, ...], denoiser: Denoiser, stack: 
         where = calibration_block(tuple(int(n) for n in stack.shape), bidirectional=layout != "frames")
         block = np.asarray(stack[where], np.float32)
         estimate = yield from announced(run_model(np.ascontiguousarray(block[0::2])),
-                                         "choosing the output smoothing on a block of the recording")
+                                        "choosing the output smoothing on a block of the recording")
         physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
         smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], averaged,
