@@ -1,6 +1,7 @@
 """What the choices made on the recording cost: denoising time with the output smoothing ('auto',
 inference/smoothing.py), the frame registration ('auto', inference/registration.py), the time averages ('auto',
-inference/averages.py) and the strips of lines ('auto', inference/strips.py) off, and on.
+inference/averages.py), the strips of lines ('auto', inference/strips.py), the line phase ('auto',
+inference/line_phase.py) and the give-back ('auto', inference/give_back.py) off, and on.
 
 The shipped temporal generalist denoises a still and a moving simulated recording (400 x 128 x 128, 2 photons), the
 settings alternated in one process so that the machine's drift hits them alike; the best of ``--repeats`` runs
@@ -11,6 +12,7 @@ is kept. Run it alone (e.g. under ``flock``): on a shared 2-core machine its fig
     python benchmarks/experiments/inference_cost.py --repeats 1 --frames 1000 --size 256 --device cuda   # a GPU
     python benchmarks/experiments/inference_cost.py --repeats 3 --line-motion --only without default  # + jitter
                                                                                 # within frames (strips cut)
+    python benchmarks/experiments/inference_cost.py --repeats 3 --only no default  # the give-back's share
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> None:
                 "time averages auto": {**off, "keep_average": "auto"},
                 "strips auto": {**off, "strips": "auto"},
                 "line phase auto": {**off, "line_phase": "auto"},
+                "give-back auto": {**off, "give_back": "auto"},
+                "no give-back (all else auto)": {"give_back": "off"},
                 "without strips (all else auto)": dict(smoothing="auto", registration="auto", keep_average="auto",
                                                        strips="off"),
                 "default (all auto)": {}}

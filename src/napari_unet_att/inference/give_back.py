@@ -50,9 +50,12 @@ GIVE_BACK_PX = 3.0  # a cell's scale (3 px gave back more of the traces than 6 p
 NOISE_PX = 5.0  # the noise's variance map is smoothed over this many pixels (it changes slowly across the frame)
 PERTURBATION = 0.05  # the perturbation's size, in robust noise SDs of the input's frame-to-frame differences
 MIN_WEIGHT = 0.05  # below this, nothing is given back
-MARGIN_FRAMES = 8  # frames either side of the block that the network and the smoothing see but the sums do not
-BLOCK_FRAMES, BLOCK_XY = 40, 128  # the central block the weight is chosen on (two network passes; 80 frames chose
-# the same to within 0.15 and PSNR within 0.01 dB at twice the passes; 40 x 64 x 64 was further off: docs/benchmarks.md)
+MARGIN_FRAMES = 4  # frames either side of the block that the network and the smoothing see but the sums do not (8
+# chose the same weights, at 20% more work)
+BLOCK_FRAMES, BLOCK_XY = 32, 128  # the central block the weight is chosen on, two network passes of it. What the
+# estimate misses is mostly the block's own activity against the recording's: 40 frames chose up to 0.17 more than
+# the whole recording's estimate (which found the truth's best weight), 24 frames or 96 x 96 pixels up to 0.3 more
+# (-0.1 dB), and pieces of 8 frames spread over the recording less (docs/benchmarks.md, twenty-eighth session)
 MAX_JACOBIAN = 0.4  # a network that passes more of each pixel through leaves no residual to measure the noise by
 MAX_WEIGHT = 1.0  # at most all of it
 MAX_NOISE_CORRELATION = 0.2  # noise more correlated between neighbouring pixels gets nothing (Stein's estimate takes
