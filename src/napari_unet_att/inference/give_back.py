@@ -51,11 +51,11 @@ NOISE_PX = 5.0  # the noise's variance map is smoothed over this many pixels (it
 PERTURBATION = 0.05  # the perturbation's size, in robust noise SDs of the input's frame-to-frame differences
 MIN_WEIGHT = 0.05  # below this, nothing is given back
 MARGIN_FRAMES = 4  # frames either side of the block that the network and the smoothing see but the sums do not (8
-# chose the same weights, at 20% more work)
+# chose the same weights on two recordings, at 20% more work)
 BLOCK_FRAMES, BLOCK_XY = 32, 128  # the central block the weight is chosen on, two network passes of it. What the
-# estimate misses is mostly the block's own activity against the recording's: 40 frames chose up to 0.17 more than
-# the whole recording's estimate (which found the truth's best weight), 24 frames or 96 x 96 pixels up to 0.3 more
-# (-0.1 dB), and pieces of 8 frames spread over the recording less (docs/benchmarks.md, twenty-eighth session)
+# estimate misses is mostly the block's own activity against the recording's: 40 frames chose up to 0.16 more than
+# the whole recording's estimate (which found the truth's best weight), 24 frames or 96 x 96 pixels up to 0.31 more
+# (up to -0.18 dB), and pieces of 8 frames spread over the recording less (docs/benchmarks.md, twenty-eighth session)
 MAX_JACOBIAN = 0.4  # a network that passes more of each pixel through leaves no residual to measure the noise by
 MAX_WEIGHT = 1.0  # at most all of it
 MAX_NOISE_CORRELATION = 0.2  # noise more correlated between neighbouring pixels gets nothing (Stein's estimate takes
