@@ -50,6 +50,14 @@ def test_shifts_are_estimated_from_noisy_frames(rng):
     assert error < 0.3 and 0 < noise < error
 
 
+def test_every_frames_peak_is_found_at_once_to_a_sub_pixel():
+    corr = np.zeros((3, 16, 12), np.float32)
+    corr[0, 2:5, 5] = 0.5, 1.0, 0.0  # (a parabola through the three: its top a sixth of a pixel up)
+    corr[1, 15, 0] = 1.0  # (the last row is one pixel up, circularly)
+    np.testing.assert_allclose(rg._peaks(corr), [[3 - 1 / 6, 5], [-1, 0], [0, 0]], atol=1e-6)
+    assert rg._peaks(corr[:0]).shape == (0, 2)
+
+
 def test_the_estimates_error_is_measured_on_the_frames():
     from napari_unet_att.evaluation.simulator import simulate
 

@@ -171,7 +171,7 @@ def _peaks(corr: np.ndarray) -> np.ndarray:
     """``(n, 2)`` sub-pixel ``(dy, dx)`` of the maximum of each ``(n, Y, X)`` circular cross-correlation (a parabola
     through the peak along each axis; all frames at once: one frame at a time, Python took a third of the time)."""
     n, n_y, n_x = corr.shape
-    i, j = np.unravel_index(corr.reshape(n, -1).argmax(axis=1), (n_y, n_x))
+    i, j = np.unravel_index(corr.reshape(n, n_y * n_x).argmax(axis=1), (n_y, n_x))  # (n may be 0)
     out, f = np.empty((n, 2)), np.arange(n)
     for axis, (k, m) in enumerate(((i, n_y), (j, n_x))):
         lo, mid, hi = (corr[f, (k + d) % m, j] if axis == 0 else corr[f, i, (k + d) % m] for d in (-1, 0, 1))
