@@ -138,13 +138,14 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     j = _sum(b, f32(net_b) - net) / e / b.size  # the mean of the network's Jacobian's diagonal
     if not j < MAX_JACOBIAN:
         return GiveBack(reason=f"the network passes {j:.0%} of each pixel through: its noise cannot be measured")
-    rho = neighbour_correlation(inputs - net)
+    residual = inputs - net
+    rho = neighbour_correlation(residual)
     if rho > MAX_NOISE_CORRELATION:
         return GiveBack(reason=f"the noise is correlated between neighbouring pixels (+{rho:.2f}): Stein's estimate, "
                         "which takes each pixel's noise as its own, would overrate the give-back")
     # (each pixel's residual less its mean over time: what the network blurred of still detail is no noise)
-    residual = np.var(inputs - net, axis=0, dtype=np.float64)
-    v = smooth_xy(residual[None], NOISE_PX)[0] / ((1.0 - 2.0 * max(j, 0.0)) * (1.0 - 1.0 / n))  # the noise's variance
+    spread = np.var(residual, axis=0, dtype=np.float64)
+    v = smooth_xy(spread[None], NOISE_PX)[0] / ((1.0 - 2.0 * max(j, 0.0)) * (1.0 - 1.0 / n))  # the noise's variance
     d, response = inputs - f32(out), (f32(out_b) - f32(out)) / np.float32(e)  # ... and J b of the output
     kept = 1.0
     if averaged:  # only what changes over time stays: each pixel's mean taken off (a projection, so Stein still holds)
@@ -207,6 +208,7 @@ def neighbour_correlation(residual: np.ndarray) -> float:
     power = float(np.mean(d * d))
     if not power > 0:
         return 0.0
+
     def covariance(lag: int, axis: int) -> float:
         a = np.moveaxis(d, axis, 0)
         return float(np.mean(a[lag:] * a[:-lag]))
