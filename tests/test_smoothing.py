@@ -102,6 +102,22 @@ def test_streamed_smoothing_equals_smoothing_the_whole_stack_with_frame_means_ke
         sm.TemporalSmoother(sm.Smoothing(1.0, 0.0), 10).push(3, x[:2])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_time_smoothing_is_scipys_filter(dtype, rng, monkeypatch):
+    from napari_unet_att.inference import temporal_filter
+
+    x = rng.normal(10, 3, (41, 6, 8)).astype(dtype)
+    for sigma_t in (0.3, 2.0, 30.0):  # (30: the kernel mirrored at both ends more than once)
+        want = ndimage.gaussian_filter1d(x, sigma_t, axis=0, mode="reflect", truncate=sm.TRUNCATE)
+        for stack in (x, x[:, ::2, 1:]):  # a view that is not contiguous too
+            got = sm.smooth_t(stack, sigma_t)
+            assert got.dtype == dtype and got.shape == stack.shape
+            np.testing.assert_allclose(got, want[:, ::2, 1:] if stack is not x else want, rtol=1e-6, atol=1e-5)
+    monkeypatch.setattr(temporal_filter, "MATRIX_FRAMES", 40)  # longer stacks: scipy's filter itself
+    np.testing.assert_array_equal(sm.smooth_t(x, 2.0), ndimage.gaussian_filter1d(x, 2.0, axis=0, mode="reflect",
+                                                                                 truncate=sm.TRUNCATE))
+
+
 @pytest.mark.parametrize(("n", "sigma_t"), [(40, 2.0), (40, 6.0), (5, 3.0), (1, 1.0)])
 def test_part_of_the_time_smoothing_equals_the_whole_stacks(n, sigma_t, rng):
     x = rng.normal(10, 3, (n, 4, 5)).astype(np.float32)
