@@ -9,7 +9,6 @@ frame's mean kept.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,10 +74,9 @@ class TemporalSmoother:
         return to_tissue(frames, self._shifts(start, start + len(frames)), self.pad, self.s.flip)
 
     def _in_time(self, sigma_t: float, lo: int, hi: int, first: int, last: int) -> np.ndarray:
-        """Frames ``[first, last)`` smoothed over ``sigma_t`` frames, from the held frames ``[lo, hi)`` (split by
-        rows, axis -2: each part keeps its whole time axis)."""
-        smoothed = functools.partial(smooth_t_part, lo=lo, n_frames=self.n, sigma_t=sigma_t, first=first, last=last)
-        return on_frame_parts(smoothed, self.held[lo - self.base : hi - self.base], axis=-2)
+        """Frames ``[first, last)`` smoothed over ``sigma_t`` frames, from the held frames ``[lo, hi)`` (one matrix
+        product, which BLAS spreads over the cores itself)."""
+        return smooth_t_part(self.held[lo - self.base : hi - self.base], lo, self.n, sigma_t, first, last)
 
     def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
         r = self.s.radius
