@@ -519,3 +519,12 @@ def test_the_memory_check_counts_what_the_smoother_and_the_averages_hold(monkeyp
                                                        registration="off", strips="off", tile_t=40, give_back="off"))
     extra = sm.held_bytes("auto", (32, 32), 40) + averages.sums_bytes("auto", (120, 32, 32))
     assert averages.sums_bytes("auto", (120, 32, 32)) > 0 and len(seen) == 2 and seen[1] - seen[0] == extra
+
+
+def test_moving_integer_frames_interpolates_in_floats_without_wrapping():
+    from napari_unet_att.inference.tissue import moved
+
+    frames = np.array([[[0, 60000, 10, 5]], [[7, 7, 7, 7]]], np.uint16)  # (2, 1, 4): one line each
+    got = moved(frames, np.array([[0.0, 0.5], [0.0, -1.25]]))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, [[[0, 30000, 30005, 7.5]], [[7, 7, 7, 7]]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -33,6 +34,19 @@ def test_robust_sd_per_frame_ignores_rare_large_values_constant_parts_and_nan(rn
     noise[2, 160, 3] = np.nan
     assert robust_sd(noise).ravel() == pytest.approx([2.0, 6.0, 2.0], rel=0.1)
     assert robust_sd(np.zeros((2, 4, 4))).ravel().tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 64), (3, 7, 9), (2, 1, 2)])
+def test_robust_sd_is_numpys_nanmedian_of_the_deviations(shape, rng):
+    values = rng.normal(0.0, 3.0, shape).astype(np.float32)
+    values[rng.random(shape) < 0.3] = 0.0  # left out: an odd or even count per frame
+    values[rng.random(shape) < 0.1] = np.inf
+    values[0] = 0.0
+    flat = np.where(np.isfinite(values) & (values != 0), values, np.nan).reshape(len(values), -1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (the all-NaN frame)
+        want = 1.4826 * np.nanmedian(np.abs(flat - np.nanmedian(flat, axis=1, keepdims=True)), axis=1)
+    np.testing.assert_array_equal(robust_sd(values).ravel(), np.nan_to_num(want, nan=0.0).astype(np.float32))
 
 
 def test_keep_fast_does_not_depend_on_how_frames_are_streamed(rng):

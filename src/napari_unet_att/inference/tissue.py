@@ -96,6 +96,10 @@ def _shifted(frame: np.ndarray, d: float, axis: int) -> np.ndarray:
         return frame
     src = np.clip(np.arange(n) - d, 0, n - 1)  # where each output pixel reads
     lo = np.minimum(src.astype(np.intp), n - 2)
-    w = (src - lo).astype(np.result_type(frame, np.float32)).reshape((-1, 1) if axis == 0 else (1, -1))
-    a, b = np.take(frame, lo, axis=axis), np.take(frame, lo + 1, axis=axis)
-    return a + (b - a) * w
+    dtype = np.result_type(frame, np.float32)  # (integer frames in floats: b - a must not wrap)
+    w = (src - lo).astype(dtype).reshape((-1, 1) if axis == 0 else (1, -1))
+    a, b = (np.take(frame, i, axis=axis).astype(dtype, copy=False) for i in (lo, lo + 1))
+    b -= a  # a + (b - a) w, in place in the fresh gather (two frame-sized temporaries fewer)
+    b *= w
+    b += a
+    return b

@@ -56,9 +56,16 @@ def robust_sd(values: np.ndarray) -> np.ndarray:
     out = np.zeros(len(arr), np.float32)
     counted = ~np.all(np.isnan(flat), axis=1)
     if counted.any():
-        centre = np.nanmedian(flat[counted], axis=1, keepdims=True)
-        out[counted] = 1.4826 * np.nanmedian(np.abs(flat[counted] - centre), axis=1)
+        centre = _nanmedian_rows(flat[counted])
+        out[counted] = 1.4826 * _nanmedian_rows(np.abs(flat[counted] - centre[:, None]))
     return out.reshape((len(arr),) + (1,) * (arr.ndim - 1))
+
+
+def _nanmedian_rows(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=1)`` of a 2D ``a`` with a number in every row, all rows at once (numpy's takes a row at
+    a time): each row sorted, NaNs last, its middle number or the mean of its middle two."""
+    s, n, rows = np.sort(a, axis=1), np.count_nonzero(~np.isnan(a), axis=1), np.arange(len(a))
+    return (s[rows, (n - 1) // 2] + s[rows, n // 2]) / a.dtype.type(2)
 
 
 def keep_fast(unsmoothed: np.ndarray, smoothed: np.ndarray, k: float, px: float = 0.0) -> np.ndarray:
