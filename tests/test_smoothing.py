@@ -118,6 +118,17 @@ def test_the_time_smoothing_is_scipys_filter(dtype, rng, monkeypatch):
                                                                                  truncate=sm.TRUNCATE))
 
 
+@pytest.mark.parametrize("mode", ["reflect", "nearest"])
+def test_the_frames_smoothing_is_scipys_filter(mode, rng):
+    small = rng.normal(10, 3, (3, 2, 21, 34)).astype(np.float32)  # (a scan's canvas: two planes a frame)
+    large = rng.normal(10, 3, (2, 200, 300)).astype(np.float32)  # (a 0.5 px kernel: scipy's own filter)
+    for x, sigma in [(small, 0.5), (small, 3.0), (small, 40.0), (large, 0.5), (large, 3.0)]:
+        want = ndimage.gaussian_filter(x, (0,) * (x.ndim - 2) + (sigma, sigma), mode=mode, truncate=sm.TRUNCATE)
+        got = sm.smooth_xy(x, sigma, mode)
+        assert got.dtype == np.float32 and got.shape == x.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize(("n", "sigma_t"), [(40, 2.0), (40, 6.0), (5, 3.0), (1, 1.0)])
 def test_part_of_the_time_smoothing_equals_the_whole_stacks(n, sigma_t, rng):
     x = rng.normal(10, 3, (n, 4, 5)).astype(np.float32)

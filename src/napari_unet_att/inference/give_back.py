@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import InferEvent, announced
 from .frame_means import set_frame_means
 from .smoothing import Smoothing, TemporalSmoother
-from .temporal_filter import TRUNCATE, smooth_xy
+from .temporal_filter import filter_matrix, smooth_xy
 
 __all__ = ["BLOCK_FRAMES", "BLOCK_XY", "GIVE_BACK_PX", "MARGIN_FRAMES", "MAX_JACOBIAN", "MAX_NOISE_CORRELATION",
            "MAX_WEIGHT", "MIN_WEIGHT", "NOISE_PX", "PERTURBATION", "SAID", "GiveBack", "block", "choose_weight",
@@ -97,8 +96,7 @@ def own_weights(shape: tuple[int, int], sigma_px: float) -> np.ndarray:
     """Each pixel's weight on itself in :func:`.temporal_filter.smooth_xy` over a frame of ``shape``: the kernel's
     centre, more near the edges, where the mirrored frame adds the pixel again (15% more in all on 48 x 48 pixels
     at 3 px)."""
-    y, x = (np.diagonal(ndimage.gaussian_filter1d(np.eye(n), sigma_px, axis=0, mode="reflect", truncate=TRUNCATE))
-            for n in shape)  # (smooth_xy's filter, separable: one axis at a time)
+    y, x = (np.diagonal(filter_matrix(n, sigma_px)) for n in shape)  # (smooth_xy's filter, one axis at a time)
     return np.outer(y, x)
 
 
