@@ -113,6 +113,7 @@ def test_the_time_smoothing_is_scipys_filter(dtype, rng, monkeypatch):
             got = sm.smooth_t(stack, sigma_t)
             assert got.dtype == dtype and got.shape == stack.shape
             np.testing.assert_allclose(got, want[:, ::2, 1:] if stack is not x else want, rtol=1e-6, atol=1e-5)
+    assert sm.smooth_t(x[:0], 2.0).shape == (0, 6, 8)  # (no frames: scipy's, which returns none)
     monkeypatch.setattr(temporal_filter, "MATRIX_FRAMES", 40)  # longer stacks: scipy's filter itself
     np.testing.assert_array_equal(sm.smooth_t(x, 2.0), ndimage.gaussian_filter1d(x, 2.0, axis=0, mode="reflect",
                                                                                  truncate=sm.TRUNCATE))

@@ -35,7 +35,7 @@ def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
     if sigma_t <= 0:
         return stack
     n = len(stack)
-    if n > MATRIX_FRAMES or stack.dtype not in (np.float32, np.float64):
+    if not 0 < n <= MATRIX_FRAMES or stack.dtype not in (np.float32, np.float64):
         return ndimage.gaussian_filter1d(stack, sigma_t, axis=0, mode="reflect", truncate=TRUNCATE)
     return (filter_matrix(n, sigma_t, stack.dtype) @ stack.reshape(n, -1)).reshape(stack.shape)
 
