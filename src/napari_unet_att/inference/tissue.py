@@ -84,22 +84,26 @@ def moved(frames: np.ndarray, by: np.ndarray | None, flip: bool | None = None) -
         for rows, d in zip((slice(0, None, 2), slice(1, None, 2)), line_shifts(by, flip), strict=True):
             out[:, rows] = moved(frames[:, rows], d)
         return out
-    return np.stack([_shifted(_shifted(f, dy, 0), dx, 1) for f, (dy, dx) in zip(frames, np.asarray(by, np.float64),
-                                                                             strict=True)])
+    frames, by = np.asarray(frames), np.asarray(by, np.float64).reshape(-1, 2)
+    # (x as rows of the transposed frames: a gather of rows is several times faster than one of columns)
+    across = _shifted(np.ascontiguousarray(_shifted(frames, by[:, 0]).transpose(0, 2, 1)), by[:, 1])
+    return np.ascontiguousarray(across.transpose(0, 2, 1))
 
 
-def _shifted(frame: np.ndarray, d: float, axis: int) -> np.ndarray:
-    """``frame`` moved by ``d`` pixels along ``axis``, linear between pixels, edges extended: what
-    ``ndimage.shift(order=1, mode='nearest')`` does, one axis at a time (two gathers, ~2x faster)."""
-    n = frame.shape[axis]
-    if n < 2 or d == 0:
-        return frame
-    src = np.clip(np.arange(n) - d, 0, n - 1)  # where each output pixel reads
+def _shifted(frames: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Each frame ``frames[i]`` moved by ``d[i]`` pixels along its rows (axis 1), linear between pixels, edges
+    extended: what ``ndimage.shift(order=1, mode='nearest')`` does along that axis (two gathers, ~2x faster), all
+    frames at once; ``frames`` itself where none moves (a frame that does not move is copied as it is)."""
+    n, still = frames.shape[1], d == 0
+    if n < 2 or still.all():
+        return frames
+    dtype = np.result_type(frames, np.float32)  # (integer frames in floats: b - a must not wrap)
+    src = np.clip(np.arange(n) - d[:, None], 0, n - 1)  # where each output row reads
     lo = np.minimum(src.astype(np.intp), n - 2)
-    dtype = np.result_type(frame, np.float32)  # (integer frames in floats: b - a must not wrap)
-    w = (src - lo).astype(dtype).reshape((-1, 1) if axis == 0 else (1, -1))
-    a, b = (np.take(frame, i, axis=axis).astype(dtype, copy=False) for i in (lo, lo + 1))
-    b -= a  # a + (b - a) w, in place in the fresh gather (two frame-sized temporaries fewer)
-    b *= w
+    f = np.arange(len(frames))[:, None]
+    a, b = (frames[f, i].astype(dtype, copy=False) for i in (lo, lo + 1))
+    b -= a  # a + (b - a) w, in place in the fresh gather
+    b *= (src - lo).astype(dtype)[:, :, None]
     b += a
+    b[still] = frames[still]
     return b
