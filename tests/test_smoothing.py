@@ -536,7 +536,7 @@ def test_the_memory_check_counts_what_the_smoother_and_the_averages_hold(monkeyp
 def test_moving_integer_frames_interpolates_in_floats_without_wrapping():
     from napari_unet_att.inference.tissue import moved
 
-    frames = np.array([[[0, 60000, 10, 5]], [[7, 7, 7, 7]]], np.uint16)  # (2, 1, 4): one line each
-    got = moved(frames, np.array([[0.0, 0.5], [0.0, -1.25]]))
+    frames = np.array([[[0, 60000, 10, 5]], [[7, 7, 7, 7]], [[1, 2, 3, 4]]], np.uint16)  # (3, 1, 4): a line each
+    got = moved(frames, np.array([[0.0, 0.5], [0.0, -1.25], [0.0, 0.0]]))  # (the last one stays where it is)
     assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, [[[0, 30000, 30005, 7.5]], [[7, 7, 7, 7]]])
+    np.testing.assert_array_equal(got, [[[0, 30000, 30005, 7.5]], [[7, 7, 7, 7]], [[1, 2, 3, 4]]])
