@@ -106,5 +106,40 @@ def test_work_split_over_threads_gives_the_same_result(axis, monkeypatch):
     np.testing.assert_array_equal(device.on_frame_parts(per_slice, one), per_slice(one))
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_frame_parts_run_with_one_blas_thread(monkeypatch):
+    monkeypatch.setattr(device, "cpu_workers", lambda: 2)
+    before, seen = _blas_threads(), []
+
+    def part(frames: np.ndarray) -> np.ndarray:
+        seen.append(_blas_threads())
+        return frames @ frames.transpose(0, 2, 1)  # a BLAS product, as smooth_xy's
+
+    x = np.random.default_rng(1).normal(size=(4, 6, 6))
+    np.testing.assert_allclose(device.on_frame_parts(part, x), x @ x.transpose(0, 2, 1))
+    assert before and seen == [[1] * len(before)] * 2  # numpy's BLAS found; each part saw one thread
+    assert _blas_threads() == before  # and its own setting is back
+
+
+def test_a_shared_setting_lasts_from_the_first_user_to_the_last():
+    calls = []
+    shared = device._Shared(lambda: calls.append("start") or "state", lambda state: calls.append(("stop", state)))
+    first, second = shared(), shared()
+    first.__enter__()
+    second.__enter__()  # (overlapping jobs: a preview during training)
+    first.__exit__(None, None, None)
+    assert calls == ["start"]  # the second user still has it
+    second.__exit__(None, None, None)
+    assert calls == ["start", ("stop", "state")]
+    with pytest.raises(ValueError), shared():
+        raise ValueError("a failing job")
+    assert calls[-1] == ("stop", "state") and len(calls) == 4  # put back after an error too
+
+
 if __name__ == "__main__":  # the heap test's measurement, in a fresh interpreter
     print(json.dumps(_heap_measurements()))

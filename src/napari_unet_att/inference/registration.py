@@ -49,6 +49,7 @@ from ..config import InferConfig, InferEvent
 from ..runtime.device import cpu_workers, on_frame_parts
 from ..stackio.tiffarray import full_index
 from .frame_means import keep_frame_means, to_target
+from .temporal_filter import smooth_xy
 
 __all__ = ["MIN_FRAMES", "MIN_XY", "SAID", "MovedBack", "PhysicalFrames", "RegisteredStack", "Registration",
            "choose_registration", "estimate_shifts", "iter_registration"]
@@ -141,9 +142,8 @@ def _band_passed(frames: np.ndarray) -> np.ndarray:
     correlation weighs structure by its brightness squared, and a cell lit up 3-fold paired with a bright cell of the
     template 47 px away (a still GCaMP6s simulation's strips: docs/benchmarks.md). The first clip bounds a cell lit
     up 16-fold before the background's subtraction spreads it; the second makes cells count by shape and place."""
-    smooth = _clipped(ndimage.gaussian_filter(frames, (0, SMOOTH_PX, SMOOTH_PX), truncate=3.0), 2 * CLIP_MADS)
-    return _clipped(smooth - ndimage.gaussian_filter(smooth, (0, BACKGROUND_PX, BACKGROUND_PX), mode="nearest",
-                                                     truncate=3.0), CLIP_MADS)
+    smooth = _clipped(smooth_xy(frames, SMOOTH_PX), 2 * CLIP_MADS)  # (scipy's filters, as products on small frames)
+    return _clipped(smooth - smooth_xy(smooth, BACKGROUND_PX, mode="nearest"), CLIP_MADS)
 
 
 def _clipped(frames: np.ndarray, mads: float) -> np.ndarray:

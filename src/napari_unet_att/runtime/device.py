@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from ..errors import InputError
 
@@ -106,8 +107,43 @@ def on_frame_parts(fn: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, a
     before = (slice(None),) * (axis % frames.ndim)
     parts = [frames[(*before, slice(a, b))] for a, b in zip(edges[:-1], edges[1:], strict=True)]  # views
     # a pool per call (~0.1 ms): none is left running once a job ends (the jobs' own threads are checked so)
-    with ThreadPoolExecutor(n, thread_name_prefix="unet-att-frames") as ex:
+    with one_blas_thread(), ThreadPoolExecutor(n, thread_name_prefix="unet-att-frames") as ex:
         return np.concatenate(list(ex.map(fn, parts)), axis=axis)
+
+
+class _Shared:
+    """A process-wide setting that jobs (threads) share: ``start`` when the first user enters, ``stop`` when the last
+    one leaves, so that overlapping users neither undo each other's setting nor keep it after the last."""
+
+    def __init__(self, start: Callable[[], object], stop: Callable[[object], None]) -> None:
+        self._start, self._stop, self._lock, self._users, self._state = start, stop, threading.Lock(), 0, None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._state = self._start()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._stop(self._state)
+
+
+@functools.cache
+def _blas_libraries() -> ThreadpoolController:
+    """The BLAS libraries loaded (numpy's), found once (a search takes ~1 ms, a limit through it ~0.02)."""
+    return ThreadpoolController()
+
+
+#: While :func:`on_frame_parts` runs, numpy's BLAS uses one thread: its parts already keep every core busy, and
+#: BLAS's own threads in each part (:func:`.temporal_filter.smooth_xy`'s matrix products) made the registration's
+#: band-pass slower, 0.35 -> 0.56 s (docs/benchmarks.md, twenty-ninth and thirtieth sessions).
+one_blas_thread = _Shared(lambda: _blas_libraries().limit(limits=1, user_api="blas"),
+                          lambda limiter: limiter.restore_original_limits())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -166,8 +202,6 @@ def inference_mode() -> Iterator[None]:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _MALLOPT_DEFAULTS = ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 * 1024), (_M_ARENA_MAX, 0))
 _MALLOPT_JOB = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1))
-_heap_lock = threading.Lock()
-_heap_users = 0
 
 
 @functools.cache
@@ -206,19 +240,17 @@ def reuse_freed_memory(device: torch.device) -> Iterator[None]:
     dynamic mmap threshold then stays at the value it had reached). Elsewhere (CUDA, other C
     libraries) this does nothing.
     """
-    global _heap_users
     if device.type != "cpu" or _glibc() is None:
         yield
         return
-    with _heap_lock:
-        if _heap_users == 0:
-            _mallopt(_MALLOPT_JOB)
-        _heap_users += 1
-    try:
+    with _job_heap():
         yield
-    finally:
-        with _heap_lock:
-            _heap_users -= 1
-            if _heap_users == 0:
-                _mallopt(_MALLOPT_DEFAULTS)
-                _glibc().malloc_trim(0)
+
+
+def _default_heap(_: object) -> None:
+    """glibc's default settings back, and the memory retained handed back."""
+    _mallopt(_MALLOPT_DEFAULTS)
+    _glibc().malloc_trim(0)
+
+
+_job_heap = _Shared(lambda: _mallopt(_MALLOPT_JOB), _default_heap)
