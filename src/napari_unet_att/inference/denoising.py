@@ -137,7 +137,12 @@ class DenoiseJob:
         return self.cfg.half_rate and self.denoiser.mode == "temporal"
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
-        """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
+        """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`. All the job's network passes
+        share one heap (:func:`.device.reuse_freed_memory`; one per pass faulted its memory in again every time)."""
+        with devmod.reuse_freed_memory(devmod.resolve_device(self.cfg.device)):
+            return (yield from self._steps(out))
+
+    def _steps(self, out: Any) -> Generator[InferEvent, None, Any]:
         if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
@@ -332,23 +337,22 @@ def _run(
     net = job.denoiser.net.to(device)  # in place: the model stays on the device for the next call
     was_training = net.training
     net.eval()  # attention-gate BatchNorm must use its running statistics
-    t_start, done = time.perf_counter(), 0
-    with devmod.reuse_freed_memory(device):
-        try:  # the finally also runs when the consumer closes the generator (cancel)
-            with BatchReader(views, batches, write.norm, cfg.prefetch) as reader:
-                for batch, x, stop in zip(batches, reader, flush_at, strict=True):
-                    y = forward(net, x, device, cfg.amp, cfg.tta)
-                    for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
-                        sums.add(sl, v, y_tile)
-                    start = sums.base
-                    if stop > start:
-                        write(start, stop, sums.pop(stop))
-                    done += len(batch)
-                    elapsed = max(time.perf_counter() - t_start, 1e-9)
-                    yield InferEvent(done=done, total=n_tasks, frames_per_s=done / n_tasks * job.out_shape[0] / elapsed,
-                                     eta_s=elapsed * (n_tasks - done) / done)
-        finally:
-            net.train(was_training)
+    t_start, done = time.perf_counter(), 0  # (on the heap of the job, :meth:`DenoiseJob.run`)
+    try:  # the finally also runs when the consumer closes the generator (cancel)
+        with BatchReader(views, batches, write.norm, cfg.prefetch) as reader:
+            for batch, x, stop in zip(batches, reader, flush_at, strict=True):
+                y = forward(net, x, device, cfg.amp, cfg.tta)
+                for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
+                    sums.add(sl, v, y_tile)
+                start = sums.base
+                if stop > start:
+                    write(start, stop, sums.pop(stop))
+                done += len(batch)
+                elapsed = max(time.perf_counter() - t_start, 1e-9)
+                yield InferEvent(done=done, total=n_tasks, frames_per_s=done / n_tasks * job.out_shape[0] / elapsed,
+                                 eta_s=elapsed * (n_tasks - done) / done)
+    finally:
+        net.train(was_training)
     return write.target  # (the smoother let out its last frames with the last block)
 
 
@@ -365,9 +369,8 @@ class _FrameWriter:
         self.smoother = TemporalSmoother(smoothing, job.out_shape[0], self.inputs) if smoothing.active else None
 
     def __call__(self, start: int, stop: int, blocks: list[np.ndarray]) -> None:
-        job, norm = self.job, self.norm
+        job, norm, done = self.job, self.norm, []
         _, y, x = job.view_shape
-        done = []
         for view, z in zip(job.views, blocks, strict=True):
             if job.cfg.keep_mean:
                 z = keep_frame_means(z, norm.apply(view.read((slice(start, stop), slice(0, y), slice(0, x)))))
@@ -391,10 +394,8 @@ class _EveryOther:
 
     def __init__(self, stack: Any, parity: int) -> None:
         self.stack, self.parity = stack, int(parity)
-        t = int(stack.shape[0])
-        self.shape = ((t - self.parity + 1) // 2, *(int(n) for n in stack.shape[1:]))
-        self.dtype = np.dtype(stack.dtype)
-        self.ndim = 3
+        self.shape = ((int(stack.shape[0]) - self.parity + 1) // 2, *(int(n) for n in stack.shape[1:]))
+        self.dtype, self.ndim = np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -415,8 +416,7 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     was trained on but hold half the photons. Their mean beats either (docs/benchmarks.md), at twice
     the work; the result is assembled in memory.
     """
-    stack = job.stack
-    t = int(stack.shape[0])
+    stack, t = job.stack, int(job.stack.shape[0])
     if t < 6:
         raise InputError(f"the half-rate ensemble needs at least 6 frames (3 per half), found {t}; turn it off")
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "

@@ -98,8 +98,9 @@ def cpu_workers() -> int:
 
 def on_frame_parts(fn: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, axis: int = 0) -> np.ndarray:
     """``fn(frames)`` for an ``fn`` that treats each slice along ``axis`` (default: each frame) on its own, run on
-    :func:`cpu_workers` parts at once (numpy's and scipy's array work releases the GIL); the same values as one
-    call (a new array, where one call's could be a view). Not for an ``fn`` that itself calls this function."""
+    :func:`cpu_workers` parts at once (numpy's and scipy's array work releases the GIL; numpy's BLAS then runs one
+    thread in each part, :data:`one_blas_thread`); the same values as one call (a new array, where one call's could be
+    a view). Not for an ``fn`` that itself calls this function."""
     n = min(cpu_workers(), frames.shape[axis])
     if n <= 1:
         return fn(frames)
