@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -77,12 +77,6 @@ def _in_memory(out: Any) -> bool:
         getattr(out, "in_memory", False))
 
 
-def _check_out(out: Any, shape: Sequence[int]) -> None:
-    """Refuse a destination whose shape is not the result's."""
-    if tuple(out.shape) != tuple(shape):
-        raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(shape)}")
-
-
 # ---------------------------------------------------------------------------------------------- the job
 
 
@@ -110,8 +104,8 @@ class DenoiseJob:
         cfg = cfg or InferConfig()
         check_inputs(stack, cfg, out)
         job = cls.unchecked(stack, denoiser, cfg)
-        if out is not None:
-            _check_out(out, job.out_shape)
+        if out is not None and tuple(out.shape) != tuple(job.out_shape):  # a destination of another shape
+            raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(job.out_shape)}")
         return job
 
     @classmethod
@@ -137,12 +131,7 @@ class DenoiseJob:
         return self.cfg.half_rate and self.denoiser.mode == "temporal"
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
-        """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`. All the job's network passes
-        share one heap (:func:`.device.reuse_freed_memory`; one per pass faulted its memory in again every time)."""
-        with devmod.reuse_freed_memory(devmod.resolve_device(self.cfg.device)):
-            return (yield from self._steps(out))
-
-    def _steps(self, out: Any) -> Generator[InferEvent, None, Any]:
+        """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
         if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
@@ -271,8 +260,9 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     """Plan, check memory, choose the normalisation, then run; after an out-of-memory error, run again
     with the next smaller configuration (:func:`~napari_unet_att.inference.batches.smaller_config`)."""
     device, cfg, plan, norm = _checked_plan(job, out)
-    smoothing = yield from job.choose_smoothing()
-    give_back = yield from job.choose_give_back(smoothing)
+    with devmod.reuse_freed_memory(device):  # the choices' network passes on one heap (see :func:`_run`)
+        smoothing = yield from job.choose_smoothing()
+        give_back = yield from job.choose_give_back(smoothing)
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
         try:
@@ -337,22 +327,24 @@ def _run(
     net = job.denoiser.net.to(device)  # in place: the model stays on the device for the next call
     was_training = net.training
     net.eval()  # attention-gate BatchNorm must use its running statistics
-    t_start, done = time.perf_counter(), 0  # (on the heap of the job, :meth:`DenoiseJob.run`)
-    try:  # the finally also runs when the consumer closes the generator (cancel)
-        with BatchReader(views, batches, write.norm, cfg.prefetch) as reader:
-            for batch, x, stop in zip(batches, reader, flush_at, strict=True):
-                y = forward(net, x, device, cfg.amp, cfg.tta)
-                for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
-                    sums.add(sl, v, y_tile)
-                start = sums.base
-                if stop > start:
-                    write(start, stop, sums.pop(stop))
-                done += len(batch)
-                elapsed = max(time.perf_counter() - t_start, 1e-9)
-                yield InferEvent(done=done, total=n_tasks, frames_per_s=done / n_tasks * job.out_shape[0] / elapsed,
-                                 eta_s=elapsed * (n_tasks - done) / done)
-    finally:
-        net.train(was_training)
+    t_start, done = time.perf_counter(), 0
+    with devmod.reuse_freed_memory(device):  # (callers running passes one after another hold it over them all: a
+        # heap per pass handed its memory back and the next pass faulted it in again; docs/benchmarks.md, thirtieth)
+        try:  # the finally also runs when the consumer closes the generator (cancel)
+            with BatchReader(views, batches, write.norm, cfg.prefetch) as reader:
+                for batch, x, stop in zip(batches, reader, flush_at, strict=True):
+                    y = forward(net, x, device, cfg.amp, cfg.tta)
+                    for (sl, v), y_tile in zip(batch, y[:, 0], strict=True):
+                        sums.add(sl, v, y_tile)
+                    start = sums.base
+                    if stop > start:
+                        write(start, stop, sums.pop(stop))
+                    done += len(batch)
+                    elapsed = max(time.perf_counter() - t_start, 1e-9)
+                    yield InferEvent(done=done, total=n_tasks, frames_per_s=done / n_tasks * job.out_shape[0] / elapsed,
+                                     eta_s=elapsed * (n_tasks - done) / done)
+        finally:
+            net.train(was_training)
     return write.target  # (the smoother let out its last frames with the last block)
 
 
@@ -369,8 +361,9 @@ class _FrameWriter:
         self.smoother = TemporalSmoother(smoothing, job.out_shape[0], self.inputs) if smoothing.active else None
 
     def __call__(self, start: int, stop: int, blocks: list[np.ndarray]) -> None:
-        job, norm, done = self.job, self.norm, []
+        job, norm = self.job, self.norm
         _, y, x = job.view_shape
+        done = []
         for view, z in zip(job.views, blocks, strict=True):
             if job.cfg.keep_mean:
                 z = keep_frame_means(z, norm.apply(view.read((slice(start, stop), slice(0, y), slice(0, x)))))
@@ -394,7 +387,8 @@ class _EveryOther:
 
     def __init__(self, stack: Any, parity: int) -> None:
         self.stack, self.parity = stack, int(parity)
-        self.shape = ((int(stack.shape[0]) - self.parity + 1) // 2, *(int(n) for n in stack.shape[1:]))
+        t = int(stack.shape[0])
+        self.shape = ((t - self.parity + 1) // 2, *(int(n) for n in stack.shape[1:]))
         self.dtype, self.ndim = np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -421,13 +415,17 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
         raise InputError(f"the half-rate ensemble needs at least 6 frames (3 per half), found {t}; turn it off")
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
-    smoothing = yield from job.choose_smoothing()
-    give_back = yield from job.choose_give_back(smoothing)
+    device = devmod.resolve_device(job.cfg.device)
+    with devmod.reuse_freed_memory(device):  # the choices' network passes on one heap (see :func:`_run`) ...
+        smoothing = yield from job.choose_smoothing()
+        give_back = yield from job.choose_give_back(smoothing)
     sub = job.cfg.inner()
     shares, units = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75)), 1000  # (share of the work, progress before the pass)
     results = []
-    for (share, before), part in zip(shares, (stack, _EveryOther(stack, 0), _EveryOther(stack, 1)), strict=True):
-        results.append((yield from in_share(DenoiseJob.unchecked(part, job.denoiser, sub).run(), before, share, units)))
+    with devmod.reuse_freed_memory(device):  # ... and the three passes on another
+        for (share, before), part in zip(shares, (stack, _EveryOther(stack, 0), _EveryOther(stack, 1)), strict=True):
+            part_job = DenoiseJob.unchecked(part, job.denoiser, sub)
+            results.append((yield from in_share(part_job.run(), before, share, units)))
     full = results[0]
     full[0::2] += results[1]
     full[1::2] += results[2]
