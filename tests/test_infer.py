@@ -445,29 +445,6 @@ def test_cancel_stops_prefetch_thread_and_restores_mode():
     assert net.training  # caller's mode restored
 
 
-def test_passes_run_one_after_another_share_one_heap_setting(monkeypatch):
-    """The job heap (glibc's setting, :func:`~napari_unet_att.runtime.device.reuse_freed_memory`) is set once for the
-    choices' network passes and once for the half-rate ensemble's three, and handed back after each, and when the
-    job is cancelled."""
-    from napari_unet_att.runtime import device
-
-    calls, passes = [], []
-    monkeypatch.setattr(device, "_glibc", lambda: type("Lib", (), {"malloc_trim": staticmethod(calls.append)})())
-    monkeypatch.setattr(device, "_mallopt", calls.append)
-    forward = denoising.forward
-    monkeypatch.setattr(denoising, "forward", lambda *a, **k: passes.append(1) or forward(*a, **k))
-    x = np.random.default_rng(13).poisson(5.0, (48, 24, 24)).astype(np.float32)
-    infer.denoise(x, make(Identity()), InferConfig(device="cpu"))  # (every step as the default has it)
-    assert len(passes) > 3  # the choices' passes and the half-rate ensemble's three
-    assert calls == [device._MALLOPT_JOB, device._MALLOPT_DEFAULTS, 0] * 2  # set, put back, memory handed back
-    calls.clear()
-    gen = infer.iter_denoise(x, make(Identity()), InferConfig(device="cpu"))
-    next(e for e in gen if calls)  # (the first event within a pass)
-    assert calls == [device._MALLOPT_JOB]
-    gen.close()
-    assert calls == [device._MALLOPT_JOB, device._MALLOPT_DEFAULTS, 0]
-
-
 def test_bad_inputs():
     with pytest.raises(InputError, match="T, Y, X"):
         infer.denoise(np.zeros((4, 4)), make(Identity()), cfg())

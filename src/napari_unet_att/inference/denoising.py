@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,12 @@ def _in_memory(out: Any) -> bool:
         getattr(out, "in_memory", False))
 
 
+def _check_out(out: Any, shape: Sequence[int]) -> None:
+    """Refuse a destination whose shape is not the result's."""
+    if tuple(out.shape) != tuple(shape):
+        raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(shape)}")
+
+
 # ---------------------------------------------------------------------------------------------- the job
 
 
@@ -104,8 +110,8 @@ class DenoiseJob:
         cfg = cfg or InferConfig()
         check_inputs(stack, cfg, out)
         job = cls.unchecked(stack, denoiser, cfg)
-        if out is not None and tuple(out.shape) != tuple(job.out_shape):  # a destination of another shape
-            raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(job.out_shape)}")
+        if out is not None:
+            _check_out(out, job.out_shape)
         return job
 
     @classmethod
@@ -260,9 +266,8 @@ def _iter_tiled(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, Any]:
     """Plan, check memory, choose the normalisation, then run; after an out-of-memory error, run again
     with the next smaller configuration (:func:`~napari_unet_att.inference.batches.smaller_config`)."""
     device, cfg, plan, norm = _checked_plan(job, out)
-    with devmod.reuse_freed_memory(device):  # the choices' network passes on one heap (see :func:`_run`)
-        smoothing = yield from job.choose_smoothing()
-        give_back = yield from job.choose_give_back(smoothing)
+    smoothing = yield from job.choose_smoothing()
+    give_back = yield from job.choose_give_back(smoothing)
     target = np.empty(job.out_shape, dtype=job.dtype) if out is None else out
     while True:
         try:
@@ -328,8 +333,7 @@ def _run(
     was_training = net.training
     net.eval()  # attention-gate BatchNorm must use its running statistics
     t_start, done = time.perf_counter(), 0
-    with devmod.reuse_freed_memory(device):  # (callers running passes one after another hold it over them all: a
-        # heap per pass handed its memory back and the next pass faulted it in again; docs/benchmarks.md, thirtieth)
+    with devmod.reuse_freed_memory(device):
         try:  # the finally also runs when the consumer closes the generator (cancel)
             with BatchReader(views, batches, write.norm, cfg.prefetch) as reader:
                 for batch, x, stop in zip(batches, reader, flush_at, strict=True):
@@ -389,7 +393,8 @@ class _EveryOther:
         self.stack, self.parity = stack, int(parity)
         t = int(stack.shape[0])
         self.shape = ((t - self.parity + 1) // 2, *(int(n) for n in stack.shape[1:]))
-        self.dtype, self.ndim = np.dtype(stack.dtype), 3
+        self.dtype = np.dtype(stack.dtype)
+        self.ndim = 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -410,22 +415,19 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
     was trained on but hold half the photons. Their mean beats either (docs/benchmarks.md), at twice
     the work; the result is assembled in memory.
     """
-    stack, t = job.stack, int(job.stack.shape[0])
+    stack = job.stack
+    t = int(stack.shape[0])
     if t < 6:
         raise InputError(f"the half-rate ensemble needs at least 6 frames (3 per half), found {t}; turn it off")
     res.check_memory(2 * t * int(np.prod(stack.shape[1:])) * 4, f"the half-rate ensemble of a {tuple(stack.shape)} "
                      "stack (two float32 copies in memory)", "cpu", hint="turn the half-rate ensemble off")
-    device = devmod.resolve_device(job.cfg.device)
-    with devmod.reuse_freed_memory(device):  # the choices' network passes on one heap (see :func:`_run`) ...
-        smoothing = yield from job.choose_smoothing()
-        give_back = yield from job.choose_give_back(smoothing)
+    smoothing = yield from job.choose_smoothing()
+    give_back = yield from job.choose_give_back(smoothing)
     sub = job.cfg.inner()
     shares, units = ((0.5, 0.0), (0.25, 0.5), (0.25, 0.75)), 1000  # (share of the work, progress before the pass)
     results = []
-    with devmod.reuse_freed_memory(device):  # ... and the three passes on another
-        for (share, before), part in zip(shares, (stack, _EveryOther(stack, 0), _EveryOther(stack, 1)), strict=True):
-            part_job = DenoiseJob.unchecked(part, job.denoiser, sub)
-            results.append((yield from in_share(part_job.run(), before, share, units)))
+    for (share, before), part in zip(shares, (stack, _EveryOther(stack, 0), _EveryOther(stack, 1)), strict=True):
+        results.append((yield from in_share(DenoiseJob.unchecked(part, job.denoiser, sub).run(), before, share, units)))
     full = results[0]
     full[0::2] += results[1]
     full[1::2] += results[2]
