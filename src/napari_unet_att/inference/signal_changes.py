@@ -31,7 +31,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from .temporal_filter import TRUNCATE, smooth_xy
+from .temporal_filter import TRUNCATE, radius, smooth_xy
 
 __all__ = ["FAR_LAG", "FINE_LAGS", "LAGS", "MAX_BLOB_PX2", "SignalChanges", "measure"]
 
@@ -186,7 +186,7 @@ def _mixed(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
 
 def _kernel(sigma: float) -> np.ndarray:
     """The weights of :func:`.temporal_filter.smooth_t`'s Gaussian of ``sigma`` frames (a unit impulse, filtered)."""
-    n = 2 * int(TRUNCATE * sigma + 0.5) + 3
+    n = 2 * radius(sigma) + 3
     impulse = np.zeros(n)
     impulse[n // 2] = 1.0
     return ndimage.gaussian_filter1d(impulse, sigma, truncate=TRUNCATE) if sigma > 0 else impulse

@@ -60,7 +60,7 @@ from .bands import SPLITS_PX, choose_split, combine
 from .registration import PhysicalFrames
 from .signal_changes import ALONG_INTERPOLATED, SignalChanges, measure
 from .smoother import EMIT_FRAMES, TemporalSmoother
-from .temporal_filter import TRUNCATE, smooth, smooth_t, smooth_xy
+from .temporal_filter import TRUNCATE, radius, smooth, smooth_t, smooth_xy
 from .tissue import as_planes, canvas_pad, frame_shifts, from_tissue, to_tissue
 from .transients import choose_threshold, keep_fast
 
@@ -68,7 +68,7 @@ __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CAL
            "CALIBRATION_XY", "EMIT_FRAMES", "ALONG_SPLIT", "MAX_SIGMA_T_ALONG", "MAX_SIGMA_T_SPLIT_ALONG",
            "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block",
            "calibration_errors", "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue", "held_bytes",
-           "iter_smoothing", "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue"]
+           "iter_smoothing", "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue", "TRUNCATE"]
 
 # frames of the full-rate output; 12 and 16 serve the fine detail of a two-scale smoothing (:mod:`.bands`: chosen
 # on 5 of 6 validation recordings over 8, +0.1 to +0.4 dB); the calibration block's 80 frames judge no longer ones
@@ -147,7 +147,7 @@ class Smoothing:
     def radius(self) -> int:
         """Frames either side that an output frame depends on."""
         coarse = self.sigma_t_coarse if self.split_px > 0 else 0.0
-        return int(TRUNCATE * max(self.sigma_t, coarse, self.blend_sigma[0] if self.blend > 0 else 0.0) + 0.5)
+        return radius(max(self.sigma_t, coarse, self.blend_sigma[0] if self.blend > 0 else 0.0))
 
     def describe(self) -> str:
         """One line for progress messages and logs."""
@@ -425,7 +425,7 @@ def held_bytes(setting: str | tuple[float, ...], frame: tuple[int, int], block: 
     motion's moves), a copy of them, and as much of the input's frames for a blend (not for given sigmas)."""
     given = isinstance(setting, tuple)
     frames_sigma = (setting[0], *setting[3:]) if given else (SIGMAS_T[-1], *(g[0] for g in BLEND_SIGMAS))
-    frames = block + 2 * int(TRUNCATE * max(frames_sigma) + 0.5) + EMIT_FRAMES
+    frames = block + 2 * radius(max(frames_sigma)) + EMIT_FRAMES
     split = given and len(setting) == 4 and setting[2] > 0  # (its coarse part, their difference and its blur too)
     copies = 0 if setting == "off" else (5 if split else 2) if given else 4
     return copies * frames * (frame[0] + 16) * (frame[1] + 16) * 4

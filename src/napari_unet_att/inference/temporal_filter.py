@@ -20,8 +20,14 @@ MATRIX_TAPS = 32  # :func:`smooth_xy` by matrix products where a frame's height 
 # many times the kernel's taps (a product costs both per pixel, scipy the taps: 40 x 128 x 128 at 1.5 / 5 px took
 # 7.3 / 14.7 ms in scipy, 4.5 as products; 8 x 512 x 512 at 5 px 50 and 49 ms)
 
-__all__ = ["MATRIX_FRAMES", "MATRIX_TAPS", "TRUNCATE", "filter_matrix", "smooth", "smooth_t", "smooth_t_part",
-           "smooth_xy"]
+__all__ = ["MATRIX_FRAMES", "MATRIX_TAPS", "TRUNCATE", "filter_matrix", "radius", "smooth", "smooth_t",
+           "smooth_t_part", "smooth_xy"]
+
+
+def radius(sigma: float) -> int:
+    """How many samples either way scipy's Gaussian of ``sigma`` reaches (:data:`TRUNCATE`): its kernel has
+    ``2 * radius + 1`` taps."""
+    return int(TRUNCATE * sigma + 0.5)
 
 
 def smooth_t(stack: np.ndarray, sigma_t: float) -> np.ndarray:
@@ -69,7 +75,7 @@ def smooth_xy(stack: np.ndarray, sigma_xy: float, mode: str = "reflect") -> np.n
     if sigma_xy <= 0:
         return stack
     ny, nx = stack.shape[-2:]
-    taps = 2 * int(TRUNCATE * sigma_xy + 0.5) + 1
+    taps = 2 * radius(sigma_xy) + 1
     if stack.dtype in (np.float32, np.float64) and ny + nx <= MATRIX_TAPS * taps:
         rows, cols = (filter_matrix(n, sigma_xy, stack.dtype, mode) for n in (ny, nx))
         return np.matmul(rows, stack @ cols.T)
@@ -92,7 +98,7 @@ def smooth_t_part(window: np.ndarray, lo: int, n_frames: int, sigma_t: float, fi
         return window[first - lo : last - lo]  # a view, as smooth_t gives the stack itself
     if last <= first:
         return np.zeros((0, *window.shape[1:]), np.float32)
-    r = int(TRUNCATE * sigma_t + 0.5)  # scipy's radius, and :attr:`Smoothing.radius`
+    r = radius(sigma_t)  # (as :attr:`Smoothing.radius`)
     src = _reflected(np.arange(first, last)[:, None] + np.arange(-r, r + 1), n_frames) - lo  # (frame, tap)
     if src.min() < 0 or src.max() >= len(window):
         raise ValueError(f"frames {first}-{last} of {n_frames} need frames {lo + src.min()}-{lo + src.max()}, "
