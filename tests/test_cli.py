@@ -38,7 +38,8 @@ def test_train_writes_model_and_prints_json(model, capsys):
 
 def test_denoise_keeps_shape_and_dtype(files, model, capsys):
     out = files / "den.tif"
-    assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out), "--device", "cpu",
+                 "--dtype", "input"]) == 0
     res = tifffile.imread(out)
     src = tifffile.imread(files / "noisy.tif")
     assert res.shape == src.shape and res.dtype == src.dtype
@@ -47,6 +48,21 @@ def test_denoise_keeps_shape_and_dtype(files, model, capsys):
     out32 = files / "den32.tif"
     assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out32), "--float32"]) == 0
     assert tifffile.imread(out32).dtype == np.float32
+
+
+def test_denoise_output_type_by_default_keeps_whole_counts_only_where_the_noise_allows(files, model, capsys):
+    # 5 photons at 20 counts per photon: noise SD ~45 counts, under WHOLE_COUNTS_SD: float32, said and recorded
+    out = files / "den_auto.tif"
+    assert main(["denoise", str(files / "noisy.tif"), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
+    assert tifffile.imread(out).dtype == np.float32
+    assert "output type: float32, not the input's uint16" in capsys.readouterr().out
+    assert read_metadata(out)["steps"]["output_dtype"].startswith("float32")
+    loud = files / "loud.tif"  # 2 photons at 100 counts per photon: SD ~140 counts, whole counts kept
+    tifffile.imwrite(loud, simulate(n_frames=40, size=32, photons=2.0, seed=5, gain=100.0).noisy)
+    out = files / "den_loud.tif"
+    assert main(["denoise", str(loud), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
+    assert tifffile.imread(out).dtype == np.uint16
+    assert read_metadata(out)["steps"]["output_dtype"].startswith("uint16, as the input")
 
 
 def test_denoise_smoothing_option(files, model, capsys):

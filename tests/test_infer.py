@@ -272,6 +272,49 @@ def test_output_dtype_input_clips_never_wraps():
     np.testing.assert_array_equal(out, lo)
 
 
+def photon_counts(photons: float, gain: float, seed: int = 0) -> np.ndarray:
+    """A flat recording of ``photons`` per pixel at ``gain`` counts per photon, uint16 (no offset)."""
+    rng = np.random.default_rng(seed)
+    return (rng.poisson(photons, (24, 24, 24)) * gain).astype(np.uint16)
+
+
+def test_auto_output_type_keeps_whole_counts_only_where_rounding_costs_nothing():
+    from napari_unet_att.inference.frame_means import SAID, WHOLE_COUNTS_SD, noise_sd, resolve_output_dtype
+
+    fine = photon_counts(2.0, 100.0)  # noise SD 141 counts
+    coarse = photon_counts(0.3, 1.0)  # photon counts: SD 0.55
+    assert noise_sd(fine) == pytest.approx(100 * np.sqrt(2), rel=0.1)
+    assert noise_sd(coarse) == pytest.approx(np.sqrt(0.3), rel=0.1)
+    assert noise_sd(fine[:1]) > WHOLE_COUNTS_SD > noise_sd(coarse[:1])  # one frame: its columns' differences
+    for stack, chosen in [(fine, "input"), (coarse, "float32"), (coarse.astype(np.float64), "float32")]:
+        resolved, said = resolve_output_dtype(stack, cfg(output_dtype="auto"))
+        assert resolved.output_dtype == chosen and said.startswith(SAID)
+    assert resolve_output_dtype(coarse, cfg(output_dtype="input")) == (cfg(output_dtype="input"), "")
+    with pytest.raises(InputError, match="output_dtype"):
+        cfg(output_dtype="uint8")
+
+
+def test_auto_output_type_keeps_dim_frames_means_where_whole_counts_would_not():
+    # A model that returns each frame's mean: 0.3 counts, which whole counts round to 0 (all the brightness lost).
+    class FrameMean(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(-2, -1), keepdim=True).expand_as(x).clone()
+
+    coarse = photon_counts(0.3, 1.0, seed=1)
+    said: list[str] = []
+    keep = {"keep_mean": True}  # (as by default: each frame's mean, tiles or not)
+    auto = infer.denoise(coarse, make(FrameMean()), cfg(output_dtype="auto", **keep),
+                         progress=lambda e: said.append(e.message))
+    rounded = infer.denoise(coarse, make(FrameMean()), cfg(output_dtype="input", **keep))
+    assert auto.dtype == np.float32 and rounded.dtype == np.uint16
+    means = coarse.mean(axis=(1, 2))
+    np.testing.assert_allclose(auto.mean(axis=(1, 2)), means, rtol=1e-5)
+    assert np.abs(rounded.mean(axis=(1, 2)) / means - 1).max() > 0.5  # what 'input' does to such counts
+    assert sum(m.startswith("output type: float32") for m in said) == 1
+    fine = photon_counts(2.0, 100.0, seed=1)
+    assert infer.denoise(fine, make(FrameMean()), cfg(output_dtype="auto")).dtype == np.uint16
+
+
 # --------------------------------------------------------------------------- seams
 
 

@@ -350,6 +350,10 @@ def test_denoise_adds_a_new_layer_and_never_overwrites(viewer, qtbot, tiny_sim, 
     second = viewer.layers[-1]
     assert second is not out and second.name != "movie_denoised" and second.data.dtype == np.uint16
     assert viewer.layers["movie_denoised"] is out  # the first result is still there
+    w.output_dtype.setCurrentText("auto")  # the tiny simulation's noise is too fine for whole counts: float32
+    _wait_done(qtbot, w.denoise(layer))
+    assert viewer.layers[-1].data.dtype == np.float32
+    assert viewer.layers[-1].metadata["unet_att"]["output_dtype"].startswith("float32, not the input's uint16")
     assert w.smoothing.isChecked() and w.infer_config().smoothing == "auto"
     w.smoothing.setChecked(False)
     assert w.infer_config().smoothing == "off"

@@ -200,6 +200,7 @@ def _output_paths(inputs: Sequence[str], out: str) -> list[Path]:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     from .inference.files import iter_denoise_file
+    from .inference.frame_means import resolve_output_dtype
     from .model.pretrained import load_model
     from .runtime.distributed import shard
     from .stackio import read_stack
@@ -207,7 +208,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     _expand_inputs(args)
     den = load_model(args.model, mode=args.mode)
-    cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else "input",
+    cfg = InferConfig(device=args.device, output_dtype="float32" if args.float32 else args.dtype,
                       tile_t=args.tile_t, overlap=args.overlap, memory_gb=args.memory_gb,
                       batch_size=args.batch_size, normalization="input" if args.input_norm else "model", tta=args.tta,
                       half_rate=args.half_rate, smoothing=args.smoothing,
@@ -216,8 +217,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     outs = _output_paths(args.inputs, args.out)
     # Every output checked before the first is written: none is an input, no two collide, the
     # folders are writable and the disk holds all of them.
-    sizes = [output_nbytes(read_stack(p, channel=args.channel, lazy=True, axes=args.axes, series=args.series),
-                           args.float32) for p in args.inputs]
+    stacks = [read_stack(p, channel=args.channel, lazy=True, axes=args.axes, series=args.series) for p in args.inputs]
+    sizes = [output_nbytes(s, resolve_output_dtype(s, cfg)[0].output_dtype == "float32") for s in stacks]
     check_denoise_outputs(args.inputs, outs, overwrite=args.overwrite, nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):

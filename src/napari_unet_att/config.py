@@ -261,7 +261,7 @@ class InferConfig:
     overlap: int | None = None
     memory_gb: float | None = None
     batch_size: int = 1
-    output_dtype: Literal["float32", "input"] = "float32"
+    output_dtype: Literal["float32", "input", "auto"] = "float32"  # auto: inference.frame_means.resolve_output_dtype
     normalization: Literal["model", "input"] = "model"  # stats stored in the model, or the input's own
     mirrored_output: Literal["interleaved", "merged"] = "interleaved"  # mirrored models on (T, 2N, N) input
     prefetch: bool = True
@@ -295,8 +295,8 @@ class InferConfig:
             raise InputError(f"tiles too small: tile_t={self.tile_t} (>= 8), max_tile_xy={self.max_tile_xy} (>= 16)")
         if self.overlap is not None and self.overlap < 0:
             raise InputError(f"overlap must be >= 0 voxels, got {self.overlap}")
-        if self.output_dtype not in ("float32", "input"):
-            raise InputError(f"output_dtype must be 'float32' or 'input', got {self.output_dtype!r}")
+        if self.output_dtype not in ("float32", "input", "auto"):
+            raise InputError(f"output_dtype must be 'float32', 'input' or 'auto', got {self.output_dtype!r}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.memory_gb is not None and not (math.isfinite(self.memory_gb) and self.memory_gb > 0):

@@ -39,7 +39,7 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
         Field("layer", LAYER, "Input"),
         AXES_FIELD,
         Field("device", CHOICE, "Device", choices=device_choices),
-        Field("output_dtype", CHOICE, "Output type", choices=("float32", "input")),
+        Field("output_dtype", CHOICE, "Output type", choices=("float32", "input", "auto")),
     )
     tiling = (
         Field("tile_t", INT, "Frames per tile", bounds=(0, 4096), special="auto (fit memory)",  # 0: automatic
@@ -272,7 +272,7 @@ class DenoiseWidget(BaseDock):
             out = src.with_name(f"{src.stem}_denoised.tif")
             if out.exists():
                 raise InputError(f"{out} exists already; choose another output file (results are never overwritten)")
-        nbytes = output_nbytes(stack, cfg.output_dtype == "float32")
+        nbytes = output_nbytes(stack, cfg.output_dtype != "input")  # ('auto' may choose float32)
         check_denoise_outputs([src] if src is not None else [], [out], overwrite=True, nbytes=[nbytes])
         return out
 

@@ -39,7 +39,7 @@ from ..runtime import resources as res
 from .accumulate import BlendedSums, accumulator_frames
 from .averages import expected, iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
-from .frame_means import keep_frame_means, to_target
+from .frame_means import keep_frame_means, resolve_output_dtype, to_target
 from .give_back import GiveBack, iter_give_back
 from .line_phase import PhaseCorrected, iter_line_phase
 from .norms import check_model_norm, choose_norm
@@ -64,11 +64,6 @@ def check_inputs(stack: Any, cfg: InferConfig, out: Any) -> None:
             raise InputError(f"{name} must be {' or '.join(map(repr, allowed))}, got {getattr(cfg, name)!r}")
     if out is not None and not hasattr(out, "__setitem__"):
         raise InputError(f"out must support slice assignment (out[t0:t1] = block), got {type(out).__name__}")
-
-
-def output_dtype(stack: Any, cfg: InferConfig) -> np.dtype:
-    """float32, or the input's dtype with ``cfg.output_dtype == 'input'``."""
-    return np.dtype(stack.dtype) if cfg.output_dtype == "input" else np.dtype(np.float32)
 
 
 def _in_memory(out: Any) -> bool:
@@ -103,13 +98,15 @@ class DenoiseJob:
     dtype: np.dtype
     shifts: np.ndarray | None = None  # measured sub-pixel motion left to the network: the smoothing follows it
     averaged: bool | None = None  # whether each pixel's average is put back (:mod:`.averages`); None: as cfg says
+    said: str = ""  # what ``output_dtype='auto'`` was made (:func:`.frame_means.resolve_output_dtype`), said first
 
     @classmethod
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
-        """Check the inputs (:func:`check_inputs`, and ``out``'s shape) and work out the job."""
-        cfg = cfg or InferConfig()
-        check_inputs(stack, cfg, out)
-        job = cls.unchecked(stack, denoiser, cfg)
+        """Check the inputs (:func:`check_inputs`, and ``out``'s shape) and work out the job (an 'auto' output type
+        made one: :func:`.frame_means.resolve_output_dtype`)."""
+        check_inputs(stack, cfg or InferConfig(), out)
+        cfg, said = resolve_output_dtype(stack, cfg or InferConfig())
+        job = dataclasses.replace(cls.unchecked(stack, denoiser, cfg), said=said)
         if out is not None:
             _check_out(out, job.out_shape)
         return job
@@ -119,7 +116,8 @@ class DenoiseJob:
         """The job for inputs already checked; ``scan``: whether ``stack`` is a bidirectional scan's lines (a part of
         one, whatever its shape; None: a ``(T, 2N, N)`` stack is, :func:`~napari_unet_att.modes.split_views`)."""
         views, combine, shape = split_views(stack, denoiser.mode, denoiser.flip_backward, cfg.mirrored_output, scan)
-        return cls(stack, denoiser, cfg, tuple(views), combine, shape, output_dtype(stack, cfg))
+        dtype = np.dtype(stack.dtype if cfg.output_dtype == "input" else np.float32)  # ('auto': made one by create)
+        return cls(stack, denoiser, cfg, tuple(views), combine, shape, dtype)
 
     @property
     def view_shape(self) -> Triple:
@@ -138,6 +136,8 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
+        if self.said:
+            yield InferEvent(done=0, total=1, message=self.said)
         if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
@@ -447,4 +447,4 @@ def _iter_half_rate(job: DenoiseJob, out: Any) -> Generator[InferEvent, None, An
 
 
 __all__ = ["DenoiseJob", "check_inputs", "check_model_norm", "choose_norm", "denoise", "iter_denoise",
-           "keep_frame_means", "output_dtype"]
+           "keep_frame_means"]

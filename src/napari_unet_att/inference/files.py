@@ -13,13 +13,14 @@ from ..errors import InputError
 from ..model.denoiser import Denoiser
 from ..stackio import output_stack, read_stack
 from ..stackio.outputs import same_file
-from . import averages, give_back, line_phase, registration, smoothing, strips
+from . import averages, frame_means, give_back, line_phase, registration, smoothing, strips
 from .denoising import DenoiseJob
 
 #: The job's choices that an output records (a file's metadata, the dock's result layer), by how their messages
 #: start; keyed as the :class:`InferConfig` settings that ask for them.
-STEPS = {"line_phase": line_phase.SAID, "strips": strips.SAID, "registration": registration.SAID,
-         "smoothing": smoothing.SAID, "give_back": give_back.SAID, "keep_average": averages.SAID}
+STEPS = {"output_dtype": frame_means.SAID, "line_phase": line_phase.SAID, "strips": strips.SAID,
+         "registration": registration.SAID, "smoothing": smoothing.SAID, "give_back": give_back.SAID,
+         "keep_average": averages.SAID}
 
 
 def post_step(message: str | None) -> tuple[str, str] | None:
@@ -57,7 +58,8 @@ def iter_denoise_to_file(
         What :func:`~napari_unet_att.inference.denoising.iter_denoise` takes.
     out_path : str or Path
         The output file. Its shape is the result's (``(T, N, N)`` for a mirrored model's merged
-        output), its dtype float32 or, with ``cfg.output_dtype == 'input'``, the input's.
+        output), its dtype float32 or, with ``cfg.output_dtype == 'input'``, the input's ('auto': one of them,
+        :func:`~napari_unet_att.inference.frame_means.resolve_output_dtype`).
     denoiser, cfg
         As for :func:`~napari_unet_att.inference.denoising.iter_denoise`.
     source : str or Path, optional
