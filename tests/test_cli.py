@@ -63,6 +63,10 @@ def test_denoise_output_type_by_default_keeps_whole_counts_only_where_the_noise_
     assert main(["denoise", str(loud), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
     assert tifffile.imread(out).dtype == np.uint16
     assert read_metadata(out)["steps"]["output_dtype"].startswith("uint16, as the input")
+    with pytest.raises(SystemExit):  # two answers to one question: refused, not one of them picked
+        main(["denoise", str(loud), "--model", str(model), "--out", str(files / "x.tif"), "--float32", "--dtype",
+              "input"])
+    assert "not allowed with argument --float32" in capsys.readouterr().err and not (files / "x.tif").exists()
 
 
 def test_denoise_smoothing_option(files, model, capsys):

@@ -217,8 +217,11 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     outs = _output_paths(args.inputs, args.out)
     # Every output checked before the first is written: none is an input, no two collide, the
     # folders are writable and the disk holds all of them.
-    stacks = [read_stack(p, channel=args.channel, lazy=True, axes=args.axes, series=args.series) for p in args.inputs]
-    sizes = [output_nbytes(s, resolve_output_dtype(s, cfg)[0].output_dtype == "float32") for s in stacks]
+    def size(path: str) -> int:  # (each stack let go at once: no file held open per input)
+        stack = read_stack(path, channel=args.channel, lazy=True, axes=args.axes, series=args.series)
+        return output_nbytes(stack, resolve_output_dtype(stack, cfg)[0].output_dtype == "float32")
+
+    sizes = [size(p) for p in args.inputs]
     check_denoise_outputs(args.inputs, outs, overwrite=args.overwrite, nbytes=sizes)
     # Under torchrun each rank denoises its share of the files (one GPU per rank).
     for src, dst in shard(list(zip(args.inputs, outs, strict=True))):

@@ -131,11 +131,12 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
                         "scan); a checkpoint file brings its own mode")
     d.add_argument("--out", required=True, help="output TIFF (one input) or directory (several)")
     d.add_argument("--device", default=field_default(InferConfig, "device"))
-    d.add_argument("--dtype", choices=("auto", "float32", "input"), default="auto",
-                   help="the output's type: the input's (integers clipped and rounded), float32, or auto (default): "
-                        "the input's integer type where its noise SD is at least 50 counts, so that whole counts lose "
-                        "nothing measurable, float32 otherwise (photon counts, low gain)")
-    d.add_argument("--float32", action="store_true", help="the same as --dtype float32")
+    dtype = d.add_mutually_exclusive_group()
+    dtype.add_argument("--dtype", choices=("auto", "float32", "input"), default="auto",
+                       help="the output's type: the input's (integers clipped and rounded), float32, or auto "
+                            "(default): the input's integer type where its noise SD is at least 50 counts, so that "
+                            "whole counts lose nothing measurable, float32 otherwise (photon counts, low gain)")
+    dtype.add_argument("--float32", action="store_true", help="the same as --dtype float32")
     d.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist already (default: refuse, as the napari dock does)")
     d.add_argument("--input-norm", action="store_true",

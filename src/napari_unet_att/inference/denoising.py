@@ -39,7 +39,7 @@ from ..runtime import resources as res
 from .accumulate import BlendedSums, accumulator_frames
 from .averages import expected, iter_keep_average, sums_bytes
 from .batches import BatchReader, OutOfMemory, forward, make_batches, smaller_config
-from .frame_means import keep_frame_means, resolve_output_dtype, to_target
+from .frame_means import keep_frame_means, resolve_output_dtype, said_first, to_target
 from .give_back import GiveBack, iter_give_back
 from .line_phase import PhaseCorrected, iter_line_phase
 from .norms import check_model_norm, choose_norm
@@ -98,7 +98,7 @@ class DenoiseJob:
     dtype: np.dtype
     shifts: np.ndarray | None = None  # measured sub-pixel motion left to the network: the smoothing follows it
     averaged: bool | None = None  # whether each pixel's average is put back (:mod:`.averages`); None: as cfg says
-    said: str = ""  # what ``output_dtype='auto'`` was made (:func:`.frame_means.resolve_output_dtype`), said first
+    said: str = ""  # what ``output_dtype='auto'`` was made (:func:`.frame_means.resolve_output_dtype`)
 
     @classmethod
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
@@ -136,8 +136,6 @@ class DenoiseJob:
 
     def run(self, out: Any = None) -> Generator[InferEvent, None, Any]:
         """Denoise into ``out`` (already checked) or a new array; see :func:`iter_denoise`."""
-        if self.said:
-            yield InferEvent(done=0, total=1, message=self.said)
         if self.cfg.registration != "off" or self.cfg.strips != "off":  # refuse before the stack is read
             _checked_plan(self, out, norm_pass=False)
         two, flip = len(self.views) == 2, self.denoiser.flip_backward  # two views: a bidirectional scan
@@ -245,7 +243,8 @@ def iter_denoise(
         The job cannot fit in memory (checked before any work), or out-of-memory errors
         persist down to the smallest batch and tiles.
     """
-    return (yield from DenoiseJob.create(stack, denoiser, cfg, out).run(out))
+    job = DenoiseJob.create(stack, denoiser, cfg, out)
+    return (yield from said_first(job.run(out), job.said))
 
 
 def denoise(

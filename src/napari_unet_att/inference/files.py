@@ -15,6 +15,7 @@ from ..stackio import output_stack, read_stack
 from ..stackio.outputs import same_file
 from . import averages, frame_means, give_back, line_phase, registration, smoothing, strips
 from .denoising import DenoiseJob
+from .frame_means import said_first
 
 #: The job's choices that an output records (a file's metadata, the dock's result layer), by how their messages
 #: start; keyed as the :class:`InferConfig` settings that ask for them.
@@ -80,7 +81,7 @@ def iter_denoise_to_file(
     if source is not None:
         meta["source"] = str(source)
     with output_stack(out_path, job.out_shape, job.dtype, metadata=meta) as out:
-        yield from _recorded(job.run(out), meta.setdefault("steps", {}))
+        yield from _recorded(said_first(job.run(out), job.said), meta.setdefault("steps", {}))
     return Path(out_path)
 
 

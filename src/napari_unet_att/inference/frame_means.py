@@ -18,15 +18,16 @@ the input's integer type only where its noise makes that rounding negligible.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
 
-from ..config import InferConfig
+from ..config import InferConfig, InferEvent
 from ..stackio import to_output_dtype
 
-__all__ = ["SAID", "WHOLE_COUNTS_SD", "keep_frame_means", "noise_sd", "resolve_output_dtype", "set_frame_means",
-           "to_target"]
+__all__ = ["SAID", "WHOLE_COUNTS_SD", "keep_frame_means", "noise_sd", "resolve_output_dtype", "said_first",
+           "set_frame_means", "to_target"]
 
 SAID = "output type: "  # how the choice is announced (files record it as one of the job's steps)
 # The noise SD (counts) from which whole counts lose nothing measurable: rounding's 1/12 count^2 is then 1% of the
@@ -101,3 +102,16 @@ def resolve_output_dtype(stack: Any, cfg: InferConfig) -> tuple[InferConfig, str
     return dataclasses.replace(cfg, output_dtype="float32"), (
         f"{SAID}float32, not the input's {dtype}: its noise SD is {sd:.2g} counts (under {WHOLE_COUNTS_SD:.0f}), "
         "so rounding the denoised frames to whole counts would lose part of the gain and shift dim frames' means")
+
+
+def said_first(events: Generator[InferEvent, None, Any], said: str) -> Generator[InferEvent, None, Any]:
+    """``events`` (a job's), with an event saying ``said`` (what :func:`resolve_output_dtype` chose; none when empty)
+    just before the first of them: a job refused before it yields anything prints its refusal alone."""
+    try:
+        first = next(events)
+    except StopIteration as stop:
+        return stop.value
+    if said:
+        yield InferEvent(done=0, total=1, message=said)
+    yield first
+    return (yield from events)

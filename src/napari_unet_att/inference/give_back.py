@@ -149,7 +149,8 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     if averaged:  # only what changes over time stays: each pixel's mean taken off (a projection, so Stein still holds)
         d, response, kept = d - d.mean(axis=0), response - response.mean(axis=0), 1.0 - 1.0 / n
     g = smooth_xy(d, sigma_px)
-    trace = _sum(f32(v) * b, smooth_xy(response, sigma_px))  # sum v (G J)_xx, by Hutchinson's estimator
+    trace = _sum(v * b, smooth_xy(response, sigma_px))  # sum v (G J)_xx, by Hutchinson's estimator (v in float64:
+    # a variance in the square of the input's units, which float32 cannot hold for inputs past ~1e19)
     noise = float(np.sum(v)) * n
     own = float(np.sum(v * own_weights(v.shape, sigma_px))) * n * kept
     cross = -_sum(g, d) + own - trace  # <g, out - s> by Stein
