@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from _models import Identity, make
 from napari_unet_att import inference as infer
-from napari_unet_att.config import POST_STEPS, InferConfig, InferEvent
+from napari_unet_att.config import POST_STEPS, InferConfig, InferEvent, run_to_end
 from napari_unet_att.errors import InputError
 from napari_unet_att.inference import accumulate, denoising
 from napari_unet_att.inference import tiles as tiling
@@ -313,6 +313,29 @@ def test_auto_output_type_keeps_dim_frames_means_where_whole_counts_would_not():
     assert sum(m.startswith("output type: float32") for m in said) == 1
     fine = photon_counts(2.0, 100.0, seed=1)
     assert infer.denoise(fine, make(FrameMean()), cfg(output_dtype="auto")).dtype == np.uint16
+
+
+def test_the_output_type_said_first_closes_the_job_with_it():
+    from napari_unet_att.inference.frame_means import said_first
+
+    closed = []
+
+    def job():
+        try:
+            yield InferEvent(done=0, total=2)
+            yield InferEvent(done=1, total=2)
+            return "result"
+        finally:
+            closed.append(True)
+
+    events = said_first(job(), "output type: float32")
+    assert [next(events).message, next(events).message] == ["output type: float32", ""]
+    events.close()  # (a cancelled run: the job's own clean-up runs now, not when it is collected)
+    assert closed == [True]
+    assert run_to_end(said_first(job(), "")) == "result"
+    said = []
+    refused = (x for x in ())  # a job with no events (refused before its first): nothing said
+    assert run_to_end(said_first(refused, "output type: float32"), said.append) is None and said == []
 
 
 # --------------------------------------------------------------------------- seams

@@ -106,12 +106,16 @@ def resolve_output_dtype(stack: Any, cfg: InferConfig) -> tuple[InferConfig, str
 
 def said_first(events: Generator[InferEvent, None, Any], said: str) -> Generator[InferEvent, None, Any]:
     """``events`` (a job's), with an event saying ``said`` (what :func:`resolve_output_dtype` chose; none when empty)
-    just before the first of them: a job refused before it yields anything prints its refusal alone."""
+    just before the first of them: a job refused before it yields anything prints its refusal alone. Closing this
+    closes ``events`` at once (its worker threads stop), wherever it was."""
     try:
-        first = next(events)
-    except StopIteration as stop:
-        return stop.value
-    if said:
-        yield InferEvent(done=0, total=1, message=said)
-    yield first
-    return (yield from events)
+        try:
+            first = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if said:
+            yield InferEvent(done=0, total=1, message=said)
+        yield first
+        return (yield from events)
+    finally:
+        events.close()
