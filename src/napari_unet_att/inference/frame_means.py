@@ -11,7 +11,7 @@ frames' means. With the shipped generalist on held-out simulations (``benchmarks
 docs/benchmarks.md, thirty-first session): on photon counts (1 count per photon) at 0.3 photons per pixel, rounding
 took 66-75% of the frames' brightness and 20 dB, at 1 photon 7-10% and 14 dB; at 20 counts per photon (the
 simulator's ADU, noise SD 12-45 counts) it cost 0.8-1.5 dB at 0.3 photons, 0.13 dB at 2, 0.04 at 5; at 100 counts
-per photon (SD 56-224) 0.01-0.08 dB. ``output_dtype='auto'`` (:func:`resolve_output_dtype`, the CLI's default) keeps
+per photon (SD 56-224) 0.00-0.08 dB. ``output_dtype='auto'`` (:func:`resolve_output_dtype`, the CLI's default) keeps
 the input's integer type only where its noise makes that rounding negligible.
 """
 
@@ -32,7 +32,7 @@ __all__ = ["SAID", "WHOLE_COUNTS_SD", "keep_frame_means", "noise_sd", "resolve_o
 SAID = "output type: "  # how the choice is announced (files record it as one of the job's steps)
 # The noise SD (counts) from which whole counts lose nothing measurable: rounding's 1/12 count^2 is then 1% of the
 # error left after a denoising that removes 299/300 of the noise's variance (25 dB; the benchmarks' gains over the
-# raw input are 20-25 dB), ~0.04 dB (measured: 0.04-0.08 dB at SD 56, 0.01-0.02 at 100-224, 0.04 at 45).
+# raw input are 20-25 dB), ~0.04 dB (measured: 0.04-0.08 dB at SD 56, 0.00-0.02 at 100-224, 0.04 at 45).
 WHOLE_COUNTS_SD = 50.0
 SAMPLED_PAIRS = 16  # pairs of consecutive frames, spread over the stack, that the noise is measured on
 
