@@ -104,8 +104,9 @@ class DenoiseJob:
     def create(cls, stack: Any, denoiser: Denoiser, cfg: InferConfig | None = None, out: Any = None) -> DenoiseJob:
         """Check the inputs (:func:`check_inputs`, and ``out``'s shape) and work out the job (an 'auto' output type
         made one: :func:`.frame_means.resolve_output_dtype`)."""
-        check_inputs(stack, cfg or InferConfig(), out)
-        cfg, said = resolve_output_dtype(stack, cfg or InferConfig())
+        cfg = cfg or InferConfig()
+        check_inputs(stack, cfg, out)
+        cfg, said = resolve_output_dtype(stack, cfg)
         job = dataclasses.replace(cls.unchecked(stack, denoiser, cfg), said=said)
         if out is not None:
             _check_out(out, job.out_shape)

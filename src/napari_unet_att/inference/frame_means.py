@@ -93,15 +93,17 @@ def resolve_output_dtype(stack: Any, cfg: InferConfig) -> tuple[InferConfig, str
     if cfg.output_dtype != "auto":
         return cfg, ""
     dtype = np.dtype(stack.dtype)
-    if dtype.kind not in "iu":
-        return dataclasses.replace(cfg, output_dtype="float32"), f"{SAID}float32 (the input is {dtype})"
-    sd = noise_sd(stack)
-    if sd >= WHOLE_COUNTS_SD:
-        return dataclasses.replace(cfg, output_dtype="input"), (
-            f"{SAID}{dtype}, as the input (its noise SD, {sd:.0f} counts, makes rounding to whole counts negligible)")
-    return dataclasses.replace(cfg, output_dtype="float32"), (
-        f"{SAID}float32, not the input's {dtype}: its noise SD is {sd:.2g} counts (under {WHOLE_COUNTS_SD:.0f}), "
-        "so rounding the denoised frames to whole counts would lose part of the gain and shift dim frames' means")
+    sd = noise_sd(stack) if dtype.kind in "iu" else None
+    if sd is None:
+        chosen, why = "float32", f"float32 (the input is {dtype})"
+    elif sd >= WHOLE_COUNTS_SD:
+        chosen, why = "input", (f"{dtype}, as the input (its noise SD, {sd:.0f} counts, makes rounding to whole "
+                                "counts negligible)")
+    else:
+        chosen, why = "float32", (f"float32, not the input's {dtype}: its noise SD is {sd:.2g} counts (under "
+                                  f"{WHOLE_COUNTS_SD:.0f}), so rounding the denoised frames to whole counts would "
+                                  "lose part of the gain and shift dim frames' means")
+    return dataclasses.replace(cfg, output_dtype=chosen), SAID + why
 
 
 def said_first(events: Generator[InferEvent, None, Any], said: str) -> Generator[InferEvent, None, Any]:
