@@ -1,12 +1,11 @@
 """Self-supervised training loop.
 
-:class:`Trainer` runs as a generator (:meth:`Trainer.run`) that yields a
-:class:`~napari_unet_att.config.TrainEvent` every ``log_every`` steps and returns the trained
-:class:`~napari_unet_att.model.denoiser.Denoiser`. The CLI drains it with a progress bar, the napari
-widget runs it in ``thread_worker``; both stop it with :meth:`Trainer.stop`, which ends the loop
-cleanly after the current step and still saves and returns the model.
+:class:`Trainer` runs as a generator (:meth:`Trainer.run`) that yields a :class:`~napari_unet_att.config.TrainEvent`
+every ``log_every`` steps and returns the trained :class:`~napari_unet_att.model.denoiser.Denoiser`. The CLI drains it
+with a progress bar, the napari widget runs it in ``thread_worker``; both stop it with :meth:`Trainer.stop`, which
+ends the loop cleanly after the current step and still saves and returns the model.
 
-A run is set up (``_setup``: modules ``start`` and ``resume``), then loops over optimiser steps
+A run is set up (``_setup``: modules ``start``, ``resume`` and ``fast_signals``), then loops over optimiser steps
 (``_step``: ``loss``, ``schedule``), validating, checkpointing (``saving``) and previewing after each.
 """
 
@@ -34,7 +33,7 @@ from ..runtime.distributed import DistEnv, all_max, all_mean, barrier, dist_env,
 from ..runtime.resources import check_training_memory
 from ..stackio.outputs import OutputLock, check_train_out
 from ..wording import PYTHON_WORDING, Wording
-from . import start
+from . import fast_signals, start
 from .loss import loss_fn
 from .monitor import preview_output, validation_loss
 from .resume import check_one_start, load_resume, restore_state
@@ -73,8 +72,8 @@ class _Run:
     t0: float = 0.0
     prefetch: Prefetcher | None = None
     save_s: float = 0.0  # how long the last checkpoint save took (the end of a time budget saves twice)
-    # Set when the weights must not be saved: after a divergence (whatever the last step left is
-    # garbage) or a failed save (the disk is full: the earlier checkpoint is the one to keep).
+    # Set when the weights must not be saved: after a divergence (whatever the last step left is garbage) or a
+    # failed save (the disk is full: the earlier checkpoint is the one to keep).
     no_save: str = ""
 
     def elapsed(self, ahead_s: float = 0.0) -> float:
@@ -185,6 +184,8 @@ class Trainer:
             notes.append(note)
         else:
             den = new_denoiser(rcfg)
+        if self.resume is None and self.targets is None:  # (a resumed run was advised when it began)
+            notes += fast_signals.temporal_advice(self.stacks, self.sources, rcfg.mode)
         if den.mode != rcfg.mode:
             raise InputError(f"the checkpoint was trained in {den.mode!r} mode but {rcfg.mode!r} was requested")
         self.denoiser = den
@@ -303,9 +304,8 @@ class Trainer:
     def _progress(self, run: _Run, ahead_s: float = 0.0) -> tuple[float, bool]:
         """Budget fraction and stop request, agreed by all ranks (time differs between them).
 
-        ``ahead_s`` counts that much more time as spent: with the duration of one step, a
-        fraction >= 1 means the next step would end past a time budget.
-        """
+        ``ahead_s`` counts that much more time as spent: with the duration of one step, a fraction >= 1 means the next
+        step would end past a time budget."""
         frac = run.budget.fraction(run.step, run.elapsed(ahead_s))
         frac, stop = all_max([frac, float(self._stop.is_set())], run.env)
         return frac, stop > 0
