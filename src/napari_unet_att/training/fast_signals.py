@@ -26,7 +26,8 @@ from ..inference.signal_changes import measure
 __all__ = ["ADVICE_FRAMES", "ADVICE_XY", "MIN_FRAME_CORRELATION", "frame_correlation", "temporal_advice"]
 
 MIN_FRAME_CORRELATION = 0.75  # below this, temporal training is advised against (see above)
-ADVICE_FRAMES, ADVICE_XY = 200, 128  # the central block it is measured on (64 frames of one movie: 0.29 to 0.55)
+ADVICE_FRAMES, ADVICE_XY = 200, 128  # the central block it is measured on (its frames steady it: 64-frame blocks
+# of the package's four fast movies in docs/benchmarks.md gave 0.29-0.55, their 200 frames 0.39-0.54)
 MIN_FRAMES = 16  # fewer frames measure nothing
 SIGNIFICANT = 5.0  # how many times its own noise the signal's measured variance must be
 
