@@ -29,6 +29,13 @@ def test_frame_correlation_leaves_the_noise_out():
         assert frame_correlation(np.random.default_rng(seed).poisson(2.0, (96, 48, 48)).astype(np.float32)) is None
     assert frame_correlation(np.full((96, 48, 48), 5.0, np.float32)) is None  # nothing changes
     assert frame_correlation(_movie(True)[:8]) is None  # too few frames
+    assert frame_correlation(_movie(True)[:, :6]) is None  # too few rows
+
+
+def test_frame_correlation_reads_a_lazy_stack():
+    da = pytest.importorskip("dask.array")
+    fast = _movie(True)
+    assert frame_correlation(da.from_array(fast, chunks=(16, 48, 48))) == pytest.approx(frame_correlation(fast))
 
 
 def test_advice_only_for_temporal_pairs():

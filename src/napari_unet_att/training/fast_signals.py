@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.give_back import recorded
-from ..inference.signal_changes import measure
+from ..inference.signal_changes import FAR_LAG, measure
 
 __all__ = ["ADVICE_FRAMES", "ADVICE_XY", "MIN_FRAME_CORRELATION", "frame_correlation", "temporal_advice"]
 
@@ -43,6 +43,8 @@ def frame_correlation(stack: Any) -> float | None:
                                                            (x, min(x, ADVICE_XY)))]
     where = recorded(stack, tuple(slice(*s) for s in spans))
     frames = np.asarray(stack[where], np.float32)
+    if min(frames.shape[1:]) <= FAR_LAG:  # (a registered stack whose frames share too little)
+        return None
     c = measure(frames).covariance
     # the signal's variance must stand out of what the noise alone leaves in it: about the noise's variance (here
     # with the signal's changes: it errs high) over the square root of the products averaged (pure Poisson noise,
