@@ -227,3 +227,25 @@ def test_denoise_keep_average_option(model, tmp_path, capsys):
     outs, said = _auto_and_off(sim.noisy, model, tmp_path, capsys, "keep-average")
     assert "time average: restored" in said["auto"] and "time average: " not in said["off"]
     np.testing.assert_allclose(outs["auto"].mean(axis=(1, 2)), outs["off"].mean(axis=(1, 2)), atol=1e-2)
+
+
+def test_denoise_a_bidirectional_scan_into_its_physical_frames(tmp_path, capsys):
+    """``--mirrored-output merged``: a mirrored-scan model's two directions averaged into (T, N, N), every frame's
+    mean the input's (both directions of its lines); the default keeps the raw (T, 2N, N) layout."""
+    noisy = simulate(n_frames=24, size=32, photons=3.0, bidirectional=True, seed=4).noisy
+    src = tmp_path / "scan.tif"
+    tifffile.imwrite(src, noisy)
+    outs = {}
+    for layout in ("merged", "interleaved"):
+        out = tmp_path / f"{layout}.tif"
+        assert main(["denoise", str(src), "--model", "generalist", "--mode", "mirrored", "--out", str(out),
+                     "--dtype", "float32", "--device", "cpu", "--mirrored-output", layout]) == 0
+        outs[layout] = tifffile.imread(out)
+        assert read_metadata(out)["settings"]["mirrored_output"] == layout
+    capsys.readouterr()
+    assert outs["interleaved"].shape == noisy.shape and outs["merged"].shape == (24, 32, 32)
+    physical = 0.5 * (noisy[:, 0::2].astype(np.float64) + noisy[:, 1::2])
+    np.testing.assert_allclose(outs["merged"].mean(axis=(1, 2)), physical.mean(axis=(1, 2)), rtol=1e-4)
+    with pytest.raises(SystemExit):
+        main(["denoise", str(src), "--model", "generalist", "--out", str(tmp_path / "x.tif"), "--mirrored-output",
+              "stacked"])

@@ -213,7 +213,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, normalization="input" if args.input_norm else "model", tta=args.tta,
                       half_rate=args.half_rate, smoothing=args.smoothing,
                       registration=args.registration, keep_average=args.keep_average, strips=args.strips,
-                      line_phase=args.line_phase, give_back=args.give_back)
+                      line_phase=args.line_phase, give_back=args.give_back, mirrored_output=args.mirrored_output)
     outs = _output_paths(args.inputs, args.out)
     # Every output checked before the first is written: none is an input, no two collide, the
     # folders are writable and the disk holds all of them.

@@ -139,6 +139,11 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
     dtype.add_argument("--float32", action="store_true", help="the same as --dtype float32")
     d.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist already (default: refuse, as the napari dock does)")
+    d.add_argument("--mirrored-output", choices=("interleaved", "merged"),
+                   default=field_default(InferConfig, "mirrored_output"),
+                   help="a mirrored-scan model on a raw (T, 2N, N) scan: its forward and backward lines denoised "
+                        "apart and written back in place (interleaved, the default), or averaged into the physical "
+                        "frames (T, N, N) (merged)")
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")
