@@ -32,6 +32,14 @@ from napari_unet_att.modes import merge_directions  # noqa: E402
 from napari_unet_att.training.trainer import train  # noqa: E402
 
 
+def bidirectional(seed: int, motion: str, fps: float, tau: float, frames: int = 200):
+    """The package simulator's bidirectional recording of these cases: ``frames`` x 2*64 x 64, 2 photons, an indicator
+    decaying over ``tau`` seconds at ``fps``, AR(1) motion of 1 px or none (``motion`` 'none')."""
+    kind, std = (motion, 1.0) if motion != "none" else ("walk", 0.0)
+    return simulate(n_frames=frames, size=64, photons=2.0, motion_std=std, motion=kind, bidirectional=True,
+                    seed=seed, fps=fps, tau_decay=tau, tau_rise=0.02 if tau < 0.5 else 0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[31])
@@ -43,9 +51,7 @@ def main() -> None:
     a = ap.parse_args()
     for seed in a.seeds:
         for motion in a.motion:
-            kind, std = (motion, 1.0) if motion != "none" else ("walk", 0.0)
-            sim = simulate(n_frames=200, size=64, photons=2.0, motion_std=std, motion=kind, bidirectional=True,
-                           seed=seed, fps=a.fps, tau_decay=a.tau, tau_rise=0.02 if a.tau < 0.5 else 0.05)
+            sim = bidirectional(seed, motion, a.fps, a.tau)
             case = f"{a.fps:g} Hz, decay {a.tau:g} s, {motion}, seed {seed}"
             raw = merge_directions(sim.noisy)
             _, gauss, _ = bg.best_gaussian(sim.noisy, sim.clean, y_scale=2.0)

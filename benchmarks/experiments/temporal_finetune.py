@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the independent simulator
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the independent simulator, mirrored_fast
+
+from mirrored_fast import bidirectional  # noqa: E402 - the same recordings
 
 from napari_unet_att.config import InferConfig, TrainConfig  # noqa: E402
 from napari_unet_att.evaluation.metrics import psnr  # noqa: E402
-from napari_unet_att.evaluation.simulator import simulate  # noqa: E402
 from napari_unet_att.inference.denoising import denoise  # noqa: E402
 from napari_unet_att.model.pretrained import load_model  # noqa: E402
 from napari_unet_att.modes import merge_directions  # noqa: E402
@@ -41,10 +42,7 @@ def recording(case: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The noisy movie and its truth for a case (see the module's docstring)."""
     kind, *rest = case.split(":")
     if kind == "pkg":
-        fps, tau, motion, seed = float(rest[0]), float(rest[1]), rest[2], int(rest[3])
-        sim = simulate(n_frames=frames, size=64, photons=2.0, motion_std=0.0 if motion == "none" else 1.0,
-                       motion="walk" if motion == "none" else motion, bidirectional=True, seed=seed, fps=fps,
-                       tau_decay=tau, tau_rise=0.02 if tau < 0.5 else 0.05)
+        sim = bidirectional(int(rest[3]), rest[2], float(rest[0]), float(rest[1]), frames)
         return merge_directions(sim.noisy), sim.clean
     import independent_sim as ind
 

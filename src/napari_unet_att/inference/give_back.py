@@ -42,8 +42,8 @@ from .smoothing import Smoothing, TemporalSmoother
 from .temporal_filter import filter_matrix, smooth_xy
 
 __all__ = ["BLOCK_FRAMES", "BLOCK_XY", "GIVE_BACK_PX", "MARGIN_FRAMES", "MAX_JACOBIAN", "MAX_NOISE_CORRELATION",
-           "MAX_WEIGHT", "MIN_WEIGHT", "NOISE_PX", "PERTURBATION", "SAID", "GiveBack", "block", "choose_weight",
-           "iter_give_back", "neighbour_correlation", "own_weights", "recorded"]
+           "MAX_WEIGHT", "MIN_WEIGHT", "NOISE_PX", "PERTURBATION", "SAID", "GiveBack", "block", "central",
+           "choose_weight", "iter_give_back", "neighbour_correlation", "own_weights", "recorded"]
 
 GIVE_BACK_PX = 3.0  # a cell's scale (3 px gave back more of the traces than 6 px: docs/benchmarks.md)
 NOISE_PX = 5.0  # the noise's variance map is smoothed over this many pixels (it changes slowly across the frame)
@@ -166,15 +166,22 @@ def choose_weight(inputs: np.ndarray, net: np.ndarray, net_b: np.ndarray, out: n
     return GiveBack(w, reason=said, sigma_px=sigma_px)
 
 
+def central(shape: tuple[int, ...], frames: int, xy: int) -> tuple[slice, slice, slice]:
+    """The central ``frames`` x ``xy`` x ``xy`` of a ``(T, Y, X)`` stack (all of an axis that is shorter)."""
+    t, y, x = (int(n) for n in shape[:3])
+    ts, ys, xs = (slice((n - m) // 2, (n - m) // 2 + m) for n, m in ((t, min(t, frames)), (y, min(y, xy)),
+                                                                      (x, min(x, xy))))
+    return ts, ys, xs
+
+
 def block(shape: tuple[int, ...]) -> tuple[tuple[slice, slice, slice], slice]:
     """The central block of a ``(T, Y, X)`` stack that the weight is chosen on (at most :data:`BLOCK_FRAMES` x
     :data:`BLOCK_XY` x :data:`BLOCK_XY`) with up to :data:`MARGIN_FRAMES` more either side, and where those
     central frames lie in it."""
-    t, y, x = (int(n) for n in shape)
-    (t0, t1), ys, xs = (((n - m) // 2, (n - m) // 2 + m) for n, m in ((t, min(t, BLOCK_FRAMES)),
-                                                                       (y, min(y, BLOCK_XY)), (x, min(x, BLOCK_XY))))
-    lo, hi = max(t0 - MARGIN_FRAMES, 0), min(t1 + MARGIN_FRAMES, t)
-    return (slice(lo, hi), slice(*ys), slice(*xs)), slice(t0 - lo, t1 - lo)
+    frames, ys, xs = central(shape, BLOCK_FRAMES, BLOCK_XY)
+    t0, t1 = frames.start, frames.stop
+    lo, hi = max(t0 - MARGIN_FRAMES, 0), min(t1 + MARGIN_FRAMES, int(shape[0]))
+    return (slice(lo, hi), ys, xs), slice(t0 - lo, t1 - lo)
 
 
 def recorded(stack: Any, where: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:

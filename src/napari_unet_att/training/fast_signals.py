@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.give_back import recorded
+from ..inference.give_back import central, recorded
 from ..inference.signal_changes import FAR_LAG, measure
 
 __all__ = ["ADVICE_FRAMES", "ADVICE_XY", "MIN_FRAME_CORRELATION", "frame_correlation", "temporal_advice"]
@@ -36,12 +36,9 @@ def frame_correlation(stack: Any) -> float | None:
     """The signal's correlation between consecutive frames on a central block of a ``(T, Y, X)`` stack (at most
     :data:`ADVICE_FRAMES` x :data:`ADVICE_XY` x :data:`ADVICE_XY`, only pixels that every frame recorded), the noise
     left out; None where too little was recorded or nothing changes."""
-    t, y, x = (int(n) for n in stack.shape[:3])
-    if t < MIN_FRAMES:
+    if int(stack.shape[0]) < MIN_FRAMES:
         return None
-    spans = [((n - m) // 2, (n - m) // 2 + m) for n, m in ((t, min(t, ADVICE_FRAMES)), (y, min(y, ADVICE_XY)),
-                                                           (x, min(x, ADVICE_XY)))]
-    where = recorded(stack, tuple(slice(*s) for s in spans))
+    where = recorded(stack, central(stack.shape, ADVICE_FRAMES, ADVICE_XY))
     frames = np.asarray(stack[where], np.float32)
     if min(frames.shape[1:]) <= FAR_LAG:  # (a registered stack whose frames share too little)
         return None
