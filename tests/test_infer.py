@@ -47,6 +47,13 @@ class AddXRamp(torch.nn.Module):
         return x + torch.arange(x.shape[-1], dtype=x.dtype)
 
 
+class Square(torch.nn.Module):
+    """Squares: a model that is not linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
 class FailOnCall(torch.nn.Module):
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -399,6 +406,18 @@ def test_mirrored_merged_average_shape():
     yf = infer.denoise(x, make(Identity(), mode="mirrored", flip=True), cfg(mirrored_output="merged"))
     # backward lines stored x-reversed: averaged with the forward ones in the physical orientation
     np.testing.assert_allclose(yf, 0.5 * (x[:, 0::2] + x[:, 1::2, ::-1]), atol=1e-6)
+
+
+def test_mirrored_merged_output_denoises_the_physical_frames_in_one_pass():
+    """Each line's two directions are averaged before the network (all its photons in one view), not after two
+    passes of half of them: with a model that is not linear the two differ."""
+    x = np.random.default_rng(6).random((9, 40, 20), dtype=np.float32)
+    physical = np.ascontiguousarray(0.5 * (x[:, 0::2] + x[:, 1::2, ::-1]))  # backward lines stored x-reversed
+    for model in (make(Smooth3(), mode="mirrored", flip=True), make(Square(), mode="mirrored", flip=True)):
+        merged = infer.denoise(x, model, cfg(mirrored_output="merged"))
+        np.testing.assert_allclose(merged, infer.denoise(physical, model, cfg()), atol=1e-6)
+    lines = infer.denoise(x, model, cfg())  # interleaved: each direction in its own pass
+    assert np.abs(merged - 0.5 * (lines[:, 0::2] + lines[:, 1::2, ::-1])).max() > 1e-3
 
 
 def test_mirrored_model_other_shape_and_temporal_model_whole_stack():

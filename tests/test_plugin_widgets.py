@@ -478,6 +478,26 @@ def test_denoise_dock_defaults_to_the_pretrained_generalist(viewer, qtbot, tiny_
     assert w.denoiser.provenance.get("normalization") == "input"
 
 
+def test_denoise_dock_merges_a_bidirectional_scan_onto_the_layer(viewer, qtbot):
+    from napari_unet_att.evaluation.simulator import simulate
+    from napari_unet_att.modes import merge_directions
+
+    sim = simulate(n_frames=24, size=32, photons=3.0, bidirectional=True, seed=3)  # (24, 64, 32) raw lines
+    w = DenoiseWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.model_choice.setCurrentText(next(k for k, v in _denoise.MODEL_CHOICES.items() if v == "mirrored"))
+    layer = viewer.add_image(sim.noisy, name="scan", scale=(1, 0.5, 1), translate=(0, 10, 0))
+    for output, shape in (("interleaved", sim.noisy.shape), ("merged", sim.clean.shape)):
+        w.mirrored_output.setCurrentText(output)
+        _wait_done(qtbot, w.denoise(layer))
+        out = viewer.layers[-1]
+        assert out.data.shape == shape, output
+    np.testing.assert_allclose(out.scale, (1, 1, 1))  # each physical line two of the layer's rows, lying on them
+    np.testing.assert_allclose(out.translate, (0, 10.25, 0))
+    np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), merge_directions(sim.noisy).mean(axis=(1, 2)),
+                               rtol=1e-3)
+
+
 def test_denoise_progress_reads_as_a_share_with_the_networks_speed(viewer):
     from napari_unet_att.config import InferEvent
 

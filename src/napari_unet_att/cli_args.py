@@ -142,8 +142,8 @@ def _denoise_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--mirrored-output", choices=("interleaved", "merged"),
                    default=field_default(InferConfig, "mirrored_output"),
                    help="a mirrored-scan model on a raw (T, 2N, N) scan: its forward and backward lines denoised "
-                        "apart and written back in place (interleaved, the default), or averaged into the physical "
-                        "frames (T, N, N) (merged)")
+                        "apart and written back in place (interleaved, the default), or the physical frames "
+                        "(T, N, N), each line's two directions averaged, denoised in one pass (merged: faster)")
     d.add_argument("--input-norm", action="store_true",
                    help="normalise with the input's own statistics instead of the model's")
     d.add_argument("--tile-t", type=int, help="frames per tile (default: as many as fit --memory-gb)")

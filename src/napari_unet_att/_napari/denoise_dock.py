@@ -11,6 +11,7 @@ from superqt import QCollapsible
 
 from ..config import TTA_CHOICES, InferConfig, InferEvent
 from ..errors import InputError, UserError
+from ..modes import layout_factor
 from .dialogs import report_error
 from .dock import BaseDock, device_choices
 from .form import BUTTON, CHECK, CHOICE, INT, LAYER, NOTE, TEXT, Field
@@ -58,13 +59,15 @@ def _fields() -> tuple[tuple[Field, ...], tuple[Field, ...], tuple[Field, ...]]:
               default=d.registration == "auto", setting=None),
         Field("strips", CHECK, text="strips of lines where frames move while scanned (auto)",
               default=d.strips == "auto", setting=None,
-              tip="where the top and bottom lines of the frames move apart (fast motion during the scan, tissue "
-                  "that shears), each "
-                  "strip of 48 lines is registered and denoised on its own and the strips blended (1.5-2x slower)"),
+              tip="where the top and bottom lines of the frames move apart (fast motion during the scan, shearing "
+                  "tissue), strips of 48 lines are registered and denoised apart, then blended (1.5-2x slower)"),
         Field("line_phase", CHECK, text="put a bidirectional scan's backward lines in place (auto)",
               default=d.line_phase == "auto", setting=None,
               tip="where the backward (odd) lines sit beside the forward ones (the scan phase of a resonant "
                   "scanner), measurably, they are moved back before denoising; the output keeps them there"),
+        Field("mirrored_output", CHOICE, "Bidirectional output", choices=("interleaved", "merged"),
+              tip="a mirrored-scan model on a raw (T, 2N, N) scan: 'interleaved' keeps both directions' lines; "
+                  "'merged' gives the physical (T, N, N) frames, each line's two scans denoised together (faster)"),
         Field("keep_average", CHECK, text="keep still detail (each pixel's time average, beyond the noise)",
               default=d.keep_average == "auto", setting=None),
         Field("give_back", CHECK, text="give back fast changes the denoising took (auto)",
@@ -177,7 +180,8 @@ class DenoiseWidget(BaseDock):
                            keep_average="auto" if self.keep_average.isChecked() else "off",
                            strips="auto" if self.strips.isChecked() else "off",
                            line_phase="auto" if self.line_phase.isChecked() else "off",
-                           give_back="auto" if self.give_back.isChecked() else "off")
+                           give_back="auto" if self.give_back.isChecked() else "off",
+                           mirrored_output=self.mirrored_output.currentText())
 
     # -- model ---------------------------------------------------------------------------
     @property
@@ -317,11 +321,14 @@ class DenoiseWidget(BaseDock):
         meta = {**dict(layer.metadata), "unet_att": self._run_info}
         meta.pop("metrics", None)  # the input's metrics do not describe the output
         kwargs: dict[str, Any] = {"name": f"{layer.name}_denoised", "metadata": meta, "colormap": "gray"}
-        if tuple(result.shape) == tuple(layer.data.shape):  # the layer's axes (a stack reordered by Axes is not)
-            kwargs.update(scale=layer.scale, translate=layer.translate, contrast_limits=list(layer.contrast_limits))
+        if (rows := _rows_per_line(layer.data.shape, result.shape)) is not None:  # on the layer (its axes kept)
+            scale, translate = np.array(layer.scale, float), np.array(layer.translate, float)
+            translate[-2] += (rows - 1) * scale[-2] / 2  # a merged scan's line: the centre of its two rows
+            scale[-2] *= rows
+            kwargs.update(scale=scale, translate=translate, contrast_limits=list(layer.contrast_limits))
         self.result_layer = self.viewer.add_image(result, **kwargs)
         self.eval_denoised.value = self.result_layer
-        if self.eval_raw.optional and result.shape == layer.data.shape:
+        if self.eval_raw.optional and rows == 1:
             self.eval_raw.value = layer
         self.status.setText(f"added {self.result_layer.name!r}")
 
@@ -391,6 +398,14 @@ class DenoiseWidget(BaseDock):
         if layer not in self.plot_layers:
             self.plot_layers.append(layer)
         return y_offset + scale[0] * rgb.shape[0]
+
+
+def _rows_per_line(layer_shape: tuple[int, ...], result_shape: tuple[int, ...]) -> int | None:
+    """The layer's rows per row of the result: 1, 2 (a scan's merged output), None (reordered by the Axes field)."""
+    try:
+        return layout_factor(layer_shape, result_shape)
+    except InputError:
+        return None
 
 
 def _evaluate_job(denoised: Any, reference: Any, raw: Any, masks: Any, ssim: bool) -> tuple[dict, Any]:

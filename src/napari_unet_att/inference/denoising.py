@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -43,8 +43,8 @@ from .frame_means import keep_frame_means, resolve_output_dtype, said_first, to_
 from .give_back import GiveBack, iter_give_back
 from .line_phase import PhaseCorrected, iter_line_phase
 from .norms import check_model_norm, choose_norm
-from .registration import MovedBack, RegisteredStack, Registration, iter_registration
-from .smoothing import Smoothing, TemporalSmoother, held_bytes, iter_smoothing, layout_input
+from .registration import MovedBack, PhysicalFrames, RegisteredStack, Registration, iter_registration
+from .smoothing import Smoothing, TemporalSmoother, held_bytes, iter_smoothing
 from .strips import iter_choose_strips, iter_strips
 from .tiles import TilePlan, build_plan, resolve_tiles
 
@@ -70,12 +70,6 @@ def _in_memory(out: Any) -> bool:
     """Whether the result is held in memory: a new array, a numpy array given, or a destination that says so."""
     return out is None or (isinstance(out, np.ndarray) and not isinstance(out, np.memmap)) or bool(
         getattr(out, "in_memory", False))
-
-
-def _check_out(out: Any, shape: Sequence[int]) -> None:
-    """Refuse a destination whose shape is not the result's."""
-    if tuple(out.shape) != tuple(shape):
-        raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(shape)}")
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -108,8 +102,8 @@ class DenoiseJob:
         check_inputs(stack, cfg, out)
         cfg, said = resolve_output_dtype(stack, cfg)
         job = dataclasses.replace(cls.unchecked(stack, denoiser, cfg), said=said)
-        if out is not None:
-            _check_out(out, job.out_shape)
+        if out is not None and tuple(out.shape) != tuple(job.out_shape):  # a destination of another shape
+            raise InputError(f"out has shape {tuple(out.shape)}; this model and input give {tuple(job.out_shape)}")
         return job
 
     @classmethod
@@ -127,8 +121,8 @@ class DenoiseJob:
 
     @property
     def layout(self) -> str:
-        """How the output's frames lie: 'frames' (one view), or a scan's directions 'merged' or 'interleaved'."""
-        return "frames" if len(self.views) == 1 else self.cfg.mirrored_output
+        """How the output's frames lie: 'frames' (one view) or 'interleaved' (a scan's two directions' lines)."""
+        return "frames" if len(self.views) == 1 else "interleaved"
 
     @property
     def half_rate(self) -> bool:
@@ -145,6 +139,9 @@ class DenoiseJob:
             fixed = PhaseCorrected(self.stack, phase.offset, flip and two)
             cfg = dataclasses.replace(self.cfg, line_phase="off")  # (its memory checked again: the same plan)
             return (yield from DenoiseJob.unchecked(fixed, self.denoiser, cfg, two).run(out))
+        if two and self.cfg.mirrored_output == "merged":  # the physical frames in one pass: all of each line's
+            frames = PhysicalFrames(self.stack, flip)  # photons in one view (two passes of half: slower, worse)
+            return (yield from DenoiseJob.unchecked(frames, self.denoiser, self.cfg, False).run(out))
         strips = yield from iter_choose_strips(self.cfg.strips, self.stack, two, flip)
         if strips.active:  # motion within frames: every strip through the whole engine, blended
             sub = self.cfg.inner(keep=("smoothing", "registration", "keep_average", "half_rate", "give_back"))
@@ -212,23 +209,22 @@ def iter_denoise(
         numpy array, ``stackio.TiffArray`` (what ``stackio.read_stack`` returns for plain TIFFs),
         ``np.memmap``, zarr or dask array; only tile regions are read.
     denoiser : Denoiser
-        Model and metadata. A ``'mirrored'`` model given a ``(T, 2N, N)`` stack denoises the
-        forward (even) and backward (odd) rows as two ``(T, N, N)`` stacks (backward rows
-        x-reversed first when ``denoiser.flip_backward``, and reversed back), then interleaves
-        them, or averages them with ``cfg.mirrored_output == 'merged'``: the output is then
-        ``(T, N, N)``, not the input's shape. Any other model or shape: the stack as is.
+        Model and metadata. A ``'mirrored'`` model given a ``(T, 2N, N)`` stack denoises the forward (even)
+        and backward (odd) rows as two ``(T, N, N)`` stacks (backward rows x-reversed first when
+        ``denoiser.flip_backward``, and reversed back) and interleaves them; with ``cfg.mirrored_output ==
+        'merged'`` it denoises the physical frames (each line's two directions averaged) as one stack: the
+        output is ``(T, N, N)``. Any other model or shape: the stack as is.
     cfg : InferConfig, optional
         Tiling, device, batch, output dtype, normalisation source, prefetch.
     out : array-like, optional
-        Destination supporting ``out[t0:t1] = block`` (e.g. from ``stackio.output_stack``); frame
-        blocks are written as soon as they are final. Integer destinations are always clipped.
+        Destination supporting ``out[t0:t1] = block`` (e.g. ``stackio.output_stack``); frame blocks are written
+        once final. Integer destinations are always clipped.
 
     Yields
     ------
     InferEvent
-        After each batch of tiles: tiles done / total, frames per second, ETA. After an
-        out-of-memory retry, an event whose ``message`` says what was changed; ``total`` then
-        counts the new plan's tiles and ``done`` starts again from 0.
+        After each batch of tiles: tiles done / total, frames per second, ETA. After an out-of-memory retry, an
+        event whose ``message`` says what was changed; ``total`` counts the new plan's tiles, ``done`` from 0.
 
     Returns
     -------
@@ -361,7 +357,7 @@ class _FrameWriter:
                  ) -> None:
         self.job, self.norm, self.target, self.give_back = job, norm, target, give_back
         self.target_dtype = np.dtype(getattr(target, "dtype", job.dtype))
-        self.inputs = layout_input(job.stack, job.layout, job.denoiser.flip_backward)  # (a blend, a give-back)
+        self.inputs = job.stack  # (a blend, a give-back)
         self.smoother = TemporalSmoother(smoothing, job.out_shape[0], self.inputs) if smoothing.active else None
 
     def __call__(self, start: int, stop: int, blocks: list[np.ndarray]) -> None:
@@ -393,8 +389,7 @@ class _EveryOther:
         self.stack, self.parity = stack, int(parity)
         t = int(stack.shape[0])
         self.shape = ((t - self.parity + 1) // 2, *(int(n) for n in stack.shape[1:]))
-        self.dtype = np.dtype(stack.dtype)
-        self.ndim = 3
+        self.dtype, self.ndim = np.dtype(stack.dtype), 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)

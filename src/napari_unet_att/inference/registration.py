@@ -346,18 +346,21 @@ def _span(key: Any, n: int) -> np.ndarray:
 
 class PhysicalFrames:
     """The physical frames ``(T, N, N)`` of a bidirectional ``(T, 2N, N)`` stack: both directions of each line
-    averaged (backward lines x-reversed first when ``flip``), float32; read by frame range or by
-    ``(t, y, x)`` slices of step 1."""
+    averaged (backward lines x-reversed first when ``flip``), float32 (``dtype`` says the stack's); read by any
+    index of frames and columns, and rows by a slice of step 1."""
 
     def __init__(self, stack: Any, flip: bool) -> None:
         t, y, x = (int(n) for n in stack.shape)
         self.stack, self.flip, self.shape, self.dtype = stack, flip, (t, y // 2, x), np.dtype(stack.dtype)
+        self.ndim = 3
 
-    def __getitem__(self, key: slice | tuple[slice, slice, slice]) -> np.ndarray:
-        t, y, x = key if isinstance(key, tuple) else (key, slice(0, self.shape[1]), slice(0, self.shape[2]))
-        raw = np.asarray(self.stack[t, 2 * y.start : 2 * y.stop], np.float32)
-        back = raw[:, 1::2, ::-1] if self.flip else raw[:, 1::2]
-        return 0.5 * (raw[:, 0::2, x] + back[..., x])
+    def __getitem__(self, key: Any) -> np.ndarray:
+        t, y, x = full_index(key, 3)
+        rows = _span(y, self.shape[1])
+        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+        raw = np.asarray(self.stack[t, 2 * lo : 2 * hi], np.float32)
+        back = raw[..., 1::2, ::-1] if self.flip else raw[..., 1::2, :]
+        return 0.5 * (raw[..., 0::2, x] + back[..., x])
 
 
 class RegisteredStack:
@@ -421,20 +424,17 @@ class MovedBack:
     """A destination for finished canvas frames of :class:`RegisteredStack`: ``self[t0:t1] = block`` crops each
     frame back to its place, keeps its input frame's mean (``keep_mean``; each direction's for an interleaved
     bidirectional result), converts to the destination (``output_dtype`` as ``InferConfig.output_dtype``) and
-    writes ``target[t0:t1]``; ``cfg`` is the job's :class:`~napari_unet_att.config.InferConfig`. A bidirectional
-    canvas's blocks are physical frames when ``cfg.mirrored_output`` is 'merged' (the directions averaged)."""
+    writes ``target[t0:t1]``; ``cfg`` is the job's :class:`~napari_unet_att.config.InferConfig`."""
 
     def __init__(self, target: Any, canvas: RegisteredStack, cfg: InferConfig, in_memory: bool) -> None:
         self.target, self.canvas, self.keep_mean, self.output_dtype = target, canvas, cfg.keep_mean, cfg.output_dtype
-        self.r = 1 if cfg.mirrored_output == "merged" else canvas.rows  # block rows per physical line
-        t, y, x = canvas.shape
-        self.shape, self.dtype, self.ndim = (t, y // (canvas.rows // self.r), x), np.dtype(np.float32), 3
+        self.shape, self.dtype, self.ndim = canvas.shape, np.dtype(np.float32), 3
         self.in_memory = in_memory  # the memory check counts an in-memory target
 
     def __setitem__(self, key: slice, block: np.ndarray) -> None:
         t0, t1, _ = _frames(key, self.shape[0])
-        c, r = self.canvas, self.r
-        y, x = c.frame[0] // (c.rows // r), c.frame[1]
+        c, r = self.canvas, self.canvas.rows  # (rows per physical line)
+        y, x = c.frame
         out = np.empty((t1 - t0, y, x), np.float32)
         ox_fwd, ox_back = c.column_offsets(t0, t1)
         for i, oy in enumerate(c.offsets[t0:t1, 0]):

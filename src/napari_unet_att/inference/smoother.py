@@ -35,8 +35,8 @@ class TemporalSmoother:
     within :attr:`Smoothing.radius` of them has arrived; all of them once the stack's last frame has), in parts
     of :data:`EMIT_FRAMES`. At most ``radius`` frames are held back besides the block, so streamed outputs stay
     O(block). With :attr:`Smoothing.shifts` the frames are held moved into the tissue's frame and each smoothed
-    frame is moved back to its own place. With :attr:`Smoothing.blend` the same frames of ``inputs`` (the input in
-    the output's layout, :func:`layout_input`; read a block at a time) are held alike.
+    frame is moved back to its own place. With :attr:`Smoothing.blend` the same frames of ``inputs`` (the input, read
+    a block at a time) are held alike.
     """
 
     def __init__(self, smoothing: Smoothing, n_frames: int, inputs: Any = None) -> None:

@@ -32,9 +32,9 @@ With the smoothing the calibration chooses how much of the fast changes it remov
 (:mod:`.transients`: a transient's rise and peak, not the noise). The chosen smoothing is applied to the output as it
 streams out (:class:`TemporalSmoother`), and every frame keeps its mean. Mirrored-scan models are calibrated the same
 way, on whole frames: the even frames of the block (both scan directions of each) denoised on their own predict the
-odd frames, in the output's layout (the physical frames for a merged output, the raw lines for an interleaved one,
-whose two directions' lines move apart: :func:`to_tissue`). Within frames (one direction's result predicting the
-other's lines) it over-smoothed the merged output (docs/benchmarks.md).
+odd frames' raw lines (an interleaved output's, whose two directions' lines move apart: :func:`to_tissue`; a merged
+output is a single view of the physical frames). Within frames (one direction's result predicting the other's
+lines) it over-smoothed the two directions' average (docs/benchmarks.md).
 
 On a still recording the calibration may also **blend in a Gaussian of the input** (:data:`BLENDS`,
 :data:`BLEND_SIGMAS`): where the model takes real activity for noise (real noise unlike any it was trained on), the
@@ -68,7 +68,7 @@ __all__ = ["AVERAGED_SIGMA", "BLEND_MIN_GAIN_DB", "BLEND_SIGMAS", "BLENDS", "CAL
            "CALIBRATION_XY", "EMIT_FRAMES", "ALONG_SPLIT", "MAX_SIGMA_T_ALONG", "MAX_SIGMA_T_SPLIT_ALONG",
            "MAX_STILL_SHIFT", "SAID", "SIGMAS_T", "SIGMAS_XY", "Smoothing", "TemporalSmoother", "calibration_block",
            "calibration_errors", "canvas_pad", "choose_smoothing", "frame_shifts", "from_tissue", "held_bytes",
-           "iter_smoothing", "layout_input", "smooth", "smooth_t", "smooth_xy", "to_tissue", "TRUNCATE"]
+           "iter_smoothing", "smooth", "smooth_t", "smooth_xy", "to_tissue", "TRUNCATE"]
 
 # frames of the full-rate output; 12 and 16 serve the fine detail of a two-scale smoothing (:mod:`.bands`: chosen
 # on 5 of 6 validation recordings over 8, +0.1 to +0.4 dB); the calibration block's 80 frames judge no longer ones
@@ -381,20 +381,18 @@ def iter_smoothing(setting: str | tuple[float, ...], denoiser: Denoiser, stack: 
 
     'auto' runs ``run_model`` (the model, no smoothing, float32 output) on the even frames of
     :func:`calibration_block` and lets :func:`choose_smoothing` pick how the result best predicts the odd frames,
-    in the output's ``layout``: 'frames' (the output's frames are the input's), or a mirrored-scan model's
-    ``(T, 2N, N)`` scan with its output 'merged' (the odd frames' physical frames are the target) or
-    'interleaved' (their raw lines are). With ``shifts`` ``(T, 2)``, the measured sub-pixel motion of the
-    (physical) frames (a slow drift left to the network, or what whole-pixel registration left), both the
-    choice and the smoothing follow the motion. ``averaged``: as :func:`choose_smoothing`'s. A smoothing in use is
-    announced in an event's message.
+    in the output's ``layout``: 'frames' (the output's frames are the input's), or 'interleaved' (a mirrored-scan
+    model's ``(T, 2N, N)`` scan: the odd frames' raw lines are the target). With ``shifts`` ``(T, 2)``, the
+    measured sub-pixel motion of the (physical) frames (a slow drift left to the network, or what whole-pixel
+    registration left), both the choice and the smoothing follow the motion. ``averaged``: as
+    :func:`choose_smoothing`'s. A smoothing in use is announced in an event's message.
     """
     if setting == "off":
         return Smoothing(reason="off")
     t = int(stack.shape[0])
     # An interleaved output's lines are smoothed direction by direction (as two planes, :func:`to_tissue`) along a
     # motion, and where backward lines are stored x-reversed (beside a forward line, a backward one shows the
-    # mirror image); otherwise smoothing across its rows averages the two directions' results of a line, as a
-    # merged output does.
+    # mirror image); otherwise smoothing across its rows averages the two directions' results of a line.
     scan = layout == "interleaved" and (shifts is not None or denoiser.flip_backward)
     flip = denoiser.flip_backward if scan else None
     if setting != "auto":
@@ -404,13 +402,12 @@ def iter_smoothing(setting: str | tuple[float, ...], denoiser: Denoiser, stack: 
     elif t < 16:
         return Smoothing(reason=f"too few frames to choose it ({t}, 16 needed)")
     else:
-        where = calibration_block(tuple(int(n) for n in stack.shape), bidirectional=layout != "frames")
+        where = calibration_block(tuple(int(n) for n in stack.shape), bidirectional=layout == "interleaved")
         block = np.asarray(stack[where], np.float32)
         estimate = yield from announced(run_model(np.ascontiguousarray(block[0::2])),
                                         "choosing the output smoothing on a block of the recording")
-        physical = layout_input(block, layout, denoiser.flip_backward)
         along = None if shifts is None else (shifts[where[0]][0::2], shifts[where[0]][1::2])
-        smoothing = choose_smoothing(estimate, physical[1::2], along, flip, physical[0::2], averaged,
+        smoothing = choose_smoothing(estimate, block[1::2], along, flip, block[0::2], averaged,
                                      lines=layout == "interleaved")
     if smoothing.active:
         along = shifts is not None and smoothing.over_time
@@ -429,10 +426,4 @@ def held_bytes(setting: str | tuple[float, ...], frame: tuple[int, int], block: 
     split = given and len(setting) == 4 and setting[2] > 0  # (its coarse part, their difference and its blur too)
     copies = 0 if setting == "off" else (5 if split else 2) if given else 4
     return copies * frames * (frame[0] + 16) * (frame[1] + 16) * 4
-
-
-def layout_input(stack: Any, layout: str, flip: bool) -> Any:
-    """``stack`` in the output's ``layout`` (as :func:`iter_smoothing`): its physical frames (a lazy
-    :class:`.registration.PhysicalFrames`) for a 'merged' output, otherwise itself."""
-    return PhysicalFrames(stack, flip) if layout == "merged" else stack
 
