@@ -426,4 +426,3 @@ def held_bytes(setting: str | tuple[float, ...], frame: tuple[int, int], block: 
     split = given and len(setting) == 4 and setting[2] > 0  # (its coarse part, their difference and its blur too)
     copies = 0 if setting == "off" else (5 if split else 2) if given else 4
     return copies * frames * (frame[0] + 16) * (frame[1] + 16) * 4
-
