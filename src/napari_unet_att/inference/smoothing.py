@@ -340,9 +340,13 @@ def _signal_changes(inputs: np.ndarray | None, target: np.ndarray, shifts: tuple
                     flip: bool | None) -> SignalChanges:
     """The signal's changes over time (:mod:`.signal_changes`) in the full-rate calibration block, its even frames
     ``inputs`` and odd frames ``target`` (along a measured motion: in the tissue's frame, where the smoothing works);
-    none without ``inputs`` and for a scan's interleaved lines (whose rows alternate directions)."""
-    if inputs is None or flip is not None:
+    none without ``inputs``. A scan's interleaved lines (``flip`` not None) are measured on its physical frames: both
+    directions of a line show the same signal (uncharged, the calibration smoothed a fast indicator's lines 2.3 dB
+    too much: docs/benchmarks.md)."""
+    if inputs is None:
         return SignalChanges()
+    if flip is not None:
+        inputs, target = (PhysicalFrames(a, flip)[:] for a in (inputs, target))
     n = min(len(inputs), len(target))
     frames = np.empty((2 * n, *target.shape[1:]), np.float32)
     frames[0::2], frames[1::2] = inputs[:n], target[:n]
