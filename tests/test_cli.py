@@ -229,13 +229,17 @@ def test_denoise_keep_average_option(model, tmp_path, capsys):
     np.testing.assert_allclose(outs["auto"].mean(axis=(1, 2)), outs["off"].mean(axis=(1, 2)), atol=1e-2)
 
 
-def test_denoise_a_bidirectional_scan_into_its_physical_frames(tmp_path, capsys):
+def test_denoise_a_bidirectional_scan_into_its_physical_frames(tmp_path, capsys, monkeypatch):
     """``--mirrored-output merged``: a mirrored-scan model's two directions averaged into (T, N, N), every frame's
-    mean the input's (both directions of its lines); the default keeps the raw (T, 2N, N) layout."""
+    mean the input's (both directions of its lines); the default keeps the raw (T, 2N, N) layout. The disk is checked
+    for each layout's own size."""
+    from napari_unet_att.stackio import outputs
+
     noisy = simulate(n_frames=24, size=32, photons=3.0, bidirectional=True, seed=4).noisy
     src = tmp_path / "scan.tif"
     tifffile.imwrite(src, noisy)
-    outs = {}
+    outs, asked, check = {}, [], outputs.check_denoise_outputs
+    monkeypatch.setattr(outputs, "check_denoise_outputs", lambda *a, **k: asked.append(k["nbytes"]) or check(*a, **k))
     for layout in ("merged", "interleaved"):
         out = tmp_path / f"{layout}.tif"
         assert main(["denoise", str(src), "--model", "generalist", "--mode", "mirrored", "--out", str(out),
@@ -244,6 +248,7 @@ def test_denoise_a_bidirectional_scan_into_its_physical_frames(tmp_path, capsys)
         assert read_metadata(out)["settings"]["mirrored_output"] == layout
     capsys.readouterr()
     assert outs["interleaved"].shape == noisy.shape and outs["merged"].shape == (24, 32, 32)
+    assert asked == [[24 * 32 * 32 * 4], [24 * 64 * 32 * 4]]  # float32 frames of each layout
     physical = 0.5 * (noisy[:, 0::2].astype(np.float64) + noisy[:, 1::2])
     np.testing.assert_allclose(outs["merged"].mean(axis=(1, 2)), physical.mean(axis=(1, 2)), rtol=1e-4)
     with pytest.raises(SystemExit):

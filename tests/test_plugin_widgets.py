@@ -478,7 +478,9 @@ def test_denoise_dock_defaults_to_the_pretrained_generalist(viewer, qtbot, tiny_
     assert w.denoiser.provenance.get("normalization") == "input"
 
 
-def test_denoise_dock_merges_a_bidirectional_scan_onto_the_layer(viewer, qtbot):
+def test_denoise_dock_merges_a_bidirectional_scan_onto_the_layer(viewer, qtbot, tmp_path):
+    import tifffile
+
     from napari_unet_att.evaluation.simulator import simulate
     from napari_unet_att.modes import merge_directions
 
@@ -496,6 +498,10 @@ def test_denoise_dock_merges_a_bidirectional_scan_onto_the_layer(viewer, qtbot):
     np.testing.assert_allclose(out.translate, (0, 10.25, 0))
     np.testing.assert_allclose(np.asarray(out.data).mean(axis=(1, 2)), merge_directions(sim.noisy).mean(axis=(1, 2)),
                                rtol=1e-3)
+    w.stream.setChecked(True)  # streamed to a file: its shape (and the disk check's size) the merged frames'
+    w.out_path.setText(str(tmp_path / "merged.tif"))
+    _wait_done(qtbot, w.denoise(layer))
+    assert tifffile.imread(tmp_path / "merged.tif").shape == sim.clean.shape
 
 
 def test_denoise_progress_reads_as_a_share_with_the_networks_speed(viewer):

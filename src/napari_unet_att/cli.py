@@ -202,6 +202,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from .inference.files import iter_denoise_file
     from .inference.frame_means import resolve_output_dtype
     from .model.pretrained import load_model
+    from .modes import split_views
     from .runtime.distributed import shard
     from .stackio import read_stack
     from .stackio.outputs import check_denoise_outputs, output_nbytes
@@ -219,7 +220,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     # folders are writable and the disk holds all of them.
     def size(path: str) -> int:  # (each stack let go at once: no file held open per input)
         stack = read_stack(path, channel=args.channel, lazy=True, axes=args.axes, series=args.series)
-        return output_nbytes(stack, resolve_output_dtype(stack, cfg)[0].output_dtype == "float32")
+        shape = split_views(stack, den.mode, den.flip_backward, cfg.mirrored_output)[2]  # (merged: half the rows)
+        return output_nbytes(stack, resolve_output_dtype(stack, cfg)[0].output_dtype == "float32", shape)
 
     sizes = [size(p) for p in args.inputs]
     check_denoise_outputs(args.inputs, outs, overwrite=args.overwrite, nbytes=sizes)

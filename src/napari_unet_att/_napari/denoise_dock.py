@@ -11,7 +11,7 @@ from superqt import QCollapsible
 
 from ..config import TTA_CHOICES, InferConfig, InferEvent
 from ..errors import InputError, UserError
-from ..modes import layout_factor
+from ..modes import layout_factor, split_views
 from .dialogs import report_error
 from .dock import BaseDock, device_choices
 from .form import BUTTON, CHECK, CHOICE, INT, LAYER, NOTE, TEXT, Field
@@ -260,9 +260,8 @@ class DenoiseWidget(BaseDock):
     def _output_path(self, layer: Any, stack: Any, cfg: InferConfig) -> Path:
         """The file to stream to, checked as the CLI checks its outputs, before the worker starts.
 
-        Not the input, a writable folder, room on the disk
-        (:func:`~napari_unet_att.stackio.outputs.check_denoise_outputs`). A file chosen in the field may be
-        replaced (its file dialog asked); the default one never is.
+        Not the input, a writable folder, room on the disk (``stackio.outputs.check_denoise_outputs``). A file
+        chosen in the field may be replaced (its file dialog asked); the default one never is.
         """
         from ..stackio.outputs import check_denoise_outputs, output_nbytes
 
@@ -276,7 +275,8 @@ class DenoiseWidget(BaseDock):
             out = src.with_name(f"{src.stem}_denoised.tif")
             if out.exists():
                 raise InputError(f"{out} exists already; choose another output file (results are never overwritten)")
-        nbytes = output_nbytes(stack, cfg.output_dtype != "input")  # ('auto' may choose float32)
+        shape = split_views(stack, self.denoiser.mode, self.denoiser.flip_backward, cfg.mirrored_output)[2]
+        nbytes = output_nbytes(stack, cfg.output_dtype != "input", shape)  # ('auto' may choose float32)
         check_denoise_outputs([src] if src is not None else [], [out], overwrite=True, nbytes=[nbytes])
         return out
 

@@ -223,12 +223,13 @@ def check_denoise_outputs(
     return outs
 
 
-def output_nbytes(stack: Any, float32: bool) -> int:
-    """Bytes of the denoised copy of ``stack`` (same shape; float32 or the input's dtype)."""
+def output_nbytes(stack: Any, float32: bool, shape: Sequence[int] | None = None) -> int:
+    """Bytes of the denoised copy of ``stack``: float32 or the input's dtype, of ``shape`` (default the stack's; a
+    scan's merged output has half its rows)."""
     import numpy as np
 
     item = 4 if float32 else np.dtype(stack.dtype).itemsize
-    return int(np.prod(stack.shape)) * item
+    return int(np.prod(stack.shape if shape is None else shape)) * item
 
 
 __all__ = ["LOCK_NAME", "OutputLock", "check_denoise_outputs", "check_train_out",
