@@ -240,7 +240,7 @@ class DenoiseWidget(BaseDock):
                 raise InputError("no image layer to denoise: open a time-lapse first")
             cfg = self.infer_config()
             stack = layer_stack(layer, self.axes.text())
-            out_path = self._output_path(layer, stack, cfg) if self.stream.isChecked() else None
+            out_path = self._output_path(layer, stack, cfg, den) if self.stream.isChecked() else None
             if out_path is None:
                 gen = iter_denoise(stack, den, cfg)
             elif (src := streamable_source(layer, stack)) is not None:
@@ -257,7 +257,7 @@ class DenoiseWidget(BaseDock):
         self.status.setText(f"denoising {layer.name}…")
         return self._launch(gen, layer, 0, f"UNet-Att denoising {layer.name}")
 
-    def _output_path(self, layer: Any, stack: Any, cfg: InferConfig) -> Path:
+    def _output_path(self, layer: Any, stack: Any, cfg: InferConfig, den: Any) -> Path:
         """The file to stream to, checked as the CLI checks its outputs, before the worker starts.
 
         Not the input, a writable folder, room on the disk (``stackio.outputs.check_denoise_outputs``). A file
@@ -275,7 +275,7 @@ class DenoiseWidget(BaseDock):
             out = src.with_name(f"{src.stem}_denoised.tif")
             if out.exists():
                 raise InputError(f"{out} exists already; choose another output file (results are never overwritten)")
-        shape = split_views(stack, self.denoiser.mode, self.denoiser.flip_backward, cfg.mirrored_output)[2]
+        shape = split_views(stack, den.mode, den.flip_backward, cfg.mirrored_output)[2]  # (its output's size)
         nbytes = output_nbytes(stack, cfg.output_dtype != "input", shape)  # ('auto' may choose float32)
         check_denoise_outputs([src] if src is not None else [], [out], overwrite=True, nbytes=[nbytes])
         return out

@@ -184,10 +184,10 @@ class Trainer:
             notes.append(note)
         else:
             den = new_denoiser(rcfg)
-        if self.resume is None and self.targets is None:  # (a resumed run was advised when it began)
-            notes += fast_signals.temporal_advice(self.stacks, self.sources, rcfg.mode)
         if den.mode != rcfg.mode:
             raise InputError(f"the checkpoint was trained in {den.mode!r} mode but {rcfg.mode!r} was requested")
+        if self.resume is None and self.targets is None:  # (a resumed run was advised when it began)
+            notes += fast_signals.temporal_advice(self.stacks, self.sources, rcfg.mode)
         self.denoiser = den
         return rcfg, state, notes
 
